@@ -1,0 +1,286 @@
+"""Experiment configuration: every key, its default, its unit, documented once.
+
+An experiment is a TOML file of a few overrides of these defaults. It may name
+another file with `extends = "other.toml"` (path relative to the file); the
+CLI adds `--set section.key=value`. Unknown keys, wrong types and invalid
+values raise `ConfigError` with the list of valid keys or values.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cifarlab.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    dataset: str = "cifar10"     # cifar10 | cifar100
+    val_size: int = 5000         # training images held out for validation (stratified); 0 = no validation
+    split_seed: int = 0          # seed of the train/validation split; fixed across training seeds
+    subset: int = 0              # use only this many training images (stratified), 0 = all; for smoke tests
+    normalize: str = "unit"      # unit: pixels/255 in [0,1] | standard: per-channel zero mean, unit std (train split stats)
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    flip: bool = False           # random horizontal flip, p = 0.5
+    translate: float = 0.0       # max x and y shift, as a fraction of the width (tutorial: 0.1); 0 = off
+    fill: str = "edge"           # border fill for translate: edge (Keras' "nearest") | zero | reflect
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    name: str = "vgg"                           # model registry name (see `cifarlab list models`)
+    widths: tuple[int, ...] = (32, 64, 128)     # output channels of each block
+    convs_per_block: int = 2                    # 3x3 convolutions per block
+    batchnorm: bool = False                     # BatchNorm after each convolution
+    dropout: tuple[float, ...] = ()             # dropout rate after each block's pooling; () = none
+    dense: tuple[int, ...] = (128,)             # hidden dense layers before the classifier
+    dense_dropout: float = 0.0                  # dropout after each hidden dense layer
+    pool: str = "max"                           # max | avg
+    dropout_before_bn: bool = False             # order inside a block when both are used
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    name: str = "sgd"            # optimizer registry name: sgd | adam | adamw
+    lr: float = 0.001            # peak learning rate
+    momentum: float = 0.9        # SGD momentum (adam/adamw: beta1)
+    nesterov: bool = False       # Nesterov momentum (SGD only)
+    weight_decay: float = 0.0    # decoupled-from-loss decay applied by the optimizer, weights only (not biases/norms)
+    l2: float = 0.0              # coupled L2 penalty l2 * sum(w^2) added to the loss on conv/dense kernels (Keras style)
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    name: str = "constant"       # schedule registry name: constant | step | onecycle | linear | cosine | cosine_restarts
+    warmup: float = 0.0          # linear warm-up length, in epochs (fractions allowed)
+    final_lr: float = 0.0        # final learning rate, as a fraction of optim.lr
+    step_every: float = 30.0     # step schedule: epochs between decays
+    step_gamma: float = 0.1      # step schedule: multiplier at each decay
+    restart_every: float = 10.0  # cosine_restarts: length of the first cycle, in epochs
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: float = 100.0        # training length in epochs (fractions allowed)
+    batch_size: int = 64         # images per step
+    seed: int = 0                # seeds weights, data order, augmentation and dropout
+    label_smoothing: float = 0.0 # cross-entropy label smoothing
+    precision: str = "auto"      # auto (bf16 where the CPU has native bf16, AMP on CUDA) | fp32 | bf16
+    channels_last: str = "auto"  # auto (on) | on | off: NHWC memory layout
+    device: str = "auto"         # auto (cuda if available) | cpu | cuda
+    threads: int = 0             # CPU threads, 0 = PyTorch's default (one per core)
+    eval_batch_size: int = 1000  # images per evaluation step
+    checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"     # run name; the run directory is runs/<name>/seed<seed> unless --out says otherwise
+    data: DataConfig = field(default_factory=DataConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        validate(self)
+
+
+SECTIONS = {k: v for k, v in typing.get_type_hints(ExperimentConfig).items() if k != "name"}
+CHOICES = {
+    ("data", "dataset"): ("cifar10", "cifar100"),
+    ("data", "normalize"): ("unit", "standard"),
+    ("augment", "fill"): ("edge", "zero", "reflect"),
+    ("model", "pool"): ("max", "avg"),
+    ("train", "precision"): ("auto", "fp32", "bf16"),
+    ("train", "channels_last"): ("auto", "on", "off"),
+    ("train", "device"): ("auto", "cpu", "cuda"),
+}
+POSITIVE = {("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
+            ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
+NON_NEGATIVE = {("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
+                ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
+                ("train", "label_smoothing"), ("train", "threads")}
+
+
+def validate(cfg: ExperimentConfig) -> None:
+    """Range checks that types alone cannot express."""
+    for section in SECTIONS:
+        sub = getattr(cfg, section)
+        for f in dataclasses.fields(sub):
+            key, value = (section, f.name), getattr(sub, f.name)
+            if key in CHOICES and value not in CHOICES[key]:
+                raise ConfigError(f"{section}.{f.name} = {value!r} is invalid; valid: {', '.join(CHOICES[key])}")
+            if key in POSITIVE and not value > 0:
+                raise ConfigError(f"{section}.{f.name} = {value!r} must be > 0")
+            if key in NON_NEGATIVE and not value >= 0:
+                raise ConfigError(f"{section}.{f.name} = {value!r} must be >= 0")
+    for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.train.label_smoothing):
+        if not 0 <= rate < 1:
+            raise ConfigError(f"dropout rates and label smoothing must lie in [0, 1), got {rate}")
+    if cfg.model.dropout and len(cfg.model.dropout) != len(cfg.model.widths):
+        raise ConfigError(f"model.dropout has {len(cfg.model.dropout)} rates but model.widths has "
+                          f"{len(cfg.model.widths)} blocks; give one rate per block or []")
+
+
+# ----------------------------------------------------------------------------- loading
+
+def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """Read an experiment file (following `extends`), apply `section.key=value` overrides."""
+    raw = read_toml_chain(Path(path))
+    for item in overrides:
+        set_dotted(raw, *parse_override(item))
+    raw.setdefault("name", Path(path).stem)
+    return from_dict(raw)
+
+
+def read_toml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
+    path = path.resolve()
+    if path in seen:
+        raise ConfigError(f"`extends` cycle: {' -> '.join(str(p) for p in (*seen, path))}")
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"experiment file not found: {path}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise ConfigError(f"{path}: `extends` must be a file path string")
+    base = read_toml_chain(path.parent / parent, (*seen, path))
+    base.pop("name", None)  # a child is its own experiment
+    return merge(base, raw)
+
+
+def merge(base: dict, over: dict) -> dict:
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    key, sep, text = item.partition("=")
+    if not sep or "." not in key:
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=0.01")
+    try:
+        value = tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = text  # bare words such as sgd or cifar100
+    return key.strip(), value
+
+
+def set_dotted(raw: dict, key: str, value: Any) -> None:
+    *parents, leaf = key.split(".")
+    node = raw
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {key!r}: {p!r} is not a section")
+    node[leaf] = value
+
+
+def from_dict(raw: dict) -> ExperimentConfig:
+    raw = dict(raw)
+    kwargs: dict[str, Any] = {"name": coerce(raw.pop("name", "experiment"), str, "name")}
+    for section, value in raw.items():
+        if section not in SECTIONS:
+            raise ConfigError(f"unknown config section {section!r}; valid: name, {', '.join(SECTIONS)}")
+        if not isinstance(value, dict):
+            raise ConfigError(f"{section!r} must be a table of keys")
+        kwargs[section] = build_section(SECTIONS[section], section, value)
+    return ExperimentConfig(**kwargs)
+
+
+def build_section(cls: type, section: str, values: dict) -> Any:
+    hints = typing.get_type_hints(cls)
+    out = {}
+    for key, value in values.items():
+        if key not in hints:
+            raise ConfigError(f"unknown key {section}.{key}; valid keys of [{section}]: {', '.join(hints)}")
+        out[key] = coerce(value, hints[key], f"{section}.{key}")
+    return cls(**out)
+
+
+def coerce(value: Any, hint: Any, where: str) -> Any:
+    """Check `value` against a field's type; ints are accepted where floats are expected."""
+    if typing.get_origin(hint) is tuple:
+        item = typing.get_args(hint)[0]
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where} must be a list of {item.__name__}, got {value!r}")
+        return tuple(coerce(v, item, where) for v in value)
+    if hint is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
+        raise ConfigError(f"{where} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    return value
+
+
+# ----------------------------------------------------------------------------- saving
+
+def to_dict(cfg: ExperimentConfig) -> dict:
+    def plain(v: Any) -> Any:
+        return list(v) if isinstance(v, tuple) else v
+    out: dict[str, Any] = {"name": cfg.name}
+    for section in SECTIONS:
+        out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, section)).items()}
+    return out
+
+
+def config_hash(cfg: ExperimentConfig) -> str:
+    """Identity of a run's settings (name excluded, so renaming a variant keeps its results)."""
+    d = to_dict(cfg)
+    d.pop("name")
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def to_toml(cfg: ExperimentConfig) -> str:
+    """The fully resolved config as TOML: diffable, and loadable again with `load`."""
+    lines = [f"name = {json.dumps(cfg.name)}"]
+    for section, values in to_dict(cfg).items():
+        if isinstance(values, dict):
+            lines += ["", f"[{section}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items()]
+    return "\n".join(lines) + "\n"
+
+
+def toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return json.dumps(v)  # ints, floats and strings print the same in TOML
+
+
+def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]:
+    """Keys whose values differ, as {"section.key": (a_value, b_value)}."""
+    da, db = to_dict(a), to_dict(b)
+    out = {}
+    for section in SECTIONS:
+        for k, v in da[section].items():
+            if db[section][k] != v:
+                out[f"{section}.{k}"] = (v, db[section][k])
+    return out
+
+
+def describe_keys() -> str:
+    """Every key with its default, for `cifarlab list keys`."""
+    lines = []
+    for section, cls in SECTIONS.items():
+        lines.append(f"[{section}]")
+        for f in dataclasses.fields(cls):
+            lines.append(f"  {f.name} = {toml_value(to_dict(ExperimentConfig())[section][f.name])}")
+    return "\n".join(lines)
+

@@ -1,0 +1,82 @@
+"""The training split lives on the training device as one uint8 tensor.
+
+Batches are index slices of a per-epoch permutation: no per-sample Python
+loader on the hot path. Images are stored NCHW-shaped but channels-last in
+memory (NHWC bytes), which is what both the source arrays and the fast CPU
+convolution kernels want.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from cifarlab.config import DataConfig
+from cifarlab.data.sources import Arrays
+from cifarlab.data.split import stratified_split
+from cifarlab.errors import ConfigError
+
+
+@dataclass
+class Split:
+    images: torch.Tensor   # uint8 (N, 3, H, W), channels-last memory
+    labels: torch.Tensor   # int64 (N,)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.images.to(device), self.labels.to(device))
+
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, labels) in `order` (default: stored order); the last batch may be short."""
+        for start in range(0, len(self), batch_size):
+            if order is None:
+                yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+            else:
+                idx = order[start:start + batch_size]
+                yield self.images[idx], self.labels[idx]
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split | None
+    test: Split
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]  # per-channel pixel mean of the training split, 0-255 scale
+    std: tuple[float, ...]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+    nchw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
+    return Split(nchw, torch.from_numpy(labels.astype(np.int64)))
+
+
+def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
+    """Subset, then hold out the validation split; statistics come from the training split only."""
+    images, labels = arrays.train_images, arrays.train_labels
+    if cfg.subset:
+        _, keep = stratified_split(labels, min(cfg.subset, len(labels) - 1), cfg.split_seed)
+        images, labels = images[keep], labels[keep]
+    if cfg.val_size >= len(labels):
+        raise ConfigError(f"data.val_size = {cfg.val_size} must be smaller than the {len(labels)} training images")
+    train_idx, val_idx = stratified_split(labels, cfg.val_size, cfg.split_seed) if cfg.val_size else (None, None)
+    if train_idx is not None:
+        val = to_split(images[val_idx], labels[val_idx])
+        images, labels = images[train_idx], labels[train_idx]
+    else:
+        val = None
+    return Splits(
+        train=to_split(images, labels), val=val, test=to_split(arrays.test_images, arrays.test_labels),
+        classes=arrays.classes,
+        mean=tuple(images.mean(axis=(0, 1, 2), dtype=np.float64).tolist()),
+        std=tuple(images.std(axis=(0, 1, 2), dtype=np.float64).tolist()),
+    )

@@ -1,0 +1,363 @@
+"""Find, fetch, verify and parse CIFAR-10 / CIFAR-100 into plain numpy arrays.
+
+Search order in `load_dataset`: a prepared `.npz`, an already extracted
+official folder, the official `.tar.gz` archive (MD5-checked), and finally
+a download of that archive.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import pickle
+import shutil
+import tarfile
+import tempfile
+import urllib.error
+import urllib.request
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from cifarlab.errors import DataError
+
+log = logging.getLogger(__name__)
+
+DATASETS = ("cifar10", "cifar100")
+NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
+IMAGE_SHAPE = (32, 32, 3)
+
+
+@dataclass(frozen=True)
+class Arrays:
+    """A whole dataset in memory: uint8 NHWC RGB images and int64 labels."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray
+    test_labels: np.ndarray
+    classes: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Official:
+    """Where the official python-format archive lives and how it is laid out."""
+
+    url: str
+    md5: str
+    archive_name: str
+    folder: str
+    train_files: tuple[str, ...]
+    test_files: tuple[str, ...]
+    label_key: bytes
+    classes_file: str
+    classes_key: bytes
+    title: str
+
+
+OFFICIAL = {
+    "cifar10": Official(
+        url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+        md5="c58f30108f718f92721af3b95e74349a",
+        archive_name="cifar-10-python.tar.gz",
+        folder="cifar-10-batches-py",
+        train_files=tuple(f"data_batch_{i}" for i in range(1, 6)),
+        test_files=("test_batch",),
+        label_key=b"labels",
+        classes_file="batches.meta",
+        classes_key=b"label_names",
+        title="CIFAR-10",
+    ),
+    "cifar100": Official(
+        url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+        md5="eb9058c3a382ffc7106e4002c42a8d85",
+        archive_name="cifar-100-python.tar.gz",
+        folder="cifar-100-python",
+        train_files=("train",),
+        test_files=("test",),
+        label_key=b"fine_labels",
+        classes_file="meta",
+        classes_key=b"fine_label_names",
+        title="CIFAR-100",
+    ),
+}
+
+# The upstream site publishes only MD5. Once a SHA-256 has been recorded from a
+# verified archive (see the `<archive>.sha256` file written next to it), pin it
+# here as name -> hex digest so the stronger hash is checked too.
+KNOWN_SHA256: dict[str, str] = {}
+
+# Errors that np.load / zip / pickle raise on damaged files.
+_CORRUPT = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyError,
+            pickle.UnpicklingError, TypeError, AttributeError, IndexError)
+
+
+def _spec(name: str) -> Official:
+    if name not in OFFICIAL:
+        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+    return OFFICIAL[name]
+
+
+def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
+    """The data root: `data_dir` if given, else $CIFARLAB_DATA, else ./data."""
+    if data_dir is None or str(data_dir) == "":
+        data_dir = os.environ.get("CIFARLAB_DATA") or "data"
+    return Path(data_dir).expanduser().absolute()
+
+
+def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
+                 download: bool = True, progress: bool = True) -> Arrays:
+    """Load `name` from the first source found under the data root (see module doc)."""
+    spec = _spec(name)
+    root = resolve_data_dir(data_dir)
+    npz_paths = [root / name / f"{name}.npz", root / f"{name}.npz"]
+    folder, archive = root / spec.folder, root / spec.archive_name
+    for path in npz_paths:
+        if path.is_file():
+            return load_npz(path)
+    if folder.is_dir():
+        return load_official(folder, name)
+    reason = "downloading was disabled"
+    if not archive.is_file() and download:
+        reason = _try_download(spec, archive, progress)
+    if archive.is_file():
+        return load_official(verify_and_extract(archive, name, root), name)
+    tried = ", ".join(str(p) for p in [*npz_paths, folder, archive])
+    raise DataError(
+        f"{spec.title} not found: tried {tried}; {reason}. Put {spec.archive_name} "
+        f"(from {spec.url}) or {name}.npz in {root}, or point --data-dir / "
+        f"$CIFARLAB_DATA at a folder holding one.")
+
+
+def _try_download(spec: Official, archive: Path, progress: bool) -> str:
+    """Download the archive; return why it failed ("" on success)."""
+    try:
+        download(spec.url, archive, progress=progress)
+    except DataError as exc:
+        return str(exc)
+    return ""
+
+
+def download(url: str, dest: Path, *, progress: bool = True) -> Path:
+    """Fetch `url` to `dest` atomically (via `<dest>.part`), with a progress bar."""
+    dest = Path(dest)
+    part = dest.with_name(dest.name + ".part")
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
+            total = int(resp.headers.get("Content-Length") or 0) or None
+            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
+                      desc=dest.name, disable=not progress) as bar:
+                got = _copy(resp, out, bar)
+        if total is not None and got != total:
+            raise OSError(f"got {got} of {total} bytes")
+        os.replace(part, dest)
+    except (OSError, ValueError, urllib.error.URLError) as exc:
+        raise DataError(f"download from {url} failed ({_one_line(exc)})") from exc
+    finally:
+        # Never leave a half-written file that a later run could mistake for data.
+        part.unlink(missing_ok=True)
+    return dest
+
+
+def _copy(src, out, bar) -> int:
+    got = 0
+    while chunk := src.read(1 << 20):
+        out.write(chunk)
+        got += len(chunk)
+        bar.update(len(chunk))
+    return got
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(f"{type(exc).__name__}: {exc}".split())
+
+
+def _hashes(path: Path) -> tuple[str, str]:
+    md5, sha = hashlib.md5(), hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            md5.update(chunk)
+            sha.update(chunk)
+    return md5.hexdigest(), sha.hexdigest()
+
+
+def verify_and_extract(archive: Path, name: str, dest: Path) -> Path:
+    """Check the archive's MD5 (and pinned SHA-256), extract it safely, return the folder."""
+    spec, archive, dest = _spec(name), Path(archive), Path(dest)
+    md5, sha = _hashes(archive)
+    redo = f"delete it and re-run to download it again, or replace it with the file from {spec.url}"
+    if md5 != spec.md5:
+        raise DataError(f"{archive} failed verification: expected md5 {spec.md5}, "
+                        f"got {md5}; {redo}")
+    pinned = KNOWN_SHA256.get(name)
+    if pinned and sha != pinned:
+        raise DataError(f"{archive} failed verification: expected sha256 {pinned}, "
+                        f"got {sha}; {redo}")
+    log.info("verified %s: md5 %s, sha256 %s", archive, md5, sha)
+    _record_sha256(archive, sha)
+    target = dest / spec.folder
+    if target.exists():
+        raise DataError(f"{target} already exists; delete it to extract {archive} again, "
+                        f"or load it with load_official")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", dir=dest))
+    try:
+        _safe_extract(archive, tmp, redo)
+        if not (tmp / spec.folder).is_dir():
+            raise DataError(f"{archive} has no {spec.folder}/ folder inside; {redo}")
+        # Extract aside then rename, so an interrupted run leaves no half folder.
+        os.replace(tmp / spec.folder, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _record_sha256(archive: Path, sha: str) -> None:
+    try:
+        archive.with_name(archive.name + ".sha256").write_text(f"{sha}  {archive.name}\n")
+    except OSError as exc:
+        log.warning("could not record sha256 next to %s (%s)", archive, _one_line(exc))
+
+
+def _safe_extract(archive: Path, dest: Path, redo: str) -> None:
+    base = dest.resolve()
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar.getmembers():
+                where = (base / member.name).resolve()
+                if where != base and base not in where.parents:
+                    raise DataError(f"refusing to extract {member.name!r} from {archive}: "
+                                    f"it points outside {dest}; {redo}")
+            tar.extractall(dest, filter="data")
+    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{archive} is corrupt or truncated ({_one_line(exc)}); {redo}") from exc
+
+
+def load_npz(path: str | os.PathLike) -> Arrays:
+    """Load a prepared `.npz` (keys: NPZ_KEYS; uint8 NHWC images, str classes)."""
+    path = Path(path)
+    fix = "delete it or replace it with a valid npz (keys " + ", ".join(NPZ_KEYS) + ")"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in NPZ_KEYS if k not in z.files]
+            if missing:
+                raise DataError(f"{path} lacks key(s) {', '.join(missing)}; {fix}")
+            data = {k: z[k] for k in NPZ_KEYS}
+    except _CORRUPT as exc:
+        raise DataError(f"{path} is corrupt or truncated ({_one_line(exc)}); {fix}") from exc
+    classes = data.pop("classes")
+    if classes.ndim != 1 or classes.dtype.kind != "U":
+        raise DataError(f"{path}: classes must be a 1-D str array, got {classes.dtype} "
+                        f"{classes.shape}; {fix}")
+    return _validated(str(path), fix, classes=tuple(str(c) for c in classes), **data)
+
+
+def _validated(source: str, fix: str, **fields) -> Arrays:
+    """Check dtypes/shapes/label range and normalise to contiguous uint8 / int64."""
+    n_classes = len(fields["classes"])
+    for split in ("train", "test"):
+        images, labels = fields[f"{split}_images"], np.asarray(fields[f"{split}_labels"])
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != IMAGE_SHAPE:
+            raise DataError(f"{source}: {split}_images must be uint8 (N, 32, 32, 3), got "
+                            f"{images.dtype} {images.shape}; {fix}")
+        if labels.dtype.kind not in "iu" or labels.shape != images.shape[:1]:
+            raise DataError(f"{source}: {split}_labels must be {len(images)} integers, got "
+                            f"{labels.dtype} {labels.shape}; {fix}")
+        if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+            raise DataError(f"{source}: {split}_labels must lie in 0..{n_classes - 1}, got "
+                            f"{labels.min()}..{labels.max()}; {fix}")
+        fields[f"{split}_images"] = np.ascontiguousarray(images)
+        fields[f"{split}_labels"] = labels.astype(np.int64)
+    return Arrays(**fields)
+
+
+class _CifarUnpickler(pickle.Unpickler):
+    """Admits only the globals that CIFAR batch files need to rebuild numpy arrays."""
+
+    def __init__(self, file, source: Path):
+        super().__init__(file, encoding="bytes")
+        self.source = source
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in _ALLOWED:
+            return _ALLOWED[module, name]
+        raise DataError(f"refusing to unpickle {module}.{name} from {self.source}: CIFAR "
+                        f"files only hold numpy arrays, lists and bytes; use the official "
+                        f"archive or an npz instead")
+
+
+def _latin1_encode(text: str, encoding: str = "utf-8"):
+    # Python 3 pickles bytes under protocol 2 as _codecs.encode(str, "latin1");
+    # allow exactly that, not arbitrary codecs.
+    if encoding != "latin1" or not isinstance(text, str):
+        raise pickle.UnpicklingError(f"unexpected _codecs.encode(..., {encoding!r})")
+    return text.encode("latin1")
+
+
+# Taken from ndarray's own pickle recipe, so no private numpy module is imported.
+_RECONSTRUCT = np.ndarray(0).__reduce__()[0]
+_ALLOWED = {
+    # Files written under numpy 1.x (the official ones) and 2.x name it differently.
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_encode,
+}
+
+
+def _unpickle(path: Path, fix: str) -> dict:
+    if not path.is_file():
+        raise DataError(f"{path} is missing; {fix}")
+    try:
+        with open(path, "rb") as f:
+            obj = _CifarUnpickler(f, path).load()
+    except _CORRUPT as exc:
+        raise DataError(f"{path} is corrupt or truncated ({_one_line(exc)}); {fix}") from exc
+    if not isinstance(obj, dict):
+        raise DataError(f"{path} holds a {type(obj).__name__}, expected a dict; {fix}")
+    return obj
+
+
+def _get(batch: dict, key: bytes, path: Path, fix: str):
+    # The official files have bytes keys (pickled by Python 2); tolerate str keys too.
+    for k in (key, key.decode()):
+        if k in batch:
+            return batch[k]
+    raise DataError(f"{path} lacks key {key.decode()!r}; {fix}")
+
+
+def _read_split(folder: Path, files: tuple[str, ...], label_key: bytes, fix: str):
+    images, labels = [], []
+    for fname in files:
+        path = folder / fname
+        batch = _unpickle(path, fix)
+        data = np.asarray(_get(batch, b"data", path, fix))
+        if data.dtype != np.uint8 or data.ndim != 2 or data.shape[1] != 3072:
+            raise DataError(f"{path}: data must be uint8 (N, 3072), got {data.dtype} "
+                            f"{data.shape}; {fix}")
+        # Rows are flattened CHW planes (all R, then G, then B); we want NHWC.
+        images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
+        labels.append(np.asarray(_get(batch, label_key, path, fix)))
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def load_official(extracted_dir: Path, name: str) -> Arrays:
+    """Parse an extracted official folder (cifar-10-batches-py / cifar-100-python)."""
+    spec, folder = _spec(name), Path(extracted_dir)
+    fix = (f"delete {folder} and re-run to extract it again from {spec.archive_name} "
+           f"(from {spec.url})")
+    train_x, train_y = _read_split(folder, spec.train_files, spec.label_key, fix)
+    test_x, test_y = _read_split(folder, spec.test_files, spec.label_key, fix)
+    meta_path = folder / spec.classes_file
+    names = _get(_unpickle(meta_path, fix), spec.classes_key, meta_path, fix)
+    if not isinstance(names, list) or not all(isinstance(c, (bytes, str)) for c in names):
+        raise DataError(f"{meta_path}: class names must be a list of strings; {fix}")
+    classes = tuple(c.decode() if isinstance(c, bytes) else c for c in names)
+    return _validated(str(folder), fix, train_images=train_x, train_labels=train_y,
+                      test_images=test_x, test_labels=test_y, classes=classes)

@@ -1,0 +1,47 @@
+"""Evaluation: loss, accuracy and per-class accuracy of a model on a split."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifarlab.data.loader import Split
+from cifarlab.runtime import Runtime
+
+
+class Preprocess:
+    """uint8 images -> float model input: [0,1] scaling or per-channel standardisation."""
+
+    def __init__(self, mean: tuple[float, ...], std: tuple[float, ...], standard: bool, rt: Runtime):
+        shape = (1, len(mean), 1, 1)
+        self.mean = torch.tensor(mean if standard else (0.0,) * len(mean), device=rt.device).view(shape)
+        self.scale = 1 / torch.tensor(std if standard else (255.0,) * len(std), device=rt.device).view(shape)
+        self.channels_last = rt.channels_last
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        x = (images.float() - self.mean) * self.scale
+        return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, batch_size: int,
+             num_classes: int) -> dict:
+    """{"loss", "acc", "per_class_acc"} over the whole split, in eval mode."""
+    was_training = model.training
+    model.eval()
+    loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
+    for images, labels in split.batches(batch_size):
+        with rt.autocast():
+            logits = model(prep(images.to(rt.device, non_blocking=True))).float()
+        labels = labels.to(rt.device)
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        hits = logits.argmax(1) == labels
+        correct += torch.bincount(labels[hits], minlength=num_classes).cpu()
+    model.train(was_training)
+    totals = torch.bincount(split.labels, minlength=num_classes).clamp(min=1)
+    return {
+        "loss": loss_sum / len(split),
+        "acc": correct.sum().item() / len(split),
+        "per_class_acc": (correct / totals).tolist(),
+    }

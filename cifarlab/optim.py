@@ -1,0 +1,99 @@
+"""Optimizer and learning-rate schedule registries.
+
+Schedules are pure functions of the step: `multiplier(step, total, steps_per_epoch)`
+returns the factor applied to `optim.lr` at that step. Warm-up is shared by all.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable, Iterable
+
+import torch
+from torch import nn
+
+from cifarlab.config import OptimConfig, ScheduleConfig
+from cifarlab.registry import Registry
+
+OPTIMIZERS: Registry = Registry("optimizer")
+SCHEDULES: Registry = Registry("schedule")
+Schedule = Callable[[int, int, int], float]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Decay kernels only: biases and norm scales are not shrunk (the usual practice)."""
+    kernels = [p for p in model.parameters() if p.ndim > 1]
+    others = [p for p in model.parameters() if p.ndim <= 1]
+    return [{"params": kernels, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+
+
+@OPTIMIZERS.register("sgd")
+def sgd(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
+@OPTIMIZERS.register("adam")
+def adam(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    # Adam's weight_decay is coupled (added to the gradient); AdamW's is decoupled.
+    return torch.optim.Adam(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+@OPTIMIZERS.register("adamw")
+def adamw(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
+    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg.weight_decay), cfg)
+
+
+def l2_penalty(model: nn.Module) -> torch.Tensor:
+    """sum(w^2) over conv and dense kernels: Keras' kernel_regularizer=l2(.) without the factor."""
+    return sum((m.weight.pow(2).sum() for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))),
+               torch.zeros(()))
+
+
+# ----------------------------------------------------------------------------- schedules
+
+def build_schedule(cfg: ScheduleConfig) -> Schedule:
+    """Wrap the named decay in the shared linear warm-up."""
+    decay = SCHEDULES.get(cfg.name)(cfg)
+
+    def multiplier(step: int, total: int, steps_per_epoch: int) -> float:
+        warm = round(cfg.warmup * steps_per_epoch)
+        if step < warm:
+            return (step + 1) / warm
+        return decay(step - warm, max(total - warm, 1), steps_per_epoch)
+    return multiplier
+
+
+@SCHEDULES.register("constant")
+def constant(cfg: ScheduleConfig) -> Schedule:
+    return lambda step, total, spe: 1.0
+
+
+@SCHEDULES.register("step")
+def step_decay(cfg: ScheduleConfig) -> Schedule:
+    return lambda step, total, spe: cfg.step_gamma ** math.floor(step / (cfg.step_every * spe))
+
+
+@SCHEDULES.register("linear")
+def linear(cfg: ScheduleConfig) -> Schedule:
+    """Linear decay to final_lr; with warm-up this is the triangular one-cycle shape."""
+    return lambda step, total, spe: 1.0 + (cfg.final_lr - 1.0) * step / total
+
+
+@SCHEDULES.register("cosine")
+def cosine(cfg: ScheduleConfig) -> Schedule:
+    """Cosine annealing to final_lr (Loshchilov & Hutter, https://arxiv.org/abs/1608.03983)."""
+    return lambda step, total, spe: cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * step / total))
+
+
+@SCHEDULES.register("cosine_restarts")
+def cosine_restarts(cfg: ScheduleConfig) -> Schedule:
+    """SGDR: cosine cycles of restart_every epochs, each restarting at the peak."""
+    def f(step: int, total: int, spe: int) -> float:
+        cycle = max(round(cfg.restart_every * spe), 1)
+        t = (step % cycle) / cycle
+        return cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t))
+    return f

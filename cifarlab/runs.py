@@ -1,0 +1,90 @@
+"""A run directory: resolved config, per-epoch metrics, final metrics, checkpoint.
+
+    runs/<name>/seed<k>/
+        config.toml      the fully resolved experiment (loadable with `cifarlab run`)
+        metrics.jsonl    one JSON object per finished epoch
+        final.json       validation/test accuracy, per-class test accuracy, timings, provenance
+        checkpoint.pt    model + optimizer state at the last finished epoch
+
+Every file is written to a temporary name and renamed into place, so a killed
+process leaves either the old or the new file, never half of one.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from cifarlab import config as C
+from cifarlab.errors import UserError
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    @classmethod
+    def for_config(cls, cfg: C.ExperimentConfig, root: str | Path = "runs") -> "RunDir":
+        return cls(Path(root) / cfg.name / f"seed{cfg.train.seed}")
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.path / "checkpoint.pt"
+
+    def write_config(self, cfg: C.ExperimentConfig) -> None:
+        atomic_write(self.path / "config.toml", C.to_toml(cfg).encode())
+
+    def write_metrics(self, history: list[dict]) -> None:
+        atomic_write(self.path / "metrics.jsonl", "".join(json.dumps(h) + "\n" for h in history).encode())
+
+    def read_metrics(self) -> list[dict]:
+        p = self.path / "metrics.jsonl"
+        return [json.loads(line) for line in p.read_text().splitlines()] if p.exists() else []
+
+    def write_final(self, final: dict) -> None:
+        atomic_write(self.path / "final.json", (json.dumps(final, indent=2) + "\n").encode())
+
+    def read_final(self) -> dict | None:
+        p = self.path / "final.json"
+        return json.loads(p.read_text()) if p.exists() else None
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        buf = io.BytesIO()
+        torch.save(state, buf)
+        atomic_write(self.checkpoint_path, buf.getvalue())
+
+    def load_checkpoint(self, config_hash: str) -> dict[str, Any] | None:
+        """The saved state, or None if there is none; refuses a checkpoint of other settings."""
+        if not self.checkpoint_path.exists():
+            return None
+        try:
+            # weights_only: tensors and plain containers only, never arbitrary pickled objects.
+            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001  (any unreadable file is the same user problem)
+            raise UserError(f"checkpoint {self.checkpoint_path} is unreadable ({type(e).__name__}); "
+                            "delete it to start the run over") from None
+        if state.get("config_hash") != config_hash:
+            raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings; "
+                            "use another --out directory or delete the old run")
+        return state

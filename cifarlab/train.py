@@ -1,0 +1,169 @@
+"""The training loop: one experiment config + data splits -> a finished run directory."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm import tqdm
+
+from cifarlab import config as C
+from cifarlab import runtime
+from cifarlab.augment import Augment, build_pipeline
+from cifarlab.data.loader import Split, Splits
+from cifarlab.errors import UserError
+from cifarlab.evaluate import Preprocess, evaluate
+from cifarlab.models import build_model, count_parameters
+from cifarlab.optim import Schedule, build_optimizer, build_schedule, l2_penalty
+from cifarlab.provenance import provenance
+from cifarlab.runs import RunDir
+
+
+@dataclass
+class Session:
+    """Everything one training run holds while it runs."""
+    cfg: C.ExperimentConfig
+    rt: runtime.Runtime
+    model: nn.Module
+    opt: torch.optim.Optimizer
+    schedule: Schedule
+    augment: Augment | None
+    prep: Preprocess
+    steps_per_epoch: int
+    total_steps: int
+
+    @property
+    def epochs(self) -> int:
+        return math.ceil(self.total_steps / self.steps_per_epoch)
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    # Each epoch reseeds from (seed, epoch): a resumed run draws exactly what a straight one would.
+    return seed * 100_003 + epoch
+
+
+def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
+    rt = runtime.setup(cfg.train)
+    torch.manual_seed(cfg.train.seed)
+    model = build_model(cfg.model, splits.num_classes).to(rt.device)
+    if rt.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    spe = math.ceil(len(splits.train) / cfg.train.batch_size)
+    return Session(
+        cfg=cfg, rt=rt, model=model, opt=build_optimizer(model, cfg.optim),
+        schedule=build_schedule(cfg.schedule), augment=build_pipeline(cfg.augment),
+        prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
+        steps_per_epoch=spe, total_steps=max(1, round(cfg.train.epochs * spe)),
+    )
+
+
+def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor,
+               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimizer step on a uint8 batch; returns (loss, logits), both detached."""
+    # augment the uint8 batch, then scale it to the model's input
+    if s.augment is not None:
+        images = s.augment(images, gen)
+    x = s.prep(images)
+    # forward (autocast where enabled), loss plus the coupled L2 penalty, backward, update
+    with s.rt.autocast():
+        logits = s.model(x).float()
+    loss = F.cross_entropy(logits, labels, label_smoothing=s.cfg.train.label_smoothing)
+    objective = loss + s.cfg.optim.l2 * l2_penalty(s.model) if s.cfg.optim.l2 else loss
+    s.opt.zero_grad(set_to_none=True)
+    objective.backward()
+    s.opt.step()
+    return loss.detach(), logits.detach()
+
+
+def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
+    """One pass over the shuffled training split; returns running loss and accuracy."""
+    seed = epoch_seed(s.cfg.train.seed, epoch)
+    torch.manual_seed(seed)  # dropout masks
+    gen = torch.Generator(device=s.rt.device).manual_seed(seed)
+    order = torch.randperm(len(split), generator=gen, device=s.rt.device)
+    loss_sum = torch.zeros((), device=s.rt.device)
+    correct = torch.zeros((), dtype=torch.long, device=s.rt.device)
+    seen, start = 0, time.perf_counter()
+    for i, (images, labels) in enumerate(split.batches(s.cfg.train.batch_size, order)):
+        step = epoch * s.steps_per_epoch + i
+        if step >= s.total_steps:
+            break
+        # 1. learning rate for this step, from the schedule
+        for group in s.opt.param_groups:
+            group["lr"] = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
+        # 2. augment, forward, loss, backward, update
+        loss, logits = train_step(s, images, labels, gen)
+        # 3. running statistics, without forcing a device sync each step
+        loss_sum += loss * len(labels)
+        correct += (logits.argmax(1) == labels).sum()
+        seen += len(labels)
+        bar.update(1)
+        if i % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+    seconds = time.perf_counter() - start
+    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+            "train_seconds": seconds, "images_per_s": seen / seconds}
+
+
+def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
+    """(first epoch to run, metrics so far) from the run's checkpoint, if it has one."""
+    state = run.load_checkpoint(C.config_hash(s.cfg))
+    if state is None:
+        return 0, []
+    s.model.load_state_dict(state["model"])
+    s.opt.load_state_dict(state["optimizer"])
+    # Epochs logged after the checkpoint was written are re-run, so drop them.
+    return state["epoch"], [h for h in run.read_metrics() if h["epoch"] <= state["epoch"]]
+
+
+def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool = False,
+          progress: bool = True) -> dict:
+    """Train (or continue) one run and write its directory; returns the final metrics."""
+    s = build_session(cfg, splits)
+    if run.checkpoint_path.exists() and not resume:
+        raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
+    start, history = restore(s, run) if resume else (0, [])
+    run.write_config(cfg)
+    train_split = splits.train.to(s.rt.device)
+    bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
+               disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+    for epoch in range(start, s.epochs):
+        bar.set_description(f"{cfg.name} seed {cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
+        row = {"epoch": epoch + 1, "lr": s.opt.param_groups[0]["lr"], **train_epoch(s, train_split, epoch, bar)}
+        if splits.val is not None:
+            t = time.perf_counter()
+            val = evaluate(s.model, splits.val, s.prep, s.rt, cfg.train.eval_batch_size, splits.num_classes)
+            row.update(val_loss=val["loss"], val_acc=val["acc"], val_seconds=time.perf_counter() - t)
+        history.append(row)
+        run.write_metrics(history)
+        if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
+            run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
+                                 "epoch": epoch + 1, "config_hash": C.config_hash(cfg)})
+    bar.close()
+    final = finish(s, splits, history)
+    run.write_final(final)
+    return final
+
+
+def finish(s: Session, splits: Splits, history: list[dict]) -> dict:
+    """Test once, at the end; gather timings and provenance."""
+    t = time.perf_counter()
+    test = evaluate(s.model, splits.test, s.prep, s.rt, s.cfg.train.eval_batch_size, splits.num_classes)
+    test_seconds = time.perf_counter() - t
+    train_seconds = sum(h["train_seconds"] for h in history)
+    return {
+        "name": s.cfg.name, "seed": s.cfg.train.seed, "config_hash": C.config_hash(s.cfg),
+        "epochs": len(history), "steps": s.total_steps, "parameters": count_parameters(s.model),
+        "val_acc": history[-1].get("val_acc"), "val_loss": history[-1].get("val_loss"),
+        "test_acc": test["acc"], "test_loss": test["loss"], "per_class_test_acc": test["per_class_acc"],
+        "classes": list(splits.classes),
+        "train_seconds": train_seconds,
+        "wall_seconds": train_seconds + sum(h.get("val_seconds", 0.0) for h in history) + test_seconds,
+        "images_per_s": sum(h["images_per_s"] * h["train_seconds"] for h in history) / train_seconds,
+        "runtime": s.rt.describe(),
+        **provenance(runtime.machine_name(s.rt.device)),
+    }

@@ -1,0 +1,34 @@
+"""Shared fixtures: a tiny, learnable synthetic CIFAR-shaped dataset."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+CLASSES = tuple(f"class{i}" for i in range(10))
+
+
+def synthetic_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict:
+    """Images whose mean colour depends on the class, plus noise: learnable in one epoch."""
+    rng = np.random.default_rng(seed)
+    palette = rng.integers(30, 225, size=(10, 3))
+
+    def images(labels):
+        base = palette[labels][:, None, None, :]
+        noise = rng.normal(0, 25, size=(len(labels), 32, 32, 3))
+        return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+    train_labels = np.arange(n_train) % 10
+    test_labels = np.arange(n_test) % 10
+    return {"train_images": images(train_labels), "train_labels": train_labels.astype(np.uint8),
+            "test_images": images(test_labels), "test_labels": test_labels.astype(np.uint8),
+            "classes": np.array(CLASSES)}
+
+
+@pytest.fixture
+def data_root(tmp_path):
+    """A data root holding cifar10/cifar10.npz with 1,000 synthetic training images."""
+    root = tmp_path / "data"
+    (root / "cifar10").mkdir(parents=True)
+    np.savez_compressed(root / "cifar10" / "cifar10.npz", **synthetic_arrays(1000, 200))
+    return root

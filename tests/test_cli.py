@@ -1,0 +1,82 @@
+"""The command line end to end: a real run, and one-line errors with exit code 2."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+TINY = ["--set", "model.widths=[8, 16]", "--set", "model.dense=[16]", "--set", "train.epochs=1",
+        "--set", "train.batch_size=100", "--set", "data.val_size=100", "--set", "train.threads=1"]
+
+
+def cli(*args, cwd, env_extra=None):
+    env = {**os.environ, "CIFARLAB_DATA": "", **(env_extra or {})}
+    return subprocess.run([sys.executable, "-m", "cifarlab.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.fixture
+def repo_experiment():
+    from pathlib import Path
+    return Path(__file__).resolve().parents[1] / "experiments" / "tutorial" / "baseline.toml"
+
+
+def test_run_on_a_1000_image_subset(tmp_path, data_root, repo_experiment):
+    r = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out", tmp_path / "r",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "test 0." in r.stdout
+    assert {p.name for p in (tmp_path / "r").iterdir()} >= {"config.toml", "metrics.jsonl", "final.json",
+                                                             "checkpoint.pt"}
+    again = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out",
+                tmp_path / "r", "--resume", cwd=tmp_path)
+    # Resuming a finished run re-reads its checkpoint and reports the same accuracies.
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.split("(")[0] == r.stdout.split("(")[0]
+
+
+def corrupt(root):
+    path = root / "cifar10" / "cifar10.npz"
+    path.write_bytes(path.read_bytes()[:5000])
+
+
+def bad_checksum(root):
+    (root / "cifar10" / "cifar10.npz").unlink()
+    (root / "cifar-10-python.tar.gz").write_bytes(b"definitely not the official archive")
+
+
+@pytest.mark.parametrize("args, prepare, message", [
+    (["--set", "optim.lrr=1"], None, "unknown key optim.lrr; valid keys of [optim]"),
+    (["--set", "optim.lr=fast"], None, "optim.lr must be float"),
+    (["--set", "optim.lr=-0.1"], None, "optim.lr = -0.1 must be > 0"),
+    (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: vgg"),
+    ([], "missing", "CIFAR-10 not found: tried"),
+    ([], corrupt, "corrupt or truncated"),
+    ([], bad_checksum, "MD5"),
+    (["--bogus"], None, "unrecognized arguments: --bogus"),
+])
+def test_bad_input_gives_one_line_and_exit_2(tmp_path, data_root, repo_experiment, args, prepare, message):
+    root = data_root
+    if prepare == "missing":
+        root = tmp_path / "empty"
+        root.mkdir()
+    elif prepare is not None:
+        prepare(data_root)
+    r = cli("run", repo_experiment, *TINY, *args, "--data-dir", root, "--no-download", "--no-progress",
+            "--out", tmp_path / "r", cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("cifarlab: error: "), r.stderr
+    assert message.lower() in r.stderr.lower(), r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_missing_experiment_file(tmp_path):
+    r = cli("run", tmp_path / "nope.toml", cwd=tmp_path)
+    assert r.returncode == 2 and "experiment file not found" in r.stderr
+
+
+def test_list_models(tmp_path):
+    r = cli("list", "models", cwd=tmp_path)
+    assert r.returncode == 0 and "vgg" in r.stdout.split()
+

@@ -1,0 +1,70 @@
+import pytest
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError
+
+
+def write(path, text):
+    path.write_text(text)
+    return path
+
+
+def test_defaults_are_the_tutorial_baseline():
+    cfg = C.ExperimentConfig()
+    assert cfg.model.widths == (32, 64, 128) and cfg.optim.lr == 0.001 and cfg.train.batch_size == 64
+
+
+def test_extends_and_overrides(tmp_path):
+    write(tmp_path / "base.toml", 'name = "base"\n[optim]\nlr = 0.1\nmomentum = 0.5\n')
+    child = write(tmp_path / "child.toml", 'extends = "base.toml"\n[optim]\nlr = 0.2\n')
+    cfg = C.load(child, ["train.epochs=3", "optim.name=adam", "model.widths=[8, 16]"])
+    assert cfg.name == "child"  # a child is its own experiment
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.name) == (0.2, 0.5, "adam")
+    assert cfg.train.epochs == 3.0 and isinstance(cfg.train.epochs, float)
+    assert cfg.model.widths == (8, 16)
+
+
+def test_resolved_toml_round_trips(tmp_path):
+    cfg = C.load(write(tmp_path / "e.toml", "[model]\nbatchnorm = true\ndropout = [0.2, 0.3, 0.4]\n"))
+    again = C.load(write(tmp_path / "resolved.toml", C.to_toml(cfg)))
+    assert again == cfg and C.config_hash(again) == C.config_hash(cfg)
+
+
+def test_hash_and_diff_see_one_key():
+    a, b = C.ExperimentConfig(), C.from_dict({"optim": {"lr": 0.5}})
+    assert C.config_hash(a) != C.config_hash(b)
+    assert C.diff(a, b) == {"optim.lr": (0.001, 0.5)}
+
+
+@pytest.mark.parametrize("raw, message", [
+    ({"optim": {"lrr": 0.1}}, "unknown key optim.lrr; valid keys of [optim]: name, lr,"),
+    ({"optimizer": {}}, "unknown config section 'optimizer'; valid: name, data,"),
+    ({"optim": {"lr": "fast"}}, "optim.lr must be float, got str"),
+    ({"train": {"batch_size": 6.5}}, "train.batch_size must be int"),
+    ({"model": {"batchnorm": 1}}, "model.batchnorm must be bool"),
+    ({"optim": {"lr": -0.01}}, "optim.lr = -0.01 must be > 0"),
+    ({"data": {"normalize": "zscore"}}, "valid: unit, standard"),
+    ({"model": {"dropout": [0.2]}}, "one rate per block"),
+    ({"model": {"dropout": [0.2, 0.3, 1.5]}}, "[0, 1)"),
+])
+def test_bad_configs_name_the_problem(raw, message):
+    with pytest.raises(ConfigError) as e:
+        C.from_dict(raw)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_override_and_extends_cycle(tmp_path):
+    with pytest.raises(ConfigError, match="section.key=value"):
+        C.parse_override("lr0.1")
+    write(tmp_path / "a.toml", 'extends = "b.toml"\n')
+    write(tmp_path / "b.toml", 'extends = "a.toml"\n')
+    with pytest.raises(ConfigError, match="cycle"):
+        C.load(tmp_path / "a.toml")
+
+
+def test_shipped_experiments_load():
+    from pathlib import Path
+    files = sorted(Path(__file__).resolve().parents[1].glob("experiments/**/*.toml"))
+    assert files
+    for f in files:
+        C.load(f)

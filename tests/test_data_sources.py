@@ -1,0 +1,249 @@
+"""Tests for cifarlab.data.sources using tiny fake archives in the official layout."""
+
+import dataclasses
+import hashlib
+import io
+import os
+import pickle
+import shlex
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from cifarlab.data import sources
+from cifarlab.errors import DataError
+
+N_TRAIN, N_TEST = 10, 5
+# The real CIFAR-10 copy: under $CIFARLAB_DATA when CI sets it, else beside the checkout.
+REAL_NPZ = Path(os.environ.get("CIFARLAB_DATA") or Path(__file__).resolve().parents[2] / "shared" / "data") \
+    / "cifar10" / "cifar10.npz"
+
+
+def _batch(n, label_key, seed, n_classes):
+    rng = np.random.default_rng(seed)
+    data = rng.integers(0, 200, size=(n, 3072), dtype=np.uint8)
+    # Marks R plane, pixel (row 0, col 1) of image 0; flattened CHW index 1.
+    data[0, 1] = 250
+    labels = [int(x) for x in rng.integers(0, n_classes, size=n)]
+    return {b"batch_label": b"fake", b"data": data, label_key: labels}
+
+
+def _write_pickle(path, obj):
+    path.write_bytes(pickle.dumps(obj, protocol=2))
+
+
+def _make_folder(root, name):
+    """Write a fake extracted official folder; return (folder, first train batch)."""
+    spec = sources.OFFICIAL[name]
+    n_classes = 10 if name == "cifar10" else 100
+    folder = root / spec.folder
+    folder.mkdir(parents=True)
+    batches = {}
+    for i, fname in enumerate(spec.train_files + spec.test_files):
+        n = N_TEST if fname in spec.test_files else N_TRAIN
+        batches[fname] = _batch(n, spec.label_key, i, n_classes)
+        _write_pickle(folder / fname, batches[fname])
+    names = [f"class{i}".encode() for i in range(n_classes)]
+    _write_pickle(folder / spec.classes_file, {spec.classes_key: names, b"num_vis": 3072})
+    return folder, batches[spec.train_files[0]]
+
+
+def _make_archive(tmp_path, name, monkeypatch, url=None):
+    """Build <src>/<archive>.tar.gz and patch OFFICIAL[name] to its md5 (and url)."""
+    src = tmp_path / "src"
+    folder, first = _make_folder(src / "build", name)
+    archive = src / sources.OFFICIAL[name].archive_name
+    with tarfile.open(archive, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    md5 = hashlib.md5(archive.read_bytes()).hexdigest()
+    spec = dataclasses.replace(sources.OFFICIAL[name], md5=md5, url=url or archive.as_uri())
+    monkeypatch.setitem(sources.OFFICIAL, name, spec)
+    return archive, first
+
+
+def _root_with_archive(tmp_path, name, monkeypatch):
+    archive, first = _make_archive(tmp_path, name, monkeypatch)
+    root = tmp_path / "root"
+    root.mkdir()
+    (root / archive.name).write_bytes(archive.read_bytes())
+    return root, first
+
+
+@pytest.mark.parametrize("name,n_classes", [("cifar10", 10), ("cifar100", 100)])
+def test_archive_is_verified_extracted_and_parsed(tmp_path, monkeypatch, name, n_classes):
+    root, first = _root_with_archive(tmp_path, name, monkeypatch)
+    spec = sources.OFFICIAL[name]
+    arr = sources.load_dataset(name, root, download=False)
+    n_train = N_TRAIN * len(spec.train_files)
+    assert arr.train_images.shape == (n_train, 32, 32, 3)
+    assert arr.test_images.shape == (N_TEST, 32, 32, 3)
+    assert arr.train_images.dtype == np.uint8 and arr.train_images.flags.c_contiguous
+    assert arr.train_labels.dtype == np.int64 and arr.train_labels.shape == (n_train,)
+    assert arr.test_labels.shape == (N_TEST,)
+    assert arr.train_images[0, 0, 1, 0] == 250
+    # Green plane starts at flat index 1024, blue at 2048.
+    assert arr.train_images[0, 0, 0, 1] == first[b"data"][0, 1024]
+    assert arr.train_images[0, 0, 0, 2] == first[b"data"][0, 2048]
+    assert arr.train_labels[:N_TRAIN].tolist() == first[spec.label_key]
+    assert arr.classes == tuple(f"class{i}" for i in range(n_classes))
+    assert (root / spec.folder).is_dir()
+    assert (root / (spec.archive_name + ".sha256")).read_text().split()[0] == \
+        hashlib.sha256((root / spec.archive_name).read_bytes()).hexdigest()
+    assert sorted(p.name for p in root.iterdir() if p.name.startswith(".")) == []
+
+
+def test_wrong_checksum_is_refused_before_extracting(tmp_path, monkeypatch):
+    root, _ = _root_with_archive(tmp_path, "cifar10", monkeypatch)
+    spec = dataclasses.replace(sources.OFFICIAL["cifar10"], md5="0" * 32)
+    monkeypatch.setitem(sources.OFFICIAL, "cifar10", spec)
+    with pytest.raises(DataError, match=r"expected md5 0{32}, got [0-9a-f]{32}") as err:
+        sources.load_dataset("cifar10", root, download=False)
+    assert spec.archive_name in str(err.value)
+    assert sorted(p.name for p in root.iterdir()) == [spec.archive_name]
+
+
+def test_archive_member_escaping_dest_is_refused(tmp_path, monkeypatch):
+    root = tmp_path / "root"
+    root.mkdir()
+    archive = root / "cifar-10-python.tar.gz"
+    with tarfile.open(archive, "w:gz") as tar:
+        info = tarfile.TarInfo("../escaped.txt")
+        info.size = 2
+        tar.addfile(info, io.BytesIO(b"hi"))
+    spec = dataclasses.replace(sources.OFFICIAL["cifar10"],
+                               md5=hashlib.md5(archive.read_bytes()).hexdigest())
+    monkeypatch.setitem(sources.OFFICIAL, "cifar10", spec)
+    with pytest.raises(DataError, match="refusing to extract"):
+        sources.verify_and_extract(archive, "cifar10", root)
+    assert not (tmp_path / "escaped.txt").exists()
+
+
+class _Evil:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {shlex.quote(str(self.marker))}",)
+
+
+def test_malicious_pickle_is_refused(tmp_path):
+    folder, _ = _make_folder(tmp_path, "cifar10")
+    marker = tmp_path / "pwned"
+    _write_pickle(folder / "data_batch_2", {b"data": _Evil(marker), b"labels": []})
+    with pytest.raises(DataError, match=r"refusing to unpickle (posix|os|nt)\.system"):
+        sources.load_official(folder, "cifar10")
+    assert not marker.exists()
+
+
+def test_unpickler_refuses_builtins(tmp_path):
+    folder, _ = _make_folder(tmp_path, "cifar10")
+    (folder / "test_batch").write_bytes(pickle.dumps({b"data": eval}, protocol=2))
+    with pytest.raises(DataError, match=r"refusing to unpickle (__builtin__|builtins)\.eval"):
+        sources.load_official(folder, "cifar10")
+
+
+def test_download_from_file_url(tmp_path, monkeypatch):
+    archive, _ = _make_archive(tmp_path, "cifar10", monkeypatch)
+    root = tmp_path / "empty-root"
+    arr = sources.load_dataset("cifar10", root, progress=False)
+    assert arr.train_images.shape == (5 * N_TRAIN, 32, 32, 3)
+    assert (root / archive.name).read_bytes() == archive.read_bytes()
+    assert not list(root.glob("*.part"))
+
+
+def test_failed_download_names_every_path_tried(tmp_path, monkeypatch):
+    missing = (tmp_path / "nowhere" / "cifar-10-python.tar.gz").as_uri()
+    spec = dataclasses.replace(sources.OFFICIAL["cifar10"], url=missing)
+    monkeypatch.setitem(sources.OFFICIAL, "cifar10", spec)
+    root = tmp_path / "root"
+    with pytest.raises(DataError) as err:
+        sources.load_dataset("cifar10", root, progress=False)
+    msg = str(err.value)
+    assert "\n" not in msg and msg.startswith("CIFAR-10 not found")
+    for path in (root / "cifar10" / "cifar10.npz", root / "cifar10.npz",
+                 root / "cifar-10-batches-py", root / "cifar-10-python.tar.gz"):
+        assert str(path) in msg
+    assert f"download from {missing} failed (URLError" in msg
+    assert not list(root.glob("*.part"))
+
+
+def test_download_disabled_says_so(tmp_path):
+    with pytest.raises(DataError, match="downloading was disabled") as err:
+        sources.load_dataset("cifar100", tmp_path, download=False)
+    assert "cifar-100-python.tar.gz" in str(err.value)
+
+
+def test_unknown_dataset_lists_valid_names(tmp_path):
+    with pytest.raises(DataError, match="cifar10, cifar100"):
+        sources.load_dataset("mnist", tmp_path)
+
+
+def _npz_fields(**overrides):
+    fields = dict(
+        train_images=np.full((4, 32, 32, 3), 7, np.uint8),
+        train_labels=np.array([0, 1, 2, 1], np.uint8),
+        test_images=np.zeros((2, 32, 32, 3), np.uint8),
+        test_labels=np.array([2, 0]),
+        classes=np.array(["a", "b", "c"]),
+    )
+    fields.update(overrides)
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+@pytest.mark.parametrize("sub", [True, False])
+def test_npz_is_found_and_loaded(tmp_path, sub):
+    path = tmp_path / "cifar10" / "cifar10.npz" if sub else tmp_path / "cifar10.npz"
+    path.parent.mkdir(exist_ok=True)
+    np.savez(path, **_npz_fields())
+    arr = sources.load_dataset("cifar10", tmp_path, download=False)
+    assert arr.classes == ("a", "b", "c")
+    assert arr.train_labels.dtype == np.int64 and arr.train_labels.tolist() == [0, 1, 2, 1]
+    assert arr.train_images.shape == (4, 32, 32, 3) and arr.train_images[3, 31, 31, 2] == 7
+
+
+def test_truncated_npz_is_refused(tmp_path):
+    path = tmp_path / "cifar10.npz"
+    np.savez_compressed(path, **_npz_fields())
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataError, match="corrupt or truncated.*delete it or replace it"):
+        sources.load_npz(path)
+
+
+def test_npz_missing_key_is_refused(tmp_path):
+    path = tmp_path / "cifar10.npz"
+    np.savez(path, **_npz_fields(test_labels=None))
+    with pytest.raises(DataError, match="lacks key.*test_labels"):
+        sources.load_npz(path)
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(train_images=np.zeros((4, 32, 32, 1), np.uint8)), "train_images must be"),
+    (dict(test_labels=np.array([0, 3])), r"must lie in 0\.\.2"),
+    (dict(train_labels=np.array([0, 1])), "train_labels must be 4 integers"),
+])
+def test_npz_bad_contents_are_refused(tmp_path, bad, match):
+    path = tmp_path / "x.npz"
+    np.savez(path, **_npz_fields(**bad))
+    with pytest.raises(DataError, match=match):
+        sources.load_npz(path)
+
+
+def test_resolve_data_dir_order(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CIFARLAB_DATA", raising=False)
+    assert sources.resolve_data_dir(None) == tmp_path / "data"
+    monkeypatch.setenv("CIFARLAB_DATA", str(tmp_path / "env"))
+    assert sources.resolve_data_dir(None) == tmp_path / "env"
+    assert sources.resolve_data_dir(tmp_path / "arg") == tmp_path / "arg"
+    assert sources.resolve_data_dir("rel") == tmp_path / "rel"
+
+
+@pytest.mark.skipif(not REAL_NPZ.is_file(), reason=f"{REAL_NPZ} not present")
+def test_real_cifar10_npz():
+    arr = sources.load_dataset("cifar10", REAL_NPZ.parents[1], download=False)
+    assert arr.train_images.shape == (50000, 32, 32, 3)
+    assert arr.test_images.shape == (10000, 32, 32, 3)
+    assert arr.train_labels.shape == (50000,) and arr.test_labels.shape == (10000,)
+    assert arr.classes[0] == "airplane" and len(arr.classes) == 10

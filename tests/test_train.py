@@ -1,0 +1,99 @@
+"""Training loop: determinism and exact resume, on a tiny synthetic dataset."""
+
+import json
+
+import pytest
+import torch
+
+from cifarlab import config as C
+from cifarlab.data.loader import make_splits
+from cifarlab.data.sources import load_npz
+from cifarlab.errors import UserError
+from cifarlab.runs import RunDir
+from cifarlab.train import train
+
+TINY = {
+    "model": {"widths": [8, 16], "dense": [16], "dropout": [0.1, 0.1], "batchnorm": True},
+    "optim": {"lr": 0.05, "nesterov": True, "l2": 0.0005},
+    "augment": {"flip": True, "translate": 0.1},
+    "schedule": {"name": "linear", "warmup": 0.5},
+    "train": {"epochs": 2, "batch_size": 50, "precision": "fp32", "threads": 1},
+    "data": {"val_size": 200},
+}
+
+
+@pytest.fixture
+def splits(data_root):
+    return make_splits(load_npz(data_root / "cifar10" / "cifar10.npz"), C.from_dict(TINY).data)
+
+
+def run(cfg, splits, path, **kw):
+    return train(cfg, splits, RunDir(path), progress=False, **kw)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
+    cfg = C.from_dict(TINY)
+    a, b = run(cfg, splits, tmp_path / "a"), run(cfg, splits, tmp_path / "b")
+    assert a["test_acc"] == b["test_acc"] and a["val_loss"] == b["val_loss"]
+    assert a["test_acc"] > 0.3  # chance is 0.1; the synthetic classes differ by colour
+    history = RunDir(tmp_path / "a").read_metrics()
+    assert [h["epoch"] for h in history] == [1, 2]
+    assert set(history[0]) >= {"train_loss", "train_acc", "val_loss", "val_acc", "lr", "images_per_s"}
+    assert C.load(tmp_path / "a" / "config.toml") == cfg
+    assert len(a["per_class_test_acc"]) == 10
+
+
+@pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
+def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after):
+    cfg = C.from_dict(TINY)
+    straight = run(cfg, splits, tmp_path / "straight")
+
+    original = getattr(RunDir, crash_after)
+    calls = []
+
+    def dies_on_epoch_2(self, *args):
+        calls.append(1)
+        original(self, *args)
+        if crash_after == "save_checkpoint" or len(calls) == 2:
+            raise Killed  # killed right after epoch 1's checkpoint / after epoch 2's metrics line
+    monkeypatch.setattr(RunDir, crash_after, dies_on_epoch_2)
+    with pytest.raises(Killed):
+        run(cfg, splits, tmp_path / "resumed")
+    monkeypatch.setattr(RunDir, crash_after, original)
+
+    resumed = run(cfg, splits, tmp_path / "resumed", resume=True)
+    for key in ("test_acc", "test_loss", "val_acc", "val_loss", "per_class_test_acc"):
+        assert resumed[key] == straight[key], key
+    drop = {"train_seconds", "images_per_s", "val_seconds"}
+    clean = [{k: v for k, v in h.items() if k not in drop} for h in RunDir(tmp_path / "resumed").read_metrics()]
+    assert clean == [{k: v for k, v in h.items() if k not in drop}
+                     for h in RunDir(tmp_path / "straight").read_metrics()]
+
+
+def test_existing_run_needs_resume_and_matching_config(splits, tmp_path):
+    cfg = C.from_dict(TINY)
+    run(cfg, splits, tmp_path / "r")
+    with pytest.raises(UserError, match="--resume"):
+        run(cfg, splits, tmp_path / "r")
+    other = C.from_dict({**TINY, "optim": {**TINY["optim"], "lr": 0.01}})
+    with pytest.raises(UserError, match="different settings"):
+        run(other, splits, tmp_path / "r", resume=True)
+
+
+def test_corrupt_checkpoint_is_refused(splits, tmp_path):
+    cfg = C.from_dict(TINY)
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "checkpoint.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(UserError, match="unreadable"):
+        run(cfg, splits, tmp_path / "r", resume=True)
+
+
+def test_final_json_has_provenance(splits, tmp_path):
+    run(C.from_dict(TINY), splits, tmp_path / "r")
+    final = json.loads((tmp_path / "r" / "final.json").read_text())
+    assert {"git_commit", "torch", "machine", "config_hash", "wall_seconds"} <= set(final)
+    assert final["runtime"].startswith("cpu") and torch.__version__ == final["torch"]
