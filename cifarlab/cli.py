@@ -1,6 +1,9 @@
 """Command line: wires config files to data, training, benchmarks and reports.
 
     cifarlab run EXPERIMENT.toml [--set section.key=value ...] [--seed N] [--resume]
+    cifarlab study run|status STUDY.toml [--db results/cifarlab.db]
+    cifarlab report STUDY.toml|NAME [--out reports/<name>]
+    cifarlab results export --format csv [--study NAME] [--out DIR]
     cifarlab bench throughput [--batch-size N] [--steps N]
     cifarlab list models|optimizers|schedules|augmentations|keys
 
@@ -24,6 +27,10 @@ class Parser(argparse.ArgumentParser):
 def add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", help="data root (default: $CIFARLAB_DATA, else ./data)")
     p.add_argument("--no-download", action="store_true", help="never download the official archive")
+
+
+def add_db_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default="results/cifarlab.db", help="results database (SQLite)")
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -52,6 +59,26 @@ def build_parser() -> Parser:
     tp.add_argument("--steps", type=int, default=30, help="timed steps per configuration and round")
     tp.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
 
+    study = sub.add_parser("study", help="run a study (variants x seeds) or show its progress")
+    study.add_argument("action", choices=["run", "status"])
+    study.add_argument("study", help="study TOML file, e.g. studies/basic.toml")
+    add_db_arg(study)
+    study.add_argument("--runs-dir", default="runs", help="where run directories and checkpoints go")
+    study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_data_args(study)
+
+    report = sub.add_parser("report", help="write reports/<study>/README.md and figures from the database")
+    report.add_argument("study", help="study TOML file, or a name under studies/")
+    add_db_arg(report)
+    report.add_argument("--out", help="output folder (default: reports/<study name>)")
+
+    results = sub.add_parser("results", help="export the results database")
+    results.add_argument("action", choices=["export"])
+    results.add_argument("--format", choices=["csv"], default="csv")
+    results.add_argument("--study", help="only this study (default: all)")
+    results.add_argument("--out", default="results/export", help="output folder")
+    add_db_arg(results)
+
     lst = sub.add_parser("list", help="list registry entries or config keys")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "keys"])
     return parser
@@ -76,6 +103,52 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def find_study(arg: str) -> Path:
+    path = Path(arg)
+    if path.suffix != ".toml" and not path.exists() and (Path("studies") / f"{arg}.toml").exists():
+        return Path("studies") / f"{arg}.toml"
+    return path
+
+
+def cmd_study(args: argparse.Namespace) -> int:
+    from cifarlab.results import open_store
+    from cifarlab.study import DataCache, load_study, run_study, status_table
+
+    study = load_study(find_study(args.study))
+    store = open_store(args.db)
+    if args.action == "status":
+        print(status_table(study, store))
+        return 0
+    data = DataCache(args.data_dir, not args.no_download, not args.no_progress)
+    finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress)
+    print(f"study {study.name}: {finished} run(s) finished by this process")
+    print(status_table(study, store))
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from cifarlab.report import write_report
+    from cifarlab.results import open_store
+    from cifarlab.study import load_study
+
+    path = find_study(args.study)
+    study = load_study(path)
+    out = Path(args.out) if args.out else Path("reports") / study.name
+    command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
+    readme = write_report(open_store(args.db), study.spec(), out, command)
+    print(f"wrote {readme}")
+    return 0
+
+
+def cmd_results(args: argparse.Namespace) -> int:
+    from cifarlab.report import export_csv
+    from cifarlab.results import open_store
+
+    for path in export_csv(open_store(args.db), Path(args.out), args.study):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab.bench import throughput
     throughput(args.experiment, args.batch_size, args.steps, args.rounds)
@@ -90,7 +163,8 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "bench": cmd_bench, "list": cmd_list}
+COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
+            "bench": cmd_bench, "list": cmd_list}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -241,9 +241,11 @@ def to_dict(cfg: ExperimentConfig) -> dict:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """Identity of a run's settings (name excluded, so renaming a variant keeps its results)."""
+    """Identity of an experiment's settings. The name and the seed are left out, so the seeds
+    of one experiment share a hash and renaming a variant keeps its results."""
     d = to_dict(cfg)
     d.pop("name")
+    d["train"].pop("seed")
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 

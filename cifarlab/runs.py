@@ -30,6 +30,7 @@ def atomic_write(path: Path, data: bytes) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide results from other users
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -74,7 +75,7 @@ class RunDir:
         torch.save(state, buf)
         atomic_write(self.checkpoint_path, buf.getvalue())
 
-    def load_checkpoint(self, config_hash: str) -> dict[str, Any] | None:
+    def load_checkpoint(self, config_hash: str, seed: int) -> dict[str, Any] | None:
         """The saved state, or None if there is none; refuses a checkpoint of other settings."""
         if not self.checkpoint_path.exists():
             return None
@@ -84,7 +85,7 @@ class RunDir:
         except Exception as e:  # noqa: BLE001  (any unreadable file is the same user problem)
             raise UserError(f"checkpoint {self.checkpoint_path} is unreadable ({type(e).__name__}); "
                             "delete it to start the run over") from None
-        if state.get("config_hash") != config_hash:
+        if state.get("config_hash") != config_hash or state.get("seed") != seed:
             raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings; "
                             "use another --out directory or delete the old run")
         return state

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -111,7 +112,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
 
 def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     """(first epoch to run, metrics so far) from the run's checkpoint, if it has one."""
-    state = run.load_checkpoint(C.config_hash(s.cfg))
+    state = run.load_checkpoint(C.config_hash(s.cfg), s.cfg.train.seed)
     if state is None:
         return 0, []
     s.model.load_state_dict(state["model"])
@@ -121,7 +122,7 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
 
 
 def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool = False,
-          progress: bool = True) -> dict:
+          progress: bool = True, progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train (or continue) one run and write its directory; returns the final metrics."""
     s = build_session(cfg, splits)
     if run.checkpoint_path.exists() and not resume:
@@ -130,7 +131,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     run.write_config(cfg)
     train_split = splits.train.to(s.rt.device)
     bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
-               disable=not progress, unit="step", dynamic_ncols=True, leave=False)
+               disable=not progress, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
     for epoch in range(start, s.epochs):
         bar.set_description(f"{cfg.name} seed {cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
         row = {"epoch": epoch + 1, "lr": s.opt.param_groups[0]["lr"], **train_epoch(s, train_split, epoch, bar)}
@@ -140,9 +141,12 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             row.update(val_loss=val["loss"], val_acc=val["acc"], val_seconds=time.perf_counter() - t)
         history.append(row)
         run.write_metrics(history)
+        if on_epoch is not None:
+            on_epoch(row)
         if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
             run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
-                                 "epoch": epoch + 1, "config_hash": C.config_hash(cfg)})
+                                 "epoch": epoch + 1, "config_hash": C.config_hash(cfg),
+                                 "seed": cfg.train.seed})
     bar.close()
     final = finish(s, splits, history)
     run.write_final(final)

@@ -1,0 +1,396 @@
+"""Study reports and CSV exports, derived only from the results database.
+
+A study's reference experiment, display order, published targets and current
+config hashes are not in the database; a `StudySpec` supplies them. Everything
+else (every number, figure and provenance line) is read from the runs and
+epochs tables, so rerunning the report on the same database gives the same
+README and PNGs byte for byte.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sqlite3
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+import numpy as np
+from matplotlib import style
+from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError, UserError
+from cifarlab.results.store import Store
+from cifarlab.stats import NAN, ci95, mean_std, paired_diff
+
+STATUSES = ("done", "running", "pending", "failed")
+DASH = "—"
+DPI = 100
+# Pinned on top of matplotlib's defaults so a user's matplotlibrc cannot change the PNGs.
+RC = {"figure.dpi": DPI, "savefig.dpi": DPI, "font.family": "DejaVu Sans", "font.size": 9,
+      "axes.grid": True, "grid.alpha": 0.3, "legend.fontsize": 8, "path.simplify": True}
+EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
+
+
+@dataclass(frozen=True)
+class StudySpec:
+    name: str
+    reference: str                      # experiment name the others are compared with
+    experiments: tuple[str, ...]        # in display order
+    targets: dict[str, float]           # optional published figures, accuracy in [0,1]
+    hashes: dict[str, str] | None = None  # experiment -> current config_hash (None: accept all)
+    notes: dict[str, str] = field(default_factory=dict)  # optional one-line description per experiment
+
+    def __post_init__(self) -> None:
+        known = set(self.experiments)
+        if len(known) != len(self.experiments):
+            raise UserError(f"study {self.name!r} lists an experiment twice: {', '.join(self.experiments)}")
+        if self.reference not in known:
+            raise UserError(f"study {self.name!r}: reference {self.reference!r} is not one of its "
+                            f"experiments ({', '.join(self.experiments)})")
+        for what, names in (("targets", self.targets), ("notes", self.notes), ("hashes", self.hashes or {})):
+            if set(names) - known:
+                raise UserError(f"study {self.name!r}: {what} name unknown experiments "
+                                f"{', '.join(sorted(set(names) - known))}; valid: {', '.join(self.experiments)}")
+        if self.hashes is not None and known - set(self.hashes):
+            raise UserError(f"study {self.name!r}: no config hash for {', '.join(sorted(known - set(self.hashes)))}")
+
+
+# ----------------------------------------------------------------------------- selection
+
+def counted_rows(store: Store, spec: StudySpec) -> list[sqlite3.Row]:
+    """Rows of the spec's experiments; rows of superseded configs are left out when hashes are given."""
+    wanted = set(spec.experiments)
+    return [r for r in store.runs(spec.name) if r["experiment"] in wanted
+            and (spec.hashes is None or r["config_hash"] == spec.hashes[r["experiment"]])]
+
+
+def latest_done(rows: list[sqlite3.Row]) -> dict[str, dict[int, sqlite3.Row]]:
+    """experiment -> seed -> the newest done row (without hashes, several configs may share a seed)."""
+    out: dict[str, dict[int, sqlite3.Row]] = {}
+    for r in rows:
+        if r["status"] != "done":
+            continue
+        seeds = out.setdefault(r["experiment"], {})
+        if r["seed"] not in seeds or r["id"] > seeds[r["seed"]]["id"]:
+            seeds[r["seed"]] = r
+    return out
+
+
+def experiment_config(rows: list[sqlite3.Row], experiment: str) -> C.ExperimentConfig | None:
+    """The config of the experiment's lowest seed (newest row), or None if absent or unreadable."""
+    mine = sorted((r for r in rows if r["experiment"] == experiment), key=lambda r: (r["seed"], -r["id"]))
+    if not mine:
+        return None
+    try:
+        return C.from_dict(json.loads(mine[0]["config"]))
+    except (ConfigError, ValueError):
+        return None  # written by a cifarlab with other keys: it cannot be compared key by key
+
+
+def config_diff(ref: C.ExperimentConfig | None, cfg: C.ExperimentConfig | None) -> dict | None:
+    if ref is None or cfg is None:
+        return None
+    # Seeds differ between runs by design; they are not a difference between experiments.
+    return {k: v for k, v in sorted(C.diff(ref, cfg).items()) if k != "train.seed"}
+
+
+# ----------------------------------------------------------------------------- summary
+
+def summarize(store: Store, spec: StudySpec) -> list[dict]:
+    """One dict per experiment, in the spec's order; accuracies as fractions in [0, 1]."""
+    rows = counted_rows(store, spec)
+    done = latest_done(rows)
+    ref_test = {s: r["test_acc"] for s, r in done.get(spec.reference, {}).items()}
+    ref_cfg = experiment_config(rows, spec.reference)
+    out = []
+    for exp in spec.experiments:
+        runs = done.get(exp, {})
+        out.append({"experiment": exp, "note": spec.notes.get(exp, ""), "reference": exp == spec.reference,
+                    "registered": sum(r["experiment"] == exp for r in rows),
+                    **run_numbers(runs, ref_test), "target": spec.targets.get(exp),
+                    "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
+    return out
+
+
+def run_numbers(runs: dict[int, sqlite3.Row], ref_test: dict[int, float]) -> dict:
+    seeds = sorted(runs)
+    test = {s: runs[s]["test_acc"] for s in seeds}
+    test_mean, test_std = mean_std(test.values())
+    test_lo, test_hi = ci95(test.values())
+    val_mean, val_std = mean_std(present(runs[s]["val_acc"] for s in seeds))
+    diff_mean, diff_lo, diff_hi, diff_n = paired_diff(test, ref_test)
+    return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds],
+            "test_mean": test_mean, "test_std": test_std, "test_lo": test_lo, "test_hi": test_hi,
+            "val_mean": val_mean, "val_std": val_std,
+            "diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n,
+            "wall_mean": mean_std(present(runs[s]["wall_seconds"] for s in seeds))[0],
+            "images_per_s_mean": mean_std(present(runs[s]["images_per_s"] for s in seeds))[0]}
+
+
+def present(xs) -> list[float]:
+    return [x for x in xs if x is not None]
+
+
+# ----------------------------------------------------------------------------- README
+
+def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> Path:
+    """Write out_dir/README.md with its two figures; returns the README's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(store, spec)
+    rows = counted_rows(store, spec)
+    plot_learning_curves(store, summary, out_dir / "learning_curves.png")
+    plot_test_accuracy(summary, out_dir / "test_accuracy.png")
+    used = [r for runs in latest_done(rows).values() for r in runs.values()]
+    lines = [f"# Study `{spec.name}`", "",
+             "Regenerate this page (figures included) with:", "", "```", command, "```", "",
+             "Every number on this page is read from the results database; only the targets "
+             "(published figures) come from the study definition.", "",
+             *results_table(spec, summary), "", "## Figures", "",
+             "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
+             "![Test accuracy: mean over seeds, 95% CI](test_accuracy.png)", "",
+             *config_section(spec, summary), "", *provenance_section(used, rows)]
+    readme = out_dir / "README.md"
+    readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
+    return readme
+
+
+def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
+    lines = ["## Results", "",
+             f"Accuracies in %; Δ is the mean over common seeds of (experiment − `{spec.reference}`) "
+             "in percentage points, with its paired 95% t-interval.", "",
+             "| experiment | n | test acc mean ± std | 95% CI | Δ vs reference (paired, 95% CI) "
+             "| target | val acc | wall s/run | img/s |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in summary:
+        lines.append("| " + " | ".join(table_cells(s)) + " |")
+    notes = [f"- `{s['experiment']}`: {s['note']}" for s in summary if s["note"]]
+    return lines + ([""] + notes if notes else [])
+
+
+def table_cells(s: dict) -> list[str]:
+    if s["n"] == 0:
+        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), DASH, DASH, DASH]
+    if s["reference"]:
+        delta = "reference"
+    elif s["diff_n"] == 0:
+        delta = "no common seeds"
+    else:
+        delta = f"{signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)} (n={s['diff_n']})"
+    return [f"`{s['experiment']}`", str(s["n"]), pm(s["test_mean"], s["test_std"]),
+            interval(s["test_lo"], s["test_hi"]), delta, pct(s["target"]),
+            pm(s["val_mean"], s["val_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
+
+
+def config_section(spec: StudySpec, summary: list[dict]) -> list[str]:
+    lines = ["## Config differences from the reference", "",
+             f"Settings of each experiment that differ from `{spec.reference}` "
+             "(`section.key: reference -> value`).", ""]
+    for s in summary:
+        if s["reference"]:
+            continue
+        lines += [f"### `{s['experiment']}`", ""]
+        if s["registered"] == 0:
+            lines.append("- (no runs recorded)")
+        elif s["config_diff"] is None:
+            lines.append("- (cannot compare: the reference has no runs, or a config has keys this cifarlab lacks)")
+        elif not s["config_diff"]:
+            lines.append("- (same settings as the reference)")
+        else:
+            lines += [f"- `{k}: {C.toml_value(a)} -> {C.toml_value(b)}`" for k, (a, b) in s["config_diff"].items()]
+        lines.append("")
+    return lines[:-1]
+
+
+def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row]) -> list[str]:
+    """Where the counted numbers came from, and how far the study has got."""
+    commits = unique(f"{r['git_commit'] or 'unknown'}{' (dirty)' if r['git_dirty'] else ''}" for r in used)
+    torches = unique(json.loads(r["versions"]).get("torch") for r in used if r["versions"])
+    machines = unique(r["machine"] for r in used)
+    wall = math.fsum(present(r["wall_seconds"] for r in used))
+    counts = Counter(r["status"] for r in rows)
+    return ["## Provenance", "",
+            f"- git commits: {listing(commits)}",
+            f"- machines: {listing(machines)}",
+            f"- torch versions: {listing(torches)}",
+            f"- training wall time, summed over the {len(used)} counted runs: "
+            f"{wall / 3600:.2f} machine-hours ({wall / 60:.1f} min)",
+            "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES)]
+
+
+def unique(xs) -> list[str]:
+    return sorted({str(x) for x in xs if x is not None})
+
+
+def listing(xs: list[str]) -> str:
+    return ", ".join(f"`{x}`" for x in xs) if xs else DASH
+
+
+def ok(x: Any) -> bool:
+    return x is not None and not math.isnan(x)
+
+
+def pct(x: Any) -> str:
+    return f"{100 * x:.2f}" if ok(x) else DASH
+
+
+def signed_pct(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def pm(mean: float, std: float) -> str:
+    if not ok(mean):
+        return DASH
+    return f"{pct(mean)} ± {pct(std)}" if ok(std) else pct(mean)
+
+
+def interval(lo: float, hi: float, signed: bool = False) -> str:
+    if not (ok(lo) and ok(hi)):
+        return "[n<2]" if signed else DASH
+    f = signed_pct if signed else pct
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def number(x: Any, digits: int) -> str:
+    return f"{x:,.{digits}f}" if ok(x) else DASH
+
+
+# ----------------------------------------------------------------------------- figures
+
+def save(fig: Figure, path: Path) -> None:
+    # No Software/date metadata: the same data must give the same bytes.
+    fig.savefig(path, format="png", dpi=DPI, metadata={"Software": None})
+
+
+def color(i: int) -> str:
+    return f"C{i % 10}"
+
+
+def metric_band(rows: list[sqlite3.Row], run_ids: list[int], metric: str) -> tuple[np.ndarray, ...]:
+    """(epochs, mean, std) of one metric across runs; std is nan where fewer than two runs have it."""
+    n_epochs = max((r["epoch"] for r in rows), default=0)
+    m = np.full((len(run_ids), n_epochs), np.nan)
+    where = {rid: i for i, rid in enumerate(run_ids)}
+    for r in rows:
+        if r["run_id"] in where and r[metric] is not None:
+            m[where[r["run_id"]], r["epoch"] - 1] = r[metric]
+    have = ~np.isnan(m)
+    count = have.sum(axis=0)
+    mean = np.divide(np.where(have, m, 0).sum(axis=0), count, out=np.full(n_epochs, NAN), where=count > 0)
+    sq = np.where(have, m - mean, 0) ** 2
+    std = np.sqrt(np.divide(sq.sum(axis=0), count - 1, out=np.full(n_epochs, NAN), where=count > 1))
+    return np.arange(1, n_epochs + 1), mean, std
+
+
+def plot_learning_curves(store: Store, summary: list[dict], path: Path) -> None:
+    panels = (("train_acc", "train accuracy (%)", 100), ("val_acc", "validation accuracy (%)", 100),
+              ("train_loss", "train loss", 1), ("val_loss", "validation loss", 1))
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(10, 7.5))
+        axes = fig.subplots(2, 2).ravel()
+        for i, s in enumerate(summary):
+            rows = store.epochs(s["run_ids"]) if s["run_ids"] else []
+            for ax, (metric, _, scale) in zip(axes, panels):
+                x, mean, std = metric_band(rows, s["run_ids"], metric)
+                if np.isfinite(mean).any():
+                    ax.plot(x, scale * mean, color=color(i), label=f"{s['experiment']} (n={s['n']})")
+                    band = np.isfinite(std)
+                    ax.fill_between(x, scale * (mean - std), scale * (mean + std), where=band,
+                                    color=color(i), alpha=0.2, linewidth=0)
+        for ax, (_, label, _) in zip(axes, panels):
+            ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_ylabel(label)
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(loc="lower right")
+        fig.suptitle("Mean over seeds; band: ±1 std across seeds")
+        fig.tight_layout()
+        save(fig, path)
+
+
+def plot_test_accuracy(summary: list[dict], path: Path) -> None:
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(max(6.0, 1.1 * len(summary) + 2), 4.5))
+        ax = fig.subplots()
+        bottom, top = axis_limits(summary)
+        for i, s in enumerate(summary):
+            draw_bar(ax, i, s, bottom)
+        ax.set_xticks(range(len(summary)), [s["experiment"] for s in summary], rotation=20, ha="right")
+        ax.set_xlim(-0.6, len(summary) - 0.4)
+        ax.set_ylim(bottom, top)
+        ax.set_ylabel("test accuracy (%)" + (f"; y axis starts at {bottom:.0f}" if bottom > 0 else ""))
+        ax.set_title("Test accuracy: mean over seeds, 95% CI")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper left")
+        fig.tight_layout()
+        save(fig, path)
+
+
+def axis_limits(summary: list[dict]) -> tuple[float, float]:
+    """Zoom the y axis in (to multiples of 5) so that differences of a point or two show."""
+    values = [100 * v for s in summary for v in (s["test_lo"], s["test_mean"], s["test_hi"], s["target"]) if ok(v)]
+    if not values:
+        return 0.0, 100.0
+    return float(max(0, 5 * math.floor((min(values) - 5) / 5))), float(min(100, 5 * math.ceil((max(values) + 5) / 5)))
+
+
+def draw_bar(ax, i: int, s: dict, bottom: float) -> None:
+    if s["n"] == 0:
+        ax.text(i, bottom + 1, "no runs", ha="center", va="bottom", rotation=90, color="gray")
+    else:
+        mean = 100 * s["test_mean"]
+        yerr = [[mean - 100 * s["test_lo"]], [100 * s["test_hi"] - mean]] if ok(s["test_lo"]) else None
+        ax.bar(i, mean - bottom, bottom=bottom, yerr=yerr, capsize=4, color=color(i), alpha=0.8)
+        ax.text(i, bottom + 0.5, f"{mean:.2f}", ha="center", va="bottom", fontsize=8)
+    if ok(s["target"]):
+        seen = any(line.get_label() == "target" for line in ax.get_lines())
+        ax.plot([i], [100 * s["target"]], "D", color="black", markersize=6, label="_" if seen else "target")
+
+
+# ----------------------------------------------------------------------------- CSV
+
+def export_csv(store: Store, out_dir: Path, study: str | None) -> list[Path]:
+    """Write runs.csv and epochs.csv (one study, or all) to out_dir; returns their paths."""
+    runs = store.runs(study)
+    if study is not None and not runs:
+        raise UserError(f"no runs recorded for study {study!r}; studies in the database: "
+                        f"{', '.join(store.studies()) or '(none)'}")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    # Column names from the table itself, so that an empty export still has its header.
+    columns = [d[0] for d in store.conn.execute("SELECT * FROM runs LIMIT 0").description]
+    return [write_runs_csv(runs, columns, out_dir / "runs.csv"),
+            write_epochs_csv(store, runs, out_dir / "epochs.csv")]
+
+
+def write_runs_csv(runs: list[sqlite3.Row], all_columns: list[str], path: Path) -> Path:
+    versions = [json.loads(r["versions"]) if r["versions"] else {} for r in runs]
+    version_keys = sorted({k for v in versions for k in v})
+    columns = [c for c in all_columns if c != "versions"]
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(columns + [f"version_{k}" for k in version_keys])
+        for r, v in zip(runs, versions):
+            w.writerow([r[c] for c in columns] + [v.get(k) for k in version_keys])
+    return path
+
+
+def write_epochs_csv(store: Store, runs: list[sqlite3.Row], path: Path) -> Path:
+    by_id = {r["id"]: r for r in runs}
+    epochs = store.epochs(sorted(by_id)) if by_id else []
+    order = {rid: i for i, rid in enumerate(by_id)}  # the runs' own (study, experiment, seed, id) order
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["study", "experiment", "seed", "config_hash", "run_id", "epoch", *EPOCH_METRICS])
+        for e in sorted(epochs, key=lambda e: (order[e["run_id"]], e["epoch"])):
+            r = by_id[e["run_id"]]
+            w.writerow([r["study"], r["experiment"], r["seed"], r["config_hash"], r["id"], e["epoch"],
+                        *(e[m] for m in EPOCH_METRICS)])
+    return path

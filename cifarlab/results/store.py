@@ -1,0 +1,217 @@
+"""SQLite results store (WAL mode), shared safely by several study processes.
+
+Schema (version 1)
+------------------
+meta(key, value)                 schema_version
+runs                             one row per (study, experiment, seed, config_hash)
+    id, study, experiment, seed, config_hash, config (resolved config, JSON)
+    status        pending | running | done | failed
+    claimed_by    "<host>:<pid>" of the process running it; heartbeat (unix time) of its last sign of life
+    git_commit, git_dirty, versions (JSON: python, torch, numpy, cifarlab), machine
+    created, started, finished (unix times), wall_seconds, images_per_s
+    val_acc, val_loss, test_acc, test_loss, per_class_test_acc (JSON list), classes (JSON list)
+    run_dir       where its checkpoint and files live; error (last failure message)
+epochs(run_id, epoch, ...)       train_loss, train_acc, val_loss, val_acc, lr, seconds (train + val)
+
+Migrations: MIGRATIONS[v] lists the statements that take a database from version v-1
+to v; opening an older database applies the missing ones in order, inside one
+transaction. A database from a newer version is refused, never silently read.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from cifarlab.errors import UserError
+
+SCHEMA_VERSION = 1
+MIGRATIONS: dict[int, list[str]] = {
+    1: [
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        """CREATE TABLE runs (
+            id INTEGER PRIMARY KEY,
+            study TEXT NOT NULL, experiment TEXT NOT NULL, seed INTEGER NOT NULL,
+            config_hash TEXT NOT NULL, config TEXT NOT NULL,
+            status TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'running', 'done', 'failed')),
+            claimed_by TEXT, heartbeat REAL,
+            git_commit TEXT, git_dirty INTEGER, versions TEXT, machine TEXT,
+            created REAL NOT NULL, started REAL, finished REAL, wall_seconds REAL, images_per_s REAL,
+            val_acc REAL, val_loss REAL, test_acc REAL, test_loss REAL,
+            per_class_test_acc TEXT, classes TEXT, run_dir TEXT, error TEXT,
+            UNIQUE (study, experiment, seed, config_hash))""",
+        """CREATE TABLE epochs (
+            run_id INTEGER NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL,
+            train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
+            PRIMARY KEY (run_id, epoch))""",
+    ],
+}
+STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life for this long is reclaimed
+
+
+def me() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def claim_is_dead(claimed_by: str | None, heartbeat: float | None, now: float) -> bool:
+    """A claim is dead when its process is gone (same host) or silent too long (other host)."""
+    if not claimed_by:
+        return True
+    host, _, pid = claimed_by.rpartition(":")
+    if host == socket.gethostname():
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except (PermissionError, ValueError):
+            return False
+        return False
+    return heartbeat is None or now - heartbeat > STALE_HEARTBEAT_S
+
+
+@dataclass(frozen=True)
+class RunKey:
+    study: str
+    experiment: str
+    seed: int
+    config_hash: str
+
+
+class Store:
+    def __init__(self, conn: sqlite3.Connection, path: Path):
+        self.conn, self.path = conn, path
+
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE takes the write lock up front: claims cannot interleave."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    # ------------------------------------------------------------------ runs
+    def register(self, key: RunKey, config: dict) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO runs (study, experiment, seed, config_hash, config, created) "
+                      "VALUES (?, ?, ?, ?, ?, ?)", (key.study, key.experiment, key.seed, key.config_hash,
+                                                    json.dumps(config, sort_keys=True), time.time()))
+
+    def claim(self, study: str, wanted: list[RunKey]) -> sqlite3.Row | None:
+        """Atomically take the first wanted run that is pending, failed, or held by a dead process."""
+        now = time.time()
+        with self.transaction() as c:
+            for key in wanted:
+                row = c.execute("SELECT * FROM runs WHERE study=? AND experiment=? AND seed=? AND config_hash=?",
+                                (key.study, key.experiment, key.seed, key.config_hash)).fetchone()
+                if row is None or row["status"] == "done":
+                    continue
+                if row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], now):
+                    continue
+                c.execute("UPDATE runs SET status='running', claimed_by=?, heartbeat=?, "
+                          "started=COALESCE(started, ?) WHERE id=?", (me(), now, now, row["id"]))
+                return c.execute("SELECT * FROM runs WHERE id=?", (row["id"],)).fetchone()
+        return None
+
+    def record_epoch(self, run_id: int, row: dict) -> None:
+        with self.transaction() as c:
+            c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                      (run_id, row["epoch"], row["train_loss"], row["train_acc"], row.get("val_loss"),
+                       row.get("val_acc"), row["lr"], row["train_seconds"] + row.get("val_seconds", 0.0)))
+            c.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    def finish(self, run_id: int, final: dict, run_dir: str, epochs: int) -> None:
+        versions = {k: final[k] for k in ("python", "torch", "numpy", "cifarlab", "platform")}
+        with self.transaction() as c:
+            c.execute("DELETE FROM epochs WHERE run_id=? AND epoch>?", (run_id, epochs))
+            c.execute(
+                "UPDATE runs SET status='done', finished=?, git_commit=?, git_dirty=?, versions=?, machine=?, "
+                "wall_seconds=?, images_per_s=?, val_acc=?, val_loss=?, test_acc=?, test_loss=?, "
+                "per_class_test_acc=?, classes=?, run_dir=?, error=NULL WHERE id=?",
+                (time.time(), final["git_commit"], final["git_dirty"], json.dumps(versions, sort_keys=True),
+                 final["machine"], final["wall_seconds"], final["images_per_s"], final["val_acc"],
+                 final["val_loss"], final["test_acc"], final["test_loss"],
+                 json.dumps(final["per_class_test_acc"]), json.dumps(final["classes"]), run_dir, run_id))
+
+    def fail(self, run_id: int, error: str) -> None:
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET status='failed', error=?, claimed_by=NULL WHERE id=?", (error, run_id))
+
+    def release(self, run_id: int) -> None:
+        """Give a claim back (interrupted): the next study process resumes it."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET status='pending', claimed_by=NULL WHERE id=? AND status='running'",
+                      (run_id,))
+
+    # ------------------------------------------------------------------ queries
+    def status_of(self, key: RunKey) -> str | None:
+        row = self.conn.execute("SELECT status FROM runs WHERE study=? AND experiment=? AND seed=? "
+                                "AND config_hash=?", (key.study, key.experiment, key.seed, key.config_hash)).fetchone()
+        return row[0] if row else None
+
+    def runs(self, study: str | None = None) -> list[sqlite3.Row]:
+        q, args = "SELECT * FROM runs", ()
+        if study is not None:
+            q, args = q + " WHERE study=?", (study,)
+        return self.conn.execute(q + " ORDER BY study, experiment, seed, id", args).fetchall()
+
+    def epochs(self, run_ids: list[int]) -> list[sqlite3.Row]:
+        marks = ",".join("?" * len(run_ids))
+        return self.conn.execute(f"SELECT * FROM epochs WHERE run_id IN ({marks}) ORDER BY run_id, epoch",
+                                 run_ids).fetchall()
+
+    def studies(self) -> list[str]:
+        return [r[0] for r in self.conn.execute("SELECT DISTINCT study FROM runs ORDER BY study")]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def open_store(path: str | Path) -> Store:
+    """Open (creating or migrating) the database at `path`."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA busy_timeout=60000")
+        migrate(conn, path)
+    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as e:
+        raise UserError(f"cannot open results database {path} ({e}); it must be a cifarlab database "
+                        f"in a writable directory (choose one with --db)") from None
+    return Store(conn, path)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    has_meta = conn.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='meta'").fetchone()
+    if not has_meta:
+        return 0
+    row = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        version = schema_version(conn)
+        if version > SCHEMA_VERSION:
+            raise UserError(f"results database {path} has schema version {version}, newer than this "
+                            f"cifarlab's {SCHEMA_VERSION}; upgrade cifarlab to read it")
+        for v in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[v]:
+                conn.execute(statement)
+        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")

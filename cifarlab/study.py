@@ -1,0 +1,215 @@
+"""Studies: named variants of a reference experiment, each run over several seeds.
+
+A study file (`studies/<name>.toml`):
+
+    name = "regularization"                       # default: the file's stem
+    experiment = "../experiments/fast/baseline.toml"  # the reference experiment (path relative to this file)
+    seeds = [0, 1, 2]
+    reference = "baseline"                        # variant the report compares with (default: the first)
+    set = { "train.epochs" = 10 }                 # overrides applied to every variant
+
+    [[variants]]
+    name = "baseline"
+    target = 0.735                                # optional published figure to report beside ours
+
+    [[variants]]
+    name = "dropout"
+    set = { "model.dropout" = [0.2, 0.2, 0.2], "model.dense_dropout" = 0.2 }
+    note = "tutorial dropout after each pooling and the dense layer"
+    # extends = "../experiments/other.toml"       # or start from another experiment file
+
+`run_study` runs what is missing, seed by seed, claiming each run atomically in the
+results store so that several processes can share one study.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from tqdm import tqdm
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError
+from cifarlab.results.store import RunKey, Store
+
+if TYPE_CHECKING:
+    from cifarlab.report import StudySpec
+
+STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description")
+VARIANT_KEYS = ("name", "set", "extends", "target", "note")
+
+
+@dataclass(frozen=True)
+class Variant:
+    name: str
+    config: C.ExperimentConfig      # seed not yet applied
+    target: float | None = None
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class Study:
+    name: str
+    path: Path
+    seeds: tuple[int, ...]
+    reference: str
+    variants: tuple[Variant, ...]
+    description: str = ""
+
+    def runs(self) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
+        """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first."""
+        out = []
+        for seed in self.seeds:
+            for v in self.variants:
+                cfg = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
+                out.append((v, cfg, RunKey(self.name, v.name, seed, C.config_hash(cfg))))
+        return out
+
+    def spec(self) -> "StudySpec":
+        from cifarlab.report import StudySpec
+        return StudySpec(name=self.name, reference=self.reference,
+                         experiments=tuple(v.name for v in self.variants),
+                         targets={v.name: v.target for v in self.variants if v.target is not None},
+                         hashes={v.name: C.config_hash(v.config) for v in self.variants},
+                         notes={v.name: v.note for v in self.variants if v.note})
+
+
+def apply_set(raw: dict, overrides: Any, where: str) -> dict:
+    """Apply a `set` table: {"optim.lr": 0.1} or nested {optim = {lr = 0.1}}."""
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"{where}: `set` must be a table of section.key = value")
+    raw = C.merge(raw, {k: v for k, v in overrides.items() if "." not in k})
+    for key, value in overrides.items():
+        if "." in key:
+            C.set_dotted(raw, key, value)
+    return raw
+
+
+def check_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(table) - set(valid))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid: {', '.join(valid)}")
+
+
+def load_variant(item: Any, study: dict, path: Path, index: int) -> Variant:
+    where = f"{path} variant {index + 1}"
+    if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
+        raise ConfigError(f"{where}: each [[variants]] entry needs a name")
+    check_keys(item, VARIANT_KEYS, where)
+    base = path.parent / item.get("extends", study["experiment"])
+    raw = apply_set(C.read_toml_chain(base), study.get("set", {}), str(path))
+    raw = apply_set(raw, item.get("set", {}), f"{where} ({item['name']})")
+    raw["name"] = item["name"]
+    target = item.get("target")
+    if target is not None and not (isinstance(target, (int, float)) and 0 <= target <= 1):
+        raise ConfigError(f"{where}: target must be an accuracy in [0, 1], got {target!r}")
+    try:
+        cfg = C.from_dict(raw)
+    except ConfigError as e:
+        raise ConfigError(f"{where} ({item['name']}): {e}") from None
+    return Variant(item["name"], cfg, None if target is None else float(target), str(item.get("note", "")))
+
+
+def load_study(path: str | Path) -> Study:
+    path = Path(path)
+    try:
+        raw = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"study file not found: {path}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    check_keys(raw, STUDY_KEYS, str(path))
+    if not isinstance(raw.get("experiment"), str):
+        raise ConfigError(f"{path}: `experiment` (the reference experiment file) is required")
+    seeds = raw.get("seeds")
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: `seeds` lists a seed twice: {seeds}")
+    items = raw.get("variants") or [{"name": "reference"}]
+    variants = tuple(load_variant(v, raw, path, i) for i, v in enumerate(items))
+    names = [v.name for v in variants]
+    duplicate = next((n for n in names if names.count(n) > 1), None)
+    if duplicate:
+        raise ConfigError(f"{path}: variant name {duplicate!r} is used twice; names must be unique")
+    reference = raw.get("reference", names[0])
+    if reference not in names:
+        raise ConfigError(f"{path}: reference {reference!r} is not a variant; valid: {', '.join(names)}")
+    return Study(str(raw.get("name", path.stem)), path, tuple(seeds), reference, variants,
+                 str(raw.get("description", "")))
+
+
+# ----------------------------------------------------------------------------- running
+
+class DataCache:
+    """Load each dataset once and split it once per data config, for all runs of a process."""
+
+    def __init__(self, data_dir: str | None, download: bool, progress: bool):
+        self.data_dir, self.download, self.progress = data_dir, download, progress
+        self.arrays: dict[str, Any] = {}
+        self.splits: dict[C.DataConfig, Any] = {}
+
+    def get(self, cfg: C.DataConfig) -> Any:
+        from cifarlab.data import load_dataset
+        from cifarlab.data.loader import make_splits
+        if cfg.dataset not in self.arrays:
+            self.arrays[cfg.dataset] = load_dataset(cfg.dataset, self.data_dir, download=self.download,
+                                                    progress=self.progress)
+        if cfg not in self.splits:
+            self.splits[cfg] = make_splits(self.arrays[cfg.dataset], cfg)
+        return self.splits[cfg]
+
+
+def run_dir_for(runs_root: Path, key: RunKey) -> Path:
+    return runs_root / key.study / key.experiment / f"seed{key.seed}-{key.config_hash}"
+
+
+def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True) -> int:
+    """Run every missing run of the study; returns how many this process finished."""
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train
+
+    plan = study.runs()
+    by_key = {key: (v, cfg) for v, cfg, key in plan}
+    for _, cfg, key in plan:
+        store.register(key, C.to_dict(cfg))
+    done = sum(1 for key in by_key if store.status_of(key) == "done")
+    outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
+                 position=0, dynamic_ncols=True)
+    finished = 0
+    while (row := store.claim(study.name, list(by_key))) is not None:
+        key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
+        _, cfg = by_key[key]
+        run = RunDir(run_dir_for(runs_root, key))
+        try:
+            final = train(cfg, data.get(cfg.data), run, resume=run.checkpoint_path.exists(), progress=progress,
+                          progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r))
+        except KeyboardInterrupt:
+            store.release(row["id"])
+            raise
+        except Exception as e:
+            store.fail(row["id"], f"{type(e).__name__}: {e}")
+            raise
+        store.finish(row["id"], final, str(run.path), final["epochs"])
+        finished += 1
+        outer.update(1)
+    outer.close()
+    return finished
+
+
+def status_table(study: Study, store: Store) -> str:
+    """done / running / pending / failed per variant, counting only current configs."""
+    rows = ["experiment            done  running  pending  failed"]
+    for v in study.variants:
+        counts = {"done": 0, "running": 0, "pending": 0, "failed": 0}
+        for seed in study.seeds:
+            cfg = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
+            counts[store.status_of(RunKey(study.name, v.name, seed, C.config_hash(cfg))) or "pending"] += 1
+        rows.append(f"{v.name:20s} {counts['done']:5d} {counts['running']:8d} {counts['pending']:8d} "
+                    f"{counts['failed']:7d}")
+    return "\n".join(rows)
+

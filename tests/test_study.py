@@ -1,0 +1,163 @@
+"""Studies end to end: run, resume after SIGKILL, share one database between processes."""
+
+import os
+import random
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from matplotlib.image import imread
+
+from cifarlab.errors import ConfigError
+from cifarlab.results import open_store
+from cifarlab.study import load_study
+from conftest import synthetic_arrays
+
+EXPERIMENT = """
+name = "tiny"
+[data]
+subset = 2000
+val_size = 200
+[model]
+widths = [8, 16]
+dense = [16]
+[optim]
+lr = 0.05
+nesterov = true
+[train]
+epochs = 2
+batch_size = 100
+threads = 1
+"""
+STUDY = """
+name = "tiny"
+experiment = "tiny.toml"
+seeds = [0, 1]
+[[variants]]
+name = "baseline"
+target = 0.5
+[[variants]]
+name = "dropout"
+set = { "model.dropout" = [0.2, 0.2], "augment.flip" = true }
+"""
+
+
+@pytest.fixture
+def study_dir(tmp_path):
+    root = tmp_path / "data"
+    (root / "cifar10").mkdir(parents=True)
+    np.savez_compressed(root / "cifar10" / "cifar10.npz", **synthetic_arrays(2200, 200))
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)
+    (tmp_path / "study.toml").write_text(STUDY)
+    return tmp_path
+
+
+def study(cwd, *args, db="results.db", wait=True):
+    cmd = [sys.executable, "-m", "cifarlab.cli", "study", *args, "study.toml", "--db", db,
+           "--data-dir", "data", "--no-download", "--no-progress"]
+    if not wait:
+        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def results(db):
+    conn = sqlite3.connect(db)
+    runs = conn.execute("SELECT experiment, seed, status, test_acc, val_acc, val_loss, per_class_test_acc "
+                        "FROM runs ORDER BY experiment, seed").fetchall()
+    epochs = conn.execute("SELECT r.experiment, r.seed, e.epoch, e.train_loss, e.val_loss, e.val_acc "
+                          "FROM epochs e JOIN runs r ON r.id = e.run_id ORDER BY 1, 2, 3").fetchall()
+    return runs, epochs
+
+
+def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
+    r = study(study_dir, "run")
+    assert r.returncode == 0, r.stderr
+    assert "4 run(s) finished by this process" in r.stdout
+    runs, epochs = results(study_dir / "results.db")
+    assert [row[2] for row in runs] == ["done"] * 4 and len(epochs) == 8
+    again = study(study_dir, "run")
+    assert "0 run(s) finished" in again.stdout
+    status = study(study_dir, "status")
+    assert status.returncode == 0 and "baseline                 2" in status.stdout
+
+    cmd = [sys.executable, "-m", "cifarlab.cli", "report", "study.toml", "--db", "results.db"]
+    assert subprocess.run(cmd, cwd=study_dir, capture_output=True, text=True).returncode == 0
+    readme = (study_dir / "reports" / "tiny" / "README.md").read_text()
+    assert "| `baseline` | 2 |" in readme and "| `dropout` | 2 |" in readme and "model.dropout" in readme
+    for png in ("learning_curves.png", "test_accuracy.png"):
+        height, width = imread(study_dir / "reports" / "tiny" / png).shape[:2]
+        assert width >= 400 and height >= 300
+    first = readme
+    subprocess.run(cmd, cwd=study_dir, capture_output=True, text=True, check=True)
+    assert (study_dir / "reports" / "tiny" / "README.md").read_text() == first
+
+    export = [sys.executable, "-m", "cifarlab.cli", "results", "export", "--format", "csv", "--db", "results.db",
+              "--out", "export"]
+    assert subprocess.run(export, cwd=study_dir, capture_output=True, text=True).returncode == 0
+    assert len((study_dir / "export" / "runs.csv").read_text().splitlines()) == 5
+
+
+def test_sigkill_at_random_moments_loses_nothing(study_dir, tmp_path):
+    reference = tmp_path / "straight"
+    reference.mkdir()
+    for name in ("tiny.toml", "study.toml", "data"):
+        os.symlink(study_dir / name, reference / name)
+    started = time.perf_counter()
+    assert study(reference, "run").returncode == 0
+    duration = time.perf_counter() - started
+
+    rng = random.Random(1234)
+    for _ in range(5):
+        proc = study(study_dir, "run", wait=False)
+        time.sleep(rng.uniform(0.3, duration))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    final = study(study_dir, "run")
+    assert final.returncode == 0, final.stderr
+    killed_runs, killed_epochs = results(study_dir / "results.db")
+    straight_runs, straight_epochs = results(reference / "results.db")
+    assert len(killed_runs) == 4 and all(row[2] == "done" for row in killed_runs)
+    assert killed_runs == straight_runs
+    assert killed_epochs == straight_epochs
+
+
+def test_two_processes_share_one_database(study_dir):
+    procs = [study(study_dir, "run", wait=False) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    finished = sum(int(out.split(" run(s) finished")[0].split()[-1]) for out, _ in outs)
+    assert finished == 4
+    runs, epochs = results(study_dir / "results.db")
+    assert len(runs) == 4 and all(row[2] == "done" for row in runs) and len(epochs) == 8
+
+
+@pytest.mark.parametrize("text, message", [
+    (STUDY.replace('"augment.flip"', '"augment.flipp"'), "unknown key augment.flipp"),
+    (STUDY.replace('name = "dropout"', 'name = "baseline"'), "variant name 'baseline' is used twice"),
+    (STUDY.replace("seeds = [0, 1]", "seeds = []"), "`seeds` must be a non-empty list"),
+    (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nseed = 3"), "unknown key 'seed'"),
+    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nreference = "nope"'), "reference 'nope' is not a variant"),
+    (STUDY + "[[variants]]\nname = 3\n", "needs a name"),
+    (STUDY + "[[variants\n", "is not valid TOML"),
+])
+def test_bad_study_files(study_dir, text, message):
+    (study_dir / "study.toml").write_text(text)
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[")):
+        load_study(study_dir / "study.toml")
+    r = study(study_dir, "run")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+def test_newer_schema_and_unwritable_location_are_refused(study_dir):
+    store = open_store(study_dir / "new.db")
+    store.conn.execute("UPDATE meta SET value='99' WHERE key='schema_version'")
+    store.close()
+    r = study(study_dir, "run", db="new.db")
+    assert r.returncode == 2 and "schema version 99, newer than" in r.stderr
+    # Running as root ignores file modes, so use a place nobody can create files in.
+    r = study(study_dir, "run", db="/proc/cifarlab-results/results.db")
+    assert r.returncode == 2 and "cannot open results database" in r.stderr and "Traceback" not in r.stderr
