@@ -36,6 +36,7 @@ class Session:
     prep: Preprocess
     steps_per_epoch: int
     total_steps: int
+    provenance: dict  # taken when the run starts: the code that runs is the code recorded
 
     @property
     def epochs(self) -> int:
@@ -59,6 +60,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         schedule=build_schedule(cfg.schedule), augment=build_pipeline(cfg.augment),
         prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
         steps_per_epoch=spe, total_steps=max(1, round(cfg.train.epochs * spe)),
+        provenance=provenance(runtime.machine_name(rt.device)),
     )
 
 
@@ -134,7 +136,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
                disable=not progress, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
     for epoch in range(start, s.epochs):
         bar.set_description(f"{cfg.name} seed {cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
-        row = {"epoch": epoch + 1, "lr": s.opt.param_groups[0]["lr"], **train_epoch(s, train_split, epoch, bar)}
+        lr = cfg.optim.lr * s.schedule(epoch * s.steps_per_epoch, s.total_steps, s.steps_per_epoch)
+        row = {"epoch": epoch + 1, "lr": lr, **train_epoch(s, train_split, epoch, bar)}
         if splits.val is not None:
             t = time.perf_counter()
             val = evaluate(s.model, splits.val, s.prep, s.rt, cfg.train.eval_batch_size, splits.num_classes)
@@ -169,5 +172,5 @@ def finish(s: Session, splits: Splits, history: list[dict]) -> dict:
         "wall_seconds": train_seconds + sum(h.get("val_seconds", 0.0) for h in history) + test_seconds,
         "images_per_s": sum(h["images_per_s"] * h["train_seconds"] for h in history) / train_seconds,
         "runtime": s.rt.describe(),
-        **provenance(runtime.machine_name(s.rt.device)),
+        **s.provenance,
     }
