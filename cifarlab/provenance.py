@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import platform
 import subprocess
 import sys
@@ -13,8 +14,13 @@ import torch
 import cifarlab
 
 
+@functools.cache
 def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
-    """(commit, dirty) of the checkout holding this package, or (None, None) outside git."""
+    """(commit, dirty) of the checkout holding this package, or (None, None) outside git.
+
+    Cached: read once per process, when its first run starts, because the modules a
+    process runs are the ones it imported then, whatever the checkout holds later.
+    """
     where = cwd or Path(cifarlab.__file__).resolve().parent
     try:
         commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=where, capture_output=True,
