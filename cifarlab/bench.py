@@ -1,8 +1,12 @@
-"""`cifarlab bench throughput`: training images/s of the default path vs plain PyTorch.
+"""Benchmarks.
+
+`cifarlab bench throughput`: training images/s of the default path vs plain PyTorch.
 
 Both configurations run in the same process, in alternating rounds, so drift of a
 shared machine hits both alike; the median round is reported. "Plain" is what a
 straightforward loop gets: fp32, eager, NCHW, glibc's default allocator behaviour.
+
+`cifarlab bench tta`: time-to-accuracy of a fixed-schedule recipe over several seeds.
 """
 
 from __future__ import annotations
@@ -10,12 +14,14 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
 from cifarlab import config as C
 from cifarlab import runtime
 from cifarlab.data.loader import Split, Splits
+from cifarlab.runs import RunDir
 from cifarlab.train import Session, build_session, train_step
 
 PLAIN = {"precision": "fp32", "channels_last": "off"}
@@ -69,3 +75,41 @@ def throughput(experiment: str | None, batch_size: int | None, steps: int, round
     print(f"  ratio default / plain: {ratio:.2f}x")
     runtime.keep_freed_memory(True)
     return {**medians, "ratio": ratio}
+
+
+def crossing_times(history: list[dict], thresholds: list[float]) -> dict[float, float | None]:
+    """Wall seconds at the end of the first epoch whose validation accuracy reached each threshold."""
+    out: dict[float, float | None] = {}
+    for t in thresholds:
+        out[t] = next((h["elapsed"] for h in history if h.get("val_acc") is not None and h["val_acc"] >= t), None)
+    return out
+
+
+def time_to_accuracy(cfg: C.ExperimentConfig, splits: Splits, seeds: int, thresholds: list[float],
+                     out_root: Path, progress: bool) -> list[dict]:
+    """Train `seeds` runs of a fixed schedule; per seed: wall time, test accuracy, threshold times."""
+    from cifarlab.train import train
+    rows = []
+    for seed in range(seeds):
+        seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+        run = RunDir(out_root / cfg.name / f"seed{seed}")
+        final = train(seeded, splits, run, progress=progress)
+        rows.append({"seed": seed, "wall_seconds": final["wall_seconds"], "test_acc": final["test_acc"],
+                     "val_acc": final["val_acc"], "crossed": crossing_times(run.read_metrics(), thresholds)})
+        print(format_tta_row(rows[-1], thresholds), flush=True)
+    wall, acc = [r["wall_seconds"] for r in rows], [r["test_acc"] for r in rows]
+    print(f"{cfg.name}: {len(rows)} seeds, test acc {100 * statistics.mean(acc):.2f} +- "
+          f"{100 * (statistics.stdev(acc) if len(acc) > 1 else 0):.2f} %, wall {statistics.mean(wall):.1f} +- "
+          f"{statistics.stdev(wall) if len(wall) > 1 else 0:.1f} s per run  [{runtime.machine_name(splits_device())}]")
+    return rows
+
+
+def splits_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def format_tta_row(row: dict, thresholds: list[float]) -> str:
+    cross = "  ".join(f"val>={100 * t:.0f}%: " + (f"{s:.1f} s" if s is not None else "never")
+                      for t, s in row["crossed"].items())
+    return (f"  seed {row['seed']}: test {100 * row['test_acc']:.2f} %  wall {row['wall_seconds']:.1f} s  "
+            f"{cross}")

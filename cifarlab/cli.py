@@ -79,24 +79,27 @@ def build_parser() -> Parser:
     results.add_argument("--out", default="results/export", help="output folder")
     add_db_arg(results)
 
+    tta = bench_sub.add_parser("tta", help="time-to-accuracy of a recipe: wall time, test accuracy, "
+                                           "when validation accuracy crossed thresholds")
+    add_config_args(tta)
+    tta.add_argument("--seeds", type=int, default=3, help="runs, with seeds 0..N-1")
+    tta.add_argument("--thresholds", default="0.73,0.88,0.94", help="validation accuracies to time, comma-separated")
+    tta.add_argument("--out", default="runs/bench", help="where the runs go")
+    tta.add_argument("--progress", action="store_true", help="show the per-run progress bar")
+    add_data_args(tta)
+
     lst = sub.add_parser("list", help="list registry entries or config keys")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "keys"])
     return parser
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cifarlab import config as C
-    from cifarlab.data import load_dataset
-    from cifarlab.data.loader import make_splits
     from cifarlab.runs import RunDir
     from cifarlab.train import train
 
-    overrides = list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else [])
-    cfg = C.load(args.experiment, overrides)
-    arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download,
-                          progress=not args.no_progress)
+    cfg, splits = load_experiment(args, args.seed)
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
-    final = train(cfg, make_splits(arrays, cfg.data), run, resume=args.resume, progress=not args.no_progress)
+    final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
     print(f"{cfg.name} seed {cfg.train.seed}: {val}test {final['test_acc']:.4f}  "
           f"({final['epochs']} epochs, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s)  -> {run.path}")
@@ -149,9 +152,32 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
+def load_experiment(args: argparse.Namespace, seed: int | None = None):
+    """Config from the experiment file and --set overrides, plus its data splits (loaded once)."""
+    from cifarlab import config as C
+    from cifarlab.data import load_dataset
+    from cifarlab.data.loader import make_splits
+
+    overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
+    cfg = C.load(args.experiment, overrides)
+    arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download,
+                          progress=getattr(args, "progress", not getattr(args, "no_progress", False)))
+    return cfg, make_splits(arrays, cfg.data)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from cifarlab.bench import throughput
-    throughput(args.experiment, args.batch_size, args.steps, args.rounds)
+    from cifarlab import bench
+    if args.bench == "throughput":
+        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds)
+        return 0
+    if args.seeds < 1:
+        raise UserError(f"--seeds must be >= 1, got {args.seeds}")
+    try:
+        thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
+    except ValueError:
+        raise UserError(f"--thresholds must be comma-separated accuracies in [0, 1], got {args.thresholds!r}") from None
+    cfg, splits = load_experiment(args)
+    bench.time_to_accuracy(cfg, splits, args.seeds, thresholds, Path(args.out), args.progress)
     return 0
 
 

@@ -80,6 +80,7 @@ class TrainConfig:
     device: str = "auto"         # auto (cuda if available) | cpu | cuda
     threads: int = 0             # CPU threads, 0 = PyTorch's default (one per core)
     eval_batch_size: int = 1000  # images per evaluation step
+    tta: str = "none"            # test-time augmentation for validation and test: none | flip (mean of mirrored logits)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
 
 
@@ -106,6 +107,7 @@ CHOICES = {
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "device"): ("auto", "cpu", "cuda"),
+    ("train", "tta"): ("none", "flip"),
 }
 POSITIVE = {("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cifarlab.config import TrainConfig
 from cifarlab.data.loader import Split
 from cifarlab.runtime import Runtime
 
@@ -24,16 +25,24 @@ class Preprocess:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
+def predict(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
+    """Logits; with tta="flip", the mean of the image's and its mirror's logits."""
+    logits = model(x).float()
+    if tta == "flip":
+        logits = (logits + model(x.flip(3)).float()) / 2
+    return logits
+
+
 @torch.no_grad()
-def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, batch_size: int,
+def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg: TrainConfig,
              num_classes: int) -> dict:
     """{"loss", "acc", "per_class_acc"} over the whole split, in eval mode."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
-    for images, labels in split.batches(batch_size):
+    for images, labels in split.batches(cfg.eval_batch_size):
         with rt.autocast():
-            logits = model(prep(images.to(rt.device, non_blocking=True))).float()
+            logits = predict(model, prep(images.to(rt.device, non_blocking=True)), cfg.tta)
         labels = labels.to(rt.device)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         hits = logits.argmax(1) == labels

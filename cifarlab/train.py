@@ -123,8 +123,20 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     return state["epoch"], [h for h in run.read_metrics() if h["epoch"] <= state["epoch"]]
 
 
-def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool = False,
-          progress: bool = True, progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> dict:
+def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: tqdm) -> dict:
+    """Train one epoch, then measure the validation split: one metrics row."""
+    bar.set_description(f"{s.cfg.name} seed {s.cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
+    lr = s.cfg.optim.lr * s.schedule(epoch * s.steps_per_epoch, s.total_steps, s.steps_per_epoch)
+    row = {"epoch": epoch + 1, "lr": lr, **train_epoch(s, train_split, epoch, bar)}
+    if splits.val is not None:
+        t = time.perf_counter()
+        val = evaluate(s.model, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
+        row.update(val_loss=val["loss"], val_acc=val["acc"], val_seconds=time.perf_counter() - t)
+    return row
+
+
+def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool = False, progress: bool = True,
+          progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> dict:
     """Train (or continue) one run and write its directory; returns the final metrics."""
     s = build_session(cfg, splits)
     if run.checkpoint_path.exists() and not resume:
@@ -132,16 +144,13 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     start, history = restore(s, run) if resume else (0, [])
     run.write_config(cfg)
     train_split = splits.train.to(s.rt.device)
+    # Wall clock of the run since it began, time before an interruption included.
+    clock = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
     bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
                disable=not progress, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
     for epoch in range(start, s.epochs):
-        bar.set_description(f"{cfg.name} seed {cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
-        lr = cfg.optim.lr * s.schedule(epoch * s.steps_per_epoch, s.total_steps, s.steps_per_epoch)
-        row = {"epoch": epoch + 1, "lr": lr, **train_epoch(s, train_split, epoch, bar)}
-        if splits.val is not None:
-            t = time.perf_counter()
-            val = evaluate(s.model, splits.val, s.prep, s.rt, cfg.train.eval_batch_size, splits.num_classes)
-            row.update(val_loss=val["loss"], val_acc=val["acc"], val_seconds=time.perf_counter() - t)
+        row = run_epoch(s, splits, train_split, epoch, bar)
+        row["elapsed"] = time.perf_counter() - clock
         history.append(row)
         run.write_metrics(history)
         if on_epoch is not None:
@@ -151,15 +160,15 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
                                  "epoch": epoch + 1, "config_hash": C.config_hash(cfg),
                                  "seed": cfg.train.seed})
     bar.close()
-    final = finish(s, splits, history)
+    final = finish(s, splits, history, clock)
     run.write_final(final)
     return final
 
 
-def finish(s: Session, splits: Splits, history: list[dict]) -> dict:
+def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dict:
     """Test once, at the end; gather timings and provenance."""
     t = time.perf_counter()
-    test = evaluate(s.model, splits.test, s.prep, s.rt, s.cfg.train.eval_batch_size, splits.num_classes)
+    test = evaluate(s.model, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes)
     test_seconds = time.perf_counter() - t
     train_seconds = sum(h["train_seconds"] for h in history)
     return {
@@ -169,7 +178,9 @@ def finish(s: Session, splits: Splits, history: list[dict]) -> dict:
         "test_acc": test["acc"], "test_loss": test["loss"], "per_class_test_acc": test["per_class_acc"],
         "classes": list(splits.classes),
         "train_seconds": train_seconds,
-        "wall_seconds": train_seconds + sum(h.get("val_seconds", 0.0) for h in history) + test_seconds,
+        "test_seconds": test_seconds,
+        # everything after the data is in memory: training, augmentation, evaluation, checkpoints
+        "wall_seconds": time.perf_counter() - clock,
         "images_per_s": sum(h["images_per_s"] * h["train_seconds"] for h in history) / train_seconds,
         "runtime": s.rt.describe(),
         **s.provenance,

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def cli_env(**extra: str) -> dict:
+    """Environment for `python -m cifarlab.cli` subprocesses: this checkout's package first."""
+    path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+    return {**os.environ, "PYTHONPATH": path, **extra}
+
+
+def cli_command(*args) -> list[str]:
+    return [sys.executable, "-m", "cifarlab.cli", *map(str, args)]
 
 CLASSES = tuple(f"class{i}" for i in range(10))
 

@@ -1,25 +1,23 @@
 """The command line end to end: a real run, and one-line errors with exit code 2."""
 
-import os
 import subprocess
-import sys
 
 import pytest
+
+from conftest import REPO, cli_command, cli_env
 
 TINY = ["--set", "model.widths=[8, 16]", "--set", "model.dense=[16]", "--set", "train.epochs=1",
         "--set", "train.batch_size=100", "--set", "data.val_size=100", "--set", "train.threads=1"]
 
 
-def cli(*args, cwd, env_extra=None):
-    env = {**os.environ, "CIFARLAB_DATA": "", **(env_extra or {})}
-    return subprocess.run([sys.executable, "-m", "cifarlab.cli", *map(str, args)], cwd=cwd, env=env,
+def cli(*args, cwd):
+    return subprocess.run(cli_command(*args), cwd=cwd, env=cli_env(CIFARLAB_DATA=""),
                           capture_output=True, text=True, timeout=300)
 
 
 @pytest.fixture
 def repo_experiment():
-    from pathlib import Path
-    return Path(__file__).resolve().parents[1] / "experiments" / "tutorial" / "baseline.toml"
+    return REPO / "experiments" / "tutorial" / "baseline.toml"
 
 
 def test_run_on_a_1000_image_subset(tmp_path, data_root, repo_experiment):
@@ -80,3 +78,17 @@ def test_list_models(tmp_path):
     r = cli("list", "models", cwd=tmp_path)
     assert r.returncode == 0 and "vgg" in r.stdout.split()
 
+
+
+def test_bench_tta_reports_seeds_and_threshold_times(tmp_path, data_root, repo_experiment):
+    r = cli("bench", "tta", repo_experiment, *TINY, "--seeds", "2", "--thresholds", "0.0,0.999",
+            "--data-dir", data_root, "--out", tmp_path / "b", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.count("  seed ") == 2 and "val>=0%: " in r.stdout and "val>=100%: never" in r.stdout
+    assert "2 seeds, test acc" in r.stdout
+
+
+def test_bench_throughput_smoke(tmp_path):
+    r = cli("bench", "throughput", "--steps", "1", "--rounds", "1", "--batch-size", "8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "ratio default / plain" in r.stdout and "plain fp32 eager NCHW" in r.stdout

@@ -5,7 +5,6 @@ import random
 import signal
 import sqlite3
 import subprocess
-import sys
 import time
 
 import numpy as np
@@ -15,7 +14,7 @@ from matplotlib.image import imread
 from cifarlab.errors import ConfigError
 from cifarlab.results import open_store
 from cifarlab.study import load_study
-from conftest import synthetic_arrays
+from conftest import cli_command, cli_env, synthetic_arrays
 
 EXPERIMENT = """
 name = "tiny"
@@ -57,11 +56,11 @@ def study_dir(tmp_path):
 
 
 def study(cwd, *args, db="results.db", wait=True):
-    cmd = [sys.executable, "-m", "cifarlab.cli", "study", *args, "study.toml", "--db", db,
-           "--data-dir", "data", "--no-download", "--no-progress"]
+    cmd = cli_command("study", *args, "study.toml", "--db", db, "--data-dir", "data", "--no-download", "--no-progress")
     if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=600)
+        return subprocess.Popen(cmd, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+    return subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600)
 
 
 def results(db):
@@ -84,20 +83,19 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     status = study(study_dir, "status")
     assert status.returncode == 0 and "baseline                 2" in status.stdout
 
-    cmd = [sys.executable, "-m", "cifarlab.cli", "report", "study.toml", "--db", "results.db"]
-    assert subprocess.run(cmd, cwd=study_dir, capture_output=True, text=True).returncode == 0
+    cmd = cli_command("report", "study.toml", "--db", "results.db")
+    assert subprocess.run(cmd, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0
     readme = (study_dir / "reports" / "tiny" / "README.md").read_text()
     assert "| `baseline` | 2 |" in readme and "| `dropout` | 2 |" in readme and "model.dropout" in readme
     for png in ("learning_curves.png", "test_accuracy.png"):
         height, width = imread(study_dir / "reports" / "tiny" / png).shape[:2]
         assert width >= 400 and height >= 300
     first = readme
-    subprocess.run(cmd, cwd=study_dir, capture_output=True, text=True, check=True)
+    subprocess.run(cmd, cwd=study_dir, env=cli_env(), capture_output=True, text=True, check=True)
     assert (study_dir / "reports" / "tiny" / "README.md").read_text() == first
 
-    export = [sys.executable, "-m", "cifarlab.cli", "results", "export", "--format", "csv", "--db", "results.db",
-              "--out", "export"]
-    assert subprocess.run(export, cwd=study_dir, capture_output=True, text=True).returncode == 0
+    export = cli_command("results", "export", "--format", "csv", "--db", "results.db", "--out", "export")
+    assert subprocess.run(export, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0
     assert len((study_dir / "export" / "runs.csv").read_text().splitlines()) == 5
 
 
