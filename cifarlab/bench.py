@@ -7,6 +7,7 @@ shared machine hits both alike; the median round is reported. "Plain" is what a
 straightforward loop gets: fp32, eager, NCHW, glibc's default allocator behaviour.
 
 `cifarlab bench tta`: time-to-accuracy of a fixed-schedule recipe over several seeds.
+`cifarlab bench augment`: cost of an experiment's augmentation pipeline per epoch.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import torch
 from cifarlab import config as C
 from cifarlab import runtime
 from cifarlab.data.loader import Split, Splits
+from cifarlab.errors import UserError
 from cifarlab.runs import RunDir
 from cifarlab.train import Session, build_session, train_step
 
@@ -113,3 +115,24 @@ def format_tta_row(row: dict, thresholds: list[float]) -> str:
                       for t, s in row["crossed"].items())
     return (f"  seed {row['seed']}: test {100 * row['test_acc']:.2f} %  wall {row['wall_seconds']:.1f} s  "
             f"{cross}")
+
+
+def augment_cost(cfg: C.ExperimentConfig, images: int = 45_000, rounds: int = 3) -> float:
+    """Seconds the experiment's augmentation pipeline takes for one epoch of `images` images."""
+    from cifarlab.augment import build_pipeline
+    pipeline = build_pipeline(cfg.augment)
+    if pipeline is None:
+        raise UserError(f"{cfg.name} enables no augmentation (see the [augment] keys)")
+    bs = cfg.train.batch_size
+    batch = synthetic_splits(bs).train.images
+    gen = torch.Generator().manual_seed(0)
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        for _ in range(0, images, bs):
+            pipeline(batch, gen)
+        times.append(time.perf_counter() - start)
+    seconds = statistics.median(times)
+    print(f"{cfg.name}: augmentation {seconds:.2f} s per epoch of {images} images "
+          f"(batch {bs}, median of {rounds}; {1e6 * seconds / images:.1f} us/image) [{runtime.machine_name(torch.device('cpu'))}]")
+    return seconds

@@ -88,6 +88,9 @@ def build_parser() -> Parser:
     tta.add_argument("--progress", action="store_true", help="show the per-run progress bar")
     add_data_args(tta)
 
+    aug = bench_sub.add_parser("augment", help="seconds per epoch spent in an experiment's augmentation")
+    add_config_args(aug)
+
     lst = sub.add_parser("list", help="list registry entries or config keys")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "keys"])
     return parser
@@ -169,6 +172,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab import bench
     if args.bench == "throughput":
         bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds)
+        return 0
+    if args.bench == "augment":
+        from cifarlab import config as C
+        bench.augment_cost(C.load(args.experiment, args.overrides))
         return 0
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import sqlite3
 from collections import Counter
 from dataclasses import dataclass, field
@@ -38,6 +39,9 @@ RC = {"figure.dpi": DPI, "savefig.dpi": DPI, "font.family": "DejaVu Sans", "font
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
+GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")  # group names become file names of its figures
+
+
 @dataclass(frozen=True)
 class StudySpec:
     name: str
@@ -46,6 +50,10 @@ class StudySpec:
     targets: dict[str, float]           # optional published figures, accuracy in [0,1]
     hashes: dict[str, str] | None = None  # experiment -> current config_hash (None: accept all)
     notes: dict[str, str] = field(default_factory=dict)  # optional one-line description per experiment
+    groups: dict[str, str] = field(default_factory=dict)     # experiment -> group ("" or absent: none)
+    questions: dict[str, str] = field(default_factory=dict)  # declared group -> its question, report order
+    baselines: dict[str, str] = field(default_factory=dict)  # group -> experiment (default: first member)
+    convergence: float | None = None    # validation accuracy whose first crossing is reported
 
     def __post_init__(self) -> None:
         known = set(self.experiments)
@@ -54,12 +62,38 @@ class StudySpec:
         if self.reference not in known:
             raise UserError(f"study {self.name!r}: reference {self.reference!r} is not one of its "
                             f"experiments ({', '.join(self.experiments)})")
-        for what, names in (("targets", self.targets), ("notes", self.notes), ("hashes", self.hashes or {})):
+        for what, names in (("targets", self.targets), ("notes", self.notes), ("hashes", self.hashes or {}),
+                            ("groups", self.groups)):
             if set(names) - known:
                 raise UserError(f"study {self.name!r}: {what} name unknown experiments "
                                 f"{', '.join(sorted(set(names) - known))}; valid: {', '.join(self.experiments)}")
         if self.hashes is not None and known - set(self.hashes):
             raise UserError(f"study {self.name!r}: no config hash for {', '.join(sorted(known - set(self.hashes)))}")
+        if self.convergence is not None and not 0 < self.convergence < 1:
+            raise UserError(f"study {self.name!r}: convergence must be an accuracy in (0, 1), got {self.convergence}")
+        self.check_groups()
+
+    def check_groups(self) -> None:
+        declared = ", ".join(self.questions) or "(none)"
+        for exp, group in self.groups.items():
+            if group and group not in self.questions:
+                raise UserError(f"study {self.name!r}: experiment {exp!r} is in undeclared group {group!r}; "
+                                f"declared: {declared}")
+        for group in self.questions:
+            if not GROUP_NAME.fullmatch(group):
+                raise UserError(f"study {self.name!r}: group name {group!r} may use only letters, digits, - and _")
+            if not self.members(group):
+                raise UserError(f"study {self.name!r}: group {group!r} has no experiments")
+        for group, exp in self.baselines.items():
+            if group not in self.questions or exp not in self.experiments:
+                raise UserError(f"study {self.name!r}: baseline {exp!r} of group {group!r} is not an experiment "
+                                f"of a declared group; declared: {declared}")
+
+    def members(self, group: str) -> list[str]:
+        """The group's baseline first, then its experiments in display order."""
+        own = [e for e in self.experiments if self.groups.get(e) == group]
+        baseline = self.baselines.get(group, own[0] if own else None)
+        return ([baseline] if baseline else []) + [e for e in own if e != baseline]
 
 
 # ----------------------------------------------------------------------------- selection
@@ -113,9 +147,11 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
     for exp in spec.experiments:
         runs = done.get(exp, {})
         out.append({"experiment": exp, "note": spec.notes.get(exp, ""), "reference": exp == spec.reference,
-                    "registered": sum(r["experiment"] == exp for r in rows),
+                    "group": spec.groups.get(exp, ""), "registered": sum(r["experiment"] == exp for r in rows),
                     **run_numbers(runs, ref_test), "target": spec.targets.get(exp),
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
+        if spec.convergence is not None:
+            out[-1].update(convergence_numbers(store, out[-1]["run_ids"], spec.convergence))
     return out
 
 
@@ -125,13 +161,39 @@ def run_numbers(runs: dict[int, sqlite3.Row], ref_test: dict[int, float]) -> dic
     test_mean, test_std = mean_std(test.values())
     test_lo, test_hi = ci95(test.values())
     val_mean, val_std = mean_std(present(runs[s]["val_acc"] for s in seeds))
-    diff_mean, diff_lo, diff_hi, diff_n = paired_diff(test, ref_test)
-    return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds],
+    return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds], "test_by_seed": test,
             "test_mean": test_mean, "test_std": test_std, "test_lo": test_lo, "test_hi": test_hi,
-            "val_mean": val_mean, "val_std": val_std,
-            "diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n,
+            "val_mean": val_mean, "val_std": val_std, **diff_numbers(test, ref_test),
             "wall_mean": mean_std(present(runs[s]["wall_seconds"] for s in seeds))[0],
             "images_per_s_mean": mean_std(present(runs[s]["images_per_s"] for s in seeds))[0]}
+
+
+def diff_numbers(test: dict[int, float], other: dict[int, float]) -> dict:
+    diff_mean, diff_lo, diff_hi, diff_n = paired_diff(test, other)
+    return {"diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n}
+
+
+def convergence_numbers(store: Store, run_ids: list[int], threshold: float) -> dict:
+    """Epochs and seconds to the first epoch with val_acc >= threshold, over the seeds that get there."""
+    epochs: dict[int, list[sqlite3.Row]] = {}
+    for e in store.epochs(run_ids) if run_ids else []:
+        epochs.setdefault(e["run_id"], []).append(e)
+    hits = [h for h in (first_crossing(epochs.get(i, []), threshold) for i in run_ids) if h is not None]
+    ep_mean, ep_std = mean_std(float(e) for e, _ in hits)
+    s_mean, s_std = mean_std(s for _, s in hits)
+    return {"epochs_to_threshold_mean": ep_mean, "epochs_to_threshold_std": ep_std,
+            "seconds_to_threshold_mean": s_mean, "seconds_to_threshold_std": s_std,
+            "threshold_reached": len(hits), "threshold_never": len(run_ids) - len(hits)}
+
+
+def first_crossing(epochs: list[sqlite3.Row], threshold: float) -> tuple[int, float] | None:
+    """(epoch, seconds spent up to and including it) of the first crossing; epochs in order."""
+    seconds = []
+    for e in epochs:
+        seconds.append(e["seconds"] or 0.0)
+        if e["val_acc"] is not None and e["val_acc"] >= threshold:
+            return e["epoch"], math.fsum(seconds)
+    return None
 
 
 def present(xs) -> list[float]:
@@ -141,7 +203,7 @@ def present(xs) -> list[float]:
 # ----------------------------------------------------------------------------- README
 
 def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> Path:
-    """Write out_dir/README.md with its two figures; returns the README's path."""
+    """Write out_dir/README.md with its figures (two, plus two per group); returns the README's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     summary = summarize(store, spec)
@@ -153,7 +215,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
              "Regenerate this page (figures included) with:", "", "```", command, "```", "",
              "Every number on this page is read from the results database; only the targets "
              "(published figures) come from the study definition.", "",
-             *results_table(spec, summary), "", "## Figures", "",
+             *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              "![Test accuracy: mean over seeds, 95% CI](test_accuracy.png)", "",
              *config_section(spec, summary), "", *provenance_section(used, rows)]
@@ -165,14 +227,31 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
 def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
     lines = ["## Results", "",
              f"Accuracies in %; Δ is the mean over common seeds of (experiment − `{spec.reference}`) "
-             "in percentage points, with its paired 95% t-interval.", "",
-             "| experiment | n | test acc mean ± std | 95% CI | Δ vs reference (paired, 95% CI) "
-             "| target | val acc | wall s/run | img/s |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for s in summary:
-        lines.append("| " + " | ".join(table_cells(s)) + " |")
+             "in percentage points, with its paired 95% t-interval.", ""]
+    if spec.convergence is not None:
+        lines += [f"Epochs to val ≥ {threshold_label(spec)}: the first epoch whose validation accuracy reaches "
+                  "it, mean ± std over the seeds that do (the others are counted as never reaching it); "
+                  "s: training + validation seconds up to and including that epoch.", ""]
+    lines += table_lines(spec, summary, "reference")
     notes = [f"- `{s['experiment']}`: {s['note']}" for s in summary if s["note"]]
     return lines + ([""] + notes if notes else [])
+
+
+def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
+    """The results table; `against` names what the Δ column compares with."""
+    header = ["experiment", "n", "test acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
+              "target", "val acc", "wall s/run", "img/s"]
+    if spec.convergence is not None:
+        header += [f"epochs to val ≥ {threshold_label(spec)}", f"s to val ≥ {threshold_label(spec)}"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for s in summary:
+        cells = table_cells(s) + (convergence_cells(s) if spec.convergence is not None else [])
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def threshold_label(spec: StudySpec) -> str:
+    return f"{100 * spec.convergence:g}%"
 
 
 def table_cells(s: dict) -> list[str]:
@@ -187,6 +266,80 @@ def table_cells(s: dict) -> list[str]:
     return [f"`{s['experiment']}`", str(s["n"]), pm(s["test_mean"], s["test_std"]),
             interval(s["test_lo"], s["test_hi"]), delta, pct(s["target"]),
             pm(s["val_mean"], s["val_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
+
+
+def convergence_cells(s: dict) -> list[str]:
+    reached, never = s["threshold_reached"], s["threshold_never"]
+    if reached == 0:
+        return [f"never ({never} of {never})" if never else DASH, DASH]
+    epochs = pm_number(s["epochs_to_threshold_mean"], s["epochs_to_threshold_std"], 1)
+    if never:
+        epochs += f"; {never} of {reached + never} never reached"
+    return [epochs, pm_number(s["seconds_to_threshold_mean"], s["seconds_to_threshold_std"], 0)]
+
+
+# ----------------------------------------------------------------------------- findings
+
+def findings_section(store: Store, spec: StudySpec, summary: list[dict], out_dir: Path) -> list[str]:
+    """One subsection per declared group: its question, table, figures and a generated finding."""
+    if not spec.questions:
+        return []
+    by_exp = {s["experiment"]: s for s in summary}
+    lines = ["## Findings", "",
+             "Each group answers one question. Its table compares every experiment with the group's "
+             "baseline (listed first); the finding names the best experiment of the group and says whether "
+             "its paired 95% CI against the baseline excludes 0.", ""]
+    for group in spec.questions:
+        lines += group_section(store, spec, by_exp, group, out_dir)
+    return lines
+
+
+def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group: str, out_dir: Path) -> list[str]:
+    names = spec.members(group)
+    base = by_exp[names[0]]
+    rows = [versus(by_exp[e], base) for e in names]
+    plot_test_accuracy(rows, out_dir / f"group_{group}.png", f"{group}: test accuracy, mean over seeds, 95% CI")
+    plot_val_curves(store, rows, out_dir / f"curves_{group}.png", spec.convergence, group)
+    return [f"### `{group}`", "", f"**Question.** {spec.questions[group]}", "",
+            *table_lines(spec, rows, f"`{base['experiment']}`"), "",
+            f"![{group}: test accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
+            f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
+            f"**Finding.** {finding(rows)}", ""]
+
+
+def versus(s: dict, base: dict) -> dict:
+    """A copy of the summary row whose Δ is against the group's baseline instead of the study's reference."""
+    return {**s, "reference": s is base, **diff_numbers(s["test_by_seed"], base["test_by_seed"])}
+
+
+def finding(rows: list[dict]) -> str:
+    """One sentence on the group's best experiment; rows[0] is the baseline, every number from `rows`."""
+    base, ran = rows[0], [s for s in rows if s["n"] > 0]
+    if not ran:
+        return "No finished runs yet."
+    best = max(ran, key=lambda s: s["test_mean"])  # ties: the first in table order
+    head = f"Best in this group: `{best['experiment']}` at {pm(best['test_mean'], best['test_std'])} % (n={best['n']})"
+    if best is base:
+        others = [s for s in ran if s is not base]
+        if not others:
+            return f"{head}, the baseline; no other experiment of the group has finished runs yet."
+        runner_up = max(others, key=lambda s: s["test_mean"])
+        return f"{head}, the baseline itself; the runner-up `{runner_up['experiment']}` " + comparison(runner_up, base)
+    if base["n"] == 0:
+        return f"{head}; the baseline `{base['experiment']}` has no finished runs yet, so there is no comparison."
+    return f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base)
+
+
+def comparison(s: dict, base: dict) -> str:
+    """The end of the finding: the paired difference and whether seed noise could explain it."""
+    if s["diff_n"] == 0:
+        return f"shares no seed with `{base['experiment']}` yet, so there is no paired comparison."
+    said = f"differs by {signed_pct(s['diff_mean'])} points"
+    if s["diff_n"] < 2:
+        return f"{said} on 1 common seed: too few seeds to say whether that is more than seed noise."
+    verdict = "is" if s["diff_lo"] > 0 or s["diff_hi"] < 0 else "is not"
+    return (f"{said}, paired 95% CI {interval(s['diff_lo'], s['diff_hi'], signed=True)} over {s['diff_n']} "
+            f"common seeds, so the difference {verdict} distinguishable from seed noise at this n.")
 
 
 def config_section(spec: StudySpec, summary: list[dict]) -> list[str]:
@@ -220,9 +373,15 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row]) -> list
             f"- git commits: {listing(commits)}",
             f"- machines: {listing(machines)}",
             f"- torch versions: {listing(torches)}",
-            f"- training wall time, summed over the {len(used)} counted runs: "
-            f"{wall / 3600:.2f} machine-hours ({wall / 60:.1f} min)",
+            f"- total training wall time of this study on {listing(machines) if machines else 'unrecorded machines'}: "
+            f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} machine-hours, summed over the "
+            "counted runs)",
             "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES)]
+
+
+def hours_minutes(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
 
 
 def unique(xs) -> list[str]:
@@ -249,6 +408,12 @@ def pm(mean: float, std: float) -> str:
     if not ok(mean):
         return DASH
     return f"{pct(mean)} ± {pct(std)}" if ok(std) else pct(mean)
+
+
+def pm_number(mean: float, std: float, digits: int) -> str:
+    if not ok(mean):
+        return DASH
+    return f"{number(mean, digits)} ± {number(std, digits)}" if ok(std) else number(mean, digits)
 
 
 def interval(lo: float, hi: float, signed: bool = False) -> str:
@@ -298,16 +463,9 @@ def plot_learning_curves(store: Store, summary: list[dict], path: Path) -> None:
         for i, s in enumerate(summary):
             rows = store.epochs(s["run_ids"]) if s["run_ids"] else []
             for ax, (metric, _, scale) in zip(axes, panels):
-                x, mean, std = metric_band(rows, s["run_ids"], metric)
-                if np.isfinite(mean).any():
-                    ax.plot(x, scale * mean, color=color(i), label=f"{s['experiment']} (n={s['n']})")
-                    band = np.isfinite(std)
-                    ax.fill_between(x, scale * (mean - std), scale * (mean + std), where=band,
-                                    color=color(i), alpha=0.2, linewidth=0)
+                draw_band(ax, rows, s, metric, scale, i)
         for ax, (_, label, _) in zip(axes, panels):
-            ax.set_xlabel("epoch")
-            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-            ax.set_ylabel(label)
+            label_epochs(ax, label)
         if axes[0].get_legend_handles_labels()[0]:
             axes[0].legend(loc="lower right")
         fig.suptitle("Mean over seeds; band: ±1 std across seeds")
@@ -315,7 +473,38 @@ def plot_learning_curves(store: Store, summary: list[dict], path: Path) -> None:
         save(fig, path)
 
 
-def plot_test_accuracy(summary: list[dict], path: Path) -> None:
+def plot_val_curves(store: Store, summary: list[dict], path: Path, threshold: float | None, group: str) -> None:
+    """Validation accuracy per epoch of a few experiments, with the convergence threshold if any."""
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        for i, s in enumerate(summary):
+            draw_band(ax, store.epochs(s["run_ids"]) if s["run_ids"] else [], s, "val_acc", 100, i)
+        if threshold is not None:
+            ax.axhline(100 * threshold, color="gray", linestyle="--", linewidth=1, label=f"{100 * threshold:g}%")
+        label_epochs(ax, "validation accuracy (%)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right")
+        ax.set_title(f"{group}: mean over seeds; band: ±1 std across seeds")
+        fig.tight_layout()
+        save(fig, path)
+
+
+def draw_band(ax, rows: list[sqlite3.Row], s: dict, metric: str, scale: float, i: int) -> None:
+    x, mean, std = metric_band(rows, s["run_ids"], metric)
+    if np.isfinite(mean).any():
+        ax.plot(x, scale * mean, color=color(i), label=f"{s['experiment']} (n={s['n']})")
+        ax.fill_between(x, scale * (mean - std), scale * (mean + std), where=np.isfinite(std),
+                        color=color(i), alpha=0.2, linewidth=0)
+
+
+def label_epochs(ax, label: str) -> None:
+    ax.set_xlabel("epoch")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_ylabel(label)
+
+
+def plot_test_accuracy(summary: list[dict], path: Path, title: str = "Test accuracy: mean over seeds, 95% CI") -> None:
     with style.context("default"), matplotlib.rc_context(RC):
         fig = Figure(figsize=(max(6.0, 1.1 * len(summary) + 2), 4.5))
         ax = fig.subplots()
@@ -326,7 +515,7 @@ def plot_test_accuracy(summary: list[dict], path: Path) -> None:
         ax.set_xlim(-0.6, len(summary) - 0.4)
         ax.set_ylim(bottom, top)
         ax.set_ylabel("test accuracy (%)" + (f"; y axis starts at {bottom:.0f}" if bottom > 0 else ""))
-        ax.set_title("Test accuracy: mean over seeds, 95% CI")
+        ax.set_title(title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left")
         fig.tight_layout()

@@ -7,6 +7,11 @@ A study file (`studies/<name>.toml`):
     seeds = [0, 1, 2]
     reference = "baseline"                        # variant the report compares with (default: the first)
     set = { "train.epochs" = 10 }                 # overrides applied to every variant
+    convergence = 0.80                            # optional: report epochs/seconds to val acc >= 80%
+
+    [groups.dropout]                              # optional: a question the report answers in "Findings"
+    question = "Does dropout beat no regularization?"
+    baseline = "baseline"                         # compared with (any variant; default: the group's first)
 
     [[variants]]
     name = "baseline"
@@ -14,10 +19,12 @@ A study file (`studies/<name>.toml`):
 
     [[variants]]
     name = "dropout"
+    group = "dropout"                             # optional: one declared group per variant
     set = { "model.dropout" = [0.2, 0.2, 0.2], "model.dense_dropout" = 0.2 }
     note = "tutorial dropout after each pooling and the dense layer"
     # extends = "../experiments/other.toml"       # or start from another experiment file
 
+Groups are reported in declaration order; each lists its baseline first, then its variants.
 `run_study` runs what is missing, seed by seed, claiming each run atomically in the
 results store so that several processes can share one study.
 """
@@ -25,6 +32,7 @@ results store so that several processes can share one study.
 from __future__ import annotations
 
 import dataclasses
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,8 +47,13 @@ from cifarlab.results.store import RunKey, Store
 if TYPE_CHECKING:
     from cifarlab.report import StudySpec
 
-STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description")
-VARIANT_KEYS = ("name", "set", "extends", "target", "note")
+STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description", "groups",
+              "convergence")
+VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group")
+GROUP_KEYS = ("question", "baseline")
+# Same rule as report.GROUP_NAME (names become figure file names), checked here so that a study
+# fails when loaded, not at report time; report is not imported because it loads matplotlib.
+GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -49,6 +62,7 @@ class Variant:
     config: C.ExperimentConfig      # seed not yet applied
     target: float | None = None
     note: str = ""
+    group: str = ""                 # "" : in no group
 
 
 @dataclass(frozen=True)
@@ -59,6 +73,9 @@ class Study:
     reference: str
     variants: tuple[Variant, ...]
     description: str = ""
+    questions: dict[str, str] = dataclasses.field(default_factory=dict)  # group -> question, declaration order
+    baselines: dict[str, str] = dataclasses.field(default_factory=dict)  # group -> variant (default: first member)
+    convergence: float | None = None
 
     def runs(self) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
         """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first."""
@@ -75,7 +92,10 @@ class Study:
                          experiments=tuple(v.name for v in self.variants),
                          targets={v.name: v.target for v in self.variants if v.target is not None},
                          hashes={v.name: C.config_hash(v.config) for v in self.variants},
-                         notes={v.name: v.note for v in self.variants if v.note})
+                         notes={v.name: v.note for v in self.variants if v.note},
+                         groups={v.name: v.group for v in self.variants if v.group},
+                         questions=dict(self.questions), baselines=dict(self.baselines),
+                         convergence=self.convergence)
 
 
 def apply_set(raw: dict, overrides: Any, where: str) -> dict:
@@ -104,14 +124,16 @@ def load_variant(item: Any, study: dict, path: Path, index: int) -> Variant:
     raw = apply_set(C.read_toml_chain(base), study.get("set", {}), str(path))
     raw = apply_set(raw, item.get("set", {}), f"{where} ({item['name']})")
     raw["name"] = item["name"]
-    target = item.get("target")
+    target, group = item.get("target"), item.get("group", "")
+    if not isinstance(group, str):
+        raise ConfigError(f"{where} ({item['name']}): group must be a string, got {group!r}")
     if target is not None and not (isinstance(target, (int, float)) and 0 <= target <= 1):
         raise ConfigError(f"{where}: target must be an accuracy in [0, 1], got {target!r}")
     try:
         cfg = C.from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{where} ({item['name']}): {e}") from None
-    return Variant(item["name"], cfg, None if target is None else float(target), str(item.get("note", "")))
+    return Variant(item["name"], cfg, None if target is None else float(target), str(item.get("note", "")), group)
 
 
 def load_study(path: str | Path) -> Study:
@@ -125,11 +147,7 @@ def load_study(path: str | Path) -> Study:
     check_keys(raw, STUDY_KEYS, str(path))
     if not isinstance(raw.get("experiment"), str):
         raise ConfigError(f"{path}: `experiment` (the reference experiment file) is required")
-    seeds = raw.get("seeds")
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
-    if len(set(seeds)) != len(seeds):
-        raise ConfigError(f"{path}: `seeds` lists a seed twice: {seeds}")
+    seeds = load_seeds(raw.get("seeds"), path)
     items = raw.get("variants") or [{"name": "reference"}]
     variants = tuple(load_variant(v, raw, path, i) for i, v in enumerate(items))
     names = [v.name for v in variants]
@@ -139,8 +157,61 @@ def load_study(path: str | Path) -> Study:
     reference = raw.get("reference", names[0])
     if reference not in names:
         raise ConfigError(f"{path}: reference {reference!r} is not a variant; valid: {', '.join(names)}")
-    return Study(str(raw.get("name", path.stem)), path, tuple(seeds), reference, variants,
-                 str(raw.get("description", "")))
+    questions, baselines = load_groups(raw.get("groups", {}), variants, path)
+    return Study(str(raw.get("name", path.stem)), path, seeds, reference, variants,
+                 str(raw.get("description", "")), questions, baselines, load_convergence(raw, path))
+
+
+def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:
+    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
+        raise ConfigError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
+    if len(set(seeds)) != len(seeds):
+        raise ConfigError(f"{path}: `seeds` lists a seed twice: {seeds}")
+    return tuple(seeds)
+
+
+def load_convergence(raw: dict, path: Path) -> float | None:
+    value = raw.get("convergence")
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
+        raise ConfigError(f"{path}: `convergence` must be a validation accuracy in (0, 1), got {value!r}")
+    return float(value)
+
+
+def load_groups(groups: Any, variants: tuple[Variant, ...], path: Path) -> tuple[dict[str, str], dict[str, str]]:
+    """(group -> question, group -> baseline) from `groups`, checked against the variants' `group` keys."""
+    if not isinstance(groups, dict):
+        raise ConfigError(f"{path}: `groups` must be a table of name = {{ question = \"...\" }}")
+    questions, baselines = {}, {}
+    for name, table in groups.items():
+        where = f"{path} group {name!r}"
+        if not GROUP_NAME.fullmatch(name):
+            raise ConfigError(f"{where}: a group name may use only letters, digits, - and _")
+        if not isinstance(table, dict) or not isinstance(table.get("question"), str):
+            raise ConfigError(f"{where}: needs question = \"...\" (the question the group answers)")
+        check_keys(table, GROUP_KEYS, where)
+        questions[name] = table["question"]
+        if "baseline" in table:
+            baselines[name] = table["baseline"]
+    check_group_members(variants, questions, baselines, path)
+    return questions, baselines
+
+
+def check_group_members(variants: tuple[Variant, ...], questions: dict[str, str], baselines: dict[str, Any],
+                        path: Path) -> None:
+    names = [v.name for v in variants]
+    declared = ", ".join(questions) or "(none: declare them in a top-level `groups` table)"
+    for v in variants:
+        if v.group and v.group not in questions:
+            raise ConfigError(f"{path}: variant {v.name!r} has group {v.group!r}, which is not declared; "
+                              f"declared groups: {declared}")
+    for name in questions:
+        if not any(v.group == name for v in variants):
+            raise ConfigError(f"{path}: group {name!r} is declared but no variant has group = {name!r}")
+        if name in baselines and baselines[name] not in names:
+            raise ConfigError(f"{path}: baseline {baselines[name]!r} of group {name!r} is not a variant; "
+                              f"valid: {', '.join(names)}")
 
 
 # ----------------------------------------------------------------------------- running

@@ -60,3 +60,13 @@ def test_cosine_reaches_final_lr_and_step_decays():
     assert [g(s * 10, 100, 10) for s in (0, 2, 3, 6)] == [1.0, 1.0, 0.5, 0.25]
     h = build_schedule(ScheduleConfig(name="cosine_restarts", restart_every=2))
     assert h(20, 100, 10) == 1.0 and math.isclose(h(10, 100, 10), 0.5)
+
+
+def test_source_index_fill_rules():
+    from cifarlab.augment import source_index
+    shift = torch.tensor([2, -2])
+    edge, inside = source_index(shift, 5, "edge")
+    assert edge.tolist() == [[0, 0, 0, 1, 2], [2, 3, 4, 4, 4]]
+    assert inside.tolist() == [[False, False, True, True, True], [True, True, True, False, False]]
+    reflect, _ = source_index(shift, 5, "reflect")
+    assert reflect.tolist() == [[2, 1, 0, 1, 2], [2, 3, 4, 3, 2]]
