@@ -324,17 +324,18 @@ def finding(rows: list[dict]) -> str:
         if not others:
             return f"{head}, the baseline; no other experiment of the group has finished runs yet."
         runner_up = max(others, key=lambda s: s["test_mean"])
-        return f"{head}, the baseline itself; the runner-up `{runner_up['experiment']}` " + comparison(runner_up, base)
+        return (f"{head}, the baseline itself; the runner-up `{runner_up['experiment']}` "
+                + comparison(runner_up, base, "differs from it by"))
     if base["n"] == 0:
         return f"{head}; the baseline `{base['experiment']}` has no finished runs yet, so there is no comparison."
-    return f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base)
+    return f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base, "differs by")
 
 
-def comparison(s: dict, base: dict) -> str:
+def comparison(s: dict, base: dict, differs: str) -> str:
     """The end of the finding: the paired difference and whether seed noise could explain it."""
     if s["diff_n"] == 0:
         return f"shares no seed with `{base['experiment']}` yet, so there is no paired comparison."
-    said = f"differs by {signed_pct(s['diff_mean'])} points"
+    said = f"{differs} {signed_pct(s['diff_mean'])} points"
     if s["diff_n"] < 2:
         return f"{said} on 1 common seed: too few seeds to say whether that is more than seed noise."
     verdict = "is" if s["diff_lo"] > 0 or s["diff_hi"] < 0 else "is not"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import os
 
 import pytest
 from matplotlib import image
@@ -71,6 +72,7 @@ def add_run(store, exp, seed, h, config, status="done", test=None, **extra):
         store.conn.execute("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                            (cur.lastrowid, epoch, 2.0 / epoch + seed * 0.01, 0.3 + 0.1 * epoch + seed * 0.01,
                             2.1 / epoch, 0.28 + 0.1 * epoch, 0.01, 5.0))
+    return cur.lastrowid
 
 
 @pytest.fixture
@@ -171,6 +173,139 @@ def test_report_is_byte_for_byte_reproducible(store, tmp_path):
     write_report(store, SPEC, tmp_path / "a", "cmd")
     write_report(store, SPEC, tmp_path / "b", "cmd")
     for name in files:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+# ----------------------------------------------------------------------------- groups and convergence
+
+NOISY_TEST = {0: 0.72, 1: 0.70, 2: 0.73}
+# Per seed, validation accuracy at epochs 1-3: seed 1 reaches 0.5 exactly at epoch 1, seed 2 never.
+NOISY_VAL = {0: (0.40, 0.55, 0.60), 1: (0.50, 0.60, 0.70), 2: (0.30, 0.40, 0.45)}
+
+
+@pytest.fixture
+def grouped(store):
+    for seed in (0, 1, 2):
+        run_id = add_run(store, "noisy", seed, "hn", cfg("noisy", seed, optim={"lr": 0.02}), test=NOISY_TEST[seed])
+        for epoch, val in enumerate(NOISY_VAL[seed], start=1):
+            store.conn.execute("UPDATE epochs SET val_acc=? WHERE run_id=? AND epoch=?", (val, run_id, epoch))
+    return store
+
+
+GSPEC = StudySpec(name="s", reference="base", experiments=("base", "flip", "wide", "ghost", "noisy"), targets={},
+                  hashes={"base": "hb", "flip": "hf", "wide": "hw", "ghost": "hg", "noisy": "hn"},
+                  groups={"flip": "aug", "noisy": "noise", "wide": "size", "ghost": "empty", "base": "rev"},
+                  questions={"aug": "Do flips help?", "noise": "Does a lower LR help?", "size": "Wider?",
+                             "empty": "Ghost?", "rev": "Is flip better than no flip?"},
+                  baselines={"aug": "base", "noise": "base", "size": "base", "rev": "flip"}, convergence=0.5)
+
+
+def paired(a: dict, b: dict) -> tuple[float, float, float]:
+    """Mean and 95% t-interval of a - b over seeds 0-2, computed here from the definition."""
+    d = [a[s] - b[s] for s in (0, 1, 2)]
+    mean = sum(d) / 3
+    half = 4.303 * math.sqrt(sum((x - mean) ** 2 for x in d) / 2) / math.sqrt(3)
+    return 100 * mean, 100 * (mean - half), 100 * (mean + half)
+
+
+def finding_of(text: str, group: str) -> str:
+    section = text.split(f"### `{group}`\n", 1)[1]
+    return section.split("**Finding.** ", 1)[1].split("\n", 1)[0]
+
+
+def test_group_table_lists_baseline_first_with_delta_against_it(grouped, tmp_path):
+    text = write_report(grouped, GSPEC, tmp_path, "cmd").read_text(encoding="utf-8")
+    assert text.index("## Results") < text.index("## Findings") < text.index("## Figures")
+    order = [text.index(f"### `{g}`") for g in GSPEC.questions]
+    assert order == sorted(order)
+    aug = text.split("### `aug`\n", 1)[1].split("### `noise`", 1)[0]
+    assert "**Question.** Do flips help?" in aug
+    assert "| experiment | n | test acc mean ± std | 95% CI | Δ vs `base` (paired, 95% CI) | target | val acc " \
+           "| wall s/run | img/s | epochs to val ≥ 50% | s to val ≥ 50% |" in aug
+    rows = [line for line in aug.splitlines() if line.startswith("| `")]
+    assert rows == ["| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | — | 70.00 ± 1.00 | 110 | 520 "
+                    "| 3.0 ± 0.0 | 15 ± 0 |",
+                    "| `flip` | 3 | 74.33 ± 1.53 | [70.54, 78.13] | +3.33 [+1.90, +4.77] (n=3) | — "
+                    "| 73.33 ± 1.53 | 110 | 520 | 3.0 ± 0.0 | 15 ± 0 |"]
+    rev = text.split("### `rev`\n", 1)[1]
+    assert [line.split(" | ")[0] for line in rev.splitlines() if line.startswith("| `")] == ["| `flip`", "| `base`"]
+    assert "| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | -3.33 [-4.77, -1.90] (n=3) |" in rev
+    assert "![aug: test accuracy, mean over seeds, 95% CI](group_aug.png)" in aug and "(curves_aug.png)" in aug
+    for group in GSPEC.questions:
+        for name in (f"group_{group}.png", f"curves_{group}.png"):
+            height, width = image.imread(tmp_path / name).shape[:2]
+            assert width >= 400 and height >= 300, name
+
+
+def test_finding_sentences_use_hand_computed_numbers(grouped, tmp_path):
+    text = write_report(grouped, GSPEC, tmp_path, "cmd").read_text(encoding="utf-8")
+    d, lo, hi = paired(FLIP_TEST, BASE_TEST)
+    assert finding_of(text, "aug") == (
+        f"Best in this group: `flip` at 74.33 ± 1.53 % (n=3); against the baseline `base` it differs by {d:+.2f} "
+        f"points, paired 95% CI [{lo:+.2f}, {hi:+.2f}] over 3 common seeds, so the difference is "
+        "distinguishable from seed noise at this n.")
+    d, lo, hi = paired(NOISY_TEST, BASE_TEST)
+    assert lo < 0 < hi
+    assert finding_of(text, "noise") == (
+        f"Best in this group: `noisy` at 71.67 ± 1.53 % (n=3); against the baseline `base` it differs by "
+        f"{d:+.2f} points, paired 95% CI [{lo:+.2f}, {hi:+.2f}] over 3 common seeds, so the difference is not "
+        "distinguishable from seed noise at this n.")
+    assert finding_of(text, "size") == (
+        "Best in this group: `wide` at 75.00 % (n=1); against the baseline `base` it differs by +5.00 points on "
+        "1 common seed: too few seeds to say whether that is more than seed noise.")
+    assert finding_of(text, "empty") == "No finished runs yet."
+    d, lo, hi = paired(BASE_TEST, FLIP_TEST)
+    assert finding_of(text, "rev") == (
+        f"Best in this group: `flip` at 74.33 ± 1.53 % (n=3), the baseline itself; the runner-up `base` differs "
+        f"from it by {d:+.2f} points, paired 95% CI [{lo:+.2f}, {hi:+.2f}] over 3 common seeds, so the difference is "
+        "distinguishable from seed noise at this n.")
+
+
+def test_convergence_epochs_and_seconds(grouped):
+    by = {s["experiment"]: s for s in summarize(grouped, GSPEC)}
+    noisy = by["noisy"]  # seed 0: epoch 2 (10 s), seed 1: epoch 1 (5 s), seed 2: never
+    assert (noisy["threshold_reached"], noisy["threshold_never"]) == (2, 1)
+    assert (noisy["epochs_to_threshold_mean"], noisy["epochs_to_threshold_std"]) == pytest.approx(
+        (1.5, math.sqrt(0.5)))
+    assert (noisy["seconds_to_threshold_mean"], noisy["seconds_to_threshold_std"]) == pytest.approx(
+        (7.5, math.sqrt(12.5)))
+    assert by["base"]["epochs_to_threshold_mean"] == 3 and by["base"]["seconds_to_threshold_mean"] == 15
+    assert by["ghost"]["threshold_reached"] == 0 and by["ghost"]["threshold_never"] == 0
+    assert "epochs_to_threshold_mean" not in summarize(grouped, SPEC)[0]
+
+
+def test_convergence_columns(grouped, tmp_path):
+    text = write_report(grouped, GSPEC, tmp_path, "cmd").read_text(encoding="utf-8")
+    table = text.split("## Findings", 1)[0]
+    assert "| 1.5 ± 0.7; 1 of 3 never reached | 8 ± 4 |" in table
+    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 100 | 500 | 3.0 | 15 |" in table
+    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — |" in table
+    never = StudySpec(name="s", reference="base", experiments=("base",), targets={}, hashes={"base": "hb"},
+                      convergence=0.99)
+    text = write_report(grouped, never, tmp_path / "never", "cmd").read_text(encoding="utf-8")
+    assert "| epochs to val ≥ 99% | s to val ≥ 99% |" in text and "| never (3 of 3) | — |" in text
+
+
+def test_group_spec_is_checked():
+    with pytest.raises(UserError, match="undeclared group 'g'; declared: h"):
+        StudySpec(name="s", reference="a", experiments=("a", "b"), targets={}, groups={"b": "g"},
+                  questions={"h": "?"})
+    with pytest.raises(UserError, match="baseline 'z'"):
+        StudySpec(name="s", reference="a", experiments=("a", "b"), targets={}, groups={"b": "g"},
+                  questions={"g": "?"}, baselines={"g": "z"})
+    with pytest.raises(UserError, match="letters, digits"):
+        StudySpec(name="s", reference="a", experiments=("a",), targets={}, groups={"a": "x/y"},
+                  questions={"x/y": "?"})
+    with pytest.raises(UserError, match="convergence"):
+        StudySpec(name="s", reference="a", experiments=("a",), targets={}, convergence=80)
+
+
+def test_grouped_report_is_byte_for_byte_reproducible(grouped, tmp_path):
+    write_report(grouped, GSPEC, tmp_path / "a", "cmd")
+    write_report(grouped, GSPEC, tmp_path / "b", "cmd")
+    names = sorted(os.listdir(tmp_path / "a"))
+    assert names == sorted(os.listdir(tmp_path / "b")) and len(names) == 3 + 2 * len(GSPEC.questions)
+    for name in names:
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 

@@ -140,6 +140,14 @@ def test_two_processes_share_one_database(study_dir):
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nseed = 3"), "unknown key 'seed'"),
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nreference = "nope"'), "reference 'nope' is not a variant"),
     (STUDY + "[[variants]]\nname = 3\n", "needs a name"),
+    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?" } }')
+     .replace('name = "dropout"', 'name = "dropout"\ngroup = "opt"'),
+     "variant 'dropout' has group 'opt', which is not declared; declared groups: reg"),
+    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", baseline = "nope" } }')
+     .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
+     "baseline 'nope' of group 'reg' is not a variant"),
+    (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nconvergence = 80"),
+     "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
 ])
 def test_bad_study_files(study_dir, text, message):
@@ -159,3 +167,18 @@ def test_newer_schema_and_unwritable_location_are_refused(study_dir):
     # Running as root ignores file modes, so use a place nobody can create files in.
     r = study(study_dir, "run", db="/proc/cifarlab-results/results.db")
     assert r.returncode == 2 and "cannot open results database" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_groups_and_convergence_are_parsed(tmp_path):
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)
+    (tmp_path / "study.toml").write_text(
+        STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nconvergence = 0.8\n'
+                      '[groups.reg]\nquestion = "Does dropout help?"\nbaseline = "baseline"')
+        .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'))
+    spec = load_study(tmp_path / "study.toml").spec()
+    assert spec.groups == {"dropout": "reg"} and spec.questions == {"reg": "Does dropout help?"}
+    assert spec.members("reg") == ["baseline", "dropout"] and spec.convergence == 0.8
+    basic = load_study(os.path.join(os.path.dirname(__file__), "..", "studies", "basic.toml")).spec()
+    assert list(basic.questions) == ["regularization", "input-scaling", "optimizers", "schedules", "bn-dropout"]
+    assert basic.members("optimizers") == ["final", "final-adam", "final-adamw"]
+    assert basic.members("regularization")[0] == "baseline" and basic.convergence == 0.8
