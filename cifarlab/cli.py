@@ -100,7 +100,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cifarlab.runs import RunDir
     from cifarlab.train import train
 
-    cfg, splits = load_experiment(args, args.seed)
+    cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress)
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
@@ -155,7 +155,7 @@ def cmd_results(args: argparse.Namespace) -> int:
     return 0
 
 
-def load_experiment(args: argparse.Namespace, seed: int | None = None):
+def load_experiment(args: argparse.Namespace, seed: int | None = None, progress: bool = True):
     """Config from the experiment file and --set overrides, plus its data splits (loaded once)."""
     from cifarlab import config as C
     from cifarlab.data import load_dataset
@@ -164,7 +164,7 @@ def load_experiment(args: argparse.Namespace, seed: int | None = None):
     overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
     cfg = C.load(args.experiment, overrides)
     arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download,
-                          progress=getattr(args, "progress", not getattr(args, "no_progress", False)))
+                          progress=progress)
     return cfg, make_splits(arrays, cfg.data)
 
 
@@ -183,7 +183,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
     except ValueError:
         raise UserError(f"--thresholds must be comma-separated accuracies in [0, 1], got {args.thresholds!r}") from None
-    cfg, splits = load_experiment(args)
+    cfg, splits = load_experiment(args, progress=args.progress)
     bench.time_to_accuracy(cfg, splits, args.seeds, thresholds, Path(args.out), args.progress)
     return 0
 
