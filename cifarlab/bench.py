@@ -58,25 +58,37 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def throughput(experiment: str | None, batch_size: int | None, steps: int, rounds: int) -> dict[str, float]:
+# name -> (TrainConfig overrides, keep freed memory); the first is the default path, the last plain.
+ABLATIONS: dict[str, tuple[dict, bool]] = {
+    "default": ({}, True),
+    "- channels_last": ({"channels_last": "off"}, True),
+    "- allocator retention": ({}, False),
+    "+ bf16 autocast (forced)": ({"precision": "bf16"}, True),
+    "plain fp32 eager NCHW": (PLAIN, False),
+}
+
+
+def throughput(experiment: str | None, batch_size: int | None, steps: int, rounds: int,
+               ablate: bool = False) -> dict[str, float]:
+    """Median images/s of each configuration, measured in alternating rounds; prints a table."""
     cfg = C.load(experiment) if experiment else C.ExperimentConfig(name="tutorial-net")
     bs = batch_size or cfg.train.batch_size
     splits = synthetic_splits(bs)
-    plain_cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **PLAIN))
-    sessions = {"default": build_session(cfg, splits), "plain fp32 eager NCHW": build_session(plain_cfg, splits)}
-    rates: dict[str, list[float]] = {name: [] for name in sessions}
+    names = list(ABLATIONS) if ablate else ["default", "plain fp32 eager NCHW"]
+    sessions = {n: build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ABLATIONS[n][0])),
+                                 splits) for n in names}
+    rates: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(rounds):
-        for name, s in sessions.items():
-            rates[name].append(time_steps(s, splits.train, steps, keep_memory=name == "default"))
-    medians = {name: statistics.median(r) for name, r in rates.items()}
-    print(f"model {cfg.model.name} ({cfg.name}), batch {bs}, {steps} steps x {rounds} rounds, "
-          f"torch {torch.__version__}")
-    for name, s in sessions.items():
-        print(f"  {name:24s} {medians[name]:8.0f} img/s   [{s.rt.describe()}]")
-    ratio = medians["default"] / medians["plain fp32 eager NCHW"]
-    print(f"  ratio default / plain: {ratio:.2f}x")
+        for n, s in sessions.items():
+            rates[n].append(time_steps(s, splits.train, steps, keep_memory=ABLATIONS[n][1]))
     runtime.keep_freed_memory(True)
-    return {**medians, "ratio": ratio}
+    medians = {n: statistics.median(r) for n, r in rates.items()}
+    plain = medians["plain fp32 eager NCHW"]
+    print(f"model {cfg.model.name} ({cfg.name}), batch {bs}, {steps} steps x {rounds} rounds, torch {torch.__version__}")
+    for n, s in sessions.items():
+        print(f"  {n:26s} {medians[n]:8.0f} img/s  {medians[n] / plain:5.2f}x plain   [{s.rt.describe()}]")
+    print(f"  ratio default / plain: {medians['default'] / plain:.2f}x")
+    return {**medians, "ratio": medians["default"] / plain}
 
 
 def crossing_times(history: list[dict], thresholds: list[float]) -> dict[float, float | None]:

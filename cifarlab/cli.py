@@ -58,6 +58,7 @@ def build_parser() -> Parser:
     tp.add_argument("--batch-size", type=int, default=None, help="default: the experiment's batch size")
     tp.add_argument("--steps", type=int, default=30, help="timed steps per configuration and round")
     tp.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
+    tp.add_argument("--ablate", action="store_true", help="also time the default path minus one technique at a time")
 
     study = sub.add_parser("study", help="run a study (variants x seeds) or show its progress")
     study.add_argument("action", choices=["run", "status"])
@@ -171,7 +172,7 @@ def load_experiment(args: argparse.Namespace, seed: int | None = None, progress:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab import bench
     if args.bench == "throughput":
-        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds)
+        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate)
         return 0
     if args.bench == "augment":
         from cifarlab import config as C
