@@ -65,6 +65,8 @@ def build_parser() -> Parser:
     study.add_argument("study", help="study TOML file, e.g. studies/basic.toml")
     add_db_arg(study)
     study.add_argument("--runs-dir", default="runs", help="where run directories and checkpoints go")
+    study.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                       help="run only this variant (repeatable)")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     add_data_args(study)
 
@@ -127,7 +129,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(status_table(study, store))
         return 0
     data = DataCache(args.data_dir, not args.no_download, not args.no_progress)
-    finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress)
+    finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
+                         only=tuple(args.only))
     print(f"study {study.name}: {finished} run(s) finished by this process")
     print(status_table(study, store))
     return 0

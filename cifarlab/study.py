@@ -239,12 +239,17 @@ def run_dir_for(runs_root: Path, key: RunKey) -> Path:
     return runs_root / key.study / key.experiment / f"seed{key.seed}-{key.config_hash}"
 
 
-def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True) -> int:
-    """Run every missing run of the study; returns how many this process finished."""
+def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
+              only: tuple[str, ...] = ()) -> int:
+    """Run every missing run of the study (or of the `only` variants); returns how many this process finished."""
     from cifarlab.runs import RunDir
     from cifarlab.train import train
 
-    plan = study.runs()
+    names = [v.name for v in study.variants]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]!r} is not a variant of {study.name}; valid: {', '.join(names)}")
+    plan = [(v, cfg, key) for v, cfg, key in study.runs() if not only or v.name in only]
     by_key = {key: (v, cfg) for v, cfg, key in plan}
     for _, cfg, key in plan:
         store.register(key, C.to_dict(cfg))

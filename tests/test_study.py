@@ -73,9 +73,13 @@ def results(db):
 
 
 def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
+    bad = study(study_dir, "run", "--only", "nope")
+    assert bad.returncode == 2 and "--only 'nope' is not a variant of tiny; valid: baseline, dropout" in bad.stderr
+    first = study(study_dir, "run", "--only", "dropout")
+    assert "2 run(s) finished by this process" in first.stdout, first.stderr
     r = study(study_dir, "run")
     assert r.returncode == 0, r.stderr
-    assert "4 run(s) finished by this process" in r.stdout
+    assert "2 run(s) finished by this process" in r.stdout
     runs, epochs = results(study_dir / "results.db")
     assert [row[2] for row in runs] == ["done"] * 4 and len(epochs) == 8
     again = study(study_dir, "run")
