@@ -243,12 +243,18 @@ def to_dict(cfg: ExperimentConfig) -> dict:
 
 
 def config_hash(cfg: ExperimentConfig) -> str:
-    """Identity of an experiment's settings. The name and the seed are left out, so the seeds
-    of one experiment share a hash and renaming a variant keeps its results."""
-    d = to_dict(cfg)
-    d.pop("name")
-    d["train"].pop("seed")
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+    """Identity of an experiment's settings: a hash of the values that differ from the defaults.
+
+    Hashing only non-default values keeps results valid when a new key is added (with a
+    default that keeps the old behaviour), which is how the config grows. Changing an
+    existing default therefore changes what old hashes mean: add a key instead. The name
+    and the seed are left out, so the seeds of one experiment share a hash and renaming a
+    variant keeps its results.
+    """
+    d, default = to_dict(cfg), to_dict(ExperimentConfig())
+    changed = {f"{section}.{k}": v for section in SECTIONS for k, v in d[section].items()
+               if v != default[section][k] and (section, k) != ("train", "seed")}
+    return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def to_toml(cfg: ExperimentConfig) -> str:

@@ -68,3 +68,11 @@ def test_shipped_experiments_load():
     assert files
     for f in files:
         C.load(f)
+
+
+def test_hash_ignores_keys_left_at_their_default():
+    # A key added later with a behaviour-preserving default must not orphan old results.
+    short = C.from_dict({"optim": {"lr": 0.02}})
+    explicit = C.from_dict({"optim": {"lr": 0.02}, "train": {"tta": "none", "seed": 7}})
+    assert C.config_hash(short) == C.config_hash(explicit)
+    assert C.config_hash(short) != C.config_hash(C.from_dict({"optim": {"lr": 0.02}, "train": {"tta": "flip"}}))

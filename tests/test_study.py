@@ -186,3 +186,23 @@ def test_groups_and_convergence_are_parsed(tmp_path):
     assert list(basic.questions) == ["regularization", "input-scaling", "optimizers", "schedules", "bn-dropout"]
     assert basic.members("optimizers") == ["final", "final-adam", "final-adamw"]
     assert basic.members("regularization")[0] == "baseline" and basic.convergence == 0.8
+
+
+def test_migration_from_v1_rehashes_stored_configs(tmp_path):
+    import json
+    from cifarlab import config as C
+    from cifarlab.results.store import MIGRATIONS
+    conn = sqlite3.connect(tmp_path / "old.db")
+    for statement in MIGRATIONS[1]:
+        conn.execute(statement)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    cfg = C.from_dict({"name": "x", "optim": {"lr": 0.02}})
+    stored = C.to_dict(cfg)
+    del stored["train"]["tta"]  # as written before that key existed
+    conn.execute("INSERT INTO runs (study, experiment, seed, config_hash, config, created, status) "
+                 "VALUES ('s', 'x', 0, 'old-style-hash', ?, 0, 'done')", (json.dumps(stored),))
+    conn.commit()
+    conn.close()
+    store = open_store(tmp_path / "old.db")
+    assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg)
+    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "2"

@@ -13,9 +13,13 @@ runs                             one row per (study, experiment, seed, config_ha
     run_dir       where its checkpoint and files live; error (last failure message)
 epochs(run_id, epoch, ...)       train_loss, train_acc, val_loss, val_acc, lr, seconds (train + val)
 
-Migrations: MIGRATIONS[v] lists the statements that take a database from version v-1
-to v; opening an older database applies the missing ones in order, inside one
-transaction. A database from a newer version is refused, never silently read.
+Version 2 changed no table: config_hash became a hash of the non-default config values
+only (see `config.config_hash`), and the migration recomputes it from each run's stored config.
+
+Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
+(SQL statements, or functions of the connection); opening an older database applies the
+missing ones in order, inside one transaction. A database from a newer version is
+refused, never silently read.
 """
 
 from __future__ import annotations
@@ -28,12 +32,27 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 1
-MIGRATIONS: dict[int, list[str]] = {
+SCHEMA_VERSION = 2
+
+
+def rehash_configs(conn: sqlite3.Connection) -> None:
+    """Recompute every run's config_hash from its stored config with the current definition."""
+    from cifarlab import config as C
+    from cifarlab.errors import ConfigError
+    for run_id, text in conn.execute("SELECT id, config FROM runs").fetchall():
+        try:
+            new = C.config_hash(C.from_dict(json.loads(text)))
+        except (ConfigError, ValueError):
+            continue  # a config this version cannot read keeps its old hash and matches nothing
+        # OR IGNORE: should two old rows now share a hash, the second keeps its old one.
+        conn.execute("UPDATE OR IGNORE runs SET config_hash=? WHERE id=?", (new, run_id))
+
+
+MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     1: [
         "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
         """CREATE TABLE runs (
@@ -52,6 +71,7 @@ MIGRATIONS: dict[int, list[str]] = {
             train_loss REAL, train_acc REAL, val_loss REAL, val_acc REAL, lr REAL, seconds REAL,
             PRIMARY KEY (run_id, epoch))""",
     ],
+    2: [rehash_configs],
 }
 STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life for this long is reclaimed
 
@@ -208,8 +228,11 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
             raise UserError(f"results database {path} has schema version {version}, newer than this "
                             f"cifarlab's {SCHEMA_VERSION}; upgrade cifarlab to read it")
         for v in range(version + 1, SCHEMA_VERSION + 1):
-            for statement in MIGRATIONS[v]:
-                conn.execute(statement)
+            for step in MIGRATIONS[v]:
+                if callable(step):
+                    step(conn)
+                else:
+                    conn.execute(step)
         conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     except BaseException:
         conn.execute("ROLLBACK")
