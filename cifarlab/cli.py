@@ -13,6 +13,7 @@ Bad input prints one line `cifarlab: error: ...` and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 from pathlib import Path
 
@@ -204,7 +205,12 @@ COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results":
             "bench": cmd_bench, "list": cmd_list}
 
 
+def interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finished epochs kept, study claims released
+
+
 def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, interrupt)
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)

@@ -206,3 +206,22 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     store = open_store(tmp_path / "old.db")
     assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg)
     assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+
+
+def test_sigterm_releases_the_claim(study_dir):
+    proc = study(study_dir, "run", wait=False)
+    db = study_dir / "results.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and not running(db):  # wait until a run is claimed
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert not running(db)
+
+
+def running(db) -> bool:
+    try:
+        return bool(sqlite3.connect(db).execute("SELECT 1 FROM runs WHERE status='running'").fetchone())
+    except sqlite3.OperationalError:  # the database or its tables are not created yet
+        return False
