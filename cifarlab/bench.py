@@ -146,5 +146,6 @@ def augment_cost(cfg: C.ExperimentConfig, images: int = 45_000, rounds: int = 3)
         times.append(time.perf_counter() - start)
     seconds = statistics.median(times)
     print(f"{cfg.name}: augmentation {seconds:.2f} s per epoch of {images} images "
-          f"(batch {bs}, median of {rounds}; {1e6 * seconds / images:.1f} us/image) [{runtime.machine_name(torch.device('cpu'))}]")
+          f"(batch {bs}, median of {rounds}; {1e6 * seconds / images:.1f} us/image) "
+          f"[{runtime.machine_name(torch.device('cpu'))}]")
     return seconds

@@ -106,7 +106,8 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         seen += len(labels)
         bar.update(1)
         if i % 20 == 0:
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{seen / (time.perf_counter() - start):.0f}")
+            rate = seen / (time.perf_counter() - start)
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
             "train_seconds": seconds, "images_per_s": seen / seconds}
