@@ -41,8 +41,8 @@ def source_index(shift: torch.Tensor, size: int, fill: str) -> tuple[torch.Tenso
 def random_translate(images: torch.Tensor, gen: torch.Generator, max_shift: int, fill: str) -> torch.Tensor:
     """Shift each image by integer dx, dy drawn uniformly from [-max_shift, max_shift].
 
-    Two gathers (rows, then columns) on the NHWC view; 3x faster here than pad-and-crop
-    with advanced indexing, and the batch stays channels-last.
+    Two gathers (rows, then columns) on the NHWC view: cheaper than pad-and-crop with
+    advanced indexing (`cifarlab bench augment` times it), and the batch stays channels-last.
     """
     n, c, h, w = images.shape
     dy, dx = torch.randint(-max_shift, max_shift + 1, (2, n), generator=gen, device=gen.device)

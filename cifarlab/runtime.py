@@ -57,9 +57,9 @@ def keep_freed_memory(keep: bool = True) -> None:
 
     Each training step frees and reallocates the same activation buffers. glibc maps
     blocks above its mmap threshold (dynamic, at most 32 MiB) freshly each time, so every
-    step pays page faults for them; measured here: ~20-35% more images/s on the tutorial
-    net with a 1 GiB threshold. keep=False restores thresholds equal to glibc's dynamic
-    ceiling (32 MiB mmap, 64 MiB trim), the best its default heuristic reaches.
+    step pays page faults for them. `cifarlab bench throughput --ablate` shows what keeping
+    them (1 GiB thresholds) buys on a machine. keep=False restores thresholds equal to glibc's
+    dynamic ceiling (32 MiB mmap, 64 MiB trim), the best its default heuristic reaches.
     """
     if platform.system() != "Linux":
         return
