@@ -34,3 +34,14 @@ def test_he_uniform_bounds():
     conv = model[0][0]
     fan_in = conv.weight[0].numel()
     assert conv.weight.abs().max() <= (6 / fan_in) ** 0.5 and (conv.bias == 0).all()
+
+
+def test_flip_tta_averages_the_mirrored_logits():
+    from cifarlab.evaluate import predict
+    model = build_model(ModelConfig(widths=(8, 16), dense=(16,)), 10).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        plain, flipped = model(x), model(x.flip(3))
+        assert torch.allclose(predict(model, x, "none"), plain)
+        assert torch.allclose(predict(model, x, "flip"), (plain + flipped) / 2, atol=1e-6)
+        assert not torch.allclose(plain, flipped)
