@@ -115,6 +115,12 @@ NON_NEGATIVE = {("data", "val_size"), ("data", "subset"), ("augment", "translate
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
                 ("train", "label_smoothing"), ("train", "threads")}
 
+# Left out of config_hash: the seed (the seeds of one experiment share a hash) and keys that
+# change how a run executes but not what it computes, so that a run with 1 thread, or one
+# checkpointing less often, counts as the same experiment.
+NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_every"),
+              ("train", "eval_batch_size")}
+
 
 def validate(cfg: ExperimentConfig) -> None:
     """Range checks that types alone cannot express."""
@@ -155,6 +161,8 @@ def read_toml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"experiment file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; an experiment is a TOML file") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     parent = raw.pop("extends", None)
@@ -249,11 +257,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     default that keeps the old behaviour), which is how the config grows. Changing an
     existing default therefore changes what old hashes mean: add a key instead. The name
     and the seed are left out, so the seeds of one experiment share a hash and renaming a
-    variant keeps its results.
+    variant keeps its results. So are the keys in NOT_HASHED, which say how a run executes,
+    not what it computes.
     """
     d, default = to_dict(cfg), to_dict(ExperimentConfig())
     changed = {f"{section}.{k}": v for section in SECTIONS for k, v in d[section].items()
-               if v != default[section][k] and (section, k) != ("train", "seed")}
+               if v != default[section][k] and (section, k) not in NOT_HASHED}
     return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
 
 

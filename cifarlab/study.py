@@ -142,7 +142,9 @@ def load_study(path: str | Path) -> Study:
         raw = tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise ConfigError(f"study file not found: {path}") from None
-    except tomllib.TOMLDecodeError as e:
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; a study is a TOML file, e.g. studies/basic.toml") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
     check_keys(raw, STUDY_KEYS, str(path))
     if not isinstance(raw.get("experiment"), str):
@@ -239,27 +241,39 @@ def run_dir_for(runs_root: Path, key: RunKey) -> Path:
     return runs_root / key.study / key.experiment / f"seed{key.seed}-{key.config_hash}"
 
 
-def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
-              only: tuple[str, ...] = ()) -> int:
-    """Run every missing run of the study (or of the `only` variants); returns how many this process finished."""
-    from cifarlab.runs import RunDir
-    from cifarlab.train import train
-
+def plan_runs(study: Study, store: Store, only: tuple[str, ...] = ()) -> dict[RunKey, C.ExperimentConfig]:
+    """The study's runs (or the `only` variants' runs), registered in the store, in study order."""
     names = [v.name for v in study.variants]
     unknown = [n for n in only if n not in names]
     if unknown:
         raise ConfigError(f"--only {unknown[0]!r} is not a variant of {study.name}; valid: {', '.join(names)}")
-    plan = [(v, cfg, key) for v, cfg, key in study.runs() if not only or v.name in only]
-    by_key = {key: (v, cfg) for v, cfg, key in plan}
-    for _, cfg, key in plan:
+    plan = {key: cfg for v, cfg, key in study.runs() if not only or v.name in only}
+    for key, cfg in plan.items():
         store.register(key, C.to_dict(cfg))
-    done = sum(1 for key in by_key if store.status_of(key) == "done")
+    return plan
+
+
+def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
+              only: tuple[str, ...] = (), threads: int = 0) -> int:
+    """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
+
+    `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
+    the runs stay the study's runs whatever the thread count.
+    """
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train
+
+    plan = plan_runs(study, store, only)
+    if threads:
+        plan = {key: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+                for key, cfg in plan.items()}
+    done = sum(1 for key in plan if store.status_of(key) == "done")
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
     finished = 0
-    while (row := store.claim(study.name, list(by_key))) is not None:
+    while (row := store.claim(study.name, list(plan))) is not None:
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
-        _, cfg = by_key[key]
+        cfg = plan[key]
         run = RunDir(run_dir_for(runs_root, key))
         try:
             final = train(cfg, data.get(cfg.data), run, resume=run.checkpoint_path.exists(), progress=progress,
@@ -273,8 +287,57 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         store.finish(row["id"], final, str(run.path), final["epochs"])
         finished += 1
         outer.update(1)
+        val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
+        tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: {val} "
+                   f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")
     outer.close()
     return finished
+
+
+def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
+    """Record a finished run made outside the study (`cifarlab run`) as the study run it equals.
+
+    It counts when its config has the hash and seed of one of the study's runs: the same
+    experiment, whatever its name or thread count. The run directory is copied to where the
+    study keeps its runs; its checkpoint is copied as bytes, never loaded. Returns what was done.
+    """
+    import shutil
+
+    from cifarlab.runs import RunDir
+
+    run = RunDir(path)
+    final = run.read_final() if (path / "config.toml").exists() else None
+    if final is None:
+        raise ConfigError(f"{path} holds no finished run (it needs config.toml and final.json)")
+    cfg = C.load(path / "config.toml")
+    if final.get("config_hash") != C.config_hash(cfg) or final.get("seed") != cfg.train.seed:
+        raise ConfigError(f"{path}: config.toml does not match final.json (edited after the run?)")
+    history = run.read_metrics()
+    if len(history) != final.get("epochs"):
+        raise ConfigError(f"{path}: metrics.jsonl has {len(history)} epochs, final.json {final.get('epochs')}")
+    plan = plan_runs(study, store)
+    key = next((k for k in plan if k.config_hash == final["config_hash"] and k.seed == cfg.train.seed), None)
+    if key is None:
+        raise ConfigError(f"{path}: its config and seed ({cfg.train.seed}) match no run of study {study.name}; "
+                          f"`cifarlab study status` lists them")
+    if store.status_of(key) == "done":
+        return f"{path}: {key.experiment} seed {key.seed} is already done; left as it is"
+    row = store.claim(study.name, [key])
+    if row is None:
+        return f"{path}: {key.experiment} seed {key.seed} is being run by another process; not adopted"
+    dest = run_dir_for(runs_root, key)
+    try:
+        if dest.resolve() != path.resolve():
+            if dest.exists():
+                shutil.rmtree(dest)  # an unfinished attempt of the same run, superseded
+            shutil.copytree(path, dest)
+        for epoch in history:
+            store.record_epoch(row["id"], epoch)
+    except BaseException:
+        store.release(row["id"])
+        raise
+    store.finish(row["id"], final, str(dest), final["epochs"])
+    return f"{path}: adopted as {key.experiment} seed {key.seed} -> {dest}"
 
 
 def status_table(study: Study, store: Store) -> str:

@@ -76,3 +76,11 @@ def test_hash_ignores_keys_left_at_their_default():
     explicit = C.from_dict({"optim": {"lr": 0.02}, "train": {"tta": "none", "seed": 7}})
     assert C.config_hash(short) == C.config_hash(explicit)
     assert C.config_hash(short) != C.config_hash(C.from_dict({"optim": {"lr": 0.02}, "train": {"tta": "flip"}}))
+
+
+def test_hash_ignores_how_a_run_executes():
+    short = C.from_dict({"optim": {"lr": 0.02}})
+    executed = C.from_dict({"optim": {"lr": 0.02},
+                            "train": {"threads": 1, "checkpoint_every": 5, "eval_batch_size": 250}})
+    assert C.config_hash(short) == C.config_hash(executed)
+    assert C.config_hash(short) != C.config_hash(C.from_dict({"optim": {"lr": 0.03}, "train": {"threads": 1}}))

@@ -1,5 +1,6 @@
 """Studies end to end: run, resume after SIGKILL, share one database between processes."""
 
+import json
 import os
 import random
 import signal
@@ -196,7 +197,7 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     for statement in MIGRATIONS[1]:
         conn.execute(statement)
     conn.execute("INSERT INTO meta VALUES ('schema_version', '1')")
-    cfg = C.from_dict({"name": "x", "optim": {"lr": 0.02}})
+    cfg = C.from_dict({"name": "x", "optim": {"lr": 0.02}, "train": {"threads": 1}})
     stored = C.to_dict(cfg)
     del stored["train"]["tta"]  # as written before that key existed
     conn.execute("INSERT INTO runs (study, experiment, seed, config_hash, config, created, status) "
@@ -204,8 +205,10 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     conn.commit()
     conn.close()
     store = open_store(tmp_path / "old.db")
-    assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg)
-    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "2"
+    # v3: threads left the hash, so this run now equals the same experiment run with any threads
+    assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg) == C.config_hash(
+        C.from_dict({"optim": {"lr": 0.02}}))
+    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "3"
 
 
 def test_sigterm_releases_the_claim(study_dir):
@@ -225,3 +228,38 @@ def running(db) -> bool:
         return bool(sqlite3.connect(db).execute("SELECT 1 FROM runs WHERE status='running'").fetchone())
     except sqlite3.OperationalError:  # the database or its tables are not created yet
         return False
+
+
+def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
+    # A run made with `cifarlab run` (other name, other thread count) is the study's run it equals.
+    (study_dir / "probe.toml").write_text('extends = "tiny.toml"\nname = "my-probe"\n')
+    outside = subprocess.run(cli_command("run", "probe.toml", "--seed", "1", "--threads", "2", "--out", "mine",
+                                         "--data-dir", "data", "--no-download", "--no-progress"),
+                             cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert outside.returncode == 0, outside.stderr
+    r = study(study_dir, "adopt", "mine")
+    assert r.returncode == 2 and "mine is a directory; a study is a TOML file" in r.stderr  # study file first
+    adopt = subprocess.run(cli_command("study", "adopt", "study.toml", "mine", "--db", "results.db"),
+                           cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert adopt.returncode == 0 and "adopted as baseline seed 1" in adopt.stdout, adopt.stderr
+    status = subprocess.run(cli_command("study", "status", "study.toml", "mine", "--db", "results.db"),
+                            cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert status.returncode == 2 and "study status takes no run directories" in status.stderr
+    again = subprocess.run(cli_command("study", "adopt", "study.toml", "mine", "--db", "results.db"),
+                           cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0 and "already done" in again.stdout
+    (study_dir / "mine" / "final.json").unlink()
+    unfinished = subprocess.run(cli_command("study", "adopt", "study.toml", "mine", "--db", "results.db"),
+                                cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert unfinished.returncode == 2 and "holds no finished run" in unfinished.stderr
+
+    r = study(study_dir, "run", "--workers", "2")
+    assert r.returncode == 0, r.stderr
+    assert "2 workers x 1 thread(s)" in r.stdout
+    runs, epochs = results(study_dir / "results.db")
+    assert len(runs) == 4 and all(row[2] == "done" for row in runs) and len(epochs) == 8
+    adopted = [row for row in runs if row[:2] == ("baseline", 1)][0]
+    final = json.loads((study_dir / "runs" / "tiny" / "baseline").glob("seed1-*").__next__()
+                       .joinpath("final.json").read_text())
+    assert adopted[3] == final["test_acc"] and final["name"] == "my-probe"
+    assert r.stdout.count("tiny/") == 3  # each worker announces the runs it trained: the three left

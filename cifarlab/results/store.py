@@ -1,6 +1,6 @@
 """SQLite results store (WAL mode), shared safely by several study processes.
 
-Schema (version 1)
+Schema (version 1, tables unchanged since)
 ------------------
 meta(key, value)                 schema_version
 runs                             one row per (study, experiment, seed, config_hash)
@@ -15,6 +15,8 @@ epochs(run_id, epoch, ...)       train_loss, train_acc, val_loss, val_acc, lr, s
 
 Version 2 changed no table: config_hash became a hash of the non-default config values
 only (see `config.config_hash`), and the migration recomputes it from each run's stored config.
+Version 3 changed no table either: execution-only keys (threads, checkpoint_every,
+eval_batch_size) left the hash; the same migration step recomputes it.
 
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
@@ -36,7 +38,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -72,6 +74,7 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
             PRIMARY KEY (run_id, epoch))""",
     ],
     2: [rehash_configs],
+    3: [rehash_configs],
 }
 STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life for this long is reclaimed
 
