@@ -8,6 +8,7 @@ straightforward loop gets: fp32, eager, NCHW, glibc's default allocator behaviou
 
 `cifarlab bench tta`: time-to-accuracy of a fixed-schedule recipe over several seeds.
 `cifarlab bench augment`: cost of an experiment's augmentation pipeline per epoch.
+`cifarlab bench profile`: where a training step's time goes, operator by operator.
 """
 
 from __future__ import annotations
@@ -89,6 +90,32 @@ def throughput(experiment: str | None, batch_size: int | None, steps: int, round
         print(f"  {n:26s} {medians[n]:8.0f} img/s  {medians[n] / plain:5.2f}x plain   [{s.rt.describe()}]")
     print(f"  ratio default / plain: {medians['default'] / plain:.2f}x")
     return {**medians, "ratio": medians["default"] / plain}
+
+
+def profile(experiment: str | None, batch_size: int | None, steps: int, threads: int, rows: int) -> str:
+    """torch.profiler table of the default training path: the operators with the most self time,
+    split by input shape (so one layer's convolution is told from another's); returns the table."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    cfg = C.load(experiment) if experiment else C.ExperimentConfig(name="tutorial-net")
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(
+        cfg.train, threads=threads, batch_size=batch_size or cfg.train.batch_size))
+    splits = synthetic_splits(cfg.train.batch_size)
+    s = build_session(cfg, splits)
+    rate = time_steps(s, splits.train, steps, keep_memory=True)  # warms up, and a rate to print
+    gen = torch.Generator(device=s.rt.device).manual_seed(0)
+    images, labels = splits.train.images.to(s.rt.device), splits.train.labels.to(s.rt.device)
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.rt.device.type == "cuda" else [])
+    with torch_profile(activities=activities, record_shapes=True) as prof:
+        for _ in range(steps):
+            train_step(s, images, labels, gen)
+        sync(s.rt.device)
+    table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows)
+    header = (f"model {cfg.model.name} ({cfg.name}), batch {cfg.train.batch_size}, {steps} steps, "
+              f"{rate:.0f} img/s unprofiled  [{s.rt.describe()}]")
+    print(header, table, sep="\n")
+    return table
 
 
 def crossing_times(history: list[dict], thresholds: list[float]) -> dict[float, float | None]:

@@ -5,7 +5,7 @@
     cifarlab study adopt STUDY.toml RUN_DIR ... [--db results/cifarlab.db]
     cifarlab report STUDY.toml|NAME [--out reports/<name>]
     cifarlab results export --format csv [--study NAME] [--out DIR]
-    cifarlab bench throughput [--batch-size N] [--steps N]
+    cifarlab bench throughput|profile [--experiment E.toml] [--batch-size N] [--steps N]
     cifarlab list models|optimizers|schedules|augmentations|keys
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
@@ -100,6 +100,13 @@ def build_parser() -> Parser:
     tta.add_argument("--out", default="runs/bench", help="where the runs go")
     tta.add_argument("--progress", action="store_true", help="show the per-run progress bar")
     add_data_args(tta)
+
+    prof = bench_sub.add_parser("profile", help="where a training step's time goes, operator by operator")
+    prof.add_argument("--experiment", default=None, help="experiment whose model is profiled (default: tutorial net)")
+    prof.add_argument("--batch-size", type=int, default=None, help="default: the experiment's batch size")
+    prof.add_argument("--steps", type=int, default=5, help="profiled steps (after as many timed ones)")
+    prof.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
+    prof.add_argument("--rows", type=int, default=25, help="operators listed")
 
     aug = bench_sub.add_parser("augment", help="seconds per epoch spent in an experiment's augmentation")
     add_config_args(aug)
@@ -233,6 +240,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab import bench
     if args.bench == "throughput":
         bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate)
+        return 0
+    if args.bench == "profile":
+        if min(args.steps, args.rows) < 1 or args.threads < 0 or (args.batch_size or 1) < 1:
+            raise UserError("--steps, --rows and --batch-size must be >= 1 and --threads >= 0")
+        bench.profile(args.experiment, args.batch_size, args.steps, args.threads, args.rows)
         return 0
     if args.bench == "augment":
         from cifarlab import config as C

@@ -92,3 +92,12 @@ def test_bench_throughput_smoke(tmp_path):
     r = cli("bench", "throughput", "--steps", "1", "--rounds", "1", "--batch-size", "8", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "ratio default / plain" in r.stdout and "plain fp32 eager NCHW" in r.stdout
+
+
+def test_bench_profile_lists_the_convolutions_by_shape(tmp_path):
+    r = cli("bench", "profile", "--steps", "1", "--batch-size", "4", "--threads", "1", "--rows", "40", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "img/s unprofiled" in r.stdout and "convolution_backward" in r.stdout
+    assert "[[4, 32, 32, 32]" in r.stdout  # input shapes tell the first block's layers apart
+    bad = cli("bench", "profile", "--steps", "0", cwd=tmp_path)
+    assert bad.returncode == 2 and "--steps, --rows and --batch-size must be >= 1" in bad.stderr
