@@ -341,14 +341,26 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
 
 
 def status_table(study: Study, store: Store) -> str:
-    """done / running / pending / failed per variant, counting only current configs."""
+    """done / running / pending / failed per variant, counting only current configs, and an
+    estimate of the training time left (the mean wall time of the finished runs, per run left)."""
     rows = ["experiment            done  running  pending  failed"]
+    walls, left = [], 0
     for v in study.variants:
         counts = {"done": 0, "running": 0, "pending": 0, "failed": 0}
         for seed in study.seeds:
             cfg = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
-            counts[store.status_of(RunKey(study.name, v.name, seed, C.config_hash(cfg))) or "pending"] += 1
+            row = store.run(RunKey(study.name, v.name, seed, C.config_hash(cfg)))
+            status = row["status"] if row else "pending"
+            counts[status] += 1
+            if status == "done" and row["wall_seconds"] is not None:
+                walls.append(row["wall_seconds"])
+        left += counts["running"] + counts["pending"] + counts["failed"]
         rows.append(f"{v.name:20s} {counts['done']:5d} {counts['running']:8d} {counts['pending']:8d} "
                     f"{counts['failed']:7d}")
+    total = len(study.variants) * len(study.seeds)
+    if walls:
+        mean = sum(walls) / len(walls)
+        rows.append(f"{total - left} of {total} runs done, {sum(walls) / 3600:.1f} h of training wall time; "
+                    f"about {left * mean / 3600:.1f} h left at {mean / 60:.0f} min per run (one process)")
     return "\n".join(rows)
 

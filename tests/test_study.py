@@ -78,6 +78,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert bad.returncode == 2 and "--only 'nope' is not a variant of tiny; valid: baseline, dropout" in bad.stderr
     first = study(study_dir, "run", "--only", "dropout")
     assert "2 run(s) finished by this process" in first.stdout, first.stderr
+    assert "2 of 4 runs done" in first.stdout and "h left at" in first.stdout
     r = study(study_dir, "run")
     assert r.returncode == 0, r.stderr
     assert "2 run(s) finished by this process" in r.stdout
@@ -87,6 +88,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert "0 run(s) finished" in again.stdout
     status = study(study_dir, "status")
     assert status.returncode == 0 and "baseline                 2" in status.stdout
+    assert "4 of 4 runs done" in status.stdout and "about 0.0 h left" in status.stdout
 
     cmd = cli_command("report", "study.toml", "--db", "results.db")
     assert subprocess.run(cmd, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0

@@ -176,10 +176,13 @@ class Store:
                       (run_id,))
 
     # ------------------------------------------------------------------ queries
+    def run(self, key: RunKey) -> sqlite3.Row | None:
+        return self.conn.execute("SELECT * FROM runs WHERE study=? AND experiment=? AND seed=? AND config_hash=?",
+                                 (key.study, key.experiment, key.seed, key.config_hash)).fetchone()
+
     def status_of(self, key: RunKey) -> str | None:
-        row = self.conn.execute("SELECT status FROM runs WHERE study=? AND experiment=? AND seed=? "
-                                "AND config_hash=?", (key.study, key.experiment, key.seed, key.config_hash)).fetchone()
-        return row[0] if row else None
+        row = self.run(key)
+        return row["status"] if row else None
 
     def runs(self, study: str | None = None) -> list[sqlite3.Row]:
         q, args = "SELECT * FROM runs", ()
