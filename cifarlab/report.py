@@ -375,8 +375,9 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row]) -> list
             f"- machines: {listing(machines)}",
             f"- torch versions: {listing(torches)}",
             f"- total training wall time of this study on {listing(machines) if machines else 'unrecorded machines'}: "
-            f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} machine-hours, summed over the "
-            "counted runs)",
+            f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} process-hours, summed over the "
+            "counted runs; runs trained side by side by `study run --workers N` overlap, so the study's "
+            "elapsed time is shorter)",
             "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES)]
 
 
