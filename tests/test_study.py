@@ -265,3 +265,17 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
                        .joinpath("final.json").read_text())
     assert adopted[3] == final["test_acc"] and final["name"] == "my-probe"
     assert r.stdout.count("tiny/") == 3  # each worker announces the runs it trained: the three left
+
+
+def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
+    from cifarlab.results.store import STALE_HEARTBEAT_S, claim_is_dead, me
+    host, pid, start = me().split(":")
+    now = time.time()
+    assert start and not claim_is_dead(me(), now, now)
+    assert not claim_is_dead(f"{host}:{pid}", now, now)  # a row written before start times were kept
+    assert claim_is_dead(f"{host}:{pid}:{int(start) + 1}", now, now)  # same pid, another process
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    assert claim_is_dead(f"{host}:{gone.pid}:1", now, now)
+    assert not claim_is_dead("elsewhere:1:1", now - 60, now)
+    assert claim_is_dead("elsewhere:1:1", now - STALE_HEARTBEAT_S - 1, now)

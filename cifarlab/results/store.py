@@ -6,7 +6,9 @@ meta(key, value)                 schema_version
 runs                             one row per (study, experiment, seed, config_hash)
     id, study, experiment, seed, config_hash, config (resolved config, JSON)
     status        pending | running | done | failed
-    claimed_by    "<host>:<pid>" of the process running it; heartbeat (unix time) of its last sign of life
+    claimed_by    "<host>:<pid>:<start>" of the process running it (start: its start time in clock
+                  ticks since boot, so a reused pid is not taken for it; older rows lack it);
+                  heartbeat (unix time) of its last sign of life
     git_commit, git_dirty, versions (JSON: python, torch, numpy, cifarlab), machine
     created, started, finished (unix times), wall_seconds, images_per_s
     val_acc, val_loss, test_acc, test_loss, per_class_test_acc (JSON list), classes (JSON list)
@@ -80,14 +82,27 @@ STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life fo
 
 
 def me() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid()) or ''}"
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, from /proc), or None where unknown."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
 
 
 def claim_is_dead(claimed_by: str | None, heartbeat: float | None, now: float) -> bool:
-    """A claim is dead when its process is gone (same host) or silent too long (other host)."""
+    """A claim is dead when its process is gone (same host) or silent too long (other host).
+
+    On the same host a pid that now belongs to another process (a restarted machine or
+    container reuses pids) counts as gone: the claim records its process's start time.
+    """
     if not claimed_by:
         return True
-    host, _, pid = claimed_by.rpartition(":")
+    host, pid, start = (claimed_by.split(":") + [""])[:3]
     if host == socket.gethostname():
         try:
             os.kill(int(pid), 0)
@@ -95,7 +110,7 @@ def claim_is_dead(claimed_by: str | None, heartbeat: float | None, now: float) -
             return True
         except (PermissionError, ValueError):
             return False
-        return False
+        return bool(start) and process_start(int(pid)) not in (None, start)
     return heartbeat is None or now - heartbeat > STALE_HEARTBEAT_S
 
 
