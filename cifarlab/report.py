@@ -54,6 +54,17 @@ class StudySpec:
     questions: dict[str, str] = field(default_factory=dict)  # declared group -> its question, report order
     baselines: dict[str, str] = field(default_factory=dict)  # group -> experiment (default: first member)
     convergence: float | None = None    # validation accuracy whose first crossing is reported
+    selection: bool = False             # a study that chooses settings: report validation accuracy only
+    description: str = ""               # shown under the title
+
+    @property
+    def metric(self) -> str:
+        """The accuracy the report compares: test, or validation in a selection study."""
+        return "val_acc" if self.selection else "test_acc"
+
+    @property
+    def label(self) -> str:
+        return "validation" if self.selection else "test"
 
     def __post_init__(self) -> None:
         known = set(self.experiments)
@@ -141,35 +152,36 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
     """One dict per experiment, in the spec's order; accuracies as fractions in [0, 1]."""
     rows = counted_rows(store, spec)
     done = latest_done(rows)
-    ref_test = {s: r["test_acc"] for s, r in done.get(spec.reference, {}).items()}
+    ref_score = {s: r[spec.metric] for s, r in done.get(spec.reference, {}).items()}
     ref_cfg = experiment_config(rows, spec.reference)
     out = []
     for exp in spec.experiments:
         runs = done.get(exp, {})
         out.append({"experiment": exp, "note": spec.notes.get(exp, ""), "reference": exp == spec.reference,
                     "group": spec.groups.get(exp, ""), "registered": sum(r["experiment"] == exp for r in rows),
-                    **run_numbers(runs, ref_test), "target": spec.targets.get(exp),
+                    **run_numbers(runs, ref_score, spec.metric), "target": spec.targets.get(exp),
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(store, out[-1]["run_ids"], spec.convergence))
     return out
 
 
-def run_numbers(runs: dict[int, sqlite3.Row], ref_test: dict[int, float]) -> dict:
+def run_numbers(runs: dict[int, sqlite3.Row], ref_score: dict[int, float], metric: str) -> dict:
+    """Mean, std, CI and paired difference of `metric` (test_acc, or val_acc) over the seeds."""
     seeds = sorted(runs)
-    test = {s: runs[s]["test_acc"] for s in seeds}
-    test_mean, test_std = mean_std(test.values())
-    test_lo, test_hi = ci95(test.values())
+    score = {s: runs[s][metric] for s in seeds}
+    score_mean, score_std = mean_std(score.values())
+    score_lo, score_hi = ci95(score.values())
     val_mean, val_std = mean_std(present(runs[s]["val_acc"] for s in seeds))
-    return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds], "test_by_seed": test,
-            "test_mean": test_mean, "test_std": test_std, "test_lo": test_lo, "test_hi": test_hi,
-            "val_mean": val_mean, "val_std": val_std, **diff_numbers(test, ref_test),
+    return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds], "score_by_seed": score,
+            "score_mean": score_mean, "score_std": score_std, "score_lo": score_lo, "score_hi": score_hi,
+            "val_mean": val_mean, "val_std": val_std, **diff_numbers(score, ref_score),
             "wall_mean": mean_std(present(runs[s]["wall_seconds"] for s in seeds))[0],
             "images_per_s_mean": mean_std(present(runs[s]["images_per_s"] for s in seeds))[0]}
 
 
-def diff_numbers(test: dict[int, float], other: dict[int, float]) -> dict:
-    diff_mean, diff_lo, diff_hi, diff_n = paired_diff(test, other)
+def diff_numbers(score: dict[int, float], other: dict[int, float]) -> dict:
+    diff_mean, diff_lo, diff_hi, diff_n = paired_diff(score, other)
     return {"diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n}
 
 
@@ -209,15 +221,18 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
     summary = summarize(store, spec)
     rows = counted_rows(store, spec)
     plot_learning_curves(store, summary, out_dir / "learning_curves.png")
-    plot_test_accuracy(summary, out_dir / "test_accuracy.png")
+    bars = f"{spec.label}_accuracy.png"
+    plot_accuracy(summary, out_dir / bars, spec.label)
     used = [r for runs in latest_done(rows).values() for r in runs.values()]
-    lines = [f"# Study `{spec.name}`", "",
+    lines = [f"# Study `{spec.name}`", "", *([spec.description, ""] if spec.description else []),
              "Regenerate this page (figures included) with:", "", "```", command, "```", "",
              "Every number on this page is read from the results database; only the targets "
              "(published figures) come from the study definition.", "",
+             *(["**A selection study**: it exists to choose settings, so this page compares validation "
+                "accuracy only and never reads the test set.", ""] if spec.selection else []),
              *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
-             "![Test accuracy: mean over seeds, 95% CI](test_accuracy.png)", "",
+             f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
              *config_section(spec, summary), "", *provenance_section(used, rows)]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
@@ -239,13 +254,14 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
 
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
     """The results table; `against` names what the Δ column compares with."""
-    header = ["experiment", "n", "test acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
-              "target", "val acc", "wall s/run", "img/s"]
+    header = ["experiment", "n", f"{spec.label} acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
+              "target", *([] if spec.selection else ["val acc"]), "wall s/run", "img/s"]
     if spec.convergence is not None:
         header += [f"epochs to val ≥ {threshold_label(spec)}", f"s to val ≥ {threshold_label(spec)}"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for s in summary:
-        cells = table_cells(s) + (convergence_cells(s) if spec.convergence is not None else [])
+        cells = table_cells(s, with_val=not spec.selection)
+        cells += convergence_cells(s) if spec.convergence is not None else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines
 
@@ -254,18 +270,19 @@ def threshold_label(spec: StudySpec) -> str:
     return f"{100 * spec.convergence:g}%"
 
 
-def table_cells(s: dict) -> list[str]:
+def table_cells(s: dict, with_val: bool = True) -> list[str]:
+    val = [pm(s["val_mean"], s["val_std"]) if s["n"] else DASH] if with_val else []
     if s["n"] == 0:
-        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), DASH, DASH, DASH]
+        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), *val, DASH, DASH]
     if s["reference"]:
         delta = "reference"
     elif s["diff_n"] == 0:
         delta = "no common seeds"
     else:
         delta = f"{signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)} (n={s['diff_n']})"
-    return [f"`{s['experiment']}`", str(s["n"]), pm(s["test_mean"], s["test_std"]),
-            interval(s["test_lo"], s["test_hi"]), delta, pct(s["target"]),
-            pm(s["val_mean"], s["val_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
+    return [f"`{s['experiment']}`", str(s["n"]), pm(s["score_mean"], s["score_std"]),
+            interval(s["score_lo"], s["score_hi"]), delta, pct(s["target"]),
+            *val, number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
 
 
 def convergence_cells(s: dict) -> list[str]:
@@ -298,18 +315,19 @@ def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group:
     names = spec.members(group)
     base = by_exp[names[0]]
     rows = [versus(by_exp[e], base) for e in names]
-    plot_test_accuracy(rows, out_dir / f"group_{group}.png", f"{group}: test accuracy, mean over seeds, 95% CI")
+    plot_accuracy(rows, out_dir / f"group_{group}.png", spec.label,
+                  f"{group}: {spec.label} accuracy, mean over seeds, 95% CI")
     plot_val_curves(store, rows, out_dir / f"curves_{group}.png", spec.convergence, group)
     return [f"### `{group}`", "", f"**Question.** {spec.questions[group]}", "",
             *table_lines(spec, rows, f"`{base['experiment']}`"), "",
-            f"![{group}: test accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
+            f"![{group}: {spec.label} accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
             f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
             f"**Finding.** {finding(rows)}", ""]
 
 
 def versus(s: dict, base: dict) -> dict:
     """A copy of the summary row whose Δ is against the group's baseline instead of the study's reference."""
-    return {**s, "reference": s is base, **diff_numbers(s["test_by_seed"], base["test_by_seed"])}
+    return {**s, "reference": s is base, **diff_numbers(s["score_by_seed"], base["score_by_seed"])}
 
 
 def finding(rows: list[dict]) -> str:
@@ -317,13 +335,13 @@ def finding(rows: list[dict]) -> str:
     base, ran = rows[0], [s for s in rows if s["n"] > 0]
     if not ran:
         return "No finished runs yet."
-    best = max(ran, key=lambda s: s["test_mean"])  # ties: the first in table order
-    head = f"Best in this group: `{best['experiment']}` at {pm(best['test_mean'], best['test_std'])} % (n={best['n']})"
+    best = max(ran, key=lambda s: s["score_mean"])  # ties: the first in table order
+    head = f"Best in this group: `{best['experiment']}` at {pm(best['score_mean'], best['score_std'])} % (n={best['n']})"
     if best is base:
         others = [s for s in ran if s is not base]
         if not others:
             return f"{head}, the baseline; no other experiment of the group has finished runs yet."
-        runner_up = max(others, key=lambda s: s["test_mean"])
+        runner_up = max(others, key=lambda s: s["score_mean"])
         return (f"{head}, the baseline itself; the runner-up `{runner_up['experiment']}` "
                 + comparison(runner_up, base, "differs from it by"))
     if base["n"] == 0:
@@ -506,7 +524,9 @@ def label_epochs(ax, label: str) -> None:
     ax.set_ylabel(label)
 
 
-def plot_test_accuracy(summary: list[dict], path: Path, title: str = "Test accuracy: mean over seeds, 95% CI") -> None:
+def plot_accuracy(summary: list[dict], path: Path, label: str = "test", title: str | None = None) -> None:
+    """Bars of the mean accuracy (test, or validation in a selection study) with 95% CIs and targets."""
+    title = title or f"{label.capitalize()} accuracy: mean over seeds, 95% CI"
     with style.context("default"), matplotlib.rc_context(RC):
         fig = Figure(figsize=(max(6.0, 1.1 * len(summary) + 2), 4.5))
         ax = fig.subplots()
@@ -516,7 +536,7 @@ def plot_test_accuracy(summary: list[dict], path: Path, title: str = "Test accur
         ax.set_xticks(range(len(summary)), [s["experiment"] for s in summary], rotation=20, ha="right")
         ax.set_xlim(-0.6, len(summary) - 0.4)
         ax.set_ylim(bottom, top)
-        ax.set_ylabel("test accuracy (%)" + (f"; y axis starts at {bottom:.0f}" if bottom > 0 else ""))
+        ax.set_ylabel(f"{label} accuracy (%)" + (f"; y axis starts at {bottom:.0f}" if bottom > 0 else ""))
         ax.set_title(title)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper left")
@@ -526,7 +546,7 @@ def plot_test_accuracy(summary: list[dict], path: Path, title: str = "Test accur
 
 def axis_limits(summary: list[dict]) -> tuple[float, float]:
     """Zoom the y axis in (to multiples of 5) so that differences of a point or two show."""
-    values = [100 * v for s in summary for v in (s["test_lo"], s["test_mean"], s["test_hi"], s["target"]) if ok(v)]
+    values = [100 * v for s in summary for v in (s["score_lo"], s["score_mean"], s["score_hi"], s["target"]) if ok(v)]
     if not values:
         return 0.0, 100.0
     return float(max(0, 5 * math.floor((min(values) - 5) / 5))), float(min(100, 5 * math.ceil((max(values) + 5) / 5)))
@@ -536,8 +556,8 @@ def draw_bar(ax, i: int, s: dict, bottom: float) -> None:
     if s["n"] == 0:
         ax.text(i, bottom + 1, "no runs", ha="center", va="bottom", rotation=90, color="gray")
     else:
-        mean = 100 * s["test_mean"]
-        yerr = [[mean - 100 * s["test_lo"]], [100 * s["test_hi"] - mean]] if ok(s["test_lo"]) else None
+        mean = 100 * s["score_mean"]
+        yerr = [[mean - 100 * s["score_lo"]], [100 * s["score_hi"] - mean]] if ok(s["score_lo"]) else None
         ax.bar(i, mean - bottom, bottom=bottom, yerr=yerr, capsize=4, color=color(i), alpha=0.8)
         ax.text(i, bottom + 0.5, f"{mean:.2f}", ha="center", va="bottom", fontsize=8)
     if ok(s["target"]):

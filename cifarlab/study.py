@@ -8,6 +8,8 @@ A study file (`studies/<name>.toml`):
     reference = "baseline"                        # variant the report compares with (default: the first)
     set = { "train.epochs" = 10 }                 # overrides applied to every variant
     convergence = 0.80                            # optional: report epochs/seconds to val acc >= 80%
+    selection = false                             # true: a study that chooses settings (an LR, a length);
+                                                  # its report compares validation accuracy, never test
 
     [groups.dropout]                              # optional: a question the report answers in "Findings"
     question = "Does dropout beat no regularization?"
@@ -48,7 +50,7 @@ if TYPE_CHECKING:
     from cifarlab.report import StudySpec
 
 STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description", "groups",
-              "convergence")
+              "convergence", "selection")
 VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group")
 GROUP_KEYS = ("question", "baseline")
 # Same rule as report.GROUP_NAME (names become figure file names), checked here so that a study
@@ -76,6 +78,7 @@ class Study:
     questions: dict[str, str] = dataclasses.field(default_factory=dict)  # group -> question, declaration order
     baselines: dict[str, str] = dataclasses.field(default_factory=dict)  # group -> variant (default: first member)
     convergence: float | None = None
+    selection: bool = False  # chooses settings: its report reads validation accuracy only
 
     def runs(self) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
         """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first."""
@@ -95,7 +98,8 @@ class Study:
                          notes={v.name: v.note for v in self.variants if v.note},
                          groups={v.name: v.group for v in self.variants if v.group},
                          questions=dict(self.questions), baselines=dict(self.baselines),
-                         convergence=self.convergence)
+                         convergence=self.convergence, selection=self.selection,
+                         description=self.description)
 
 
 def apply_set(raw: dict, overrides: Any, where: str) -> dict:
@@ -160,8 +164,11 @@ def load_study(path: str | Path) -> Study:
     if reference not in names:
         raise ConfigError(f"{path}: reference {reference!r} is not a variant; valid: {', '.join(names)}")
     questions, baselines = load_groups(raw.get("groups", {}), variants, path)
+    selection = raw.get("selection", False)
+    if not isinstance(selection, bool):
+        raise ConfigError(f"{path}: `selection` must be true or false, got {selection!r}")
     return Study(str(raw.get("name", path.stem)), path, seeds, reference, variants,
-                 str(raw.get("description", "")), questions, baselines, load_convergence(raw, path))
+                 str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection)
 
 
 def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:
@@ -309,14 +316,14 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
     final = run.read_final() if (path / "config.toml").exists() else None
     if final is None:
         raise ConfigError(f"{path} holds no finished run (it needs config.toml and final.json)")
-    cfg = C.load(path / "config.toml")
-    if final.get("config_hash") != C.config_hash(cfg) or final.get("seed") != cfg.train.seed:
-        raise ConfigError(f"{path}: config.toml does not match final.json (edited after the run?)")
+    cfg = C.load(path / "config.toml")  # the resolved config the run wrote; its hash is recomputed
+    if final.get("seed") != cfg.train.seed:
+        raise ConfigError(f"{path}: config.toml says seed {cfg.train.seed}, final.json {final.get('seed')}")
     history = run.read_metrics()
     if len(history) != final.get("epochs"):
         raise ConfigError(f"{path}: metrics.jsonl has {len(history)} epochs, final.json {final.get('epochs')}")
     plan = plan_runs(study, store)
-    key = next((k for k in plan if k.config_hash == final["config_hash"] and k.seed == cfg.train.seed), None)
+    key = next((k for k in plan if k.config_hash == C.config_hash(cfg) and k.seed == cfg.train.seed), None)
     if key is None:
         raise ConfigError(f"{path}: its config and seed ({cfg.train.seed}) match no run of study {study.name}; "
                           f"`cifarlab study status` lists them")

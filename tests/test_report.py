@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import os
@@ -104,26 +105,26 @@ def test_summary_matches_hand_computed_numbers(store):
     assert [s["experiment"] for s in summarize(store, SPEC)] == list(SPEC.experiments)
     base, flip = by["base"], by["flip"]
     assert base["n"] == 3 and base["seeds"] == [0, 1, 2]
-    assert (base["test_mean"], base["test_std"]) == pytest.approx((0.71, 0.01))
-    assert (base["test_lo"], base["test_hi"]) == pytest.approx((0.71 - 4.303 * 0.01 / math.sqrt(3),
+    assert (base["score_mean"], base["score_std"]) == pytest.approx((0.71, 0.01))
+    assert (base["score_lo"], base["score_hi"]) == pytest.approx((0.71 - 4.303 * 0.01 / math.sqrt(3),
                                                                 0.71 + 4.303 * 0.01 / math.sqrt(3)))
     assert (base["val_mean"], base["val_std"]) == pytest.approx((0.70, 0.01))
     assert base["wall_mean"] == pytest.approx(110.0) and base["images_per_s_mean"] == pytest.approx(520.0)
     assert base["target"] == 0.73 and base["config_diff"] == {}
     # flip - base per seed: 0.03, 0.04, 0.03 (the stale 0.10 row is ignored).
     half = 4.303 * math.sqrt(1 / 3) * 0.01 / math.sqrt(3)
-    assert flip["test_mean"] == pytest.approx(2.23 / 3)
+    assert flip["score_mean"] == pytest.approx(2.23 / 3)
     assert (flip["diff_mean"], flip["diff_lo"], flip["diff_hi"], flip["diff_n"]) == pytest.approx(
         (0.1 / 3, 0.1 / 3 - half, 0.1 / 3 + half, 3))
     assert flip["config_diff"] == {"augment.flip": (False, True)}
-    assert by["wide"]["n"] == 1 and math.isnan(by["wide"]["test_std"]) and by["wide"]["diff_n"] == 1
+    assert by["wide"]["n"] == 1 and math.isnan(by["wide"]["score_std"]) and by["wide"]["diff_n"] == 1
     assert by["ghost"]["n"] == 0 and by["ghost"]["config_diff"] is None
 
 
 def test_without_hashes_newest_row_wins(store):
     spec = StudySpec(name="s", reference="base", experiments=("base", "flip"), targets={})
     flip = summarize(store, spec)[1]
-    assert flip["test_mean"] == pytest.approx((0.10 + 0.76 + 0.74) / 3)
+    assert flip["score_mean"] == pytest.approx((0.10 + 0.76 + 0.74) / 3)
 
 
 def test_spec_is_checked():
@@ -159,6 +160,17 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
             in text)
     assert "## Findings" not in text and "epochs to val" not in text
     assert "- run status: done 7, running 1, pending 0, failed 1" in text
+
+
+def test_a_selection_study_reports_validation_accuracy_and_never_test(store, tmp_path):
+    spec = dataclasses.replace(SPEC, selection=True, description="Chooses the flip setting.")
+    text = write_report(store, spec, tmp_path, "cmd").read_text(encoding="utf-8")
+    assert text.startswith("# Study `s`\n\nChooses the flip setting.\n") and "**A selection study**" in text
+    # base: val = test - 0.01 per seed -> 70.00 ± 1.00; no separate val column
+    assert "| experiment | n | validation acc mean ± std | 95% CI |" in text and "| val acc |" not in text
+    assert "| `base` | 3 | 70.00 ± 1.00 | [67.52, 72.48] | reference | 73.00 | 110 | 520 |" in text
+    assert "71.00" not in text and "74.33" not in text  # no test mean anywhere
+    assert (tmp_path / "validation_accuracy.png").exists() and not (tmp_path / "test_accuracy.png").exists()
 
 
 def test_figures_open_and_are_large_enough(store, tmp_path):
