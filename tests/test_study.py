@@ -156,6 +156,7 @@ def test_two_processes_share_one_database(study_dir):
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nconvergence = 80"),
      "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
+    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nselection = "yes"'), "`selection` must be true or false"),
 ])
 def test_bad_study_files(study_dir, text, message):
     (study_dir / "study.toml").write_text(text)
