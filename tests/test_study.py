@@ -280,3 +280,22 @@ def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
     assert claim_is_dead(f"{host}:{gone.pid}:1", now, now)
     assert not claim_is_dead("elsewhere:1:1", now - 60, now)
     assert claim_is_dead("elsewhere:1:1", now - STALE_HEARTBEAT_S - 1, now)
+
+
+def test_a_copy_of_the_database_file_holds_every_finished_run(tmp_path):
+    import shutil
+    from cifarlab.results.store import RunKey
+    db = tmp_path / "r.db"
+    worker, other = open_store(db), open_store(db)  # another worker keeps the WAL alive
+    key = RunKey("s", "x", 0, "h")
+    worker.register(key, {"name": "x"})
+    row = worker.claim("s", [key])
+    final = {k: "v" for k in ("python", "torch", "numpy", "cifarlab", "platform", "git_commit", "machine")}
+    final.update(git_dirty=0, wall_seconds=1.0, images_per_s=1.0, val_acc=0.5, val_loss=1.0, test_acc=0.5,
+                 test_loss=1.0, per_class_test_acc=[0.5], classes=["a"])
+    worker.finish(row["id"], final, "runs/x", 1)
+    shutil.copy(db, tmp_path / "copy.db")  # what `git add results/` takes: the file, not its -wal
+    copy = sqlite3.connect(tmp_path / "copy.db")
+    assert copy.execute("SELECT status FROM runs").fetchall() == [("done",)]
+    other.close()
+    worker.close()

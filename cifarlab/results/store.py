@@ -179,6 +179,9 @@ class Store:
                  final["machine"], final["wall_seconds"], final["images_per_s"], final["val_acc"],
                  final["val_loss"], final["test_acc"], final["test_loss"],
                  json.dumps(final["per_class_test_acc"]), json.dumps(final["classes"]), run_dir, run_id))
+        # Fold the write-ahead log into the database file, so that a copy of the file taken while
+        # other workers still run (a commit of results/) holds every finished run.
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def fail(self, run_id: int, error: str) -> None:
         with self.transaction() as c:
