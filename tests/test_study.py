@@ -299,3 +299,17 @@ def test_a_copy_of_the_database_file_holds_every_finished_run(tmp_path):
     assert copy.execute("SELECT status FROM runs").fetchall() == [("done",)]
     other.close()
     worker.close()
+
+
+def test_sigterm_stops_every_worker_and_releases_their_claims(study_dir):
+    proc = study(study_dir, "run", "--workers", "2", wait=False)
+    db = study_dir / "results.db"
+    deadline = time.time() + 120
+    while time.time() < deadline and not running(db):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert not running(db)
+    resumed = study(study_dir, "run")  # nothing was lost: the study finishes from where it stopped
+    assert resumed.returncode == 0 and "4 of 4 runs done" in resumed.stdout
