@@ -350,7 +350,8 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
 def status_table(study: Study, store: Store) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
     estimate of the training time left (the mean wall time of the finished runs, per run left)."""
-    rows = ["experiment            done  running  pending  failed"]
+    width = max(20, *(len(v.name) for v in study.variants))
+    rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     walls, left = [], 0
     for v in study.variants:
         counts = {"done": 0, "running": 0, "pending": 0, "failed": 0}
@@ -362,7 +363,7 @@ def status_table(study: Study, store: Store) -> str:
             if status == "done" and row["wall_seconds"] is not None:
                 walls.append(row["wall_seconds"])
         left += counts["running"] + counts["pending"] + counts["failed"]
-        rows.append(f"{v.name:20s} {counts['done']:5d} {counts['running']:8d} {counts['pending']:8d} "
+        rows.append(f"{v.name:{width}s} {counts['done']:5d} {counts['running']:8d} {counts['pending']:8d} "
                     f"{counts['failed']:7d}")
     total = len(study.variants) * len(study.seeds)
     if walls:
