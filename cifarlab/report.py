@@ -391,6 +391,8 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row]) -> list
     return ["## Provenance", "",
             f"- git commits: {listing(commits)}",
             f"- machines: {listing(machines)}",
+            f"- runtimes (device, precision, layout, threads): "
+            f"{listing(unique(r['runtime'] or 'unrecorded' for r in used)) if used else 'none'}",
             f"- torch versions: {listing(torches)}",
             f"- total training wall time of this study on {listing(machines) if machines else 'unrecorded machines'}: "
             f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} process-hours, summed over the "

@@ -155,6 +155,7 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
     assert "![" in text and "(learning_curves.png)" in text and "(test_accuracy.png)" in text
     assert "- git commits: `abc123`\n" in text  # the stale row's commit is not counted
     assert "- torch versions: `2.13.0`" in text and "- machines: `box1`" in text
+    assert "- runtimes (device, precision, layout, threads): `unrecorded`" in text
     # 3*110 + 3*110 + 100 s = 760 s
     assert ("- total training wall time of this study on `box1`: 0 h 13 min over 7 runs (0.21 process-hours"
             in text)

@@ -89,6 +89,8 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     status = study(study_dir, "status")
     assert status.returncode == 0 and "baseline                 2" in status.stdout
     assert "4 of 4 runs done" in status.stdout and "about 0.0 h left" in status.stdout
+    runtimes = sqlite3.connect(study_dir / "results.db").execute("SELECT DISTINCT runtime FROM runs").fetchall()
+    assert len(runtimes) == 1 and runtimes[0][0].startswith("cpu") and runtimes[0][0].endswith("1 threads")
 
     cmd = cli_command("report", "study.toml", "--db", "results.db")
     assert subprocess.run(cmd, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0
@@ -211,7 +213,8 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     # v3: threads left the hash, so this run now equals the same experiment run with any threads
     assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg) == C.config_hash(
         C.from_dict({"optim": {"lr": 0.02}}))
-    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "3"
+    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "4"
+    assert store.runs("s")[0]["runtime"] is None  # v4's column, unknown for older runs
 
 
 def test_sigterm_releases_the_claim(study_dir):

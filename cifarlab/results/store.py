@@ -13,12 +13,15 @@ runs                             one row per (study, experiment, seed, config_ha
     created, started, finished (unix times), wall_seconds, images_per_s
     val_acc, val_loss, test_acc, test_loss, per_class_test_acc (JSON list), classes (JSON list)
     run_dir       where its checkpoint and files live; error (last failure message)
+    runtime       (version 4) device, precision, memory layout and threads of the run
 epochs(run_id, epoch, ...)       train_loss, train_acc, val_loss, val_acc, lr, seconds (train + val)
 
 Version 2 changed no table: config_hash became a hash of the non-default config values
 only (see `config.config_hash`), and the migration recomputes it from each run's stored config.
 Version 3 changed no table either: execution-only keys (threads, checkpoint_every,
 eval_batch_size) left the hash; the same migration step recomputes it.
+Version 4 added runs.runtime: how the run computed ("cpu (AMD EPYC), fp32, channels_last,
+1 threads"), so that wall times of runs made with different thread counts can be told apart.
 
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
@@ -40,7 +43,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -77,6 +80,7 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     ],
     2: [rehash_configs],
     3: [rehash_configs],
+    4: ["ALTER TABLE runs ADD COLUMN runtime TEXT"],
 }
 STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life for this long is reclaimed
 
@@ -174,11 +178,12 @@ class Store:
             c.execute(
                 "UPDATE runs SET status='done', finished=?, git_commit=?, git_dirty=?, versions=?, machine=?, "
                 "wall_seconds=?, images_per_s=?, val_acc=?, val_loss=?, test_acc=?, test_loss=?, "
-                "per_class_test_acc=?, classes=?, run_dir=?, error=NULL WHERE id=?",
+                "per_class_test_acc=?, classes=?, run_dir=?, runtime=?, error=NULL WHERE id=?",
                 (time.time(), final["git_commit"], final["git_dirty"], json.dumps(versions, sort_keys=True),
                  final["machine"], final["wall_seconds"], final["images_per_s"], final["val_acc"],
                  final["val_loss"], final["test_acc"], final["test_loss"],
-                 json.dumps(final["per_class_test_acc"]), json.dumps(final["classes"]), run_dir, run_id))
+                 json.dumps(final["per_class_test_acc"]), json.dumps(final["classes"]), run_dir,
+                 final.get("runtime"), run_id))
         # Fold the write-ahead log into the database file, so that a copy of the file taken while
         # other workers still run (a commit of results/) holds every finished run.
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
