@@ -316,3 +316,9 @@ def test_sigterm_stops_every_worker_and_releases_their_claims(study_dir):
     assert not running(db)
     resumed = study(study_dir, "run")  # nothing was lost: the study finishes from where it stopped
     assert resumed.returncode == 0 and "4 of 4 runs done" in resumed.stdout
+
+
+def test_bad_worker_and_thread_counts_are_refused(study_dir):
+    for flag, value in (("--workers", "0"), ("--threads", "-1")):
+        r = study(study_dir, "run", flag, value)
+        assert r.returncode == 2 and "--workers must be >= 1 and --threads >= 0" in r.stderr, r.stderr
