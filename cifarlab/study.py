@@ -353,18 +353,16 @@ def status_table(study: Study, store: Store) -> str:
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     walls, left = [], 0
-    for v in study.variants:
-        counts = {"done": 0, "running": 0, "pending": 0, "failed": 0}
-        for seed in study.seeds:
-            cfg = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
-            row = store.run(RunKey(study.name, v.name, seed, C.config_hash(cfg)))
-            status = row["status"] if row else "pending"
-            counts[status] += 1
-            if status == "done" and row["wall_seconds"] is not None:
-                walls.append(row["wall_seconds"])
-        left += counts["running"] + counts["pending"] + counts["failed"]
-        rows.append(f"{v.name:{width}s} {counts['done']:5d} {counts['running']:8d} {counts['pending']:8d} "
-                    f"{counts['failed']:7d}")
+    counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
+    for v, _, key in study.runs():
+        row = store.run(key)
+        status = row["status"] if row else "pending"
+        counts[v.name][status] += 1
+        if status == "done" and row["wall_seconds"] is not None:
+            walls.append(row["wall_seconds"])
+        left += status != "done"
+    for name, c in counts.items():
+        rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
     total = len(study.variants) * len(study.seeds)
     if walls:
         mean = sum(walls) / len(walls)
