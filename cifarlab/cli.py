@@ -45,13 +45,16 @@ def build_parser() -> Parser:
     parser = Parser(prog="cifarlab", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    run = sub.add_parser("run", help="train one experiment and print its test accuracy")
+    run = sub.add_parser("run", help="train one experiment and print its validation and test accuracy")
     add_config_args(run)
     run.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     run.add_argument("--out", help="run directory (default: runs/<name>/seed<seed>)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--threads", type=int, help="shortcut for --set train.threads=N (not part of the config hash)")
+    run.add_argument("--hide-test", action="store_true",
+                     help="print validation accuracy only, for a run that feeds a choice (final.json still "
+                          "records the test accuracy, so `study adopt` can use the run)")
     add_data_args(run)
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -123,10 +126,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         args.overrides.append(f"train.threads={args.threads}")
     cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress)
+    if args.hide_test and cfg.data.val_size == 0:
+        raise UserError("--hide-test needs a validation split to choose on: data.val_size is 0; set it > 0")
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
-    print(f"{cfg.name} seed {cfg.train.seed}: {val}test {final['test_acc']:.4f}  "
+    test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
+    print(f"{cfg.name} seed {cfg.train.seed}: {val}{test}"
           f"({final['epochs']} epochs, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s)  -> {run.path}")
     return 0
 

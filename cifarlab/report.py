@@ -322,7 +322,9 @@ def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group:
             *table_lines(spec, rows, f"`{base['experiment']}`"), "",
             f"![{group}: {spec.label} accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
             f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
-            f"**Finding.** {finding(rows)}", ""]
+            f"**Finding.** {finding(rows)}", "",
+            *([f"**Convergence.** {speed_finding(rows, threshold_label(spec))}", ""]
+              if spec.convergence is not None else [])]
 
 
 def versus(s: dict, base: dict) -> dict:
@@ -347,6 +349,39 @@ def finding(rows: list[dict]) -> str:
     if base["n"] == 0:
         return f"{head}; the baseline `{base['experiment']}` has no finished runs yet, so there is no comparison."
     return f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base, "differs by")
+
+
+def speed_finding(rows: list[dict], threshold: str) -> str:
+    """One sentence on how fast the group reaches the convergence threshold; rows[0] is the baseline.
+
+    Only experiments whose every finished seed reached the threshold compete for "fastest": a mean
+    over the seeds that got there would flatter an experiment that often never does."""
+    base, ran = rows[0], [s for s in rows if s["n"] > 0]
+    if not ran:
+        return "No finished runs yet."
+    always = [s for s in ran if s["threshold_never"] == 0]
+    partly = [s for s in ran if s["threshold_never"] > 0]
+    if always:
+        fast = min(always, key=lambda s: s["epochs_to_threshold_mean"])  # ties: the first in table order
+        said = f"Fastest to val ≥ {threshold} in every seed: `{fast['experiment']}`, {epochs_taken(fast)}"
+        if fast is base:
+            said += " (the baseline itself)"
+        elif base["n"] == 0:
+            said += f"; the baseline `{base['experiment']}` has no finished runs yet"
+        elif base["threshold_never"] == 0:
+            said += f"; the baseline `{base['experiment']}` takes {epochs_taken(base)}"
+        said += "."
+    else:
+        said = f"No experiment of the group reached val ≥ {threshold} in every seed."
+    if partly:
+        said += " Not in every seed: " + ", ".join(
+            f"`{s['experiment']}` ({s['threshold_reached']} of {s['n']})" for s in partly) + "."
+    return said
+
+
+def epochs_taken(s: dict) -> str:
+    return (f"{pm_number(s['epochs_to_threshold_mean'], s['epochs_to_threshold_std'], 1)} epochs "
+            f"({pm_number(s['seconds_to_threshold_mean'], s['seconds_to_threshold_std'], 0)} s)")
 
 
 def comparison(s: dict, base: dict, differs: str) -> str:

@@ -32,6 +32,12 @@ def test_run_on_a_1000_image_subset(tmp_path, data_root, repo_experiment):
     # Resuming a finished run re-reads its checkpoint and reports the same accuracies.
     assert again.returncode == 0, again.stderr
     assert again.stdout.split("(")[0] == r.stdout.split("(")[0]
+    # A probe that feeds a choice shows validation only; final.json keeps test for `study adopt`.
+    hidden = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out",
+                 tmp_path / "r", "--resume", "--hide-test", cwd=tmp_path)
+    assert hidden.returncode == 0, hidden.stderr
+    assert "val 0." in hidden.stdout and "test 0." not in hidden.stdout
+    assert hidden.stdout.split("val")[1].split("(")[0].strip() == r.stdout.split("val")[1].split("test")[0].strip()
 
 
 def corrupt(root):
@@ -53,6 +59,7 @@ def bad_checksum(root):
     ([], corrupt, "corrupt or truncated"),
     ([], bad_checksum, "MD5"),
     (["--bogus"], None, "unrecognized arguments: --bogus"),
+    (["--set", "data.val_size=0", "--hide-test"], None, "--hide-test needs a validation split"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, data_root, repo_experiment, args, prepare, message):
     root = data_root

@@ -274,6 +274,29 @@ def test_finding_sentences_use_hand_computed_numbers(grouped, tmp_path):
         "distinguishable from seed noise at this n.")
 
 
+def convergence_of(text: str, group: str) -> str:
+    section = text.split(f"### `{group}`\n", 1)[1]
+    return section.split("**Convergence.** ", 1)[1].split("\n", 1)[0]
+
+
+def test_convergence_sentences(grouped, tmp_path):
+    flip_ids = [r[0] for r in grouped.conn.execute("SELECT id FROM runs WHERE experiment='flip'")]
+    for run_id in flip_ids:  # flip now crosses 50% at epoch 1 (5 s) in every seed; base at epoch 3 (15 s)
+        grouped.conn.execute("UPDATE epochs SET val_acc=0.6 WHERE run_id=? AND epoch=1", (run_id,))
+    text = write_report(grouped, GSPEC, tmp_path, "cmd").read_text(encoding="utf-8")
+    assert convergence_of(text, "aug") == (
+        "Fastest to val ≥ 50% in every seed: `flip`, 1.0 ± 0.0 epochs (5 ± 0 s); the baseline `base` takes "
+        "3.0 ± 0.0 epochs (15 ± 0 s).")
+    assert convergence_of(text, "rev") == (
+        "Fastest to val ≥ 50% in every seed: `flip`, 1.0 ± 0.0 epochs (5 ± 0 s) (the baseline itself).")
+    assert convergence_of(text, "noise") == (
+        "Fastest to val ≥ 50% in every seed: `base`, 3.0 ± 0.0 epochs (15 ± 0 s) (the baseline itself). "
+        "Not in every seed: `noisy` (2 of 3).")
+    assert convergence_of(text, "empty") == "No finished runs yet."
+    assert "**Convergence.**" not in write_report(grouped, dataclasses.replace(GSPEC, convergence=None),
+                                                  tmp_path / "off", "cmd").read_text(encoding="utf-8")
+
+
 def test_convergence_epochs_and_seconds(grouped):
     by = {s["experiment"]: s for s in summarize(grouped, GSPEC)}
     noisy = by["noisy"]  # seed 0: epoch 2 (10 s), seed 1: epoch 1 (5 s), seed 2: never

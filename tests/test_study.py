@@ -191,7 +191,9 @@ def test_groups_and_convergence_are_parsed(tmp_path):
     basic = load_study(os.path.join(os.path.dirname(__file__), "..", "studies", "basic.toml")).spec()
     assert list(basic.questions) == ["regularization", "input-scaling", "optimizers", "schedules", "bn-dropout"]
     assert basic.members("optimizers") == ["final", "final-adam", "final-adamw"]
-    assert basic.members("regularization")[0] == "baseline" and basic.convergence == 0.8
+    assert basic.members("regularization")[0] == "baseline" and basic.convergence == 0.7
+    assert basic.members("bn-dropout") == ["final", "final-dropout-then-bn", "aug-bn-only", "aug-dropout-only",
+                                           "aug-neither"]
 
 
 def test_migration_from_v1_rehashes_stored_configs(tmp_path):
@@ -254,6 +256,19 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     again = subprocess.run(cli_command("study", "adopt", "study.toml", "mine", "--db", "results.db"),
                            cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "already done" in again.stdout
+    import shutil
+    for name, edit, message in [
+            ("short", lambda d: (d / "metrics.jsonl").write_text((d / "metrics.jsonl").read_text().splitlines()[0]
+                                                                  + "\n"),
+             "metrics.jsonl has 1 epochs, final.json 2"),
+            ("other", lambda d: (d / "config.toml").write_text((d / "config.toml").read_text()
+                                                                .replace("lr = 0.05", "lr = 0.07")),
+             "its config and seed (1) match no run of study tiny")]:
+        shutil.copytree(study_dir / "mine", study_dir / name)
+        edit(study_dir / name)
+        bad = subprocess.run(cli_command("study", "adopt", "study.toml", name, "--db", "results.db"),
+                             cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+        assert bad.returncode == 2 and message in bad.stderr and bad.stderr.count("\n") == 1, bad.stderr
     (study_dir / "mine" / "final.json").unlink()
     unfinished = subprocess.run(cli_command("study", "adopt", "study.toml", "mine", "--db", "results.db"),
                                 cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
