@@ -91,7 +91,8 @@ def build_parser() -> Parser:
     results = sub.add_parser("results", help="export the results database")
     results.add_argument("action", choices=["export"])
     results.add_argument("--format", choices=["csv"], default="csv")
-    results.add_argument("--study", help="only this study (default: all)")
+    results.add_argument("--study", help="only this study, by name or TOML file; a file adds a `current` column "
+                                         "(1: counted by its report, 0: a superseded config) (default: all)")
     results.add_argument("--out", default="results/export", help="output folder")
     add_db_arg(results)
 
@@ -224,7 +225,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.report import export_csv
     from cifarlab.results import open_store
 
-    for path in export_csv(open_store(args.db), Path(args.out), args.study):
+    name, current = args.study, None
+    if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
+        from cifarlab.study import load_study
+
+        spec = load_study(find_study(args.study)).spec()
+        name, current = spec.name, spec.hashes
+    for path in export_csv(open_store(args.db), Path(args.out), name, current):
         print(f"wrote {path}")
     return 0
 

@@ -604,8 +604,11 @@ def draw_bar(ax, i: int, s: dict, bottom: float) -> None:
 
 # ----------------------------------------------------------------------------- CSV
 
-def export_csv(store: Store, out_dir: Path, study: str | None) -> list[Path]:
-    """Write runs.csv and epochs.csv (one study, or all) to out_dir; returns their paths."""
+def export_csv(store: Store, out_dir: Path, study: str | None, current: dict[str, str] | None = None) -> list[Path]:
+    """Write runs.csv and epochs.csv (one study, or all) to out_dir; returns their paths.
+
+    With `current` (experiment -> the config hash its study file defines now), runs.csv gets a
+    `current` column: 1 for the rows the study's report counts, 0 for superseded configs."""
     runs = store.runs(study)
     if study is not None and not runs:
         raise UserError(f"no runs recorded for study {study!r}; studies in the database: "
@@ -614,19 +617,21 @@ def export_csv(store: Store, out_dir: Path, study: str | None) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     # Column names from the table itself, so that an empty export still has its header.
     columns = [d[0] for d in store.conn.execute("SELECT * FROM runs LIMIT 0").description]
-    return [write_runs_csv(runs, columns, out_dir / "runs.csv"),
+    return [write_runs_csv(runs, columns, out_dir / "runs.csv", current),
             write_epochs_csv(store, runs, out_dir / "epochs.csv")]
 
 
-def write_runs_csv(runs: list[sqlite3.Row], all_columns: list[str], path: Path) -> Path:
+def write_runs_csv(runs: list[sqlite3.Row], all_columns: list[str], path: Path,
+                   current: dict[str, str] | None = None) -> Path:
     versions = [json.loads(r["versions"]) if r["versions"] else {} for r in runs]
     version_keys = sorted({k for v in versions for k in v})
     columns = [c for c in all_columns if c != "versions"]
     with path.open("w", newline="", encoding="utf-8") as f:
         w = csv.writer(f, lineterminator="\n")
-        w.writerow(columns + [f"version_{k}" for k in version_keys])
+        w.writerow(columns + ([] if current is None else ["current"]) + [f"version_{k}" for k in version_keys])
         for r, v in zip(runs, versions):
-            w.writerow([r[c] for c in columns] + [v.get(k) for k in version_keys])
+            now = [] if current is None else [int(current.get(r["experiment"]) == r["config_hash"])]
+            w.writerow([r[c] for c in columns] + now + [v.get(k) for k in version_keys])
     return path
 
 

@@ -361,3 +361,9 @@ def test_export_csv_rows_and_columns(store, tmp_path):
     assert list(epochs[0])[:6] == ["study", "experiment", "seed", "config_hash", "run_id", "epoch"]
     with pytest.raises(UserError, match="no runs"):
         export_csv(store, tmp_path, "other")
+    assert "current" not in runs[0]
+    runs_path, _ = export_csv(store, tmp_path / "cur", "s", current=SPEC.hashes)
+    with runs_path.open(newline="") as f:
+        marked = {(r["experiment"], r["seed"], r["config_hash"]): r["current"] for r in csv.DictReader(f)}
+    assert marked[("flip", "0", "old")] == "0" and marked[("flip", "0", "hf")] == "1"
+    assert sum(v == "1" for v in marked.values()) == 9  # all but the superseded flip row

@@ -106,6 +106,10 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     export = cli_command("results", "export", "--format", "csv", "--db", "results.db", "--out", "export")
     assert subprocess.run(export, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0
     assert len((study_dir / "export" / "runs.csv").read_text().splitlines()) == 5
+    export = cli_command("results", "export", "--study", "study.toml", "--db", "results.db", "--out", "cur")
+    assert subprocess.run(export, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0
+    header, *rows = (study_dir / "cur" / "runs.csv").read_text().splitlines()
+    assert "current" in header.split(",") and len(rows) == 4
 
 
 def test_sigkill_at_random_moments_loses_nothing(study_dir, tmp_path):
