@@ -135,6 +135,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
     print(f"{cfg.name} seed {cfg.train.seed}: {val}{test}"
           f"({final['epochs']} epochs, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s)  -> {run.path}")
+    if final.get("stopped"):
+        print(f"stopped early: {final['stopped']}")
     return 0
 
 

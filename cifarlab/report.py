@@ -176,6 +176,7 @@ def run_numbers(runs: dict[int, sqlite3.Row], ref_score: dict[int, float], metri
     return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds], "score_by_seed": score,
             "score_mean": score_mean, "score_std": score_std, "score_lo": score_lo, "score_hi": score_hi,
             "val_mean": val_mean, "val_std": val_std, **diff_numbers(score, ref_score),
+            "stopped": {s: runs[s]["stopped"] for s in seeds if runs[s]["stopped"]},
             "wall_mean": mean_std(present(runs[s]["wall_seconds"] for s in seeds))[0],
             "images_per_s_mean": mean_std(present(runs[s]["images_per_s"] for s in seeds))[0]}
 
@@ -249,7 +250,10 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
                   "s: training + validation seconds up to and including that epoch.", ""]
     lines += table_lines(spec, summary, "reference")
     notes = [f"- `{s['experiment']}`: {s['note']}" for s in summary if s["note"]]
-    return lines + ([""] + notes if notes else [])
+    stopped = [f"- `{s['experiment']}` seed {seed}: {why}; the statistics include it, with the accuracies of "
+               "the model it ended with." for s in summary for seed, why in s["stopped"].items()]
+    return (lines + ([""] + notes if notes else [])
+            + (["", "Runs that ended early:", "", *stopped] if stopped else []))
 
 
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:

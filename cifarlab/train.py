@@ -150,24 +150,36 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
                disable=not progress, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
     for epoch in range(start, s.epochs):
+        if history and diverged(history[-1]):
+            break  # resuming a run that diverged: its weights are not numbers any more
         row = run_epoch(s, splits, train_split, epoch, bar)
         row["elapsed"] = time.perf_counter() - clock
         history.append(row)
         run.write_metrics(history)
         if on_epoch is not None:
             on_epoch(row)
-        if (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
+        stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
+        if stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
             run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
                                  "epoch": epoch + 1, "config_hash": C.config_hash(cfg),
                                  "seed": cfg.train.seed})
+        if stop:
+            break
     bar.close()
     final = finish(s, splits, history, clock)
     run.write_final(final)
     return final
 
 
+def diverged(row: dict) -> bool:
+    return not math.isfinite(row["train_loss"])
+
+
 def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dict:
-    """Test once, at the end; gather timings and provenance."""
+    """Test once, at the end; gather timings and provenance.
+
+    A run that diverged ends at its first epoch with a non-finite training loss; `stopped` says
+    so, and its accuracies are those of the diverged model (chance), honestly recorded."""
     t = time.perf_counter()
     test = evaluate(s.model, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes)
     test_seconds = time.perf_counter() - t
@@ -175,6 +187,8 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
     return {
         "name": s.cfg.name, "seed": s.cfg.train.seed, "config_hash": C.config_hash(s.cfg),
         "epochs": len(history), "steps": s.total_steps, "parameters": count_parameters(s.model),
+        "stopped": (f"diverged: non-finite training loss at epoch {len(history)} of {s.epochs}"
+                    if diverged(history[-1]) else None),
         "val_acc": history[-1].get("val_acc"), "val_loss": history[-1].get("val_loss"),
         "test_acc": test["acc"], "test_loss": test["loss"], "per_class_test_acc": test["per_class_acc"],
         "classes": list(splits.classes),

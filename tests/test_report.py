@@ -345,6 +345,17 @@ def test_grouped_report_is_byte_for_byte_reproducible(grouped, tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_runs_that_ended_early_are_listed(store, tmp_path):
+    store.conn.execute("UPDATE runs SET stopped='diverged: non-finite training loss at epoch 2 of 3' "
+                       "WHERE experiment='base' AND seed=2")
+    text = write_report(store, SPEC, tmp_path, "cmd").read_text(encoding="utf-8")
+    assert ("Runs that ended early:\n\n- `base` seed 2: diverged: non-finite training loss at epoch 2 of 3; the "
+            "statistics include it, with the accuracies of the model it ended with.") in text
+    assert "| `base` | 3 | 71.00 ± 1.00 |" in text  # still counted
+    store.conn.execute("UPDATE runs SET stopped=NULL")
+    assert "ended early" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- CSV
 
 def test_export_csv_rows_and_columns(store, tmp_path):

@@ -219,8 +219,9 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     # v3: threads left the hash, so this run now equals the same experiment run with any threads
     assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg) == C.config_hash(
         C.from_dict({"optim": {"lr": 0.02}}))
-    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "4"
+    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "5"
     assert store.runs("s")[0]["runtime"] is None  # v4's column, unknown for older runs
+    assert store.runs("s")[0]["stopped"] is None  # v5's: older runs ran all their epochs
 
 
 def test_sigterm_releases_the_claim(study_dir):
@@ -314,8 +315,9 @@ def test_a_copy_of_the_database_file_holds_every_finished_run(tmp_path):
     row = worker.claim("s", [key])
     final = {k: "v" for k in ("python", "torch", "numpy", "cifarlab", "platform", "git_commit", "machine")}
     final.update(git_dirty=0, wall_seconds=1.0, images_per_s=1.0, val_acc=0.5, val_loss=1.0, test_acc=0.5,
-                 test_loss=1.0, per_class_test_acc=[0.5], classes=["a"])
+                 test_loss=1.0, per_class_test_acc=[0.5], classes=["a"], stopped="diverged: at epoch 1 of 2")
     worker.finish(row["id"], final, "runs/x", 1)
+    assert worker.run(key)["stopped"] == "diverged: at epoch 1 of 2"
     shutil.copy(db, tmp_path / "copy.db")  # what `git add results/` takes: the file, not its -wal
     copy = sqlite3.connect(tmp_path / "copy.db")
     assert copy.execute("SELECT status FROM runs").fetchall() == [("done",)]

@@ -97,3 +97,18 @@ def test_final_json_has_provenance(splits, tmp_path):
     final = json.loads((tmp_path / "r" / "final.json").read_text())
     assert {"git_commit", "torch", "machine", "config_hash", "wall_seconds"} <= set(final)
     assert final["runtime"].startswith("cpu") and torch.__version__ == final["torch"]
+
+
+def test_a_diverged_run_stops_and_says_so(splits, tmp_path):
+    # No BatchNorm and an absurd learning rate: the loss turns non-finite in the first epochs.
+    cfg = C.from_dict({**TINY, "model": {**TINY["model"], "batchnorm": False}, "optim": {"lr": 1e6},
+                       "schedule": {"name": "constant", "warmup": 0.0}, "train": {**TINY["train"], "epochs": 4}})
+    final = run(cfg, splits, tmp_path / "r")
+    history = RunDir(tmp_path / "r").read_metrics()
+    assert final["epochs"] == len(history) < 4
+    assert final["stopped"] == f"diverged: non-finite training loss at epoch {len(history)} of 4"
+    assert 0 <= final["test_acc"] <= 1
+    # Resuming it trains nothing more; a healthy run has no `stopped`.
+    assert run(cfg, splits, tmp_path / "r", resume=True)["epochs"] == len(history)
+    assert len(RunDir(tmp_path / "r").read_metrics()) == len(history)
+    assert run(C.from_dict(TINY), splits, tmp_path / "ok")["stopped"] is None

@@ -43,7 +43,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -81,6 +81,7 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     2: [rehash_configs],
     3: [rehash_configs],
     4: ["ALTER TABLE runs ADD COLUMN runtime TEXT"],
+    5: ["ALTER TABLE runs ADD COLUMN stopped TEXT"],  # why a done run ended before its last epoch
 }
 STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life for this long is reclaimed
 
@@ -178,12 +179,12 @@ class Store:
             c.execute(
                 "UPDATE runs SET status='done', finished=?, git_commit=?, git_dirty=?, versions=?, machine=?, "
                 "wall_seconds=?, images_per_s=?, val_acc=?, val_loss=?, test_acc=?, test_loss=?, "
-                "per_class_test_acc=?, classes=?, run_dir=?, runtime=?, error=NULL WHERE id=?",
+                "per_class_test_acc=?, classes=?, run_dir=?, runtime=?, stopped=?, error=NULL WHERE id=?",
                 (time.time(), final["git_commit"], final["git_dirty"], json.dumps(versions, sort_keys=True),
                  final["machine"], final["wall_seconds"], final["images_per_s"], final["val_acc"],
                  final["val_loss"], final["test_acc"], final["test_loss"],
                  json.dumps(final["per_class_test_acc"]), json.dumps(final["classes"]), run_dir,
-                 final.get("runtime"), run_id))
+                 final.get("runtime"), final.get("stopped"), run_id))
         # Fold the write-ahead log into the database file, so that a copy of the file taken while
         # other workers still run (a commit of results/) holds every finished run.
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
