@@ -161,6 +161,7 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
                     "group": spec.groups.get(exp, ""), "registered": sum(r["experiment"] == exp for r in rows),
                     **run_numbers(runs, ref_score, spec.metric), "target": spec.targets.get(exp),
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
+        out[-1].update(train_numbers(store, out[-1]["run_ids"]))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(store, out[-1]["run_ids"], spec.convergence))
     return out
@@ -184,6 +185,17 @@ def run_numbers(runs: dict[int, sqlite3.Row], ref_score: dict[int, float], metri
 def diff_numbers(score: dict[int, float], other: dict[int, float]) -> dict:
     diff_mean, diff_lo, diff_hi, diff_n = paired_diff(score, other)
     return {"diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n}
+
+
+def train_numbers(store: Store, run_ids: list[int]) -> dict:
+    """Training accuracy of each run's last epoch (dropout and augmentation on), mean ± std.
+
+    Beside validation accuracy it tells over-fitting (train far above val) from under-fitting."""
+    last: dict[int, float | None] = {}
+    for e in store.epochs(run_ids) if run_ids else []:
+        last[e["run_id"]] = e["train_acc"]  # epochs come in order
+    train_mean, train_std = mean_std(present(last.values()))
+    return {"train_mean": train_mean, "train_std": train_std}
 
 
 def convergence_numbers(store: Store, run_ids: list[int], threshold: float) -> dict:
@@ -259,7 +271,7 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
     """The results table; `against` names what the Δ column compares with."""
     header = ["experiment", "n", f"{spec.label} acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
-              "target", *([] if spec.selection else ["val acc"]), "wall s/run", "img/s"]
+              "target", *([] if spec.selection else ["val acc"]), "train acc, last epoch", "wall s/run", "img/s"]
     if spec.convergence is not None:
         header += [f"epochs to val ≥ {threshold_label(spec)}", f"s to val ≥ {threshold_label(spec)}"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -277,7 +289,7 @@ def threshold_label(spec: StudySpec) -> str:
 def table_cells(s: dict, with_val: bool = True) -> list[str]:
     val = [pm(s["val_mean"], s["val_std"]) if s["n"] else DASH] if with_val else []
     if s["n"] == 0:
-        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), *val, DASH, DASH]
+        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), *val, DASH, DASH, DASH]
     if s["reference"]:
         delta = "reference"
     elif s["diff_n"] == 0:
@@ -286,7 +298,7 @@ def table_cells(s: dict, with_val: bool = True) -> list[str]:
         delta = f"{signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)} (n={s['diff_n']})"
     return [f"`{s['experiment']}`", str(s["n"]), pm(s["score_mean"], s["score_std"]),
             interval(s["score_lo"], s["score_hi"]), delta, pct(s["target"]),
-            *val, number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
+            *val, pm(s["train_mean"], s["train_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
 
 
 def convergence_cells(s: dict) -> list[str]:

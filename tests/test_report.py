@@ -143,10 +143,11 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
     text = readme.read_text(encoding="utf-8")
     assert readme == tmp_path / "out" / "README.md"
     assert "cifarlab report s" in text and "read from the results database" in text
-    assert "| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | 73.00 | 70.00 ± 1.00 | 110 | 520 |" in text
+    assert ("| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | 73.00 | 70.00 ± 1.00 | 61.00 ± 1.00 "
+            "| 110 | 520 |") in text
     assert "| `flip` | 3 | 74.33 ± 1.53 | [70.54, 78.13] | +3.33 [+1.90, +4.77] (n=3) | — |" in text
-    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 100 | 500 |" in text
-    assert "| `ghost` | 0 | — | — | — | — | — | — | — |" in text
+    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 60.00 | 100 | 500 |" in text
+    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — |" in text
     assert "- `augment.flip: false -> true`" in text
     assert "- `model.widths: [32, 64, 128] -> [64, 128, 256]`" in text
     assert "train.seed" not in text and "`name" not in text
@@ -169,7 +170,7 @@ def test_a_selection_study_reports_validation_accuracy_and_never_test(store, tmp
     assert text.startswith("# Study `s`\n\nChooses the flip setting.\n") and "**A selection study**" in text
     # base: val = test - 0.01 per seed -> 70.00 ± 1.00; no separate val column
     assert "| experiment | n | validation acc mean ± std | 95% CI |" in text and "| val acc |" not in text
-    assert "| `base` | 3 | 70.00 ± 1.00 | [67.52, 72.48] | reference | 73.00 | 110 | 520 |" in text
+    assert "| `base` | 3 | 70.00 ± 1.00 | [67.52, 72.48] | reference | 73.00 | 61.00 ± 1.00 | 110 | 520 |" in text
     assert "71.00" not in text and "74.33" not in text  # no test mean anywhere
     assert (tmp_path / "validation_accuracy.png").exists() and not (tmp_path / "test_accuracy.png").exists()
 
@@ -234,12 +235,13 @@ def test_group_table_lists_baseline_first_with_delta_against_it(grouped, tmp_pat
     aug = text.split("### `aug`\n", 1)[1].split("### `noise`", 1)[0]
     assert "**Question.** Do flips help?" in aug
     assert "| experiment | n | test acc mean ± std | 95% CI | Δ vs `base` (paired, 95% CI) | target | val acc " \
-           "| wall s/run | img/s | epochs to val ≥ 50% | s to val ≥ 50% |" in aug
+           "| train acc, last epoch | wall s/run | img/s | epochs to val ≥ 50% | s to val ≥ 50% |" in aug
     rows = [line for line in aug.splitlines() if line.startswith("| `")]
-    assert rows == ["| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | — | 70.00 ± 1.00 | 110 | 520 "
-                    "| 3.0 ± 0.0 | 15 ± 0 |",
+    # train acc: the last (3rd) epoch's, 0.6 + 0.01 * seed in the fixture
+    assert rows == ["| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | — | 70.00 ± 1.00 | 61.00 ± 1.00 "
+                    "| 110 | 520 | 3.0 ± 0.0 | 15 ± 0 |",
                     "| `flip` | 3 | 74.33 ± 1.53 | [70.54, 78.13] | +3.33 [+1.90, +4.77] (n=3) | — "
-                    "| 73.33 ± 1.53 | 110 | 520 | 3.0 ± 0.0 | 15 ± 0 |"]
+                    "| 73.33 ± 1.53 | 61.00 ± 1.00 | 110 | 520 | 3.0 ± 0.0 | 15 ± 0 |"]
     rev = text.split("### `rev`\n", 1)[1]
     assert [line.split(" | ")[0] for line in rev.splitlines() if line.startswith("| `")] == ["| `flip`", "| `base`"]
     assert "| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | -3.33 [-4.77, -1.90] (n=3) |" in rev
@@ -314,8 +316,8 @@ def test_convergence_columns(grouped, tmp_path):
     text = write_report(grouped, GSPEC, tmp_path, "cmd").read_text(encoding="utf-8")
     table = text.split("## Findings", 1)[0]
     assert "| 1.5 ± 0.7; 1 of 3 never reached | 8 ± 4 |" in table
-    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 100 | 500 | 3.0 | 15 |" in table
-    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — |" in table
+    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 60.00 | 100 | 500 | 3.0 | 15 |" in table
+    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — | — |" in table
     never = StudySpec(name="s", reference="base", experiments=("base",), targets={}, hashes={"base": "hb"},
                       convergence=0.99)
     text = write_report(grouped, never, tmp_path / "never", "cmd").read_text(encoding="utf-8")
