@@ -161,9 +161,10 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
                     "group": spec.groups.get(exp, ""), "registered": sum(r["experiment"] == exp for r in rows),
                     **run_numbers(runs, ref_score, spec.metric), "target": spec.targets.get(exp),
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
-        out[-1].update(train_numbers(store, out[-1]["run_ids"]))
+        epochs = epochs_by_run(store, out[-1]["run_ids"])
+        out[-1].update(train_numbers(epochs))
         if spec.convergence is not None:
-            out[-1].update(convergence_numbers(store, out[-1]["run_ids"], spec.convergence))
+            out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
     return out
 
 
@@ -187,22 +188,24 @@ def diff_numbers(score: dict[int, float], other: dict[int, float]) -> dict:
     return {"diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n}
 
 
-def train_numbers(store: Store, run_ids: list[int]) -> dict:
-    """Training accuracy of each run's last epoch (dropout and augmentation on), mean ± std.
-
-    Beside validation accuracy it tells over-fitting (train far above val) from under-fitting."""
-    last: dict[int, float | None] = {}
-    for e in store.epochs(run_ids) if run_ids else []:
-        last[e["run_id"]] = e["train_acc"]  # epochs come in order
-    train_mean, train_std = mean_std(present(last.values()))
-    return {"train_mean": train_mean, "train_std": train_std}
-
-
-def convergence_numbers(store: Store, run_ids: list[int], threshold: float) -> dict:
-    """Epochs and seconds to the first epoch with val_acc >= threshold, over the seeds that get there."""
+def epochs_by_run(store: Store, run_ids: list[int]) -> dict[int, list[sqlite3.Row]]:
+    """Each run's epoch rows, in epoch order."""
     epochs: dict[int, list[sqlite3.Row]] = {}
     for e in store.epochs(run_ids) if run_ids else []:
         epochs.setdefault(e["run_id"], []).append(e)
+    return epochs
+
+
+def train_numbers(epochs: dict[int, list[sqlite3.Row]]) -> dict:
+    """Training accuracy of each run's last epoch (dropout and augmentation on), mean ± std.
+
+    Beside validation accuracy it tells over-fitting (train far above val) from under-fitting."""
+    train_mean, train_std = mean_std(present(rows[-1]["train_acc"] for rows in epochs.values() if rows))
+    return {"train_mean": train_mean, "train_std": train_std}
+
+
+def convergence_numbers(epochs: dict[int, list[sqlite3.Row]], run_ids: list[int], threshold: float) -> dict:
+    """Epochs and seconds to the first epoch with val_acc >= threshold, over the seeds that get there."""
     hits = [h for h in (first_crossing(epochs.get(i, []), threshold) for i in run_ids) if h is not None]
     ep_mean, ep_std = mean_std(float(e) for e, _ in hits)
     s_mean, s_std = mean_std(s for _, s in hits)
