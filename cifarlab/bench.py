@@ -1,6 +1,7 @@
 """Benchmarks.
 
-`cifarlab bench throughput`: training images/s of the default path vs plain PyTorch.
+`cifarlab bench throughput`: training images/s and CPU time per step of the default path vs
+plain PyTorch.
 
 Both configurations run in the same process, in alternating rounds, so drift of a
 shared machine hits both alike; the median round is reported. "Plain" is what a
@@ -38,8 +39,10 @@ def synthetic_splits(batch_size: int, num_classes: int = 10) -> Splits:
     return Splits(split, None, split, classes, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7))
 
 
-def time_steps(s: Session, split: Split, steps: int, keep_memory: bool) -> float:
-    """Images/s over `steps` training steps (after two untimed ones)."""
+def time_steps(s: Session, split: Split, steps: int, keep_memory: bool) -> tuple[float, float]:
+    """(images/s of wall time, CPU ms of this process per step) over `steps` training steps,
+    after two untimed ones. On a shared machine wall time counts the other processes' turns;
+    CPU time (all of this process's threads) does not, so it compares configurations fairly."""
     if s.rt.device.type == "cpu":
         runtime.keep_freed_memory(keep_memory)
     gen = torch.Generator(device=s.rt.device).manual_seed(0)
@@ -47,11 +50,12 @@ def time_steps(s: Session, split: Split, steps: int, keep_memory: bool) -> float
     for _ in range(2):
         train_step(s, images, labels, gen)
     sync(s.rt.device)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
         train_step(s, images, labels, gen)
     sync(s.rt.device)
-    return steps * len(labels) / (time.perf_counter() - start)
+    cpu_ms = (time.process_time() - cpu_start) / steps * 1e3
+    return steps * len(labels) / (time.perf_counter() - start), cpu_ms
 
 
 def sync(device: torch.device) -> None:
@@ -70,25 +74,33 @@ ABLATIONS: dict[str, tuple[dict, bool]] = {
 
 
 def throughput(experiment: str | None, batch_size: int | None, steps: int, rounds: int,
-               ablate: bool = False) -> dict[str, float]:
-    """Median images/s of each configuration, measured in alternating rounds; prints a table."""
+               ablate: bool = False, threads: int = 0) -> dict[str, float]:
+    """Median images/s (wall) and CPU ms per step of each configuration, measured in
+    alternating rounds; prints a table. threads=0 keeps PyTorch's default."""
     cfg = C.load(experiment) if experiment else C.ExperimentConfig(name="tutorial-net")
     bs = batch_size or cfg.train.batch_size
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads or cfg.train.threads))
     splits = synthetic_splits(bs)
     names = list(ABLATIONS) if ablate else ["default", "plain fp32 eager NCHW"]
     sessions = {n: build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ABLATIONS[n][0])),
                                  splits) for n in names}
     rates: dict[str, list[float]] = {n: [] for n in names}
+    cpu: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(rounds):
         for n, s in sessions.items():
-            rates[n].append(time_steps(s, splits.train, steps, keep_memory=ABLATIONS[n][1]))
+            rate, cpu_ms = time_steps(s, splits.train, steps, keep_memory=ABLATIONS[n][1])
+            rates[n].append(rate)
+            cpu[n].append(cpu_ms)
     runtime.keep_freed_memory(True)
     medians = {n: statistics.median(r) for n, r in rates.items()}
+    cpu_medians = {n: statistics.median(c) for n, c in cpu.items()}
     plain = medians["plain fp32 eager NCHW"]
     print(f"model {cfg.model.name} ({cfg.name}), batch {bs}, {steps} steps x {rounds} rounds, torch {torch.__version__}")
     for n, s in sessions.items():
-        print(f"  {n:26s} {medians[n]:8.0f} img/s  {medians[n] / plain:5.2f}x plain   [{s.rt.describe()}]")
-    print(f"  ratio default / plain: {medians['default'] / plain:.2f}x")
+        print(f"  {n:26s} {medians[n]:8.0f} img/s  {medians[n] / plain:5.2f}x plain  "
+              f"{cpu_medians[n]:8.1f} CPU ms/step   [{s.rt.describe()}]")
+    print(f"  ratio default / plain: {medians['default'] / plain:.2f}x (wall), "
+          f"{cpu_medians['plain fp32 eager NCHW'] / cpu_medians['default']:.2f}x (CPU time)")
     return {**medians, "ratio": medians["default"] / plain}
 
 
@@ -103,7 +115,7 @@ def profile(experiment: str | None, batch_size: int | None, steps: int, threads:
         cfg.train, threads=threads, batch_size=batch_size or cfg.train.batch_size))
     splits = synthetic_splits(cfg.train.batch_size)
     s = build_session(cfg, splits)
-    rate = time_steps(s, splits.train, steps, keep_memory=True)  # warms up, and a rate to print
+    rate, _ = time_steps(s, splits.train, steps, keep_memory=True)  # warms up, and a rate to print
     gen = torch.Generator(device=s.rt.device).manual_seed(0)
     images, labels = splits.train.images.to(s.rt.device), splits.train.labels.to(s.rt.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.rt.device.type == "cuda" else [])

@@ -65,6 +65,7 @@ def build_parser() -> Parser:
     tp.add_argument("--steps", type=int, default=30, help="timed steps per configuration and round")
     tp.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     tp.add_argument("--ablate", action="store_true", help="also time the default path minus one technique at a time")
+    tp.add_argument("--threads", type=int, default=0, help="CPU threads (default: the experiment's, else PyTorch's)")
 
     study = sub.add_parser("study", help="run a study (variants x seeds), show its progress, or adopt "
                                          "finished runs made with `cifarlab run`")
@@ -254,7 +255,9 @@ def load_experiment(args: argparse.Namespace, seed: int | None = None, progress:
 def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab import bench
     if args.bench == "throughput":
-        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate)
+        if min(args.steps, args.rounds) < 1 or args.threads < 0 or (args.batch_size or 1) < 1:
+            raise UserError("--steps, --rounds and --batch-size must be >= 1 and --threads >= 0")
+        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate, args.threads)
         return 0
     if args.bench == "profile":
         if min(args.steps, args.rows) < 1 or args.threads < 0 or (args.batch_size or 1) < 1:

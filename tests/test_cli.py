@@ -99,6 +99,14 @@ def test_bench_throughput_smoke(tmp_path):
     r = cli("bench", "throughput", "--steps", "1", "--rounds", "1", "--batch-size", "8", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert "ratio default / plain" in r.stdout and "plain fp32 eager NCHW" in r.stdout
+    assert "CPU ms/step" in r.stdout and "1 threads" in cli(
+        "bench", "throughput", "--steps", "1", "--rounds", "1", "--batch-size", "8", "--threads", "1", cwd=tmp_path).stdout
+
+
+def test_bench_throughput_rejects_zero_steps(tmp_path):
+    r = cli("bench", "throughput", "--steps", "0", cwd=tmp_path)
+    assert r.returncode != 0 and "--steps, --rounds and --batch-size must be >= 1" in r.stderr
+    assert "Traceback" not in r.stderr
 
 
 def test_bench_profile_lists_the_convolutions_by_shape(tmp_path):
