@@ -160,7 +160,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.workers < 1 or args.threads < 0:
         raise UserError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
     study = load_study(find_study(args.study))
-    store = open_store(args.db)
+    store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
         print(status_table(study, store))
         return 0
@@ -219,7 +219,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     study = load_study(path)
     out = Path(args.out) if args.out else Path("reports") / study.name
     command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
-    readme = write_report(open_store(args.db), study.spec(), out, command)
+    readme = write_report(open_store(args.db, must_exist=True), study.spec(), out, command)
     print(f"wrote {readme}")
     return 0
 
@@ -234,7 +234,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         spec = load_study(find_study(args.study)).spec()
         name, current = spec.name, spec.hashes
-    for path in export_csv(open_store(args.db), Path(args.out), name, current):
+    for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
         print(f"wrote {path}")
     return 0
 

@@ -343,3 +343,14 @@ def test_bad_worker_and_thread_counts_are_refused(study_dir):
     for flag, value in (("--workers", "0"), ("--threads", "-1")):
         r = study(study_dir, "run", flag, value)
         assert r.returncode == 2 and "--workers must be >= 1 and --threads >= 0" in r.stderr, r.stderr
+
+
+def test_reading_commands_refuse_a_missing_database(study_dir):
+    status = study(study_dir, "status", db="typo.db")
+    assert status.returncode == 2 and "results database not found: typo.db" in status.stderr, status.stderr
+    for args in (("report", "study.toml", "--out", "report"), ("results", "export", "--out", "csv")):
+        r = subprocess.run(cli_command(*args, "--db", "typo.db"), cwd=study_dir, env=cli_env(),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 2 and "results database not found: typo.db" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr
+    assert not (study_dir / "typo.db").exists() and not (study_dir / "report").exists()
