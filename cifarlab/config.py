@@ -137,6 +137,9 @@ def validate(cfg: ExperimentConfig) -> None:
     for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.train.label_smoothing):
         if not 0 <= rate < 1:
             raise ConfigError(f"dropout rates and label smoothing must lie in [0, 1), got {rate}")
+    if not cfg.augment.translate < 1:
+        raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
+                          "as a fraction of the image width (the tutorial's is 0.1)")
     if cfg.model.dropout and len(cfg.model.dropout) != len(cfg.model.widths):
         raise ConfigError(f"model.dropout has {len(cfg.model.dropout)} rates but model.widths has "
                           f"{len(cfg.model.widths)} blocks; give one rate per block or []")
