@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import tomllib
 import typing
 from dataclasses import dataclass, field
@@ -122,8 +123,19 @@ NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_eve
               ("train", "eval_batch_size")}
 
 
+# Experiment, variant and study names become directory names (runs/<study>/<variant>/...).
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def check_name(name: str, what: str) -> None:
+    if not NAME.fullmatch(name):
+        raise ConfigError(f"{what} {name!r} is not a valid name: use letters, digits, '.', '-' and '_', "
+                          "starting with a letter or digit (it becomes a directory name)")
+
+
 def validate(cfg: ExperimentConfig) -> None:
     """Range checks that types alone cannot express."""
+    check_name(cfg.name, "experiment name")
     for section in SECTIONS:
         sub = getattr(cfg, section)
         for f in dataclasses.fields(sub):

@@ -167,7 +167,14 @@ def load_study(path: str | Path) -> Study:
     selection = raw.get("selection", False)
     if not isinstance(selection, bool):
         raise ConfigError(f"{path}: `selection` must be true or false, got {selection!r}")
-    return Study(str(raw.get("name", path.stem)), path, seeds, reference, variants,
+    name = raw.get("name", path.stem)
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: `name` must be a string, got {name!r}")
+    try:
+        C.check_name(name, "study name")
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return Study(name, path, seeds, reference, variants,
                  str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection)
 
 

@@ -163,6 +163,8 @@ def test_two_processes_share_one_database(study_dir):
      "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nselection = "yes"'), "`selection` must be true or false"),
+    (STUDY.replace('name = "dropout"', 'name = "../dropout"'), "experiment name '../dropout' is not a valid name"),
+    (STUDY.replace('name = "tiny"', 'name = "a/b"'), "study name 'a/b' is not a valid name"),
 ])
 def test_bad_study_files(study_dir, text, message):
     (study_dir / "study.toml").write_text(text)
