@@ -78,7 +78,8 @@ def build_parser() -> Parser:
     study.add_argument("--only", action="append", default=[], metavar="VARIANT",
                        help="run only this variant (repeatable)")
     study.add_argument("--workers", type=int, default=1,
-                       help="training processes sharing the study (default 1); each gets cores/N threads")
+                       help="training processes sharing the study (default 1); each gets cores/N threads. "
+                            "With status: the time-left estimate is shared by N")
     study.add_argument("--threads", type=int, default=0,
                        help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -162,7 +163,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     study = load_study(find_study(args.study))
     store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
-        print(status_table(study, store))
+        print(status_table(study, store, args.workers))
         return 0
     if args.action == "adopt":
         if not args.run_dirs:

@@ -354,9 +354,10 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
     return f"{path}: adopted as {key.experiment} seed {key.seed} -> {dest}"
 
 
-def status_table(study: Study, store: Store) -> str:
+def status_table(study: Study, store: Store, workers: int = 1) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
-    estimate of the training time left (the mean wall time of the finished runs, per run left)."""
+    estimate of the training time left: the finished runs' mean wall time per run left, shared
+    by `workers` processes (the mean already holds the slowdown of the workers that ran them)."""
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     walls, left = [], 0
@@ -374,6 +375,7 @@ def status_table(study: Study, store: Store) -> str:
     if walls:
         mean = sum(walls) / len(walls)
         rows.append(f"{total - left} of {total} runs done, {sum(walls) / 3600:.1f} h of training wall time; "
-                    f"about {left * mean / 3600:.1f} h left at {mean / 60:.0f} min per run (one process)")
+                    f"about {left * mean / workers / 3600:.1f} h left with {workers} worker(s), at {mean / 60:.0f} "
+                    "min per run (the finished runs' mean)" + ("" if workers > 1 else "; --workers N divides it by N"))
     return "\n".join(rows)
 

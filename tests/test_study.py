@@ -78,7 +78,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert bad.returncode == 2 and "--only 'nope' is not a variant of tiny; valid: baseline, dropout" in bad.stderr
     first = study(study_dir, "run", "--only", "dropout")
     assert "2 run(s) finished by this process" in first.stdout, first.stderr
-    assert "2 of 4 runs done" in first.stdout and "h left at" in first.stdout
+    assert "2 of 4 runs done" in first.stdout and "h left with 1 worker(s)" in first.stdout
     r = study(study_dir, "run")
     assert r.returncode == 0, r.stderr
     assert "2 run(s) finished by this process" in r.stdout
@@ -89,6 +89,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     status = study(study_dir, "status")
     assert status.returncode == 0 and "baseline                 2" in status.stdout
     assert "4 of 4 runs done" in status.stdout and "about 0.0 h left" in status.stdout
+    assert "left with 2 worker(s)" in study(study_dir, "status", "--workers", "2").stdout
     runtimes = sqlite3.connect(study_dir / "results.db").execute("SELECT DISTINCT runtime FROM runs").fetchall()
     assert len(runtimes) == 1 and runtimes[0][0].startswith("cpu") and runtimes[0][0].endswith("1 threads")
 
