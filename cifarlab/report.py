@@ -200,7 +200,7 @@ def train_numbers(epochs: dict[int, list[sqlite3.Row]]) -> dict:
     """Training accuracy of each run's last epoch (dropout and augmentation on), mean ± std.
 
     Beside validation accuracy it tells over-fitting (train far above val) from under-fitting."""
-    train_mean, train_std = mean_std(present(rows[-1]["train_acc"] for rows in epochs.values() if rows))
+    train_mean, train_std = mean_std(present(rows[-1]["train_acc"] for rows in epochs.values()))
     return {"train_mean": train_mean, "train_std": train_std}
 
 
