@@ -68,6 +68,8 @@ class ScheduleConfig:
     step_every: float = 30.0     # step schedule: epochs between decays
     step_gamma: float = 0.1      # step schedule: multiplier at each decay
     restart_every: float = 10.0  # cosine_restarts: length of the first cycle, in epochs
+    restart_mult: float = 1.0    # cosine_restarts: each cycle is this many times the previous (SGDR's T_mult);
+                                 # pick lengths that end a cycle at the last epoch, or the run stops at a high LR
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,9 @@ def validate(cfg: ExperimentConfig) -> None:
     for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.train.label_smoothing):
         if not 0 <= rate < 1:
             raise ConfigError(f"dropout rates and label smoothing must lie in [0, 1), got {rate}")
+    if not cfg.schedule.restart_mult >= 1:
+        raise ConfigError(f"schedule.restart_mult = {cfg.schedule.restart_mult} must be >= 1 "
+                          "(1: equal cycles; 2: each cycle twice the previous)")
     if not cfg.augment.translate < 1:
         raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
                           "as a fraction of the image width (the tutorial's is 0.1)")

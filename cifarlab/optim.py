@@ -91,9 +91,14 @@ def cosine(cfg: ScheduleConfig) -> Schedule:
 
 @SCHEDULES.register("cosine_restarts")
 def cosine_restarts(cfg: ScheduleConfig) -> Schedule:
-    """SGDR: cosine cycles of restart_every epochs, each restarting at the peak."""
+    """SGDR: cosine cycles, the first restart_every epochs long, each restart_mult times the previous."""
     def f(step: int, total: int, spe: int) -> float:
         cycle = max(round(cfg.restart_every * spe), 1)
-        t = (step % cycle) / cycle
+        if cfg.restart_mult == 1:
+            step %= cycle
+        while step >= cycle:  # growing cycles: a few iterations
+            step -= cycle
+            cycle = max(round(cycle * cfg.restart_mult), cycle + 1)
+        t = step / cycle
         return cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t))
     return f

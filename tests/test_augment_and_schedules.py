@@ -62,6 +62,16 @@ def test_cosine_reaches_final_lr_and_step_decays():
     assert h(20, 100, 10) == 1.0 and math.isclose(h(10, 100, 10), 0.5)
 
 
+def test_cosine_restarts_grow_by_restart_mult():
+    """SGDR with T_0 = 5, T_mult = 2 over 15 epochs: cycles of 5 and 10 epochs, ending at the bottom."""
+    f = build_schedule(ScheduleConfig(name="cosine_restarts", restart_every=5, restart_mult=2))
+    spe, total = 10, 150
+    assert [f(s, total, spe) for s in (0, 50)] == [1.0, 1.0]            # restarts at epochs 0 and 5
+    assert f(100, total, spe) == pytest.approx(0.5)                     # half way through the second cycle
+    assert f(149, total, spe) < 1e-3 and f(49, total, spe) < 0.01       # each cycle ends near 0
+    assert f(150, total, spe) == 1.0                                    # the third cycle (20 epochs) starts
+
+
 def test_source_index_fill_rules():
     from cifarlab.augment import source_index
     shift = torch.tensor([2, -2])

@@ -47,6 +47,7 @@ def test_hash_and_diff_see_one_key():
     ({"model": {"dropout": [0.2]}}, "one rate per block"),
     ({"model": {"dropout": [0.2, 0.3, 1.5]}}, "[0, 1)"),
     ({"augment": {"translate": 3}}, "augment.translate = 3.0 must be below 1"),
+    ({"schedule": {"restart_mult": 0.5}}, "schedule.restart_mult = 0.5 must be >= 1"),
     ({"name": "../elsewhere"}, "experiment name '../elsewhere' is not a valid name"),
 ])
 def test_bad_configs_name_the_problem(raw, message):
