@@ -298,6 +298,7 @@ def interrupt(signum: int, frame: object) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
+    args = None
     try:
         args = build_parser().parse_args(argv)
         return COMMANDS[args.command](args)
@@ -305,7 +306,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cifarlab: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("cifarlab: interrupted; finished epochs are saved, continue with --resume", file=sys.stderr)
+        again = ("rerun the same command: it resumes unfinished runs from their checkpoints"
+                 if args is not None and args.command == "study" else "continue with --resume")
+        print(f"cifarlab: interrupted; finished epochs are saved, {again}", file=sys.stderr)
         return 130
 
 

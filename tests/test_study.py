@@ -236,6 +236,7 @@ def test_sigterm_releases_the_claim(study_dir):
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert "rerun the same command" in err and "--resume" not in err  # `study run` has no --resume
     assert not running(db)
 
 
