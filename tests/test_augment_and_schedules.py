@@ -70,6 +70,9 @@ def test_cosine_restarts_grow_by_restart_mult():
     assert f(100, total, spe) == pytest.approx(0.5)                     # half way through the second cycle
     assert f(149, total, spe) < 1e-3 and f(49, total, spe) < 0.01       # each cycle ends near 0
     assert f(150, total, spe) == 1.0                                    # the third cycle (20 epochs) starts
+    # a growth too small to change a rounded cycle still lengthens it by one step: cycles of 1, 2, 3 steps
+    g = build_schedule(ScheduleConfig(name="cosine_restarts", restart_every=1, restart_mult=1.01))
+    assert [g(s, 10, 1) == 1.0 for s in range(7)] == [True, True, False, True, False, False, True]
 
 
 def test_source_index_fill_rules():
