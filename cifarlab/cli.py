@@ -83,6 +83,7 @@ def build_parser() -> Parser:
     study.add_argument("--threads", type=int, default=0,
                        help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
+    study.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers N
     add_data_args(study)
 
     report = sub.add_parser("report", help="write reports/<study>/README.md and figures from the database")
@@ -129,6 +130,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.threads is not None:
         args.overrides.append(f"train.threads={args.threads}")
     cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress)
+    warn_schedule(cfg)
     if args.hide_test and cfg.data.val_size == 0:
         raise UserError("--hide-test needs a validation split to choose on: data.val_size is 0; set it > 0")
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
@@ -140,6 +142,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     if final.get("stopped"):
         print(f"stopped early: {final['stopped']}")
     return 0
+
+
+def warn_schedule(cfg, where: str = "") -> None:
+    from cifarlab.optim import end_of_schedule_warning
+    message = end_of_schedule_warning(cfg.schedule, cfg.train.epochs)
+    if message:
+        print(f"cifarlab: warning: {where}{message}", file=sys.stderr)
 
 
 def find_study(arg: str) -> Path:
@@ -171,6 +180,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         for path in args.run_dirs:
             print(adopt_run(study, store, Path(args.runs_dir), Path(path)))
         return 0
+    if not args.worker:  # the parent warns once, not every worker
+        for variant in study.variants:
+            warn_schedule(variant.config, f"variant {variant.name}: ")
     if args.workers > 1:
         plan_runs(study, store, tuple(args.only))  # a bad --only fails here, once, not in every worker
         return run_workers(args, study.name)
@@ -195,7 +207,7 @@ def run_workers(args: argparse.Namespace, name: str) -> int:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     threads = args.threads or max(1, cores // args.workers)
     argv = [sys.executable, "-m", "cifarlab.cli", "study", "run", args.study, "--db", args.db,
-            "--runs-dir", args.runs_dir, "--threads", str(threads), "--no-progress"]
+            "--runs-dir", args.runs_dir, "--threads", str(threads), "--no-progress", "--worker"]
     argv += [f"--only={v}" for v in args.only]
     argv += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--no-download"] if args.no_download else [])
     print(f"study {name}: {args.workers} workers x {threads} thread(s)", flush=True)

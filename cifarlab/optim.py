@@ -102,3 +102,19 @@ def cosine_restarts(cfg: ScheduleConfig) -> Schedule:
         t = step / cycle
         return cfg.final_lr + (1 - cfg.final_lr) * 0.5 * (1 + math.cos(math.pi * t))
     return f
+
+
+def end_of_schedule_warning(cfg: ScheduleConfig, epochs: float) -> str | None:
+    """A cosine_restarts run that stops mid-cycle ends at a high LR and measures where it stopped.
+
+    Judged on a fine nominal grid (1000 steps per epoch), so the warning does not depend on the
+    dataset size; other schedules end where their config says and get no warning."""
+    if cfg.name != "cosine_restarts":
+        return None
+    spe = 1000
+    total = max(1, round(epochs * spe))
+    last = build_schedule(cfg)(total - 1, total, spe)
+    if last - cfg.final_lr <= 0.05 * (1 - cfg.final_lr):
+        return None
+    return (f"cosine_restarts ends mid-cycle: the last step runs at {last:.0%} of the peak LR; choose "
+            "schedule.restart_every / restart_mult (and warm-up) so that a cycle ends at train.epochs")

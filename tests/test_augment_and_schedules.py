@@ -83,3 +83,13 @@ def test_source_index_fill_rules():
     assert inside.tolist() == [[False, False, True, True, True], [True, True, True, False, False]]
     reflect, _ = source_index(shift, 5, "reflect")
     assert reflect.tolist() == [[2, 1, 0, 1, 2], [2, 3, 4, 3, 2]]
+
+
+def test_end_of_schedule_warning_only_for_restarts_that_stop_mid_cycle():
+    from cifarlab.optim import end_of_schedule_warning as warning
+    sgdr = ScheduleConfig(name="cosine_restarts", restart_every=5, restart_mult=2)
+    assert warning(sgdr, 15) is None and warning(sgdr, 35) is None      # cycles 5, 10, 20 end at 15 and 35
+    assert "at 50% of the peak LR" in warning(sgdr, 10)                  # half way through the 10-epoch cycle
+    assert "ends mid-cycle" in warning(ScheduleConfig(name="cosine_restarts", restart_every=10), 15)
+    assert warning(ScheduleConfig(name="cosine_restarts", restart_every=5, warmup=1), 11) is None
+    assert warning(ScheduleConfig(name="constant"), 15) is None         # a constant LR is what it says

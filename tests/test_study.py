@@ -358,3 +358,18 @@ def test_reading_commands_refuse_a_missing_database(study_dir):
         assert r.returncode == 2 and "results database not found: typo.db" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert not (study_dir / "typo.db").exists() and not (study_dir / "report").exists()
+
+
+def test_study_run_warns_once_about_a_schedule_that_stops_mid_cycle(study_dir):
+    (study_dir / "study.toml").write_text(STUDY + """
+[[variants]]
+name = "restarts"
+set = { "schedule.name" = "cosine_restarts", "schedule.restart_every" = 1.5 }
+""")
+    warning = "cifarlab: warning: variant restarts: cosine_restarts ends mid-cycle"
+    for workers in ("1", "2"):
+        r = study(study_dir, "run", "--only", "nope", "--workers", workers)
+        assert r.returncode == 2 and r.stderr.count(warning) == 1, r.stderr
+        assert "variant baseline" not in r.stderr and "variant dropout" not in r.stderr
+    # the workers that `--workers N` starts leave the warning to their parent
+    assert "warning" not in study(study_dir, "run", "--only", "nope", "--worker").stderr
