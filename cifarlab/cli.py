@@ -265,16 +265,24 @@ def load_experiment(args: argparse.Namespace, seed: int | None = None, progress:
     return cfg, make_splits(arrays, cfg.data)
 
 
+def check_counts(args: argparse.Namespace, *at_least_one: str) -> None:
+    """The bench commands' numeric flags: these must be >= 1 (when given), --threads >= 0."""
+    for name in at_least_one:
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {value}")
+    if args.threads < 0:
+        raise UserError(f"--threads must be >= 0 (0: PyTorch's default), got {args.threads}")
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab import bench
     if args.bench == "throughput":
-        if min(args.steps, args.rounds) < 1 or args.threads < 0 or (args.batch_size or 1) < 1:
-            raise UserError("--steps, --rounds and --batch-size must be >= 1 and --threads >= 0")
+        check_counts(args, "steps", "rounds", "batch_size")
         bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate, args.threads)
         return 0
     if args.bench == "profile":
-        if min(args.steps, args.rows) < 1 or args.threads < 0 or (args.batch_size or 1) < 1:
-            raise UserError("--steps, --rows and --batch-size must be >= 1 and --threads >= 0")
+        check_counts(args, "steps", "rows", "batch_size")
         bench.profile(args.experiment, args.batch_size, args.steps, args.threads, args.rows)
         return 0
     if args.bench == "augment":

@@ -103,10 +103,12 @@ def test_bench_throughput_smoke(tmp_path):
         "bench", "throughput", "--steps", "1", "--rounds", "1", "--batch-size", "8", "--threads", "1", cwd=tmp_path).stdout
 
 
-def test_bench_throughput_rejects_zero_steps(tmp_path):
-    r = cli("bench", "throughput", "--steps", "0", cwd=tmp_path)
-    assert r.returncode != 0 and "--steps, --rounds and --batch-size must be >= 1" in r.stderr
-    assert "Traceback" not in r.stderr
+@pytest.mark.parametrize("flag, value, message", [
+    ("--steps", "0", "--steps must be >= 1, got 0"), ("--rounds", "-2", "--rounds must be >= 1, got -2"),
+    ("--batch-size", "0", "--batch-size must be >= 1, got 0"), ("--threads", "-1", "--threads must be >= 0")])
+def test_bench_throughput_rejects_bad_counts(tmp_path, flag, value, message):
+    r = cli("bench", "throughput", flag, value, cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and "Traceback" not in r.stderr
 
 
 def test_bench_profile_lists_the_convolutions_by_shape(tmp_path):
@@ -115,4 +117,4 @@ def test_bench_profile_lists_the_convolutions_by_shape(tmp_path):
     assert "img/s unprofiled" in r.stdout and "convolution_backward" in r.stdout
     assert "[[4, 32, 32, 32]" in r.stdout  # input shapes tell the first block's layers apart
     bad = cli("bench", "profile", "--steps", "0", cwd=tmp_path)
-    assert bad.returncode == 2 and "--steps, --rows and --batch-size must be >= 1" in bad.stderr
+    assert bad.returncode == 2 and "--steps must be >= 1, got 0" in bad.stderr
