@@ -53,6 +53,7 @@ class StudySpec:
     groups: dict[str, str] = field(default_factory=dict)     # experiment -> group ("" or absent: none)
     questions: dict[str, str] = field(default_factory=dict)  # declared group -> its question, report order
     baselines: dict[str, str] = field(default_factory=dict)  # group -> experiment (default: first member)
+    also: dict[str, tuple[str, ...]] = field(default_factory=dict)  # group -> other groups' experiments it shows
     convergence: float | None = None    # validation accuracy whose first crossing is reported
     selection: bool = False             # a study that chooses settings: report validation accuracy only
     description: str = ""               # shown under the title
@@ -95,14 +96,20 @@ class StudySpec:
                 raise UserError(f"study {self.name!r}: group name {group!r} may use only letters, digits, - and _")
             if not self.members(group):
                 raise UserError(f"study {self.name!r}: group {group!r} has no experiments")
+        for group, names in self.also.items():
+            if group not in self.questions or set(names) - set(self.experiments):
+                raise UserError(f"study {self.name!r}: `also` of group {group!r} names "
+                                f"{', '.join(names)}; it needs a declared group ({declared}) and experiments "
+                                f"of the study")
         for group, exp in self.baselines.items():
             if group not in self.questions or exp not in self.experiments:
                 raise UserError(f"study {self.name!r}: baseline {exp!r} of group {group!r} is not an experiment "
                                 f"of a declared group; declared: {declared}")
 
     def members(self, group: str) -> list[str]:
-        """The group's baseline first, then its experiments in display order."""
+        """The group's baseline first, then its experiments and its `also` ones, in display order."""
         own = [e for e in self.experiments if self.groups.get(e) == group]
+        own += [e for e in self.also.get(group, ()) if e not in own]
         baseline = self.baselines.get(group, own[0] if own else None)
         return ([baseline] if baseline else []) + [e for e in own if e != baseline]
 

@@ -14,6 +14,7 @@ A study file (`studies/<name>.toml`):
     [groups.dropout]                              # optional: a question the report answers in "Findings"
     question = "Does dropout beat no regularization?"
     baseline = "baseline"                         # compared with (any variant; default: the group's first)
+    also = ["augment"]                            # optional: variants of other groups this one compares too
 
     [[variants]]
     name = "baseline"
@@ -52,7 +53,7 @@ if TYPE_CHECKING:
 STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description", "groups",
               "convergence", "selection")
 VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group")
-GROUP_KEYS = ("question", "baseline")
+GROUP_KEYS = ("question", "baseline", "also")
 # Same rule as report.GROUP_NAME (names become figure file names), checked here so that a study
 # fails when loaded, not at report time; report is not imported because it loads matplotlib.
 GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -79,6 +80,7 @@ class Study:
     baselines: dict[str, str] = dataclasses.field(default_factory=dict)  # group -> variant (default: first member)
     convergence: float | None = None
     selection: bool = False  # chooses settings: its report reads validation accuracy only
+    also: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # group -> other groups' variants
 
     def runs(self) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
         """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first."""
@@ -97,7 +99,7 @@ class Study:
                          hashes={v.name: C.config_hash(v.config) for v in self.variants},
                          notes={v.name: v.note for v in self.variants if v.note},
                          groups={v.name: v.group for v in self.variants if v.group},
-                         questions=dict(self.questions), baselines=dict(self.baselines),
+                         questions=dict(self.questions), baselines=dict(self.baselines), also=dict(self.also),
                          convergence=self.convergence, selection=self.selection,
                          description=self.description)
 
@@ -163,7 +165,7 @@ def load_study(path: str | Path) -> Study:
     reference = raw.get("reference", names[0])
     if reference not in names:
         raise ConfigError(f"{path}: reference {reference!r} is not a variant; valid: {', '.join(names)}")
-    questions, baselines = load_groups(raw.get("groups", {}), variants, path)
+    questions, baselines, also = load_groups(raw.get("groups", {}), variants, path)
     selection = raw.get("selection", False)
     if not isinstance(selection, bool):
         raise ConfigError(f"{path}: `selection` must be true or false, got {selection!r}")
@@ -175,7 +177,8 @@ def load_study(path: str | Path) -> Study:
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return Study(name, path, seeds, reference, variants,
-                 str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection)
+                 str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
+                 also)
 
 
 def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:
@@ -195,11 +198,13 @@ def load_convergence(raw: dict, path: Path) -> float | None:
     return float(value)
 
 
-def load_groups(groups: Any, variants: tuple[Variant, ...], path: Path) -> tuple[dict[str, str], dict[str, str]]:
-    """(group -> question, group -> baseline) from `groups`, checked against the variants' `group` keys."""
+def load_groups(groups: Any, variants: tuple[Variant, ...],
+                path: Path) -> tuple[dict[str, str], dict[str, str], dict[str, tuple[str, ...]]]:
+    """(group -> question, group -> baseline, group -> `also` variants) from `groups`, checked
+    against the variants' `group` keys."""
     if not isinstance(groups, dict):
         raise ConfigError(f"{path}: `groups` must be a table of name = {{ question = \"...\" }}")
-    questions, baselines = {}, {}
+    questions, baselines, also = {}, {}, {}
     for name, table in groups.items():
         where = f"{path} group {name!r}"
         if not GROUP_NAME.fullmatch(name):
@@ -210,8 +215,23 @@ def load_groups(groups: Any, variants: tuple[Variant, ...], path: Path) -> tuple
         questions[name] = table["question"]
         if "baseline" in table:
             baselines[name] = table["baseline"]
+        if "also" in table:
+            also[name] = load_also(table["also"], name, variants, where)
     check_group_members(variants, questions, baselines, path)
-    return questions, baselines
+    return questions, baselines, also
+
+
+def load_also(names: Any, group: str, variants: tuple[Variant, ...], where: str) -> tuple[str, ...]:
+    """A group's `also`: variants of other groups shown and compared in this group too, so that a
+    cell two questions share (e.g. "augmentation, no dropout, no BatchNorm") runs once."""
+    valid = [v.name for v in variants if v.group != group]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise ConfigError(f"{where}: `also` must be a list of variant names, got {names!r}")
+    for n in names:
+        if n not in valid:
+            raise ConfigError(f"{where}: `also` names {n!r}, which is not a variant of another group; "
+                              f"valid: {', '.join(valid)}")
+    return tuple(dict.fromkeys(names))
 
 
 def check_group_members(variants: tuple[Variant, ...], questions: dict[str, str], baselines: dict[str, Any],

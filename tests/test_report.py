@@ -336,6 +336,12 @@ def test_group_spec_is_checked():
                   questions={"x/y": "?"})
     with pytest.raises(UserError, match="convergence"):
         StudySpec(name="s", reference="a", experiments=("a",), targets={}, convergence=80)
+    with pytest.raises(UserError, match="`also` of group 'g' names z"):
+        StudySpec(name="s", reference="a", experiments=("a", "b"), targets={}, groups={"b": "g"},
+                  questions={"g": "?"}, also={"g": ("z",)})
+    shared = StudySpec(name="s", reference="a", experiments=("a", "b", "c"), targets={}, groups={"b": "g", "c": "h"},
+                       questions={"g": "?", "h": "?"}, baselines={"g": "a"}, also={"g": ("c",)})
+    assert shared.members("g") == ["a", "b", "c"] and shared.members("h") == ["c"]  # c: its own group and g
 
 
 def test_grouped_report_is_byte_for_byte_reproducible(grouped, tmp_path):

@@ -160,6 +160,12 @@ def test_two_processes_share_one_database(study_dir):
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", baseline = "nope" } }')
      .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
      "baseline 'nope' of group 'reg' is not a variant"),
+    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", also = ["dropout"] } }')
+     .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
+     "`also` names 'dropout', which is not a variant of another group; valid: baseline"),
+    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", also = "baseline" } }')
+     .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
+     "`also` must be a list of variant names"),
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nconvergence = 80"),
      "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
@@ -195,12 +201,20 @@ def test_groups_and_convergence_are_parsed(tmp_path):
     spec = load_study(tmp_path / "study.toml").spec()
     assert spec.groups == {"dropout": "reg"} and spec.questions == {"reg": "Does dropout help?"}
     assert spec.members("reg") == ["baseline", "dropout"] and spec.convergence == 0.8
+    (tmp_path / "study.toml").write_text(
+        STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\n[groups.reg]\nquestion = "?"\n'
+                      '[groups.both]\nquestion = "??"\nalso = ["dropout"]')
+        .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"')
+        .replace('name = "baseline"', 'name = "baseline"\ngroup = "both"'))
+    spec = load_study(tmp_path / "study.toml").spec()
+    assert spec.members("reg") == ["dropout"] and spec.members("both") == ["baseline", "dropout"]
     basic = load_study(os.path.join(os.path.dirname(__file__), "..", "studies", "basic.toml")).spec()
     assert list(basic.questions) == ["regularization", "input-scaling", "optimizers", "schedules", "bn-dropout"]
     assert basic.members("optimizers") == ["final", "final-adam", "final-adamw"]
     assert basic.members("regularization")[0] == "baseline" and basic.convergence == 0.7
+    # `augment` (no BatchNorm, no dropout) is the 2 x 2's "neither" cell, shared with regularization
     assert basic.members("bn-dropout") == ["final", "final-dropout-then-bn", "aug-bn-only", "aug-dropout-only",
-                                           "aug-neither"]
+                                           "augment"]
 
 
 def test_migration_from_v1_rehashes_stored_configs(tmp_path):
