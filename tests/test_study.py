@@ -147,6 +147,12 @@ def test_two_processes_share_one_database(study_dir):
     assert len(runs) == 4 and all(row[2] == "done" for row in runs) and len(epochs) == 8
 
 
+def grouped(table: str, group: str = "reg") -> str:
+    """STUDY with a declared group `reg` = {table} and the variant `dropout` in `group`."""
+    return (STUDY.replace("seeds = [0, 1]", f"seeds = [0, 1]\ngroups = {{ reg = {{ {table} }} }}")
+            .replace('name = "dropout"', f'name = "dropout"\ngroup = "{group}"'))
+
+
 @pytest.mark.parametrize("text, message", [
     (STUDY.replace('"augment.flip"', '"augment.flipp"'), "unknown key augment.flipp"),
     (STUDY.replace('name = "dropout"', 'name = "baseline"'), "variant name 'baseline' is used twice"),
@@ -154,18 +160,12 @@ def test_two_processes_share_one_database(study_dir):
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nseed = 3"), "unknown key 'seed'"),
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nreference = "nope"'), "reference 'nope' is not a variant"),
     (STUDY + "[[variants]]\nname = 3\n", "needs a name"),
-    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?" } }')
-     .replace('name = "dropout"', 'name = "dropout"\ngroup = "opt"'),
+    (grouped('question = "?"', "opt"),
      "variant 'dropout' has group 'opt', which is not declared; declared groups: reg"),
-    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", baseline = "nope" } }')
-     .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
-     "baseline 'nope' of group 'reg' is not a variant"),
-    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", also = ["dropout"] } }')
-     .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
+    (grouped('question = "?", baseline = "nope"'), "baseline 'nope' of group 'reg' is not a variant"),
+    (grouped('question = "?", also = ["dropout"]'),
      "`also` names 'dropout', which is not a variant of another group; valid: baseline"),
-    (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\ngroups = { reg = { question = "?", also = "baseline" } }')
-     .replace('name = "dropout"', 'name = "dropout"\ngroup = "reg"'),
-     "`also` must be a list of variant names"),
+    (grouped('question = "?", also = "baseline"'), "`also` must be a list of variant names"),
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nconvergence = 80"),
      "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
