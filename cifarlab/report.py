@@ -57,6 +57,7 @@ class StudySpec:
     convergence: float | None = None    # validation accuracy whose first crossing is reported
     selection: bool = False             # a study that chooses settings: report validation accuracy only
     description: str = ""               # shown under the title
+    seeds: tuple[int, ...] = ()         # the study's seeds, where known: runs not yet registered count as not started
 
     @property
     def metric(self) -> str:
@@ -256,7 +257,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
              *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
-             *config_section(spec, summary), "", *provenance_section(used, rows)]
+             *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
@@ -442,13 +443,16 @@ def config_section(spec: StudySpec, summary: list[dict]) -> list[str]:
     return lines[:-1]
 
 
-def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row]) -> list[str]:
+def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: StudySpec) -> list[str]:
     """Where the counted numbers came from, and how far the study has got."""
     commits = unique(f"{r['git_commit'] or 'unknown'}{' (dirty)' if r['git_dirty'] else ''}" for r in used)
     torches = unique(json.loads(r["versions"]).get("torch") for r in used if r["versions"])
     machines = unique(r["machine"] for r in used)
     wall = math.fsum(present(r["wall_seconds"] for r in used))
     counts = Counter(r["status"] for r in rows)
+    planned = len(spec.experiments) * len(spec.seeds)
+    registered = len({(r["experiment"], r["seed"]) for r in rows if r["seed"] in spec.seeds})
+    not_started = f", not started {planned - registered}" if spec.seeds else ""
     return ["## Provenance", "",
             f"- git commits: {listing(commits)}",
             f"- machines: {listing(machines)}",
@@ -459,7 +463,7 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row]) -> list
             f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} process-hours, summed over the "
             "counted runs; runs trained side by side by `study run --workers N` overlap, so the study's "
             "elapsed time is shorter)",
-            "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES)]
+            "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES) + not_started]
 
 
 def hours_minutes(seconds: float) -> str:

@@ -101,7 +101,7 @@ class Study:
                          groups={v.name: v.group for v in self.variants if v.group},
                          questions=dict(self.questions), baselines=dict(self.baselines), also=dict(self.also),
                          convergence=self.convergence, selection=self.selection,
-                         description=self.description)
+                         description=self.description, seeds=tuple(self.seeds))
 
 
 def apply_set(raw: dict, overrides: Any, where: str) -> dict:
@@ -376,26 +376,31 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
 
 def status_table(study: Study, store: Store, workers: int = 1) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
-    estimate of the training time left: the finished runs' mean wall time per run left, shared
-    by `workers` processes (the mean already holds the slowdown of the workers that ran them)."""
+    estimate of the training time left: the finished runs' mean wall time per epoch times the
+    epochs left (variants may train different budgets), shared by `workers` processes (the mean
+    already holds the slowdown of the workers that ran them)."""
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
-    walls, left = [], 0
+    wall, wall_epochs, left, left_epochs = 0.0, 0, 0, 0
     counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
-    for v, _, key in study.runs():
+    for v, cfg, key in study.runs():
         row = store.run(key)
         status = row["status"] if row else "pending"
         counts[v.name][status] += 1
         if status == "done" and row["wall_seconds"] is not None:
-            walls.append(row["wall_seconds"])
-        left += status != "done"
+            wall += row["wall_seconds"]
+            wall_epochs += cfg.train.epochs  # an early-stopped run makes this a slight underestimate
+        elif status != "done":
+            left += 1
+            left_epochs += cfg.train.epochs
     for name, c in counts.items():
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
     total = len(study.variants) * len(study.seeds)
-    if walls:
-        mean = sum(walls) / len(walls)
-        rows.append(f"{total - left} of {total} runs done, {sum(walls) / 3600:.1f} h of training wall time; "
-                    f"about {left * mean / workers / 3600:.1f} h left with {workers} worker(s), at {mean / 60:.0f} "
-                    "min per run (the finished runs' mean)" + ("" if workers > 1 else "; --workers N divides it by N"))
+    if wall_epochs:
+        per_epoch = wall / wall_epochs
+        rows.append(f"{total - left} of {total} runs done, {wall / 3600:.1f} h of training wall time; "
+                    f"about {left_epochs * per_epoch / workers / 3600:.1f} h left with {workers} worker(s), "
+                    f"at {per_epoch:.0f} s per epoch (the finished runs' mean)"
+                    + ("" if workers > 1 else "; --workers N divides it by N"))
     return "\n".join(rows)
 

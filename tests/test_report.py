@@ -164,6 +164,15 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
     assert "- run status: done 7, running 1, pending 0, failed 1" in text
 
 
+
+def test_runs_the_study_plans_but_the_database_lacks_count_as_not_started(store, tmp_path):
+    # base, flip and wide have a row for each of seeds 0-2 (done, running or failed); ghost has none
+    text = write_report(store, dataclasses.replace(SPEC, seeds=(0, 1, 2)), tmp_path, "cmd").read_text()
+    assert "- run status: done 7, running 1, pending 0, failed 1, not started 3\n" in text
+    text = write_report(store, dataclasses.replace(SPEC, seeds=(0, 1, 2, 3)), tmp_path, "cmd").read_text()
+    assert "- run status: done 7, running 1, pending 0, failed 1, not started 7\n" in text
+
+
 def test_a_selection_study_reports_validation_accuracy_and_never_test(store, tmp_path):
     spec = dataclasses.replace(SPEC, selection=True, description="Chooses the flip setting.")
     text = write_report(store, spec, tmp_path, "cmd").read_text(encoding="utf-8")

@@ -387,3 +387,22 @@ set = { "schedule.name" = "cosine_restarts", "schedule.restart_every" = 1.5 }
         assert "variant baseline" not in r.stderr and "variant dropout" not in r.stderr
     # the workers that `--workers N` starts leave the warning to their parent
     assert "warning" not in study(study_dir, "run", "--only", "nope", "--worker").stderr
+
+
+def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longer(tmp_path):
+    from cifarlab.study import plan_runs, status_table
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)  # 2 epochs
+    (tmp_path / "study.toml").write_text(STUDY.replace('set = { "model.dropout"', 'set = { "train.epochs" = 6, '
+                                                                                  '"model.dropout"'))
+    plan = load_study(tmp_path / "study.toml")
+    store = open_store(tmp_path / "results.db")
+    plan_runs(plan, store)
+    done = [key for v, _, key in plan.runs() if v.name == "baseline"]  # 2 runs x 2 epochs
+    for key in done:
+        row = store.claim(plan.name, [key])
+        store.conn.execute("UPDATE runs SET status='done', wall_seconds=3600 WHERE id=?", (row["id"],))
+    # 1800 s per epoch; left: 2 dropout runs x 6 epochs = 12 epochs = 6 h (a per-run mean would say 2 h)
+    text = status_table(plan, store)
+    assert "2 of 4 runs done, 2.0 h of training wall time; about 6.0 h left with 1 worker(s), " \
+           "at 1800 s per epoch" in text, text
+    assert "about 3.0 h left with 2 worker(s)" in status_table(plan, store, workers=2)
