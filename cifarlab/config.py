@@ -116,7 +116,7 @@ POSITIVE = {("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("tra
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
 NON_NEGATIVE = {("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
-                ("train", "label_smoothing"), ("train", "threads")}
+                ("train", "label_smoothing"), ("train", "threads"), ("train", "seed")}
 
 # Left out of config_hash: the seed (the seeds of one experiment share a hash) and keys that
 # change how a run executes but not what it computes, so that a run with 1 thread, or one

@@ -182,8 +182,8 @@ def load_study(path: str | Path) -> Study:
 
 
 def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:
-    if not isinstance(seeds, list) or not seeds or not all(isinstance(s, int) for s in seeds):
-        raise ConfigError(f"{path}: `seeds` must be a non-empty list of integers, got {seeds!r}")
+    if not isinstance(seeds, list) or not seeds or not all(type(s) is int and s >= 0 for s in seeds):
+        raise ConfigError(f"{path}: `seeds` must be a non-empty list of integers >= 0, got {seeds!r}")
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{path}: `seeds` lists a seed twice: {seeds}")
     return tuple(seeds)

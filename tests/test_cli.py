@@ -54,6 +54,7 @@ def bad_checksum(root):
     (["--set", "optim.lrr=1"], None, "unknown key optim.lrr; valid keys of [optim]"),
     (["--set", "optim.lr=fast"], None, "optim.lr must be float"),
     (["--set", "optim.lr=-0.1"], None, "optim.lr = -0.1 must be > 0"),
+    (["--seed", "-1"], None, "train.seed = -1 must be >= 0"),
     (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: vgg"),
     ([], "missing", "CIFAR-10 not found: tried"),
     ([], corrupt, "corrupt or truncated"),

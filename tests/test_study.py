@@ -157,6 +157,8 @@ def grouped(table: str, group: str = "reg") -> str:
     (STUDY.replace('"augment.flip"', '"augment.flipp"'), "unknown key augment.flipp"),
     (STUDY.replace('name = "dropout"', 'name = "baseline"'), "variant name 'baseline' is used twice"),
     (STUDY.replace("seeds = [0, 1]", "seeds = []"), "`seeds` must be a non-empty list"),
+    (STUDY.replace("seeds = [0, 1]", "seeds = [0, -1]"), "`seeds` must be a non-empty list of integers >= 0, got [0, -1]"),
+    (STUDY.replace("seeds = [0, 1]", "seeds = [true]"), "`seeds` must be a non-empty list of integers >= 0"),
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nseed = 3"), "unknown key 'seed'"),
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nreference = "nope"'), "reference 'nope' is not a variant"),
     (STUDY + "[[variants]]\nname = 3\n", "needs a name"),
