@@ -89,6 +89,9 @@ def pack(npz: Path, out: Path, parts: int) -> None:
 def unpack(folder: Path, npz: Path) -> None:
     manifest = json.loads((folder / "manifest.json").read_text())
     pieces = []
+    missing = [p["file"] for p in manifest["parts"] if not (folder / p["file"]).is_file()]
+    if missing:
+        sys.exit(f"{folder}: missing {', '.join(missing)}; carry every part the manifest lists")
     for part in manifest["parts"]:
         blob = (folder / part["file"]).read_bytes()
         if hashlib.sha256(blob).hexdigest() != part["sha256"]:

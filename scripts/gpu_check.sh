@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# One short GPU check (CUDA, bf16 autocast): the throughput bench, then the fast recipes over
-# one seed each with bench tta. Budgeted to finish within 8 minutes on one H100.
+# One short GPU check (CUDA, bf16 autocast): the throughput bench (with its ablation, and 4 and 8
+# processes side by side), then the fast recipes over one seed each with bench tta, where data is
+# there. Budgeted to finish within 8 minutes on one H100. The device tool carries 64 MiB a call:
+# carry CIFAR-10 with scripts/device_data.py (README, "Measured on a lent GPU") or run it without.
 # Usage: scripts/gpu_check.sh [DATA_DIR]   (default: $CIFARLAB_DATA, else ./data)
 # Needs the CIFAR-10 npz or official archive in DATA_DIR; without it, only the throughput bench runs.
 # Results go to stdout and, when $OUT is set (the device tool), to $OUT/gpu_check.log.
@@ -10,10 +12,25 @@ data="${1:-${CIFARLAB_DATA:-./data}}"
 log="${OUT:-/tmp}/gpu_check.log"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 python3 -c "import torch, numpy, tqdm" 2>/dev/null || pip install -q torch numpy tqdm
+if [ ! -e "$data/cifar10/cifar10.npz" ] && [ -e "${DEVDATA:-/root/devdata}/manifest.json" ]; then
+  python3 scripts/device_data.py unpack "${DEVDATA:-/root/devdata}" "$data/cifar10/cifar10.npz"
+fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
-  python3 -m cifarlab.cli bench throughput --rounds 3 --steps 50
-  python3 -m cifarlab.cli bench throughput --rounds 3 --steps 50 --batch-size 512
+  # On an H100 (2026-11-27) bf16 autocast + channels_last ran at 0.88x of plain fp32 for this
+  # launch-bound net at batch 128: the ablation says which of the two costs it.
+  python3 -m cifarlab.cli bench throughput --ablate --rounds 2 --steps 100 --experiment experiments/basic/final.toml
+  python3 -m cifarlab.cli bench throughput --rounds 2 --steps 50 --batch-size 512 --experiment experiments/basic/final.toml
+  # Processes side by side (what `study run --workers N` does): sum of their img/s.
+  for n in 4 8; do
+    for i in $(seq "$n"); do
+      timeout 60 python3 -m cifarlab.cli bench throughput --rounds 2 --steps 300 \
+        --experiment experiments/basic/final.toml > "/tmp/side_by_side.$n.$i.log" 2>&1 &
+    done
+    wait
+    echo "$n processes side by side, img/s of each (default path):"
+    grep -h "^  default " /tmp/side_by_side."$n".*.log | awk '{s += $2; print "  " $2} END {print "  sum " s}'
+  done
   if [ -e "$data/cifar10/cifar10.npz" ] || [ -e "$data/cifar10.npz" ] || [ -e "$data/cifar-10-python.tar.gz" ]; then
     for recipe in experiments/fast/speed*.toml experiments/fast/baseline.toml; do
       [ -e "$recipe" ] || continue

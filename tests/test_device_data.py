@@ -56,3 +56,11 @@ def test_a_decoded_array_that_differs_from_its_recorded_hash_writes_nothing(tmp_
     with pytest.raises(SystemExit, match="test_labels: SHA-256 of the decoded array differs"):
         dd.unpack(tmp_path / "parts", tmp_path / "out.npz")
     assert not (tmp_path / "out.npz").exists()
+
+
+def test_a_missing_part_is_named(tmp_path):
+    small_npz(tmp_path / "in.npz")
+    dd.pack(tmp_path / "in.npz", tmp_path / "parts", parts=2)
+    (tmp_path / "parts" / "part1.xz").unlink()
+    with pytest.raises(SystemExit, match="missing part1.xz; carry every part"):
+        dd.unpack(tmp_path / "parts", tmp_path / "out.npz")
