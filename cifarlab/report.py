@@ -345,8 +345,11 @@ def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group:
     plot_accuracy(rows, out_dir / f"group_{group}.png", spec.label,
                   f"{group}: {spec.label} accuracy, mean over seeds, 95% CI")
     plot_val_curves(store, rows, out_dir / f"curves_{group}.png", spec.convergence, group)
+    borrowed = [f"`{e}` (group `{spec.groups[e]}`)" if spec.groups.get(e) else f"`{e}`"
+                for e in spec.also.get(group, ()) if e != names[0]]
     return [f"### `{group}`", "", f"**Question.** {spec.questions[group]}", "",
             *table_lines(spec, rows, f"`{base['experiment']}`"), "",
+            *([f"Shown here from other groups: {', '.join(borrowed)}.", ""] if borrowed else []),
             f"![{group}: {spec.label} accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
             f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
             f"**Finding.** {finding(rows)}", "",

@@ -353,6 +353,16 @@ def test_group_spec_is_checked():
     assert shared.members("g") == ["a", "b", "c"] and shared.members("h") == ["c"]  # c: its own group and g
 
 
+
+def test_a_group_says_which_of_its_rows_it_borrows_from_other_groups(grouped, tmp_path):
+    spec = dataclasses.replace(GSPEC, also={"aug": ("wide", "noisy")})
+    text = write_report(grouped, spec, tmp_path, "cmd").read_text(encoding="utf-8")
+    aug = text.split("### `aug`\n", 1)[1].split("### ", 1)[0]
+    assert "| `wide` | 1 |" in aug and "| `noisy` | 3 |" in aug
+    assert "Shown here from other groups: `wide` (group `size`), `noisy` (group `noise`).\n" in aug
+    assert "Shown here from other groups" not in text.split("### `size`\n", 1)[1].split("### ", 1)[0]
+
+
 def test_grouped_report_is_byte_for_byte_reproducible(grouped, tmp_path):
     write_report(grouped, GSPEC, tmp_path / "a", "cmd")
     write_report(grouped, GSPEC, tmp_path / "b", "cmd")
