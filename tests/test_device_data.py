@@ -37,30 +37,34 @@ def test_pack_then_unpack_gives_back_every_array_bit_for_bit(tmp_path):
             assert got[key].dtype == want.dtype and np.array_equal(got[key], want), key
 
 
-def test_a_damaged_part_is_refused(tmp_path):
+def packed(tmp_path: Path) -> Path:
     small_npz(tmp_path / "in.npz")
     dd.pack(tmp_path / "in.npz", tmp_path / "parts", parts=2)
-    part = tmp_path / "parts" / "part1.xz"
+    return tmp_path / "parts"
+
+
+def assert_refused(folder: Path, message: str) -> None:
+    out = folder.parent / "out.npz"
+    with pytest.raises(SystemExit, match=message):
+        dd.unpack(folder, out)
+    assert not out.exists()
+
+
+def test_a_damaged_part_is_refused(tmp_path):
+    part = packed(tmp_path) / "part1.xz"
     part.write_bytes(part.read_bytes()[:-1] + b"\0")
-    with pytest.raises(SystemExit, match="part1.xz: SHA-256 differs"):
-        dd.unpack(tmp_path / "parts", tmp_path / "out.npz")
-    assert not (tmp_path / "out.npz").exists()
+    assert_refused(part.parent, "part1.xz: SHA-256 differs")
 
 
 def test_a_decoded_array_that_differs_from_its_recorded_hash_writes_nothing(tmp_path):
-    small_npz(tmp_path / "in.npz")
-    dd.pack(tmp_path / "in.npz", tmp_path / "parts", parts=2)
-    manifest = json.loads((tmp_path / "parts" / "manifest.json").read_text())
+    manifest_file = packed(tmp_path) / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
     manifest["small"]["test_labels"][0] = (manifest["small"]["test_labels"][0] + 1) % 10
-    (tmp_path / "parts" / "manifest.json").write_text(json.dumps(manifest))
-    with pytest.raises(SystemExit, match="test_labels: SHA-256 of the decoded array differs"):
-        dd.unpack(tmp_path / "parts", tmp_path / "out.npz")
-    assert not (tmp_path / "out.npz").exists()
+    manifest_file.write_text(json.dumps(manifest))
+    assert_refused(manifest_file.parent, "test_labels: SHA-256 of the decoded array differs")
 
 
 def test_a_missing_part_is_named(tmp_path):
-    small_npz(tmp_path / "in.npz")
-    dd.pack(tmp_path / "in.npz", tmp_path / "parts", parts=2)
-    (tmp_path / "parts" / "part1.xz").unlink()
-    with pytest.raises(SystemExit, match="missing part1.xz; carry every part"):
-        dd.unpack(tmp_path / "parts", tmp_path / "out.npz")
+    folder = packed(tmp_path)
+    (folder / "part1.xz").unlink()
+    assert_refused(folder, "missing part1.xz; carry every part")
