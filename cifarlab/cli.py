@@ -91,12 +91,15 @@ def build_parser() -> Parser:
     add_db_arg(report)
     report.add_argument("--out", help="output folder (default: reports/<study name>)")
 
-    results = sub.add_parser("results", help="export the results database")
-    results.add_argument("action", choices=["export"])
+    results = sub.add_parser("results", help="export the results database, or compare it with another")
+    results.add_argument("action", choices=["export", "compare"],
+                         help="export: CSV files; compare: pair its done runs with --against's, run for run")
     results.add_argument("--format", choices=["csv"], default="csv")
     results.add_argument("--study", help="only this study, by name or TOML file; a file adds a `current` column "
                                          "(1: counted by its report, 0: a superseded config) (default: all)")
     results.add_argument("--out", default="results/export", help="output folder")
+    results.add_argument("--against", metavar="DB", help="compare: the other database (e.g. a replicate on a GPU)")
+    results.add_argument("--metric", choices=["test", "val"], default="test", help="compare: which accuracy")
     add_db_arg(results)
 
     tta = bench_sub.add_parser("tta", help="time-to-accuracy of a recipe: wall time, test accuracy, "
@@ -247,6 +250,14 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         spec = load_study(find_study(args.study)).spec()
         name, current = spec.name, spec.hashes
+    if args.action == "compare":
+        from cifarlab.results.compare import compare
+
+        if not args.against:
+            raise UserError("results compare needs --against DB: the database to pair this one's runs with")
+        print(compare(open_store(args.db, must_exist=True), open_store(args.against, must_exist=True),
+                      name, args.metric))
+        return 0
     for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
         print(f"wrote {path}")
     return 0

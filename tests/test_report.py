@@ -405,3 +405,24 @@ def test_export_csv_rows_and_columns(store, tmp_path):
         marked = {(r["experiment"], r["seed"], r["config_hash"]): r["current"] for r in csv.DictReader(f)}
     assert marked[("flip", "0", "old")] == "0" and marked[("flip", "0", "hf")] == "1"
     assert sum(v == "1" for v in marked.values()) == 9  # all but the superseded flip row
+
+
+# ----------------------------------------------------------------------------- replicates
+
+def test_compare_pairs_runs_by_experiment_seed_and_config_only(store, tmp_path):
+    from cifarlab.results.compare import compare
+    other = open_store(tmp_path / "other.db")
+    add_run(other, "base", 0, "hb", cfg("base", 0), test=0.71, machine="gpu1")     # +1 point
+    add_run(other, "base", 1, "hb", cfg("base", 1), test=0.75, machine="gpu1")     # +3 points
+    add_run(other, "flip", 0, "hf2", cfg("flip", 0), test=0.99, machine="gpu1")    # another config: no pair
+    add_run(other, "flip", 1, "hf", cfg("flip", 1), status="running")              # not done: no pair
+    text = compare(store, other, "s")
+    assert "this:  " in text and "(box1)" in text and "(gpu1)" in text
+    assert "base           0        70.00         71.00         +1.00" in text
+    assert "base           1        72.00         75.00         +3.00" in text
+    half = 12.706 * math.sqrt(2) / math.sqrt(2)  # t(1) * std / sqrt(n), std of (1, 3) = sqrt(2)
+    assert (f"2 paired run(s): other - this = +2.00 ± 1.41 (std) points, 95% CI [{2 - half:+.2f}, {2 + half:+.2f}]; "
+            "6 done run(s) only in this, 1 only in other") in text
+    assert "base           0        69.00         70.00" in compare(store, other, "s", metric="val")
+    with pytest.raises(UserError, match="no done run of study 'nope' is in both databases"):
+        compare(store, other, "nope")

@@ -111,6 +111,12 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert subprocess.run(export, cwd=study_dir, env=cli_env(), capture_output=True, text=True).returncode == 0
     header, *rows = (study_dir / "cur" / "runs.csv").read_text().splitlines()
     assert "current" in header.split(",") and len(rows) == 4
+    same = cli_command("results", "compare", "--study", "study.toml", "--db", "results.db", "--against", "results.db")
+    r = subprocess.run(same, cwd=study_dir, env=cli_env(), capture_output=True, text=True)
+    assert "4 paired run(s): other - this = +0.00 ± 0.00 (std) points" in r.stdout, r.stderr
+    alone = subprocess.run(cli_command("results", "compare", "--db", "results.db"), cwd=study_dir, env=cli_env(),
+                           capture_output=True, text=True)
+    assert alone.returncode == 2 and "results compare needs --against DB" in alone.stderr
 
 
 def test_sigkill_at_random_moments_loses_nothing(study_dir, tmp_path):
