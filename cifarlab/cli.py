@@ -99,7 +99,8 @@ def build_parser() -> Parser:
                                          "(1: counted by its report, 0: a superseded config) (default: all)")
     results.add_argument("--out", default="results/export", help="output folder")
     results.add_argument("--against", metavar="DB", help="compare: the other database (e.g. a replicate on a GPU)")
-    results.add_argument("--metric", choices=["test", "val"], default="test", help="compare: which accuracy")
+    results.add_argument("--metric", choices=["test", "val"],
+                         help="compare: which accuracy (default: test; val for a selection study's file)")
     add_db_arg(results)
 
     tta = bench_sub.add_parser("tta", help="time-to-accuracy of a recipe: wall time, test accuracy, "
@@ -244,19 +245,21 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.report import export_csv
     from cifarlab.results import open_store
 
-    name, current = args.study, None
+    name, current, selection = args.study, None, False
     if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
         from cifarlab.study import load_study
 
         spec = load_study(find_study(args.study)).spec()
-        name, current = spec.name, spec.hashes
+        name, current, selection = spec.name, spec.hashes, spec.selection
     if args.action == "compare":
         from cifarlab.results.compare import compare
 
         if not args.against:
             raise UserError("results compare needs --against DB: the database to pair this one's runs with")
+        if selection and args.metric == "test":
+            raise UserError(f"{args.study} is a selection study, which never reads the test set; use --metric val")
         print(compare(open_store(args.db, must_exist=True), open_store(args.against, must_exist=True),
-                      name, args.metric))
+                      name, args.metric or ("val" if selection else "test")))
         return 0
     for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
         print(f"wrote {path}")

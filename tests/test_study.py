@@ -117,6 +117,12 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     alone = subprocess.run(cli_command("results", "compare", "--db", "results.db"), cwd=study_dir, env=cli_env(),
                            capture_output=True, text=True)
     assert alone.returncode == 2 and "results compare needs --against DB" in alone.stderr
+    (study_dir / "selection.toml").write_text(STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nselection = true"))
+    chose = cli_command("results", "compare", "--study", "selection.toml", "--db", "results.db", "--against", "results.db")
+    r = subprocess.run(chose, cwd=study_dir, env=cli_env(), capture_output=True, text=True)
+    assert r.returncode == 0 and "this val %" in r.stdout, r.stderr  # a selection study compares validation
+    r = subprocess.run(chose + ["--metric", "test"], cwd=study_dir, env=cli_env(), capture_output=True, text=True)
+    assert r.returncode == 2 and "is a selection study, which never reads the test set; use --metric val" in r.stderr
 
 
 def test_sigkill_at_random_moments_loses_nothing(study_dir, tmp_path):
