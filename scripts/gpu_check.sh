@@ -21,8 +21,9 @@ fi
   # launch-bound net at batch 128: the ablation says which of the two costs it.
   python3 -m cifarlab.cli bench throughput --ablate --rounds 2 --steps 100 --experiment experiments/basic/final.toml
   python3 -m cifarlab.cli bench throughput --rounds 2 --steps 50 --batch-size 512 --experiment experiments/basic/final.toml
-  # Processes side by side (what `study run --workers N` does): sum of their img/s.
-  for n in 4 8; do
+  # Processes side by side (what `study run --workers N` does): sum of their img/s. 8 gave 4.6x one
+  # process on 2026-11-27; 12 says whether the 16 cores allow more workers.
+  for n in 4 8 12; do
     for i in $(seq "$n"); do
       timeout 60 python3 -m cifarlab.cli bench throughput --rounds 2 --steps 300 \
         --experiment experiments/basic/final.toml > "/tmp/side_by_side.$n.$i.log" 2>&1 &
