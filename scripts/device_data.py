@@ -122,6 +122,8 @@ def main() -> None:
     up.add_argument("folder", type=Path)
     up.add_argument("npz", type=Path)
     args = p.parse_args()
+    if args.action == "pack" and args.parts < 1:
+        p.error(f"--parts must be >= 1, got {args.parts}")
     if args.action == "pack":
         pack(args.npz, args.out, args.parts)
     else:

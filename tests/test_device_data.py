@@ -68,3 +68,11 @@ def test_a_missing_part_is_named(tmp_path):
     folder = packed(tmp_path)
     (folder / "part1.xz").unlink()
     assert_refused(folder, "missing part1.xz; carry every part")
+
+
+def test_parts_below_one_is_a_one_line_error(tmp_path):
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, str(SCRIPT), "pack", str(tmp_path / "in.npz"), str(tmp_path / "out"),
+                        "--parts", "0"], capture_output=True, text=True)
+    assert r.returncode == 2 and "--parts must be >= 1, got 0" in r.stderr and "Traceback" not in r.stderr

@@ -23,7 +23,7 @@ def done_runs(store: Store, study: str | None) -> dict[tuple, dict]:
 
 
 def machines(rows) -> str:
-    return ", ".join(sorted({r["machine"] or "unrecorded" for r in rows})) or "none"
+    return ", ".join(sorted({r["machine"] or "unrecorded" for r in rows}))
 
 
 def compare(this: Store, other: Store, study: str | None, metric: str = "test") -> str:
