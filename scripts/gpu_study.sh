@@ -6,6 +6,7 @@
 # $DEVDATA (default /root/devdata), which refuses to write it unless every array's SHA-256 matches.
 set -uo pipefail
 cd "$(dirname "$0")/.."
+[ $# -ge 4 ] || { echo "usage: scripts/gpu_study.sh STUDY DB SECONDS WORKERS [study run flags...]" >&2; exit 2; }
 study=$1 db=$2 seconds=$3 workers=$4; shift 4
 out="${OUT:-/tmp/gpu_study}"; mkdir -p "$out" "$(dirname "$db")"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
