@@ -14,6 +14,7 @@ from matplotlib.image import imread
 
 from cifarlab.errors import ConfigError
 from cifarlab.results import open_store
+from cifarlab.results.store import RunKey
 from cifarlab.study import load_study
 from conftest import cli_command, cli_env, synthetic_arrays
 
@@ -253,6 +254,17 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "5"
     assert store.runs("s")[0]["runtime"] is None  # v4's column, unknown for older runs
     assert store.runs("s")[0]["stopped"] is None  # v5's: older runs ran all their epochs
+
+
+def test_reading_a_current_database_leaves_its_bytes_as_they_were(tmp_path):
+    store = open_store(tmp_path / "r.db")
+    store.register(RunKey("s", "x", 0, "h"), {"name": "x"})
+    store.close()
+    before = (tmp_path / "r.db").read_bytes()
+    reader = open_store(tmp_path / "r.db", must_exist=True)  # what `report` and `results compare` do
+    assert len(reader.runs("s")) == 1
+    reader.close()
+    assert (tmp_path / "r.db").read_bytes() == before  # a committed results.db stays clean in git
 
 
 def test_sigterm_releases_the_claim(study_dir):

@@ -267,7 +267,8 @@ def migrate(conn: sqlite3.Connection, path: Path) -> None:
                     step(conn)
                 else:
                     conn.execute(step)
-        conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        if version != SCHEMA_VERSION:  # a current database is left byte for byte as it was
+            conn.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
     except BaseException:
         conn.execute("ROLLBACK")
         raise
