@@ -173,18 +173,24 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentCo
     return from_dict(raw)
 
 
+def read_toml(path: Path, kind: str, example: str) -> dict:
+    """The table in the TOML file at `path`, or a one-line ConfigError naming the `kind` of file
+    expected ("experiment", "study") and an `example` of one."""
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{kind} file not found: {path}") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path} is a directory; a {kind} is a TOML file, e.g. {example}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+
+
 def read_toml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     path = path.resolve()
     if path in seen:
         raise ConfigError(f"`extends` cycle: {' -> '.join(str(p) for p in (*seen, path))}")
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"experiment file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory; an experiment is a TOML file") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    raw = read_toml(path, "experiment", "experiments/fast/baseline.toml")
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import dataclasses
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -144,14 +143,7 @@ def load_variant(item: Any, study: dict, path: Path, index: int) -> Variant:
 
 def load_study(path: str | Path) -> Study:
     path = Path(path)
-    try:
-        raw = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"study file not found: {path}") from None
-    except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory; a study is a TOML file, e.g. studies/basic.toml") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+    raw = C.read_toml(path, "study", "studies/basic.toml")
     check_keys(raw, STUDY_KEYS, str(path))
     if not isinstance(raw.get("experiment"), str):
         raise ConfigError(f"{path}: `experiment` (the reference experiment file) is required")
