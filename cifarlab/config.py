@@ -181,7 +181,8 @@ def read_toml(path: Path, kind: str, example: str) -> dict:
     except FileNotFoundError:
         raise ConfigError(f"{kind} file not found: {path}") from None
     except IsADirectoryError:
-        raise ConfigError(f"{path} is a directory; a {kind} is a TOML file, e.g. {example}") from None
+        article = "an" if kind[0] in "aeiou" else "a"
+        raise ConfigError(f"{path} is a directory; {article} {kind} is a TOML file, e.g. {example}") from None
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
 

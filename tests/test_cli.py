@@ -80,6 +80,8 @@ def test_bad_input_gives_one_line_and_exit_2(tmp_path, data_root, repo_experimen
 def test_missing_experiment_file(tmp_path):
     r = cli("run", tmp_path / "nope.toml", cwd=tmp_path)
     assert r.returncode == 2 and "experiment file not found" in r.stderr
+    r = cli("run", tmp_path, cwd=tmp_path)
+    assert r.returncode == 2 and "is a directory; an experiment is a TOML file, e.g. " in r.stderr
 
 
 def test_list_models(tmp_path):
