@@ -170,7 +170,7 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
                     **run_numbers(runs, ref_score, spec.metric), "target": spec.targets.get(exp),
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
         epochs = epochs_by_run(store, out[-1]["run_ids"])
-        out[-1].update(train_numbers(epochs))
+        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
     return out
@@ -210,6 +210,21 @@ def train_numbers(epochs: dict[int, list[sqlite3.Row]]) -> dict:
     Beside validation accuracy it tells over-fitting (train far above val) from under-fitting."""
     train_mean, train_std = mean_std(present(rows[-1]["train_acc"] for rows in epochs.values()))
     return {"train_mean": train_mean, "train_std": train_std}
+
+
+CHANCE_MARGIN = 0.02  # a run whose best validation accuracy stays below chance + this never learned
+
+
+def at_chance(runs: dict[int, sqlite3.Row], epochs: dict[int, list[sqlite3.Row]]) -> dict[int, float]:
+    """{seed: best validation accuracy} of the runs that never rose above chance (1 / classes) in
+    any epoch: a network that diverged or died at the start, which a mean ± std silently absorbs."""
+    out = {}
+    for seed, run in runs.items():
+        best = max(present(e["val_acc"] for e in epochs.get(run["id"], [])), default=None)
+        classes = len(json.loads(run["classes"])) if run["classes"] else 0
+        if best is not None and classes and best < 1 / classes + CHANCE_MARGIN:
+            out[seed] = best
+    return out
 
 
 def convergence_numbers(epochs: dict[int, list[sqlite3.Row]], run_ids: list[int], threshold: float) -> dict:
@@ -275,8 +290,13 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
     notes = [f"- `{s['experiment']}`: {s['note']}" for s in summary if s["note"]]
     stopped = [f"- `{s['experiment']}` seed {seed}: {why}; the statistics include it, with the accuracies of "
                "the model it ended with." for s in summary for seed, why in s["stopped"].items()]
+    chance = [f"- `{s['experiment']}` seed {seed}: best validation accuracy {pct(best)} %" for s in summary
+              for seed, best in s["at_chance"].items()]
     return (lines + ([""] + notes if notes else [])
-            + (["", "Runs that ended early:", "", *stopped] if stopped else []))
+            + (["", "Runs that ended early:", "", *stopped] if stopped else [])
+            + (["", f"Runs that never rose above chance: their best validation accuracy over all epochs stayed "
+                f"within {100 * CHANCE_MARGIN:g} points of 1 / classes (the network diverged or died at the start); "
+                "the statistics include them:", "", *chance] if chance else []))
 
 
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:

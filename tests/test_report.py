@@ -383,6 +383,20 @@ def test_runs_that_ended_early_are_listed(store, tmp_path):
     assert "ended early" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
 
 
+def test_runs_that_never_left_chance_are_listed(store, tmp_path):
+    ten = json.dumps([f"c{i}" for i in range(10)])
+    store.conn.execute("UPDATE runs SET classes=?", (ten,))
+    base1 = store.conn.execute("SELECT id FROM runs WHERE experiment='base' AND seed=1").fetchone()[0]
+    store.conn.execute("UPDATE epochs SET val_acc=0.1 + 0.005 * epoch WHERE run_id=?", (base1,))  # best 0.115
+    text = write_report(store, SPEC, tmp_path, "cmd").read_text(encoding="utf-8")
+    assert ("Runs that never rose above chance: their best validation accuracy over all epochs stayed within 2 "
+            "points of 1 / classes (the network diverged or died at the start); the statistics include them:"
+            "\n\n- `base` seed 1: best validation accuracy 11.50 %\n") in text
+    assert text.count("best validation accuracy 1") == 1  # no other run is listed
+    store.conn.execute("UPDATE epochs SET val_acc=0.125 WHERE run_id=?", (base1,))  # 2.5 points above chance
+    assert "never rose" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
+
+
 # ----------------------------------------------------------------------------- CSV
 
 def test_export_csv_rows_and_columns(store, tmp_path):
@@ -421,8 +435,11 @@ def test_compare_pairs_runs_by_experiment_seed_and_config_only(store, tmp_path):
     assert "base           0        70.00         71.00         +1.00" in text
     assert "base           1        72.00         75.00         +3.00" in text
     half = 12.706 * math.sqrt(2) / math.sqrt(2)  # t(1) * std / sqrt(n), std of (1, 3) = sqrt(2)
-    assert (f"2 paired run(s): other - this = +2.00 ± 1.41 (std) points, 95% CI [{2 - half:+.2f}, {2 + half:+.2f}]; "
+    assert (f"2 paired run(s): other - this = +2.00 ± 1.41 (std) points, 95% CI [{2 - half:+.2f}, {2 + half:+.2f}], "
+            "median +2.00 (a run that failed on one machine only moves the mean, not the median); "
             "6 done run(s) only in this, 1 only in other") in text
     assert "base           0        69.00         70.00" in compare(store, other, "s", metric="val")
+    add_run(other, "base", 2, "hb", cfg("base", 2), test=0.10, machine="gpu1")     # a run stuck at chance there
+    assert "3 paired run(s)" in compare(store, other, "s") and "median +1.00" in compare(store, other, "s")
     with pytest.raises(UserError, match="no done run of study 'nope' is in both databases"):
         compare(store, other, "nope")
