@@ -48,8 +48,8 @@ def compare(this: Store, other: Store, study: str | None, metric: str = "test") 
         lines.append(f"{k[1]:{width}s}  {k[2]:4d}  {x:11.2f}  {y:12.2f}  {y - x:+12.2f}")
     mean, std = stats.mean_std(diffs)
     lo, hi = stats.ci95(diffs)
-    spread = (f" ± {std:.2f} (std) points, 95% CI [{lo:+.2f}, {hi:+.2f}], median {statistics.median(diffs):+.2f} "
-              "(a run that failed on one machine only moves the mean, not the median)") if len(diffs) > 1 else " points"
+    spread = (f" ± {std:.2f} (std) points, 95% CI [{lo:+.2f}, {hi:+.2f}], median {statistics.median(diffs):+.2f}"
+              if len(diffs) > 1 else " points")
     lines += ["", f"{len(diffs)} paired run(s): other - this = {mean:+.2f}{spread}; "
                   f"{len(set(a) - set(b))} done run(s) only in this, {len(set(b) - set(a))} only in other"]
     return "\n".join(lines)
