@@ -2,7 +2,7 @@
 
     cifarlab run EXPERIMENT.toml [--set section.key=value ...] [--seed N] [--resume]
     cifarlab study run|status STUDY.toml [--db results/cifarlab.db] [--workers N]
-    cifarlab study adopt STUDY.toml RUN_DIR ... [--db results/cifarlab.db]
+    cifarlab study adopt STUDY.toml RUN_DIR ... | --from-db OTHER.db [--db results/cifarlab.db]
     cifarlab report STUDY.toml|NAME [--out reports/<name>]
     cifarlab results export --format csv [--study NAME] [--out DIR]
     cifarlab bench throughput|profile [--experiment E.toml] [--batch-size N] [--steps N]
@@ -68,12 +68,15 @@ def build_parser() -> Parser:
     tp.add_argument("--threads", type=int, default=0, help="CPU threads (default: the experiment's, else PyTorch's)")
 
     study = sub.add_parser("study", help="run a study (variants x seeds), show its progress, or adopt "
-                                         "finished runs made with `cifarlab run`")
+                                         "finished runs made with `cifarlab run` or kept in another database")
     study.add_argument("action", choices=["run", "status", "adopt"])
     study.add_argument("study", help="study TOML file, e.g. studies/basic.toml")
     study.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
                        help="adopt: finished run directories whose config and seed equal one of the study's runs")
     add_db_arg(study)
+    study.add_argument("--from-db", metavar="OTHER_DB",
+                       help="adopt: the done runs of this results database whose config and seed equal runs "
+                            "of the study (a variant two studies share is trained once)")
     study.add_argument("--runs-dir", default="runs", help="where run directories and checkpoints go")
     study.add_argument("--only", action="append", default=[], metavar="VARIANT",
                        help="run only this variant (repeatable)")
@@ -164,25 +167,30 @@ def find_study(arg: str) -> Path:
 
 def cmd_study(args: argparse.Namespace) -> int:
     from cifarlab.results import open_store
-    from cifarlab.study import DataCache, load_study, run_study, status_table
-
-    from cifarlab.study import adopt_run, plan_runs
+    from cifarlab.study import (DataCache, adopt_database, adopt_run, load_study, plan_runs, run_study,
+                                status_table)
 
     if args.run_dirs and args.action != "adopt":
         raise UserError(f"study {args.action} takes no run directories ({args.run_dirs[0]!r}); "
                         "only `study adopt` does")
+    if args.from_db and args.action != "adopt":
+        raise UserError(f"study {args.action} takes no --from-db; only `study adopt` does")
     if args.workers < 1 or args.threads < 0:
         raise UserError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    if args.action == "adopt" and not args.run_dirs and not args.from_db:
+        raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
+                        "or --from-db OTHER_DB (another results database)")
     study = load_study(find_study(args.study))
+    source = open_store(args.from_db, must_exist=True) if args.from_db else None
     store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
         print(status_table(study, store, args.workers))
         return 0
     if args.action == "adopt":
-        if not args.run_dirs:
-            raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory)")
         for path in args.run_dirs:
             print(adopt_run(study, store, Path(args.runs_dir), Path(path)))
+        if source is not None:
+            print("\n".join(adopt_database(study, store, source)))
         return 0
     if not args.worker:  # the parent warns once, not every worker
         for variant in study.variants:
@@ -334,7 +342,12 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     args = None
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args, extra = parser.parse_known_args(argv)
+        if extra and args.command == "study" and not any(e.startswith("-") for e in extra):
+            args.run_dirs += extra  # RUN_DIRs given after an option: `study adopt S.toml --db D dir`
+        elif extra:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifarlab: error: {e}", file=sys.stderr)

@@ -366,6 +366,42 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
     return f"{path}: adopted as {key.experiment} seed {key.seed} -> {dest}"
 
 
+def adopt_database(study: Study, store: Store, source: Store) -> list[str]:
+    """Record the done runs of another results database that equal runs of this study.
+
+    A run counts when its config hash and seed are those of one of the study's runs, whatever
+    study or variant name it had there: two studies sharing a variant train it once. Where the
+    other database holds several such runs (a rerun), the last finished is taken. The row is
+    copied with its epochs, commit, machine and timings; run_dir still names the directory the
+    run was trained in. Returns one line per study run it filled.
+    """
+    if source.path.resolve() == store.path.resolve():
+        raise ConfigError(f"--from-db {source.path} is the study's own database (--db); give another one")
+    found: dict[tuple[str, int], Any] = {}
+    for row in source.runs():
+        if row["status"] == "done":
+            best = found.get((row["config_hash"], row["seed"]))
+            if best is None or (row["finished"] or 0) > (best["finished"] or 0):
+                found[(row["config_hash"], row["seed"])] = row
+    lines = []
+    for key in plan_runs(study, store):
+        row = found.get((key.config_hash, key.seed))
+        if row is None:
+            continue
+        where = f"{key.experiment} seed {key.seed}"
+        if store.status_of(key) == "done":
+            lines.append(f"{where}: already done; left as it is")
+            continue
+        claimed = store.claim(study.name, [key])
+        if claimed is None:
+            lines.append(f"{where}: being run by another process; not adopted")
+            continue
+        store.copy_done(claimed["id"], row, source.epochs([row["id"]]))
+        lines.append(f"{where}: adopted from {source.path} (study {row['study']}, {row['experiment']} "
+                     f"seed {row['seed']})")
+    return lines or [f"{source.path} holds no done run equal to a run of study {study.name}"]
+
+
 def status_table(study: Study, store: Store, workers: int = 1) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
     estimate of the training time left: the finished runs' mean wall time per epoch times the

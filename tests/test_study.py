@@ -334,6 +334,32 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     assert adopted[3] == final["test_acc"] and final["name"] == "my-probe"
     assert r.stdout.count("tiny/") == 3  # each worker announces the runs it trained: the three left
 
+    # Another study sharing a variant (under another name) takes its runs from this database.
+    (study_dir / "other.toml").write_text(STUDY.replace('name = "tiny"', 'name = "other"', 1)
+                                          .replace('name = "baseline"', 'name = "plain"')
+                                          .replace('"augment.flip" = true', '"augment.flip" = false'))
+    def adopt_db(*args):
+        return subprocess.run(cli_command("study", "adopt", "other.toml", "--db", "other.db", *args),
+                              cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    shared = adopt_db("--from-db", "results.db")
+    assert shared.returncode == 0, shared.stderr
+    assert shared.stdout.count("adopted from results.db (study tiny, baseline seed") == 2, shared.stdout
+    copied = sqlite3.connect(study_dir / "other.db").execute(
+        "SELECT experiment, seed, status, test_acc, val_acc, wall_seconds FROM runs ORDER BY experiment, seed").fetchall()
+    origin = sqlite3.connect(study_dir / "results.db").execute(
+        "SELECT 'plain', seed, status, test_acc, val_acc, wall_seconds FROM runs WHERE experiment='baseline' "
+        "ORDER BY seed").fetchall()
+    assert copied[2:] == origin and [row[2] for row in copied[:2]] == ["pending", "pending"]  # dropout differs
+    assert len(results(study_dir / "other.db")[1]) == 4  # both runs' epochs came along
+    again = adopt_db("--from-db", "results.db")
+    assert again.returncode == 0 and again.stdout.count("already done") == 2
+    own = adopt_db("--from-db", "other.db")
+    assert own.returncode == 2 and "is the study's own database" in own.stderr
+    # A RUN_DIR may follow the options.
+    done_dir = next((study_dir / "runs" / "tiny" / "baseline").glob("seed0-*"))
+    late = adopt_db(str(done_dir))
+    assert late.returncode == 0 and "plain seed 0 is already done" in late.stdout, late.stderr
+
 
 def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
     from cifarlab.results.store import STALE_HEARTBEAT_S, claim_is_dead, me

@@ -83,6 +83,10 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     4: ["ALTER TABLE runs ADD COLUMN runtime TEXT"],
     5: ["ALTER TABLE runs ADD COLUMN stopped TEXT"],  # why a done run ended before its last epoch
 }
+# What a done run carries from one database to another (`Store.copy_done`): all but its identity.
+COPIED = ("git_commit", "git_dirty", "versions", "machine", "started", "finished", "wall_seconds", "images_per_s",
+          "val_acc", "val_loss", "test_acc", "test_loss", "per_class_test_acc", "classes", "run_dir", "runtime",
+          "stopped")
 STALE_HEARTBEAT_S = 30 * 60  # a claim from another host with no sign of life for this long is reclaimed
 
 
@@ -187,6 +191,19 @@ class Store:
                  final.get("runtime"), final.get("stopped"), run_id))
         # Fold the write-ahead log into the database file, so that a copy of the file taken while
         # other workers still run (a commit of results/) holds every finished run.
+        self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def copy_done(self, run_id: int, source: sqlite3.Row, epochs: list[sqlite3.Row]) -> None:
+        """Make a claimed run the done run `source` (a row of another database) with its epochs:
+        the same outcome, provenance and timings; only its study and experiment name stay this row's."""
+        sets = ", ".join(f"{col}=?" for col in COPIED)
+        with self.transaction() as c:
+            c.execute(f"UPDATE runs SET status='done', error=NULL, {sets} WHERE id=?",
+                      [source[col] for col in COPIED] + [run_id])
+            c.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
+            c.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                          [(run_id, e["epoch"], e["train_loss"], e["train_acc"], e["val_loss"], e["val_acc"],
+                            e["lr"], e["seconds"]) for e in epochs])
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def fail(self, run_id: int, error: str) -> None:
