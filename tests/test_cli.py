@@ -84,6 +84,17 @@ def test_missing_experiment_file(tmp_path):
     assert r.returncode == 2 and "is a directory; an experiment is a TOML file, e.g. " in r.stderr
 
 
+def test_study_adopt_arguments_are_checked_before_any_database_is_made(tmp_path):
+    study = REPO / "studies" / "basic.toml"
+    for args, message in [(["run", study, "--from-db", "other.db"], "study run takes no --from-db"),
+                          (["adopt", study], "needs at least one RUN_DIR (a finished `cifarlab run` directory) "
+                                             "or --from-db OTHER_DB"),
+                          (["adopt", study, "--from-db", "missing.db"], "results database not found: missing.db")]:
+        r = cli("study", *args, "--db", "made.db", cwd=tmp_path)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
+    assert not (tmp_path / "made.db").exists()
+
+
 def test_list_models(tmp_path):
     r = cli("list", "models", cwd=tmp_path)
     assert r.returncode == 0 and "vgg" in r.stdout.split()
