@@ -64,13 +64,21 @@ def sync(device: torch.device) -> None:
 
 
 # name -> (TrainConfig overrides, keep freed memory); the first is the default path, the last plain.
+# The precision entry is the one that differs from the default: where `precision = "auto"`
+# trains in bf16 (native bf16 CPUs, CUDA) it times fp32, elsewhere forced bf16.
 ABLATIONS: dict[str, tuple[dict, bool]] = {
     "default": ({}, True),
     "- channels_last": ({"channels_last": "off"}, True),
     "- allocator retention": ({}, False),
     "+ bf16 autocast (forced)": ({"precision": "bf16"}, True),
+    "- bf16 autocast (fp32)": ({"precision": "fp32"}, True),
     "plain fp32 eager NCHW": (PLAIN, False),
 }
+
+
+def ablation_names(default_is_bf16: bool) -> list[str]:
+    skip = "+ bf16 autocast (forced)" if default_is_bf16 else "- bf16 autocast (fp32)"
+    return [n for n in ABLATIONS if n != skip]
 
 
 def throughput(experiment: str | None, batch_size: int | None, steps: int, rounds: int,
@@ -81,9 +89,10 @@ def throughput(experiment: str | None, batch_size: int | None, steps: int, round
     bs = batch_size or cfg.train.batch_size
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads or cfg.train.threads))
     splits = synthetic_splits(bs)
-    names = list(ABLATIONS) if ablate else ["default", "plain fp32 eager NCHW"]
-    sessions = {n: build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ABLATIONS[n][0])),
-                                 splits) for n in names}
+    sessions = {"default": build_session(cfg, splits)}
+    names = ablation_names(sessions["default"].rt.amp_dtype is not None) if ablate else ["default", "plain fp32 eager NCHW"]
+    sessions |= {n: build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ABLATIONS[n][0])),
+                                  splits) for n in names[1:]}
     rates: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(rounds):

@@ -181,7 +181,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                         "or --from-db OTHER_DB (another results database)")
     study = load_study(find_study(args.study))
-    source = open_store(args.from_db, must_exist=True) if args.from_db else None
+    source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
         print(status_table(study, store, args.workers))
@@ -266,8 +266,8 @@ def cmd_results(args: argparse.Namespace) -> int:
             raise UserError("results compare needs --against DB: the database to pair this one's runs with")
         if selection and args.metric == "test":
             raise UserError(f"{args.study} is a selection study, which never reads the test set; use --metric val")
-        print(compare(open_store(args.db, must_exist=True), open_store(args.against, must_exist=True),
-                      name, args.metric or ("val" if selection else "test")))
+        against = open_store(args.against, must_exist=True, option="--against")
+        print(compare(open_store(args.db, must_exist=True), against, name, args.metric or ("val" if selection else "test")))
         return 0
     for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
         print(f"wrote {path}")

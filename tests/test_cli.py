@@ -89,7 +89,8 @@ def test_study_adopt_arguments_are_checked_before_any_database_is_made(tmp_path)
     for args, message in [(["run", study, "--from-db", "other.db"], "study run takes no --from-db"),
                           (["adopt", study], "needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                                              "or --from-db OTHER_DB"),
-                          (["adopt", study, "--from-db", "missing.db"], "results database not found: missing.db")]:
+                          (["adopt", study, "--from-db", "missing.db"], "results database not found: missing.db; give as "
+                                                                     "--from-db a database")]:
         r = cli("study", *args, "--db", "made.db", cwd=tmp_path)
         assert r.returncode == 2 and message in r.stderr and r.stderr.count("\n") == 1, r.stderr
     assert not (tmp_path / "made.db").exists()
@@ -115,6 +116,14 @@ def test_bench_throughput_smoke(tmp_path):
     assert "ratio default / plain" in r.stdout and "plain fp32 eager NCHW" in r.stdout
     assert "CPU ms/step" in r.stdout and "1 threads" in cli(
         "bench", "throughput", "--steps", "1", "--rounds", "1", "--batch-size", "8", "--threads", "1", cwd=tmp_path).stdout
+
+
+def test_bench_ablate_times_the_precision_the_default_does_not_use(tmp_path):
+    r = cli("bench", "throughput", "--ablate", "--steps", "1", "--rounds", "1", "--batch-size", "8", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    default = next(line for line in r.stdout.splitlines() if line.strip().startswith("default "))
+    other = "- bf16 autocast (fp32)" if "bfloat16" in default else "+ bf16 autocast (forced)"
+    assert other in r.stdout and r.stdout.count("bf16 autocast (") == 1, r.stdout
 
 
 @pytest.mark.parametrize("flag, value, message", [

@@ -243,13 +243,14 @@ class Store:
         self.conn.close()
 
 
-def open_store(path: str | Path, must_exist: bool = False) -> Store:
+def open_store(path: str | Path, must_exist: bool = False, option: str = "--db") -> Store:
     """Open (creating or migrating) the database at `path`. Commands that only read results
-    pass must_exist, so a mistyped --db is an error, not an empty report and a stray file."""
+    pass must_exist, so a mistyped --db is an error, not an empty report and a stray file;
+    `option` names the command-line option the path came from, for that error."""
     path = Path(path)
     if must_exist and not path.is_file():
-        raise UserError(f"results database not found: {path}; give the --db that `cifarlab study run` "
-                        "wrote to (e.g. results/basic/results.db)")
+        raise UserError(f"results database not found: {path}; give as {option} a database that "
+                        "`cifarlab study run` wrote (e.g. results/basic/results.db)")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=60, isolation_level=None)
