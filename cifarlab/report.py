@@ -604,8 +604,16 @@ def draw_band(ax, rows: list[sqlite3.Row], s: dict, metric: str, scale: float, i
     x, mean, std = metric_band(rows, s["run_ids"], metric)
     if np.isfinite(mean).any():
         ax.plot(x, scale * mean, color=color(i), label=f"{s['experiment']} (n={s['n']})")
-        ax.fill_between(x, scale * (mean - std), scale * (mean + std), where=np.isfinite(std),
-                        color=color(i), alpha=0.2, linewidth=0)
+        low, high = band_limits(mean, std, metric)
+        ax.fill_between(x, scale * low, scale * high, where=np.isfinite(std), color=color(i), alpha=0.2, linewidth=0)
+
+
+def band_limits(mean: np.ndarray, std: np.ndarray, metric: str) -> tuple[np.ndarray, np.ndarray]:
+    """mean ± std clipped to what the metric can take (losses >= 0, accuracies in [0, 1]): seeds
+    stalled at chance spread wider than the distance to 0 % or 100 %, and a band past those would
+    read as a measurement."""
+    low, high = np.maximum(mean - std, 0.0), mean + std
+    return low, np.minimum(high, 1.0) if metric.endswith("_acc") else high
 
 
 def label_epochs(ax, label: str) -> None:

@@ -8,12 +8,13 @@ import json
 import math
 import os
 
+import numpy as np
 import pytest
 from matplotlib import image
 
 from cifarlab import config as C
 from cifarlab.errors import UserError
-from cifarlab.report import StudySpec, export_csv, summarize, write_report
+from cifarlab.report import StudySpec, band_limits, export_csv, summarize, write_report
 from cifarlab.results.store import open_store
 from cifarlab.stats import ci95, mean_std, paired_diff, t_quantile_975
 
@@ -182,6 +183,14 @@ def test_a_selection_study_reports_validation_accuracy_and_never_test(store, tmp
     assert "| `base` | 3 | 70.00 ± 1.00 | [67.52, 72.48] | reference | 73.00 | 61.00 ± 1.00 | 110 | 520 |" in text
     assert "71.00" not in text and "74.33" not in text  # no test mean anywhere
     assert (tmp_path / "validation_accuracy.png").exists() and not (tmp_path / "test_accuracy.png").exists()
+
+
+def test_learning_curve_bands_stay_within_what_the_metric_can_take():
+    mean, std = np.array([0.40, 0.85, 0.50]), np.array([0.50, 0.30, 0.10])
+    low, high = band_limits(mean, std, "val_acc")
+    assert low == pytest.approx([0.0, 0.55, 0.40]) and high == pytest.approx([0.90, 1.0, 0.60])
+    low, high = band_limits(np.array([1.0]), np.array([2.0]), "train_loss")
+    assert low == pytest.approx([0.0]) and high == pytest.approx([3.0])
 
 
 def test_figures_open_and_are_large_enough(store, tmp_path):
