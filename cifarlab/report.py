@@ -278,6 +278,14 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
     return readme
 
 
+def target_lines(spec: StudySpec, summary: list[dict]) -> list[str]:
+    """Each experiment's distance to its published figure: mean minus target, in points."""
+    gaps = [f"`{s['experiment']}` {signed_pct(s['score_mean'] - s['target'])} (n={s['n']})"
+            for s in summary if s["target"] is not None and s["n"]]
+    return ["", f"Against the published figures (mean {spec.label} accuracy minus the target, in points): "
+            + ", ".join(gaps) + "."] if gaps else []
+
+
 def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
     lines = ["## Results", "",
              f"Accuracies in %; Δ is the mean over common seeds of (experiment − `{spec.reference}`) "
@@ -292,7 +300,7 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
                "the model it ended with." for s in summary for seed, why in s["stopped"].items()]
     chance = [f"- `{s['experiment']}` seed {seed}: best validation accuracy {pct(best)} %" for s in summary
               for seed, best in s["at_chance"].items()]
-    return (lines + ([""] + notes if notes else [])
+    return (lines + ([""] + notes if notes else []) + target_lines(spec, summary)
             + (["", "Runs that ended early:", "", *stopped] if stopped else [])
             + (["", f"Runs that never rose above chance: their best validation accuracy over all epochs stayed "
                 f"within {100 * CHANCE_MARGIN:g} points of 1 / classes (the network diverged or died at the start); "

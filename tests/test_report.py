@@ -166,6 +166,15 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
 
 
 
+def test_each_target_gets_its_distance_and_experiments_without_runs_none(store, tmp_path):
+    spec = dataclasses.replace(SPEC, targets={"base": 0.73, "wide": 0.70, "ghost": 0.90})
+    text = write_report(store, spec, tmp_path, "cmd").read_text()
+    assert ("Against the published figures (mean test accuracy minus the target, in points): "
+            "`base` -2.00 (n=3), `wide` +5.00 (n=1).\n") in text
+    text = write_report(store, dataclasses.replace(SPEC, targets={}), tmp_path, "cmd").read_text()
+    assert "Against the published figures" not in text
+
+
 def test_runs_the_study_plans_but_the_database_lacks_count_as_not_started(store, tmp_path):
     # base, flip and wide have a row for each of seeds 0-2 (done, running or failed); ghost has none
     text = write_report(store, dataclasses.replace(SPEC, seeds=(0, 1, 2)), tmp_path, "cmd").read_text()
