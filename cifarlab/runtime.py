@@ -31,25 +31,43 @@ class Runtime:
                f"{'channels_last' if self.channels_last else 'NCHW'}, {torch.get_num_threads()} threads"
 
 
-def cpu_has_native_bf16() -> bool:
+def cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return {}
+    fields: dict[str, str] = {}
+    for line in text.split("\n\n", 1)[0].splitlines():
+        key, sep, value = line.partition(":")
+        if sep:
+            fields.setdefault(key.strip(), value.strip())
+    return fields
+
+
+def cpu_has_native_bf16(info: dict[str, str] | None = None) -> bool:
     """bf16 pays off on CPUs with AVX512-BF16 or AMX; elsewhere oneDNN emulates it, ~10x slower."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+    flags = set((cpuinfo() if info is None else info).get("flags", "").split())
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
+
+
+def cpu_name(info: dict[str, str]) -> str:
+    """Model name, family/model and widest vector extension: virtual machines often report only
+    "AMD EPYC", which tells an AVX2-only Zen 3 from an AVX512-BF16 Zen 5 no better than nothing."""
+    name = info.get("model name") or platform.processor() or platform.machine()
+    flags = set(info.get("flags", "").split())
+    isa = ("AMX" if "amx_bf16" in flags else "AVX512-BF16" if "avx512_bf16" in flags else
+           "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "")
+    details = ([f"family {info['cpu family']}, model {info['model']}"] if "cpu family" in info and "model" in info
+               else []) + ([isa] if isa else [])
+    return f"{name} ({', '.join(details)})" if details else name
 
 
 def machine_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return cpu_name(cpuinfo())
 
 
 def keep_freed_memory(keep: bool = True) -> None:
