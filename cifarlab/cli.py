@@ -184,7 +184,11 @@ def cmd_study(args: argparse.Namespace) -> int:
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
-        print(status_table(study, store, args.workers))
+        import torch
+
+        from cifarlab.runtime import machine_name
+        here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        print(status_table(study, store, args.workers, machine=here))
         return 0
     if args.action == "adopt":
         for path in args.run_dirs:

@@ -458,3 +458,11 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
     assert "2 of 4 runs done, 2.0 h of training wall time; about 6.0 h left with 1 worker(s), " \
            "at 1800 s per epoch" in text, text
     assert "about 3.0 h left with 2 worker(s)" in status_table(plan, store, workers=2)
+    # machines here differ several-fold in speed: where finished runs ran on this one, only they count
+    store.conn.execute("UPDATE runs SET machine='slow box' WHERE status='done'")
+    assert "at 1800 s per epoch (the finished runs' mean, none of them on this machine)" in \
+        status_table(plan, store, machine="fast box")
+    store.conn.execute("UPDATE runs SET machine='fast box', wall_seconds=360 WHERE id=?", (row["id"],))
+    text = status_table(plan, store, machine="fast box")
+    assert "about 0.6 h left with 1 worker(s), at 180 s per epoch (the mean of the 1 finished run(s) on this " \
+           "machine)" in text, text
