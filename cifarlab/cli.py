@@ -6,6 +6,7 @@
     cifarlab report STUDY.toml|NAME [--out reports/<name>]
     cifarlab results export --format csv [--study NAME] [--out DIR]
     cifarlab bench throughput|profile [--experiment E.toml] [--batch-size N] [--steps N]
+    cifarlab data list|pack|unpack
     cifarlab list models|optimizers|schedules|augmentations|keys
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
@@ -124,6 +125,19 @@ def build_parser() -> Parser:
 
     aug = bench_sub.add_parser("augment", help="seconds per epoch spent in an experiment's augmentation")
     add_config_args(aug)
+
+    data = sub.add_parser("data", help="the datasets found under the data root; pack or unpack the lossless format")
+    data_sub = data.add_subparsers(dest="data", required=True, parser_class=Parser)
+    add_data_args(data_sub.add_parser("list", help="each dataset: where it was found (or every place tried), "
+                                                   "its sizes and classes, whether its cache is valid"))
+    pk = data_sub.add_parser("pack", help="write an npz (keys train_images, train_labels, test_images, "
+                                          "test_labels, classes) as a lossless pack folder")
+    pk.add_argument("npz", help="input .npz")
+    pk.add_argument("out", help="pack folder to write (manifest.json + parts)")
+    pk.add_argument("--parts", type=int, default=2, help="number of xz parts (default 2)")
+    up = data_sub.add_parser("unpack", help="decode a pack folder to an npz, written only if every SHA-256 matches")
+    up.add_argument("folder", help="pack folder (manifest.json + parts)")
+    up.add_argument("npz", help="output .npz")
 
     lst = sub.add_parser("list", help="list registry entries or config keys")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "keys"])
@@ -326,6 +340,32 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from cifarlab.data import pack, sources
+    if args.data == "list":
+        print(f"data root: {sources.resolve_data_dir(args.data_dir)}")
+        for name in sources.DATASETS:
+            print(sources.describe(name, args.data_dir))
+        return 0
+    if args.data == "pack":
+        arrays = sources.load_npz(args.npz)
+        plain = {"train_images": arrays.train_images, "train_labels": arrays.train_labels.astype(np.uint8),
+                 "test_images": arrays.test_images, "test_labels": arrays.test_labels.astype(np.uint8),
+                 "classes": np.array(arrays.classes)}
+        if len(arrays.classes) > 256:
+            raise UserError(f"{args.npz}: a pack stores labels as uint8, at most 256 classes; it has {len(arrays.classes)}")
+        print(f"wrote {pack.pack(plain, Path(args.out), args.parts)}")
+        return 0
+    arrays = pack.unpack(Path(args.folder))
+    out = Path(args.npz)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(out, **arrays)
+    print(f"{out}: all {len(arrays)} arrays match their SHA-256")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from cifarlab import augment, config, models, optim
     registries = {"models": models.MODELS, "optimizers": optim.OPTIMIZERS, "schedules": optim.SCHEDULES,
@@ -335,7 +375,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
-            "bench": cmd_bench, "list": cmd_list}
+            "bench": cmd_bench, "data": cmd_data, "list": cmd_list}
 
 
 def interrupt(signum: int, frame: object) -> None:

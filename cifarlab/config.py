@@ -24,6 +24,7 @@ from cifarlab.errors import ConfigError
 @dataclass(frozen=True)
 class DataConfig:
     dataset: str = "cifar10"     # cifar10 | cifar100
+    labels: str = "fine"         # fine | coarse: CIFAR-100's 20 superclasses instead of its 100 classes
     val_size: int = 5000         # training images held out for validation (stratified); 0 = no validation
     split_seed: int = 0          # seed of the train/validation split; fixed across training seeds
     subset: int = 0              # use only this many training images (stratified), 0 = all; for smoke tests
@@ -104,6 +105,7 @@ class ExperimentConfig:
 SECTIONS = {k: v for k, v in typing.get_type_hints(ExperimentConfig).items() if k != "name"}
 CHOICES = {
     ("data", "dataset"): ("cifar10", "cifar100"),
+    ("data", "labels"): ("fine", "coarse"),
     ("data", "normalize"): ("unit", "standard"),
     ("augment", "fill"): ("edge", "zero", "reflect"),
     ("model", "pool"): ("max", "avg"),
@@ -148,6 +150,9 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must be > 0")
             if key in NON_NEGATIVE and not value >= 0:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must be >= 0")
+    if cfg.data.labels == "coarse" and cfg.data.dataset != "cifar100":
+        raise ConfigError(f"data.labels = 'coarse' needs data.dataset = 'cifar100' (the only dataset with "
+                          f"superclasses), got data.dataset = {cfg.data.dataset!r}; valid for it: 'fine'")
     for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.train.label_smoothing):
         if not 0 <= rate < 1:
             raise ConfigError(f"dropout rates and label smoothing must lie in [0, 1), got {rate}")

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from cifarlab.config import DataConfig
-from cifarlab.data.sources import Arrays
+from cifarlab.data.sources import Arrays, select_labels
 from cifarlab.data.split import stratified_split
 from cifarlab.errors import ConfigError
 
@@ -62,6 +62,7 @@ def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
 
 def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
     """Subset, then hold out the validation split; statistics come from the training split only."""
+    arrays = select_labels(arrays, cfg.labels, cfg.dataset)
     images, labels = arrays.train_images, arrays.train_labels
     if cfg.subset:
         _, keep = stratified_split(labels, min(cfg.subset, len(labels) - 1), cfg.split_seed)

@@ -1,13 +1,18 @@
 """Find, fetch, verify and parse CIFAR-10 / CIFAR-100 into plain numpy arrays.
 
-Search order in `load_dataset`: a prepared `.npz`, an already extracted
-official folder, the official `.tar.gz` archive (MD5-checked), and finally
-a download of that archive.
+Search order in `load_dataset`: a prepared `.npz`, a lossless pack (`cifarlab.data.pack`,
+decoded once into a verified cache), an already extracted official folder, the official
+`.tar.gz` archive (MD5-checked), and finally a download of that archive.
+
+CIFAR-100's 20 superclasses (coarse labels) come with the official format, and beside an npz
+or a pack as `coarse.npz` (`train_coarse_labels`, `test_coarse_labels`, `coarse_classes`);
+`select_labels(arrays, "coarse")` swaps them in.
 """
 
 from __future__ import annotations
 
 import hashlib
+import dataclasses
 import logging
 import os
 import pickle
@@ -24,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from cifarlab.data import pack
 from cifarlab.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -42,6 +48,28 @@ class Arrays:
     test_images: np.ndarray
     test_labels: np.ndarray
     classes: tuple[str, ...]
+    # CIFAR-100's superclasses where the source has them (int64 labels, 20 names), else None.
+    train_coarse_labels: np.ndarray | None = None
+    test_coarse_labels: np.ndarray | None = None
+    coarse_classes: tuple[str, ...] | None = None
+
+
+LABELS = ("fine", "coarse")
+COARSE_FILE = "coarse.npz"
+COARSE_KEYS = ("train_coarse_labels", "test_coarse_labels", "coarse_classes")
+
+
+def select_labels(arrays: Arrays, labels: str, source: str = "the data") -> Arrays:
+    """`arrays` with its labels and classes replaced by the coarse ones for labels="coarse"."""
+    if labels not in LABELS:
+        raise DataError(f"labels = {labels!r} is invalid; valid: {', '.join(LABELS)}")
+    if labels == "fine":
+        return arrays
+    if arrays.coarse_classes is None:
+        raise DataError(f"{source} has no coarse labels: put {COARSE_FILE} (keys {', '.join(COARSE_KEYS)}) "
+                        "beside the CIFAR-100 npz or pack, or use the official archive")
+    return dataclasses.replace(arrays, train_labels=arrays.train_coarse_labels,
+                               test_labels=arrays.test_coarse_labels, classes=arrays.coarse_classes)
 
 
 @dataclass(frozen=True)
@@ -58,6 +86,8 @@ class Official:
     classes_file: str
     classes_key: bytes
     title: str
+    coarse_label_key: bytes | None = None
+    coarse_classes_key: bytes | None = None
 
 
 OFFICIAL = {
@@ -84,6 +114,8 @@ OFFICIAL = {
         classes_file="meta",
         classes_key=b"fine_label_names",
         title="CIFAR-100",
+        coarse_label_key=b"coarse_labels",
+        coarse_classes_key=b"coarse_label_names",
     ),
 }
 
@@ -110,28 +142,48 @@ def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
     return Path(data_dir).expanduser().absolute()
 
 
+def candidates(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
+    """Every place `load_dataset` looks, in order, as (kind, path)."""
+    spec, root = _spec(name), resolve_data_dir(data_dir)
+    return [("npz", root / name / f"{name}.npz"), ("npz", root / f"{name}.npz"), ("pack", root / name),
+            ("official folder", root / spec.folder), ("official archive", root / spec.archive_name)]
+
+
+def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[str, Path] | None:
+    """The first source present under the data root, as (kind, path), or None."""
+    for kind, path in candidates(name, data_dir):
+        present = {"npz": path.is_file, "pack": lambda: pack.is_pack(path), "official folder": path.is_dir,
+                   "official archive": path.is_file}[kind]()
+        if present:
+            return kind, path
+    return None
+
+
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
                  download: bool = True, progress: bool = True) -> Arrays:
     """Load `name` from the first source found under the data root (see module doc)."""
     spec = _spec(name)
     root = resolve_data_dir(data_dir)
-    npz_paths = [root / name / f"{name}.npz", root / f"{name}.npz"]
-    folder, archive = root / spec.folder, root / spec.archive_name
-    for path in npz_paths:
-        if path.is_file():
-            return load_npz(path)
-    if folder.is_dir():
-        return load_official(folder, name)
+    found = locate(name, root)
     reason = "downloading was disabled"
-    if not archive.is_file() and download:
+    archive = root / spec.archive_name
+    if found is None and download:
         reason = _try_download(spec, archive, progress)
-    if archive.is_file():
-        return load_official(verify_and_extract(archive, name, root), name)
-    tried = ", ".join(str(p) for p in [*npz_paths, folder, archive])
-    raise DataError(
-        f"{spec.title} not found: tried {tried}; {reason}. Put {spec.archive_name} "
-        f"(from {spec.url}) or {name}.npz in {root}, or point --data-dir / "
-        f"$CIFARLAB_DATA at a folder holding one.")
+        found = ("official archive", archive) if archive.is_file() else None
+    if found is None:
+        tried = ", ".join(str(p) for _, p in candidates(name, root))
+        raise DataError(
+            f"{spec.title} not found: tried {tried}; {reason}. Put {spec.archive_name} "
+            f"(from {spec.url}) or {name}.npz in {root}, or point --data-dir / "
+            f"$CIFARLAB_DATA at a folder holding one.")
+    kind, path = found
+    if kind == "npz":
+        return load_npz(path)
+    if kind == "pack":
+        return load_packed(path)
+    if kind == "official folder":
+        return load_official(path, name)
+    return load_official(verify_and_extract(path, name, root), name)
 
 
 def _try_download(spec: Official, archive: Path, progress: bool) -> str:
@@ -251,10 +303,38 @@ def load_npz(path: str | os.PathLike) -> Arrays:
     except _CORRUPT as exc:
         raise DataError(f"{path} is corrupt or truncated ({_one_line(exc)}); {fix}") from exc
     classes = data.pop("classes")
-    if classes.ndim != 1 or classes.dtype.kind != "U":
-        raise DataError(f"{path}: classes must be a 1-D str array, got {classes.dtype} "
-                        f"{classes.shape}; {fix}")
-    return _validated(str(path), fix, classes=tuple(str(c) for c in classes), **data)
+    _check_names(classes, f"{path}: classes", fix)
+    return _validated(str(path), fix, classes=tuple(str(c) for c in classes), **data,
+                      **_coarse_beside(path.parent))
+
+
+def load_packed(folder: str | os.PathLike) -> Arrays:
+    """Load a lossless pack (see `cifarlab.data.pack`), with `coarse.npz` beside it if present."""
+    folder = Path(folder)
+    data = pack.load_pack(folder)
+    classes = data.pop("classes")
+    fix = "replace the pack folder with a complete copy"
+    return _validated(str(folder), fix, classes=tuple(str(c) for c in classes), **data, **_coarse_beside(folder))
+
+
+def _check_names(names: np.ndarray, where: str, fix: str) -> None:
+    if names.ndim != 1 or names.dtype.kind != "U":
+        raise DataError(f"{where} must be a 1-D str array, got {names.dtype} {names.shape}; {fix}")
+
+
+def _coarse_beside(folder: Path) -> dict:
+    """The coarse-label fields from `folder/coarse.npz`, or {} when there is none."""
+    path = folder / COARSE_FILE
+    if not path.is_file():
+        return {}
+    fix = f"delete it or replace it with a valid {COARSE_FILE} (keys {', '.join(COARSE_KEYS)})"
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            data = {k: z[k] for k in COARSE_KEYS}
+    except _CORRUPT as exc:
+        raise DataError(f"{path} is corrupt or lacks a key ({_one_line(exc)}); {fix}") from exc
+    _check_names(data["coarse_classes"], f"{path}: coarse_classes", fix)
+    return {**data, "coarse_classes": tuple(str(c) for c in data["coarse_classes"])}
 
 
 def _validated(source: str, fix: str, **fields) -> Arrays:
@@ -273,6 +353,14 @@ def _validated(source: str, fix: str, **fields) -> Arrays:
                             f"{labels.min()}..{labels.max()}; {fix}")
         fields[f"{split}_images"] = np.ascontiguousarray(images)
         fields[f"{split}_labels"] = labels.astype(np.int64)
+        if fields.get("coarse_classes") is not None:
+            coarse = np.asarray(fields[f"{split}_coarse_labels"])
+            n_coarse = len(fields["coarse_classes"])
+            if coarse.dtype.kind not in "iu" or coarse.shape != labels.shape or \
+                    (coarse.size and (coarse.min() < 0 or coarse.max() >= n_coarse)):
+                raise DataError(f"{source}: {split}_coarse_labels must be {len(labels)} integers in "
+                                f"0..{n_coarse - 1}, got {coarse.dtype} {coarse.shape}; {fix}")
+            fields[f"{split}_coarse_labels"] = coarse.astype(np.int64)
     return Arrays(**fields)
 
 
@@ -332,8 +420,8 @@ def _get(batch: dict, key: bytes, path: Path, fix: str):
     raise DataError(f"{path} lacks key {key.decode()!r}; {fix}")
 
 
-def _read_split(folder: Path, files: tuple[str, ...], label_key: bytes, fix: str):
-    images, labels = [], []
+def _read_split(folder: Path, files: tuple[str, ...], label_key: bytes, fix: str, coarse_key: bytes | None = None):
+    images, labels, coarse = [], [], []
     for fname in files:
         path = folder / fname
         batch = _unpickle(path, fix)
@@ -344,7 +432,9 @@ def _read_split(folder: Path, files: tuple[str, ...], label_key: bytes, fix: str
         # Rows are flattened CHW planes (all R, then G, then B); we want NHWC.
         images.append(data.reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1))
         labels.append(np.asarray(_get(batch, label_key, path, fix)))
-    return np.concatenate(images), np.concatenate(labels)
+        if coarse_key is not None:
+            coarse.append(np.asarray(_get(batch, coarse_key, path, fix)))
+    return np.concatenate(images), np.concatenate(labels), (np.concatenate(coarse) if coarse else None)
 
 
 def load_official(extracted_dir: Path, name: str) -> Arrays:
@@ -352,12 +442,55 @@ def load_official(extracted_dir: Path, name: str) -> Arrays:
     spec, folder = _spec(name), Path(extracted_dir)
     fix = (f"delete {folder} and re-run to extract it again from {spec.archive_name} "
            f"(from {spec.url})")
-    train_x, train_y = _read_split(folder, spec.train_files, spec.label_key, fix)
-    test_x, test_y = _read_split(folder, spec.test_files, spec.label_key, fix)
+    train_x, train_y, train_c = _read_split(folder, spec.train_files, spec.label_key, fix, spec.coarse_label_key)
+    test_x, test_y, test_c = _read_split(folder, spec.test_files, spec.label_key, fix, spec.coarse_label_key)
     meta_path = folder / spec.classes_file
-    names = _get(_unpickle(meta_path, fix), spec.classes_key, meta_path, fix)
+    meta = _unpickle(meta_path, fix)
+    coarse = {}
+    if spec.coarse_classes_key is not None:
+        coarse = {"train_coarse_labels": train_c, "test_coarse_labels": test_c,
+                  "coarse_classes": _names(_get(meta, spec.coarse_classes_key, meta_path, fix), meta_path, fix)}
+    return _validated(str(folder), fix, train_images=train_x, train_labels=train_y,
+                      test_images=test_x, test_labels=test_y,
+                      classes=_names(_get(meta, spec.classes_key, meta_path, fix), meta_path, fix), **coarse)
+
+
+def _names(names, meta_path: Path, fix: str) -> tuple[str, ...]:
     if not isinstance(names, list) or not all(isinstance(c, (bytes, str)) for c in names):
         raise DataError(f"{meta_path}: class names must be a list of strings; {fix}")
-    classes = tuple(c.decode() if isinstance(c, bytes) else c for c in names)
-    return _validated(str(folder), fix, train_images=train_x, train_labels=train_y,
-                      test_images=test_x, test_labels=test_y, classes=classes)
+    return tuple(c.decode() if isinstance(c, bytes) else c for c in names)
+
+
+# ----------------------------------------------------------------------------- listing
+
+def describe(name: str, data_dir: str | os.PathLike | None = None) -> str:
+    """One line for `cifarlab data list`: where `name` was found (or every place tried), its sizes,
+    classes, coarse labels and, for a pack, whether its cache is valid. Decodes nothing."""
+    spec, root = _spec(name), resolve_data_dir(data_dir)
+    found = locate(name, root)
+    if found is None:
+        tried = ", ".join(str(p) for _, p in candidates(name, root))
+        return f"{name}: not found; tried {tried}; a run downloads {spec.url} to {root / spec.archive_name}"
+    kind, path = found
+    if kind == "official archive":
+        return f"{name}: official archive {path} (MD5-checked and extracted on first use)"
+    if kind == "pack":
+        manifest = pack.read_manifest(path)
+        counts, classes = manifest["counts"], manifest["small"]["classes"]
+        sizes = f"{counts['train_images']:,} train + {counts['test_images']:,} test"
+        extra = f"; cache {pack.find_cache(path)[1]}"
+        coarse = _coarse_beside(path)
+    else:
+        arrays = load_npz(path) if kind == "npz" else load_official(path, name)
+        sizes = f"{len(arrays.train_labels):,} train + {len(arrays.test_labels):,} test"
+        classes, extra = arrays.classes, ""
+        coarse = {"coarse_classes": arrays.coarse_classes} if arrays.coarse_classes else {}
+    named = f"{len(classes)} classes ({_few(classes)})"
+    if coarse:
+        named += f", {len(coarse['coarse_classes'])} coarse ({_few(coarse['coarse_classes'])})"
+    return f"{name}: {kind} {path}: {sizes}, {named}{extra}"
+
+
+def _few(names, n: int = 3) -> str:
+    names = list(names)
+    return ", ".join(names[:n]) + (f", ... {names[-1]}" if len(names) > n else "")
