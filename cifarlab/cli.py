@@ -366,8 +366,22 @@ def cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def list_models() -> str:
+    """Each model preset with its parameter count (10 classes, 32 px) and what it is."""
+    from cifarlab import config as C
+    from cifarlab.models import MODELS, build_model, count_parameters
+    lines = [f"{'model':<16} {'parameters':>11}  (10 classes, 32 px)"]
+    for name in MODELS.names():
+        n = count_parameters(build_model(C.from_dict({"model": {"name": name}}).model, 10))
+        lines.append(f"{name:<16} {n:>11,}  {MODELS.get(name).doc}")
+    return "\n".join(lines)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from cifarlab import augment, config, models, optim
+    if args.what == "models":
+        print(list_models())
+        return 0
     registries = {"models": models.MODELS, "optimizers": optim.OPTIMIZERS, "schedules": optim.SCHEDULES,
                   "augmentations": augment.AUGMENTS}
     print(config.describe_keys() if args.what == "keys" else "\n".join(registries[args.what].names()))

@@ -40,15 +40,24 @@ class AugmentConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    name: str = "vgg"                           # model registry name (see `cifarlab list models`)
-    widths: tuple[int, ...] = (32, 64, 128)     # output channels of each block
-    convs_per_block: int = 2                    # 3x3 convolutions per block
-    batchnorm: bool = False                     # BatchNorm after each convolution
-    dropout: tuple[float, ...] = ()             # dropout rate after each block's pooling; () = none
+    # stem -> stages -> pooling -> head (cifarlab/models/net.py); defaults: the tutorial's VGG
+    name: str = "vgg"                           # preset of these keys (`cifarlab list models`); keys set here override it
+    stem: str = "none"                          # none | conv (3x3 conv, norm, ReLU) | patchify (conv with kernel = stride = patch, then norm)
+    stem_width: int = 0                         # stem output channels; 0 = widths[0]
+    patch: int = 4                              # patchify stem: patch size in pixels (must divide the image size)
+    widths: tuple[int, ...] = (32, 64, 128)     # output channels of each stage (VGG: block)
+    block: str = "plain"                        # plain (VGG convs) | basic (residual, He et al. 2016) | preact (pre-activation, He et al. 2016b)
+    convs_per_block: int = 2                    # plain stages: 3x3 convolutions per stage
+    blocks_per_stage: int = 1                   # basic / preact stages: residual blocks (two 3x3 convs each) per stage
+    downsample: str = "max"                     # max | avg: pool at the end of each stage (VGG) | stride: stride-2 first conv of each later stage (ResNet)
+    norm: str = "none"                          # after each conv: none | batch | group | layer (all of C,H,W per sample) | instance
+    groups: int = 32                            # norm = "group": channel groups (must divide every width)
+    se: int = 0                                 # Squeeze-and-Excitation reduction ratio in every stage (Hu et al. 2018 use 16); 0 = off
+    head: str = "flatten"                       # flatten (tutorial) | gap (global average pooling); then the dense layers and the classifier
+    dropout: tuple[float, ...] = ()             # dropout rate at the end of each stage (after its pooling); () = none
     dense: tuple[int, ...] = (128,)             # hidden dense layers before the classifier
     dense_dropout: float = 0.0                  # dropout after each hidden dense layer
-    pool: str = "max"                           # max | avg
-    dropout_before_bn: bool = False             # order inside a block when both are used
+    dropout_before_bn: bool = False             # stage dropout in front of the stage's last norm instead of at its end
 
 
 @dataclass(frozen=True)
@@ -108,15 +117,20 @@ CHOICES = {
     ("data", "labels"): ("fine", "coarse"),
     ("data", "normalize"): ("unit", "standard"),
     ("augment", "fill"): ("edge", "zero", "reflect"),
-    ("model", "pool"): ("max", "avg"),
+    ("model", "stem"): ("none", "conv", "patchify"),
+    ("model", "block"): ("plain", "basic", "preact"),
+    ("model", "downsample"): ("max", "avg", "stride"),
+    ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
+    ("model", "head"): ("flatten", "gap"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "tta"): ("none", "flip"),
 }
-POSITIVE = {("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
+POSITIVE = {("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
+            ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
-NON_NEGATIVE = {("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
+NON_NEGATIVE = {("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
                 ("train", "label_smoothing"), ("train", "threads"), ("train", "seed")}
 
@@ -125,6 +139,22 @@ NON_NEGATIVE = {("data", "val_size"), ("data", "subset"), ("augment", "translate
 # checkpointing less often, counts as the same experiment.
 NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_every"),
               ("train", "eval_batch_size")}
+
+
+# Keys that were renamed: (section, old) -> (new, how an old value maps to the new one). A results
+# database stores resolved configs, so its migration (cifarlab/results/store.py, version 6) applies
+# the same map; an experiment file that still uses an old key gets one line naming the new one.
+RENAMED = {("model", "batchnorm"): ("norm", lambda v: "batch" if v else "none"),
+           ("model", "pool"): ("downsample", lambda v: v)}
+
+
+def upgrade_renamed(raw: dict) -> dict:
+    """A resolved config dict written before the renames in RENAMED, with the new keys."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
+    for (section, old), (new, convert) in RENAMED.items():
+        if isinstance(out.get(section), dict) and old in out[section]:
+            out[section][new] = convert(out[section].pop(old))
+    return out
 
 
 # Experiment, variant and study names become directory names (runs/<study>/<variant>/...).
@@ -162,9 +192,31 @@ def validate(cfg: ExperimentConfig) -> None:
     if not cfg.augment.translate < 1:
         raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
                           "as a fraction of the image width (the tutorial's is 0.1)")
+    validate_model(cfg.model)
     if cfg.model.dropout and len(cfg.model.dropout) != len(cfg.model.widths):
         raise ConfigError(f"model.dropout has {len(cfg.model.dropout)} rates but model.widths has "
                           f"{len(cfg.model.widths)} blocks; give one rate per block or []")
+
+
+def validate_model(m: ModelConfig) -> None:
+    """The model's shapes that the keys alone decide (the image size is checked at build time)."""
+    if not m.widths or min(m.widths) < 1:
+        raise ConfigError(f"model.widths = {list(m.widths)} must be a non-empty list of positive channel counts")
+    widths = {*m.widths, *((m.stem_width,) if m.stem_width and m.stem != "none" else ())}
+    if m.norm == "group":
+        bad = sorted(w for w in widths if w % m.groups)
+        if bad:
+            raise ConfigError(f"model.groups = {m.groups} does not divide the width(s) {bad}; "
+                              f"use a common divisor of {sorted(widths)}, e.g. {_common_divisor(sorted(widths))}")
+    if m.se and m.se > min(widths):
+        raise ConfigError(f"model.se = {m.se} (the reduction ratio) is larger than the width {min(widths)}: "
+                          f"its bottleneck would have no unit; use 0 (off) or a ratio <= {min(widths)}, e.g. 16")
+
+
+def _common_divisor(widths: list[int]) -> int:
+    import math
+    g = math.gcd(*widths)
+    return max(d for d in range(1, min(g, 32) + 1) if g % d == 0)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -176,6 +228,11 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentCo
         set_dotted(raw, *parse_override(item))
     raw.setdefault("name", Path(path).stem)
     return from_dict(raw)
+
+
+def load_resolved(path: str | Path) -> ExperimentConfig:
+    """A run directory's config.toml, written by this cifarlab or by one before a key was renamed."""
+    return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")))
 
 
 def read_toml(path: Path, kind: str, example: str) -> dict:
@@ -249,8 +306,16 @@ def from_dict(raw: dict) -> ExperimentConfig:
 
 def build_section(cls: type, section: str, values: dict) -> Any:
     hints = typing.get_type_hints(cls)
+    if section == "model" and "name" in values:  # a model preset supplies the keys not set here
+        from cifarlab.models import MODELS
+        name = coerce(values["name"], str, "model.name")
+        values = {**MODELS.get(name).keys, **values}
     out = {}
     for key, value in values.items():
+        if (section, key) in RENAMED:
+            new, convert = RENAMED[section, key]
+            raise ConfigError(f"{section}.{key} was renamed: write {section}.{new} = {toml_value(convert(value))} "
+                              f"instead of {section}.{key} = {toml_value(value)}")
         if key not in hints:
             raise ConfigError(f"unknown key {section}.{key}; valid keys of [{section}]: {', '.join(hints)}")
         out[key] = coerce(value, hints[key], f"{section}.{key}")

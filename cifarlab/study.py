@@ -335,7 +335,7 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
     final = run.read_final() if (path / "config.toml").exists() else None
     if final is None:
         raise ConfigError(f"{path} holds no finished run (it needs config.toml and final.json)")
-    cfg = C.load(path / "config.toml")  # the resolved config the run wrote; its hash is recomputed
+    cfg = C.load_resolved(path / "config.toml")  # the resolved config the run wrote; its hash is recomputed
     if final.get("seed") != cfg.train.seed:
         raise ConfigError(f"{path}: config.toml says seed {cfg.train.seed}, final.json {final.get('seed')}")
     history = run.read_metrics()

@@ -51,7 +51,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
 def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     rt = runtime.setup(cfg.train)
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, splits.num_classes).to(rt.device)
+    model = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
@@ -118,8 +118,13 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     state = run.load_checkpoint(C.config_hash(s.cfg), s.cfg.train.seed)
     if state is None:
         return 0, []
-    s.model.load_state_dict(state["model"])
-    s.opt.load_state_dict(state["optimizer"])
+    try:
+        s.model.load_state_dict(state["model"])
+        s.opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:  # a layout this model does not have
+        raise UserError(f"checkpoint {run.checkpoint_path} does not fit this model ({str(e).splitlines()[0]}); "
+                        "it was written by another network or an older cifarlab: use another --out, "
+                        "or delete the run to start it over") from None
     # Epochs logged after the checkpoint was written are re-run, so drop them.
     return state["epoch"], [h for h in run.read_metrics() if h["epoch"] <= state["epoch"]]
 

@@ -55,7 +55,13 @@ def bad_checksum(root):
     (["--set", "optim.lr=fast"], None, "optim.lr must be float"),
     (["--set", "optim.lr=-0.1"], None, "optim.lr = -0.1 must be > 0"),
     (["--seed", "-1"], None, "train.seed = -1 must be >= 0"),
-    (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: vgg"),
+    (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: preact_resnet18, resnet18, vgg"),
+    (["--set", "model.norm=batchy"], None, "model.norm = 'batchy' is invalid; valid: none, batch, group"),
+    (["--set", "model.stem=big"], None, "model.stem = 'big' is invalid; valid: none, conv, patchify"),
+    (["--set", "model.block=wide"], None, "model.block = 'wide' is invalid; valid: plain, basic, preact"),
+    (["--set", "model.norm=group", "--set", "model.groups=3"], None, "model.groups = 3 does not divide the width(s) [8, 16]"),
+    (["--set", "model.stem=patchify", "--set", "model.patch=5"], None, "model.patch = 5 does not divide the image size 32"),
+    (["--set", "model.se=16"], None, "model.se = 16 (the reduction ratio) is larger than the width 8"),
     ([], "missing", "CIFAR-10 not found: tried"),
     ([], corrupt, "corrupt or truncated"),
     ([], bad_checksum, "MD5"),
@@ -100,7 +106,9 @@ def test_study_adopt_arguments_are_checked_before_any_database_is_made(tmp_path)
 
 def test_list_models(tmp_path):
     r = cli("list", "models", cwd=tmp_path)
-    assert r.returncode == 0 and "vgg" in r.stdout.split()
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line.split()[1] for line in r.stdout.splitlines()[1:]}
+    assert rows["vgg"] == "550,570" and rows["resnet18"] == "11,173,962"
 
 
 

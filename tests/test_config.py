@@ -25,7 +25,7 @@ def test_extends_and_overrides(tmp_path):
 
 
 def test_resolved_toml_round_trips(tmp_path):
-    cfg = C.load(write(tmp_path / "e.toml", "[model]\nbatchnorm = true\ndropout = [0.2, 0.3, 0.4]\n"))
+    cfg = C.load(write(tmp_path / "e.toml", "[model]\nnorm = \"batch\"\ndropout = [0.2, 0.3, 0.4]\n"))
     again = C.load(write(tmp_path / "resolved.toml", C.to_toml(cfg)))
     assert again == cfg and C.config_hash(again) == C.config_hash(cfg)
 
@@ -41,7 +41,7 @@ def test_hash_and_diff_see_one_key():
     ({"optimizer": {}}, "unknown config section 'optimizer'; valid: name, data,"),
     ({"optim": {"lr": "fast"}}, "optim.lr must be float, got str"),
     ({"train": {"batch_size": 6.5}}, "train.batch_size must be int"),
-    ({"model": {"batchnorm": 1}}, "model.batchnorm must be bool"),
+    ({"model": {"dropout_before_bn": 1}}, "model.dropout_before_bn must be bool"),
     ({"optim": {"lr": -0.01}}, "optim.lr = -0.01 must be > 0"),
     ({"data": {"normalize": "zscore"}}, "valid: unit, standard"),
     ({"model": {"dropout": [0.2]}}, "one rate per block"),

@@ -1,37 +1,175 @@
+"""Model anatomy: every preset x every norm at 32 and 64 px, the tutorial VGG unchanged, bad shapes refused."""
+
 import pytest
 import torch
+from torch import nn
 
+from cifarlab import config as C
 from cifarlab.config import ModelConfig
 from cifarlab.errors import ConfigError
 from cifarlab.models import MODELS, build_model, count_parameters
+from cifarlab.models.layers import NORMS
+
+
+def model_config(name: str = "vgg", **keys) -> ModelConfig:
+    """The [model] section a config file with these keys resolves to (the preset, then the keys)."""
+    return C.from_dict({"model": {"name": name, **keys}}).model
 
 
 def test_tutorial_baseline_has_exactly_550570_parameters():
     assert count_parameters(build_model(ModelConfig(), 10)) == 550_570
 
 
+def test_resnet18_has_the_common_cifar_implementations_parameter_count():
+    # kuangliu/pytorch-cifar's ResNet18 for 10 classes: 11,173,962
+    assert count_parameters(build_model(model_config("resnet18"), 10)) == 11_173_962
+    # its PreActResNet18 has 11,171,146; ours adds the paper's final BatchNorm (2 x 512)
+    assert count_parameters(build_model(model_config("preact_resnet18"), 10)) == 11_171_146 + 1024
+
+
+def test_config_knows_every_norm_the_registry_builds():
+    assert set(C.CHOICES["model", "norm"]) == set(NORMS.names())
+
+
+# The VGG as it was built before the model anatomy (a flat nn.Sequential), written here as the
+# reference: the anatomy must build the same parameters in the same order and compute the same.
+def reference_vgg(cfg: ModelConfig, num_classes: int) -> nn.Sequential:
+    bn, blocks, c = cfg.norm == "batch", [], 3
+    for width, rate in zip(cfg.widths, cfg.dropout or (0.0,) * len(cfg.widths)):
+        layers = []
+        for i in range(cfg.convs_per_block):
+            layers += [nn.Conv2d(c if i == 0 else width, width, 3, padding=1, bias=not bn)]
+            layers += [nn.BatchNorm2d(width)] if bn else []
+            layers += [nn.ReLU()]
+        layers.append(nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2))
+        if rate:
+            layers.insert(len(layers) - 3 if cfg.dropout_before_bn and bn else len(layers), nn.Dropout(rate))
+        blocks.append(nn.Sequential(*layers))
+        c = width
+    head, d = [nn.Flatten()], c * (32 // 2 ** len(cfg.widths)) ** 2
+    for width in cfg.dense:
+        head += [nn.Linear(d, width), nn.ReLU()] + ([nn.Dropout(cfg.dense_dropout)] if cfg.dense_dropout else [])
+        d = width
+    model = nn.Sequential(*blocks, *head, nn.Linear(d, num_classes))
+    for m in model.modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            nn.init.kaiming_uniform_(m.weight, nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+    return model
+
+
+@pytest.mark.parametrize("keys", [{}, {"norm": "batch", "dropout": [0.2, 0.3, 0.4], "dense_dropout": 0.5},
+                                  {"norm": "batch", "dropout": [0.1, 0.2, 0.3], "dropout_before_bn": True,
+                                   "downsample": "avg"}])
+def test_the_tutorial_vgg_initialises_and_trains_as_before_the_anatomy(keys):
+    cfg = model_config(**keys)
+    torch.manual_seed(3)
+    new = build_model(cfg, 10)
+    torch.manual_seed(3)
+    old = reference_vgg(cfg, 10)
+    new_params, old_params = list(new.parameters()), list(old.parameters())
+    assert [p.shape for p in new_params] == [p.shape for p in old_params]
+    assert all(torch.equal(a, b) for a, b in zip(new_params, old_params))
+    x = torch.randn(8, 3, 32, 32)
+    for model in (new, old):   # two SGD steps in train mode: dropout masks and BatchNorm statistics
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        torch.manual_seed(5)
+        for _ in range(2):
+            loss = nn.functional.cross_entropy(model(x), torch.arange(8) % 10)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(), old.state_dict().values()))
+
+
+@pytest.mark.parametrize("size", [32, 64])
+@pytest.mark.parametrize("norm", NORMS.names())
 @pytest.mark.parametrize("name", MODELS.names())
-@pytest.mark.parametrize("variant", [{}, {"batchnorm": True, "dropout": (0.2, 0.3), "dense_dropout": 0.5},
-                                     {"batchnorm": True, "dropout": (0.1, 0.1), "dropout_before_bn": True,
-                                      "pool": "avg"}])
-def test_every_model_trains_on_a_tiny_batch(name, variant):
-    cfg = ModelConfig(name=name, widths=(8, 16), dense=(16,), **variant)
-    model = build_model(cfg, num_classes=7)
-    x = torch.randn(4, 3, 32, 32)
-    out = model(x)
-    assert out.shape == (4, 7)
+def test_every_model_and_norm_runs_forward_and_backward(name, norm, size):
+    cfg = model_config(name, norm=norm)
+    torch.manual_seed(0)
+    model = build_model(cfg, num_classes=7, image_size=size)
+    x = torch.randn(2, 3, size, size)
+    z = model.features(x)
+    assert z.shape == (2, model.feature_dim)
+    out = model.head(z)
+    assert out.shape == (2, 7)
     out.sum().backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    n, other = count_parameters(model), build_model(cfg, 7, 96 - size)  # the other of 32 and 64 px
+    if cfg.head == "gap":  # global average pooling: the parameters do not depend on the image size
+        assert n == count_parameters(other) and model.feature_dim == other.feature_dim
+    else:                  # flatten: twice the side, 4x the features into the first dense layer
+        assert model.feature_dim * (96 - size) ** 2 == other.feature_dim * size ** 2
+        assert n - count_parameters(other) == (model.feature_dim - other.feature_dim) * cfg.dense[0]
+    if norm in ("group", "layer", "instance"):  # each has a scale and a shift per channel, as BatchNorm
+        assert n == count_parameters(build_model(model_config(name, norm="batch"), 7, size))
+
+
+def test_features_then_head_is_forward():
+    model = build_model(model_config("vgg_residual", norm="group", groups=8), 10).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.allclose(model.head(model.features(x)), model(x))
+        assert model.features(x).shape == (3, 128)
+
+
+def test_the_resnetify_steps_change_what_they_name():
+    shapes = {}
+    for name in ("vgg_bn", "vgg_gap", "vgg_strided", "vgg_residual", "vgg_residual4", "vgg_plain4"):
+        model = build_model(model_config(name), 10)
+        convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+        shapes[name] = ([tuple(c.weight.shape) for c in convs], [c.stride[0] for c in convs],
+                        sum(isinstance(m, nn.MaxPool2d) for m in model.modules()), model.feature_dim)
+    assert shapes["vgg_gap"][0] == shapes["vgg_bn"][0] and shapes["vgg_gap"][3] == 128  # the head only
+    assert shapes["vgg_bn"][3] == 128 * 4 * 4
+    assert shapes["vgg_strided"][0] == shapes["vgg_gap"][0] and shapes["vgg_strided"][2] == 0
+    assert shapes["vgg_strided"][1] == [1, 1, 2, 1, 2, 1]
+    # skips add a 1x1 projection where the width changes (the image's 3 channels too), nothing else
+    assert [s for s in shapes["vgg_residual"][0] if s[-1] == 3] == shapes["vgg_strided"][0]
+    assert sorted(s for s in shapes["vgg_residual"][0] if s[-1] == 1) == [(32, 3, 1, 1), (64, 32, 1, 1), (128, 64, 1, 1)]
+    assert shapes["vgg_residual4"][3] == shapes["vgg_plain4"][3] == 256
+
+
+def test_squeeze_excite_adds_its_bottleneck_per_stage():
+    plain, se = (count_parameters(build_model(model_config("vgg_residual", se=r), 10)) for r in (0, 8))
+    assert se - plain == sum(2 * w * (w // 8) + w // 8 + w for w in (32, 64, 128))
+
+
+def test_patchify_stem_embeds_non_overlapping_patches():
+    model = build_model(model_config("vgg_residual", stem="patchify", patch=2, stem_width=32), 10)
+    assert model.stem[0].kernel_size == model.stem[0].stride == (2, 2)
+    assert model.stages(model.stem(torch.randn(1, 3, 32, 32))).shape[-1] == 4  # 32 / 2, then halved twice
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"norm": "batchy"}, "model.norm = 'batchy' is invalid; valid: none, batch, group, layer, instance"),
+    ({"stem": "big"}, "model.stem = 'big' is invalid; valid: none, conv, patchify"),
+    ({"block": "bottleneck"}, "model.block = 'bottleneck' is invalid; valid: plain, basic, preact"),
+    ({"norm": "group", "groups": 24}, r"model.groups = 24 does not divide the width\(s\) \[32, 64, 128\]; use a common divisor"),
+    ({"se": 64}, "model.se = 64 .* is larger than the width 32"),
+    ({"batchnorm": True}, 'model.batchnorm was renamed: write model.norm = "batch"'),
+])
+def test_bad_model_keys_are_one_line(keys, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        model_config(**keys)
+    assert "\n" not in str(err.value)
+
+
+def test_a_patch_that_does_not_divide_the_image_is_refused():
+    with pytest.raises(ConfigError, match="model.patch = 3 does not divide the image size 32"):
+        build_model(model_config(stem="patchify", patch=3), 10)
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown model 'resnet999'; valid: .*vgg"):
-        build_model(ModelConfig(name="resnet999"), 10)
+    with pytest.raises(ConfigError, match="unknown model 'resnet999'; valid: .*resnet18.*vgg"):
+        model_config("resnet999")
 
 
 def test_he_uniform_bounds():
     model = build_model(ModelConfig(), 10)
-    conv = model[0][0]
+    conv = model.stages[0][0]
     fan_in = conv.weight[0].numel()
     assert conv.weight.abs().max() <= (6 / fan_in) ** 0.5 and (conv.bias == 0).all()
 

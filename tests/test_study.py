@@ -7,6 +7,7 @@ import signal
 import sqlite3
 import subprocess
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -14,7 +15,7 @@ from matplotlib.image import imread
 
 from cifarlab.errors import ConfigError
 from cifarlab.results import open_store
-from cifarlab.results.store import RunKey
+from cifarlab.results.store import SCHEMA_VERSION, RunKey
 from cifarlab.study import load_study
 from conftest import cli_command, cli_env, synthetic_arrays
 
@@ -251,9 +252,50 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     # v3: threads left the hash, so this run now equals the same experiment run with any threads
     assert store.runs("s")[0]["config_hash"] == C.config_hash(cfg) == C.config_hash(
         C.from_dict({"optim": {"lr": 0.02}}))
-    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == "5"
+    assert store.conn.execute("SELECT value FROM meta").fetchone()[0] == str(SCHEMA_VERSION)
     assert store.runs("s")[0]["runtime"] is None  # v4's column, unknown for older runs
     assert store.runs("s")[0]["stopped"] is None  # v5's: older runs ran all their epochs
+
+
+def test_migration_6_renames_batchnorm_and_pool_and_rehashes(tmp_path):
+    import json
+    from cifarlab import config as C
+    from cifarlab.results.store import MIGRATIONS
+    conn = sqlite3.connect(tmp_path / "v5.db")
+    for v in range(1, 6):
+        for step in MIGRATIONS[v]:
+            step(conn) if callable(step) else conn.execute(step)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', '5')")
+    for i, (bn, pool) in enumerate([(True, "max"), (False, "avg"), (True, "avg")]):
+        stored = C.to_dict(C.ExperimentConfig(name="x"))
+        stored["model"] = {k: v for k, v in stored["model"].items() if k not in ("norm", "downsample")}
+        stored["model"].update(batchnorm=bn, pool=pool)
+        conn.execute("INSERT INTO runs (study, experiment, seed, config_hash, config, created, status) "
+                     "VALUES ('s', 'x', ?, 'v5-hash', ?, 0, 'done')", (i, json.dumps(stored)))
+    conn.commit()
+    conn.close()
+    rows = open_store(tmp_path / "v5.db").runs("s")
+    want = [C.from_dict({"model": {"norm": n, "downsample": d}}) for n, d in
+            [("batch", "max"), ("none", "avg"), ("batch", "avg")]]
+    assert [r["config_hash"] for r in rows] == [C.config_hash(c) for c in want]
+    assert [json.loads(r["config"])["model"]["norm"] for r in rows] == ["batch", "none", "batch"]
+    assert all("batchnorm" not in json.loads(r["config"])["model"] for r in rows)
+    assert C.config_hash(want[1]) == C.config_hash(C.from_dict({"model": {"downsample": "avg"}}))
+
+
+def test_a_committed_schema_5_database_regenerates_its_committed_report(tmp_path):
+    """tests/data/basic_lr_schema5.db is results/basic_lr/results.db as committed before the model
+    anatomy renamed its keys; migrated, it must still match its study and give the committed report."""
+    import shutil
+    from cifarlab.report import write_report
+    repo = Path(__file__).resolve().parents[1]
+    shutil.copy(repo / "tests" / "data" / "basic_lr_schema5.db", tmp_path / "results.db")
+    spec = load_study(repo / "studies" / "basic_lr.toml").spec()
+    store = open_store(tmp_path / "results.db")
+    assert {r["config_hash"] for r in store.runs("basic_lr")} == set(spec.hashes.values())
+    command = "cifarlab report studies/basic_lr.toml --db results/basic_lr/results.db --out results/basic_lr"
+    readme = write_report(store, spec, tmp_path / "report", command)
+    assert readme.read_text() == (repo / "results" / "basic_lr" / "README.md").read_text()
 
 
 def test_reading_a_current_database_leaves_its_bytes_as_they_were(tmp_path):

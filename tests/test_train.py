@@ -13,7 +13,7 @@ from cifarlab.runs import RunDir
 from cifarlab.train import train
 
 TINY = {
-    "model": {"widths": [8, 16], "dense": [16], "dropout": [0.1, 0.1], "batchnorm": True},
+    "model": {"widths": [8, 16], "dense": [16], "dropout": [0.1, 0.1], "norm": "batch"},
     "optim": {"lr": 0.02, "nesterov": True, "l2": 0.0005},  # 0.05 learnt too unevenly across CPUs
     "augment": {"flip": True, "translate": 0.1},
     "schedule": {"name": "linear", "warmup": 0.5},
@@ -101,7 +101,7 @@ def test_final_json_has_provenance(splits, tmp_path):
 
 def test_a_diverged_run_stops_and_says_so(splits, tmp_path):
     # No BatchNorm and an absurd learning rate: the loss turns non-finite in the first epochs.
-    cfg = C.from_dict({**TINY, "model": {**TINY["model"], "batchnorm": False}, "optim": {"lr": 1e6},
+    cfg = C.from_dict({**TINY, "model": {**TINY["model"], "norm": "none"}, "optim": {"lr": 1e6},
                        "schedule": {"name": "constant", "warmup": 0.0}, "train": {**TINY["train"], "epochs": 4}})
     final = run(cfg, splits, tmp_path / "r")
     history = RunDir(tmp_path / "r").read_metrics()

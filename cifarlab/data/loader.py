@@ -54,6 +54,10 @@ class Splits:
     def num_classes(self) -> int:
         return len(self.classes)
 
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
 
 def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
     nchw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)

@@ -22,6 +22,11 @@ Version 3 changed no table either: execution-only keys (threads, checkpoint_ever
 eval_batch_size) left the hash; the same migration step recomputes it.
 Version 4 added runs.runtime: how the run computed ("cpu (AMD EPYC), fp32, channels_last,
 1 threads"), so that wall times of runs made with different thread counts can be told apart.
+Version 5 added runs.stopped (why a done run ended before its last epoch).
+Version 6 changed no table: the model anatomy renamed model.batchnorm (bool) to model.norm
+("batch" | "none") and model.pool to model.downsample (`config.RENAMED`); the migration rewrites
+each stored config with the new keys and recomputes its hash, so a committed database still
+matches its study and regenerates its report.
 
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
@@ -43,7 +48,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -57,6 +62,20 @@ def rehash_configs(conn: sqlite3.Connection) -> None:
             continue  # a config this version cannot read keeps its old hash and matches nothing
         # OR IGNORE: should two old rows now share a hash, the second keeps its old one.
         conn.execute("UPDATE OR IGNORE runs SET config_hash=? WHERE id=?", (new, run_id))
+
+
+def rename_config_keys(conn: sqlite3.Connection) -> None:
+    """Rewrite every stored config with the keys of `config.RENAMED`, then recompute the hashes."""
+    from cifarlab import config as C
+    for run_id, text in conn.execute("SELECT id, config FROM runs").fetchall():
+        try:
+            raw = json.loads(text)
+        except ValueError:
+            continue
+        new = C.upgrade_renamed(raw)
+        if new != raw:
+            conn.execute("UPDATE runs SET config=? WHERE id=?", (json.dumps(new, sort_keys=True), run_id))
+    rehash_configs(conn)
 
 
 MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
@@ -82,6 +101,7 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     3: [rehash_configs],
     4: ["ALTER TABLE runs ADD COLUMN runtime TEXT"],
     5: ["ALTER TABLE runs ADD COLUMN stopped TEXT"],  # why a done run ended before its last epoch
+    6: [rename_config_keys],
 }
 # What a done run carries from one database to another (`Store.copy_done`): all but its identity.
 COPIED = ("git_commit", "git_dirty", "versions", "machine", "started", "finished", "wall_seconds", "images_per_s",

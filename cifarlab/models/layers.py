@@ -1,0 +1,202 @@
+"""The parts every model is built from: norms, stems, stages of blocks, Squeeze-and-Excitation.
+
+A network is stem -> stages -> pooling -> head (see `cifarlab.models.net`). Each stage is a list
+of blocks of one width; downsampling between stages is either a pooling layer at the end of each
+stage (the VGG way) or a stride-2 first convolution of every stage but the first (the ResNet way,
+He et al. 2016, "Deep Residual Learning for Image Recognition").
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cifarlab.config import ModelConfig
+from cifarlab.registry import Registry
+
+# --------------------------------------------------------------------------- norms
+NORMS: Registry = Registry("norm")
+
+
+@NORMS.register("none")
+def _no_norm(channels: int, cfg: ModelConfig) -> nn.Module:
+    return nn.Identity()
+
+
+@NORMS.register("batch")
+def _batch(channels: int, cfg: ModelConfig) -> nn.Module:
+    """BatchNorm (Ioffe & Szegedy 2015): per channel, over the batch and both spatial axes."""
+    return nn.BatchNorm2d(channels)
+
+
+@NORMS.register("group")
+def _group(channels: int, cfg: ModelConfig) -> nn.Module:
+    """GroupNorm (Wu & He 2018): per sample, over each group of `model.groups` channels and space."""
+    return nn.GroupNorm(cfg.groups, channels)
+
+
+@NORMS.register("layer")
+def _layer(channels: int, cfg: ModelConfig) -> nn.Module:
+    """LayerNorm for conv features: per sample, over all channels and both spatial axes (C, H, W),
+    with a per-channel scale and shift. That is GroupNorm with one group, which is how Wu & He (2018)
+    define LayerNorm for conv nets; unlike `nn.LayerNorm([C, H, W])` its affine parameters do not
+    depend on the image size, so one network runs at 32 px and at 64 px."""
+    return nn.GroupNorm(1, channels)
+
+
+@NORMS.register("instance")
+def _instance(channels: int, cfg: ModelConfig) -> nn.Module:
+    """InstanceNorm (Ulyanov et al. 2016): per sample and channel, over space (GroupNorm with one
+    channel per group), with a learned per-channel scale and shift and no running statistics."""
+    return nn.GroupNorm(channels, channels)
+
+
+def norm(channels: int, cfg: ModelConfig) -> nn.Module:
+    return NORMS.get(cfg.norm)(channels, cfg)
+
+
+def conv(c_in: int, c_out: int, cfg: ModelConfig, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
+    # A conv followed by a norm needs no bias: the norm's shift replaces it.
+    return nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=kernel // 2 if kernel > 1 else 0,
+                     bias=cfg.norm == "none")
+
+
+# --------------------------------------------------------------------------- SE
+class SqueezeExcite(nn.Module):
+    """Squeeze-and-Excitation (Hu et al., CVPR 2018): global average pool, a bottleneck of
+    channels / ratio units with ReLU, a sigmoid gate that rescales each channel."""
+
+    def __init__(self, channels: int, ratio: int):
+        super().__init__()
+        hidden = max(1, channels // ratio)
+        self.reduce = nn.Conv2d(channels, hidden, 1)
+        self.expand = nn.Conv2d(hidden, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = x.mean((2, 3), keepdim=True)
+        return x * torch.sigmoid(self.expand(torch.relu(self.reduce(s))))
+
+
+def maybe_se(channels: int, cfg: ModelConfig) -> list[nn.Module]:
+    return [SqueezeExcite(channels, cfg.se)] if cfg.se else []
+
+
+# --------------------------------------------------------------------------- stems
+STEMS: Registry = Registry("stem")
+
+
+@STEMS.register("none")
+def _no_stem(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    return nn.Identity(), 3
+
+
+@STEMS.register("conv")
+def _conv_stem(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    """A 3x3 convolution to `stem_width` channels (then norm and ReLU; a pre-activation network
+    leaves those to its first block), as in ResNet for CIFAR: no stride and no max pool."""
+    width = cfg.stem_width or cfg.widths[0]
+    layers = [conv(3, width, cfg)]
+    if cfg.block != "preact":
+        layers += [norm(width, cfg), nn.ReLU(inplace=True)]
+    return nn.Sequential(*layers), width
+
+
+@STEMS.register("patchify")
+def _patchify(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    """Patchify and embed: a convolution whose kernel equals its stride (`model.patch`), each
+    non-overlapping patch mapped to `stem_width` channels, then a norm: the first operation of a
+    Vision Transformer (Dosovitskiy et al. 2021) and of ConvNeXt (Liu et al. 2022)."""
+    width = cfg.stem_width or cfg.widths[0]
+    return nn.Sequential(nn.Conv2d(3, width, cfg.patch, stride=cfg.patch, bias=cfg.norm == "none"),
+                         norm(width, cfg)), width
+
+
+# --------------------------------------------------------------------------- blocks
+class Residual(nn.Module):
+    """`branch(x) + shortcut(x)`: the shortcut is the identity when shapes agree, else a 1x1
+    projection with stride (He et al. 2016, option B) followed by a norm."""
+
+    def __init__(self, branch: nn.Module, c_in: int, c_out: int, stride: int, cfg: ModelConfig,
+                 post: nn.Module | None = None, project_norm: bool = True):
+        super().__init__()
+        self.branch = branch
+        self.shortcut = nn.Identity()
+        if stride != 1 or c_in != c_out:
+            layers = [conv(c_in, c_out, cfg, kernel=1, stride=stride)]
+            self.shortcut = nn.Sequential(*layers, norm(c_out, cfg)) if project_norm else layers[0]
+        self.post = post if post is not None else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.post(self.branch(x) + self.shortcut(x))
+
+
+def basic_block(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> nn.Module:
+    """The basic residual block (He et al. 2016): conv-norm-ReLU-conv-norm (-SE), plus the
+    shortcut, then ReLU."""
+    branch = nn.Sequential(conv(c_in, c_out, cfg, stride=stride), norm(c_out, cfg), nn.ReLU(inplace=True),
+                           conv(c_out, c_out, cfg), norm(c_out, cfg), *maybe_se(c_out, cfg))
+    return Residual(branch, c_in, c_out, stride, cfg, post=nn.ReLU(inplace=True))
+
+
+class PreActBlock(nn.Module):
+    """The pre-activation block (He et al. 2016b, "Identity Mappings in Deep Residual Networks"):
+    norm-ReLU-conv-norm-ReLU-conv (-SE), added to the shortcut with nothing after the sum. A
+    projection shortcut takes the pre-activated input, as in the paper's code."""
+
+    def __init__(self, c_in: int, c_out: int, stride: int, cfg: ModelConfig):
+        super().__init__()
+        self.pre = nn.Sequential(norm(c_in, cfg), nn.ReLU(inplace=False))
+        self.branch = nn.Sequential(conv(c_in, c_out, cfg, stride=stride), norm(c_out, cfg),
+                                    nn.ReLU(inplace=True), conv(c_out, c_out, cfg), *maybe_se(c_out, cfg))
+        self.project = None
+        if stride != 1 or c_in != c_out:
+            self.project = conv(c_in, c_out, cfg, kernel=1, stride=stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.pre(x)
+        shortcut = x if self.project is None else self.project(out)
+        return self.branch(out) + shortcut
+
+
+def plain_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
+    """A VGG block: `convs_per_block` conv-norm-ReLU units (the first with `stride`), then SE."""
+    layers: list[nn.Module] = []
+    for i in range(cfg.convs_per_block):
+        layers += [conv(c_in if i == 0 else c_out, c_out, cfg, stride=stride if i == 0 else 1)]
+        if cfg.norm != "none":
+            layers.append(norm(c_out, cfg))
+        layers.append(nn.ReLU(inplace=True))
+    return layers + maybe_se(c_out, cfg)
+
+
+BLOCKS: Registry = Registry("block")
+BLOCKS.register("plain")(plain_stage)
+
+
+@BLOCKS.register("basic")
+def _basic_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
+    return [basic_block(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, cfg)
+            for i in range(cfg.blocks_per_stage)]
+
+
+@BLOCKS.register("preact")
+def _preact_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
+    return [PreActBlock(c_in if i == 0 else c_out, c_out, stride if i == 0 else 1, cfg)
+            for i in range(cfg.blocks_per_stage)]
+
+
+def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -> nn.Sequential:
+    """Stage `index`: its blocks, then the VGG's pooling (downsample max | avg), then dropout.
+
+    With `downsample = "stride"` the first convolution of every stage but the first has stride 2
+    and no pooling follows. Dropout sits where the tutorial puts it, after the pooling, or with
+    `dropout_before_bn` in front of the stage's last norm."""
+    stride = 2 if cfg.downsample == "stride" and index > 0 else 1
+    layers = BLOCKS.get(cfg.block)(c_in, c_out, stride, cfg)
+    if cfg.downsample in ("max", "avg"):
+        layers.append(nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2))
+    if dropout > 0:
+        norms = [i for i, m in enumerate(layers) if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
+        at = norms[-1] if cfg.dropout_before_bn and norms else len(layers)
+        layers.insert(at, nn.Dropout(dropout))
+    return nn.Sequential(*layers)
