@@ -154,6 +154,20 @@ def config_diff(ref: C.ExperimentConfig | None, cfg: C.ExperimentConfig | None) 
     return {k: v for k, v in sorted(C.diff(ref, cfg).items()) if k != "train.seed"}
 
 
+def parameter_count(rows: list[sqlite3.Row], experiment: str) -> int | None:
+    """Parameters of the experiment's network, built from its stored config for its class count."""
+    from cifarlab.data.sources import IMAGE_SHAPE
+    from cifarlab.models import build_model, count_parameters
+    cfg = experiment_config(rows, experiment)
+    named = [json.loads(r["classes"]) for r in rows if r["experiment"] == experiment and r["classes"]]
+    if cfg is None or not named:
+        return None
+    try:
+        return count_parameters(build_model(cfg.model, len(named[0]), IMAGE_SHAPE[0]))
+    except ConfigError:
+        return None
+
+
 # ----------------------------------------------------------------------------- summary
 
 def summarize(store: Store, spec: StudySpec) -> list[dict]:
@@ -168,7 +182,8 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
         out.append({"experiment": exp, "note": spec.notes.get(exp, ""), "reference": exp == spec.reference,
                     "group": spec.groups.get(exp, ""), "registered": sum(r["experiment"] == exp for r in rows),
                     **run_numbers(runs, ref_score, spec.metric), "target": spec.targets.get(exp),
-                    "config_diff": config_diff(ref_cfg, experiment_config(rows, exp))})
+                    "config_diff": config_diff(ref_cfg, experiment_config(rows, exp)),
+                    "parameters": parameter_count(rows, exp)})
         epochs = epochs_by_run(store, out[-1]["run_ids"])
         out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs))
         if spec.convergence is not None:
@@ -310,7 +325,7 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
     """The results table; `against` names what the Δ column compares with."""
     header = ["experiment", "n", f"{spec.label} acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
-              "target", *([] if spec.selection else ["val acc"]), "train acc, last epoch", "wall s/run", "img/s"]
+              "target", *([] if spec.selection else ["val acc"]), "train acc, last epoch", "wall s/run", "img/s", "parameters"]
     if spec.convergence is not None:
         header += [f"epochs to val ≥ {threshold_label(spec)}", f"s to val ≥ {threshold_label(spec)}"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
@@ -328,7 +343,7 @@ def threshold_label(spec: StudySpec) -> str:
 def table_cells(s: dict, with_val: bool = True) -> list[str]:
     val = [pm(s["val_mean"], s["val_std"]) if s["n"] else DASH] if with_val else []
     if s["n"] == 0:
-        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), *val, DASH, DASH, DASH]
+        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), *val, DASH, DASH, DASH, DASH]
     if s["reference"]:
         delta = "reference"
     elif s["diff_n"] == 0:
@@ -337,7 +352,8 @@ def table_cells(s: dict, with_val: bool = True) -> list[str]:
         delta = f"{signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)} (n={s['diff_n']})"
     return [f"`{s['experiment']}`", str(s["n"]), pm(s["score_mean"], s["score_std"]),
             interval(s["score_lo"], s["score_hi"]), delta, pct(s["target"]),
-            *val, pm(s["train_mean"], s["train_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0)]
+            *val, pm(s["train_mean"], s["train_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0),
+            number(s["parameters"], 0)]
 
 
 def convergence_cells(s: dict) -> list[str]:

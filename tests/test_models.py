@@ -183,3 +183,17 @@ def test_flip_tta_averages_the_mirrored_logits():
         assert torch.allclose(predict(model, x, "none"), plain)
         assert torch.allclose(predict(model, x, "flip"), (plain + flipped) / 2, atol=1e-6)
         assert not torch.allclose(plain, flipped)
+
+
+def test_group_norm_on_a_channels_last_cpu_tensor_computes_what_nn_group_norm_does():
+    from cifarlab.models.layers import ContiguousGroupNorm
+    torch.manual_seed(0)
+    ours, plain = ContiguousGroupNorm(4, 16), nn.GroupNorm(4, 16)
+    nn.init.normal_(ours.weight)
+    plain.load_state_dict(ours.state_dict())
+    x = torch.randn(3, 16, 8, 8).contiguous(memory_format=torch.channels_last).requires_grad_()
+    y = ours(x)
+    assert y.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(y, plain(x), atol=1e-5)
+    y.square().sum().backward()
+    assert x.grad is not None and ours.weight.grad is not None

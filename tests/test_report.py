@@ -145,10 +145,10 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
     assert readme == tmp_path / "out" / "README.md"
     assert "cifarlab report s" in text and "read from the results database" in text
     assert ("| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | 73.00 | 70.00 ± 1.00 | 61.00 ± 1.00 "
-            "| 110 | 520 |") in text
+            "| 110 | 520 | — |") in text  # no class names recorded: no network to count
     assert "| `flip` | 3 | 74.33 ± 1.53 | [70.54, 78.13] | +3.33 [+1.90, +4.77] (n=3) | — |" in text
     assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 60.00 | 100 | 500 |" in text
-    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — |" in text
+    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — |" in text
     assert "- `augment.flip: false -> true`" in text
     assert "- `model.widths: [32, 64, 128] -> [64, 128, 256]`" in text
     assert "train.seed" not in text and "`name" not in text
@@ -164,6 +164,17 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
     assert "## Findings" not in text and "epochs to val" not in text
     assert "- run status: done 7, running 1, pending 0, failed 1" in text
 
+
+
+def test_the_parameter_column_counts_each_experiments_network(store, tmp_path):
+    store.conn.execute("UPDATE runs SET classes=?", (json.dumps([f"c{i}" for i in range(10)]),))
+    text = write_report(store, SPEC, tmp_path, "cmd").read_text()
+    assert "| 110 | 520 | 550,570 |" in text  # the tutorial's VGG
+    wide = [line for line in text.splitlines() if line.startswith("| `wide` |")][0]
+    # widths 64/128/256: 9*(3*64 + 64*64 + 64*128 + 128*128 + 128*256 + 256*256) + 64+64+128+128+256+256
+    # conv weights and biases, then 256*16 -> 128 and 128 -> 10 dense layers
+    convs = 9 * (3 * 64 + 64 * 64 + 64 * 128 + 128 * 128 + 128 * 256 + 256 * 256) + 2 * (64 + 128 + 256)
+    assert wide.endswith(f"| {convs + 256 * 16 * 128 + 128 + 128 * 10 + 10:,} |")
 
 
 def test_each_target_gets_its_distance_and_experiments_without_runs_none(store, tmp_path):
@@ -262,13 +273,13 @@ def test_group_table_lists_baseline_first_with_delta_against_it(grouped, tmp_pat
     aug = text.split("### `aug`\n", 1)[1].split("### `noise`", 1)[0]
     assert "**Question.** Do flips help?" in aug
     assert "| experiment | n | test acc mean ± std | 95% CI | Δ vs `base` (paired, 95% CI) | target | val acc " \
-           "| train acc, last epoch | wall s/run | img/s | epochs to val ≥ 50% | s to val ≥ 50% |" in aug
+           "| train acc, last epoch | wall s/run | img/s | parameters | epochs to val ≥ 50% | s to val ≥ 50% |" in aug
     rows = [line for line in aug.splitlines() if line.startswith("| `")]
     # train acc: the last (3rd) epoch's, 0.6 + 0.01 * seed in the fixture
     assert rows == ["| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | reference | — | 70.00 ± 1.00 | 61.00 ± 1.00 "
-                    "| 110 | 520 | 3.0 ± 0.0 | 15 ± 0 |",
+                    "| 110 | 520 | — | 3.0 ± 0.0 | 15 ± 0 |",
                     "| `flip` | 3 | 74.33 ± 1.53 | [70.54, 78.13] | +3.33 [+1.90, +4.77] (n=3) | — "
-                    "| 73.33 ± 1.53 | 61.00 ± 1.00 | 110 | 520 | 3.0 ± 0.0 | 15 ± 0 |"]
+                    "| 73.33 ± 1.53 | 61.00 ± 1.00 | 110 | 520 | — | 3.0 ± 0.0 | 15 ± 0 |"]
     rev = text.split("### `rev`\n", 1)[1]
     assert [line.split(" | ")[0] for line in rev.splitlines() if line.startswith("| `")] == ["| `flip`", "| `base`"]
     assert "| `base` | 3 | 71.00 ± 1.00 | [68.52, 73.48] | -3.33 [-4.77, -1.90] (n=3) |" in rev
@@ -343,8 +354,8 @@ def test_convergence_columns(grouped, tmp_path):
     text = write_report(grouped, GSPEC, tmp_path, "cmd").read_text(encoding="utf-8")
     table = text.split("## Findings", 1)[0]
     assert "| 1.5 ± 0.7; 1 of 3 never reached | 8 ± 4 |" in table
-    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 60.00 | 100 | 500 | 3.0 | 15 |" in table
-    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — | — |" in table
+    assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 60.00 | 100 | 500 | — | 3.0 | 15 |" in table
+    assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — | — | — |" in table
     never = StudySpec(name="s", reference="base", experiments=("base",), targets={}, hashes={"base": "hb"},
                       convergence=0.99)
     text = write_report(grouped, never, tmp_path / "never", "cmd").read_text(encoding="utf-8")
