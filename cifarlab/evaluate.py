@@ -36,10 +36,12 @@ def predict(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 @torch.no_grad()
 def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg: TrainConfig,
              num_classes: int) -> dict:
-    """{"loss", "acc", "per_class_acc"} over the whole split, in eval mode."""
+    """{"loss", "acc", "top5", "per_class_acc"} over the whole split, in eval mode; top5: the
+    fraction whose label is among the 5 highest logits (all of them when there are fewer classes)."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
+    top5 = torch.zeros((), dtype=torch.long)
     for images, labels in split.batches(cfg.eval_batch_size):
         with rt.autocast():
             logits = predict(model, prep(images.to(rt.device, non_blocking=True)), cfg.tta)
@@ -47,10 +49,13 @@ def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg:
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         hits = logits.argmax(1) == labels
         correct += torch.bincount(labels[hits], minlength=num_classes).cpu()
+        top = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        top5 += (top == labels[:, None]).any(1).sum().cpu()
     model.train(was_training)
     totals = torch.bincount(split.labels, minlength=num_classes).clamp(min=1)
     return {
         "loss": loss_sum / len(split),
         "acc": correct.sum().item() / len(split),
+        "top5": top5.item() / len(split),
         "per_class_acc": (correct / totals).tolist(),
     }

@@ -185,10 +185,26 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp)),
                     "parameters": parameter_count(rows, exp)})
         epochs = epochs_by_run(store, out[-1]["run_ids"])
-        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs))
+        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs),
+                       **top5_numbers(store, runs, spec.metric))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
     return out
+
+
+def top5_numbers(store: Store, runs: dict[int, sqlite3.Row], metric: str) -> dict:
+    """Top-5 accuracy (of the split `metric` reads) over the seeds that recorded it, and the
+    class count: the report shows top-5 only for datasets of more than 10 classes."""
+    name = metric.replace("_acc", "_top5")
+    extra = store.run_metrics([r["id"] for r in runs.values()]) if runs else {}
+    values = [m[name] for m in extra.values() if m.get(name) is not None]
+    classes = [len(json.loads(r["classes"])) for r in runs.values() if r["classes"]]
+    mean, std = mean_std(values) if values else (NAN, NAN)
+    return {"top5_mean": mean, "top5_std": std, "top5_n": len(values), "classes_n": max(classes, default=0)}
+
+
+def shows_top5(summary: list[dict]) -> bool:
+    return any(s.get("top5_n") and s["classes_n"] > 10 for s in summary)
 
 
 def run_numbers(runs: dict[int, sqlite3.Row], ref_score: dict[int, float], metric: str) -> dict:
@@ -326,11 +342,16 @@ def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]
     """The results table; `against` names what the Δ column compares with."""
     header = ["experiment", "n", f"{spec.label} acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
               "target", *([] if spec.selection else ["val acc"]), "train acc, last epoch", "wall s/run", "img/s", "parameters"]
+    top5 = shows_top5(summary)
+    if top5:
+        header.insert(3, f"{spec.label} top-5 acc")
     if spec.convergence is not None:
         header += [f"epochs to val ≥ {threshold_label(spec)}", f"s to val ≥ {threshold_label(spec)}"]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for s in summary:
         cells = table_cells(s, with_val=not spec.selection)
+        if top5:
+            cells.insert(3, pm(s["top5_mean"], s["top5_std"]) if s.get("top5_n") else DASH)
         cells += convergence_cells(s) if spec.convergence is not None else []
         lines.append("| " + " | ".join(cells) + " |")
     return lines

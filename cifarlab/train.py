@@ -137,7 +137,7 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
     if splits.val is not None:
         t = time.perf_counter()
         val = evaluate(s.model, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
-        row.update(val_loss=val["loss"], val_acc=val["acc"], val_seconds=time.perf_counter() - t)
+        row.update(val_loss=val["loss"], val_acc=val["acc"], val_top5=val["top5"], val_seconds=time.perf_counter() - t)
     return row
 
 
@@ -196,6 +196,7 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
                     if diverged(history[-1]) else None),
         "val_acc": history[-1].get("val_acc"), "val_loss": history[-1].get("val_loss"),
         "test_acc": test["acc"], "test_loss": test["loss"], "per_class_test_acc": test["per_class_acc"],
+        "test_top5": test["top5"], "val_top5": history[-1].get("val_top5"),
         "classes": list(splits.classes),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,

@@ -15,6 +15,7 @@ runs                             one row per (study, experiment, seed, config_ha
     run_dir       where its checkpoint and files live; error (last failure message)
     runtime       (version 4) device, precision, memory layout and threads of the run
 epochs(run_id, epoch, ...)       train_loss, train_acc, val_loss, val_acc, lr, seconds (train + val)
+run_metrics(run_id, name, value) (version 7) a done run's further metrics, e.g. test_top5
 
 Version 2 changed no table: config_hash became a hash of the non-default config values
 only (see `config.config_hash`), and the migration recomputes it from each run's stored config.
@@ -27,6 +28,9 @@ Version 6 changed no table: the model anatomy renamed model.batchnorm (bool) to 
 ("batch" | "none") and model.pool to model.downsample (`config.RENAMED`); the migration rewrites
 each stored config with the new keys and recomputes its hash, so a committed database still
 matches its study and regenerates its report.
+Version 7 added run_metrics(run_id, name, value): a done run's metrics beyond the columns of
+runs, one row each (today test_top5 and val_top5, `RUN_METRICS`), so that a new metric needs
+no schema change.
 
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
@@ -48,7 +52,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -102,7 +106,12 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     4: ["ALTER TABLE runs ADD COLUMN runtime TEXT"],
     5: ["ALTER TABLE runs ADD COLUMN stopped TEXT"],  # why a done run ended before its last epoch
     6: [rename_config_keys],
+    7: ["""CREATE TABLE run_metrics (
+            run_id INTEGER NOT NULL REFERENCES runs(id), name TEXT NOT NULL, value REAL,
+            PRIMARY KEY (run_id, name))"""],
 }
+# Metrics of final.json that a done run keeps in run_metrics (where the run recorded them).
+RUN_METRICS = ("test_top5", "val_top5")
 # What a done run carries from one database to another (`Store.copy_done`): all but its identity.
 COPIED = ("git_commit", "git_dirty", "versions", "machine", "started", "finished", "wall_seconds", "images_per_s",
           "val_acc", "val_loss", "test_acc", "test_loss", "per_class_test_acc", "classes", "run_dir", "runtime",
@@ -209,13 +218,18 @@ class Store:
                  final["val_loss"], final["test_acc"], final["test_loss"],
                  json.dumps(final["per_class_test_acc"]), json.dumps(final["classes"]), run_dir,
                  final.get("runtime"), final.get("stopped"), run_id))
+            c.execute("DELETE FROM run_metrics WHERE run_id=?", (run_id,))
+            c.executemany("INSERT INTO run_metrics VALUES (?, ?, ?)",
+                          [(run_id, k, final[k]) for k in RUN_METRICS if final.get(k) is not None])
         # Fold the write-ahead log into the database file, so that a copy of the file taken while
         # other workers still run (a commit of results/) holds every finished run.
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def copy_done(self, run_id: int, source: sqlite3.Row, epochs: list[sqlite3.Row]) -> None:
-        """Make a claimed run the done run `source` (a row of another database) with its epochs:
-        the same outcome, provenance and timings; only its study and experiment name stay this row's."""
+    def copy_done(self, run_id: int, source: sqlite3.Row, epochs: list[sqlite3.Row],
+                  metrics: dict[str, float] | None = None) -> None:
+        """Make a claimed run the done run `source` (a row of another database) with its epochs
+        and run metrics: the same outcome, provenance and timings; only its study and experiment
+        name stay this row's."""
         sets = ", ".join(f"{col}=?" for col in COPIED)
         with self.transaction() as c:
             c.execute(f"UPDATE runs SET status='done', error=NULL, {sets} WHERE id=?",
@@ -224,6 +238,9 @@ class Store:
             c.executemany("INSERT INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                           [(run_id, e["epoch"], e["train_loss"], e["train_acc"], e["val_loss"], e["val_acc"],
                             e["lr"], e["seconds"]) for e in epochs])
+            c.execute("DELETE FROM run_metrics WHERE run_id=?", (run_id,))
+            c.executemany("INSERT INTO run_metrics VALUES (?, ?, ?)",
+                          [(run_id, k, v) for k, v in (metrics or {}).items()])
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def fail(self, run_id: int, error: str) -> None:
@@ -255,6 +272,14 @@ class Store:
         marks = ",".join("?" * len(run_ids))
         return self.conn.execute(f"SELECT * FROM epochs WHERE run_id IN ({marks}) ORDER BY run_id, epoch",
                                  run_ids).fetchall()
+
+    def run_metrics(self, run_ids: list[int]) -> dict[int, dict[str, float]]:
+        """{run id: {name: value}} of the runs' further metrics (version 7's table)."""
+        marks = ",".join("?" * len(run_ids))
+        out: dict[int, dict[str, float]] = {i: {} for i in run_ids}
+        for r in self.conn.execute(f"SELECT * FROM run_metrics WHERE run_id IN ({marks})", run_ids):
+            out[r["run_id"]][r["name"]] = r["value"]
+        return out
 
     def studies(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT study FROM runs ORDER BY study")]
