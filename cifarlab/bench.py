@@ -23,6 +23,7 @@ import torch
 
 from cifarlab import config as C
 from cifarlab import runtime
+from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
 from cifarlab.errors import UserError
 from cifarlab.runs import RunDir
@@ -46,16 +47,21 @@ def time_steps(s: Session, split: Split, steps: int, keep_memory: bool) -> tuple
     if s.rt.device.type == "cpu":
         runtime.keep_freed_memory(keep_memory)
     gen = torch.Generator(device=s.rt.device).manual_seed(0)
-    images, labels = split.images.to(s.rt.device), split.labels.to(s.rt.device)
+    batch = whole_batch(split, s.rt.device)
     for _ in range(2):
-        train_step(s, images, labels, gen)
+        train_step(s, batch, gen)
     sync(s.rt.device)
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        train_step(s, images, labels, gen)
+        train_step(s, batch, gen)
     sync(s.rt.device)
     cpu_ms = (time.process_time() - cpu_start) / steps * 1e3
-    return steps * len(labels) / (time.perf_counter() - start), cpu_ms
+    return steps * len(batch) / (time.perf_counter() - start), cpu_ms
+
+
+def whole_batch(split: Split, device: torch.device) -> Batch:
+    """The whole (small, synthetic) split as one batch on `device`."""
+    return next(split.to(device).batches(len(split)))
 
 
 def sync(device: torch.device) -> None:
@@ -126,11 +132,11 @@ def profile(experiment: str | None, batch_size: int | None, steps: int, threads:
     s = build_session(cfg, splits)
     rate, _ = time_steps(s, splits.train, steps, keep_memory=True)  # warms up, and a rate to print
     gen = torch.Generator(device=s.rt.device).manual_seed(0)
-    images, labels = splits.train.images.to(s.rt.device), splits.train.labels.to(s.rt.device)
+    batch = whole_batch(splits.train, s.rt.device)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if s.rt.device.type == "cuda" else [])
     with torch_profile(activities=activities, record_shapes=True) as prof:
         for _ in range(steps):
-            train_step(s, images, labels, gen)
+            train_step(s, batch, gen)
         sync(s.rt.device)
     table = prof.key_averages(group_by_input_shape=True).table(sort_by="self_cpu_time_total", row_limit=rows)
     header = (f"model {cfg.model.name} ({cfg.name}), batch {cfg.train.batch_size}, {steps} steps, "
@@ -177,23 +183,39 @@ def format_tta_row(row: dict, thresholds: list[float]) -> str:
             f"{cross}")
 
 
-def augment_cost(cfg: C.ExperimentConfig, images: int = 45_000, rounds: int = 3) -> float:
-    """Seconds the experiment's augmentation pipeline takes for one epoch of `images` images."""
-    from cifarlab.augment import build_pipeline
-    pipeline = build_pipeline(cfg.augment)
-    if pipeline is None:
-        raise UserError(f"{cfg.name} enables no augmentation (see the [augment] keys)")
+def augment_cost(cfg: C.ExperimentConfig, images: int = 45_000, rounds: int = 3, steps: int = 5) -> dict[str, float]:
+    """Seconds per epoch of `images` images that each augmentation of the experiment's pipeline
+    takes (alone, on the experiment's batch size), the whole pipeline, and one epoch's training
+    steps without augmentation (timed on `steps` steps), on the CPU with the experiment's threads;
+    prints each with its share of the epoch."""
+    from cifarlab.augment import Pipeline
+    if not cfg.augment.pipeline:
+        raise UserError(f"{cfg.name} enables no augmentation: augment.pipeline is empty")
     bs = cfg.train.batch_size
-    batch = synthetic_splits(bs).train.images
-    gen = torch.Generator().manual_seed(0)
-    times = []
-    for _ in range(rounds):
-        start = time.perf_counter()
-        for _ in range(0, images, bs):
-            pipeline(batch, gen)
-        times.append(time.perf_counter() - start)
-    seconds = statistics.median(times)
-    print(f"{cfg.name}: augmentation {seconds:.2f} s per epoch of {images} images "
-          f"(batch {bs}, median of {rounds}; {1e6 * seconds / images:.1f} us/image) "
-          f"[{runtime.machine_name(torch.device('cpu'))}]")
-    return seconds
+    splits = synthetic_splits(bs)
+    batch = whole_batch(splits.train, torch.device("cpu"))
+    plain = dataclasses.replace(cfg, augment=dataclasses.replace(cfg.augment, pipeline=(), translate=0.0),
+                                train=dataclasses.replace(cfg.train, device="cpu"))
+    session = build_session(plain, splits)
+    rate, _ = time_steps(session, splits.train, steps, keep_memory=True)
+    epoch = images / rate
+    parts = {name: (name,) for name in cfg.augment.pipeline}
+    parts["whole pipeline"] = tuple(cfg.augment.pipeline)
+    out = {}
+    for label, names in parts.items():
+        pipeline = Pipeline(dataclasses.replace(cfg.augment, pipeline=names))
+        times = []
+        for r in range(rounds):
+            gen = torch.Generator().manual_seed(r)
+            start = time.perf_counter()
+            for _ in range(0, images, bs):
+                pipeline(batch, gen)
+            times.append(time.perf_counter() - start)
+        out[label] = statistics.median(times)
+    print(f"{cfg.name}: batch {bs}, {images} images per epoch, median of {rounds} "
+          f"[{session.rt.describe()}]")
+    print(f"  training steps without augmentation  {epoch:8.2f} s per epoch")
+    for label, seconds in out.items():
+        print(f"  {label:36s} {seconds:8.2f} s per epoch  {100 * seconds / epoch:5.1f} % of the training time  "
+              f"({1e6 * seconds / images:.1f} us/image)")
+    return {**out, "epoch": epoch}

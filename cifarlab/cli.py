@@ -7,6 +7,7 @@
     cifarlab results export --format csv [--study NAME] [--out DIR]
     cifarlab bench throughput|profile [--experiment E.toml] [--batch-size N] [--steps N]
     cifarlab data list|pack|unpack
+    cifarlab show augment EXPERIMENT.toml [--out grid.png]
     cifarlab list models|optimizers|schedules|augmentations|keys
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
@@ -123,8 +124,12 @@ def build_parser() -> Parser:
     prof.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
     prof.add_argument("--rows", type=int, default=25, help="operators listed")
 
-    aug = bench_sub.add_parser("augment", help="seconds per epoch spent in an experiment's augmentation")
+    aug = bench_sub.add_parser("augment", help="seconds per epoch each augmentation of an experiment's pipeline "
+                                                "takes, beside an epoch's training time")
     add_config_args(aug)
+    aug.add_argument("--steps", type=int, default=5, help="training steps timed for the epoch's training time")
+    aug.add_argument("--images", type=int, default=45_000, help="images per epoch (default 45,000: CIFAR's training split)")
+    aug.add_argument("--rounds", type=int, default=3, help="timed rounds; the median is reported")
 
     data = sub.add_parser("data", help="the datasets found under the data root; pack or unpack the lossless format")
     data_sub = data.add_subparsers(dest="data", required=True, parser_class=Parser)
@@ -139,8 +144,17 @@ def build_parser() -> Parser:
     up.add_argument("folder", help="pack folder (manifest.json + parts)")
     up.add_argument("npz", help="output .npz")
 
+    show = sub.add_parser("show", help="pictures of what a config does")
+    show_sub = show.add_subparsers(dest="show", required=True, parser_class=Parser)
+    grid = show_sub.add_parser("augment", help="a grid of a few training images and augmented draws of each")
+    add_config_args(grid)
+    grid.add_argument("--out", default="augment.png", help="PNG file to write (default augment.png)")
+    grid.add_argument("--images", type=int, default=6, help="images, one per class (default 6)")
+    grid.add_argument("--draws", type=int, default=5, help="augmented draws per image (default 5)")
+    add_data_args(grid)
+
     lst = sub.add_parser("list", help="list registry entries or config keys")
-    lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "keys"])
+    lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "keys"])
     return parser
 
 
@@ -327,7 +341,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "augment":
         from cifarlab import config as C
-        bench.augment_cost(C.load(args.experiment, args.overrides))
+        check_counts(argparse.Namespace(steps=args.steps, images=args.images, rounds=args.rounds, threads=0),
+                     "steps", "images", "rounds")
+        bench.augment_cost(C.load(args.experiment, args.overrides), args.images, args.rounds, args.steps)
         return 0
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")
@@ -377,19 +393,32 @@ def list_models() -> str:
     return "\n".join(lines)
 
 
+def cmd_show(args: argparse.Namespace) -> int:
+    from cifarlab.show import augment_grid
+    for name in ("images", "draws"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
+    cfg, splits = load_experiment(args, progress=False)
+    print(f"wrote {augment_grid(cfg, splits, Path(args.out), args.images, args.draws)}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
-    from cifarlab import augment, config, models, optim
+    from cifarlab import augment, config, losses, models, optim
     if args.what == "models":
         print(list_models())
         return 0
+    if args.what == "augmentations":
+        print("\n".join(f"{n:<14} {augment.AUGMENTS.get(n).doc}" for n in augment.AUGMENTS.names()))
+        return 0
     registries = {"models": models.MODELS, "optimizers": optim.OPTIMIZERS, "schedules": optim.SCHEDULES,
-                  "augmentations": augment.AUGMENTS}
+                  "losses": losses.LOSSES}
     print(config.describe_keys() if args.what == "keys" else "\n".join(registries[args.what].names()))
     return 0
 
 
 COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
-            "bench": cmd_bench, "data": cmd_data, "list": cmd_list}
+            "bench": cmd_bench, "data": cmd_data, "show": cmd_show, "list": cmd_list}
 
 
 def interrupt(signum: int, frame: object) -> None:

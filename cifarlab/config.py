@@ -33,9 +33,24 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    flip: bool = False           # random horizontal flip, p = 0.5
-    translate: float = 0.0       # max x and y shift, as a fraction of the width (tutorial: 0.1); 0 = off
-    fill: str = "edge"           # border fill for translate: edge (Keras' "nearest") | zero | reflect
+    # Training-set augmentation, on uint8 batches with per-image random parameters (cifarlab/augment/).
+    pipeline: tuple[str, ...] = ()   # the augmentations, applied in this order (`cifarlab list augmentations`), e.g. ["flip", "translate"]
+    translate: float = 0.0           # translate: max x and y shift, fraction of the width (tutorial: 0.1)
+    fill: str = "edge"               # border fill of translate and affine: edge (Keras' "nearest") | zero | reflect
+    rotate: float = 15.0             # affine: max rotation in degrees, in [0, 180]
+    scale: float = 0.1               # affine: zoom drawn from [1 - scale, 1 + scale]
+    shear: float = 0.0               # affine: max shear angle in degrees, in [0, 90)
+    shift: float = 0.1               # affine: max translation, fraction of the width
+    crop_area: float = 0.35          # resized_crop: smallest crop area as a fraction of the image (ratio 3/4 to 4/3)
+    brightness: float = 0.2          # photometric: factor drawn from [1 - b, 1 + b]
+    contrast: float = 0.2            # photometric: factor drawn from [1 - c, 1 + c], around the image's mean grey
+    saturation: float = 0.2          # photometric: factor drawn from [1 - s, 1 + s], around each pixel's grey
+    cutout: int = 16                 # cutout: side of the zeroed square in pixels (DeVries & Taylor: 16 on CIFAR-10)
+    erase_p: float = 0.5             # erasing: probability per image (Zhong et al.: 0.5)
+    erase_area: float = 0.4          # erasing: largest erased area, fraction of the image (smallest: 0.02)
+    mix_alpha: float = 1.0           # mixup / cutmix: the Beta(alpha, alpha) of the mixing weight (1.0 for CIFAR in both papers)
+    mix_p: float = 1.0               # mixup / cutmix: probability that a batch is mixed
+    mix_off: float = 0.0             # mixup / cutmix: no mixing in this many last epochs (train on clean images at the end)
 
 
 @dataclass(frozen=True)
@@ -83,11 +98,16 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class LossConfig:
+    name: str = "ce"             # loss registry name (`cifarlab list losses`): ce (cross-entropy; soft targets after mixing)
+    label_smoothing: float = 0.0 # cross-entropy label smoothing (Szegedy et al. 2016): 1 - e on the label, e / classes everywhere
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: float = 100.0        # training length in epochs (fractions allowed)
     batch_size: int = 64         # images per step
     seed: int = 0                # seeds weights, data order, augmentation and dropout
-    label_smoothing: float = 0.0 # cross-entropy label smoothing
     precision: str = "auto"      # auto (bf16 where the CPU has native bf16, AMP on CUDA) | fp32 | bf16
     channels_last: str = "auto"  # auto (on) | on | off: NHWC memory layout
     device: str = "auto"         # auto (cuda if available) | cpu | cuda
@@ -105,6 +125,7 @@ class ExperimentConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -127,12 +148,14 @@ CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "tta"): ("none", "flip"),
 }
-POSITIVE = {("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
+POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
-NON_NEGATIVE = {("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
+NON_NEGATIVE = {("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
+                ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "mix_off"),
+                ("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
-                ("train", "label_smoothing"), ("train", "threads"), ("train", "seed")}
+                ("loss", "label_smoothing"), ("train", "threads"), ("train", "seed")}
 
 # Left out of config_hash: the seed (the seeds of one experiment share a hash) and keys that
 # change how a run executes but not what it computes, so that a run with 1 thread, or one
@@ -141,19 +164,26 @@ NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_eve
               ("train", "eval_batch_size")}
 
 
-# Keys that were renamed: (section, old) -> (new, how an old value maps to the new one). A results
-# database stores resolved configs, so its migration (cifarlab/results/store.py, version 6) applies
-# the same map; an experiment file that still uses an old key gets one line naming the new one.
-RENAMED = {("model", "batchnorm"): ("norm", lambda v: "batch" if v else "none"),
-           ("model", "pool"): ("downsample", lambda v: v)}
+# Keys that were renamed: (section, old) -> (new section, new key, how an old value maps to the new
+# one). A results database stores resolved configs, so its migrations (cifarlab/results/store.py,
+# versions 6 and 8) apply the same map; an experiment file that still uses an old key gets one line
+# naming the new one. augment.flip (a bool) became an entry of augment.pipeline (see `upgrade_renamed`).
+RENAMED = {("model", "batchnorm"): ("model", "norm", lambda v: "batch" if v else "none"),
+           ("model", "pool"): ("model", "downsample", lambda v: v),
+           ("train", "label_smoothing"): ("loss", "label_smoothing", lambda v: v)}
 
 
 def upgrade_renamed(raw: dict) -> dict:
-    """A resolved config dict written before the renames in RENAMED, with the new keys."""
+    """A resolved config dict written before the renames in RENAMED (and before augment.pipeline),
+    with the new keys."""
     out = {k: dict(v) if isinstance(v, dict) else v for k, v in raw.items()}
-    for (section, old), (new, convert) in RENAMED.items():
+    for (section, old), (new_section, new, convert) in RENAMED.items():
         if isinstance(out.get(section), dict) and old in out[section]:
-            out[section][new] = convert(out[section].pop(old))
+            out.setdefault(new_section, {})[new] = convert(out[section].pop(old))
+    aug = out.get("augment")
+    if isinstance(aug, dict) and "flip" in aug and "pipeline" not in aug:
+        # before the pipeline, flip and translate ran in that (registry) order when enabled
+        aug["pipeline"] = ["flip"] * bool(aug.pop("flip")) + ["translate"] * bool(aug.get("translate", 0) > 0)
     return out
 
 
@@ -183,7 +213,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.labels == "coarse" and cfg.data.dataset != "cifar100":
         raise ConfigError(f"data.labels = 'coarse' needs data.dataset = 'cifar100' (the only dataset with "
                           f"superclasses), got data.dataset = {cfg.data.dataset!r}; valid for it: 'fine'")
-    for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.train.label_smoothing):
+    for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.loss.label_smoothing):
         if not 0 <= rate < 1:
             raise ConfigError(f"dropout rates and label smoothing must lie in [0, 1), got {rate}")
     if not cfg.schedule.restart_mult >= 1:
@@ -192,10 +222,40 @@ def validate(cfg: ExperimentConfig) -> None:
     if not cfg.augment.translate < 1:
         raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
                           "as a fraction of the image width (the tutorial's is 0.1)")
+    validate_augment(cfg.augment)
+    from cifarlab.losses import LOSSES
+    LOSSES.get(cfg.loss.name)
     validate_model(cfg.model)
     if cfg.model.dropout and len(cfg.model.dropout) != len(cfg.model.widths):
         raise ConfigError(f"model.dropout has {len(cfg.model.dropout)} rates but model.widths has "
                           f"{len(cfg.model.widths)} blocks; give one rate per block or []")
+
+
+def validate_augment(a: AugmentConfig) -> None:
+    from cifarlab.augment import AUGMENTS  # the registry names the valid pipeline entries
+    for name in a.pipeline:
+        AUGMENTS.get(name)
+    if len(set(a.pipeline)) != len(a.pipeline):
+        raise ConfigError(f"augment.pipeline = {list(a.pipeline)} names an augmentation twice; list each once")
+    if a.translate > 0 and "translate" not in a.pipeline:
+        raise ConfigError(f"augment.translate = {a.translate} is set but 'translate' is not in augment.pipeline "
+                          f"= {list(a.pipeline)}; add it where it should run, e.g. [\"flip\", \"translate\"]")
+    if "translate" in a.pipeline and not a.translate > 0:
+        raise ConfigError("augment.pipeline has 'translate' but augment.translate = 0: set the largest shift "
+                          "as a fraction of the width, e.g. 0.1 (the tutorial's), or drop it from the pipeline")
+    if a.rotate > 180:
+        raise ConfigError(f"augment.rotate = {a.rotate} must lie in [0, 180] degrees")
+    if not a.shear < 90:
+        raise ConfigError(f"augment.shear = {a.shear} must lie in [0, 90) degrees")
+    for key in ("scale", "brightness", "contrast", "saturation", "shift"):
+        if not getattr(a, key) < 1:
+            raise ConfigError(f"augment.{key} = {getattr(a, key)} must lie in [0, 1)")
+    for key in ("erase_p", "mix_p"):
+        if not 0 <= getattr(a, key) <= 1:
+            raise ConfigError(f"augment.{key} = {getattr(a, key)} is a probability: it must lie in [0, 1]")
+    for key in ("crop_area", "erase_area"):
+        if not 0.02 <= getattr(a, key) <= 1:
+            raise ConfigError(f"augment.{key} = {getattr(a, key)} is a fraction of the image area: it must lie in [0.02, 1]")
 
 
 def validate_model(m: ModelConfig) -> None:
@@ -313,9 +373,12 @@ def build_section(cls: type, section: str, values: dict) -> Any:
     out = {}
     for key, value in values.items():
         if (section, key) in RENAMED:
-            new, convert = RENAMED[section, key]
-            raise ConfigError(f"{section}.{key} was renamed: write {section}.{new} = {toml_value(convert(value))} "
+            new_section, new, convert = RENAMED[section, key]
+            raise ConfigError(f"{section}.{key} was renamed: write {new_section}.{new} = {toml_value(convert(value))} "
                               f"instead of {section}.{key} = {toml_value(value)}")
+        if (section, key) == ("augment", "flip"):
+            raise ConfigError('augment.flip was replaced by augment.pipeline, the augmentations in order: write '
+                              'augment.pipeline = ["flip", "translate"] (flip, then translate if augment.translate > 0)')
         if key not in hints:
             raise ConfigError(f"unknown key {section}.{key}; valid keys of [{section}]: {', '.join(hints)}")
         out[key] = coerce(value, hints[key], f"{section}.{key}")

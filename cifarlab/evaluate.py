@@ -42,10 +42,10 @@ def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg:
     model.eval()
     loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
     top5 = torch.zeros((), dtype=torch.long)
-    for images, labels in split.batches(cfg.eval_batch_size):
+    for batch in split.batches(cfg.eval_batch_size):
         with rt.autocast():
-            logits = predict(model, prep(images.to(rt.device, non_blocking=True)), cfg.tta)
-        labels = labels.to(rt.device)
+            logits = predict(model, prep(batch.images.to(rt.device, non_blocking=True)), cfg.tta)
+        labels = batch.labels.to(rt.device)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
         hits = logits.argmax(1) == labels
         correct += torch.bincount(labels[hits], minlength=num_classes).cpu()

@@ -8,16 +8,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from tqdm import tqdm
 
 from cifarlab import config as C
 from cifarlab import runtime
-from cifarlab.augment import Augment, build_pipeline
+from cifarlab.augment import Pipeline, build_pipeline
+from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
 from cifarlab.errors import UserError
 from cifarlab.evaluate import Preprocess, evaluate
+from cifarlab.losses import Loss, build_loss
 from cifarlab.models import build_model, count_parameters
 from cifarlab.optim import Schedule, build_optimizer, build_schedule, l2_penalty
 from cifarlab.provenance import provenance
@@ -32,7 +33,8 @@ class Session:
     model: nn.Module
     opt: torch.optim.Optimizer
     schedule: Schedule
-    augment: Augment | None
+    augment: Pipeline | None
+    loss: Loss
     prep: Preprocess
     steps_per_epoch: int
     total_steps: int
@@ -57,29 +59,32 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
     return Session(
         cfg=cfg, rt=rt, model=model, opt=build_optimizer(model, cfg.optim),
-        schedule=build_schedule(cfg.schedule), augment=build_pipeline(cfg.augment),
+        schedule=build_schedule(cfg.schedule),
+        augment=build_pipeline(cfg.augment, splits.image_size, splits.num_classes),
+        loss=build_loss(cfg.loss, splits.num_classes),
         prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
         steps_per_epoch=spe, total_steps=max(1, round(cfg.train.epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
     )
 
 
-def train_step(s: Session, images: torch.Tensor, labels: torch.Tensor,
-               gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimizer step on a uint8 batch; returns (loss, logits), both detached."""
+def train_step(s: Session, batch: Batch, gen: torch.Generator,
+               epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimizer step on a uint8 batch; returns (loss, logits, the labels accuracy counts
+    against: the dominant label of mixed targets), all detached."""
     # augment the uint8 batch, then scale it to the model's input
     if s.augment is not None:
-        images = s.augment(images, gen)
-    x = s.prep(images)
+        batch = s.augment(batch, gen, epoch, s.cfg.train.epochs)
+    x = s.prep(batch.images)
     # forward (autocast where enabled), loss plus the coupled L2 penalty, backward, update
     with s.rt.autocast():
         logits = s.model(x).float()
-    loss = F.cross_entropy(logits, labels, label_smoothing=s.cfg.train.label_smoothing)
+    loss = s.loss(logits, batch)
     objective = loss + s.cfg.optim.l2 * l2_penalty(s.model) if s.cfg.optim.l2 else loss
     s.opt.zero_grad(set_to_none=True)
     objective.backward()
     s.opt.step()
-    return loss.detach(), logits.detach()
+    return loss.detach(), logits.detach(), batch.dominant
 
 
 def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
@@ -91,7 +96,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
     loss_sum = torch.zeros((), device=s.rt.device)
     correct = torch.zeros((), dtype=torch.long, device=s.rt.device)
     seen, start = 0, time.perf_counter()
-    for i, (images, labels) in enumerate(split.batches(s.cfg.train.batch_size, order)):
+    for i, batch in enumerate(split.batches(s.cfg.train.batch_size, order)):
         step = epoch * s.steps_per_epoch + i
         if step >= s.total_steps:
             break
@@ -99,7 +104,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         for group in s.opt.param_groups:
             group["lr"] = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
         # 2. augment, forward, loss, backward, update
-        loss, logits = train_step(s, images, labels, gen)
+        loss, logits, labels = train_step(s, batch, gen, epoch)
         # 3. running statistics, without forcing a device sync each step
         loss_sum += loss * len(labels)
         correct += (logits.argmax(1) == labels).sum()

@@ -151,3 +151,21 @@ def test_bench_profile_lists_the_convolutions_by_shape(tmp_path):
     assert "[[4, 32, 32, 32]" in r.stdout  # input shapes tell the first block's layers apart
     bad = cli("bench", "profile", "--steps", "0", cwd=tmp_path)
     assert bad.returncode == 2 and "--steps must be >= 1, got 0" in bad.stderr
+
+
+def test_show_augment_writes_a_grid_and_bench_augment_times_each_step(tmp_path, data_root, repo_experiment):
+    from matplotlib.image import imread
+    pipeline = '--set=augment.pipeline=["flip", "affine", "cutmix"]'
+    r = cli("show", "augment", repo_experiment, pipeline, "--set", "data.val_size=100", "--data-dir", data_root,
+            "--out", tmp_path / "g.png",
+            "--images", "3", "--draws", "2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert imread(tmp_path / "g.png").shape[0] > 200          # 3 rows of images
+    r = cli("bench", "augment", repo_experiment, pipeline, "--set", "model.widths=[8, 16]", "--steps", "1",
+            "--images", "512", "--rounds", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    for name in ("flip", "affine", "cutmix", "whole pipeline", "training steps without augmentation"):
+        assert name in r.stdout
+    assert "% of the training time" in r.stdout
+    bad = cli("show", "augment", repo_experiment, "--set", "data.val_size=100", "--data-dir", data_root, cwd=tmp_path)
+    assert bad.returncode == 2 and "has no augmentation to show" in bad.stderr

@@ -82,13 +82,13 @@ def store(tmp_path):
     st = open_store(tmp_path / "r.db")
     for seed in (0, 1, 2):
         add_run(st, "base", seed, "hb", cfg("base", seed), test=BASE_TEST[seed])
-        add_run(st, "flip", seed, "hf", cfg("flip", seed, augment={"flip": True}), test=FLIP_TEST[seed])
+        add_run(st, "flip", seed, "hf", cfg("flip", seed, augment={"pipeline": ["flip"]}), test=FLIP_TEST[seed])
     wide = cfg("wide", 0, model={"widths": [64, 128, 256]})
     add_run(st, "wide", 0, "hw", wide, test=0.75)
     add_run(st, "wide", 1, "hw", wide, status="running")
     add_run(st, "wide", 2, "hw", wide, status="failed", error="boom")
     # A superseded config of flip, newest by id: only the hash filter keeps it out.
-    add_run(st, "flip", 0, "old", cfg("flip", 0, augment={"flip": True, "translate": 0.1}), test=0.10,
+    add_run(st, "flip", 0, "old", cfg("flip", 0, augment={"pipeline": ["flip", "translate"], "translate": 0.1}), test=0.10,
             git_commit="def456", git_dirty=1)
     yield st
     st.close()
@@ -117,7 +117,7 @@ def test_summary_matches_hand_computed_numbers(store):
     assert flip["score_mean"] == pytest.approx(2.23 / 3)
     assert (flip["diff_mean"], flip["diff_lo"], flip["diff_hi"], flip["diff_n"]) == pytest.approx(
         (0.1 / 3, 0.1 / 3 - half, 0.1 / 3 + half, 3))
-    assert flip["config_diff"] == {"augment.flip": (False, True)}
+    assert flip["config_diff"] == {"augment.pipeline": ([], ["flip"])}
     assert by["wide"]["n"] == 1 and math.isnan(by["wide"]["score_std"]) and by["wide"]["diff_n"] == 1
     assert by["ghost"]["n"] == 0 and by["ghost"]["config_diff"] is None
 
@@ -149,7 +149,7 @@ def test_readme_table_config_diff_and_provenance(store, tmp_path):
     assert "| `flip` | 3 | 74.33 ± 1.53 | [70.54, 78.13] | +3.33 [+1.90, +4.77] (n=3) | — |" in text
     assert "| `wide` | 1 | 75.00 | — | +5.00 [n<2] (n=1) | — | 74.00 | 60.00 | 100 | 500 |" in text
     assert "| `ghost` | 0 | — | — | — | — | — | — | — | — | — |" in text
-    assert "- `augment.flip: false -> true`" in text
+    assert '- `augment.pipeline: [] -> ["flip"]`' in text
     assert "- `model.widths: [32, 64, 128] -> [64, 128, 256]`" in text
     assert "train.seed" not in text and "`name" not in text
     assert "- `flip`: random horizontal flips" in text

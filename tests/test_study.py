@@ -44,7 +44,7 @@ name = "baseline"
 target = 0.5
 [[variants]]
 name = "dropout"
-set = { "model.dropout" = [0.2, 0.2], "augment.flip" = true }
+set = { "model.dropout" = [0.2, 0.2], "augment.pipeline" = ["flip"] }
 """
 
 
@@ -168,7 +168,7 @@ def grouped(table: str, group: str = "reg") -> str:
 
 
 @pytest.mark.parametrize("text, message", [
-    (STUDY.replace('"augment.flip"', '"augment.flipp"'), "unknown key augment.flipp"),
+    (STUDY.replace('"augment.pipeline"', '"augment.pipelines"'), "unknown key augment.pipelines"),
     (STUDY.replace('name = "dropout"', 'name = "baseline"'), "variant name 'baseline' is used twice"),
     (STUDY.replace("seeds = [0, 1]", "seeds = []"), "`seeds` must be a non-empty list"),
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, -1]"), "`seeds` must be a non-empty list of integers >= 0, got [0, -1]"),
@@ -257,30 +257,60 @@ def test_migration_from_v1_rehashes_stored_configs(tmp_path):
     assert store.runs("s")[0]["stopped"] is None  # v5's: older runs ran all their epochs
 
 
+def opened_old_database(path, version: int, configs: list[dict]) -> list:
+    """The runs of a database built at schema `version` holding done runs with these stored
+    configs (as that version wrote them), once this cifarlab has opened and migrated it."""
+    import json
+    from cifarlab.results.store import MIGRATIONS
+    conn = sqlite3.connect(path)
+    for v in range(1, version + 1):
+        for step in MIGRATIONS[v]:
+            step(conn) if callable(step) else conn.execute(step)
+    conn.execute("INSERT INTO meta VALUES ('schema_version', ?)", (str(version),))
+    for i, stored in enumerate(configs):
+        conn.execute("INSERT INTO runs (study, experiment, seed, config_hash, config, created, status) "
+                     "VALUES ('s', 'x', ?, 'old-hash', ?, 0, 'done')", (i, json.dumps(stored)))
+    conn.commit()
+    conn.close()
+    return open_store(path).runs("s")
+
+
 def test_migration_6_renames_batchnorm_and_pool_and_rehashes(tmp_path):
     import json
     from cifarlab import config as C
-    from cifarlab.results.store import MIGRATIONS
-    conn = sqlite3.connect(tmp_path / "v5.db")
-    for v in range(1, 6):
-        for step in MIGRATIONS[v]:
-            step(conn) if callable(step) else conn.execute(step)
-    conn.execute("INSERT INTO meta VALUES ('schema_version', '5')")
-    for i, (bn, pool) in enumerate([(True, "max"), (False, "avg"), (True, "avg")]):
+    configs = []
+    for bn, pool in [(True, "max"), (False, "avg"), (True, "avg")]:
         stored = C.to_dict(C.ExperimentConfig(name="x"))
         stored["model"] = {k: v for k, v in stored["model"].items() if k not in ("norm", "downsample")}
         stored["model"].update(batchnorm=bn, pool=pool)
-        conn.execute("INSERT INTO runs (study, experiment, seed, config_hash, config, created, status) "
-                     "VALUES ('s', 'x', ?, 'v5-hash', ?, 0, 'done')", (i, json.dumps(stored)))
-    conn.commit()
-    conn.close()
-    rows = open_store(tmp_path / "v5.db").runs("s")
+        configs.append(stored)
+    rows = opened_old_database(tmp_path / "v5.db", 5, configs)
     want = [C.from_dict({"model": {"norm": n, "downsample": d}}) for n, d in
             [("batch", "max"), ("none", "avg"), ("batch", "avg")]]
     assert [r["config_hash"] for r in rows] == [C.config_hash(c) for c in want]
     assert [json.loads(r["config"])["model"]["norm"] for r in rows] == ["batch", "none", "batch"]
     assert all("batchnorm" not in json.loads(r["config"])["model"] for r in rows)
     assert C.config_hash(want[1]) == C.config_hash(C.from_dict({"model": {"downsample": "avg"}}))
+
+
+def test_migration_8_moves_label_smoothing_and_makes_flip_a_pipeline_entry(tmp_path):
+    from cifarlab import config as C
+    old = [({"flip": True, "translate": 0.1, "fill": "edge"}, 0.1), ({"flip": False, "translate": 0.0, "fill": "edge"}, 0.0),
+           ({"flip": False, "translate": 0.125, "fill": "zero"}, 0.0), ({"flip": True, "translate": 0.0, "fill": "edge"}, 0.2)]
+    configs = []
+    for augment, smoothing in old:
+        stored = C.to_dict(C.ExperimentConfig(name="x"))
+        stored["augment"] = augment
+        del stored["loss"]
+        stored["train"]["label_smoothing"] = smoothing
+        configs.append(stored)
+    rows = opened_old_database(tmp_path / "v7.db", 7, configs)
+    want = [C.from_dict({"augment": {"pipeline": ["flip", "translate"], "translate": 0.1}, "loss": {"label_smoothing": 0.1}}),
+            C.from_dict({}),
+            C.from_dict({"augment": {"pipeline": ["translate"], "translate": 0.125, "fill": "zero"}}),
+            C.from_dict({"augment": {"pipeline": ["flip"]}, "loss": {"label_smoothing": 0.2}})]
+    assert [r["config_hash"] for r in rows] == [C.config_hash(c) for c in want]
+    assert rows[1]["config_hash"] == C.config_hash(C.ExperimentConfig())   # nothing on: the defaults
 
 
 def test_a_committed_schema_5_database_regenerates_its_committed_report(tmp_path):
@@ -379,7 +409,7 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     # Another study sharing a variant (under another name) takes its runs from this database.
     (study_dir / "other.toml").write_text(STUDY.replace('name = "tiny"', 'name = "other"', 1)
                                           .replace('name = "baseline"', 'name = "plain"')
-                                          .replace('"augment.flip" = true', '"augment.flip" = false'))
+                                          .replace('"augment.pipeline" = ["flip"]', '"augment.pipeline" = []'))
     def adopt_db(*args):
         return subprocess.run(cli_command("study", "adopt", "other.toml", "--db", "other.db", *args),
                               cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)

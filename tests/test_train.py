@@ -15,7 +15,7 @@ from cifarlab.train import train
 TINY = {
     "model": {"widths": [8, 16], "dense": [16], "dropout": [0.1, 0.1], "norm": "batch"},
     "optim": {"lr": 0.02, "nesterov": True, "l2": 0.0005},  # 0.05 learnt too unevenly across CPUs
-    "augment": {"flip": True, "translate": 0.1},
+    "augment": {"pipeline": ["flip", "translate"], "translate": 0.1},
     "schedule": {"name": "linear", "warmup": 0.5},
     "train": {"epochs": 2, "batch_size": 50, "precision": "fp32", "threads": 1},
     "data": {"val_size": 200},

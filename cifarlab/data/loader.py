@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from cifarlab.config import DataConfig
+from cifarlab.data.batch import Batch
 from cifarlab.data.sources import Arrays, select_labels
 from cifarlab.data.split import stratified_split
 from cifarlab.errors import ConfigError
@@ -31,14 +32,15 @@ class Split:
     def to(self, device: torch.device) -> "Split":
         return Split(self.images.to(device), self.labels.to(device))
 
-    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """(images, labels) in `order` (default: stored order); the last batch may be short."""
+    def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
+        """Batches in `order` (default: stored order); the last one may be short."""
         for start in range(0, len(self), batch_size):
             if order is None:
-                yield self.images[start:start + batch_size], self.labels[start:start + batch_size]
+                idx = torch.arange(start, min(start + batch_size, len(self)), device=self.labels.device)
+                yield Batch(self.images[start:start + batch_size], self.labels[start:start + batch_size], idx)
             else:
                 idx = order[start:start + batch_size]
-                yield self.images[idx], self.labels[idx]
+                yield Batch(self.images[idx], self.labels[idx], idx)
 
 
 @dataclass

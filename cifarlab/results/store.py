@@ -31,6 +31,9 @@ matches its study and regenerates its report.
 Version 7 added run_metrics(run_id, name, value): a done run's metrics beyond the columns of
 runs, one row each (today test_top5 and val_top5, `RUN_METRICS`), so that a new metric needs
 no schema change.
+Version 8 changed no table: train.label_smoothing moved to loss.label_smoothing and augment.flip
+became an entry of the ordered augment.pipeline (`config.upgrade_renamed`); the same rewrite of
+stored configs and rehash as version 6.
 
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
@@ -52,7 +55,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -109,6 +112,7 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     7: ["""CREATE TABLE run_metrics (
             run_id INTEGER NOT NULL REFERENCES runs(id), name TEXT NOT NULL, value REAL,
             PRIMARY KEY (run_id, name))"""],
+    8: [rename_config_keys],
 }
 # Metrics of final.json that a done run keeps in run_metrics (where the run recorded them).
 RUN_METRICS = ("test_top5", "val_top5")
