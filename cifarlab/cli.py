@@ -159,16 +159,22 @@ def build_parser() -> Parser:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from cifarlab.runs import RunDir
+    from cifarlab import config as C
+    from cifarlab.runs import RunDir, ensure_writable
     from cifarlab.train import train
 
     if args.threads is not None:
         args.overrides.append(f"train.threads={args.threads}")
-    cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress)
+    # everything that can be refused without the data is checked before it loads
+    cfg = C.load(args.experiment, list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else []))
     warn_schedule(cfg)
     if args.hide_test and cfg.data.val_size == 0:
         raise UserError("--hide-test needs a validation split to choose on: data.val_size is 0; set it > 0")
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
+    if run.checkpoint_path.exists() and not args.resume:
+        raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
+    ensure_writable(run.path, "--out")
+    cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress)
     final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
     test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
@@ -209,6 +215,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                         "or --from-db OTHER_DB (another results database)")
     study = load_study(find_study(args.study))
+    if args.action in ("run", "adopt"):  # before the database is opened or a run registered
+        from cifarlab.runs import ensure_writable
+        ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
@@ -275,6 +284,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = find_study(args.study)
     study = load_study(path)
     out = Path(args.out) if args.out else Path("reports") / study.name
+    from cifarlab.runs import ensure_writable
+    ensure_writable(out, "--out")
     command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
     readme = write_report(open_store(args.db, must_exist=True), study.spec(), out, command)
     print(f"wrote {readme}")
@@ -301,7 +312,10 @@ def cmd_results(args: argparse.Namespace) -> int:
         against = open_store(args.against, must_exist=True, option="--against")
         print(compare(open_store(args.db, must_exist=True), against, name, args.metric or ("val" if selection else "test")))
         return 0
-    for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
+    from cifarlab.runs import ensure_writable
+    store = open_store(args.db, must_exist=True)
+    ensure_writable(Path(args.out), "--out")
+    for path in export_csv(store, Path(args.out), name, current):
         print(f"wrote {path}")
     return 0
 
@@ -438,6 +452,11 @@ def main(argv: list[str] | None = None) -> int:
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifarlab: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a file system that refuses (read-only, full, no permission): one line, not a traceback
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cifarlab: error: {where}{e.strerror or e}; check that the folder is writable and has space",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         again = ("rerun the same command: it resumes unfinished runs from their checkpoints"

@@ -45,7 +45,7 @@ class AugmentConfig:
     brightness: float = 0.2          # photometric: factor drawn from [1 - b, 1 + b]
     contrast: float = 0.2            # photometric: factor drawn from [1 - c, 1 + c], around the image's mean grey
     saturation: float = 0.2          # photometric: factor drawn from [1 - s, 1 + s], around each pixel's grey
-    cutout: int = 16                 # cutout: side of the zeroed square in pixels (DeVries & Taylor: 16 on CIFAR-10)
+    cutout: int = 16                 # cutout: side of the grey square in pixels (DeVries & Taylor: 16 on CIFAR-10)
     erase_p: float = 0.5             # erasing: probability per image (Zhong et al.: 0.5)
     erase_area: float = 0.4          # erasing: largest erased area, fraction of the image (smallest: 0.02)
     mix_alpha: float = 1.0           # mixup / cutmix: the Beta(alpha, alpha) of the mixing weight (1.0 for CIFAR in both papers)
@@ -454,12 +454,32 @@ def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]
     return out
 
 
+def key_comments(cls: type) -> dict[str, str]:
+    """Each field's comment in this file (its meaning, unit and choices), continuation lines joined."""
+    import inspect
+    out: dict[str, str] = {}
+    last = None
+    for line in inspect.getsource(cls).splitlines()[1:]:
+        field_match = re.match(r"\s+(\w+): [^=]+=[^#]*#\s?(.*)", line)
+        more = re.match(r"\s+#\s?(.*)", line)
+        if field_match:
+            last = field_match.group(1)
+            out[last] = field_match.group(2).strip()
+        elif more and last is not None:
+            out[last] += " " + more.group(1).strip()
+        elif line.strip():
+            last = None
+    return out
+
+
 def describe_keys() -> str:
-    """Every key with its default, for `cifarlab list keys`."""
-    lines = []
+    """Every key with its default and what it means, for `cifarlab list keys`."""
+    lines, defaults = [], to_dict(ExperimentConfig())
     for section, cls in SECTIONS.items():
         lines.append(f"[{section}]")
+        comments = key_comments(cls)
         for f in dataclasses.fields(cls):
-            lines.append(f"  {f.name} = {toml_value(to_dict(ExperimentConfig())[section][f.name])}")
+            setting = f"{f.name} = {toml_value(defaults[section][f.name])}"
+            lines.append(f"  {setting:<28} # {comments[f.name]}" if f.name in comments else f"  {setting}")
     return "\n".join(lines)
 

@@ -41,6 +41,19 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
+def ensure_writable(folder: Path, option: str) -> None:
+    """Make `folder` (and its parents) and write and remove a probe file in it, or raise one line
+    naming the folder and the option that chose it, before any work is done or recorded."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=folder, prefix=".cifarlab-write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise UserError(f"cannot write to {folder} ({e.strerror or e}); choose a writable folder with {option}") from None
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
@@ -75,7 +88,8 @@ class RunDir:
         torch.save(state, buf)
         atomic_write(self.checkpoint_path, buf.getvalue())
 
-    def load_checkpoint(self, config_hash: str, seed: int) -> dict[str, Any] | None:
+    def load_checkpoint(self, config_hash: str, seed: int,
+                        cfg: C.ExperimentConfig | None = None) -> dict[str, Any] | None:
         """The saved state, or None if there is none; refuses a checkpoint of other settings."""
         if not self.checkpoint_path.exists():
             return None
@@ -86,6 +100,20 @@ class RunDir:
             raise UserError(f"checkpoint {self.checkpoint_path} is unreadable ({type(e).__name__}); "
                             "delete it to start the run over") from None
         if state.get("config_hash") != config_hash or state.get("seed") != seed:
-            raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings; "
-                            "use another --out directory or delete the old run")
+            raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings"
+                            f"{self.differences(cfg)}; use another --out directory or delete the old run "
+                            "(to train a finished run longer, start a new run with the new train.epochs: "
+                            "the schedule depends on the total length)")
         return state
+
+    def differences(self, cfg: C.ExperimentConfig | None) -> str:
+        """' (keys: a: old -> new, ...)' between the run's config.toml and `cfg`, or ''."""
+        if cfg is None or not (self.path / "config.toml").exists():
+            return ""
+        try:
+            old = C.load_resolved(self.path / "config.toml")
+        except UserError:
+            return ""
+        changed = [f"{k}: {C.toml_value(a)} -> {C.toml_value(b)}" for k, (a, b) in C.diff(old, cfg).items()
+                   if (tuple(k.split(".")) not in C.NOT_HASHED) or k == "train.seed"]
+        return f" ({', '.join(changed)})" if changed else ""

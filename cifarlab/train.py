@@ -120,7 +120,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
 
 def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     """(first epoch to run, metrics so far) from the run's checkpoint, if it has one."""
-    state = run.load_checkpoint(C.config_hash(s.cfg), s.cfg.train.seed)
+    state = run.load_checkpoint(C.config_hash(s.cfg), s.cfg.train.seed, s.cfg)
     if state is None:
         return 0, []
     try:

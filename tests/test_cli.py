@@ -1,5 +1,6 @@
 """The command line end to end: a real run, and one-line errors with exit code 2."""
 
+import json
 import subprocess
 
 import pytest
@@ -24,7 +25,9 @@ def test_run_on_a_1000_image_subset(tmp_path, data_root, repo_experiment):
     r = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out", tmp_path / "r",
             cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert "test 0." in r.stdout
+    final = json.loads((tmp_path / "r" / "final.json").read_text())
+    printed = {k: float(r.stdout.split(f"{k} ")[1].split()[0]) for k in ("val", "test")}
+    assert printed == {"val": round(final["val_acc"], 4), "test": round(final["test_acc"], 4)}
     assert {p.name for p in (tmp_path / "r").iterdir()} >= {"config.toml", "metrics.jsonl", "final.json",
                                                              "checkpoint.pt"}
     again = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out",
@@ -169,3 +172,53 @@ def test_show_augment_writes_a_grid_and_bench_augment_times_each_step(tmp_path, 
     assert "% of the training time" in r.stdout
     bad = cli("show", "augment", repo_experiment, "--set", "data.val_size=100", "--data-dir", data_root, cwd=tmp_path)
     assert bad.returncode == 2 and "has no augmentation to show" in bad.stderr
+
+
+def test_an_output_folder_that_cannot_be_written_is_one_line_and_leaves_the_database(tmp_path, data_root,
+                                                                                     repo_experiment):
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a folder")       # a folder below a file cannot be made, even by root
+    study = REPO / "studies" / "fast_baseline.toml"
+    db = tmp_path / "r.db"
+    db.write_bytes((REPO / "results" / "fast_baseline" / "results.db").read_bytes())
+    before = db.read_bytes()
+    for args, option in [(["run", repo_experiment, *TINY, "--data-dir", data_root, "--out", blocked / "r"], "--out"),
+                         (["report", study, "--db", db, "--out", blocked / "rep"], "--out"),
+                         (["results", "export", "--db", db, "--out", blocked / "csv"], "--out"),
+                         (["study", "run", study, "--db", db, "--runs-dir", blocked / "runs", "--data-dir", data_root],
+                          "--runs-dir")]:
+        r = cli(*args, cwd=tmp_path)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+        assert r.stderr.startswith(f"cifarlab: error: cannot write to {blocked}") and option in r.stderr, r.stderr
+    assert db.read_bytes() == before
+
+
+def test_resume_with_changed_settings_names_the_keys(tmp_path, data_root, repo_experiment):
+    r = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out", tmp_path / "r",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    again = cli("run", repo_experiment, *TINY, "--set", "optim.lr=0.01", "--set", "train.epochs=2", "--data-dir",
+                data_root, "--no-progress", "--out", tmp_path / "r", "--resume", cwd=tmp_path)
+    assert again.returncode == 2 and again.stderr.count("\n") == 1
+    assert "belongs to different settings (optim.lr: 0.001 -> 0.01, train.epochs: 1.0 -> 2.0)" in again.stderr
+    assert "start a new run with the new train.epochs" in again.stderr
+    # the same run again without --resume is refused before the data is loaded
+    twice = cli("run", repo_experiment, *TINY, "--data-dir", tmp_path / "nothing-here", "--out", tmp_path / "r",
+                cwd=tmp_path)
+    assert twice.returncode == 2 and "already holds a run; pass --resume" in twice.stderr
+
+
+def test_a_subset_says_which_key_to_set(tmp_path, data_root, repo_experiment):
+    r = cli("run", repo_experiment, "--set", "data.subset=500", "--data-dir", data_root, "--out", tmp_path / "r",
+            cwd=tmp_path)
+    assert r.returncode == 2
+    assert "data.val_size = 5000 must be smaller than the 500 training images of data.subset = 500; " \
+           "set data.val_size too, e.g. 50" in r.stderr
+
+
+def test_list_keys_says_what_each_key_means(tmp_path):
+    r = cli("list", "keys", cwd=tmp_path)
+    assert r.returncode == 0
+    lines = [line for line in r.stdout.splitlines() if line.startswith("  ")]
+    assert all(" # " in line for line in lines)
+    assert any(line.split()[0] == "label_smoothing" and "Szegedy" in line for line in lines)

@@ -74,7 +74,9 @@ def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
         _, keep = stratified_split(labels, min(cfg.subset, len(labels) - 1), cfg.split_seed)
         images, labels = images[keep], labels[keep]
     if cfg.val_size >= len(labels):
-        raise ConfigError(f"data.val_size = {cfg.val_size} must be smaller than the {len(labels)} training images")
+        hint = (f" of data.subset = {cfg.subset}; set data.val_size too, e.g. {max(1, len(labels) // 10)}"
+                if cfg.subset else "")
+        raise ConfigError(f"data.val_size = {cfg.val_size} must be smaller than the {len(labels)} training images{hint}")
     train_idx, val_idx = stratified_split(labels, cfg.val_size, cfg.split_seed) if cfg.val_size else (None, None)
     if train_idx is not None:
         val = to_split(images[val_idx], labels[val_idx])
