@@ -97,8 +97,9 @@ def build_parser() -> Parser:
     report.add_argument("--out", help="output folder (default: reports/<study name>)")
 
     results = sub.add_parser("results", help="export the results database, or compare it with another")
-    results.add_argument("action", choices=["export", "compare"],
-                         help="export: CSV files; compare: pair its done runs with --against's, run for run")
+    results.add_argument("action", choices=["export", "compare", "index"],
+                         help="export: CSV files; compare: pair its done runs with --against's, run for run; "
+                              "index: results/README.md, a table of every study under results/")
     results.add_argument("--format", choices=["csv"], default="csv")
     results.add_argument("--study", help="only this study, by name or TOML file; a file adds a `current` column "
                                          "(1: counted by its report, 0: a superseded config) (default: all)")
@@ -296,6 +297,11 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.report import export_csv
     from cifarlab.results import open_store
 
+    if args.action == "index":
+        from cifarlab.results.index import write_index
+        out = Path(args.out) if args.out != "results/export" else Path("results") / "README.md"
+        print(f"wrote {write_index(out.parent, Path('studies'), out)}")
+        return 0
     name, current, selection = args.study, None, False
     if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
         from cifarlab.study import load_study

@@ -212,10 +212,13 @@ def run_numbers(runs: dict[int, sqlite3.Row], ref_score: dict[int, float], metri
     seeds = sorted(runs)
     score = {s: runs[s][metric] for s in seeds}
     score_mean, score_std = mean_std(score.values())
-    score_lo, score_hi = ci95(score.values())
+    # t-intervals clipped to what an accuracy can take: a bimodal set (runs stalled at chance beside
+    # runs that trained) has a std so large that the bare interval passes 0 or 100 %
+    score_lo, score_hi = (min(max(v, 0.0), 1.0) if ok(v) else v for v in ci95(score.values()))
     val_mean, val_std = mean_std(present(runs[s]["val_acc"] for s in seeds))
     return {"n": len(seeds), "seeds": seeds, "run_ids": [runs[s]["id"] for s in seeds], "score_by_seed": score,
             "score_mean": score_mean, "score_std": score_std, "score_lo": score_lo, "score_hi": score_hi,
+            "score_median": float(np.median(list(score.values()))) if score else NAN,
             "val_mean": val_mean, "val_std": val_std, **diff_numbers(score, ref_score),
             "stopped": {s: runs[s]["stopped"] for s in seeds if runs[s]["stopped"]},
             "wall_mean": mean_std(present(runs[s]["wall_seconds"] for s in seeds))[0],
@@ -224,6 +227,7 @@ def run_numbers(runs: dict[int, sqlite3.Row], ref_score: dict[int, float], metri
 
 def diff_numbers(score: dict[int, float], other: dict[int, float]) -> dict:
     diff_mean, diff_lo, diff_hi, diff_n = paired_diff(score, other)
+    diff_lo, diff_hi = (min(max(v, -1.0), 1.0) if ok(v) else v for v in (diff_lo, diff_hi))  # a difference of accuracies
     return {"diff_mean": diff_mean, "diff_lo": diff_lo, "diff_hi": diff_hi, "diff_n": diff_n}
 
 
@@ -320,7 +324,9 @@ def target_lines(spec: StudySpec, summary: list[dict]) -> list[str]:
 def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
     lines = ["## Results", "",
              f"Accuracies in %; Δ is the mean over common seeds of (experiment − `{spec.reference}`) "
-             "in percentage points, with its paired 95% t-interval.", ""]
+             "in percentage points, with its paired 95% t-interval. Intervals are clipped to what the metric "
+             "can take (0 to 100 %, a difference -100 to +100 points). Where a variant has runs that ended "
+             "early or never left chance, its mean is followed by the median over its seeds.", ""]
     if spec.convergence is not None:
         lines += [f"Epochs to val ≥ {threshold_label(spec)}: the first epoch whose validation accuracy reaches "
                   "it, mean ± std over the seeds that do (the others are counted as never reaching it); "
@@ -335,7 +341,8 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
             + (["", "Runs that ended early:", "", *stopped] if stopped else [])
             + (["", f"Runs that never rose above chance: their best validation accuracy over all epochs stayed "
                 f"within {100 * CHANCE_MARGIN:g} points of 1 / classes (the network diverged or died at the start); "
-                "the statistics include them:", "", *chance] if chance else []))
+                "the mean and the interval include them, the median beside the mean describes the typical run:",
+                "", *chance] if chance else []))
 
 
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
@@ -371,7 +378,10 @@ def table_cells(s: dict, with_val: bool = True) -> list[str]:
         delta = "no common seeds"
     else:
         delta = f"{signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)} (n={s['diff_n']})"
-    return [f"`{s['experiment']}`", str(s["n"]), pm(s["score_mean"], s["score_std"]),
+    mean = pm(s["score_mean"], s["score_std"])
+    if s.get("at_chance") or s["stopped"]:  # a bimodal set: the mean alone describes no run
+        mean += f" (median {pct(s['score_median'])})"
+    return [f"`{s['experiment']}`", str(s["n"]), mean,
             interval(s["score_lo"], s["score_hi"]), delta, pct(s["target"]),
             *val, pm(s["train_mean"], s["train_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0),
             number(s["parameters"], 0)]

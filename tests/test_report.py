@@ -7,6 +7,7 @@ import dataclasses
 import json
 import math
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -407,9 +408,9 @@ def test_runs_that_ended_early_are_listed(store, tmp_path):
     text = write_report(store, SPEC, tmp_path, "cmd").read_text(encoding="utf-8")
     assert ("Runs that ended early:\n\n- `base` seed 2: diverged: non-finite training loss at epoch 2 of 3; the "
             "statistics include it, with the accuracies of the model it ended with.") in text
-    assert "| `base` | 3 | 71.00 ± 1.00 |" in text  # still counted
+    assert "| `base` | 3 | 71.00 ± 1.00 (median 71.00) |" in text  # still counted, and the median beside it
     store.conn.execute("UPDATE runs SET stopped=NULL")
-    assert "ended early" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
+    assert "Runs that ended early:" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
 
 
 def test_runs_that_never_left_chance_are_listed(store, tmp_path):
@@ -419,11 +420,33 @@ def test_runs_that_never_left_chance_are_listed(store, tmp_path):
     store.conn.execute("UPDATE epochs SET val_acc=0.1 + 0.005 * epoch WHERE run_id=?", (base1,))  # best 0.115
     text = write_report(store, SPEC, tmp_path, "cmd").read_text(encoding="utf-8")
     assert ("Runs that never rose above chance: their best validation accuracy over all epochs stayed within 2 "
-            "points of 1 / classes (the network diverged or died at the start); the statistics include them:"
+            "points of 1 / classes (the network diverged or died at the start); the mean and the interval include "
+            "them, the median beside the mean describes the typical run:"
             "\n\n- `base` seed 1: best validation accuracy 11.50 %\n") in text
     assert text.count("best validation accuracy 1") == 1  # no other run is listed
     store.conn.execute("UPDATE epochs SET val_acc=0.125 WHERE run_id=?", (base1,))  # 2.5 points above chance
     assert "never rose" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
+
+
+def test_a_bimodal_set_gets_its_median_and_an_interval_inside_0_to_100(store, tmp_path):
+    """Seed 1 of `base` stalls at chance (10 %) beside seeds at 70 and 71 %: the t-interval of the
+    mean would reach below 0 %; the report clips it and gives the median beside the mean."""
+    store.conn.execute("UPDATE runs SET classes=?", (json.dumps([f"c{i}" for i in range(10)]),))
+    base1 = store.conn.execute("SELECT id FROM runs WHERE experiment='base' AND seed=1").fetchone()[0]
+    store.conn.execute("UPDATE runs SET test_acc=0.10 WHERE id=?", (base1,))
+    store.conn.execute("UPDATE epochs SET val_acc=0.1 WHERE run_id=?", (base1,))
+    by = {s["experiment"]: s for s in summarize(store, SPEC)}
+    base = by["base"]
+    # mean 0.5033, std 0.3493: the bare t-interval is [-0.364, 1.371]
+    assert base["score_mean"] == pytest.approx((0.70 + 0.10 + 0.71) / 3)
+    assert base["score_lo"] == 0.0 and base["score_hi"] == 1.0 and base["score_median"] == pytest.approx(0.70)
+    row = next(line for line in write_report(store, SPEC, tmp_path, "cmd").read_text().splitlines()
+               if line.startswith("| `base` |"))
+    assert row.startswith("| `base` | 3 | 50.33 ± 34.93 (median 70.00) | [0.00, 100.00] | reference |")
+    # flip - base: +3, +66, +3 points; the paired interval stays within +-100 points
+    assert -1 <= by["flip"]["diff_lo"] and by["flip"]["diff_hi"] <= 1
+    assert "(median" not in next(line for line in write_report(store, SPEC, tmp_path / "b", "cmd").read_text()
+                                 .splitlines() if line.startswith("| `flip` |"))
 
 
 # ----------------------------------------------------------------------------- CSV
@@ -472,3 +495,27 @@ def test_compare_pairs_runs_by_experiment_seed_and_config_only(store, tmp_path):
     assert "3 paired run(s)" in compare(store, other, "s") and "median +1.00" in compare(store, other, "s")
     with pytest.raises(UserError, match="no done run of study 'nope' is in both databases"):
         compare(store, other, "nope")
+
+
+# ----------------------------------------------------------------------------- index
+
+def test_the_results_index_regenerates_byte_for_byte_from_the_committed_databases(tmp_path, monkeypatch):
+    from conftest import REPO
+
+    from cifarlab.results.index import write_index
+    monkeypatch.chdir(REPO)
+    committed = (REPO / "results" / "README.md").read_text()
+    out = write_index(Path("results"), Path("studies"), tmp_path / "README.md")
+    assert out.read_bytes() == write_index(Path("results"), Path("studies"), out).read_bytes()
+    # the page names its own command with the path it was written to; the committed one, results/README.md
+    assert out.read_text().replace(str(tmp_path / "README.md"), "results/README.md") == committed
+    rows = [line for line in committed.splitlines() if line.startswith("| `")]
+    assert len(rows) == len(list((REPO / "results").glob("*/results.db")))
+    basic = next(line for line in rows if "[basic](basic/README.md)" in line)
+    assert "`aug-bn-only` 87.50 ± 0.19 %" in basic and "60 of 60" in basic and "48.3" in basic
+
+
+def test_the_index_refuses_a_folder_without_databases(tmp_path):
+    from cifarlab.results.index import write_index
+    with pytest.raises(UserError, match="no results databases with a study file found under"):
+        write_index(tmp_path, tmp_path, tmp_path / "README.md")

@@ -313,13 +313,14 @@ def test_migration_8_moves_label_smoothing_and_makes_flip_a_pipeline_entry(tmp_p
     assert rows[1]["config_hash"] == C.config_hash(C.ExperimentConfig())   # nothing on: the defaults
 
 
-def test_a_committed_schema_5_database_regenerates_its_committed_report(tmp_path):
-    """tests/data/basic_lr_schema5.db is results/basic_lr/results.db as committed before the model
-    anatomy renamed its keys; migrated, it must still match its study and give the committed report."""
+def test_a_committed_schema_3_database_regenerates_its_committed_report(tmp_path):
+    """tests/data/basic_lr_schema3.db is results/basic_lr/results.db as committed before the model
+    anatomy and the augmentation pipeline renamed its keys (schema 3, at 5bd168e); migrated, it must
+    still match its study and give the committed report."""
     import shutil
     from cifarlab.report import write_report
     repo = Path(__file__).resolve().parents[1]
-    shutil.copy(repo / "tests" / "data" / "basic_lr_schema5.db", tmp_path / "results.db")
+    shutil.copy(repo / "tests" / "data" / "basic_lr_schema3.db", tmp_path / "results.db")
     spec = load_study(repo / "studies" / "basic_lr.toml").spec()
     store = open_store(tmp_path / "results.db")
     assert {r["config_hash"] for r in store.runs("basic_lr")} == set(spec.hashes.values())

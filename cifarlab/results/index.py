@@ -1,0 +1,90 @@
+"""`cifarlab results index`: results/README.md, one table row per committed study, derived only
+from the results databases under results/ and the study files under studies/; the same files give
+the same page, byte for byte."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+from cifarlab.errors import UserError
+
+
+def study_rows(results: Path, studies: Path) -> list[dict]:
+    """One dict per (results folder, study in its database), in folder order."""
+    from cifarlab.report import counted_rows, latest_done, present, summarize, unique
+    from cifarlab.results.store import open_store
+    from cifarlab.study import load_study
+
+    out = []
+    for db in sorted(results.glob("*/results.db")):
+        store = open_store(db, must_exist=True)
+        try:
+            for name in store.studies():
+                path = studies / f"{name}.toml"
+                if not path.is_file():
+                    continue  # a study whose file is gone: its own report still stands
+                spec = load_study(path).spec()
+                summary = summarize(store, spec)
+                used = [r for runs in latest_done(counted_rows(store, spec)).values() for r in runs.values()]
+                out.append({"folder": db.parent.name, "study": spec, "path": path, "summary": summary,
+                            "machines": unique(r["machine"] for r in used),
+                            "hours": math.fsum(present(r["wall_seconds"] for r in used)) / 3600,
+                            "runs": len(used)})
+        finally:
+            store.close()
+    return out
+
+
+def first_sentence(text: str, limit: int = 220) -> str:
+    text = " ".join(text.split())
+    cut = text.find(". ")
+    sentence = text if cut < 0 else text[:cut + 1]
+    return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
+
+
+def headline(spec, summary: list[dict]) -> str:
+    from cifarlab.report import interval, pm
+    done = [s for s in summary if s["n"]]
+    if not done:
+        return "no runs yet"
+    best = max(done, key=lambda s: s["score_mean"])
+    ref = next((s for s in done if s["reference"]), None)
+    def cell(s):
+        ci = f" {interval(s['score_lo'], s['score_hi'])}" if s["n"] > 1 else ""
+        return f"`{s['experiment']}` {pm(s['score_mean'], s['score_std'])} %{ci} (n={s['n']})"
+    text = f"best {spec.label}: {cell(best)}"
+    if ref is not None and ref is not best:
+        text += f"; reference {cell(ref)}"
+    return text
+
+
+def write_index(results: Path, studies: Path, out: Path) -> Path:
+    rows = study_rows(results, studies)
+    if not rows:
+        raise UserError(f"no results databases with a study file found under {results}/*/results.db "
+                        f"(study files looked for in {studies})")
+    lines = ["# Results", "",
+             "Every study committed to this repository, one row each, generated from the results databases "
+             "(`results/*/results.db`) and the study files (`studies/*.toml`); regenerate this page with:", "",
+             "```", f"cifarlab results index --out {out}", "```", "",
+             "Each study's own report (linked) has its findings, figures, config differences and provenance. "
+             "A selection study chooses settings and reads validation accuracy only; every other study reads "
+             "the test set once, at the end of each run. The headline is the variant with the best mean "
+             "(with its 95% t-interval over seeds, clipped to 0-100 %) and the study's reference.", "",
+             "| study | question | variants | runs | headline | ran on | process-hours | report and command |",
+             "|---|---|---:|---:|---|---|---:|---|"]
+    for r in rows:
+        spec = r["study"]
+        kind = " (selection)" if spec.selection else ""
+        command = (f"`cifarlab report {r['path'].as_posix()} --db {results.as_posix()}/{r['folder']}/results.db "
+                   f"--out {results.as_posix()}/{r['folder']}`")
+        planned = len(spec.experiments) * len(spec.seeds)
+        lines.append(" | ".join([
+            f"| `{spec.name}`{kind}", first_sentence(spec.description) or "—", str(len(spec.experiments)),
+            f"{r['runs']} of {planned}", headline(spec, r["summary"]),
+            ", ".join(f"`{m}`" for m in r["machines"]) or "—", f"{r['hours']:.1f}",
+            f"[{r['folder']}]({r['folder']}/README.md): {command} |"]))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    return out
