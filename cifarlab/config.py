@@ -29,6 +29,9 @@ class DataConfig:
     split_seed: int = 0          # seed of the train/validation split; fixed across training seeds
     subset: int = 0              # use only this many training images (stratified), 0 = all; for smoke tests
     normalize: str = "unit"      # unit: pixels/255 in [0,1] | standard: per-channel zero mean, unit std (train split stats)
+    noise: str = "none"          # label noise on the training images (train and validation splits; never test): none | symmetric | asymmetric | pairflip
+    noise_rate: float = 0.0      # probability that a label is flipped, in [0, 1)
+    noise_seed: int = 0          # seed of the noise: the same noisy labels for every training seed
 
 
 @dataclass(frozen=True)
@@ -99,8 +102,11 @@ class ScheduleConfig:
 
 @dataclass(frozen=True)
 class LossConfig:
-    name: str = "ce"             # loss registry name (`cifarlab list losses`): ce (cross-entropy; soft targets after mixing)
+    name: str = "ce"             # loss registry name (`cifarlab list losses`): ce (cross-entropy; soft targets after mixing) | gce | sce
     label_smoothing: float = 0.0 # cross-entropy label smoothing (Szegedy et al. 2016): 1 - e on the label, e / classes everywhere
+    gce_q: float = 0.7           # gce: the exponent q of (1 - p_y^q) / q, in (0, 1] (Zhang & Sabuncu 2018: 0.7)
+    sce_alpha: float = 0.1       # sce: weight of cross-entropy (Wang et al. 2019, CIFAR-10: 0.1)
+    sce_beta: float = 1.0        # sce: weight of reverse cross-entropy (CIFAR-10: 1.0)
 
 
 @dataclass(frozen=True)
@@ -136,6 +142,7 @@ SECTIONS = {k: v for k, v in typing.get_type_hints(ExperimentConfig).items() if 
 CHOICES = {
     ("data", "dataset"): ("cifar10", "cifar100"),
     ("data", "labels"): ("fine", "coarse"),
+    ("data", "noise"): ("none", "symmetric", "asymmetric", "pairflip"),
     ("data", "normalize"): ("unit", "standard"),
     ("augment", "fill"): ("edge", "zero", "reflect"),
     ("model", "stem"): ("none", "conv", "patchify"),
@@ -151,7 +158,7 @@ CHOICES = {
 POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
-NON_NEGATIVE = {("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
+NON_NEGATIVE = {("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
                 ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "mix_off"),
                 ("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
@@ -223,8 +230,18 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
                           "as a fraction of the image width (the tutorial's is 0.1)")
     validate_augment(cfg.augment)
+    if not 0 <= cfg.data.noise_rate < 1:
+        raise ConfigError(f"data.noise_rate = {cfg.data.noise_rate} must lie in [0, 1)")
+    if (cfg.data.noise == "none") != (cfg.data.noise_rate == 0):
+        raise ConfigError(f"data.noise = {cfg.data.noise!r} with data.noise_rate = {cfg.data.noise_rate}: set both "
+                          "(a noise type and a rate > 0) or neither")
+    if cfg.data.noise == "asymmetric" and cfg.data.dataset != "cifar10":
+        raise ConfigError(f"data.noise = 'asymmetric' has a standard map for cifar10 only, not {cfg.data.dataset}; "
+                          "use symmetric or pairflip")
     from cifarlab.losses import LOSSES
     LOSSES.get(cfg.loss.name)
+    if not 0 < cfg.loss.gce_q <= 1:
+        raise ConfigError(f"loss.gce_q = {cfg.loss.gce_q} must lie in (0, 1]")
     validate_model(cfg.model)
     if cfg.model.dropout and len(cfg.model.dropout) != len(cfg.model.widths):
         raise ConfigError(f"model.dropout has {len(cfg.model.dropout)} rates but model.widths has "

@@ -28,5 +28,31 @@ def cross_entropy(cfg: LossConfig, num_classes: int) -> Loss:
     return loss
 
 
+@LOSSES.register("gce")
+def generalized_ce(cfg: LossConfig, num_classes: int) -> Loss:
+    """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018): mean of (1 - p_y^q) / q, which
+    tends to cross-entropy as q -> 0 and to MAE (noise-robust) at q = 1; with soft targets, the
+    target-weighted mean over classes."""
+    q = cfg.gce_q
+
+    def loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        p = torch.softmax(logits, 1).clamp_min(1e-7)
+        return ((1 - p.pow(q)) / q * batch.soft_targets(num_classes)).sum(1).mean()
+    return loss
+
+
+@LOSSES.register("sce")
+def symmetric_ce(cfg: LossConfig, num_classes: int) -> Loss:
+    """Symmetric cross-entropy (Wang et al., ICCV 2019): alpha CE + beta RCE, where the reverse
+    cross-entropy -sum_k p_k log t_k takes log 0 = -4 (the paper's A), so for a one-hot target it is
+    4 (1 - p_y)."""
+    def loss(logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        t = batch.soft_targets(num_classes)
+        ce = -(t * torch.log_softmax(logits, 1)).sum(1)
+        rce = -(torch.softmax(logits, 1) * t.log().clamp_min(-4.0)).sum(1)
+        return (cfg.sce_alpha * ce + cfg.sce_beta * rce).mean()
+    return loss
+
+
 def build_loss(cfg: LossConfig, num_classes: int) -> Loss:
     return LOSSES.get(cfg.name)(cfg, num_classes)

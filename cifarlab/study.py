@@ -396,7 +396,8 @@ def adopt_database(study: Study, store: Store, source: Store) -> list[str]:
         if claimed is None:
             lines.append(f"{where}: being run by another process; not adopted")
             continue
-        store.copy_done(claimed["id"], row, source.epochs([row["id"]]), source.run_metrics([row["id"]])[row["id"]])
+        store.copy_done(claimed["id"], row, source.epochs([row["id"]]), source.run_metrics([row["id"]])[row["id"]],
+                        source.epoch_metrics(row["id"]))
         lines.append(f"{where}: adopted from {source.path} (study {row['study']}, {row['experiment']} "
                      f"seed {row['seed']})")
     return lines or [f"{source.path} holds no done run equal to a run of study {study.name}"]

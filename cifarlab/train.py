@@ -143,7 +143,28 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
         t = time.perf_counter()
         val = evaluate(s.model, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
         row.update(val_loss=val["loss"], val_acc=val["acc"], val_top5=val["top5"], val_seconds=time.perf_counter() - t)
+    row.update(noise_metrics(s, splits))
     return row
+
+
+MEMORISATION_SAMPLES = 2000  # flipped training samples the memorisation curve is measured on, each epoch
+
+
+def noise_metrics(s: Session, splits: Splits) -> dict:
+    """Under label noise: validation accuracy on the clean labels (the noisy one is val_acc), and on
+    (up to 2,000 of) the training samples whose labels were flipped, accuracy against their noisy
+    labels (memorised) and against their clean ones: the memorisation curve."""
+    out = {}
+    if splits.val is not None and splits.val.clean is not None:
+        out["val_acc_clean"] = evaluate(s.model, splits.val.clean_split(), s.prep, s.rt, s.cfg.train,
+                                        splits.num_classes)["acc"]
+    flipped = splits.train.flipped()
+    if flipped is not None:
+        images = flipped.images[:MEMORISATION_SAMPLES]
+        for name, labels in (("noisy", flipped.labels), ("clean", flipped.clean)):
+            out[f"flipped_acc_{name}"] = evaluate(s.model, Split(images, labels[:MEMORISATION_SAMPLES]), s.prep,
+                                                  s.rt, s.cfg.train, splits.num_classes)["acc"]
+    return out
 
 
 def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool = False, progress: bool = True,
@@ -202,6 +223,7 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
         "val_acc": history[-1].get("val_acc"), "val_loss": history[-1].get("val_loss"),
         "test_acc": test["acc"], "test_loss": test["loss"], "per_class_test_acc": test["per_class_acc"],
         "test_top5": test["top5"], "val_top5": history[-1].get("val_top5"),
+        "val_acc_clean": history[-1].get("val_acc_clean"), "noise": splits.noise,
         "classes": list(splits.classes),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,

@@ -16,6 +16,7 @@ import torch
 
 from cifarlab.config import DataConfig
 from cifarlab.data.batch import Batch
+from cifarlab.data.noise import corrupt
 from cifarlab.data.sources import Arrays, select_labels
 from cifarlab.data.split import stratified_split
 from cifarlab.errors import ConfigError
@@ -24,13 +25,26 @@ from cifarlab.errors import ConfigError
 @dataclass
 class Split:
     images: torch.Tensor   # uint8 (N, 3, H, W), channels-last memory
-    labels: torch.Tensor   # int64 (N,)
+    labels: torch.Tensor   # int64 (N,): the labels training and choices see (noisy under label noise)
+    clean: torch.Tensor | None = None  # int64 (N,): the dataset's labels, where noise changed some; else None
 
     def __len__(self) -> int:
         return len(self.labels)
 
     def to(self, device: torch.device) -> "Split":
-        return Split(self.images.to(device), self.labels.to(device))
+        return Split(self.images.to(device), self.labels.to(device),
+                     None if self.clean is None else self.clean.to(device))
+
+    def clean_split(self) -> "Split":
+        """The same images with the dataset's labels (itself when there is no noise)."""
+        return self if self.clean is None else Split(self.images, self.clean)
+
+    def flipped(self) -> "Split | None":
+        """The samples whose label noise changed, with their noisy labels and clean ones, or None."""
+        if self.clean is None:
+            return None
+        idx = torch.nonzero(self.labels != self.clean).flatten()
+        return Split(self.images[idx], self.labels[idx], self.clean[idx]) if len(idx) else None
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:
         """Batches in `order` (default: stored order); the last one may be short."""
@@ -51,6 +65,7 @@ class Splits:
     classes: tuple[str, ...]
     mean: tuple[float, ...]  # per-channel pixel mean of the training split, 0-255 scale
     std: tuple[float, ...]
+    noise: dict | None = None  # the label noise drawn (type, rate, actual rate, transition matrix), or None
 
     @property
     def num_classes(self) -> int:
@@ -61,31 +76,38 @@ class Splits:
         return self.train.images.shape[-1]
 
 
-def to_split(images: np.ndarray, labels: np.ndarray) -> Split:
+def to_split(images: np.ndarray, labels: np.ndarray, clean: np.ndarray | None = None) -> Split:
     nchw = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2)
-    return Split(nchw, torch.from_numpy(labels.astype(np.int64)))
+    return Split(nchw, torch.from_numpy(labels.astype(np.int64)),
+                 None if clean is None else torch.from_numpy(clean.astype(np.int64)))
 
 
 def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
-    """Subset, then hold out the validation split; statistics come from the training split only."""
+    """Label noise on the training images, subset, then hold out the validation split (stratified
+    on the labels a user has: the noisy ones); statistics come from the training split only."""
     arrays = select_labels(arrays, cfg.labels, cfg.dataset)
-    images, labels = arrays.train_images, arrays.train_labels
+    images, labels, clean, noise = arrays.train_images, arrays.train_labels, None, None
+    if cfg.noise != "none":
+        drawn = corrupt(labels, cfg.noise, cfg.noise_rate, cfg.noise_seed, arrays.classes, cfg.dataset)
+        labels, clean, noise = drawn.labels, drawn.clean, drawn.describe()
     if cfg.subset:
         _, keep = stratified_split(labels, min(cfg.subset, len(labels) - 1), cfg.split_seed)
         images, labels = images[keep], labels[keep]
+        clean = None if clean is None else clean[keep]
     if cfg.val_size >= len(labels):
         hint = (f" of data.subset = {cfg.subset}; set data.val_size too, e.g. {max(1, len(labels) // 10)}"
                 if cfg.subset else "")
         raise ConfigError(f"data.val_size = {cfg.val_size} must be smaller than the {len(labels)} training images{hint}")
     train_idx, val_idx = stratified_split(labels, cfg.val_size, cfg.split_seed) if cfg.val_size else (None, None)
     if train_idx is not None:
-        val = to_split(images[val_idx], labels[val_idx])
+        val = to_split(images[val_idx], labels[val_idx], None if clean is None else clean[val_idx])
         images, labels = images[train_idx], labels[train_idx]
+        clean = None if clean is None else clean[train_idx]
     else:
         val = None
     return Splits(
-        train=to_split(images, labels), val=val, test=to_split(arrays.test_images, arrays.test_labels),
-        classes=arrays.classes,
+        train=to_split(images, labels, clean), val=val, test=to_split(arrays.test_images, arrays.test_labels),
+        classes=arrays.classes, noise=noise,
         mean=tuple(images.mean(axis=(0, 1, 2), dtype=np.float64).tolist()),
         std=tuple(images.std(axis=(0, 1, 2), dtype=np.float64).tolist()),
     )

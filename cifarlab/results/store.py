@@ -16,6 +16,7 @@ runs                             one row per (study, experiment, seed, config_ha
     runtime       (version 4) device, precision, memory layout and threads of the run
 epochs(run_id, epoch, ...)       train_loss, train_acc, val_loss, val_acc, lr, seconds (train + val)
 run_metrics(run_id, name, value) (version 7) a done run's further metrics, e.g. test_top5
+epoch_metrics(run_id, epoch, name, value) (version 9) an epoch's further metrics, e.g. val_acc_clean
 
 Version 2 changed no table: config_hash became a hash of the non-default config values
 only (see `config.config_hash`), and the migration recomputes it from each run's stored config.
@@ -34,6 +35,9 @@ no schema change.
 Version 8 changed no table: train.label_smoothing moved to loss.label_smoothing and augment.flip
 became an entry of the ordered augment.pipeline (`config.upgrade_renamed`); the same rewrite of
 stored configs and rehash as version 6.
+Version 9 added epoch_metrics(run_id, epoch, name, value): an epoch's metrics beyond the columns of
+epochs, one row each (`EPOCH_METRICS`: top-5 and, under label noise, the clean-label validation
+accuracy and the memorisation curve).
 
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
@@ -55,7 +59,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -113,9 +117,14 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
             run_id INTEGER NOT NULL REFERENCES runs(id), name TEXT NOT NULL, value REAL,
             PRIMARY KEY (run_id, name))"""],
     8: [rename_config_keys],
+    9: ["""CREATE TABLE epoch_metrics (
+            run_id INTEGER NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
+            PRIMARY KEY (run_id, epoch, name))"""],
 }
 # Metrics of final.json that a done run keeps in run_metrics (where the run recorded them).
-RUN_METRICS = ("test_top5", "val_top5")
+RUN_METRICS = ("test_top5", "val_top5", "val_acc_clean")
+# Metrics of an epoch's row kept in epoch_metrics (where the run recorded them).
+EPOCH_METRICS = ("val_top5", "val_acc_clean", "flipped_acc_noisy", "flipped_acc_clean")
 # What a done run carries from one database to another (`Store.copy_done`): all but its identity.
 COPIED = ("git_commit", "git_dirty", "versions", "machine", "started", "finished", "wall_seconds", "images_per_s",
           "val_acc", "val_loss", "test_acc", "test_loss", "per_class_test_acc", "classes", "run_dir", "runtime",
@@ -207,12 +216,15 @@ class Store:
             c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                       (run_id, row["epoch"], row["train_loss"], row["train_acc"], row.get("val_loss"),
                        row.get("val_acc"), row["lr"], row["train_seconds"] + row.get("val_seconds", 0.0)))
+            c.executemany("INSERT OR REPLACE INTO epoch_metrics VALUES (?, ?, ?, ?)",
+                          [(run_id, row["epoch"], k, row[k]) for k in EPOCH_METRICS if row.get(k) is not None])
             c.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
 
     def finish(self, run_id: int, final: dict, run_dir: str, epochs: int) -> None:
         versions = {k: final[k] for k in ("python", "torch", "numpy", "cifarlab", "platform")}
         with self.transaction() as c:
             c.execute("DELETE FROM epochs WHERE run_id=? AND epoch>?", (run_id, epochs))
+            c.execute("DELETE FROM epoch_metrics WHERE run_id=? AND epoch>?", (run_id, epochs))
             c.execute(
                 "UPDATE runs SET status='done', finished=?, git_commit=?, git_dirty=?, versions=?, machine=?, "
                 "wall_seconds=?, images_per_s=?, val_acc=?, val_loss=?, test_acc=?, test_loss=?, "
@@ -230,7 +242,8 @@ class Store:
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def copy_done(self, run_id: int, source: sqlite3.Row, epochs: list[sqlite3.Row],
-                  metrics: dict[str, float] | None = None) -> None:
+                  metrics: dict[str, float] | None = None,
+                  epoch_metrics: list[tuple[int, str, float]] | None = None) -> None:
         """Make a claimed run the done run `source` (a row of another database) with its epochs
         and run metrics: the same outcome, provenance and timings; only its study and experiment
         name stay this row's."""
@@ -245,6 +258,9 @@ class Store:
             c.execute("DELETE FROM run_metrics WHERE run_id=?", (run_id,))
             c.executemany("INSERT INTO run_metrics VALUES (?, ?, ?)",
                           [(run_id, k, v) for k, v in (metrics or {}).items()])
+            c.execute("DELETE FROM epoch_metrics WHERE run_id=?", (run_id,))
+            c.executemany("INSERT INTO epoch_metrics VALUES (?, ?, ?, ?)",
+                          [(run_id, e, k, v) for e, k, v in (epoch_metrics or [])])
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
     def fail(self, run_id: int, error: str) -> None:
@@ -284,6 +300,11 @@ class Store:
         for r in self.conn.execute(f"SELECT * FROM run_metrics WHERE run_id IN ({marks})", run_ids):
             out[r["run_id"]][r["name"]] = r["value"]
         return out
+
+    def epoch_metrics(self, run_id: int) -> list[tuple[int, str, float]]:
+        """(epoch, name, value) of the run's further epoch metrics (version 9's table)."""
+        return [(r["epoch"], r["name"], r["value"]) for r in self.conn.execute(
+            "SELECT * FROM epoch_metrics WHERE run_id=? ORDER BY epoch, name", (run_id,))]
 
     def studies(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT study FROM runs ORDER BY study")]

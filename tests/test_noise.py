@@ -1,0 +1,144 @@
+"""Label noise: rates, maps, seeds, the test set untouched, the memorisation metrics, bad input."""
+
+import json
+
+import numpy as np
+import pytest
+
+from cifarlab import config as C
+from cifarlab.data.loader import make_splits
+from cifarlab.data.noise import corrupt, transition_matrix
+from cifarlab.data.sources import Arrays
+from cifarlab.errors import ConfigError
+
+CIFAR10 = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def labels(n=20000, k=10):
+    return np.arange(n) % k
+
+
+@pytest.mark.parametrize("kind", ["symmetric", "pairflip", "asymmetric"])
+@pytest.mark.parametrize("rate", [0.2, 0.4, 0.8])
+def test_the_drawn_flip_rate_matches_the_requested_one(kind, rate):
+    y = labels()
+    noise = corrupt(y, kind, rate, 0, CIFAR10, "cifar10")
+    # asymmetric flips only the 5 mapped classes: half the samples here
+    expected = rate * (0.5 if kind == "asymmetric" else 1.0)
+    sampling_error = 4 * np.sqrt(expected * (1 - expected) / len(y))
+    assert abs(noise.actual_rate - expected) < sampling_error
+    assert np.allclose(noise.transition.sum(1), 1)
+    # the empirical transition matrix matches T within sampling error
+    counts = np.zeros((10, 10))
+    np.add.at(counts, (noise.clean, noise.labels), 1)
+    assert np.abs(counts / counts.sum(1, keepdims=True) - noise.transition).max() < 0.05
+
+
+def test_symmetric_noise_never_draws_the_true_class_and_spreads_evenly():
+    noise = corrupt(labels(), "symmetric", 0.6, 1, CIFAR10, "cifar10")
+    t = transition_matrix("symmetric", 0.6, CIFAR10, "cifar10")
+    assert np.allclose(np.diag(t), 0.4) and np.allclose(t[0, 1:], 0.6 / 9)
+    flipped_to = noise.labels[noise.flipped & (noise.clean == 0)]
+    assert 0 not in flipped_to and set(flipped_to) == set(range(1, 10))
+
+
+def test_asymmetric_noise_maps_exactly_the_listed_classes():
+    noise = corrupt(labels(), "asymmetric", 0.4, 2, CIFAR10, "cifar10")
+    moved = {(CIFAR10[c], CIFAR10[n]) for c, n in zip(noise.clean[noise.flipped], noise.labels[noise.flipped])}
+    assert moved == {("truck", "automobile"), ("bird", "airplane"), ("deer", "horse"), ("cat", "dog"), ("dog", "cat")}
+    for name in ("airplane", "automobile", "frog", "horse", "ship"):
+        assert not noise.flipped[noise.clean == CIFAR10.index(name)].any()
+
+
+def test_pairflip_moves_each_class_to_the_next():
+    noise = corrupt(labels(), "pairflip", 0.3, 0, CIFAR10, "cifar10")
+    assert ((noise.clean[noise.flipped] + 1) % 10 == noise.labels[noise.flipped]).all()
+
+
+def arrays():
+    rng = np.random.default_rng(0)
+    y = np.arange(2000) % 10
+    return Arrays(rng.integers(0, 256, (2000, 32, 32, 3), dtype=np.uint8), y,
+                  rng.integers(0, 256, (500, 32, 32, 3), dtype=np.uint8), np.arange(500) % 10, CIFAR10)
+
+
+def test_one_noise_seed_gives_the_same_labels_whatever_the_training_seed_and_the_test_set_is_clean():
+    a = arrays()
+    cfgs = [C.from_dict({"data": {"noise": "symmetric", "noise_rate": 0.4, "val_size": 200},
+                         "train": {"seed": s}}).data for s in (0, 1)]
+    s0, s1 = make_splits(a, cfgs[0]), make_splits(a, cfgs[1])
+    assert (s0.train.labels == s1.train.labels).all() and (s0.val.labels == s1.val.labels).all()
+    assert (s0.test.labels.numpy() == a.test_labels).all() and s0.test.clean is None
+    assert (s0.train.clean != s0.train.labels).float().mean().item() == pytest.approx(0.4, abs=0.05)
+    assert s0.val.clean is not None and (s0.val.clean != s0.val.labels).any()      # the user's validation is noisy
+    other = make_splits(a, C.from_dict({"data": {"noise": "symmetric", "noise_rate": 0.4, "val_size": 200,
+                                                 "noise_seed": 1}}).data)
+    assert not (other.train.labels == s0.train.labels).all()
+    assert s0.noise["type"] == "symmetric" and len(s0.noise["transition"]) == 10
+    assert make_splits(a, C.from_dict({"data": {"val_size": 200}}).data).noise is None
+
+
+def test_a_noisy_run_records_the_memorisation_curve(tmp_path, data_root):
+    from cifarlab.data.sources import load_npz
+    from cifarlab.results import open_store
+    from cifarlab.results.store import RunKey
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train
+    cfg = C.from_dict({"model": {"widths": [8, 16], "dense": [16]}, "train": {"epochs": 2, "batch_size": 100,
+                       "threads": 1, "precision": "fp32"}, "optim": {"lr": 0.02},
+                       "data": {"val_size": 200, "noise": "symmetric", "noise_rate": 0.4}})
+    splits = make_splits(load_npz(data_root / "cifar10" / "cifar10.npz"), cfg.data)
+    store = open_store(tmp_path / "r.db")
+    key = RunKey("s", "x", 0, C.config_hash(cfg))
+    store.register(key, C.to_dict(cfg))
+    row = store.claim("s", [key])
+    final = train(cfg, splits, RunDir(tmp_path / "run"), progress=False,
+                  on_epoch=lambda r: store.record_epoch(row["id"], r))
+    store.finish(row["id"], final, str(tmp_path / "run"), final["epochs"])
+    history = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    for h in history:
+        assert 0 <= h["flipped_acc_noisy"] <= 1 and 0 <= h["flipped_acc_clean"] <= 1 and "val_acc_clean" in h
+        # a flipped sample's noisy and clean labels differ: it cannot match both
+        assert h["flipped_acc_noisy"] + h["flipped_acc_clean"] <= 1 + 1e-9
+    assert final["noise"]["actual_rate"] == pytest.approx(0.4, abs=0.06) and final["val_acc_clean"] is not None
+    names = {name for _, name, _ in store.epoch_metrics(row["id"])}
+    assert {"val_acc_clean", "flipped_acc_noisy", "flipped_acc_clean"} <= names
+    assert store.run_metrics([row["id"]])[row["id"]]["val_acc_clean"] == final["val_acc_clean"]
+
+
+@pytest.mark.parametrize("data, message", [
+    ({"noise": "symmetric", "noise_rate": 1.0}, r"data.noise_rate = 1.0 must lie in \[0, 1\)"),
+    ({"noise": "symmetric", "noise_rate": -0.1}, r"data.noise_rate = -0.1 must lie in \[0, 1\)"),
+    ({"noise": "uniform", "noise_rate": 0.2}, "data.noise = 'uniform' is invalid; valid: none, symmetric"),
+    ({"noise": "asymmetric", "noise_rate": 0.2, "dataset": "cifar100"}, "has a standard map for cifar10 only"),
+    ({"noise": "symmetric"}, "set both"),
+    ({"noise_rate": 0.2}, "set both"),
+])
+def test_bad_noise_settings_are_one_line(data, message):
+    with pytest.raises(ConfigError, match=message) as err:
+        C.from_dict({"data": data})
+    assert "\n" not in str(err.value)
+
+
+def test_gce_and_sce_against_their_formulas():
+    import torch
+
+    from cifarlab.data.batch import Batch
+    from cifarlab.losses import build_loss
+    torch.manual_seed(0)
+    logits = torch.randn(6, 10, requires_grad=True)
+    y = torch.arange(6)
+    batch = Batch(torch.zeros(6, 3, 2, 2, dtype=torch.uint8), y, y)
+    p = torch.softmax(logits, 1)[torch.arange(6), y]
+    gce = build_loss(C.from_dict({"loss": {"name": "gce", "gce_q": 0.7}}).loss, 10)(logits, batch)
+    assert torch.allclose(gce, ((1 - p ** 0.7) / 0.7).mean())
+    sce = build_loss(C.from_dict({"loss": {"name": "sce", "sce_alpha": 0.1, "sce_beta": 1.0}}).loss, 10)(logits, batch)
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.allclose(sce, 0.1 * ce + 1.0 * (4 * (1 - p)).mean())   # RCE with log 0 = -4
+    (gce + sce).backward()
+    assert torch.isfinite(logits.grad).all()
+    # q -> 0 gives cross-entropy back
+    tiny = build_loss(C.from_dict({"loss": {"name": "gce", "gce_q": 1e-4}}).loss, 10)(logits, batch)
+    assert torch.allclose(tiny, ce, atol=1e-3)
+    with pytest.raises(ConfigError, match=r"loss.gce_q = 0.0 must lie in \(0, 1\]"):
+        C.from_dict({"loss": {"name": "gce", "gce_q": 0.0}})
