@@ -285,7 +285,9 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = find_study(args.study)
     study = load_study(path)
     out = Path(args.out) if args.out else Path("reports") / study.name
+    from cifarlab.results.store import require_database
     from cifarlab.runs import ensure_writable
+    require_database(args.db)       # neither a missing database nor an unwritable folder leaves a trace
     ensure_writable(out, "--out")
     command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
     readme = write_report(open_store(args.db, must_exist=True), study.spec(), out, command)
@@ -318,10 +320,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         against = open_store(args.against, must_exist=True, option="--against")
         print(compare(open_store(args.db, must_exist=True), against, name, args.metric or ("val" if selection else "test")))
         return 0
+    from cifarlab.results.store import require_database
     from cifarlab.runs import ensure_writable
-    store = open_store(args.db, must_exist=True)
+    require_database(args.db)
     ensure_writable(Path(args.out), "--out")
-    for path in export_csv(store, Path(args.out), name, current):
+    for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
         print(f"wrote {path}")
     return 0
 

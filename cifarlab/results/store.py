@@ -318,9 +318,8 @@ def open_store(path: str | Path, must_exist: bool = False, option: str = "--db")
     pass must_exist, so a mistyped --db is an error, not an empty report and a stray file;
     `option` names the command-line option the path came from, for that error."""
     path = Path(path)
-    if must_exist and not path.is_file():
-        raise UserError(f"results database not found: {path}; give as {option} a database that "
-                        "`cifarlab study run` wrote (e.g. results/basic/results.db)")
+    if must_exist:
+        require_database(path, option)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(path, timeout=60, isolation_level=None)
@@ -332,6 +331,13 @@ def open_store(path: str | Path, must_exist: bool = False, option: str = "--db")
         raise UserError(f"cannot open results database {path} ({e}); it must be a cifarlab database "
                         f"in a writable directory (choose one with --db)") from None
     return Store(conn, path)
+
+
+def require_database(path: str | Path, option: str = "--db") -> None:
+    """One line when `path` is no file, before anything is opened, created or migrated."""
+    if not Path(path).is_file():
+        raise UserError(f"results database not found: {path}; give as {option} a database that "
+                        "`cifarlab study run` wrote (e.g. results/basic/results.db)")
 
 
 def schema_version(conn: sqlite3.Connection) -> int:
