@@ -338,7 +338,7 @@ def load_experiment(args: argparse.Namespace, seed: int | None = None, progress:
     overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
     cfg = C.load(args.experiment, overrides)
     arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download,
-                          progress=progress)
+                          progress=progress, image_size=cfg.data.image_size, label_column=cfg.data.label_column)
     return cfg, make_splits(arrays, cfg.data)
 
 

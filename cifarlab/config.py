@@ -23,7 +23,9 @@ from cifarlab.errors import ConfigError
 
 @dataclass(frozen=True)
 class DataConfig:
-    dataset: str = "cifar10"     # cifar10 | cifar100
+    dataset: str = "cifar10"     # cifar10 | cifar100 | imagenette (JPEG folders, decoded once at data.image_size)
+    image_size: int = 0          # imagenette: side in pixels (shorter side resized, centre crop); 0 = 64; CIFAR: 0 or 32
+    label_column: str = "noisy_labels_0"  # imagenette: the CSV column of the training labels: noisy_labels_0 | _1 | _5 | _25 | _50
     labels: str = "fine"         # fine | coarse: CIFAR-100's 20 superclasses instead of its 100 classes
     val_size: int = 5000         # training images held out for validation (stratified); 0 = no validation
     split_seed: int = 0          # seed of the train/validation split; fixed across training seeds
@@ -140,7 +142,8 @@ class ExperimentConfig:
 
 SECTIONS = {k: v for k, v in typing.get_type_hints(ExperimentConfig).items() if k != "name"}
 CHOICES = {
-    ("data", "dataset"): ("cifar10", "cifar100"),
+    ("data", "dataset"): ("cifar10", "cifar100", "imagenette"),
+    ("data", "label_column"): ("noisy_labels_0", "noisy_labels_1", "noisy_labels_5", "noisy_labels_25", "noisy_labels_50"),
     ("data", "labels"): ("fine", "coarse"),
     ("data", "noise"): ("none", "symmetric", "asymmetric", "pairflip"),
     ("data", "normalize"): ("unit", "standard"),
@@ -158,7 +161,7 @@ CHOICES = {
 POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
-NON_NEGATIVE = {("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
+NON_NEGATIVE = {("data", "image_size"), ("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
                 ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "mix_off"),
                 ("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
@@ -217,6 +220,9 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must be > 0")
             if key in NON_NEGATIVE and not value >= 0:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must be >= 0")
+    if cfg.data.dataset != "imagenette" and (cfg.data.image_size not in (0, 32) or cfg.data.label_column != "noisy_labels_0"):
+        raise ConfigError(f"data.image_size and data.label_column are Imagenette's: {cfg.data.dataset} images are 32 px "
+                          "(image_size 0 or 32) and have one label column")
     if cfg.data.labels == "coarse" and cfg.data.dataset != "cifar100":
         raise ConfigError(f"data.labels = 'coarse' needs data.dataset = 'cifar100' (the only dataset with "
                           f"superclasses), got data.dataset = {cfg.data.dataset!r}; valid for it: 'fine'")

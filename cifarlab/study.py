@@ -255,11 +255,13 @@ class DataCache:
     def get(self, cfg: C.DataConfig) -> Any:
         from cifarlab.data import load_dataset
         from cifarlab.data.loader import make_splits
-        if cfg.dataset not in self.arrays:
-            self.arrays[cfg.dataset] = load_dataset(cfg.dataset, self.data_dir, download=self.download,
-                                                    progress=self.progress)
+        source = (cfg.dataset, cfg.image_size, cfg.label_column)
+        if source not in self.arrays:
+            self.arrays[source] = load_dataset(cfg.dataset, self.data_dir, download=self.download,
+                                               progress=self.progress, image_size=cfg.image_size,
+                                               label_column=cfg.label_column)
         if cfg not in self.splits:
-            self.splits[cfg] = make_splits(self.arrays[cfg.dataset], cfg)
+            self.splits[cfg] = make_splits(self.arrays[source], cfg)
         return self.splits[cfg]
 
 

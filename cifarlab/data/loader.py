@@ -90,6 +90,10 @@ def make_splits(arrays: Arrays, cfg: DataConfig) -> Splits:
     if cfg.noise != "none":
         drawn = corrupt(labels, cfg.noise, cfg.noise_rate, cfg.noise_seed, arrays.classes, cfg.dataset)
         labels, clean, noise = drawn.labels, drawn.clean, drawn.describe()
+    elif arrays.train_clean_labels is not None and (arrays.train_clean_labels != labels).any():
+        clean = np.asarray(arrays.train_clean_labels, np.int64)   # the published noisy labels (Imagenette's CSV)
+        noise = {"type": f"csv column {cfg.label_column}", "actual_rate": float((clean != labels).mean()),
+                 "flipped": int((clean != labels).sum())}
     if cfg.subset:
         _, keep = stratified_split(labels, min(cfg.subset, len(labels) - 1), cfg.split_seed)
         images, labels = images[keep], labels[keep]

@@ -229,13 +229,14 @@ def load_pack(folder: Path, *, log=None) -> dict[str, np.ndarray]:
                 return arrays
     start = time.perf_counter()
     arrays = unpack(folder)
-    where = _write_cache(arrays, dirs, name)
+    where = write_npz_cache(arrays, dirs, name)
     note = f"cached in {where}" if where else "no writable cache folder; it will be decoded again next time"
     (log or _stderr)(f"cifarlab: decoded the pack {folder} in {time.perf_counter() - start:.1f} s; {note}")
     return arrays
 
 
-def _write_cache(arrays: dict[str, np.ndarray], dirs: list[Path], name: str) -> Path | None:
+def write_npz_cache(arrays: dict[str, np.ndarray], dirs: list[Path], name: str) -> Path | None:
+    """Write `arrays` as dirs[i]/name in the first folder that takes it (atomically); its path or None."""
     for d in dirs:
         try:
             d.mkdir(parents=True, exist_ok=True)

@@ -34,7 +34,7 @@ from cifarlab.errors import DataError
 
 log = logging.getLogger(__name__)
 
-DATASETS = ("cifar10", "cifar100")
+DATASETS = ("cifar10", "cifar100", "imagenette")
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
 IMAGE_SHAPE = (32, 32, 3)
 
@@ -52,6 +52,8 @@ class Arrays:
     train_coarse_labels: np.ndarray | None = None
     test_coarse_labels: np.ndarray | None = None
     coarse_classes: tuple[str, ...] | None = None
+    # The dataset's own labels of the training images where the given ones are noisy (Imagenette's CSV).
+    train_clean_labels: np.ndarray | None = None
 
 
 LABELS = ("fine", "coarse")
@@ -130,6 +132,8 @@ _CORRUPT = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyEr
 
 
 def _spec(name: str) -> Official:
+    if name not in OFFICIAL and name in DATASETS:
+        raise DataError(f"{name} is not an official CIFAR archive")
     if name not in OFFICIAL:
         raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
     return OFFICIAL[name]
@@ -160,8 +164,14 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[str, P
 
 
 def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
-                 download: bool = True, progress: bool = True) -> Arrays:
-    """Load `name` from the first source found under the data root (see module doc)."""
+                 download: bool = True, progress: bool = True, image_size: int = 0,
+                 label_column: str = "noisy_labels_0") -> Arrays:
+    """Load `name` from the first source found under the data root (see module doc); Imagenette
+    from its JPEG folders (`cifarlab.data.imagefolder`) at `image_size` (0: 64) px."""
+    if name == "imagenette":
+        from cifarlab.data import imagefolder
+        return imagefolder.load(resolve_data_dir(data_dir), image_size or 64, label_column,
+                                download=download, progress=progress)
     spec = _spec(name)
     root = resolve_data_dir(data_dir)
     found = locate(name, root)
@@ -241,29 +251,32 @@ def _hashes(path: Path) -> tuple[str, str]:
 
 def verify_and_extract(archive: Path, name: str, dest: Path) -> Path:
     """Check the archive's MD5 (and pinned SHA-256), extract it safely, return the folder."""
-    spec, archive, dest = _spec(name), Path(archive), Path(dest)
+    spec = _spec(name)
+    return extract_verified(Path(archive), spec.md5, spec.url, spec.folder, Path(dest), KNOWN_SHA256.get(name),
+                            hint="or load it with load_official")
+
+
+def extract_verified(archive: Path, md5_expected: str, url: str, folder: str, dest: Path,
+                     pinned: str | None = None, hint: str = "") -> Path:
+    """Check `archive`'s MD5 (and a pinned SHA-256), extract it safely into dest/folder (aside, then
+    renamed, so an interrupted run leaves no half folder), return that folder."""
     md5, sha = _hashes(archive)
-    redo = f"delete it and re-run to download it again, or replace it with the file from {spec.url}"
-    if md5 != spec.md5:
-        raise DataError(f"{archive} failed verification: expected md5 {spec.md5}, "
-                        f"got {md5}; {redo}")
-    pinned = KNOWN_SHA256.get(name)
+    redo = f"delete it and re-run to download it again, or replace it with the file from {url}"
+    if md5 != md5_expected:
+        raise DataError(f"{archive} failed verification: expected md5 {md5_expected}, got {md5}; {redo}")
     if pinned and sha != pinned:
-        raise DataError(f"{archive} failed verification: expected sha256 {pinned}, "
-                        f"got {sha}; {redo}")
+        raise DataError(f"{archive} failed verification: expected sha256 {pinned}, got {sha}; {redo}")
     log.info("verified %s: md5 %s, sha256 %s", archive, md5, sha)
     _record_sha256(archive, sha)
-    target = dest / spec.folder
+    target = dest / folder
     if target.exists():
-        raise DataError(f"{target} already exists; delete it to extract {archive} again, "
-                        f"or load it with load_official")
-    tmp = Path(tempfile.mkdtemp(prefix=f".{spec.folder}.", dir=dest))
+        raise DataError(f"{target} already exists; delete it to extract {archive} again" + (f", {hint}" if hint else ""))
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=dest))
     try:
         _safe_extract(archive, tmp, redo)
-        if not (tmp / spec.folder).is_dir():
-            raise DataError(f"{archive} has no {spec.folder}/ folder inside; {redo}")
-        # Extract aside then rename, so an interrupted run leaves no half folder.
-        os.replace(tmp / spec.folder, target)
+        if not (tmp / folder).is_dir():
+            raise DataError(f"{archive} has no {folder}/ folder inside; {redo}")
+        os.replace(tmp / folder, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return target
@@ -466,6 +479,21 @@ def _names(names, meta_path: Path, fix: str) -> tuple[str, ...]:
 def describe(name: str, data_dir: str | os.PathLike | None = None) -> str:
     """One line for `cifarlab data list`: where `name` was found (or every place tried), its sizes,
     classes, coarse labels and, for a pack, whether its cache is valid. Decodes nothing."""
+    if name == "imagenette":
+        from cifarlab.data import imagefolder
+        root = resolve_data_dir(data_dir)
+        found = imagefolder.locate(root)
+        if found is None:
+            tried = ", ".join(str(p) for _, p in imagefolder.candidates(root))
+            return f"imagenette: not found; tried {tried}; a run downloads {imagefolder.URL}"
+        kind, path = found
+        if kind == "official archive":
+            return f"imagenette: official archive {path} (MD5-checked and extracted on first use)"
+        rows = imagefolder.read_csv(path, "noisy_labels_0")
+        valid = sum(r["is_valid"].strip().lower() in ("true", "1") for r in rows)
+        return (f"imagenette: {kind} {path}: {len(rows) - valid:,} train + {valid:,} val JPEGs, 10 classes "
+                f"({_few(imagefolder.CLASSES.values())}); label columns {', '.join(imagefolder.LABEL_COLUMNS)}; "
+                "decoded once per data.image_size into a cache")
     spec, root = _spec(name), resolve_data_dir(data_dir)
     found = locate(name, root)
     if found is None:
