@@ -122,6 +122,8 @@ class TrainConfig:
     threads: int = 0             # CPU threads, 0 = PyTorch's default (one per core)
     eval_batch_size: int = 1000  # images per evaluation step
     tta: str = "none"            # test-time augmentation for validation and test: none | flip (mean of mirrored logits)
+    select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
+                                 # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
 
 
@@ -157,6 +159,7 @@ CHOICES = {
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "tta"): ("none", "flip"),
+    ("train", "select"): ("last", "best_val"),
 }
 POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
@@ -236,6 +239,8 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
                           "as a fraction of the image width (the tutorial's is 0.1)")
     validate_augment(cfg.augment)
+    if cfg.train.select == "best_val" and cfg.data.val_size == 0:
+        raise ConfigError("train.select = 'best_val' chooses an epoch on the validation split: data.val_size is 0; set it > 0")
     if not 0 <= cfg.data.noise_rate < 1:
         raise ConfigError(f"data.noise_rate = {cfg.data.noise_rate} must lie in [0, 1)")
     if (cfg.data.noise == "none") != (cfg.data.noise_rate == 0):

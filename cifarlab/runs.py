@@ -83,6 +83,22 @@ class RunDir:
         p = self.path / "final.json"
         return json.loads(p.read_text()) if p.exists() else None
 
+    @property
+    def best_path(self) -> Path:
+        return self.path / "best.pt"
+
+    def save_best(self, weights: dict[str, Any], epoch: int) -> None:
+        """The weights of the epoch with the best validation accuracy so far (train.select = best_val)."""
+        buf = io.BytesIO()
+        torch.save({"model": weights, "epoch": epoch}, buf)
+        atomic_write(self.best_path, buf.getvalue())
+
+    def load_best(self) -> dict[str, Any]:
+        try:
+            return torch.load(self.best_path, map_location="cpu", weights_only=True)
+        except Exception as e:  # noqa: BLE001
+            raise UserError(f"{self.best_path} is unreadable ({type(e).__name__}); delete the run to start it over") from None
+
     def save_checkpoint(self, state: dict[str, Any]) -> None:
         buf = io.BytesIO()
         torch.save(state, buf)

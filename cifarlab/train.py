@@ -186,6 +186,9 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         row = run_epoch(s, splits, train_split, epoch, bar)
         row["elapsed"] = time.perf_counter() - clock
         history.append(row)
+        if cfg.train.select == "best_val" and row.get("val_acc") is not None and \
+                row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
+            run.save_best(s.model.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
         run.write_metrics(history)
         if on_epoch is not None:
             on_epoch(row)
@@ -197,7 +200,15 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         if stop:
             break
     bar.close()
+    selected = None
+    if cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
+        best = run.load_best()
+        s.model.load_state_dict(best["model"])
+        selected = best["epoch"]
     final = finish(s, splits, history, clock)
+    final["selected_epoch"] = selected or len(history)
+    if selected:
+        final["val_acc"] = history[selected - 1]["val_acc"]   # the validation accuracy of the weights tested
     run.write_final(final)
     return final
 

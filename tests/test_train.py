@@ -115,3 +115,20 @@ def test_a_diverged_run_stops_and_says_so(splits, tmp_path):
     assert run(cfg, splits, tmp_path / "r", resume=True)["epochs"] == len(history)
     assert len(RunDir(tmp_path / "r").read_metrics()) == len(history)
     assert run(C.from_dict(TINY), splits, tmp_path / "ok")["stopped"] is None
+
+
+def test_best_val_selection_tests_the_epoch_of_best_validation_accuracy(splits, tmp_path):
+    cfg = C.from_dict({**TINY, "train": {**TINY["train"], "epochs": 3, "select": "best_val"}})
+    final = run(cfg, splits, tmp_path / "r")
+    history = RunDir(tmp_path / "r").read_metrics()
+    best = max(range(len(history)), key=lambda i: (history[i]["val_acc"], -i))
+    assert final["selected_epoch"] == best + 1 and final["val_acc"] == history[best]["val_acc"]
+    # the weights tested are that epoch's: a last-epoch run of the same seed tests other weights
+    # unless the last epoch was the best one
+    last = run(C.from_dict({**TINY, "train": {**TINY["train"], "epochs": 3}}), splits, tmp_path / "l")
+    assert last["selected_epoch"] == 3
+    assert torch.load(tmp_path / "r" / "best.pt", weights_only=True)["epoch"] == final["selected_epoch"]
+    # the same seed trains the same weights: the tests agree exactly when the last epoch was the best
+    assert (final["test_loss"] == last["test_loss"]) == (best == 2)
+    with pytest.raises(UserError, match="train.select = 'best_val' chooses an epoch on the validation split"):
+        C.from_dict({**TINY, "data": {"val_size": 0}, "train": {**TINY["train"], "select": "best_val"}})
