@@ -109,6 +109,8 @@ class LossConfig:
     gce_q: float = 0.7           # gce: the exponent q of (1 - p_y^q) / q, in (0, 1] (Zhang & Sabuncu 2018: 0.7)
     sce_alpha: float = 0.1       # sce: weight of cross-entropy (Wang et al. 2019, CIFAR-10: 0.1)
     sce_beta: float = 1.0        # sce: weight of reverse cross-entropy (CIFAR-10: 1.0)
+    elr_beta: float = 0.7        # elr: momentum of the per-sample target average, in [0, 1) (Liu et al. 2020, CIFAR-10: 0.7)
+    elr_lambda: float = 3.0      # elr: weight of the regularizer (CIFAR-10: 3)
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ CHOICES = {
 POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
-NON_NEGATIVE = {("data", "image_size"), ("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
+NON_NEGATIVE = {("loss", "elr_lambda"), ("data", "image_size"), ("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
                 ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "mix_off"),
                 ("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
@@ -251,6 +253,8 @@ def validate(cfg: ExperimentConfig) -> None:
                           "use symmetric or pairflip")
     from cifarlab.losses import LOSSES
     LOSSES.get(cfg.loss.name)
+    if not 0 <= cfg.loss.elr_beta < 1:
+        raise ConfigError(f"loss.elr_beta = {cfg.loss.elr_beta} must lie in [0, 1)")
     if not 0 < cfg.loss.gce_q <= 1:
         raise ConfigError(f"loss.gce_q = {cfg.loss.gce_q} must lie in (0, 1]")
     validate_model(cfg.model)

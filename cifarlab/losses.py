@@ -54,5 +54,43 @@ def symmetric_ce(cfg: LossConfig, num_classes: int) -> Loss:
     return loss
 
 
-def build_loss(cfg: LossConfig, num_classes: int) -> Loss:
-    return LOSSES.get(cfg.name)(cfg, num_classes)
+class EarlyLearningRegularized:
+    """ELR (Liu et al., NeurIPS 2020): cross-entropy + lambda * mean log(1 - <t_i, p_i>), where t_i is a
+    running average over epochs of sample i's predicted probabilities (t_i <- beta t_i + (1 - beta)
+    p_i, p detached and renormalised after clipping to [1e-4, 1 - 1e-4]); the term pulls each
+    prediction towards what the network predicted for that sample early in training, before it
+    memorised a wrong label. It keeps one target row per training sample, found by the batch's
+    indices, and saves them with the checkpoint so a resumed run continues exactly."""
+
+    def __init__(self, cfg: LossConfig, num_classes: int, num_samples: int):
+        self.cfg = cfg
+        self.targets = torch.zeros(num_samples, num_classes)
+
+    def __call__(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        target = batch.labels if batch.targets is None else batch.targets
+        ce = F.cross_entropy(logits, target, label_smoothing=self.cfg.label_smoothing)
+        p = torch.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
+        with torch.no_grad():
+            idx = batch.index.to(self.targets.device)
+            if self.targets.device != logits.device:
+                self.targets = self.targets.to(logits.device)
+            self.targets[idx] = self.cfg.elr_beta * self.targets[idx] + (1 - self.cfg.elr_beta) * (p / p.sum(1, keepdim=True))
+        reg = torch.log(1 - (self.targets[batch.index] * p).sum(1)).mean()
+        return ce + self.cfg.elr_lambda * reg
+
+    def state_dict(self) -> dict:
+        return {"targets": self.targets.cpu()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.targets = state["targets"].clone()
+
+
+@LOSSES.register("elr")
+def early_learning_regularized(cfg: LossConfig, num_classes: int, num_samples: int = 0) -> Loss:
+    return EarlyLearningRegularized(cfg, num_classes, num_samples)
+
+
+def build_loss(cfg: LossConfig, num_classes: int, num_samples: int = 0) -> Loss:
+    """The run's loss; `num_samples` (the training split's size) sizes a loss with per-sample state."""
+    builder = LOSSES.get(cfg.name)
+    return builder(cfg, num_classes, num_samples) if cfg.name == "elr" else builder(cfg, num_classes)

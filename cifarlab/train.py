@@ -61,7 +61,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         cfg=cfg, rt=rt, model=model, opt=build_optimizer(model, cfg.optim),
         schedule=build_schedule(cfg.schedule),
         augment=build_pipeline(cfg.augment, splits.image_size, splits.num_classes),
-        loss=build_loss(cfg.loss, splits.num_classes),
+        loss=build_loss(cfg.loss, splits.num_classes, len(splits.train)),
         prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
         steps_per_epoch=spe, total_steps=max(1, round(cfg.train.epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
@@ -126,6 +126,8 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     try:
         s.model.load_state_dict(state["model"])
         s.opt.load_state_dict(state["optimizer"])
+        if "loss" in state and hasattr(s.loss, "load_state_dict"):
+            s.loss.load_state_dict(state["loss"])
     except (RuntimeError, ValueError, KeyError) as e:  # a layout this model does not have
         raise UserError(f"checkpoint {run.checkpoint_path} does not fit this model ({str(e).splitlines()[0]}); "
                         "it was written by another network or an older cifarlab: use another --out, "
@@ -196,7 +198,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         if stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
             run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
                                  "epoch": epoch + 1, "config_hash": C.config_hash(cfg),
-                                 "seed": cfg.train.seed})
+                                 "seed": cfg.train.seed,
+                                 **({"loss": s.loss.state_dict()} if hasattr(s.loss, "state_dict") else {})})
         if stop:
             break
     bar.close()

@@ -142,3 +142,27 @@ def test_gce_and_sce_against_their_formulas():
     assert torch.allclose(tiny, ce, atol=1e-3)
     with pytest.raises(ConfigError, match=r"loss.gce_q = 0.0 must lie in \(0, 1\]"):
         C.from_dict({"loss": {"name": "gce", "gce_q": 0.0}})
+
+
+def test_elr_against_its_formula_and_its_per_sample_targets():
+    import torch
+
+    from cifarlab.data.batch import Batch
+    from cifarlab.losses import build_loss
+    cfg = C.from_dict({"loss": {"name": "elr", "elr_beta": 0.7, "elr_lambda": 3.0}}).loss
+    elr = build_loss(cfg, 10, num_samples=20)
+    torch.manual_seed(0)
+    logits = torch.randn(4, 10, requires_grad=True)
+    idx = torch.tensor([3, 7, 11, 19])
+    batch = Batch(torch.zeros(4, 3, 2, 2, dtype=torch.uint8), torch.tensor([1, 2, 3, 4]), idx)
+    value = elr(logits, batch)
+    p = torch.softmax(logits, 1).clamp(1e-4, 1 - 1e-4)
+    t = 0.3 * (p / p.sum(1, keepdim=True)).detach()           # from zero targets: (1 - beta) p
+    want = torch.nn.functional.cross_entropy(logits, batch.labels) + 3.0 * torch.log(1 - (t * p).sum(1)).mean()
+    assert torch.allclose(value, want)
+    assert torch.allclose(elr.targets[idx], t) and (elr.targets[[0, 1, 2]] == 0).all()   # other samples untouched
+    value.backward()
+    assert torch.isfinite(logits.grad).all()
+    again = build_loss(cfg, 10, num_samples=20)
+    again.load_state_dict(elr.state_dict())
+    assert torch.equal(again.targets, elr.targets)

@@ -47,9 +47,10 @@ def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
     assert len(a["per_class_test_acc"]) == 10
 
 
+@pytest.mark.parametrize("loss", ["ce", "elr"])   # elr keeps per-sample targets: they travel in the checkpoint
 @pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
-def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after):
-    cfg = C.from_dict(TINY)
+def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, loss):
+    cfg = C.from_dict({**TINY, "loss": {"name": loss}})
     straight = run(cfg, splits, tmp_path / "straight")
 
     original = getattr(RunDir, crash_after)
