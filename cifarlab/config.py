@@ -124,6 +124,9 @@ class TrainConfig:
     threads: int = 0             # CPU threads, 0 = PyTorch's default (one per core)
     eval_batch_size: int = 1000  # images per evaluation step
     tta: str = "none"            # test-time augmentation for validation and test: none | flip (mean of mirrored logits)
+    method: str = "standard"     # what one step does (cifarlab/methods.py): standard | coteaching (two networks, Han et al. 2018)
+    forget_rate: float = 0.0     # coteaching: the largest fraction of each batch a network drops as large-loss, in [0, 1) (the paper: the noise rate)
+    forget_epochs: float = 10.0  # coteaching: epochs over which the dropped fraction grows linearly to forget_rate
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
                                  # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
@@ -162,11 +165,12 @@ CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "tta"): ("none", "flip"),
     ("train", "select"): ("last", "best_val"),
+    ("train", "method"): ("standard", "coteaching"),
 }
 POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
-NON_NEGATIVE = {("loss", "elr_lambda"), ("data", "image_size"), ("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
+NON_NEGATIVE = {("train", "forget_epochs"), ("loss", "elr_lambda"), ("data", "image_size"), ("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
                 ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "mix_off"),
                 ("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
@@ -253,6 +257,10 @@ def validate(cfg: ExperimentConfig) -> None:
                           "use symmetric or pairflip")
     from cifarlab.losses import LOSSES
     LOSSES.get(cfg.loss.name)
+    if not 0 <= cfg.train.forget_rate < 1:
+        raise ConfigError(f"train.forget_rate = {cfg.train.forget_rate} must lie in [0, 1)")
+    if cfg.train.forget_rate and cfg.train.method != "coteaching":
+        raise ConfigError(f"train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
     if not 0 <= cfg.loss.elr_beta < 1:
         raise ConfigError(f"loss.elr_beta = {cfg.loss.elr_beta} must lie in [0, 1)")
     if not 0 < cfg.loss.gce_q <= 1:

@@ -19,8 +19,9 @@ from cifarlab.data.loader import Split, Splits
 from cifarlab.errors import UserError
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.losses import Loss, build_loss
+from cifarlab.methods import METHODS
 from cifarlab.models import build_model, count_parameters
-from cifarlab.optim import Schedule, build_optimizer, build_schedule, l2_penalty
+from cifarlab.optim import Schedule, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
 from cifarlab.runs import RunDir
 
@@ -39,6 +40,12 @@ class Session:
     steps_per_epoch: int
     total_steps: int
     provenance: dict  # taken when the run starts: the code that runs is the code recorded
+    peer: nn.Module | None = None                   # the second network of a two-network method
+    peer_opt: torch.optim.Optimizer | None = None
+
+    @property
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        return [self.opt] + ([self.peer_opt] if self.peer_opt is not None else [])
 
     @property
     def epochs(self) -> int:
@@ -57,6 +64,11 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
+    peer = None
+    if cfg.train.method == "coteaching":  # built after the first network: its own initial weights
+        peer = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
+        if rt.channels_last:
+            peer = peer.to(memory_format=torch.channels_last)
     return Session(
         cfg=cfg, rt=rt, model=model, opt=build_optimizer(model, cfg.optim),
         schedule=build_schedule(cfg.schedule),
@@ -65,6 +77,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
         steps_per_epoch=spe, total_steps=max(1, round(cfg.train.epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
+        peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim),
     )
 
 
@@ -72,19 +85,10 @@ def train_step(s: Session, batch: Batch, gen: torch.Generator,
                epoch: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimizer step on a uint8 batch; returns (loss, logits, the labels accuracy counts
     against: the dominant label of mixed targets), all detached."""
-    # augment the uint8 batch, then scale it to the model's input
+    # augment the uint8 batch, then scale it to the model's input; the method does the rest
     if s.augment is not None:
         batch = s.augment(batch, gen, epoch, s.cfg.train.epochs)
-    x = s.prep(batch.images)
-    # forward (autocast where enabled), loss plus the coupled L2 penalty, backward, update
-    with s.rt.autocast():
-        logits = s.model(x).float()
-    loss = s.loss(logits, batch)
-    objective = loss + s.cfg.optim.l2 * l2_penalty(s.model) if s.cfg.optim.l2 else loss
-    s.opt.zero_grad(set_to_none=True)
-    objective.backward()
-    s.opt.step()
-    return loss.detach(), logits.detach(), batch.dominant
+    return METHODS.get(s.cfg.train.method)(s, s.prep(batch.images), batch, epoch)
 
 
 def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
@@ -101,8 +105,9 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         if step >= s.total_steps:
             break
         # 1. learning rate for this step, from the schedule
-        for group in s.opt.param_groups:
-            group["lr"] = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
+        for opt in s.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
         # 2. augment, forward, loss, backward, update
         loss, logits, labels = train_step(s, batch, gen, epoch)
         # 3. running statistics, without forcing a device sync each step
@@ -128,6 +133,9 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
         s.opt.load_state_dict(state["optimizer"])
         if "loss" in state and hasattr(s.loss, "load_state_dict"):
             s.loss.load_state_dict(state["loss"])
+        if s.peer is not None:
+            s.peer.load_state_dict(state["peer"])
+            s.peer_opt.load_state_dict(state["peer_optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:  # a layout this model does not have
         raise UserError(f"checkpoint {run.checkpoint_path} does not fit this model ({str(e).splitlines()[0]}); "
                         "it was written by another network or an older cifarlab: use another --out, "
@@ -199,7 +207,9 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
                                  "epoch": epoch + 1, "config_hash": C.config_hash(cfg),
                                  "seed": cfg.train.seed,
-                                 **({"loss": s.loss.state_dict()} if hasattr(s.loss, "state_dict") else {})})
+                                 **({"loss": s.loss.state_dict()} if hasattr(s.loss, "state_dict") else {}),
+                                 **({"peer": s.peer.state_dict(), "peer_optimizer": s.peer_opt.state_dict()}
+                                    if s.peer is not None else {})})
         if stop:
             break
     bar.close()

@@ -166,3 +166,25 @@ def test_elr_against_its_formula_and_its_per_sample_targets():
     again = build_loss(cfg, 10, num_samples=20)
     again.load_state_dict(elr.state_dict())
     assert torch.equal(again.targets, elr.targets)
+
+
+def test_coteaching_ramps_its_forget_rate_and_trains_two_networks(tmp_path, data_root):
+    import torch
+
+    from cifarlab.data.sources import load_npz
+    from cifarlab.methods import forget_rate
+    from cifarlab.train import build_session, train_step
+    cfg = C.from_dict({"model": {"widths": [8, 16], "dense": [16]}, "data": {"val_size": 200},
+                       "train": {"method": "coteaching", "forget_rate": 0.4, "forget_epochs": 4, "threads": 1,
+                                 "precision": "fp32", "batch_size": 100}, "optim": {"lr": 0.02}})
+    s = build_session(cfg, make_splits(load_npz(data_root / "cifar10" / "cifar10.npz"), cfg.data))
+    assert [forget_rate(s, e) for e in (0, 2, 4, 9)] == pytest.approx([0.0, 0.2, 0.4, 0.4])
+    first = [p.detach().clone() for p in s.model.parameters()]
+    peer = [p.detach().clone() for p in s.peer.parameters()]
+    assert any(not torch.equal(a, b) for a, b in zip(first, peer))     # two initialisations
+    batch = next(make_splits(load_npz(data_root / "cifar10" / "cifar10.npz"), cfg.data).train.batches(100))
+    train_step(s, batch, torch.Generator().manual_seed(0), epoch=4)
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(first, s.model.parameters()))
+    assert any(not torch.equal(a, b.detach()) for a, b in zip(peer, s.peer.parameters()))
+    with pytest.raises(ConfigError, match="train.forget_rate is co-teaching's"):
+        C.from_dict({"train": {"forget_rate": 0.2}})

@@ -47,10 +47,13 @@ def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
     assert len(a["per_class_test_acc"]) == 10
 
 
-@pytest.mark.parametrize("loss", ["ce", "elr"])   # elr keeps per-sample targets: they travel in the checkpoint
+# elr keeps per-sample targets and co-teaching a second network: both travel in the checkpoint
+@pytest.mark.parametrize("extra", [{}, {"loss": {"name": "elr"}},
+                                   {"train": {**TINY["train"], "method": "coteaching", "forget_rate": 0.3,
+                                              "forget_epochs": 1}}], ids=["standard", "elr", "coteaching"])
 @pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
-def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, loss):
-    cfg = C.from_dict({**TINY, "loss": {"name": loss}})
+def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, extra):
+    cfg = C.from_dict({**TINY, **extra})
     straight = run(cfg, splits, tmp_path / "straight")
 
     original = getattr(RunDir, crash_after)

@@ -1,0 +1,68 @@
+"""Methods registry: what one optimizer step does with an augmented, preprocessed batch.
+
+    standard     forward, the run's loss (plus the coupled L2 penalty), backward, one optimizer step
+    coteaching   Co-teaching (Han et al., NeurIPS 2018): two networks; each picks the (1 - tau_t)
+                 fraction of the batch with its smallest cross-entropy, and its peer trains on those;
+                 tau_t grows linearly from 0 to train.forget_rate over the first train.forget_epochs
+                 epochs (the paper sets the forget rate to the noise rate, which it assumes known).
+                 Evaluation and the test use the first network.
+
+A method returns (the loss it reports, the first network's logits, the labels training accuracy
+counts against), all detached.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Callable
+
+import torch
+import torch.nn.functional as F
+
+from cifarlab.data.batch import Batch
+from cifarlab.optim import l2_penalty
+from cifarlab.registry import Registry
+
+if TYPE_CHECKING:
+    from cifarlab.train import Session
+
+Method = Callable[["Session", torch.Tensor, Batch, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+METHODS: Registry = Registry("method")
+
+
+def update(s: "Session", model, opt, loss: torch.Tensor) -> None:
+    objective = loss + s.cfg.optim.l2 * l2_penalty(model) if s.cfg.optim.l2 else loss
+    opt.zero_grad(set_to_none=True)
+    objective.backward()
+    opt.step()
+
+
+@METHODS.register("standard")
+def standard(s: "Session", x: torch.Tensor, batch: Batch, epoch: int):
+    with s.rt.autocast():
+        logits = s.model(x).float()
+    loss = s.loss(logits, batch)
+    update(s, s.model, s.opt, loss)
+    return loss.detach(), logits.detach(), batch.dominant
+
+
+def forget_rate(s: "Session", epoch: int) -> float:
+    ramp = s.cfg.train.forget_epochs
+    return s.cfg.train.forget_rate * (min(epoch / ramp, 1.0) if ramp > 0 else 1.0)
+
+
+@METHODS.register("coteaching")
+def coteaching(s: "Session", x: torch.Tensor, batch: Batch, epoch: int):
+    with s.rt.autocast():
+        logits, peer_logits = s.model(x).float(), s.peer(x).float()
+    target = batch.labels if batch.targets is None else batch.targets
+    keep = max(1, math.ceil((1 - forget_rate(s, epoch)) * len(batch)))
+    with torch.no_grad():
+        mine = F.cross_entropy(logits, target, reduction="none").argsort()[:keep]        # small-loss of net 1
+        theirs = F.cross_entropy(peer_logits, target, reduction="none").argsort()[:keep]  # small-loss of net 2
+    pick = lambda b, i: Batch(b.images[i], b.labels[i], b.index[i], None if b.targets is None else b.targets[i])  # noqa: E731
+    loss = s.loss(logits[theirs], pick(batch, theirs))          # each network learns from its peer's choice
+    peer_loss = s.loss(peer_logits[mine], pick(batch, mine))
+    update(s, s.model, s.opt, loss)
+    update(s, s.peer, s.peer_opt, peer_loss)
+    return loss.detach(), logits.detach(), batch.dominant
