@@ -307,6 +307,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
              *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
+             *noise_figures(store, spec, summary, rows, out_dir),
              *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
@@ -617,6 +618,81 @@ def metric_band(rows: list[sqlite3.Row], run_ids: list[int], metric: str) -> tup
     sq = np.where(have, m - mean, 0) ** 2
     std = np.sqrt(np.divide(sq.sum(axis=0), count - 1, out=np.full(n_epochs, NAN), where=count > 1))
     return np.arange(1, n_epochs + 1), mean, std
+
+
+NOISE_METRICS = (("flipped_acc_noisy", "flipped samples: accuracy on their noisy labels (%)"),
+                 ("flipped_acc_clean", "flipped samples: accuracy on their clean labels (%)"),
+                 ("val_acc_clean", "validation accuracy on clean labels (%)"))
+
+
+def noise_rows(store: Store, run_ids: list[int]) -> list[dict]:
+    """One dict per (run, epoch) with the label-noise epoch metrics (None where absent)."""
+    merged: dict[tuple[int, int], dict] = {}
+    for rid in run_ids:
+        for epoch, name, value in store.epoch_metrics(rid):
+            row = merged.setdefault((rid, epoch), {"run_id": rid, "epoch": epoch, **{m: None for m, _ in NOISE_METRICS}})
+            if name in row:
+                row[name] = value
+    return list(merged.values())
+
+
+def noise_figures(store: Store, spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row],
+                  out_dir: Path) -> list[str]:
+    """Under label noise: the memorisation curve (flipped training samples against their noisy and
+    clean labels, clean validation accuracy), and the score against the noise rate per method when
+    the study varies the rate. Nothing when no run recorded label noise."""
+    lines = []
+    per_exp = {s["experiment"]: noise_rows(store, s["run_ids"]) for s in summary}
+    if any(r["flipped_acc_noisy"] is not None for rs in per_exp.values() for r in rs):
+        plot_memorisation(summary, per_exp, out_dir / "memorisation.png")
+        lines += ["![Memorisation: flipped training samples against their noisy and their clean labels, "
+                  "and clean validation accuracy; mean over seeds, band ±1 std](memorisation.png)", ""]
+    rates = {}
+    for s in summary:
+        cfg = experiment_config(rows, s["experiment"])
+        if cfg is not None and s["n"]:
+            method = f"{cfg.loss.name}" + ("" if cfg.train.method == "standard" else f" + {cfg.train.method}")
+            rates.setdefault((cfg.data.noise if cfg.data.noise_rate else "none", method), []).append(
+                (cfg.data.noise_rate, s))
+    if len({rate for pts in rates.values() for rate, _ in pts}) > 1:
+        plot_noise_rates(rates, out_dir / "noise_rates.png", spec.label)
+        lines += [f"![{spec.label.capitalize()} accuracy against the noise rate, per noise type and method; "
+                  "mean over seeds, 95% CI](noise_rates.png)", ""]
+    return lines
+
+
+def plot_memorisation(summary: list[dict], per_exp: dict[str, list[dict]], path: Path) -> None:
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(13, 4.2))
+        axes = fig.subplots(1, 3)
+        for i, s in enumerate(summary):
+            for ax, (metric, _) in zip(axes, NOISE_METRICS):
+                draw_band(ax, per_exp[s["experiment"]], s, metric, 100, i)
+        for ax, (_, label) in zip(axes, NOISE_METRICS):
+            label_epochs(ax, label)
+        if axes[0].get_legend_handles_labels()[0]:
+            axes[0].legend(loc="best", fontsize=7)
+        fig.suptitle("Label noise: what the network learns of the flipped samples (mean over seeds, band ±1 std)")
+        fig.tight_layout()
+        save(fig, path)
+
+
+def plot_noise_rates(rates: dict, path: Path, label: str) -> None:
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        for i, ((kind, method), points) in enumerate(sorted(rates.items())):
+            points = sorted(points, key=lambda p: p[0])
+            x = [100 * r for r, _ in points]
+            y = [100 * s["score_mean"] for _, s in points]
+            err = [[100 * (s["score_mean"] - s["score_lo"]) if ok(s["score_lo"]) else 0 for _, s in points],
+                   [100 * (s["score_hi"] - s["score_mean"]) if ok(s["score_hi"]) else 0 for _, s in points]]
+            ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color(i), label=f"{method} ({kind})")
+        ax.set_xlabel("noise rate (%)")
+        ax.set_ylabel(f"{label} accuracy (%)")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        save(fig, path)
 
 
 def plot_learning_curves(store: Store, summary: list[dict], path: Path) -> None:

@@ -519,3 +519,30 @@ def test_the_index_refuses_a_folder_without_databases(tmp_path):
     from cifarlab.results.index import write_index
     with pytest.raises(UserError, match="no results databases with a study file found under"):
         write_index(tmp_path, tmp_path, tmp_path / "README.md")
+
+
+def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the_rate(tmp_path):
+    st = open_store(tmp_path / "n.db")
+    hashes = {}
+    for exp, data in (("clean", {}), ("sym20", {"noise": "symmetric", "noise_rate": 0.2}),
+                      ("sym40", {"noise": "symmetric", "noise_rate": 0.4})):
+        hashes[exp] = f"h{exp}"
+        for seed in (0, 1):
+            rid = add_run(st, exp, seed, hashes[exp], cfg(exp, seed, data=data), test=0.8 - data.get("noise_rate", 0) / 2)
+            for epoch in (1, 2, 3):
+                if data:
+                    st.conn.executemany("INSERT INTO epoch_metrics VALUES (?, ?, ?, ?)",
+                                        [(rid, epoch, "flipped_acc_noisy", 0.1 * epoch),
+                                         (rid, epoch, "flipped_acc_clean", 0.6 - 0.1 * epoch),
+                                         (rid, epoch, "val_acc_clean", 0.5 + 0.05 * epoch)])
+    spec = StudySpec(name="s", reference="clean", experiments=("clean", "sym20", "sym40"), targets={}, hashes=hashes)
+    text = write_report(st, spec, tmp_path / "r", "cmd").read_text()
+    assert "(memorisation.png)" in text and "(noise_rates.png)" in text
+    for name in ("memorisation.png", "noise_rates.png"):
+        assert image.imread(tmp_path / "r" / name).shape[0] > 300
+    plain = write_report(st, dataclasses.replace(spec, experiments=("clean",), hashes={"clean": "hclean"}),
+                         tmp_path / "p", "cmd").read_text()
+    assert "memorisation" not in plain and "noise_rates" not in plain
+    from cifarlab.report import noise_rows
+    rows = {r["epoch"]: r for r in noise_rows(st, [3])}
+    assert rows[2]["flipped_acc_noisy"] == pytest.approx(0.2) and rows[2]["val_acc_clean"] == pytest.approx(0.6)
