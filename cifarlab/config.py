@@ -50,6 +50,7 @@ class AugmentConfig:
     brightness: float = 0.2          # photometric: factor drawn from [1 - b, 1 + b]
     contrast: float = 0.2            # photometric: factor drawn from [1 - c, 1 + c], around the image's mean grey
     saturation: float = 0.2          # photometric: factor drawn from [1 - s, 1 + s], around each pixel's grey
+    gray_p: float = 0.2              # grayscale: probability per image
     cutout: int = 16                 # cutout: side of the grey square in pixels (DeVries & Taylor: 16 on CIFAR-10)
     erase_p: float = 0.5             # erasing: probability per image (Zhong et al.: 0.5)
     erase_area: float = 0.4          # erasing: largest erased area, fraction of the image (smallest: 0.02)
@@ -290,7 +291,7 @@ def validate_augment(a: AugmentConfig) -> None:
     for key in ("scale", "brightness", "contrast", "saturation", "shift"):
         if not getattr(a, key) < 1:
             raise ConfigError(f"augment.{key} = {getattr(a, key)} must lie in [0, 1)")
-    for key in ("erase_p", "mix_p"):
+    for key in ("erase_p", "mix_p", "gray_p"):
         if not 0 <= getattr(a, key) <= 1:
             raise ConfigError(f"augment.{key} = {getattr(a, key)} is a probability: it must lie in [0, 1]")
     for key in ("crop_area", "erase_area"):

@@ -90,6 +90,28 @@ def early_learning_regularized(cfg: LossConfig, num_classes: int, num_samples: i
     return EarlyLearningRegularized(cfg, num_classes, num_samples)
 
 
+def supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperature: float) -> torch.Tensor:
+    """The supervised contrastive loss L_out (Khosla et al., NeurIPS 2020, Eq. 2), mean over anchors.
+
+    z: (N, V, D) L2-normalised embeddings of V views of N images; labels: (N,), or None for SimCLR
+    (each image its own class: the only positives are its other views). Every one of the N V
+    views is an anchor i; its positives P(i) are the other views of the same class, and
+        L_out = mean_i  -1/|P(i)| sum_{p in P(i)} log( exp(z_i.z_p / t) / sum_{a != i} exp(z_i.z_a / t) ).
+    With V >= 2 every anchor has at least one positive (its own other view), so an anchor whose class
+    appears once in the batch is pulled only towards its other views, and |P(i)| = V - 1 for it.
+    """
+    n, v, _ = z.shape
+    flat = z.reshape(n * v, -1)
+    cls = (torch.arange(n, device=z.device) if labels is None else labels.to(z.device)).repeat_interleave(v)
+    logits = flat @ flat.T / temperature
+    self_mask = torch.eye(n * v, dtype=torch.bool, device=z.device)
+    logits = logits.masked_fill(self_mask, float("-inf"))          # a != i in the denominator
+    log_prob = logits - torch.logsumexp(logits, dim=1, keepdim=True)
+    positive = (cls[:, None] == cls[None, :]) & ~self_mask
+    mean_log_prob = (log_prob.masked_fill(~positive, 0.0)).sum(1) / positive.sum(1).clamp(min=1)
+    return -mean_log_prob.mean()
+
+
 def build_loss(cfg: LossConfig, num_classes: int, num_samples: int = 0) -> Loss:
     """The run's loss; `num_samples` (the training split's size) sizes a loss with per-sample state."""
     builder = LOSSES.get(cfg.name)

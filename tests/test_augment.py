@@ -17,10 +17,11 @@ from cifarlab.errors import ConfigError
 # each entry at a strength that changes images, and at zero strength (None: no such setting)
 STRONG = {"flip": {}, "translate": {"translate": 0.1}, "affine": {"rotate": 30.0, "shear": 10.0},
           "resized_crop": {}, "photometric": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4},
-          "cutout": {}, "erasing": {"erase_p": 1.0}, "mixup": {}, "cutmix": {}}
+          "cutout": {}, "erasing": {"erase_p": 1.0}, "mixup": {}, "cutmix": {}, "grayscale": {"gray_p": 0.5}}
 ZERO = {"flip": None, "translate": None, "affine": {"rotate": 0.0, "scale": 0.0, "shear": 0.0, "shift": 0.0},
         "resized_crop": {"crop_area": 1.0}, "photometric": {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0},
-        "cutout": {"cutout": 0}, "erasing": {"erase_p": 0.0}, "mixup": {"mix_p": 0.0}, "cutmix": {"mix_p": 0.0}}
+        "cutout": {"cutout": 0}, "erasing": {"erase_p": 0.0}, "mixup": {"mix_p": 0.0}, "cutmix": {"mix_p": 0.0},
+        "grayscale": {"gray_p": 0.0}}
 
 
 def images(n=16, same=False, seed=0):
@@ -68,7 +69,7 @@ def test_each_image_draws_its_own_parameters(name):
     b = batch(images(32, same=True))                   # 32 copies of one image
     out = step(name, **STRONG[name])(b, torch.Generator().manual_seed(1)).images
     distinct = {bytes(img.contiguous().numpy()) for img in out}
-    assert len(distinct) >= (2 if name == "flip" else 8)  # a flip has two outcomes
+    assert len(distinct) >= (2 if name in ("flip", "grayscale") else 8)  # a flip or a grey has two outcomes
 
 
 def test_translate_and_flip_are_the_draws_of_before_the_pipeline():

@@ -39,3 +39,15 @@ def random_photometric(images: torch.Tensor, gen: torch.Generator, brightness: f
 def _photometric(cfg: AugmentConfig, image_size: int, num_classes: int):
     return pixel_step(lambda images, gen: random_photometric(images, gen, cfg.brightness, cfg.contrast,
                                                               cfg.saturation))
+
+
+def random_grayscale(images: torch.Tensor, gen: torch.Generator, p: float) -> torch.Tensor:
+    """With probability p per image, its luma in all three channels (SupCon's and SimCLR's recipe)."""
+    on = (torch.rand(len(images), generator=gen, device=gen.device) < p).to(images.device)
+    g = grey(images.float()).round_().clamp_(0, 255).to(torch.uint8).expand_as(images)
+    return torch.where(on[:, None, None, None], g, images).contiguous(memory_format=torch.channels_last)
+
+
+@register("grayscale", "luma in all channels with probability augment.gray_p (SimCLR / SupCon: 0.2)")
+def _grayscale(cfg: AugmentConfig, image_size: int, num_classes: int):
+    return pixel_step(lambda images, gen: random_grayscale(images, gen, cfg.gray_p))

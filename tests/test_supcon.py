@@ -1,0 +1,55 @@
+"""The supervised contrastive loss L_out against a direct, slow implementation of Eq. 2."""
+
+import math
+
+import pytest
+import torch
+
+from cifarlab.losses import supcon_loss
+
+
+def slow_l_out(z: torch.Tensor, labels, t: float) -> torch.Tensor:
+    """Eq. 2 of Khosla et al., written out: a loop over anchors and their positives."""
+    n, v, _ = z.shape
+    views = [z[i, k] for i in range(n) for k in range(v)]
+    cls = [(i if labels is None else int(labels[i])) for i in range(n) for _ in range(v)]
+    total = 0.0
+    for i, zi in enumerate(views):
+        denominator = sum(torch.exp(zi @ views[a] / t) for a in range(len(views)) if a != i)
+        positives = [p for p in range(len(views)) if p != i and cls[p] == cls[i]]
+        total = total + -sum(torch.log(torch.exp(zi @ views[p] / t) / denominator) for p in positives) / len(positives)
+    return total / len(views)
+
+
+def embeddings(n, v=2, d=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n, v, d, generator=g)
+    return torch.nn.functional.normalize(z, dim=-1).requires_grad_()
+
+
+@pytest.mark.parametrize("labels", [torch.tensor([0, 1, 0, 2, 1, 3]),      # classes 2 and 3 appear once
+                                    torch.tensor([4, 4, 4, 4, 4, 4]),      # one class: everything positive
+                                    None])                                   # SimCLR
+@pytest.mark.parametrize("t", [0.1, 0.5])
+def test_l_out_equals_the_equation_in_value_and_gradient(labels, t):
+    z = embeddings(6)
+    fast = supcon_loss(z, labels, t)
+    (g_fast,) = torch.autograd.grad(fast, z)
+    z2 = z.detach().clone().requires_grad_()
+    slow = slow_l_out(z2, labels, t)
+    (g_slow,) = torch.autograd.grad(slow, z2)
+    assert torch.allclose(fast, slow, atol=1e-5)
+    assert torch.allclose(g_fast, g_slow, atol=1e-5)
+
+
+def test_an_anchor_with_a_single_positive_and_a_class_seen_once():
+    """Two identical views of two orthogonal images of different classes: each anchor's only positive
+    is its other view (score 1/t) against two negatives (score 0), so L_out is SimCLR's NT-Xent,
+    -log(e^(1/t) / (e^(1/t) + 2))."""
+    z = torch.tensor([[[1.0, 0.0], [1.0, 0.0]], [[0.0, 1.0], [0.0, 1.0]]])
+    t = 0.5
+    want = -math.log(math.exp(1 / t) / (math.exp(1 / t) + 2 * math.exp(0)))
+    assert supcon_loss(z, torch.tensor([0, 1]), t).item() == pytest.approx(want)
+    assert supcon_loss(z, None, t).item() == pytest.approx(want)
+    # same class for both images: each anchor now has 3 positives, and pulling them together costs less
+    assert supcon_loss(z, torch.tensor([0, 0]), t).item() != pytest.approx(want)
