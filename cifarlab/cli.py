@@ -95,6 +95,10 @@ def build_parser() -> Parser:
     report.add_argument("study", help="study TOML file, or a name under studies/")
     add_db_arg(report)
     report.add_argument("--out", help="output folder (default: reports/<study name>)")
+    report.add_argument("--grids", action="store_true",
+                        help="also draw each variant's augmentation (a grid of training images and augmented "
+                             "draws) where the variants' pipelines differ; needs the data")
+    add_data_args(report)
 
     results = sub.add_parser("results", help="export the results database, or compare it with another")
     results.add_argument("action", choices=["export", "compare", "index"],
@@ -290,9 +294,33 @@ def cmd_report(args: argparse.Namespace) -> int:
     require_database(args.db)       # neither a missing database nor an unwritable folder leaves a trace
     ensure_writable(out, "--out")
     command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
-    readme = write_report(open_store(args.db, must_exist=True), study.spec(), out, command)
+    grids = {}
+    if args.grids:
+        grids = augment_grids(study, out, args)
+        command += " --grids" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
+    readme = write_report(open_store(args.db, must_exist=True), study.spec(), out, command, grids)
     print(f"wrote {readme}")
     return 0
+
+
+def augment_grids(study, out: Path, args: argparse.Namespace) -> dict[str, str]:
+    """variant -> grid file for each variant, when the study's variants differ in augmentation."""
+    from cifarlab.data import load_dataset
+    from cifarlab.data.loader import make_splits
+    from cifarlab.show import augment_grid
+    pipelines = {v.name: v.config.augment for v in study.variants}
+    if len(set(pipelines.values())) < 2:
+        return {}
+    first = study.variants[0].config
+    arrays = load_dataset(first.data.dataset, args.data_dir, download=not args.no_download, progress=False,
+                          image_size=first.data.image_size, label_column=first.data.label_column)
+    splits = make_splits(arrays, first.data)
+    grids = {}
+    for v in study.variants:
+        if v.config.augment.pipeline:
+            grids[v.name] = f"augment_{v.name}.png"
+            augment_grid(v.config, splits, out / grids[v.name], images=4, draws=4)
+    return grids
 
 
 def cmd_results(args: argparse.Namespace) -> int:

@@ -288,7 +288,8 @@ def present(xs) -> list[float]:
 
 # ----------------------------------------------------------------------------- README
 
-def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> Path:
+def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
+                 grids: dict[str, str] | None = None) -> Path:
     """Write out_dir/README.md with its figures (two, plus two per group); returns the README's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,11 +308,22 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str) -> 
              *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
-             *noise_figures(store, spec, summary, rows, out_dir),
+             *noise_figures(store, spec, summary, rows, out_dir), *grid_section(grids or {}),
              *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
+
+
+def grid_section(grids: dict[str, str]) -> list[str]:
+    """What each variant's augmentation does: a few training images (one per class) and draws."""
+    if not grids:
+        return []
+    lines = ["## Augmentations", "", "Each variant's pipeline on the first training image of four classes: the "
+             "original, then four draws (`cifarlab show augment`).", ""]
+    for name, file in grids.items():
+        lines += [f"### `{name}`", "", f"![{name}: augmented draws]({file})", ""]
+    return lines
 
 
 def target_lines(spec: StudySpec, summary: list[dict]) -> list[str]:

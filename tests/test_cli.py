@@ -224,3 +224,27 @@ def test_list_keys_says_what_each_key_means(tmp_path):
     lines = [line for line in r.stdout.splitlines() if line.startswith("  ")]
     assert all(" # " in line for line in lines)
     assert any(line.split()[0] == "label_smoothing" and "Szegedy" in line for line in lines)
+
+
+def test_report_grids_draw_each_variants_augmentation(tmp_path, data_root):
+    study = tmp_path / "aug.toml"
+    study.write_text(f'''name = "aug"
+experiment = "{REPO / 'experiments' / 'tutorial' / 'baseline.toml'}"
+seeds = [0]
+set = {{ "data.val_size" = 100 }}
+[[variants]]
+name = "flip"
+set = {{ "augment.pipeline" = ["flip"] }}
+[[variants]]
+name = "cutout"
+set = {{ "augment.pipeline" = ["flip", "cutout"] }}
+''')
+    db = tmp_path / "r.db"
+    from cifarlab.results import open_store
+    open_store(db).close()
+    r = cli("report", study, "--db", db, "--out", tmp_path / "rep", "--grids", "--data-dir", data_root, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    text = (tmp_path / "rep" / "README.md").read_text()
+    assert "## Augmentations" in text and "(augment_flip.png)" in text and "(augment_cutout.png)" in text
+    assert f"--grids --data-dir {data_root}" in text
+    assert (tmp_path / "rep" / "augment_cutout.png").stat().st_size > 10_000
