@@ -261,7 +261,7 @@ def validate(cfg: ExperimentConfig) -> None:
     if not 0 <= cfg.train.forget_rate < 1:
         raise ConfigError(f"train.forget_rate = {cfg.train.forget_rate} must lie in [0, 1)")
     if cfg.train.forget_rate and cfg.train.method != "coteaching":
-        raise ConfigError(f"train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
+        raise ConfigError("train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
     if not 0 <= cfg.loss.elr_beta < 1:
         raise ConfigError(f"loss.elr_beta = {cfg.loss.elr_beta} must lie in [0, 1)")
     if not 0 < cfg.loss.gce_q <= 1:

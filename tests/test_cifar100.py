@@ -8,7 +8,6 @@ import pickle
 import tarfile
 
 import numpy as np
-import pytest
 
 from cifarlab import cli
 from cifarlab.data import sources
