@@ -115,6 +115,17 @@ class LossConfig:
 
 
 @dataclass(frozen=True)
+class SupConConfig:
+    # train.method = "supcon" (Khosla et al. 2020): train.epochs of pre-training with L_out, then the probe
+    temperature: float = 0.1     # L_out's temperature (the paper: 0.1)
+    projection: int = 128        # width of the L2-normalised embedding the projection MLP maps features to
+    probe: str = "mlp"           # the classifier trained on the frozen features: mlp (one hidden layer) | linear
+    probe_hidden: int = 256      # mlp probe: hidden units
+    probe_epochs: float = 10.0   # epochs of the probe phase, after train.epochs of pre-training (whole numbers)
+    probe_lr: float = 0.1        # the probe's SGD learning rate (momentum 0.9, linear decay to 0 over its phase)
+
+
+@dataclass(frozen=True)
 class TrainConfig:
     epochs: float = 100.0        # training length in epochs (fractions allowed)
     batch_size: int = 64         # images per step
@@ -125,7 +136,7 @@ class TrainConfig:
     threads: int = 0             # CPU threads, 0 = PyTorch's default (one per core)
     eval_batch_size: int = 1000  # images per evaluation step
     tta: str = "none"            # test-time augmentation for validation and test: none | flip (mean of mirrored logits)
-    method: str = "standard"     # what one step does (cifarlab/methods.py): standard | coteaching (two networks, Han et al. 2018)
+    method: str = "standard"     # what one step does (cifarlab/methods.py): standard | coteaching (two networks, Han et al. 2018) | supcon
     forget_rate: float = 0.0     # coteaching: the largest fraction of each batch a network drops as large-loss, in [0, 1) (the paper: the noise rate)
     forget_epochs: float = 10.0  # coteaching: epochs over which the dropped fraction grows linearly to forget_rate
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
@@ -142,6 +153,7 @@ class ExperimentConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     loss: LossConfig = field(default_factory=LossConfig)
+    supcon: SupConConfig = field(default_factory=SupConConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def __post_init__(self) -> None:
@@ -166,9 +178,11 @@ CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "tta"): ("none", "flip"),
     ("train", "select"): ("last", "best_val"),
-    ("train", "method"): ("standard", "coteaching"),
+    ("train", "method"): ("standard", "coteaching", "supcon"),
+    ("supcon", "probe"): ("mlp", "linear"),
 }
-POSITIVE = {("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
+POSITIVE = {("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
+            ("supcon", "probe_epochs"), ("supcon", "probe_lr"), ("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
 NON_NEGATIVE = {("train", "forget_epochs"), ("loss", "elr_lambda"), ("data", "image_size"), ("loss", "sce_alpha"), ("loss", "sce_beta"), ("data", "noise_seed"), ("augment", "cutout"), ("augment", "rotate"), ("augment", "scale"), ("augment", "shear"), ("augment", "shift"),
@@ -258,6 +272,13 @@ def validate(cfg: ExperimentConfig) -> None:
                           "use symmetric or pairflip")
     from cifarlab.losses import LOSSES
     LOSSES.get(cfg.loss.name)
+    if cfg.train.method == "supcon":
+        if cfg.train.batch_size < 2:
+            raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: supcon contrasts the images of a batch, "
+                              "it needs at least 2")
+        if cfg.train.epochs != int(cfg.train.epochs) or cfg.supcon.probe_epochs != int(cfg.supcon.probe_epochs):
+            raise ConfigError("supcon's phases end at epoch boundaries: give train.epochs (pre-training) and "
+                              "supcon.probe_epochs as whole numbers")
     if not 0 <= cfg.train.forget_rate < 1:
         raise ConfigError(f"train.forget_rate = {cfg.train.forget_rate} must lie in [0, 1)")
     if cfg.train.forget_rate and cfg.train.method != "coteaching":

@@ -7,8 +7,15 @@
                  epochs (the paper sets the forget rate to the noise rate, which it assumes known).
                  Evaluation and the test use the first network.
 
-A method returns (the loss it reports, the first network's logits, the labels training accuracy
-counts against), all detached.
+    supcon       Supervised contrastive learning (Khosla et al., NeurIPS 2020): for train.epochs, the
+                 encoder and projection head learn from L_out on two augmented views of each image;
+                 then, for supcon.probe_epochs, the encoder is frozen (eval mode: BatchNorm's running
+                 statistics) and the probe (an MLP or a linear layer) learns with the run's loss on
+                 one augmented view. Validation is measured in the probe phase only.
+
+A method gets the augmented, preprocessed views `[(x, batch), ...]` (two for supcon's pre-training,
+else one) and returns (the loss it reports, the first network's logits or None, the labels
+training accuracy counts against or None), all detached.
 """
 
 from __future__ import annotations
@@ -37,8 +44,17 @@ def update(s: "Session", model, opt, loss: torch.Tensor) -> None:
     opt.step()
 
 
+def views_needed(s: "Session", epoch: int) -> int:
+    return 2 if s.cfg.train.method == "supcon" and pretraining(s, epoch) else 1
+
+
+def pretraining(s: "Session", epoch: int) -> bool:
+    return s.cfg.train.method == "supcon" and epoch < int(s.cfg.train.epochs)
+
+
 @METHODS.register("standard")
-def standard(s: "Session", x: torch.Tensor, batch: Batch, epoch: int):
+def standard(s: "Session", views: list, epoch: int):
+    (x, batch), = views
     with s.rt.autocast():
         logits = s.model(x).float()
     loss = s.loss(logits, batch)
@@ -52,7 +68,8 @@ def forget_rate(s: "Session", epoch: int) -> float:
 
 
 @METHODS.register("coteaching")
-def coteaching(s: "Session", x: torch.Tensor, batch: Batch, epoch: int):
+def coteaching(s: "Session", views: list, epoch: int):
+    (x, batch), = views
     with s.rt.autocast():
         logits, peer_logits = s.model(x).float(), s.peer(x).float()
     target = batch.labels if batch.targets is None else batch.targets
@@ -66,3 +83,29 @@ def coteaching(s: "Session", x: torch.Tensor, batch: Batch, epoch: int):
     update(s, s.model, s.opt, loss)
     update(s, s.peer, s.peer_opt, peer_loss)
     return loss.detach(), logits.detach(), batch.dominant
+
+
+@METHODS.register("supcon")
+def supcon(s: "Session", views: list, epoch: int):
+    from cifarlab.losses import supcon_loss
+    net = s.model
+    if pretraining(s, epoch):
+        (x1, batch), (x2, _) = views
+        with s.rt.autocast():
+            z = net.embed(torch.cat([x1, x2]))
+        n = len(batch)
+        loss = supcon_loss(torch.stack([z[:n], z[n:]], dim=1), batch.labels, s.cfg.supcon.temperature)
+        update(s, nn_of(net.encoder, net.projection), s.opt, loss)
+        return loss.detach(), None, None
+    (x, batch), = views
+    net.encoder.eval()                       # frozen: no gradients, BatchNorm's running statistics
+    with torch.no_grad(), s.rt.autocast():
+        features = net.encoder.features(x).float()
+    logits = net.probe(features)
+    loss = s.loss(logits, batch)
+    update(s, net.probe, s.probe_opt, loss)
+    return loss.detach(), logits.detach(), batch.dominant
+
+
+def nn_of(*modules):
+    return torch.nn.ModuleList(modules)

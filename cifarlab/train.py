@@ -19,7 +19,7 @@ from cifarlab.data.loader import Split, Splits
 from cifarlab.errors import UserError
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.losses import Loss, build_loss
-from cifarlab.methods import METHODS
+from cifarlab.methods import METHODS, pretraining, views_needed
 from cifarlab.models import build_model, count_parameters
 from cifarlab.optim import Schedule, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
@@ -42,6 +42,7 @@ class Session:
     provenance: dict  # taken when the run starts: the code that runs is the code recorded
     peer: nn.Module | None = None                   # the second network of a two-network method
     peer_opt: torch.optim.Optimizer | None = None
+    probe_opt: torch.optim.Optimizer | None = None  # supcon: the probe's optimizer (its second phase)
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -64,20 +65,29 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
+    epochs, probe_opt, opt = cfg.train.epochs, None, None
+    if cfg.train.method == "supcon":
+        from cifarlab.models.supcon import SupConNet
+        model = SupConNet(model, cfg.supcon, splits.num_classes).to(rt.device)
+        if rt.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        opt = build_optimizer(torch.nn.ModuleList([model.encoder, model.projection]), cfg.optim)
+        probe_opt = torch.optim.SGD(model.probe.parameters(), lr=cfg.supcon.probe_lr, momentum=0.9)
+        epochs = cfg.train.epochs + cfg.supcon.probe_epochs
     peer = None
     if cfg.train.method == "coteaching":  # built after the first network: its own initial weights
         peer = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
         if rt.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
     return Session(
-        cfg=cfg, rt=rt, model=model, opt=build_optimizer(model, cfg.optim),
+        cfg=cfg, rt=rt, model=model, opt=opt or build_optimizer(model, cfg.optim),
         schedule=build_schedule(cfg.schedule),
         augment=build_pipeline(cfg.augment, splits.image_size, splits.num_classes),
         loss=build_loss(cfg.loss, splits.num_classes, len(splits.train)),
         prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
-        steps_per_epoch=spe, total_steps=max(1, round(cfg.train.epochs * spe)),
+        steps_per_epoch=spe, total_steps=max(1, round(epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
-        peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim),
+        peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
     )
 
 
@@ -86,9 +96,32 @@ def train_step(s: Session, batch: Batch, gen: torch.Generator,
     """One optimizer step on a uint8 batch; returns (loss, logits, the labels accuracy counts
     against: the dominant label of mixed targets), all detached."""
     # augment the uint8 batch, then scale it to the model's input; the method does the rest
-    if s.augment is not None:
-        batch = s.augment(batch, gen, epoch, s.cfg.train.epochs)
-    return METHODS.get(s.cfg.train.method)(s, s.prep(batch.images), batch, epoch)
+    views = []
+    for _ in range(views_needed(s, epoch)):    # supcon's pre-training draws two views of each image
+        view = s.augment(batch, gen, epoch, s.cfg.train.epochs) if s.augment is not None else batch
+        views.append((s.prep(view.images), view))
+    return METHODS.get(s.cfg.train.method)(s, views, epoch)
+
+
+def set_learning_rates(s: Session, step: int, epoch: int) -> float:
+    """Each optimizer's rate for this step; returns the main schedule's. supcon: the main schedule
+    runs over the pre-training steps, the probe's rate decays linearly to 0 over its phase."""
+    if s.probe_opt is None:
+        lr = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
+        for opt in s.optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
+        return lr
+    pre = int(s.cfg.train.epochs) * s.steps_per_epoch
+    if step < pre:
+        lr = s.cfg.optim.lr * s.schedule(step, pre, s.steps_per_epoch)
+        for group in s.opt.param_groups:
+            group["lr"] = lr
+        return lr
+    lr = s.cfg.supcon.probe_lr * (1 - (step - pre) / max(s.total_steps - pre, 1))
+    for group in s.probe_opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
@@ -99,27 +132,28 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
     order = torch.randperm(len(split), generator=gen, device=s.rt.device)
     loss_sum = torch.zeros((), device=s.rt.device)
     correct = torch.zeros((), dtype=torch.long, device=s.rt.device)
-    seen, start = 0, time.perf_counter()
+    seen, counted, start = 0, 0, time.perf_counter()
     for i, batch in enumerate(split.batches(s.cfg.train.batch_size, order)):
         step = epoch * s.steps_per_epoch + i
         if step >= s.total_steps:
             break
         # 1. learning rate for this step, from the schedule
-        for opt in s.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
+        set_learning_rates(s, step, epoch)
         # 2. augment, forward, loss, backward, update
         loss, logits, labels = train_step(s, batch, gen, epoch)
-        # 3. running statistics, without forcing a device sync each step
-        loss_sum += loss * len(labels)
-        correct += (logits.argmax(1) == labels).sum()
-        seen += len(labels)
+        # 3. running statistics, without forcing a device sync each step (no accuracy while contrasting)
+        loss_sum += loss * len(batch)
+        if labels is not None:
+            correct += (logits.argmax(1) == labels).sum()
+            counted += len(labels)
+        seen += len(batch)
         bar.update(1)
         if i % 20 == 0:
             rate = seen / (time.perf_counter() - start)
-            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / seen:.3f}", img_s=f"{rate:.0f}")
+            bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
+                            img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
-    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / seen,
+    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / counted if counted else None,
             "train_seconds": seconds, "images_per_s": seen / seconds}
 
 
@@ -136,6 +170,8 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
         if s.peer is not None:
             s.peer.load_state_dict(state["peer"])
             s.peer_opt.load_state_dict(state["peer_optimizer"])
+        if s.probe_opt is not None:
+            s.probe_opt.load_state_dict(state["probe_optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:  # a layout this model does not have
         raise UserError(f"checkpoint {run.checkpoint_path} does not fit this model ({str(e).splitlines()[0]}); "
                         "it was written by another network or an older cifarlab: use another --out, "
@@ -147,8 +183,13 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
 def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: tqdm) -> dict:
     """Train one epoch, then measure the validation split: one metrics row."""
     bar.set_description(f"{s.cfg.name} seed {s.cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
-    lr = s.cfg.optim.lr * s.schedule(epoch * s.steps_per_epoch, s.total_steps, s.steps_per_epoch)
+    lr = set_learning_rates(s, epoch * s.steps_per_epoch, epoch)
     row = {"epoch": epoch + 1, "lr": lr, **train_epoch(s, train_split, epoch, bar)}
+    if pretraining(s, epoch):
+        row["phase"] = "pretrain"
+        return row                    # no classifier yet: validation starts with the probe
+    if s.probe_opt is not None:
+        row["phase"] = "probe"
     if splits.val is not None:
         t = time.perf_counter()
         val = evaluate(s.model, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
@@ -209,7 +250,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
                                  "seed": cfg.train.seed,
                                  **({"loss": s.loss.state_dict()} if hasattr(s.loss, "state_dict") else {}),
                                  **({"peer": s.peer.state_dict(), "peer_optimizer": s.peer_opt.state_dict()}
-                                    if s.peer is not None else {})})
+                                    if s.peer is not None else {}),
+                                 **({"probe_optimizer": s.probe_opt.state_dict()} if s.probe_opt is not None else {})})
         if stop:
             break
     bar.close()

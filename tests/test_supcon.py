@@ -53,3 +53,59 @@ def test_an_anchor_with_a_single_positive_and_a_class_seen_once():
     assert supcon_loss(z, None, t).item() == pytest.approx(want)
     # same class for both images: each anchor now has 3 positives, and pulling them together costs less
     assert supcon_loss(z, torch.tensor([0, 0]), t).item() != pytest.approx(want)
+
+
+TINY = {"model": {"widths": [8, 16], "dense": [], "head": "gap", "norm": "batch"},
+        "augment": {"pipeline": ["flip", "resized_crop", "photometric", "grayscale"]},
+        "optim": {"lr": 0.05}, "schedule": {"name": "linear", "warmup": 0.5},
+        "train": {"method": "supcon", "epochs": 2, "batch_size": 50, "precision": "fp32", "threads": 1},
+        "supcon": {"probe_epochs": 2, "probe_hidden": 16, "projection": 8}, "data": {"val_size": 200}}
+
+
+@pytest.fixture
+def splits(data_root):
+    from cifarlab import config as C
+    from cifarlab.data.loader import make_splits
+    from cifarlab.data.sources import load_npz
+    return make_splits(load_npz(data_root / "cifar10" / "cifar10.npz"), C.from_dict(TINY).data)
+
+
+def test_a_supcon_run_pretrains_then_probes_and_resumes_in_either_phase(splits, tmp_path, monkeypatch):
+    from cifarlab import config as C
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train
+    cfg = C.from_dict(TINY)
+    straight = train(cfg, splits, RunDir(tmp_path / "straight"), progress=False)
+    history = RunDir(tmp_path / "straight").read_metrics()
+    assert [h.get("phase") for h in history] == ["pretrain", "pretrain", "probe", "probe"]
+    assert all("val_acc" not in h and h["train_acc"] is None for h in history[:2])
+    assert all(h["val_acc"] is not None and h["train_acc"] is not None for h in history[2:])
+    assert straight["epochs"] == 4 and 0 < straight["test_acc"]
+    for crash_epoch in (1, 3):                       # in the middle of pre-training, in the middle of the probe
+        original, calls = RunDir.save_checkpoint, []
+
+        def dies(self, state, original=original, calls=calls, at=crash_epoch):
+            original(self, state)
+            calls.append(1)
+            if len(calls) == at:
+                raise KeyboardInterrupt
+        monkeypatch.setattr(RunDir, "save_checkpoint", dies)
+        with pytest.raises(KeyboardInterrupt):
+            train(cfg, splits, RunDir(tmp_path / f"r{crash_epoch}"), progress=False)
+        monkeypatch.setattr(RunDir, "save_checkpoint", original)
+        resumed = train(cfg, splits, RunDir(tmp_path / f"r{crash_epoch}"), resume=True, progress=False)
+        for key in ("test_acc", "test_loss", "val_acc", "val_loss"):
+            assert resumed[key] == straight[key], (crash_epoch, key)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"supcon": {"temperature": 0.0}}, "supcon.temperature = 0.0 must be > 0"),
+    ({"supcon": {"projection": 0}}, "supcon.projection = 0 must be > 0"),
+    ({"train": {"method": "supcon", "batch_size": 1}}, "supcon contrasts the images of a batch, it needs at least 2"),
+    ({"train": {"method": "supcon", "epochs": 2.5}}, "supcon's phases end at epoch boundaries"),
+])
+def test_bad_supcon_settings_are_one_line(keys, message):
+    from cifarlab import config as C
+    from cifarlab.errors import ConfigError
+    with pytest.raises(ConfigError, match=message):
+        C.from_dict(keys)
