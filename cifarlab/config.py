@@ -190,6 +190,10 @@ NON_NEGATIVE = {("train", "forget_epochs"), ("loss", "elr_lambda"), ("data", "im
                 ("model", "stem_width"), ("model", "se"), ("data", "val_size"), ("data", "subset"), ("augment", "translate"), ("optim", "momentum"),
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
                 ("loss", "label_smoothing"), ("train", "threads"), ("train", "seed")}
+# Keys in [0, 1): fractions and rates that 1 would make degenerate; and probabilities, in [0, 1].
+BELOW_ONE = {("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
+             ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "shift")}
+PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p")}
 
 # Left out of config_hash: the seed (the seeds of one experiment share a hash) and keys that
 # change how a run executes but not what it computes, so that a run with 1 thread, or one
@@ -244,6 +248,10 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must be > 0")
             if key in NON_NEGATIVE and not value >= 0:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must be >= 0")
+            if key in BELOW_ONE and not 0 <= value < 1:
+                raise ConfigError(f"{section}.{f.name} = {value!r} must lie in [0, 1)")
+            if key in PROBABILITY and not 0 <= value <= 1:
+                raise ConfigError(f"{section}.{f.name} = {value!r} is a probability: it must lie in [0, 1]")
     if cfg.data.dataset != "imagenette" and (cfg.data.image_size not in (0, 32) or cfg.data.label_column != "noisy_labels_0"):
         raise ConfigError(f"data.image_size and data.label_column are Imagenette's: {cfg.data.dataset} images are 32 px "
                           "(image_size 0 or 32) and have one label column")
@@ -262,8 +270,6 @@ def validate(cfg: ExperimentConfig) -> None:
     validate_augment(cfg.augment)
     if cfg.train.select == "best_val" and cfg.data.val_size == 0:
         raise ConfigError("train.select = 'best_val' chooses an epoch on the validation split: data.val_size is 0; set it > 0")
-    if not 0 <= cfg.data.noise_rate < 1:
-        raise ConfigError(f"data.noise_rate = {cfg.data.noise_rate} must lie in [0, 1)")
     if (cfg.data.noise == "none") != (cfg.data.noise_rate == 0):
         raise ConfigError(f"data.noise = {cfg.data.noise!r} with data.noise_rate = {cfg.data.noise_rate}: set both "
                           "(a noise type and a rate > 0) or neither")
@@ -279,12 +285,8 @@ def validate(cfg: ExperimentConfig) -> None:
         if cfg.train.epochs != int(cfg.train.epochs) or cfg.supcon.probe_epochs != int(cfg.supcon.probe_epochs):
             raise ConfigError("supcon's phases end at epoch boundaries: give train.epochs (pre-training) and "
                               "supcon.probe_epochs as whole numbers")
-    if not 0 <= cfg.train.forget_rate < 1:
-        raise ConfigError(f"train.forget_rate = {cfg.train.forget_rate} must lie in [0, 1)")
     if cfg.train.forget_rate and cfg.train.method != "coteaching":
         raise ConfigError("train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
-    if not 0 <= cfg.loss.elr_beta < 1:
-        raise ConfigError(f"loss.elr_beta = {cfg.loss.elr_beta} must lie in [0, 1)")
     if not 0 < cfg.loss.gce_q <= 1:
         raise ConfigError(f"loss.gce_q = {cfg.loss.gce_q} must lie in (0, 1]")
     validate_model(cfg.model)
@@ -309,12 +311,6 @@ def validate_augment(a: AugmentConfig) -> None:
         raise ConfigError(f"augment.rotate = {a.rotate} must lie in [0, 180] degrees")
     if not a.shear < 90:
         raise ConfigError(f"augment.shear = {a.shear} must lie in [0, 90) degrees")
-    for key in ("scale", "brightness", "contrast", "saturation", "shift"):
-        if not getattr(a, key) < 1:
-            raise ConfigError(f"augment.{key} = {getattr(a, key)} must lie in [0, 1)")
-    for key in ("erase_p", "mix_p", "gray_p"):
-        if not 0 <= getattr(a, key) <= 1:
-            raise ConfigError(f"augment.{key} = {getattr(a, key)} is a probability: it must lie in [0, 1]")
     for key in ("crop_area", "erase_area"):
         if not 0.02 <= getattr(a, key) <= 1:
             raise ConfigError(f"augment.{key} = {getattr(a, key)} is a fraction of the image area: it must lie in [0.02, 1]")

@@ -33,12 +33,14 @@ from cifarlab.registry import Registry
 if TYPE_CHECKING:
     from cifarlab.train import Session
 
-Method = Callable[["Session", torch.Tensor, Batch, int], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+Method = Callable[["Session", list[tuple[torch.Tensor, Batch]], int],
+                  tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
 METHODS: Registry = Registry("method")
 
 
-def update(s: "Session", model, opt, loss: torch.Tensor) -> None:
-    objective = loss + s.cfg.optim.l2 * l2_penalty(model) if s.cfg.optim.l2 else loss
+def update(s: "Session", opt, loss: torch.Tensor, *modules) -> None:
+    """Backward and one step of `opt`; the coupled L2 penalty covers the kernels of `modules`."""
+    objective = loss + s.cfg.optim.l2 * sum(l2_penalty(m) for m in modules) if s.cfg.optim.l2 else loss
     opt.zero_grad(set_to_none=True)
     objective.backward()
     opt.step()
@@ -58,7 +60,7 @@ def standard(s: "Session", views: list, epoch: int):
     with s.rt.autocast():
         logits = s.model(x).float()
     loss = s.loss(logits, batch)
-    update(s, s.model, s.opt, loss)
+    update(s, s.opt, loss, s.model)
     return loss.detach(), logits.detach(), batch.dominant
 
 
@@ -77,11 +79,10 @@ def coteaching(s: "Session", views: list, epoch: int):
     with torch.no_grad():
         mine = F.cross_entropy(logits, target, reduction="none").argsort()[:keep]        # small-loss of net 1
         theirs = F.cross_entropy(peer_logits, target, reduction="none").argsort()[:keep]  # small-loss of net 2
-    pick = lambda b, i: Batch(b.images[i], b.labels[i], b.index[i], None if b.targets is None else b.targets[i])  # noqa: E731
-    loss = s.loss(logits[theirs], pick(batch, theirs))          # each network learns from its peer's choice
-    peer_loss = s.loss(peer_logits[mine], pick(batch, mine))
-    update(s, s.model, s.opt, loss)
-    update(s, s.peer, s.peer_opt, peer_loss)
+    loss = s.loss(logits[theirs], batch.take(theirs))          # each network learns from its peer's choice
+    peer_loss = s.loss(peer_logits[mine], batch.take(mine))
+    update(s, s.opt, loss, s.model)
+    update(s, s.peer_opt, peer_loss, s.peer)
     return loss.detach(), logits.detach(), batch.dominant
 
 
@@ -95,7 +96,7 @@ def supcon(s: "Session", views: list, epoch: int):
             z = net.embed(torch.cat([x1, x2]))
         n = len(batch)
         loss = supcon_loss(torch.stack([z[:n], z[n:]], dim=1), batch.labels, s.cfg.supcon.temperature)
-        update(s, nn_of(net.encoder, net.projection), s.opt, loss)
+        update(s, s.opt, loss, net.encoder, net.projection)
         return loss.detach(), None, None
     (x, batch), = views
     net.encoder.eval()                       # frozen: no gradients, BatchNorm's running statistics
@@ -103,9 +104,5 @@ def supcon(s: "Session", views: list, epoch: int):
         features = net.encoder.features(x).float()
     logits = net.probe(features)
     loss = s.loss(logits, batch)
-    update(s, net.probe, s.probe_opt, loss)
+    update(s, s.probe_opt, loss, net.probe)
     return loss.detach(), logits.detach(), batch.dominant
-
-
-def nn_of(*modules):
-    return torch.nn.ModuleList(modules)

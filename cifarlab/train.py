@@ -48,6 +48,18 @@ class Session:
     def optimizers(self) -> list[torch.optim.Optimizer]:
         return [self.opt] + ([self.peer_opt] if self.peer_opt is not None else [])
 
+    def stateful(self) -> dict:
+        """Every part a checkpoint holds to resume exactly, by its key in the checkpoint: the
+        network(s), their optimizers, and a loss with per-sample state (ELR)."""
+        parts = {"model": self.model, "optimizer": self.opt}
+        if hasattr(self.loss, "state_dict"):
+            parts["loss"] = self.loss
+        if self.peer is not None:
+            parts |= {"peer": self.peer, "peer_optimizer": self.peer_opt}
+        if self.probe_opt is not None:
+            parts["probe_optimizer"] = self.probe_opt
+        return parts
+
     @property
     def epochs(self) -> int:
         return math.ceil(self.total_steps / self.steps_per_epoch)
@@ -163,15 +175,8 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     if state is None:
         return 0, []
     try:
-        s.model.load_state_dict(state["model"])
-        s.opt.load_state_dict(state["optimizer"])
-        if "loss" in state and hasattr(s.loss, "load_state_dict"):
-            s.loss.load_state_dict(state["loss"])
-        if s.peer is not None:
-            s.peer.load_state_dict(state["peer"])
-            s.peer_opt.load_state_dict(state["peer_optimizer"])
-        if s.probe_opt is not None:
-            s.probe_opt.load_state_dict(state["probe_optimizer"])
+        for key, part in s.stateful().items():
+            part.load_state_dict(state[key])
     except (RuntimeError, ValueError, KeyError) as e:  # a layout this model does not have
         raise UserError(f"checkpoint {run.checkpoint_path} does not fit this model ({str(e).splitlines()[0]}); "
                         "it was written by another network or an older cifarlab: use another --out, "
@@ -209,11 +214,10 @@ def noise_metrics(s: Session, splits: Splits) -> dict:
     if splits.val is not None and splits.val.clean is not None:
         out["val_acc_clean"] = evaluate(s.model, splits.val.clean_split(), s.prep, s.rt, s.cfg.train,
                                         splits.num_classes)["acc"]
-    flipped = splits.train.flipped()
+    flipped = splits.train.flipped(MEMORISATION_SAMPLES)
     if flipped is not None:
-        images = flipped.images[:MEMORISATION_SAMPLES]
         for name, labels in (("noisy", flipped.labels), ("clean", flipped.clean)):
-            out[f"flipped_acc_{name}"] = evaluate(s.model, Split(images, labels[:MEMORISATION_SAMPLES]), s.prep,
+            out[f"flipped_acc_{name}"] = evaluate(s.model, Split(flipped.images, labels), s.prep,
                                                   s.rt, s.cfg.train, splits.num_classes)["acc"]
     return out
 
@@ -245,13 +249,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             on_epoch(row)
         stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
         if stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
-            run.save_checkpoint({"model": s.model.state_dict(), "optimizer": s.opt.state_dict(),
-                                 "epoch": epoch + 1, "config_hash": C.config_hash(cfg),
-                                 "seed": cfg.train.seed,
-                                 **({"loss": s.loss.state_dict()} if hasattr(s.loss, "state_dict") else {}),
-                                 **({"peer": s.peer.state_dict(), "peer_optimizer": s.peer_opt.state_dict()}
-                                    if s.peer is not None else {}),
-                                 **({"probe_optimizer": s.probe_opt.state_dict()} if s.probe_opt is not None else {})})
+            run.save_checkpoint({**{key: part.state_dict() for key, part in s.stateful().items()},
+                                 "epoch": epoch + 1, "config_hash": C.config_hash(cfg), "seed": cfg.train.seed})
         if stop:
             break
     bar.close()

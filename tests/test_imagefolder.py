@@ -91,3 +91,16 @@ def test_imagenette_keys_are_checked():
         C.from_dict({"data": {"dataset": "imagenette", "label_column": "noisy_labels_7"}})
     with pytest.raises(ConfigError, match="data.image_size and data.label_column are Imagenette's"):
         C.from_dict({"data": {"image_size": 64}})
+
+
+def test_a_csv_label_outside_imagenettes_classes_is_named(tmp_path):
+    folder = tree(tmp_path, per_class=1)
+    with open(folder / "noisy_imagenette.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    rows[0]["noisy_labels_0"] = "n99999999"
+    with open(folder / "noisy_imagenette.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    with pytest.raises(DataError, match="has the label 'n99999999' in noisy_labels_0, not one of"):
+        imagefolder.read_csv(folder, "noisy_labels_0")

@@ -136,3 +136,14 @@ def test_best_val_selection_tests_the_epoch_of_best_validation_accuracy(splits, 
     assert (final["test_loss"] == last["test_loss"]) == (best == 2)
     with pytest.raises(UserError, match="train.select = 'best_val' chooses an epoch on the validation split"):
         C.from_dict({**TINY, "data": {"val_size": 0}, "train": {**TINY["train"], "select": "best_val"}})
+
+
+def test_a_checkpoint_of_another_layout_is_refused_in_one_line(splits, tmp_path):
+    cfg = C.from_dict(TINY)
+    run(cfg, splits, tmp_path / "r")
+    state = torch.load(tmp_path / "r" / "checkpoint.pt", weights_only=True)
+    state["model"] = {f"old.{k}": v for k, v in state["model"].items()}   # keys of an older network layout
+    RunDir(tmp_path / "r").save_checkpoint(state)
+    with pytest.raises(UserError, match="does not fit this model") as err:
+        run(cfg, splits, tmp_path / "r", resume=True)
+    assert "\n" not in str(err.value)

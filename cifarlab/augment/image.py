@@ -9,7 +9,6 @@ import torch.nn.functional as F
 
 from cifarlab.augment import register, uniform
 from cifarlab.config import AugmentConfig
-from cifarlab.data.batch import Batch
 
 
 def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
@@ -128,4 +127,4 @@ def _resized_crop(cfg: AugmentConfig, image_size: int, num_classes: int):
     return pixel_step(lambda images, gen: random_resized_crop(images, gen, cfg.crop_area))
 
 
-__all__ = ["Batch", "random_affine", "random_flip", "random_resized_crop", "random_translate", "source_index"]
+__all__ = ["random_affine", "random_flip", "random_resized_crop", "random_translate", "source_index"]

@@ -24,6 +24,11 @@ class Batch:
     def __len__(self) -> int:
         return len(self.labels)
 
+    def take(self, idx: torch.Tensor) -> "Batch":
+        """The samples at positions `idx` of this batch."""
+        return Batch(self.images[idx], self.labels[idx], self.index[idx],
+                     None if self.targets is None else self.targets[idx])
+
     def with_images(self, images: torch.Tensor) -> "Batch":
         return replace(self, images=images)
 

@@ -82,11 +82,11 @@ def decode(path: Path, size: int) -> np.ndarray:
 
 def load(root: Path, size: int, column: str, *, download: bool = True, progress: bool = True):
     """The Imagenette arrays (see module doc), from a verified cache when there is one."""
-    from cifarlab.data.sources import Arrays, extract_verified
+    from cifarlab.data.sources import Arrays, extract_verified, try_download
     found = locate(root)
     reason = "downloading was disabled"
     if found is None and download:
-        reason = _try_download_url(URL, root / ARCHIVE, progress)
+        reason = try_download(URL, root / ARCHIVE, progress)
         found = ("official archive", root / ARCHIVE) if (root / ARCHIVE).is_file() else None
     if found is None:
         tried = ", ".join(str(p) for _, p in candidates(root))
@@ -130,13 +130,3 @@ def to_arrays(images: np.ndarray, rows: list[dict], column: str, arrays_cls):
     return arrays_cls(train_images=np.ascontiguousarray(images[~test]), train_labels=chosen[~test],
                       test_images=np.ascontiguousarray(images[test]), test_labels=clean[test],
                       classes=tuple(CLASSES[w] for w in wnids), train_clean_labels=clean[~test])
-
-
-def _try_download_url(url: str, dest: Path, progress: bool) -> str:
-    from cifarlab.data.sources import download
-    try:
-        download(url, dest, progress=progress)
-    except DataError as exc:
-        return str(exc)
-    return ""
-

@@ -39,11 +39,12 @@ class Split:
         """The same images with the dataset's labels (itself when there is no noise)."""
         return self if self.clean is None else Split(self.images, self.clean)
 
-    def flipped(self) -> "Split | None":
-        """The samples whose label noise changed, with their noisy labels and clean ones, or None."""
+    def flipped(self, limit: int | None = None) -> "Split | None":
+        """The (first `limit`) samples whose label noise changed, with their noisy labels and clean
+        ones, or None; only those images are gathered."""
         if self.clean is None:
             return None
-        idx = torch.nonzero(self.labels != self.clean).flatten()
+        idx = torch.nonzero(self.labels != self.clean).flatten()[:limit]
         return Split(self.images[idx], self.labels[idx], self.clean[idx]) if len(idx) else None
 
     def batches(self, batch_size: int, order: torch.Tensor | None = None) -> Iterator[Batch]:

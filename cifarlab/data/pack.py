@@ -204,32 +204,39 @@ def read_cache(path: Path, manifest: dict) -> dict[str, np.ndarray] | None:
     return arrays
 
 
-def find_cache(folder: Path) -> tuple[Path | None, str]:
-    """(the valid cache's path or None, a word on its state) for `cifarlab data list`."""
+def valid_cache(folder: Path) -> tuple[Path | None, dict[str, np.ndarray] | None, list[Path]]:
+    """(path, arrays) of the first cache of the pack that matches its manifest, or (None, None), and
+    the cache files found that do not match."""
     manifest, name = read_manifest(folder), cache_name(folder)
-    seen = []
+    invalid = []
     for d in cache_dirs(folder):
         path = d / name
         if path.is_file():
-            if read_cache(path, manifest) is not None:
-                return path, f"valid ({path})"
-            seen.append(str(path))
-    return None, (f"invalid, rebuilt on next use ({', '.join(seen)})" if seen else "none yet (decoded on first use)")
+            arrays = read_cache(path, manifest)
+            if arrays is not None:
+                return path, arrays, invalid
+            invalid.append(path)
+    return None, None, invalid
+
+
+def find_cache(folder: Path) -> tuple[Path | None, str]:
+    """(the valid cache's path or None, a word on its state) for `cifarlab data list`."""
+    path, _, invalid = valid_cache(folder)
+    if path is not None:
+        return path, f"valid ({path})"
+    return None, (f"invalid, rebuilt on next use ({', '.join(map(str, invalid))})" if invalid
+                  else "none yet (decoded on first use)")
 
 
 def load_pack(folder: Path, *, log=None) -> dict[str, np.ndarray]:
     """The pack's arrays: from a valid cache, else decoded, verified and cached for next time."""
     folder = Path(folder)
-    manifest, name = read_manifest(folder), cache_name(folder)
-    dirs = cache_dirs(folder)
-    for d in dirs:
-        if (d / name).is_file():
-            arrays = read_cache(d / name, manifest)
-            if arrays is not None:
-                return arrays
+    _, arrays, _ = valid_cache(folder)
+    if arrays is not None:
+        return arrays
     start = time.perf_counter()
     arrays = unpack(folder)
-    where = write_npz_cache(arrays, dirs, name)
+    where = write_npz_cache(arrays, cache_dirs(folder), cache_name(folder))
     note = f"cached in {where}" if where else "no writable cache folder; it will be decoded again next time"
     (log or _stderr)(f"cifarlab: decoded the pack {folder} in {time.perf_counter() - start:.1f} s; {note}")
     return arrays

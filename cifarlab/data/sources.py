@@ -178,7 +178,7 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     reason = "downloading was disabled"
     archive = root / spec.archive_name
     if found is None and download:
-        reason = _try_download(spec, archive, progress)
+        reason = try_download(spec.url, archive, progress)
         found = ("official archive", archive) if archive.is_file() else None
     if found is None:
         tried = ", ".join(str(p) for _, p in candidates(name, root))
@@ -196,10 +196,10 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     return load_official(verify_and_extract(path, name, root), name)
 
 
-def _try_download(spec: Official, archive: Path, progress: bool) -> str:
+def try_download(url: str, archive: Path, progress: bool) -> str:
     """Download the archive; return why it failed ("" on success)."""
     try:
-        download(spec.url, archive, progress=progress)
+        download(url, archive, progress=progress)
     except DataError as exc:
         return str(exc)
     return ""
@@ -478,7 +478,8 @@ def _names(names, meta_path: Path, fix: str) -> tuple[str, ...]:
 
 def describe(name: str, data_dir: str | os.PathLike | None = None) -> str:
     """One line for `cifarlab data list`: where `name` was found (or every place tried), its sizes,
-    classes, coarse labels and, for a pack, whether its cache is valid. Decodes nothing."""
+    classes, coarse labels and, for a pack, whether its cache is valid. Decodes no pack and no JPEG
+    (an npz or an extracted official folder is read to count it)."""
     if name == "imagenette":
         from cifarlab.data import imagefolder
         root = resolve_data_dir(data_dir)
