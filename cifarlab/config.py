@@ -68,8 +68,9 @@ class ModelConfig:
     patch: int = 4                              # patchify stem: patch size in pixels (must divide the image size)
     widths: tuple[int, ...] = (32, 64, 128)     # output channels of each stage (VGG: block)
     block: str = "plain"                        # plain (VGG convs) | basic (residual, He et al. 2016) | preact (pre-activation, He et al. 2016b)
+                                                # | pooled (conv, pool, norm, ReLU, then residual units: the DAWNBench ResNet-9's layer)
     convs_per_block: int = 2                    # plain stages: 3x3 convolutions per stage
-    blocks_per_stage: int = 1                   # basic / preact stages: residual blocks (two 3x3 convs each) per stage
+    blocks_per_stage: int = 1                   # basic / preact / pooled stages: residual blocks (two 3x3 convs each) per stage
     downsample: str = "max"                     # max | avg: pool at the end of each stage (VGG) | stride: stride-2 first conv of each later stage (ResNet)
     norm: str = "none"                          # after each conv: none | batch | group | layer (all of C,H,W per sample) | instance
     groups: int = 32                            # norm = "group": channel groups (must divide every width)
@@ -169,7 +170,7 @@ CHOICES = {
     ("data", "normalize"): ("unit", "standard"),
     ("augment", "fill"): ("edge", "zero", "reflect"),
     ("model", "stem"): ("none", "conv", "patchify"),
-    ("model", "block"): ("plain", "basic", "preact"),
+    ("model", "block"): ("plain", "basic", "preact", "pooled"),
     ("model", "downsample"): ("max", "avg", "stride"),
     ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
     ("model", "head"): ("flatten", "gap"),
@@ -320,6 +321,9 @@ def validate_model(m: ModelConfig) -> None:
     """The model's shapes that the keys alone decide (the image size is checked at build time)."""
     if not m.widths or min(m.widths) < 1:
         raise ConfigError(f"model.widths = {list(m.widths)} must be a non-empty list of positive channel counts")
+    if m.block == "pooled" and m.downsample == "stride":
+        raise ConfigError("model.block = 'pooled' downsamples with a pool after each stage's first conv: "
+                          "set model.downsample = 'max' or 'avg', not 'stride'")
     widths = {*m.widths, *((m.stem_width,) if m.stem_width and m.stem != "none" else ())}
     if m.norm == "group":
         bad = sorted(w for w in widths if w % m.groups)

@@ -132,6 +132,26 @@ def test_the_resnetify_steps_change_what_they_name():
     assert shapes["vgg_residual4"][3] == shapes["vgg_plain4"][3] == 256
 
 
+def test_a_pooled_stage_runs_one_conv_at_its_input_resolution_and_the_rest_pooled():
+    # resnet9's layout: every stage conv -> max pool -> norm -> ReLU -> residual unit(s)
+    model = build_model(model_config("resnet9", stem_width=16, widths=(24, 48), blocks_per_stage=2), 10)
+    sizes = {}
+    for name, m in model.named_modules():
+        if isinstance(m, nn.Conv2d):
+            m.register_forward_hook(lambda mod, i, o, name=name: sizes.__setitem__(name, (i[0].shape[-1], o.shape[1])))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+    # stem at 32; stage 0: its first conv at 32, its 2 units x 2 convs at 16; stage 1: 16, then 8
+    assert sorted(sizes.values(), key=lambda v: (-v[0], v[1])) == \
+        [(32, 16), (32, 24)] + [(16, 24)] * 4 + [(16, 48)] + [(8, 48)] * 4
+    first = model.stages[0]
+    assert [type(m).__name__ for m in first[:4]] == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU"]
+    assert not any(isinstance(m, nn.MaxPool2d) for m in first[4:].modules())  # no second pool
+    unit = first[4]
+    x = torch.randn(2, 24, 16, 16)
+    unit.eval()
+    assert torch.allclose(unit(x), x + unit.branch(x))  # the identity skip, nothing after the sum
+
+
 def test_squeeze_excite_adds_its_bottleneck_per_stage():
     plain, se = (count_parameters(build_model(model_config("vgg_residual", se=r), 10)) for r in (0, 8))
     assert se - plain == sum(2 * w * (w // 8) + w // 8 + w for w in (32, 64, 128))
@@ -146,7 +166,8 @@ def test_patchify_stem_embeds_non_overlapping_patches():
 @pytest.mark.parametrize("keys, message", [
     ({"norm": "batchy"}, "model.norm = 'batchy' is invalid; valid: none, batch, group, layer, instance"),
     ({"stem": "big"}, "model.stem = 'big' is invalid; valid: none, conv, patchify"),
-    ({"block": "bottleneck"}, "model.block = 'bottleneck' is invalid; valid: plain, basic, preact"),
+    ({"block": "bottleneck"}, "model.block = 'bottleneck' is invalid; valid: plain, basic, preact, pooled"),
+    ({"block": "pooled", "downsample": "stride"}, "model.block = 'pooled' downsamples with a pool .* not 'stride'"),
     ({"norm": "group", "groups": 24}, r"model.groups = 24 does not divide the width\(s\) \[32, 64, 128\]; use a common divisor"),
     ({"se": 64}, "model.se = 64 .* is larger than the width 32"),
     ({"batchnorm": True}, 'model.batchnorm was renamed: write model.norm = "batch"'),

@@ -55,3 +55,7 @@ preset("resnet18", "ResNet-18 for CIFAR (He et al. 2016): 3x3 stem, no stem pool
        **_RESNET, block="basic")
 preset("preact_resnet18", "pre-activation ResNet-18 (He et al. 2016b), with the paper's final norm + ReLU",
        **_RESNET, block="preact")
+preset("resnet9", "the DAWNBench ResNet-9 layout (Page 2018): 3x3 stem of 64, three pooled stages of 128/256/512 "
+       "(conv, max pool, norm, ReLU, one residual unit each; Page's middle stage has none), global average pooling",
+       stem="conv", stem_width=64, widths=(128, 256, 512), block="pooled", blocks_per_stage=1,
+       downsample="max", head="gap", dense=(), norm="batch")

@@ -199,6 +199,31 @@ def _preact_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[
             for i in range(cfg.blocks_per_stage)]
 
 
+class ResidualUnit(nn.Module):
+    """`x + f(x)` with f = (conv-norm-ReLU) twice at one width and resolution, no ReLU after the
+    sum: the residual of the DAWNBench ResNet-9 (Page 2018, "How to train your ResNet")."""
+
+    def __init__(self, c: int, cfg: ModelConfig):
+        super().__init__()
+        self.branch = nn.Sequential(conv(c, c, cfg), norm(c, cfg), nn.ReLU(inplace=True),
+                                    conv(c, c, cfg), norm(c, cfg), nn.ReLU(inplace=True), *maybe_se(c, cfg))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.branch(x)
+
+
+@BLOCKS.register("pooled")
+def _pooled_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
+    """A conv to the stage's width, the pool (`downsample` max | avg), norm and ReLU, then
+    `blocks_per_stage` residual units at the pooled resolution: a layer of the DAWNBench ResNet-9
+    (Page 2018), with the pool in front of the norm as airbench (Jordan 2024) places it, so that
+    only one convolution per stage runs at the stage's input resolution. Fast on a CPU, where
+    element-wise work on large activations costs as much as the convolutions."""
+    pool = nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2)
+    return [conv(c_in, c_out, cfg), pool, norm(c_out, cfg), nn.ReLU(inplace=True),
+            *(ResidualUnit(c_out, cfg) for _ in range(cfg.blocks_per_stage))]
+
+
 def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -> nn.Sequential:
     """Stage `index`: its blocks, then the VGG's pooling (downsample max | avg), then dropout.
 
@@ -207,7 +232,7 @@ def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -
     `dropout_before_bn` in front of the stage's last norm."""
     stride = 2 if cfg.downsample == "stride" and index > 0 else 1
     layers = BLOCKS.get(cfg.block)(c_in, c_out, stride, cfg)
-    if cfg.downsample in ("max", "avg"):
+    if cfg.downsample in ("max", "avg") and cfg.block != "pooled":  # a pooled stage pools inside
         layers.append(nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2))
     if dropout > 0:
         norms = [i for i, m in enumerate(layers) if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
