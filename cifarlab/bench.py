@@ -155,13 +155,17 @@ def crossing_times(history: list[dict], thresholds: list[float]) -> dict[float, 
 
 def time_to_accuracy(cfg: C.ExperimentConfig, splits: Splits, seeds: int, thresholds: list[float],
                      out_root: Path, progress: bool) -> list[dict]:
-    """Train `seeds` runs of a fixed schedule; per seed: wall time, test accuracy, threshold times."""
+    """Train `seeds` runs of a fixed schedule; per seed: wall time, test accuracy, threshold times.
+    A seed whose run directory already holds a finished run of this config (same config hash) is
+    read, not trained again, so an interrupted bench continues where it stopped."""
     from cifarlab.train import train
     rows = []
     for seed in range(seeds):
         seeded = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
         run = RunDir(out_root / cfg.name / f"seed{seed}")
-        final = train(seeded, splits, run, progress=progress)
+        final = run.read_final()
+        if final is None or final.get("config_hash") != C.config_hash(seeded) or final.get("seed") != seed:
+            final = train(seeded, splits, run, progress=progress)
         rows.append({"seed": seed, "wall_seconds": final["wall_seconds"], "test_acc": final["test_acc"],
                      "val_acc": final["val_acc"], "crossed": crossing_times(run.read_metrics(), thresholds)})
         print(format_tta_row(rows[-1], thresholds), flush=True)

@@ -121,6 +121,14 @@ def test_bench_tta_reports_seeds_and_threshold_times(tmp_path, data_root, repo_e
     assert r.returncode == 0, r.stderr
     assert r.stdout.count("  seed ") == 2 and "val>=0%: " in r.stdout and "val>=100%: never" in r.stdout
     assert "2 seeds, test acc" in r.stdout
+    # run again with one more seed: the two finished runs are read, not trained again
+    finals = sorted((tmp_path / "b").rglob("final.json"))
+    stamps = [f.stat().st_mtime_ns for f in finals]
+    again = cli("bench", "tta", repo_experiment, *TINY, "--seeds", "3", "--thresholds", "0.0,0.999",
+                "--data-dir", data_root, "--out", tmp_path / "b", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert [f.stat().st_mtime_ns for f in finals] == stamps and len(list((tmp_path / "b").rglob("final.json"))) == 3
+    assert again.stdout.splitlines()[:2] == r.stdout.splitlines()[:2]  # the same rows, read back
 
 
 def test_bench_throughput_smoke(tmp_path):
