@@ -539,3 +539,12 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
     text = status_table(plan, store, machine="fast box")
     assert "about 0.6 h left with 1 worker(s), at 180 s per epoch (the mean of the 1 finished run(s) on this " \
            "machine)" in text, text
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "studies").glob("*.toml")), ids=lambda p: p.stem)
+def test_every_committed_study_loads_and_resolves_every_run(path):
+    from cifarlab.study import load_study
+    study = load_study(path)
+    assert study.variants and study.seeds
+    for variant in study.variants:
+        assert variant.config is not None  # the experiment and its overrides resolved and validated
