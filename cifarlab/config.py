@@ -143,6 +143,8 @@ class TrainConfig:
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
                                  # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
+    tensorboard: bool = False    # also write each epoch's scalars as TensorBoard event files in the run directory
+                                 # (`tensorboard --logdir runs/` compares a study's runs; needs the [tensorboard] extra)
 
 
 @dataclass(frozen=True)
@@ -200,7 +202,7 @@ PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p
 # change how a run executes but not what it computes, so that a run with 1 thread, or one
 # checkpointing less often, counts as the same experiment.
 NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_every"),
-              ("train", "eval_batch_size")}
+              ("train", "eval_batch_size"), ("train", "tensorboard")}
 
 
 # Keys that were renamed: (section, old) -> (new section, new key, how an old value maps to the new

@@ -229,6 +229,10 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     if run.checkpoint_path.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
     start, history = restore(s, run) if resume else (0, [])
+    events = None
+    if cfg.train.tensorboard:
+        from cifarlab.tensorboard import EventLog
+        events = EventLog(run.path, start + 1)
     run.write_config(cfg)
     train_split = splits.train.to(s.rt.device)
     # Wall clock of the run since it began, time before an interruption included.
@@ -245,6 +249,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
                 row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
             run.save_best(s.model.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
         run.write_metrics(history)
+        if events is not None:
+            events.epoch(row)
         if on_epoch is not None:
             on_epoch(row)
         stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
@@ -254,6 +260,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         if stop:
             break
     bar.close()
+    if events is not None:
+        events.close()
     selected = None
     if cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
         best = run.load_best()

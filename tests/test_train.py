@@ -147,3 +147,49 @@ def test_a_checkpoint_of_another_layout_is_refused_in_one_line(splits, tmp_path)
     with pytest.raises(UserError, match="does not fit this model") as err:
         run(cfg, splits, tmp_path / "r", resume=True)
     assert "\n" not in str(err.value)
+
+
+def read_scalars(folder):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    events = EventAccumulator(str(folder))
+    events.Reload()
+    return {tag: [(e.step, e.value) for e in events.Scalars(tag)] for tag in events.Tags()["scalars"]}
+
+
+def test_tensorboard_events_hold_the_metrics_and_survive_a_resume(splits, tmp_path, monkeypatch):
+    pytest.importorskip("tensorboard")
+    cfg = C.from_dict({**TINY, "train": {**TINY["train"], "tensorboard": True}})
+    assert C.config_hash(cfg) == C.config_hash(C.from_dict(TINY))  # how a run logs, not what it computes
+    run(cfg, splits, tmp_path / "a")
+    history = RunDir(tmp_path / "a").read_metrics()
+    scalars = read_scalars(tmp_path / "a")
+    for key, tag in (("train_loss", "loss/train"), ("val_acc", "accuracy/val"), ("lr", "lr")):
+        assert [s for s, _ in scalars[tag]] == [1, 2]
+        assert [v for _, v in scalars[tag]] == pytest.approx([h[key] for h in history], rel=1e-6)
+
+    # killed after epoch 2's metrics line but before its checkpoint: epoch 2 is trained again,
+    # and its first events give way to the second's
+    original, calls = RunDir.write_metrics, []
+
+    def dies_after_epoch_2(self, *args):
+        calls.append(1)
+        original(self, *args)
+        if len(calls) == 2:
+            raise Killed
+    monkeypatch.setattr(RunDir, "write_metrics", dies_after_epoch_2)
+    with pytest.raises(Killed):
+        run(cfg, splits, tmp_path / "b")
+    monkeypatch.setattr(RunDir, "write_metrics", original)
+    run(cfg, splits, tmp_path / "b", resume=True)
+    resumed = read_scalars(tmp_path / "b")
+    assert [s for s, _ in resumed["loss/train"]] == [1, 2]
+    assert [v for _, v in resumed["loss/train"]] == pytest.approx([v for _, v in scalars["loss/train"]], rel=1e-6)
+
+
+def test_tensorboard_without_the_package_is_one_line(monkeypatch):
+    import sys
+    from cifarlab.tensorboard import check_available
+    monkeypatch.setitem(sys.modules, "tensorboard", None)
+    with pytest.raises(UserError, match=r'needs the tensorboard package.*pip install -e "\.\[tensorboard\]"') as err:
+        check_available()
+    assert "\n" not in str(err.value)
