@@ -175,12 +175,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     warn_schedule(cfg)
     if args.hide_test and cfg.data.val_size == 0:
         raise UserError("--hide-test needs a validation split to choose on: data.val_size is 0; set it > 0")
+    from cifarlab.distributed import from_env
+    world = from_env()  # under torchrun: rank 0 alone writes and prints
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     if run.checkpoint_path.exists() and not args.resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
-    ensure_writable(run.path, "--out")
-    cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress)
-    final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
+    if world.writes:
+        ensure_writable(run.path, "--out")
+    cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress and world.writes)
+    try:
+        final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
+    finally:
+        from cifarlab.distributed import shutdown
+        shutdown(world)
+    if not world.writes:
+        return 0
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
     test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
     print(f"{cfg.name} seed {cfg.train.seed}: {val}{test}"

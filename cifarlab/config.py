@@ -143,6 +143,7 @@ class TrainConfig:
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
                                  # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
+    sync_bn: bool = False        # torchrun on CUDA: BatchNorm statistics over all processes' chunks (nn.SyncBatchNorm)
     tensorboard: bool = False    # also write each epoch's scalars as TensorBoard event files in the run directory
                                  # (`tensorboard --logdir runs/` compares a study's runs; needs the [tensorboard] extra)
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Callable
 import torch
 import torch.nn.functional as F
 
+from cifarlab import distributed
 from cifarlab.data.batch import Batch
 from cifarlab.optim import l2_penalty
 from cifarlab.registry import Registry
@@ -43,6 +44,7 @@ def update(s: "Session", opt, loss: torch.Tensor, *modules) -> None:
     objective = loss + s.cfg.optim.l2 * sum(l2_penalty(m) for m in modules) if s.cfg.optim.l2 else loss
     opt.zero_grad(set_to_none=True)
     objective.backward()
+    distributed.average_gradients(modules, s.share, s.world)  # several processes: the global batch's gradient
     opt.step()
 
 

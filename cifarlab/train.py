@@ -12,11 +12,11 @@ from torch import nn
 from tqdm import tqdm
 
 from cifarlab import config as C
-from cifarlab import runtime
+from cifarlab import distributed, runtime
 from cifarlab.augment import Pipeline, build_pipeline
 from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
-from cifarlab.errors import UserError
+from cifarlab.errors import ConfigError, UserError
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.losses import Loss, build_loss
 from cifarlab.methods import METHODS, pretraining, views_needed
@@ -43,6 +43,8 @@ class Session:
     peer: nn.Module | None = None                   # the second network of a two-network method
     peer_opt: torch.optim.Optimizer | None = None
     probe_opt: torch.optim.Optimizer | None = None  # supcon: the probe's optimizer (its second phase)
+    world: distributed.World = distributed.World()  # the processes training this run (torchrun), else one
+    share: float = 1.0                              # this process's share of the current batch
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -72,8 +74,17 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     rt = runtime.setup(cfg.train)
+    world = distributed.from_env()
+    distributed.check_supported(cfg, world)
+    distributed.init(world, rt.device)
+    if cfg.train.sync_bn and world.size > 1 and rt.device.type != "cuda":
+        raise ConfigError("train.sync_bn synchronises BatchNorm over CUDA processes (nn.SyncBatchNorm); on CPUs "
+                          "leave it false: each process normalises its own chunk")
     torch.manual_seed(cfg.train.seed)
-    model = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
+    model = build_model(cfg.model, splits.num_classes, splits.image_size)
+    if cfg.train.sync_bn and world.size > 1:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    model = model.to(rt.device)
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
@@ -100,6 +111,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         steps_per_epoch=spe, total_steps=max(1, round(epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
+        world=world,
     )
 
 
@@ -141,7 +153,10 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
     seed = epoch_seed(s.cfg.train.seed, epoch)
     torch.manual_seed(seed)  # dropout masks
     gen = torch.Generator(device=s.rt.device).manual_seed(seed)
-    order = torch.randperm(len(split), generator=gen, device=s.rt.device)
+    order = torch.randperm(len(split), generator=gen, device=s.rt.device)  # the same in every process
+    if s.world.size > 1:  # each process its own augmentation draws and dropout masks
+        torch.manual_seed(seed * 1_009 + s.world.rank)
+        gen = torch.Generator(device=s.rt.device).manual_seed(seed * 1_009 + s.world.rank)
     loss_sum = torch.zeros((), device=s.rt.device)
     correct = torch.zeros((), dtype=torch.long, device=s.rt.device)
     seen, counted, start = 0, 0, time.perf_counter()
@@ -151,6 +166,14 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             break
         # 1. learning rate for this step, from the schedule
         set_learning_rates(s, step, epoch)
+        if s.world.size > 1:  # this process's chunk of the global batch
+            start_i, stop_i = distributed.chunk(len(batch), s.world)
+            s.share = (stop_i - start_i) / len(batch)
+            if start_i == stop_i:       # a final batch smaller than the world: contribute nothing, still step
+                empty_step(s)
+                bar.update(1)
+                continue
+            batch = batch.take(torch.arange(start_i, stop_i, device=batch.labels.device))
         # 2. augment, forward, loss, backward, update
         loss, logits, labels = train_step(s, batch, gen, epoch)
         # 3. running statistics, without forcing a device sync each step (no accuracy while contrasting)
@@ -165,8 +188,20 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
                             img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
+    if s.world.size > 1:
+        total_loss, total_correct, seen, counted = distributed.all_sum(
+            [loss_sum.item(), float(correct.item()), float(seen), float(counted)], s.world, s.rt.device)
+        loss_sum, correct = torch.tensor(total_loss), torch.tensor(total_correct)
+        seen, counted = int(seen), int(counted)
     return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / counted if counted else None,
             "train_seconds": seconds, "images_per_s": seen / seconds}
+
+
+def empty_step(s: Session) -> None:
+    """This process had no images in the batch: it adds zero gradients and takes the same step."""
+    s.opt.zero_grad(set_to_none=True)
+    distributed.average_gradients([s.model], 0.0, s.world)
+    s.opt.step()
 
 
 def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
@@ -229,32 +264,35 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     if run.checkpoint_path.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
     start, history = restore(s, run) if resume else (0, [])
+    writes = s.world.writes
     events = None
-    if cfg.train.tensorboard:
+    if cfg.train.tensorboard and writes:
         from cifarlab.tensorboard import EventLog
         events = EventLog(run.path, start + 1)
-    run.write_config(cfg)
+    if writes:
+        run.write_config(cfg)
     train_split = splits.train.to(s.rt.device)
     # Wall clock of the run since it began, time before an interruption included.
     clock = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
     bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
-               disable=not progress, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
+               disable=not progress or not writes, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
     for epoch in range(start, s.epochs):
         if history and diverged(history[-1]):
             break  # resuming a run that diverged: its weights are not numbers any more
         row = run_epoch(s, splits, train_split, epoch, bar)
         row["elapsed"] = time.perf_counter() - clock
         history.append(row)
-        if cfg.train.select == "best_val" and row.get("val_acc") is not None and \
+        if writes and cfg.train.select == "best_val" and row.get("val_acc") is not None and \
                 row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
             run.save_best(s.model.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
-        run.write_metrics(history)
+        if writes:
+            run.write_metrics(history)
         if events is not None:
             events.epoch(row)
         if on_epoch is not None:
             on_epoch(row)
         stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
-        if stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs:
+        if writes and (stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs):
             run.save_checkpoint({**{key: part.state_dict() for key, part in s.stateful().items()},
                                  "epoch": epoch + 1, "config_hash": C.config_hash(cfg), "seed": cfg.train.seed})
         if stop:
@@ -263,7 +301,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     if events is not None:
         events.close()
     selected = None
-    if cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
+    if writes and cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
         best = run.load_best()
         s.model.load_state_dict(best["model"])
         selected = best["epoch"]
@@ -271,7 +309,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     final["selected_epoch"] = selected or len(history)
     if selected:
         final["val_acc"] = history[selected - 1]["val_acc"]   # the validation accuracy of the weights tested
-    run.write_final(final)
+    if writes:
+        run.write_final(final)
     return final
 
 
