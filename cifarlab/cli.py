@@ -157,6 +157,12 @@ def build_parser() -> Parser:
     grid.add_argument("--images", type=int, default=6, help="images, one per class (default 6)")
     grid.add_argument("--draws", type=int, default=5, help="augmented draws per image (default 5)")
     add_data_args(grid)
+    feats = show_sub.add_parser("features", help="test images' features of trained runs, projected by PCA, "
+                                "coloured by class (e.g. a SupCon and a cross-entropy encoder side by side)")
+    feats.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with a checkpoint")
+    feats.add_argument("--out", default="features.png", help="PNG file to write (default features.png)")
+    feats.add_argument("--images", type=int, default=2000, help="test images projected (default 2000)")
+    add_data_args(feats)
 
     lst = sub.add_parser("list", help="list registry entries or config keys")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "keys"])
@@ -455,11 +461,37 @@ def list_models() -> str:
 
 def cmd_show(args: argparse.Namespace) -> int:
     from cifarlab.show import augment_grid
+    if args.show == "features":
+        return show_features(args)
     for name in ("images", "draws"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
     cfg, splits = load_experiment(args, progress=False)
     print(f"wrote {augment_grid(cfg, splits, Path(args.out), args.images, args.draws)}")
+    return 0
+
+
+def show_features(args: argparse.Namespace) -> int:
+    from cifarlab import config as C
+    from cifarlab.data import load_dataset
+    from cifarlab.data.loader import make_splits
+    from cifarlab.show import features_figure
+    if args.images < 2:
+        raise UserError(f"--images must be >= 2 (a projection needs points), got {args.images}")
+    first = Path(args.run_dirs[0]) / "config.toml"
+    if not first.exists():
+        raise UserError(f"{args.run_dirs[0]} is not a run directory (no config.toml)")
+    cfg = C.load_resolved(first)  # the data of the first run; the others must use the same dataset
+    for d in args.run_dirs[1:]:
+        other = Path(d) / "config.toml"
+        if other.exists() and C.load_resolved(other).data != cfg.data:
+            raise UserError(f"{d} was trained on other data settings than {args.run_dirs[0]}; "
+                            "project runs of one dataset and split together")
+    arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download, progress=False,
+                          image_size=cfg.data.image_size, label_column=cfg.data.label_column)
+    out = features_figure([Path(d) for d in args.run_dirs], make_splits(arrays, cfg.data), Path(args.out),
+                          args.images)
+    print(f"wrote {out}")
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,80 @@ def augment_grid(cfg: C.ExperimentConfig, splits: Splits, out: Path, images: int
                 ax.set_ylabel(splits.classes[int(batch.labels[row])], fontsize=7)
     fig.suptitle(f"{cfg.name}: " + " -> ".join(cfg.augment.pipeline), fontsize=8)
     fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
+def trained_session(run_dir: Path, splits: Splits):
+    """The network a finished (or interrupted) run directory's checkpoint holds, in eval mode; the
+    checkpoint is read with weights_only and must carry the config hash of the run's config.toml."""
+    from cifarlab.runs import RunDir
+    from cifarlab.train import build_session
+    run = RunDir(run_dir)
+    config_path = run.path / "config.toml"
+    if not config_path.exists() or not run.checkpoint_path.exists():
+        raise UserError(f"{run.path} is not a run directory with a checkpoint (config.toml and checkpoint.pt); "
+                        "give the directory of a run `cifarlab run` or `study run` trained")
+    cfg = C.load_resolved(config_path)
+    state = run.load_checkpoint(C.config_hash(cfg), cfg.train.seed, cfg)
+    session = build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu")), splits)
+    try:
+        session.model.load_state_dict(state["model"])
+    except (RuntimeError, KeyError) as e:
+        raise UserError(f"checkpoint {run.checkpoint_path} does not fit its config ({str(e).splitlines()[0]})") from None
+    session.model.eval()
+    return cfg, session
+
+
+def encoder_features(model: torch.nn.Module, images: torch.Tensor, prep, batch: int = 500) -> torch.Tensor:
+    """`features(x)` of a network (for SupCon: its encoder's), in fp32, in batches."""
+    encoder = getattr(model, "encoder", model)
+    if not hasattr(encoder, "features"):
+        raise UserError("this network exposes no features(x); every registered model does")
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(images), batch):
+            out.append(encoder.features(prep(images[i:i + batch])).float())
+    return torch.cat(out)
+
+
+def pca_2d(features: torch.Tensor) -> tuple[torch.Tensor, float]:
+    """The first two principal components of the (centred) features, and the share of the variance
+    they explain."""
+    centred = features - features.mean(0)
+    _, s, v = torch.linalg.svd(centred, full_matrices=False)
+    return centred @ v[:2].T, float((s[:2] ** 2).sum() / (s ** 2).sum())
+
+
+def features_figure(run_dirs: list[Path], splits: Splits, out: Path, images: int = 2000) -> Path:
+    """One panel per run: the test images' features projected on their first two principal
+    components (PCA, computed per run), coloured by class."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = min(images, len(splits.test))
+    idx = torch.arange(len(splits.test))[:n]
+    fig, axes = plt.subplots(1, len(run_dirs), figsize=(4.2 * len(run_dirs), 4.2), squeeze=False)
+    for ax, run_dir in zip(axes[0], run_dirs):
+        cfg, session = trained_session(run_dir, splits)
+        z, share = pca_2d(encoder_features(session.model, splits.test.images[idx], session.prep))
+        labels = splits.test.labels[idx].numpy()
+        points = ax.scatter(z[:, 0].numpy(), z[:, 1].numpy(), c=labels, cmap="tab10" if splits.num_classes <= 10
+                            else "nipy_spectral", s=4, alpha=0.7, linewidths=0)
+        ax.set_title(f"{run_dir.parent.name}/{run_dir.name} ({cfg.train.method})\n"
+                     f"PCA of {n} test images' features: {100 * share:.0f} % of the variance", fontsize=8)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    if splits.num_classes <= 10:
+        handles = [plt.Line2D([], [], marker="o", linestyle="", color=points.cmap(points.norm(c)), label=name)
+                   for c, name in enumerate(splits.classes)]
+        fig.legend(handles=handles, loc="lower center", ncol=min(10, splits.num_classes), fontsize=7, frameon=False)
+        fig.tight_layout(rect=(0, 0.07, 1, 1))
+    else:
+        fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, metadata={"Software": None})
     plt.close(fig)

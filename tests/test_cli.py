@@ -256,3 +256,32 @@ set = {{ "augment.pipeline" = ["flip", "cutout"] }}
     assert "## Augmentations" in text and "(augment_flip.png)" in text and "(augment_cutout.png)" in text
     assert f"--grids --data-dir {data_root}" in text
     assert (tmp_path / "rep" / "augment_cutout.png").stat().st_size > 10_000
+
+
+def test_show_features_projects_trained_runs_and_refuses_what_is_not_a_run(tmp_path, data_root, repo_experiment):
+    from matplotlib.image import imread
+    runs = []
+    for seed in (0, 1):
+        runs.append(tmp_path / f"r{seed}")
+        r = cli("run", repo_experiment, *TINY, "--seed", str(seed), "--data-dir", data_root, "--out", runs[-1],
+                "--no-progress", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    r = cli("show", "features", *runs, "--images", "150", "--data-dir", data_root, "--out", tmp_path / "f.png",
+            cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert imread(tmp_path / "f.png").shape[1] > 2 * imread(tmp_path / "f.png").shape[0] * 0.8  # two panels
+    r = cli("show", "features", tmp_path, "--data-dir", data_root, cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "is not a run directory" in r.stderr
+
+
+def test_pca_finds_the_two_directions_of_largest_variance():
+    import torch
+    from cifarlab.show import pca_2d
+    g = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(16, 16, generator=g))[0]
+    coords = torch.randn(500, 16, generator=g) * torch.tensor([10.0, 5.0] + [0.1] * 14)
+    z, share = pca_2d(coords @ basis.T + 3.0)
+    assert share > 0.99
+    for k in (0, 1):  # component k is the k-th generating direction, up to sign and sampling error
+        corr = torch.corrcoef(torch.stack([z[:, k], coords[:, k]]))[0, 1]
+        assert abs(corr) > 0.99, (k, corr)
