@@ -375,14 +375,19 @@ def cmd_results(args: argparse.Namespace) -> int:
 def load_experiment(args: argparse.Namespace, seed: int | None = None, progress: bool = True):
     """Config from the experiment file and --set overrides, plus its data splits (loaded once)."""
     from cifarlab import config as C
-    from cifarlab.data import load_dataset
-    from cifarlab.data.loader import make_splits
 
     overrides = list(args.overrides) + ([f"train.seed={seed}"] if seed is not None else [])
     cfg = C.load(args.experiment, overrides)
+    return cfg, splits_for(cfg, args, progress)
+
+
+def splits_for(cfg, args: argparse.Namespace, progress: bool):
+    """The data splits of a config, from --data-dir / --no-download."""
+    from cifarlab.data import load_dataset
+    from cifarlab.data.loader import make_splits
     arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download,
                           progress=progress, image_size=cfg.data.image_size, label_column=cfg.data.label_column)
-    return cfg, make_splits(arrays, cfg.data)
+    return make_splits(arrays, cfg.data)
 
 
 def check_counts(args: argparse.Namespace, *at_least_one: str) -> None:
@@ -473,8 +478,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def show_features(args: argparse.Namespace) -> int:
     from cifarlab import config as C
-    from cifarlab.data import load_dataset
-    from cifarlab.data.loader import make_splits
     from cifarlab.show import features_figure
     if args.images < 2:
         raise UserError(f"--images must be >= 2 (a projection needs points), got {args.images}")
@@ -487,9 +490,7 @@ def show_features(args: argparse.Namespace) -> int:
         if other.exists() and C.load_resolved(other).data != cfg.data:
             raise UserError(f"{d} was trained on other data settings than {args.run_dirs[0]}; "
                             "project runs of one dataset and split together")
-    arrays = load_dataset(cfg.data.dataset, args.data_dir, download=not args.no_download, progress=False,
-                          image_size=cfg.data.image_size, label_column=cfg.data.label_column)
-    out = features_figure([Path(d) for d in args.run_dirs], make_splits(arrays, cfg.data), Path(args.out),
+    out = features_figure([Path(d) for d in args.run_dirs], splits_for(cfg, args, False), Path(args.out),
                           args.images)
     print(f"wrote {out}")
     return 0

@@ -52,6 +52,8 @@ def from_env() -> World:
 def init(world: World, device: torch.device) -> None:
     import torch.distributed as dist
     if world.size > 1 and not dist.is_initialized():
+        if device.type == "cuda":  # one GPU per process, as torchrun numbers them on each node
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
 
 

@@ -188,12 +188,9 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
                             img_s=f"{rate:.0f}")
     seconds = time.perf_counter() - start
-    if s.world.size > 1:
-        total_loss, total_correct, seen, counted = distributed.all_sum(
-            [loss_sum.item(), float(correct.item()), float(seen), float(counted)], s.world, s.rt.device)
-        loss_sum, correct = torch.tensor(total_loss), torch.tensor(total_correct)
-        seen, counted = int(seen), int(counted)
-    return {"train_loss": loss_sum.item() / seen, "train_acc": correct.item() / counted if counted else None,
+    total_loss, hits, seen, counted = distributed.all_sum(  # one process: the values themselves
+        [loss_sum.item(), float(correct.item()), float(seen), float(counted)], s.world, s.rt.device)
+    return {"train_loss": total_loss / seen, "train_acc": hits / counted if counted else None,
             "train_seconds": seconds, "images_per_s": seen / seconds}
 
 
