@@ -2,6 +2,7 @@
 
     cifarlab run EXPERIMENT.toml [--set section.key=value ...] [--seed N] [--resume]
     cifarlab study run|status STUDY.toml [--db results/cifarlab.db] [--workers N]
+    cifarlab study run STUDY.toml --executor ray [--address auto|HOST:PORT] [--threads N] [--gpus-per-run G]
     cifarlab study adopt STUDY.toml RUN_DIR ... | --from-db OTHER.db [--db results/cifarlab.db]
     cifarlab report STUDY.toml|NAME [--out reports/<name>]
     cifarlab results export --format csv [--study NAME] [--out DIR]
@@ -87,6 +88,15 @@ def build_parser() -> Parser:
                             "With status: the time-left estimate is shared by N")
     study.add_argument("--threads", type=int, default=0,
                        help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
+    study.add_argument("--executor", choices=("local", "ray"), default="local",
+                       help="run: who trains the runs: local (this machine's processes, the default) or ray "
+                            "(one Ray task per run, on a Ray cluster or a local Ray instance; extra [ray])")
+    study.add_argument("--address", metavar="auto|HOST:PORT",
+                       help="ray: the cluster to join (auto: the one this machine belongs to); default: start "
+                            "a local Ray instance on this machine's cores")
+    study.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G",
+                       help="ray: GPUs each run's task reserves (default 0; with --threads N it reserves N CPUs, "
+                            "default 1)")
     study.add_argument("--no-progress", action="store_true", help="no progress bars")
     study.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers N
     add_data_args(study)
@@ -95,6 +105,10 @@ def build_parser() -> Parser:
     report.add_argument("study", help="study TOML file, or a name under studies/")
     add_db_arg(report)
     report.add_argument("--out", help="output folder (default: reports/<study name>)")
+    report.add_argument("--features", action="store_true",
+                        help="also project each variant's test features (its lowest seed's run directory, where "
+                             "this machine has it under --runs-dir's paths) on two principal components; needs "
+                             "the data")
     report.add_argument("--grids", action="store_true",
                         help="also draw each variant's augmentation (a grid of training images and augmented "
                              "draws) where the variants' pipelines differ; needs the data")
@@ -234,10 +248,25 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.action == "adopt" and not args.run_dirs and not args.from_db:
         raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                         "or --from-db OTHER_DB (another results database)")
+    if args.executor == "ray" and (args.action != "run" or args.workers != 1):
+        raise UserError("--executor ray is for `study run` without --workers (Ray places the runs: each reserves "
+                        "--threads CPUs and --gpus-per-run GPUs)" if args.action == "run" else
+                        f"study {args.action} takes no --executor; only `study run` does")
+    if args.executor == "local" and (args.address or args.gpus_per_run):
+        raise UserError("--address and --gpus-per-run are for --executor ray")
+    if args.gpus_per_run < 0:
+        raise UserError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     study = load_study(find_study(args.study))
     if args.action in ("run", "adopt"):  # before the database is opened or a run registered
         from cifarlab.runs import ensure_writable
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
+    if args.executor == "ray":  # a missing Ray or a cluster that does not answer leaves the database untouched
+        from cifarlab.executors import connect, default_cpus
+        ray = connect(args.address, cpus=None if args.address else default_cpus())
+        try:
+            return run_on_ray(args, study, ray)
+        finally:
+            ray.shutdown()
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
@@ -265,6 +294,25 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"study {study.name}: {finished} run(s) finished by this process")
     print(status_table(study, store))
     return 0
+
+
+def run_on_ray(args: argparse.Namespace, study, ray) -> int:
+    """`study run --executor ray`: this process is the driver; each run is one Ray task."""
+    from cifarlab.executors import run_ray
+    from cifarlab.results import open_store
+    from cifarlab.study import plan_runs, status_table
+
+    store = open_store(args.db)
+    for variant in study.variants:
+        warn_schedule(variant.config, f"variant {variant.name}: ")
+    plan = plan_runs(study, store, tuple(args.only))
+    cpus = args.threads or 1
+    print(f"study {study.name}: Ray executor, each run {cpus} CPU(s) and {args.gpus_per_run:g} GPU(s)", flush=True)
+    finished, failed = run_ray(ray, plan, store, study.name, Path(args.runs_dir), data_dir=args.data_dir,
+                               download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run)
+    print(f"study {study.name}: {finished} run(s) finished on Ray" + (f", {failed} failed" if failed else ""))
+    print(status_table(study, store))
+    return 1 if failed else 0
 
 
 def run_workers(args: argparse.Namespace, name: str) -> int:
@@ -313,9 +361,42 @@ def cmd_report(args: argparse.Namespace) -> int:
     if args.grids:
         grids = augment_grids(study, out, args)
         command += " --grids" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
-    readme = write_report(open_store(args.db, must_exist=True), study.spec(), out, command, grids)
+    store = open_store(args.db, must_exist=True)
+    features = None
+    if args.features:
+        from cifarlab.show import features_figure
+        dirs, first, missing = feature_panels(study, store)
+        features = {"file": "features.png", "missing": missing}
+        features_figure(dirs, splits_for(first, args, False), out / features["file"])
+        command += " --features" + (f" --data-dir {args.data_dir}" if args.data_dir and not args.grids else "")
+    readme = write_report(store, study.spec(), out, command, grids, features)
     print(f"wrote {readme}")
     return 0
+
+
+def feature_panels(study, store) -> tuple[list[Path], object, list[str]]:
+    """The run directory of each variant's lowest done seed where it is on this machine, the config
+    whose data they share, and the variants without one."""
+    from cifarlab.report import counted_rows, latest_done
+    done = latest_done(counted_rows(store, study.spec()))
+    dirs, names, missing = [], [], []
+    for v in study.variants:
+        seeds = done.get(v.name, {})
+        row = seeds[min(seeds)] if seeds else None
+        path = Path(row["run_dir"]) if row is not None and row["run_dir"] else None
+        if path is not None and (path / "checkpoint.pt").exists() and (path / "config.toml").exists():
+            dirs.append(path)
+            names.append(v.name)
+        else:
+            missing.append(v.name)
+    if not dirs:
+        raise UserError(f"--features: no variant of {study.name} has a done run whose directory (with its "
+                        "checkpoint) is on this machine; run the report where the study trained")
+    sources = {(v.config.data.dataset, v.config.data.image_size) for v in study.variants if v.name in names}
+    if len(sources) > 1:
+        raise UserError(f"--features: the variants train on different data ({sorted(sources)}); "
+                        "one projection figure needs one test set")
+    return dirs, next(v.config for v in study.variants if v.name == names[0]), missing
 
 
 def augment_grids(study, out: Path, args: argparse.Namespace) -> dict[str, str]:

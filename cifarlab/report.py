@@ -289,7 +289,7 @@ def present(xs) -> list[float]:
 # ----------------------------------------------------------------------------- README
 
 def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
-                 grids: dict[str, str] | None = None) -> Path:
+                 grids: dict[str, str] | None = None, features: dict | None = None) -> Path:
     """Write out_dir/README.md with its figures (two, plus two per group); returns the README's path."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -308,11 +308,53 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
-             *noise_figures(store, spec, summary, rows, out_dir), *grid_section(grids or {}),
+             *noise_figures(store, spec, summary, rows, out_dir),
+             *pretraining_figure(store, summary, rows, out_dir), *features_section(features),
+             *grid_section(grids or {}),
              *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
+
+
+def pretraining_figure(store: Store, summary: list[dict], rows: list[sqlite3.Row], out_dir: Path) -> list[str]:
+    """SupCon runs: the pre-training loss (L_out) per epoch, apart from the probe's cross-entropy
+    that follows it in the same run. Nothing when no experiment of the study is a SupCon one."""
+    phases = {}
+    for s in summary:
+        cfg = experiment_config(rows, s["experiment"])
+        if cfg is not None and cfg.train.method == "supcon" and s["run_ids"]:
+            phases[s["experiment"]] = int(cfg.train.epochs)
+    if not phases:
+        return []
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        for i, s in enumerate(summary):
+            if s["experiment"] in phases:
+                pre = [r for r in store.epochs(s["run_ids"]) if r["epoch"] <= phases[s["experiment"]]]
+                draw_band(ax, pre, s, "train_loss", 1, i)
+        label_epochs(ax, "SupCon loss L_out (training)")
+        ax.legend(loc="upper right")
+        ax.set_title("Pre-training: mean over seeds; band: ±1 std across seeds")
+        fig.tight_layout()
+        save(fig, out_dir / "pretraining_loss.png")
+    return ["![SupCon pre-training loss per epoch (the probe phase's cross-entropy follows it in the learning "
+            "curves above); mean over seeds, band ±1 std](pretraining_loss.png)", ""]
+
+
+def features_section(features: dict | None) -> list[str]:
+    """`report --features`: the test images' features of each variant's lowest-seed run, projected."""
+    if not features:
+        return []
+    lines = ["## Features", "", "The test images' features (`features(x)`; for SupCon the encoder's, below the "
+             "projection head) of each variant's lowest-seed run, projected on their first two principal "
+             "components (PCA, computed per run; `cifarlab show features`), coloured by class.", "",
+             f"![Test features on their first two principal components, one panel per run]({features['file']})", ""]
+    if features["missing"]:
+        lines += ["Not drawn (no run directory with a checkpoint on the machine that wrote this page): "
+                  + ", ".join(f"`{n}`" for n in features["missing"]) + ".", ""]
+    return lines
 
 
 def grid_section(grids: dict[str, str]) -> list[str]:

@@ -288,8 +288,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
     the runs stay the study's runs whatever the thread count.
     """
-    from cifarlab.runs import RunDir
-    from cifarlab.train import train
+    from cifarlab.executors import train_one
 
     plan = plan_runs(study, store, only)
     if threads:
@@ -302,17 +301,17 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     while (row := store.claim(study.name, list(plan))) is not None:
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
         cfg = plan[key]
-        run = RunDir(run_dir_for(runs_root, key))
         try:
-            final = train(cfg, data.get(cfg.data), run, resume=run.checkpoint_path.exists(), progress=progress,
-                          progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r))
+            result = train_one(key, cfg, data.get(cfg.data), run_dir_for(runs_root, key), progress=progress,
+                               progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r))
         except KeyboardInterrupt:
             store.release(row["id"])
             raise
         except Exception as e:
             store.fail(row["id"], f"{type(e).__name__}: {e}")
             raise
-        store.finish(row["id"], final, str(run.path), final["epochs"])
+        final = result.final
+        store.finish(row["id"], final, result.run_dir, final["epochs"])
         finished += 1
         outer.update(1)
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"

@@ -83,3 +83,47 @@ def test_two_gloo_processes_follow_one_process(data_root, tmp_path):
     assert abs(a["test_acc"] - b["test_acc"]) <= 0.01
     assert a["test_acc"] > 0.2 and ha[-1]["train_loss"] < 0.8 * ha[0]["train_loss"]  # it learnt (chance: 0.1)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
+
+
+def test_two_gloo_processes_killed_mid_run_resume_to_the_same_numbers(data_root, tmp_path):
+    """SIGKILL both processes once a checkpoint exists; `--resume` on two processes must continue
+    the trajectory an uninterrupted two-process run takes: every epoch is seeded from the run's
+    seed, rank and epoch, so nothing but rank 0's checkpoint is needed to go on."""
+    import os
+    import signal
+    import time
+
+    experiment = str(REPO / "experiments" / "fast" / "baseline.toml")
+    env = cli_env(CIFARLAB_DATA=str(data_root), OMP_NUM_THREADS="1")
+    args = [*TINY, "--set", "train.epochs=4"]
+
+    def torchrun(out, port, *extra, wait=True):
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "--master-port", str(port),
+               "-m", "cifarlab", "run", experiment, *args, "--out", str(out), *extra]
+        if wait:
+            return subprocess.run(cmd, env=env, capture_output=True, text=True, cwd=tmp_path, timeout=600)
+        return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=tmp_path,
+                                start_new_session=True)
+
+    straight = torchrun(tmp_path / "straight", 29541)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+
+    run = tmp_path / "killed"
+    proc = torchrun(run, 29542, wait=False)
+    deadline = time.monotonic() + 300
+    while not (run / "checkpoint.pt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)  # torchrun and both of its processes
+    proc.wait()
+    assert not (run / "final.json").exists(), "the run finished before it could be killed"
+    done = len((run / "metrics.jsonl").read_text().splitlines())
+    assert 1 <= done < 4
+    resumed = torchrun(run, 29543, "--resume")
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    def history(d):
+        return [(h["epoch"], h["train_loss"], h["train_acc"], h["val_loss"], h["val_acc"])
+                for h in map(json.loads, (d / "metrics.jsonl").read_text().splitlines())]
+    assert history(run) == history(tmp_path / "straight")
+    a, b = (json.loads((d / "final.json").read_text()) for d in (run, tmp_path / "straight"))
+    assert (a["test_acc"], a["test_loss"]) == (b["test_acc"], b["test_loss"])

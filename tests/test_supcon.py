@@ -109,3 +109,58 @@ def test_bad_supcon_settings_are_one_line(keys, message):
     from cifarlab.errors import ConfigError
     with pytest.raises(ConfigError, match=message):
         C.from_dict(keys)
+
+
+def test_a_supcon_study_report_draws_the_pretraining_loss_and_with_features_each_variants_projection(data_root,
+                                                                                                   tmp_path):
+    import subprocess
+
+    from matplotlib.image import imread
+
+    from conftest import cli_command, cli_env
+
+    def toml(d, prefix=""):
+        out = []
+        for section, table in d.items():
+            out.append(f"[{section}]")
+            out += [f"{k} = {v!r}".replace("'", '"') for k, v in table.items()]
+        return "\n".join(out) + "\n"
+    (tmp_path / "supcon.toml").write_text('name = "tiny-supcon"\n' + toml(TINY).replace("True", "true"))
+    (tmp_path / "study.toml").write_text('''name = "tiny-supcon"
+experiment = "supcon.toml"
+seeds = [0]
+[[variants]]
+name = "supcon"
+[[variants]]
+name = "ce"
+set = { "train.method" = "standard", "train.epochs" = 4 }
+''')
+
+    def cli(*args):
+        return subprocess.run(cli_command(*args), cwd=tmp_path, env=cli_env(), capture_output=True, text=True,
+                              timeout=600)
+    r = cli("study", "run", "study.toml", "--db", "r.db", "--data-dir", data_root, "--no-progress")
+    assert r.returncode == 0, r.stderr
+    r = cli("report", "study.toml", "--db", "r.db", "--out", "plain")
+    assert r.returncode == 0, r.stderr
+    readme = (tmp_path / "plain" / "README.md").read_text()
+    assert "(pretraining_loss.png)" in readme and "## Features" not in readme
+    assert imread(tmp_path / "plain" / "pretraining_loss.png").shape[1] >= 400
+
+    r = cli("report", "study.toml", "--db", "r.db", "--out", "rep", "--features", "--data-dir", data_root)
+    assert r.returncode == 0, r.stderr
+    readme = (tmp_path / "rep" / "README.md").read_text()
+    assert "## Features" in readme and "(features.png)" in readme and "Not drawn" not in readme
+    assert f"--features --data-dir {data_root}" in readme  # the command that regenerates the page
+    height, width = imread(tmp_path / "rep" / "features.png").shape[:2]
+    assert width > 1.6 * height  # two panels side by side: the SupCon encoder and the CE network
+
+    import shutil
+    shutil.rmtree(tmp_path / "runs" / "tiny-supcon" / "ce")
+    r = cli("report", "study.toml", "--db", "r.db", "--out", "rep", "--features", "--data-dir", data_root)
+    assert r.returncode == 0, r.stderr
+    assert "Not drawn (no run directory with a checkpoint on the machine that wrote this page): `ce`." in \
+        (tmp_path / "rep" / "README.md").read_text()
+    shutil.rmtree(tmp_path / "runs")
+    r = cli("report", "study.toml", "--db", "r.db", "--out", "rep", "--features", "--data-dir", data_root)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--features: no variant of tiny-supcon" in r.stderr

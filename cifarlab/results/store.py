@@ -213,16 +213,36 @@ class Store:
 
     def record_epoch(self, run_id: int, row: dict) -> None:
         with self.transaction() as c:
-            c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                      (run_id, row["epoch"], row["train_loss"], row["train_acc"], row.get("val_loss"),
-                       row.get("val_acc"), row["lr"], row["train_seconds"] + row.get("val_seconds", 0.0)))
-            c.executemany("INSERT OR REPLACE INTO epoch_metrics VALUES (?, ?, ?, ?)",
-                          [(run_id, row["epoch"], k, row[k]) for k in EPOCH_METRICS if row.get(k) is not None])
-            c.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+            self._epoch(c, run_id, row)
 
-    def finish(self, run_id: int, final: dict, run_dir: str, epochs: int) -> None:
+    @staticmethod
+    def _epoch(c: sqlite3.Connection, run_id: int, row: dict) -> None:
+        c.execute("INSERT OR REPLACE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                  (run_id, row["epoch"], row["train_loss"], row["train_acc"], row.get("val_loss"),
+                   row.get("val_acc"), row["lr"], row["train_seconds"] + row.get("val_seconds", 0.0)))
+        c.executemany("INSERT OR REPLACE INTO epoch_metrics VALUES (?, ?, ?, ?)",
+                      [(run_id, row["epoch"], k, row[k]) for k in EPOCH_METRICS if row.get(k) is not None])
+        c.execute("UPDATE runs SET heartbeat=? WHERE id=?", (time.time(), run_id))
+
+    def beat(self, run_ids: list[int]) -> None:
+        """Mark claims alive (a driver whose runs train elsewhere: no epoch of theirs reaches it)."""
+        with self.transaction() as c:
+            c.executemany("UPDATE runs SET heartbeat=? WHERE id=? AND claimed_by=?",
+                          [(time.time(), i, me()) for i in run_ids])
+
+    def finish(self, run_id: int, final: dict, run_dir: str, epochs: int,
+               history: list[dict] | None = None) -> bool:
+        """Record a finished run. With `history` (every epoch's row: a driver whose run trained
+        elsewhere), the epochs go in the same transaction, and only while this process still holds
+        the run's claim, so that a run is never recorded twice; returns whether it was recorded."""
         versions = {k: final[k] for k in ("python", "torch", "numpy", "cifarlab", "platform")}
         with self.transaction() as c:
+            if history is not None:
+                row = c.execute("SELECT status, claimed_by FROM runs WHERE id=?", (run_id,)).fetchone()
+                if row is None or row["status"] != "running" or row["claimed_by"] != me():
+                    return False
+                for epoch in history:
+                    self._epoch(c, run_id, epoch)
             c.execute("DELETE FROM epochs WHERE run_id=? AND epoch>?", (run_id, epochs))
             c.execute("DELETE FROM epoch_metrics WHERE run_id=? AND epoch>?", (run_id, epochs))
             c.execute(
@@ -240,6 +260,7 @@ class Store:
         # Fold the write-ahead log into the database file, so that a copy of the file taken while
         # other workers still run (a commit of results/) holds every finished run.
         self.conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+        return True
 
     def copy_done(self, run_id: int, source: sqlite3.Row, epochs: list[sqlite3.Row],
                   metrics: dict[str, float] | None = None,

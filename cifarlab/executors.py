@@ -1,0 +1,169 @@
+"""Executors: who trains a study's runs. Only the study driver writes the results store.
+
+`train_one` is the unit of work: it trains (or resumes) one run in its run directory and returns a
+typed `RunResult`; it never touches the store. An executor hands runs to `train_one` somewhere and
+the driver records what comes back:
+
+- ``local`` (the default): this process trains the runs it claims, one after another, recording
+  each epoch as it ends (`study run --workers N` starts N such processes, each claiming from the
+  shared store; see `cifarlab.study.run_study`).
+- ``ray``: every run is a Ray task with its own CPU and GPU resources on a Ray cluster (or a local
+  Ray instance). The driver claims the runs, records each result as its task finishes, and holds
+  the claims alive while they train. A task whose worker process or node dies is retried by Ray
+  (`retries`); the retry resumes from the run's last checkpoint when it lands on a node whose file
+  system still holds it (a shared --runs-dir, or the same node), and starts over otherwise. Each
+  run is recorded once: the driver records a run only when its task returns, and only if no other
+  process finished it meanwhile.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from cifarlab import config as C
+from cifarlab.errors import UserError
+from cifarlab.results.store import RunKey, Store
+
+EXECUTORS = ("local", "ray")
+RAY_INSTALL = 'pip install -e ".[ray]"'
+HEARTBEAT_S = 60.0  # how often the Ray driver marks its claims alive while their tasks train
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """What one trained run hands back to the driver: all the store needs, no file system."""
+    key: RunKey
+    final: dict            # final.json's metrics and provenance
+    epochs: list[dict]     # metrics.jsonl's rows, one per epoch, earlier sessions of a resumed run included
+    run_dir: str           # where the run directory lies, on the host that trained it
+    host: str
+
+
+def train_one(key: RunKey, cfg: C.ExperimentConfig, splits: Any, run_path: Path, *, progress: bool = False,
+              progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+    """Train one run into `run_path`, resuming from its checkpoint if it has one; writes only there."""
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train
+
+    run = RunDir(run_path)
+    final = train(cfg, splits, run, resume=run.checkpoint_path.exists(), progress=progress,
+                  progress_row=progress_row, on_epoch=on_epoch)
+    return RunResult(key, final, run.read_metrics(), str(run.path), socket.gethostname())
+
+
+# ----------------------------------------------------------------------------- ray
+
+def import_ray():
+    try:
+        import ray
+    except ImportError:
+        raise UserError(f"--executor ray needs Ray, which is not installed; install it with: {RAY_INSTALL}") \
+            from None
+    return ray
+
+
+def check_reachable(address: str, timeout: float = 5.0) -> None:
+    """HOST:PORT must answer a TCP connection before Ray is asked to join it (Ray itself retries
+    for minutes); `auto` is left to Ray, which fails at once when no local cluster runs."""
+    host, sep, port = address.rpartition(":")
+    if address.startswith("ray://") or not sep:
+        return
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout):
+            pass
+    except (OSError, ValueError) as e:
+        raise UserError(f"--address {address}: no Ray cluster answers there ({e.__class__.__name__}: {e}); "
+                        "give auto (the cluster this machine belongs to), HOST:PORT of a running head node, "
+                        "or leave --address out to start a local Ray instance") from None
+
+
+def connect(address: str | None, cpus: int | None = None):
+    """Join the cluster at `address`, or start a local Ray instance (`address` None)."""
+    ray = import_ray()
+    if address:
+        check_reachable(address)
+    # Ray's core installs its own handlers (SIGTERM aborts the process); the driver keeps ours, so
+    # that SIGTERM and Ctrl-C cancel its tasks and give their runs back.
+    handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        if address:
+            ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        else:
+            ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False)
+    except (ConnectionError, RuntimeError, ValueError) as e:
+        where = f"--address {address}" if address else "a local Ray instance"
+        raise UserError(f"{where}: Ray could not connect: {str(e).splitlines()[0]}") from None
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+    return ray
+
+
+_DATA: dict[tuple, Any] = {}  # per Ray worker process: each dataset loaded and split once
+
+
+def _ray_task(key: RunKey, cfg: C.ExperimentConfig, run_path: str, data_dir: str | None,
+              download: bool) -> RunResult:
+    from cifarlab.study import DataCache
+    cache = _DATA.setdefault((data_dir, download), DataCache(data_dir, download, False))
+    return train_one(key, cfg, cache.get(cfg.data), Path(run_path))
+
+
+def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_name: str, runs_root: Path, *,
+            data_dir: str | None, download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
+            retries: int = 3, say: Callable[[str], None] = print) -> tuple[int, int]:
+    """Train every missing run of `plan` as a Ray task; returns (finished, failed)."""
+    from cifarlab.study import run_dir_for
+
+    task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
+                                         retry_exceptions=False, name="cifarlab-run")
+    data_dir = str(Path(data_dir).resolve()) if data_dir else None
+    runs_root = runs_root.resolve()
+    inflight: dict[Any, tuple[int, RunKey]] = {}
+    try:
+        while (row := store.claim(study_name, list(plan))) is not None:
+            key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
+            cfg = plan[key]
+            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cpus_per_run))
+            ref = task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download)
+            inflight[ref] = (row["id"], key)
+        finished = failed = 0
+        beat = time.monotonic()
+        while inflight:
+            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=HEARTBEAT_S)
+            if time.monotonic() - beat >= HEARTBEAT_S or not ready:
+                store.beat([run_id for run_id, _ in inflight.values()])
+                beat = time.monotonic()
+            for ref in ready:
+                run_id, key = inflight.pop(ref)
+                try:
+                    result: RunResult = ray.get(ref)
+                except Exception as e:  # the run raised, or its worker died more than `retries` times
+                    store.fail(run_id, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:500]}")
+                    failed += 1
+                    say(f"{study_name}/{key.experiment} seed {key.seed}: failed ({type(e).__name__})")
+                    continue
+                if not store.finish(run_id, result.final, result.run_dir, result.final["epochs"], result.epochs):
+                    say(f"{study_name}/{key.experiment} seed {key.seed}: finished elsewhere first; not recorded again")
+                    continue
+                finished += 1
+                val = "no validation split" if result.final["val_acc"] is None else f"val {result.final['val_acc']:.4f}"
+                say(f"{study_name}/{key.experiment} seed {key.seed}: {val} ({result.final['epochs']} epochs, "
+                    f"{result.final['wall_seconds']:.0f} s on {result.host})")
+        return finished, failed
+    except BaseException:
+        for ref, (run_id, _) in inflight.items():
+            ray.cancel(ref, force=True)
+            store.release(run_id)
+        raise
+
+
+def default_cpus() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

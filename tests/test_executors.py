@@ -1,0 +1,150 @@
+"""The executor seam: a study on a local Ray instance records the rows the local executor records;
+a Ray worker killed mid-study loses and duplicates nothing; Ray's absence and an address where no
+cluster answers are refused in one line, the database untouched."""
+
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+
+from cifarlab.results import open_store
+from conftest import cli_command, cli_env
+from test_study import EXPERIMENT, STUDY, results, study, study_dir  # noqa: F401 (study_dir: a fixture)
+
+RAY = ("--executor", "ray", "--threads", "1")
+
+
+def rows(db):
+    """Each run's identity and outcome, and every epoch's numbers: what two executors must agree on."""
+    conn = sqlite3.connect(db)
+    keys = conn.execute("SELECT experiment, seed, config_hash, status FROM runs "
+                        "ORDER BY experiment, seed").fetchall()
+    return keys, results(db)
+
+
+def test_a_study_on_ray_records_the_local_executors_rows(study_dir):  # noqa: F811
+    local = study(study_dir, "run", "--runs-dir", "runs-local", db="local.db")
+    assert local.returncode == 0, local.stderr
+    on_ray = study(study_dir, "run", *RAY, "--runs-dir", "runs-ray", db="ray.db")
+    assert on_ray.returncode == 0, on_ray.stderr
+    assert "4 run(s) finished on Ray" in on_ray.stdout and "4 of 4 runs done" in on_ray.stdout
+    keys, outcome = rows(study_dir / "ray.db")
+    assert [k[3] for k in keys] == ["done"] * 4 and len(outcome[1]) == 8  # 4 runs x 2 epochs
+    # Same experiments, seeds and config hashes; on this CPU the same accuracies and losses, epoch by epoch.
+    assert (keys, outcome) == rows(study_dir / "local.db")
+    # The driver recorded; each run directory was written by the task that trained it.
+    for run_dir, in sqlite3.connect(study_dir / "ray.db").execute("SELECT run_dir FROM runs"):
+        assert (study_dir / "runs-ray").resolve() in [p for p in (study_dir / run_dir).resolve().parents]
+    again = study(study_dir, "run", *RAY, "--runs-dir", "runs-ray", db="ray.db")
+    assert again.returncode == 0 and "0 run(s) finished on Ray" in again.stdout, again.stderr
+
+
+def ray_tasks() -> list[int]:
+    """The Ray worker processes executing one of our runs now: Ray titles them ray::<task name>."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::cifarlab-run"):
+                found.append(int(proc.name))
+        except OSError:  # gone meanwhile
+            pass
+    return found
+
+
+def test_a_ray_worker_killed_mid_study_loses_no_finished_run_and_duplicates_none(study_dir):  # noqa: F811
+    (study_dir / "study.toml").write_text(STUDY.replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
+    (study_dir / "tiny.toml").write_text(EXPERIMENT.replace("epochs = 2", "epochs = 4"))
+    straight = study(study_dir, "run", "--runs-dir", "runs-local", db="local.db")
+    assert straight.returncode == 0, straight.stderr
+
+    proc = study(study_dir, "run", *RAY, "--runs-dir", "runs-ray", db="ray.db", wait=False)
+    killed, deadline = [], time.monotonic() + 300
+    while not killed and proc.poll() is None and time.monotonic() < deadline:
+        done = 0
+        if (study_dir / "ray.db").exists():
+            with sqlite3.connect(study_dir / "ray.db", timeout=30) as conn:
+                done = conn.execute("SELECT COUNT(*) FROM runs WHERE status='done'").fetchone()[0]
+        if done >= 1:  # one run recorded, others training: kill every worker that trains one now
+            for pid in ray_tasks():
+                os.kill(pid, signal.SIGKILL)
+                killed.append(pid)
+        time.sleep(0.05)
+    out, err = proc.communicate(timeout=600)
+    assert killed, f"no Ray task was caught mid-study: {out} {err}"
+    assert proc.returncode == 0, err
+    assert "6 run(s) finished on Ray" in out, out
+    # Every run once, each epoch once, and the same numbers as the runs nothing interrupted.
+    keys, outcome = rows(study_dir / "ray.db")
+    assert len(keys) == 6 and [k[3] for k in keys] == ["done"] * 6
+    assert (keys, outcome) == rows(study_dir / "local.db")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_line_refusal(r, message):
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith("cifarlab: error: "), r.stderr
+    assert message in r.stderr, r.stderr
+
+
+def test_ray_missing_or_a_dead_address_is_one_line_and_leaves_the_database_untouched(study_dir,  # noqa: F811
+                                                                                   tmp_path):
+    hide = tmp_path / "no-ray" / "ray"
+    hide.mkdir(parents=True)
+    (hide / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    env = cli_env(PYTHONPATH=f"{hide.parent}{os.pathsep}{cli_env()['PYTHONPATH']}")
+    cmd = cli_command("study", "run", "study.toml", "--db", "results.db", "--data-dir", "data", "--no-progress",
+                      "--executor", "ray")
+    r = subprocess.run(cmd, cwd=study_dir, env=env, capture_output=True, text=True, timeout=600)
+    one_line_refusal(r, 'needs Ray, which is not installed; install it with: pip install -e ".[ray]"')
+    assert not (study_dir / "results.db").exists()
+
+    open_store(study_dir / "results.db").close()  # an existing database keeps its bytes
+    before = (study_dir / "results.db").read_bytes()
+    nowhere = f"127.0.0.1:{free_port()}"
+    r = study(study_dir, "run", "--executor", "ray", "--address", nowhere)
+    one_line_refusal(r, f"--address {nowhere}: no Ray cluster answers there")
+    assert (study_dir / "results.db").read_bytes() == before
+
+    for args, message in ((("--executor", "ray", "--workers", "2"), "--executor ray is for `study run` without"),
+                          (("--address", "auto"), "--address and --gpus-per-run are for --executor ray"),
+                          (("--executor", "ray", "--gpus-per-run", "-1"), "--gpus-per-run must be >= 0"),
+                          (("--executor", "dask"), "invalid choice: 'dask'")):
+        one_line_refusal(study(study_dir, "run", *args), message)
+    one_line_refusal(study(study_dir, "status", "--executor", "ray"), "study status takes no --executor")
+    assert (study_dir / "results.db").read_bytes() == before
+
+
+def test_auto_without_a_cluster_is_one_line(study_dir):  # noqa: F811
+    env = cli_env(RAY_ADDRESS="")
+    cmd = cli_command("study", "run", "study.toml", "--db", "results.db", "--data-dir", "data", "--no-progress",
+                      "--executor", "ray", "--address", "auto")
+    r = subprocess.run(cmd, cwd=study_dir, env=env, capture_output=True, text=True, timeout=600)
+    if r.returncode == 0:
+        pytest.fail("a Ray cluster was found on this machine; the refusal cannot be checked here")
+    one_line_refusal(r, "--address auto: Ray could not connect")
+    assert not (study_dir / "results.db").exists()
+
+
+def test_sigterm_to_the_ray_driver_gives_its_runs_back(study_dir):  # noqa: F811
+    from test_study import running
+    proc = study(study_dir, "run", *RAY, db="ray.db", wait=False)
+    deadline = time.monotonic() + 300
+    while not running(study_dir / "ray.db") and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert not running(study_dir / "ray.db")
+    local = study(study_dir, "run", db="ray.db")  # the local executor takes over what is left
+    assert local.returncode == 0 and "4 of 4 runs done" in local.stdout, local.stderr
