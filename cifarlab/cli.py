@@ -261,7 +261,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         from cifarlab.runs import ensure_writable
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
     if args.executor == "ray":  # a missing Ray or a cluster that does not answer leaves the database untouched
-        from cifarlab.executors import connect, default_cpus
+        from cifarlab.study.executors import connect, default_cpus
         ray = connect(args.address, cpus=None if args.address else default_cpus())
         try:
             return run_on_ray(args, study, ray)
@@ -298,7 +298,7 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     """`study run --executor ray`: this process is the driver; each run is one Ray task."""
-    from cifarlab.executors import run_ray
+    from cifarlab.study.executors import run_ray
     from cifarlab.results import open_store
     from cifarlab.study import plan_runs, status_table
 

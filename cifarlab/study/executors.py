@@ -6,7 +6,7 @@ the driver records what comes back:
 
 - ``local`` (the default): this process trains the runs it claims, one after another, recording
   each epoch as it ends (`study run --workers N` starts N such processes, each claiming from the
-  shared store; see `cifarlab.study.run_study`).
+  shared store; see `cifarlab.study.run.run_study`).
 - ``ray``: every run is a Ray task with its own CPU and GPU resources on a Ray cluster (or a local
   Ray instance). The driver claims the runs, records each result as its task finishes, and holds
   the claims alive while they train. A task whose worker process or node dies is retried by Ray
@@ -111,7 +111,7 @@ _DATA: dict[tuple, Any] = {}  # per Ray worker process: each dataset loaded and 
 
 def _ray_task(key: RunKey, cfg: C.ExperimentConfig, run_path: str, data_dir: str | None,
               download: bool) -> RunResult:
-    from cifarlab.study import DataCache
+    from cifarlab.study.run import DataCache
     cache = _DATA.setdefault((data_dir, download), DataCache(data_dir, download, False))
     return train_one(key, cfg, cache.get(cfg.data), Path(run_path))
 
@@ -120,7 +120,7 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
             data_dir: str | None, download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
             retries: int = 3, say: Callable[[str], None] = print) -> tuple[int, int]:
     """Train every missing run of `plan` as a Ray task; returns (finished, failed)."""
-    from cifarlab.study import run_dir_for
+    from cifarlab.study.run import run_dir_for
 
     task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
                                          retry_exceptions=False, name="cifarlab-run")

@@ -1,0 +1,96 @@
+"""Adopting runs made elsewhere: a `cifarlab run` directory, or the done runs of another results
+database, recorded as the study runs they equal (same config hash and seed), never trained again."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError
+from cifarlab.results.store import Store
+from cifarlab.study.run import plan_runs, run_dir_for
+from cifarlab.study.spec import Study
+
+
+def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
+    """Record a finished run made outside the study (`cifarlab run`) as the study run it equals.
+
+    It counts when its config has the hash and seed of one of the study's runs: the same
+    experiment, whatever its name or thread count. The run directory is copied to where the
+    study keeps its runs; its checkpoint is copied as bytes, never loaded. Returns what was done.
+    """
+    import shutil
+
+    from cifarlab.runs import RunDir
+
+    run = RunDir(path)
+    final = run.read_final() if (path / "config.toml").exists() else None
+    if final is None:
+        raise ConfigError(f"{path} holds no finished run (it needs config.toml and final.json)")
+    cfg = C.load_resolved(path / "config.toml")  # the resolved config the run wrote; its hash is recomputed
+    if final.get("seed") != cfg.train.seed:
+        raise ConfigError(f"{path}: config.toml says seed {cfg.train.seed}, final.json {final.get('seed')}")
+    history = run.read_metrics()
+    if len(history) != final.get("epochs"):
+        raise ConfigError(f"{path}: metrics.jsonl has {len(history)} epochs, final.json {final.get('epochs')}")
+    plan = plan_runs(study, store)
+    key = next((k for k in plan if k.config_hash == C.config_hash(cfg) and k.seed == cfg.train.seed), None)
+    if key is None:
+        raise ConfigError(f"{path}: its config and seed ({cfg.train.seed}) match no run of study {study.name}; "
+                          f"`cifarlab study status` lists them")
+    if store.status_of(key) == "done":
+        return f"{path}: {key.experiment} seed {key.seed} is already done; left as it is"
+    row = store.claim(study.name, [key])
+    if row is None:
+        return f"{path}: {key.experiment} seed {key.seed} is being run by another process; not adopted"
+    dest = run_dir_for(runs_root, key)
+    try:
+        if dest.resolve() != path.resolve():
+            if dest.exists():
+                shutil.rmtree(dest)  # an unfinished attempt of the same run, superseded
+            shutil.copytree(path, dest)
+        for epoch in history:
+            store.record_epoch(row["id"], epoch)
+    except BaseException:
+        store.release(row["id"])
+        raise
+    store.finish(row["id"], final, str(dest), final["epochs"])
+    return f"{path}: adopted as {key.experiment} seed {key.seed} -> {dest}"
+
+
+def adopt_database(study: Study, store: Store, source: Store) -> list[str]:
+    """Record the done runs of another results database that equal runs of this study.
+
+    A run counts when its config hash and seed are those of one of the study's runs, whatever
+    study or variant name it had there: two studies sharing a variant train it once. Where the
+    other database holds several such runs (a rerun), the last finished is taken. The row is
+    copied with its epochs, commit, machine and timings; run_dir still names the directory the
+    run was trained in. Returns one line per study run it filled.
+    """
+    if source.path.resolve() == store.path.resolve():
+        raise ConfigError(f"--from-db {source.path} is the study's own database (--db); give another one")
+    found: dict[tuple[str, int], Any] = {}
+    for row in source.runs():
+        if row["status"] == "done":
+            best = found.get((row["config_hash"], row["seed"]))
+            if best is None or (row["finished"] or 0) > (best["finished"] or 0):
+                found[(row["config_hash"], row["seed"])] = row
+    lines = []
+    for key in plan_runs(study, store):
+        row = found.get((key.config_hash, key.seed))
+        if row is None:
+            continue
+        where = f"{key.experiment} seed {key.seed}"
+        if store.status_of(key) == "done":
+            lines.append(f"{where}: already done; left as it is")
+            continue
+        claimed = store.claim(study.name, [key])
+        if claimed is None:
+            lines.append(f"{where}: being run by another process; not adopted")
+            continue
+        store.copy_done(claimed["id"], row, source.epochs([row["id"]]), source.run_metrics([row["id"]])[row["id"]],
+                        source.epoch_metrics(row["id"]))
+        lines.append(f"{where}: adopted from {source.path} (study {row['study']}, {row['experiment']} "
+                     f"seed {row['seed']})")
+    return lines or [f"{source.path} holds no done run equal to a run of study {study.name}"]

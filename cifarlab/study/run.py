@@ -1,0 +1,93 @@
+"""Running a study with the local executor: each process claims the study's missing runs from the
+shared results store, seed by seed, and trains them one after another (`cifarlab.study.executors`
+has the unit of work and the Ray executor)."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError
+from cifarlab.results.store import RunKey, Store
+from cifarlab.study.spec import Study
+
+
+class DataCache:
+    """Load each dataset once and split it once per data config, for all runs of a process."""
+
+    def __init__(self, data_dir: str | None, download: bool, progress: bool):
+        self.data_dir, self.download, self.progress = data_dir, download, progress
+        self.arrays: dict[str, Any] = {}
+        self.splits: dict[C.DataConfig, Any] = {}
+
+    def get(self, cfg: C.DataConfig) -> Any:
+        from cifarlab.data import load_dataset
+        from cifarlab.data.loader import make_splits
+        source = (cfg.dataset, cfg.image_size, cfg.label_column)
+        if source not in self.arrays:
+            self.arrays[source] = load_dataset(cfg.dataset, self.data_dir, download=self.download,
+                                               progress=self.progress, image_size=cfg.image_size,
+                                               label_column=cfg.label_column)
+        if cfg not in self.splits:
+            self.splits[cfg] = make_splits(self.arrays[source], cfg)
+        return self.splits[cfg]
+
+
+def run_dir_for(runs_root: Path, key: RunKey) -> Path:
+    return runs_root / key.study / key.experiment / f"seed{key.seed}-{key.config_hash}"
+
+
+def plan_runs(study: Study, store: Store, only: tuple[str, ...] = ()) -> dict[RunKey, C.ExperimentConfig]:
+    """The study's runs (or the `only` variants' runs), registered in the store, in study order."""
+    names = [v.name for v in study.variants]
+    unknown = [n for n in only if n not in names]
+    if unknown:
+        raise ConfigError(f"--only {unknown[0]!r} is not a variant of {study.name}; valid: {', '.join(names)}")
+    plan = {key: cfg for v, cfg, key in study.runs() if not only or v.name in only}
+    for key, cfg in plan.items():
+        store.register(key, C.to_dict(cfg))
+    return plan
+
+
+def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
+              only: tuple[str, ...] = (), threads: int = 0) -> int:
+    """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
+
+    `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
+    the runs stay the study's runs whatever the thread count.
+    """
+    from cifarlab.study.executors import train_one
+
+    plan = plan_runs(study, store, only)
+    if threads:
+        plan = {key: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+                for key, cfg in plan.items()}
+    done = sum(1 for key in plan if store.status_of(key) == "done")
+    outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
+                 position=0, dynamic_ncols=True)
+    finished = 0
+    while (row := store.claim(study.name, list(plan))) is not None:
+        key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
+        cfg = plan[key]
+        try:
+            result = train_one(key, cfg, data.get(cfg.data), run_dir_for(runs_root, key), progress=progress,
+                               progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r))
+        except KeyboardInterrupt:
+            store.release(row["id"])
+            raise
+        except Exception as e:
+            store.fail(row["id"], f"{type(e).__name__}: {e}")
+            raise
+        final = result.final
+        store.finish(row["id"], final, result.run_dir, final["epochs"])
+        finished += 1
+        outer.update(1)
+        val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
+        tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: {val} "
+                   f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")
+    outer.close()
+    return finished

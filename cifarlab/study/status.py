@@ -1,0 +1,43 @@
+"""`study status`: what is done, running, pending and failed, and the training time left."""
+
+from __future__ import annotations
+
+from cifarlab.results.store import Store
+from cifarlab.study.spec import Study
+
+
+def status_table(study: Study, store: Store, workers: int = 1, machine: str | None = None) -> str:
+    """done / running / pending / failed per variant, counting only current configs, and an
+    estimate of the training time left: the finished runs' mean wall time per epoch times the
+    epochs left (variants may train different budgets), shared by `workers` processes (the mean
+    already holds the slowdown of the workers that ran them). Where some finished runs ran on
+    `machine` (this one's name), only theirs count: machines here differ several-fold in speed."""
+    width = max(20, *(len(v.name) for v in study.variants))
+    rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
+    timed: list[tuple[float, int, str]] = []  # (wall seconds, epochs, machine) of each done run
+    left, left_epochs = 0, 0
+    counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
+    for v, cfg, key in study.runs():
+        row = store.run(key)
+        status = row["status"] if row else "pending"
+        counts[v.name][status] += 1
+        if status == "done" and row["wall_seconds"] is not None:
+            # an early-stopped run makes the epochs a slight overestimate
+            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"]))
+        elif status != "done":
+            left += 1
+            left_epochs += cfg.train.epochs
+    for name, c in counts.items():
+        rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
+    total = len(study.variants) * len(study.seeds)
+    if timed:
+        here = [t for t in timed if t[2] == machine]
+        basis = here or timed
+        per_epoch = sum(t[0] for t in basis) / sum(t[1] for t in basis)
+        whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
+                 "the finished runs' mean" + (", none of them on this machine" if machine else ""))
+        rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
+                    f"wall time; about {left_epochs * per_epoch / workers / 3600:.1f} h left with {workers} "
+                    f"worker(s), at {per_epoch:.0f} s per epoch ({whose})"
+                    + ("" if workers > 1 else "; --workers N divides it by N"))
+    return "\n".join(rows)
