@@ -420,7 +420,7 @@ def augment_grids(study, out: Path, args: argparse.Namespace) -> dict[str, str]:
 
 
 def cmd_results(args: argparse.Namespace) -> int:
-    from cifarlab.report import export_csv
+    from cifarlab.results.export import export_csv
     from cifarlab.results import open_store
 
     if args.action == "index":

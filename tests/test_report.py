@@ -15,7 +15,8 @@ from matplotlib import image
 
 from cifarlab import config as C
 from cifarlab.errors import UserError
-from cifarlab.report import StudySpec, band_limits, export_csv, summarize, write_report
+from cifarlab.report import StudySpec, band_limits, summarize, write_report
+from cifarlab.results.export import export_csv
 from cifarlab.results.store import open_store
 from cifarlab.stats import ci95, mean_std, paired_diff, t_quantile_975
 

@@ -1,0 +1,345 @@
+"""The report's README: results table, findings per question, figures, configs and provenance."""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from cifarlab import config as C
+from cifarlab.results.store import Store
+from cifarlab.report.figures import (noise_figures, plot_accuracy, plot_learning_curves, plot_val_curves,
+                                     pretraining_figure)
+from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
+                                     latest_done, ok, present, shows_top5, summarize)
+
+
+def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
+                 grids: dict[str, str] | None = None, features: dict | None = None) -> Path:
+    """Write out_dir/README.md with its figures (two, plus two per group); returns the README's path."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    summary = summarize(store, spec)
+    rows = counted_rows(store, spec)
+    plot_learning_curves(store, summary, out_dir / "learning_curves.png")
+    bars = f"{spec.label}_accuracy.png"
+    plot_accuracy(summary, out_dir / bars, spec.label)
+    used = [r for runs in latest_done(rows).values() for r in runs.values()]
+    lines = [f"# Study `{spec.name}`", "", *([spec.description, ""] if spec.description else []),
+             "Regenerate this page (figures included) with:", "", "```", command, "```", "",
+             "Every number on this page is read from the results database; only the targets "
+             "(published figures) come from the study definition.", "",
+             *(["**A selection study**: it exists to choose settings, so this page compares validation "
+                "accuracy only and never reads the test set.", ""] if spec.selection else []),
+             *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
+             "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
+             f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
+             *noise_figures(store, spec, summary, rows, out_dir),
+             *pretraining_figure(store, summary, rows, out_dir), *features_section(features),
+             *grid_section(grids or {}),
+             *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
+    readme = out_dir / "README.md"
+    readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
+    return readme
+
+
+def features_section(features: dict | None) -> list[str]:
+    """`report --features`: the test images' features of each variant's lowest-seed run, projected."""
+    if not features:
+        return []
+    lines = ["## Features", "", "The test images' features (`features(x)`; for SupCon the encoder's, below the "
+             "projection head) of each variant's lowest-seed run, projected on their first two principal "
+             "components (PCA, computed per run; `cifarlab show features`), coloured by class.", "",
+             f"![Test features on their first two principal components, one panel per run]({features['file']})", ""]
+    if features["missing"]:
+        lines += ["Not drawn (no run directory with a checkpoint on the machine that wrote this page): "
+                  + ", ".join(f"`{n}`" for n in features["missing"]) + ".", ""]
+    return lines
+
+
+def grid_section(grids: dict[str, str]) -> list[str]:
+    """What each variant's augmentation does: a few training images (one per class) and draws."""
+    if not grids:
+        return []
+    lines = ["## Augmentations", "", "Each variant's pipeline on the first training image of four classes: the "
+             "original, then four draws (`cifarlab show augment`).", ""]
+    for name, file in grids.items():
+        lines += [f"### `{name}`", "", f"![{name}: augmented draws]({file})", ""]
+    return lines
+
+
+def target_lines(spec: StudySpec, summary: list[dict]) -> list[str]:
+    """Each experiment's distance to its published figure: mean minus target, in points."""
+    gaps = [f"`{s['experiment']}` {signed_pct(s['score_mean'] - s['target'])} (n={s['n']})"
+            for s in summary if s["target"] is not None and s["n"]]
+    return ["", f"Against the published figures (mean {spec.label} accuracy minus the target, in points): "
+            + ", ".join(gaps) + "."] if gaps else []
+
+
+def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
+    lines = ["## Results", "",
+             f"Accuracies in %; Δ is the mean over common seeds of (experiment − `{spec.reference}`) "
+             "in percentage points, with its paired 95% t-interval. Intervals are clipped to what the metric "
+             "can take (0 to 100 %, a difference -100 to +100 points). Where a variant has runs that ended "
+             "early or never left chance, its mean is followed by the median over its seeds.", ""]
+    if spec.convergence is not None:
+        lines += [f"Epochs to val ≥ {threshold_label(spec)}: the first epoch whose validation accuracy reaches "
+                  "it, mean ± std over the seeds that do (the others are counted as never reaching it); "
+                  "s: training + validation seconds up to and including that epoch.", ""]
+    lines += table_lines(spec, summary, "reference")
+    notes = [f"- `{s['experiment']}`: {s['note']}" for s in summary if s["note"]]
+    stopped = [f"- `{s['experiment']}` seed {seed}: {why}; the statistics include it, with the accuracies of "
+               "the model it ended with." for s in summary for seed, why in s["stopped"].items()]
+    chance = [f"- `{s['experiment']}` seed {seed}: best validation accuracy {pct(best)} %" for s in summary
+              for seed, best in s["at_chance"].items()]
+    return (lines + ([""] + notes if notes else []) + target_lines(spec, summary)
+            + (["", "Runs that ended early:", "", *stopped] if stopped else [])
+            + (["", f"Runs that never rose above chance: their best validation accuracy over all epochs stayed "
+                f"within {100 * CHANCE_MARGIN:g} points of 1 / classes (the network diverged or died at the start); "
+                "the mean and the interval include them, the median beside the mean describes the typical run:",
+                "", *chance] if chance else []))
+
+
+def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
+    """The results table; `against` names what the Δ column compares with."""
+    header = ["experiment", "n", f"{spec.label} acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
+              "target", *([] if spec.selection else ["val acc"]), "train acc, last epoch", "wall s/run", "img/s", "parameters"]
+    top5 = shows_top5(summary)
+    if top5:
+        header.insert(3, f"{spec.label} top-5 acc")
+    if spec.convergence is not None:
+        header += [f"epochs to val ≥ {threshold_label(spec)}", f"s to val ≥ {threshold_label(spec)}"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for s in summary:
+        cells = table_cells(s, with_val=not spec.selection)
+        if top5:
+            cells.insert(3, pm(s["top5_mean"], s["top5_std"]) if s.get("top5_n") else DASH)
+        cells += convergence_cells(s) if spec.convergence is not None else []
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def threshold_label(spec: StudySpec) -> str:
+    return f"{100 * spec.convergence:g}%"
+
+
+def table_cells(s: dict, with_val: bool = True) -> list[str]:
+    val = [pm(s["val_mean"], s["val_std"]) if s["n"] else DASH] if with_val else []
+    if s["n"] == 0:
+        return [f"`{s['experiment']}`", "0", DASH, DASH, DASH, pct(s["target"]), *val, DASH, DASH, DASH, DASH]
+    if s["reference"]:
+        delta = "reference"
+    elif s["diff_n"] == 0:
+        delta = "no common seeds"
+    else:
+        delta = f"{signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)} (n={s['diff_n']})"
+    mean = pm(s["score_mean"], s["score_std"])
+    if s.get("at_chance") or s["stopped"]:  # a bimodal set: the mean alone describes no run
+        mean += f" (median {pct(s['score_median'])})"
+    return [f"`{s['experiment']}`", str(s["n"]), mean,
+            interval(s["score_lo"], s["score_hi"]), delta, pct(s["target"]),
+            *val, pm(s["train_mean"], s["train_std"]), number(s["wall_mean"], 0), number(s["images_per_s_mean"], 0),
+            number(s["parameters"], 0)]
+
+
+def convergence_cells(s: dict) -> list[str]:
+    reached, never = s["threshold_reached"], s["threshold_never"]
+    if reached == 0:
+        return [f"never ({never} of {never})" if never else DASH, DASH]
+    epochs = pm_number(s["epochs_to_threshold_mean"], s["epochs_to_threshold_std"], 1)
+    if never:
+        epochs += f"; {never} of {reached + never} never reached"
+    return [epochs, pm_number(s["seconds_to_threshold_mean"], s["seconds_to_threshold_std"], 0)]
+
+
+
+def findings_section(store: Store, spec: StudySpec, summary: list[dict], out_dir: Path) -> list[str]:
+    """One subsection per declared group: its question, table, figures and a generated finding."""
+    if not spec.questions:
+        return []
+    by_exp = {s["experiment"]: s for s in summary}
+    lines = ["## Findings", "",
+             "Each group answers one question. Its table compares every experiment with the group's "
+             "baseline (listed first); the finding names the best experiment of the group and says whether "
+             "its paired 95% CI against the baseline excludes 0.", ""]
+    for group in spec.questions:
+        lines += group_section(store, spec, by_exp, group, out_dir)
+    return lines
+
+
+def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group: str, out_dir: Path) -> list[str]:
+    names = spec.members(group)
+    base = by_exp[names[0]]
+    rows = [versus(by_exp[e], base) for e in names]
+    plot_accuracy(rows, out_dir / f"group_{group}.png", spec.label,
+                  f"{group}: {spec.label} accuracy, mean over seeds, 95% CI")
+    plot_val_curves(store, rows, out_dir / f"curves_{group}.png", spec.convergence, group)
+    borrowed = [f"`{e}` (group `{spec.groups[e]}`)" if spec.groups.get(e) else f"`{e}`"
+                for e in spec.also.get(group, ()) if e != names[0]]
+    return [f"### `{group}`", "", f"**Question.** {spec.questions[group]}", "",
+            *table_lines(spec, rows, f"`{base['experiment']}`"), "",
+            *([f"Shown here from other groups: {', '.join(borrowed)}.", ""] if borrowed else []),
+            f"![{group}: {spec.label} accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
+            f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
+            f"**Finding.** {finding(rows)}", "",
+            *([f"**Convergence.** {speed_finding(rows, threshold_label(spec))}", ""]
+              if spec.convergence is not None else [])]
+
+
+def versus(s: dict, base: dict) -> dict:
+    """A copy of the summary row whose Δ is against the group's baseline instead of the study's reference."""
+    return {**s, "reference": s is base, **diff_numbers(s["score_by_seed"], base["score_by_seed"])}
+
+
+def finding(rows: list[dict]) -> str:
+    """One sentence on the group's best experiment; rows[0] is the baseline, every number from `rows`."""
+    base, ran = rows[0], [s for s in rows if s["n"] > 0]
+    if not ran:
+        return "No finished runs yet."
+    best = max(ran, key=lambda s: s["score_mean"])  # ties: the first in table order
+    head = f"Best in this group: `{best['experiment']}` at {pm(best['score_mean'], best['score_std'])} % (n={best['n']})"
+    if best is base:
+        others = [s for s in ran if s is not base]
+        if not others:
+            return f"{head}, the baseline; no other experiment of the group has finished runs yet."
+        runner_up = max(others, key=lambda s: s["score_mean"])
+        return (f"{head}, the baseline itself; the runner-up `{runner_up['experiment']}` "
+                + comparison(runner_up, base, "differs from it by"))
+    if base["n"] == 0:
+        return f"{head}; the baseline `{base['experiment']}` has no finished runs yet, so there is no comparison."
+    return f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base, "differs by")
+
+
+def speed_finding(rows: list[dict], threshold: str) -> str:
+    """One sentence on how fast the group reaches the convergence threshold; rows[0] is the baseline.
+
+    Only experiments whose every finished seed reached the threshold compete for "fastest": a mean
+    over the seeds that got there would flatter an experiment that often never does."""
+    base, ran = rows[0], [s for s in rows if s["n"] > 0]
+    if not ran:
+        return "No finished runs yet."
+    always = [s for s in ran if s["threshold_never"] == 0]
+    partly = [s for s in ran if s["threshold_never"] > 0]
+    if always:
+        fast = min(always, key=lambda s: s["epochs_to_threshold_mean"])  # ties: the first in table order
+        said = f"Fastest to val ≥ {threshold} in every seed: `{fast['experiment']}`, {epochs_taken(fast)}"
+        if fast is base:
+            said += " (the baseline itself)"
+        elif base["n"] == 0:
+            said += f"; the baseline `{base['experiment']}` has no finished runs yet"
+        elif base["threshold_never"] == 0:
+            said += f"; the baseline `{base['experiment']}` takes {epochs_taken(base)}"
+        said += "."
+    else:
+        said = f"No experiment of the group reached val ≥ {threshold} in every seed."
+    if partly:
+        said += " Not in every seed: " + ", ".join(
+            f"`{s['experiment']}` ({s['threshold_reached']} of {s['n']})" for s in partly) + "."
+    return said
+
+
+def epochs_taken(s: dict) -> str:
+    return (f"{pm_number(s['epochs_to_threshold_mean'], s['epochs_to_threshold_std'], 1)} epochs "
+            f"({pm_number(s['seconds_to_threshold_mean'], s['seconds_to_threshold_std'], 0)} s)")
+
+
+def comparison(s: dict, base: dict, differs: str) -> str:
+    """The end of the finding: the paired difference and whether seed noise could explain it."""
+    if s["diff_n"] == 0:
+        return f"shares no seed with `{base['experiment']}` yet, so there is no paired comparison."
+    said = f"{differs} {signed_pct(s['diff_mean'])} points"
+    if s["diff_n"] < 2:
+        return f"{said} on 1 common seed: too few seeds to say whether that is more than seed noise."
+    verdict = "is" if s["diff_lo"] > 0 or s["diff_hi"] < 0 else "is not"
+    return (f"{said}, paired 95% CI {interval(s['diff_lo'], s['diff_hi'], signed=True)} over {s['diff_n']} "
+            f"common seeds, so the difference {verdict} distinguishable from seed noise at this n.")
+
+
+def config_section(spec: StudySpec, summary: list[dict]) -> list[str]:
+    lines = ["## Config differences from the reference", "",
+             f"Settings of each experiment that differ from `{spec.reference}` "
+             "(`section.key: reference -> value`).", ""]
+    for s in summary:
+        if s["reference"]:
+            continue
+        lines += [f"### `{s['experiment']}`", ""]
+        if s["registered"] == 0:
+            lines.append("- (no runs recorded)")
+        elif s["config_diff"] is None:
+            lines.append("- (cannot compare: the reference has no runs, or a config has keys this cifarlab lacks)")
+        elif not s["config_diff"]:
+            lines.append("- (same settings as the reference)")
+        else:
+            lines += [f"- `{k}: {C.toml_value(a)} -> {C.toml_value(b)}`" for k, (a, b) in s["config_diff"].items()]
+        lines.append("")
+    return lines[:-1]
+
+
+def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: StudySpec) -> list[str]:
+    """Where the counted numbers came from, and how far the study has got."""
+    commits = unique(f"{r['git_commit'] or 'unknown'}{' (dirty)' if r['git_dirty'] else ''}" for r in used)
+    torches = unique(json.loads(r["versions"]).get("torch") for r in used if r["versions"])
+    machines = unique(r["machine"] for r in used)
+    wall = math.fsum(present(r["wall_seconds"] for r in used))
+    counts = Counter(r["status"] for r in rows)
+    planned = len(spec.experiments) * len(spec.seeds)
+    registered = len({(r["experiment"], r["seed"]) for r in rows if r["seed"] in spec.seeds})
+    not_started = f", not started {planned - registered}" if spec.seeds else ""
+    return ["## Provenance", "",
+            f"- git commits: {listing(commits)}",
+            f"- machines: {listing(machines)}",
+            f"- runtimes (device, precision, layout, threads): "
+            f"{listing(unique(r['runtime'] or 'unrecorded' for r in used)) if used else 'none'}",
+            f"- torch versions: {listing(torches)}",
+            f"- total training wall time of this study on {listing(machines) if machines else 'unrecorded machines'}: "
+            f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} process-hours, summed over the "
+            "counted runs; runs trained side by side by `study run --workers N` overlap, so the study's "
+            "elapsed time is shorter)",
+            "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES) + not_started]
+
+
+def hours_minutes(seconds: float) -> str:
+    minutes = round(seconds / 60)
+    return f"{minutes // 60} h {minutes % 60} min"
+
+
+def unique(xs) -> list[str]:
+    return sorted({str(x) for x in xs if x is not None})
+
+
+def listing(xs: list[str]) -> str:
+    return ", ".join(f"`{x}`" for x in xs) if xs else DASH
+
+
+def pct(x: Any) -> str:
+    return f"{100 * x:.2f}" if ok(x) else DASH
+
+
+def signed_pct(x: float) -> str:
+    return f"{100 * x:+.2f}"
+
+
+def pm(mean: float, std: float) -> str:
+    if not ok(mean):
+        return DASH
+    return f"{pct(mean)} ± {pct(std)}" if ok(std) else pct(mean)
+
+
+def pm_number(mean: float, std: float, digits: int) -> str:
+    if not ok(mean):
+        return DASH
+    return f"{number(mean, digits)} ± {number(std, digits)}" if ok(std) else number(mean, digits)
+
+
+def interval(lo: float, hi: float, signed: bool = False) -> str:
+    if not (ok(lo) and ok(hi)):
+        return "[n<2]" if signed else DASH
+    f = signed_pct if signed else pct
+    return f"[{f(lo)}, {f(hi)}]"
+
+
+def number(x: Any, digits: int) -> str:
+    return f"{x:,.{digits}f}" if ok(x) else DASH
