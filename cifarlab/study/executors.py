@@ -12,8 +12,10 @@ the driver records what comes back:
   the claims alive while they train. A task whose worker process or node dies is retried by Ray
   (`retries`); the retry resumes from the run's last checkpoint when it lands on a node whose file
   system still holds it (a shared --runs-dir, or the same node), and starts over otherwise. Each
-  run is recorded once: the driver records a run only when its task returns, and only if no other
-  process finished it meanwhile.
+  run is recorded once: the driver records a run only when its task returns, and only while it
+  still holds the run's claim. A driver killed outright takes its tasks with it (Ray ends a job's
+  workers when its driver dies; on a local instance every Ray process was gone within seconds of a
+  SIGKILL); its claims die with its process, and the next `study run` resumes the runs.
 """
 
 from __future__ import annotations
