@@ -65,17 +65,18 @@ def test_a_ray_worker_killed_mid_study_loses_no_finished_run_and_duplicates_none
 
     proc = study(study_dir, "run", *RAY, "--runs-dir", "runs-ray", db="ray.db", wait=False)
     killed, deadline = [], time.monotonic() + 300
-    while not killed and proc.poll() is None and time.monotonic() < deadline:
-        done = 0
-        if (study_dir / "ray.db").exists():
-            with sqlite3.connect(study_dir / "ray.db", timeout=30) as conn:
-                done = conn.execute("SELECT COUNT(*) FROM runs WHERE status='done'").fetchone()[0]
-        if done >= 1:  # one run recorded, others training: kill every worker that trains one now
-            for pid in ray_tasks():
-                os.kill(pid, signal.SIGKILL)
-                killed.append(pid)
-        time.sleep(0.05)
-    out, err = proc.communicate(timeout=600)
+    try:
+        while not killed and proc.poll() is None and time.monotonic() < deadline:
+            if done_runs(study_dir / "ray.db") >= 1:  # one run recorded, others training: kill their workers
+                for pid in ray_tasks():
+                    os.kill(pid, signal.SIGKILL)
+                    killed.append(pid)
+            time.sleep(0.05)
+        out, err = proc.communicate(timeout=600)
+    finally:  # never leave the driver (and its Ray instance) behind for the next test
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert killed, f"no Ray task was caught mid-study: {out} {err}"
     assert proc.returncode == 0, err
     assert "6 run(s) finished on Ray" in out, out
@@ -83,6 +84,14 @@ def test_a_ray_worker_killed_mid_study_loses_no_finished_run_and_duplicates_none
     keys, outcome = rows(study_dir / "ray.db")
     assert len(keys) == 6 and [k[3] for k in keys] == ["done"] * 6
     assert (keys, outcome) == rows(study_dir / "local.db")
+
+
+def done_runs(db) -> int:
+    try:
+        with sqlite3.connect(db, timeout=30) as conn:
+            return conn.execute("SELECT COUNT(*) FROM runs WHERE status='done'").fetchone()[0]
+    except sqlite3.OperationalError:  # the database or its tables are not created yet
+        return 0
 
 
 def free_port() -> int:
@@ -140,10 +149,15 @@ def test_sigterm_to_the_ray_driver_gives_its_runs_back(study_dir):  # noqa: F811
     from test_study import running
     proc = study(study_dir, "run", *RAY, db="ray.db", wait=False)
     deadline = time.monotonic() + 300
-    while not running(study_dir / "ray.db") and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.1)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
+    try:
+        while not running(study_dir / "ray.db") and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
     assert not running(study_dir / "ray.db")
     local = study(study_dir, "run", db="ray.db")  # the local executor takes over what is left

@@ -129,42 +129,70 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     runs_root = runs_root.resolve()
     inflight: dict[Any, tuple[int, RunKey]] = {}
-    try:
-        while (row := store.claim(study_name, list(plan))) is not None:
-            key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
-            cfg = plan[key]
-            cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cpus_per_run))
-            ref = task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download)
-            inflight[ref] = (row["id"], key)
-        finished = failed = 0
-        beat = time.monotonic()
-        while inflight:
-            ready, _ = ray.wait(list(inflight), num_returns=1, timeout=HEARTBEAT_S)
-            if time.monotonic() - beat >= HEARTBEAT_S or not ready:
-                store.beat([run_id for run_id, _ in inflight.values()])
-                beat = time.monotonic()
-            for ref in ready:
-                run_id, key = inflight.pop(ref)
-                try:
-                    result: RunResult = ray.get(ref)
-                except Exception as e:  # the run raised, or its worker died more than `retries` times
-                    store.fail(run_id, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:500]}")
-                    failed += 1
-                    say(f"{study_name}/{key.experiment} seed {key.seed}: failed ({type(e).__name__})")
-                    continue
-                if not store.finish(run_id, result.final, result.run_dir, result.final["epochs"], result.epochs):
-                    say(f"{study_name}/{key.experiment} seed {key.seed}: finished elsewhere first; not recorded again")
-                    continue
-                finished += 1
-                val = "no validation split" if result.final["val_acc"] is None else f"val {result.final['val_acc']:.4f}"
-                say(f"{study_name}/{key.experiment} seed {key.seed}: {val} ({result.final['epochs']} epochs, "
-                    f"{result.final['wall_seconds']:.0f} s on {result.host})")
-        return finished, failed
-    except BaseException:
-        for ref, (run_id, _) in inflight.items():
-            ray.cancel(ref, force=True)
-            store.release(run_id)
-        raise
+    with DeferredInterrupt() as interrupt:
+        try:
+            while (row := store.claim(study_name, list(plan))) is not None:
+                key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
+                cfg = plan[key]
+                cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cpus_per_run))
+                inflight[task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download)] = (row["id"], key)
+                interrupt.check()
+            finished = failed = 0
+            beat = time.monotonic()
+            while inflight:
+                ready, _ = ray.wait(list(inflight), num_returns=1, timeout=1.0)
+                interrupt.check()
+                if time.monotonic() - beat >= HEARTBEAT_S:
+                    store.beat([run_id for run_id, _ in inflight.values()])
+                    beat = time.monotonic()
+                for ref in ready:
+                    run_id, key = inflight.pop(ref)
+                    try:
+                        result: RunResult = ray.get(ref)
+                    except Exception as e:  # the run raised, or its worker died more than `retries` times
+                        store.fail(run_id, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:500]}")
+                        failed += 1
+                        say(f"{study_name}/{key.experiment} seed {key.seed}: failed ({type(e).__name__})")
+                        continue
+                    if not store.finish(run_id, result.final, result.run_dir, result.final["epochs"], result.epochs):
+                        say(f"{study_name}/{key.experiment} seed {key.seed}: finished elsewhere first; "
+                            "not recorded again")
+                        continue
+                    finished += 1
+                    val = ("no validation split" if result.final["val_acc"] is None
+                           else f"val {result.final['val_acc']:.4f}")
+                    say(f"{study_name}/{key.experiment} seed {key.seed}: {val} ({result.final['epochs']} epochs, "
+                        f"{result.final['wall_seconds']:.0f} s on {result.host})")
+            return finished, failed
+        except BaseException:  # interrupted (or the store failed): cancel what trains, give the runs back
+            for ref, (run_id, _) in inflight.items():
+                ray.cancel(ref, force=True)
+                store.release(run_id)
+            raise
+
+
+class DeferredInterrupt:
+    """SIGTERM and Ctrl-C while the driver is inside Ray's calls are noted and raised as
+    KeyboardInterrupt at the driver's next check, never inside Ray itself."""
+
+    SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+    def __enter__(self) -> "DeferredInterrupt":
+        self.pending = False
+        self.previous = {sig: signal.signal(sig, self.note) for sig in self.SIGNALS}
+        return self
+
+    def note(self, signum: int, frame: object) -> None:
+        self.pending = True
+
+    def check(self) -> None:
+        if self.pending:
+            self.pending = False
+            raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self.previous.items():
+            signal.signal(sig, handler)
 
 
 def default_cpus() -> int:
