@@ -322,10 +322,10 @@ def run_workers(args: argparse.Namespace, name: str) -> int:
     process using every core (docs/PERFORMANCE.md). Ctrl-C or SIGTERM stops every worker; each
     gives back its claim and keeps its finished epochs.
     """
-    import os
     import subprocess
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    from cifarlab.study.executors import default_cpus
+    cores = default_cpus()
     threads = args.threads or max(1, cores // args.workers)
     argv = [sys.executable, "-m", "cifarlab.cli", "study", "run", args.study, "--db", args.db,
             "--runs-dir", args.runs_dir, "--threads", str(threads), "--no-progress", "--worker"]
