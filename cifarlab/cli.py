@@ -226,6 +226,11 @@ def warn_schedule(cfg, where: str = "") -> None:
         print(f"cifarlab: warning: {where}{message}", file=sys.stderr)
 
 
+def warn_study(study) -> None:
+    for variant in study.variants:
+        warn_schedule(variant.config, f"variant {variant.name}: ")
+
+
 def find_study(arg: str) -> Path:
     path = Path(arg)
     if path.suffix != ".toml" and not path.exists() and (Path("studies") / f"{arg}.toml").exists():
@@ -262,6 +267,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
     if args.executor == "ray":  # a missing Ray or a cluster that does not answer leaves the database untouched
         from cifarlab.study.executors import connect, default_cpus
+        if not args.address:  # a local instance has this machine's cores and GPUs: refused before it starts
+            import torch
+            check_resources({"CPU": default_cpus(), "GPU": torch.cuda.device_count()}, args.threads or 1,
+                            args.gpus_per_run, local=True)
         ray = connect(args.address, cpus=None if args.address else default_cpus())
         try:
             return run_on_ray(args, study, ray)
@@ -283,8 +292,7 @@ def cmd_study(args: argparse.Namespace) -> int:
             print("\n".join(adopt_database(study, store, source)))
         return 0
     if not args.worker:  # the parent warns once, not every worker
-        for variant in study.variants:
-            warn_schedule(variant.config, f"variant {variant.name}: ")
+        warn_study(study)
     if args.workers > 1:
         plan_runs(study, store, tuple(args.only))  # a bad --only fails here, once, not in every worker
         return run_workers(args, study.name)
@@ -302,17 +310,32 @@ def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     from cifarlab.results import open_store
     from cifarlab.study import plan_runs, status_table
 
-    store = open_store(args.db)
-    for variant in study.variants:
-        warn_schedule(variant.config, f"variant {variant.name}: ")
-    plan = plan_runs(study, store, tuple(args.only))
     cpus = args.threads or 1
+    if args.address:
+        check_resources(ray.cluster_resources(), cpus, args.gpus_per_run, local=False)
+    store = open_store(args.db)
+    warn_study(study)
+    plan = plan_runs(study, store, tuple(args.only))
     print(f"study {study.name}: Ray executor, each run {cpus} CPU(s) and {args.gpus_per_run:g} GPU(s)", flush=True)
     finished, failed = run_ray(ray, plan, store, study.name, Path(args.runs_dir), data_dir=args.data_dir,
                                download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run)
     print(f"study {study.name}: {finished} run(s) finished on Ray" + (f", {failed} failed" if failed else ""))
     print(status_table(study, store))
     return 1 if failed else 0
+
+
+def check_resources(have: dict, cpus: int, gpus: float, local: bool) -> None:
+    """A run that asks for more CPUs or GPUs than Ray has would wait forever: on a local instance it
+    is refused; a cluster may still grow (an autoscaler), so there it is a warning."""
+    short = [f"{want:g} {kind}(s) per run (--{option}) but {'this machine' if local else 'the cluster'} "
+             f"has {have.get(kind, 0):g}"
+             for want, kind, option in ((cpus, "CPU", "threads"), (gpus, "GPU", "gpus-per-run"))
+             if want > have.get(kind, 0)]
+    if short and local:
+        raise UserError(f"{short[0]}: no run could start; ask for at most what this machine has, or join a "
+                        "cluster that has more with --address")
+    for line in short:
+        print(f"cifarlab: warning: {line}: runs wait until a node with that many joins", file=sys.stderr)
 
 
 def run_workers(args: argparse.Namespace, name: str) -> int:

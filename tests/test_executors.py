@@ -162,3 +162,34 @@ def test_sigterm_to_the_ray_driver_gives_its_runs_back(study_dir):  # noqa: F811
     assert not running(study_dir / "ray.db")
     local = study(study_dir, "run", db="ray.db")  # the local executor takes over what is left
     assert local.returncode == 0 and "4 of 4 runs done" in local.stdout, local.stderr
+
+
+def test_runs_that_raise_on_ray_are_recorded_failed_with_their_error_and_retried_by_the_next_study_run(
+        study_dir):  # noqa: F811
+    (study_dir / "data").rename(study_dir / "away")  # every task fails to find the data (--no-download)
+    r = study(study_dir, "run", *RAY, db="ray.db")
+    assert r.returncode == 1 and "0 run(s) finished on Ray, 4 failed" in r.stdout, (r.stdout, r.stderr)
+    failed = sqlite3.connect(study_dir / "ray.db").execute("SELECT status, error, claimed_by FROM runs").fetchall()
+    assert len(failed) == 4 and all(s == "failed" and c is None for s, _, c in failed)
+    # the error the run raised, as the local executor records it, not Ray's wrapper and traceback
+    assert all(e.startswith("DataError: CIFAR-10 not found: tried ") and "Traceback" not in e for _, e, _ in failed)
+    assert "failed: DataError: CIFAR-10 not found" in r.stdout
+    (study_dir / "away").rename(study_dir / "data")
+    r = study(study_dir, "run", *RAY, db="ray.db")
+    assert r.returncode == 0 and "4 run(s) finished on Ray" in r.stdout, r.stderr
+
+
+def test_more_cpus_or_gpus_per_run_than_a_local_ray_instance_has_is_one_line(study_dir):  # noqa: F811
+    for args, message in ((("--gpus-per-run", "1"), "1 GPU(s) per run (--gpus-per-run) but this machine "
+                                                    "has 0: no run could start"),
+                          (("--threads", "512"), "512 CPU(s) per run (--threads) but this machine has")):
+        if args[0] == "--gpus-per-run" and _has_cuda():
+            continue
+        r = study(study_dir, "run", "--executor", "ray", *args)
+        one_line_refusal(r, message)
+        assert not (study_dir / "results.db").exists()
+
+
+def _has_cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()

@@ -119,13 +119,8 @@ def test_a_supcon_study_report_draws_the_pretraining_loss_and_with_features_each
 
     from conftest import cli_command, cli_env
 
-    def toml(d, prefix=""):
-        out = []
-        for section, table in d.items():
-            out.append(f"[{section}]")
-            out += [f"{k} = {v!r}".replace("'", '"') for k, v in table.items()]
-        return "\n".join(out) + "\n"
-    (tmp_path / "supcon.toml").write_text('name = "tiny-supcon"\n' + toml(TINY).replace("True", "true"))
+    from cifarlab import config as C
+    (tmp_path / "supcon.toml").write_text(C.to_toml(C.from_dict({**TINY, "name": "tiny-supcon"})))
     (tmp_path / "study.toml").write_text('''name = "tiny-supcon"
 experiment = "supcon.toml"
 seeds = [0]

@@ -150,9 +150,10 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                     try:
                         result: RunResult = ray.get(ref)
                     except Exception as e:  # the run raised, or its worker died more than `retries` times
-                        store.fail(run_id, f"{type(e).__name__}: {str(e).strip().splitlines()[-1][:500]}")
+                        error = task_error(e)
+                        store.fail(run_id, error)
                         failed += 1
-                        say(f"{study_name}/{key.experiment} seed {key.seed}: failed ({type(e).__name__})")
+                        say(f"{study_name}/{key.experiment} seed {key.seed}: failed: {error.splitlines()[0]}")
                         continue
                     if not store.finish(run_id, result.final, result.run_dir, result.final["epochs"], result.epochs):
                         say(f"{study_name}/{key.experiment} seed {key.seed}: finished elsewhere first; "
@@ -169,6 +170,16 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                 ray.cancel(ref, force=True)
                 store.release(run_id)
             raise
+
+
+def task_error(e: Exception) -> str:
+    """The error a failed task records, as the local executor records it: the exception the run raised
+    (Ray wraps it with the remote traceback), or for a task Ray gave up on, Ray's own last line."""
+    cause = getattr(e, "cause", None)
+    if isinstance(cause, Exception):
+        return f"{type(cause).__name__}: {cause}"
+    lines = str(e).strip().splitlines() or [""]
+    return f"{type(e).__name__}: {lines[-1][:500]}"
 
 
 class DeferredInterrupt:
