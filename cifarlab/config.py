@@ -137,9 +137,12 @@ class TrainConfig:
     threads: int = 0             # CPU threads, 0 = PyTorch's default (one per core)
     eval_batch_size: int = 1000  # images per evaluation step
     tta: str = "none"            # test-time augmentation for validation and test: none | flip (mean of mirrored logits)
+                                 # | flip-translate (mean over flip x {no shift, 1 px down-right, 1 px up-left}: 6 passes)
     method: str = "standard"     # what one step does (cifarlab/methods.py): standard | coteaching (two networks, Han et al. 2018) | supcon
     forget_rate: float = 0.0     # coteaching: the largest fraction of each batch a network drops as large-loss, in [0, 1) (the paper: the noise rate)
     forget_epochs: float = 10.0  # coteaching: epochs over which the dropped fraction grows linearly to forget_rate
+    ema: float = 0.0             # weight averaging: decay of an exponential moving average of the weights, taken each
+                                 # step (e.g. 0.99); validation and the test use the averaged network; 0 = off
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
                                  # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
@@ -180,7 +183,7 @@ CHOICES = {
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "device"): ("auto", "cpu", "cuda"),
-    ("train", "tta"): ("none", "flip"),
+    ("train", "tta"): ("none", "flip", "flip-translate"),
     ("train", "select"): ("last", "best_val"),
     ("train", "method"): ("standard", "coteaching", "supcon"),
     ("supcon", "probe"): ("mlp", "linear"),
@@ -195,7 +198,7 @@ NON_NEGATIVE = {("train", "forget_epochs"), ("loss", "elr_lambda"), ("data", "im
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
                 ("loss", "label_smoothing"), ("train", "threads"), ("train", "seed")}
 # Keys in [0, 1): fractions and rates that 1 would make degenerate; and probabilities, in [0, 1].
-BELOW_ONE = {("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
+BELOW_ONE = {("train", "ema"), ("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
              ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "shift")}
 PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p")}
 
@@ -289,6 +292,9 @@ def validate(cfg: ExperimentConfig) -> None:
         if cfg.train.epochs != int(cfg.train.epochs) or cfg.supcon.probe_epochs != int(cfg.supcon.probe_epochs):
             raise ConfigError("supcon's phases end at epoch boundaries: give train.epochs (pre-training) and "
                               "supcon.probe_epochs as whole numbers")
+    if cfg.train.ema and cfg.train.method != "standard":
+        raise ConfigError(f"train.ema averages one network's weights; train.method = {cfg.train.method!r} trains "
+                          "more than one (or a probe): leave train.ema at 0 or use the standard method")
     if cfg.train.forget_rate and cfg.train.method != "coteaching":
         raise ConfigError("train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
     if not 0 < cfg.loss.gce_q <= 1:

@@ -25,12 +25,30 @@ class Preprocess:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
+TTA = {
+    "none": "the image alone",
+    "flip": "the mean of the image's and its mirror's logits (2 forward passes)",
+    "flip-translate": "the mean over the image and its mirror, each as it is and shifted by 1 px down-right "
+                      "and up-left with reflected borders (6 forward passes; airbench's translate TTA, there "
+                      "with weights, here a plain mean)",
+}
+
+
+def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """`x` moved by (dy, dx) pixels (|dy|, |dx| <= 1); the uncovered border reflects the image."""
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (1, 1, 1, 1), mode="reflect")
+    return padded[..., 1 - dy:1 - dy + h, 1 - dx:1 - dx + w]
+
+
 def predict(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """Logits; with tta="flip", the mean of the image's and its mirror's logits."""
-    logits = model(x).float()
-    if tta == "flip":
-        logits = (logits + model(x.flip(3)).float()) / 2
-    return logits
+    """Logits under the test-time augmentation `tta` (one of TTA)."""
+    if tta == "none":
+        return model(x).float()
+    views = [x, x.flip(3)]
+    if tta == "flip-translate":
+        views += [shift(v, d, d) for v in views[:2] for d in (1, -1)]
+    return sum(model(v).float() for v in views) / len(views)
 
 
 @torch.no_grad()

@@ -20,6 +20,29 @@ SCHEDULES: Registry = Registry("schedule")
 Schedule = Callable[[int, int, int], float]
 
 
+class WeightAverage(nn.Module):
+    """An exponential moving average of a network's weights, taken after every optimizer step
+    (Polyak & Juditsky 1992; the `ema` of timm's and of airbench's lookahead): `average <- d *
+    average + (1 - d) * weights`, with `d = min(decay, (1 + t) / (10 + t))` at step t so that the
+    first steps' random weights fade fast (TensorFlow's ExponentialMovingAverage with num_updates).
+    Buffers (BatchNorm's running statistics) are copied, not averaged: they describe the current
+    weights' activations. `module` is the averaged network that evaluation and the test use."""
+
+    def __init__(self, model: nn.Module, decay: float):
+        super().__init__()
+        import copy
+        self.module = copy.deepcopy(model).requires_grad_(False)
+        self.decay = decay
+
+    @torch.no_grad()
+    def update(self, model: nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for average, weights in zip(self.module.parameters(), model.parameters()):
+            average.lerp_(weights.detach(), 1 - d)
+        for mine, theirs in zip(self.module.buffers(), model.buffers()):
+            mine.copy_(theirs)
+
+
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     """Decay kernels only: biases and norm scales are not shrunk (the usual practice)."""
     kernels = [p for p in model.parameters() if p.ndim > 1]

@@ -72,6 +72,9 @@ def trained_session(run_dir: Path, splits: Splits):
     session = build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, device="cpu")), splits)
     try:
         session.model.load_state_dict(state["model"])
+        if session.ema is not None:  # the network the run evaluated and tested: its averaged weights
+            session.ema.load_state_dict(state["ema"])
+            session.model = session.ema.module
     except (RuntimeError, KeyError) as e:
         raise UserError(f"checkpoint {run.checkpoint_path} does not fit its config ({str(e).splitlines()[0]})") from None
     session.model.eval()

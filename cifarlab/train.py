@@ -21,7 +21,7 @@ from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.losses import Loss, build_loss
 from cifarlab.methods import METHODS, pretraining, views_needed
 from cifarlab.models import build_model, count_parameters
-from cifarlab.optim import Schedule, build_optimizer, build_schedule
+from cifarlab.optim import Schedule, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
 from cifarlab.runs import RunDir
 
@@ -45,6 +45,7 @@ class Session:
     probe_opt: torch.optim.Optimizer | None = None  # supcon: the probe's optimizer (its second phase)
     world: distributed.World = distributed.World()  # the processes training this run (torchrun), else one
     share: float = 1.0                              # this process's share of the current batch
+    ema: WeightAverage | None = None                # train.ema: the averaged weights, which evaluation uses
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -60,7 +61,15 @@ class Session:
             parts |= {"peer": self.peer, "peer_optimizer": self.peer_opt}
         if self.probe_opt is not None:
             parts["probe_optimizer"] = self.probe_opt
+        if self.ema is not None:
+            parts["ema"] = self.ema
         return parts
+
+    @property
+    def evaluated(self) -> nn.Module:
+        """The network that validation, the test and `select = best_val` use: the averaged weights
+        under train.ema, else the trained network."""
+        return self.model if self.ema is None else self.ema.module
 
     @property
     def epochs(self) -> int:
@@ -111,7 +120,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         steps_per_epoch=spe, total_steps=max(1, round(epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
-        world=world,
+        world=world, ema=WeightAverage(model, cfg.train.ema) if cfg.train.ema else None,
     )
 
 
@@ -171,11 +180,15 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             s.share = (stop_i - start_i) / len(batch)
             if start_i == stop_i:       # a final batch smaller than the world: contribute nothing, still step
                 empty_step(s)
+                if s.ema is not None:
+                    s.ema.update(s.model, step)
                 bar.update(1)
                 continue
             batch = batch.take(torch.arange(start_i, stop_i, device=batch.labels.device))
         # 2. augment, forward, loss, backward, update
         loss, logits, labels = train_step(s, batch, gen, epoch)
+        if s.ema is not None:
+            s.ema.update(s.model, step)
         # 3. running statistics, without forcing a device sync each step (no accuracy while contrasting)
         loss_sum += loss * len(batch)
         if labels is not None:
@@ -229,7 +242,7 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
         row["phase"] = "probe"
     if splits.val is not None:
         t = time.perf_counter()
-        val = evaluate(s.model, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
+        val = evaluate(s.evaluated, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
         row.update(val_loss=val["loss"], val_acc=val["acc"], val_top5=val["top5"], val_seconds=time.perf_counter() - t)
     row.update(noise_metrics(s, splits))
     return row
@@ -244,12 +257,12 @@ def noise_metrics(s: Session, splits: Splits) -> dict:
     labels (memorised) and against their clean ones: the memorisation curve."""
     out = {}
     if splits.val is not None and splits.val.clean is not None:
-        out["val_acc_clean"] = evaluate(s.model, splits.val.clean_split(), s.prep, s.rt, s.cfg.train,
+        out["val_acc_clean"] = evaluate(s.evaluated, splits.val.clean_split(), s.prep, s.rt, s.cfg.train,
                                         splits.num_classes)["acc"]
     flipped = splits.train.flipped(MEMORISATION_SAMPLES)
     if flipped is not None:
         for name, labels in (("noisy", flipped.labels), ("clean", flipped.clean)):
-            out[f"flipped_acc_{name}"] = evaluate(s.model, Split(flipped.images, labels), s.prep,
+            out[f"flipped_acc_{name}"] = evaluate(s.evaluated, Split(flipped.images, labels), s.prep,
                                                   s.rt, s.cfg.train, splits.num_classes)["acc"]
     return out
 
@@ -281,7 +294,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         history.append(row)
         if writes and cfg.train.select == "best_val" and row.get("val_acc") is not None and \
                 row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
-            run.save_best(s.model.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
+            run.save_best(s.evaluated.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
         if writes:
             run.write_metrics(history)
         if events is not None:
@@ -300,7 +313,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     selected = None
     if writes and cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
         best = run.load_best()
-        s.model.load_state_dict(best["model"])
+        s.evaluated.load_state_dict(best["model"])
         selected = best["epoch"]
     final = finish(s, splits, history, clock)
     final["selected_epoch"] = selected or len(history)
@@ -321,7 +334,7 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
     A run that diverged ends at its first epoch with a non-finite training loss; `stopped` says
     so, and its accuracies are those of the diverged model (chance), honestly recorded."""
     t = time.perf_counter()
-    test = evaluate(s.model, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes)
+    test = evaluate(s.evaluated, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes)
     test_seconds = time.perf_counter() - t
     train_seconds = sum(h["train_seconds"] for h in history)
     return {

@@ -206,6 +206,25 @@ def test_flip_tta_averages_the_mirrored_logits():
         assert not torch.allclose(plain, flipped)
 
 
+def test_translate_tta_averages_six_views_each_shifted_one_pixel_with_reflected_borders():
+    from cifarlab.evaluate import predict, shift
+    x = torch.arange(2 * 3 * 5 * 5, dtype=torch.float32).view(2, 3, 5, 5)
+    down_right = shift(x, 1, 1)
+    assert down_right.shape == x.shape
+    assert torch.equal(down_right[..., 1:, 1:], x[..., :-1, :-1])        # content moved by one pixel
+    assert torch.equal(down_right[..., 0, 1:], x[..., 1, :-1])            # the top row reflects row 1
+    up_left = shift(x, -1, -1)
+    assert torch.equal(up_left[..., :-1, :-1], x[..., 1:, 1:]) and torch.equal(up_left[..., -1, :-1], x[..., -2, 1:])
+    assert torch.equal(shift(x, 0, 0), x)
+    model = build_model(ModelConfig(widths=(8, 16), dense=(16,)), 10).eval()
+    x = torch.randn(3, 3, 32, 32).contiguous(memory_format=torch.channels_last)
+    with torch.no_grad():
+        views = [v for m in (x, x.flip(3)) for v in (m, shift(m, 1, 1), shift(m, -1, -1))]
+        expected = sum(model(v) for v in views) / 6
+        assert torch.allclose(predict(model, x, "flip-translate"), expected, atol=1e-5)
+        assert not torch.allclose(predict(model, x, "flip-translate"), predict(model, x, "flip"), atol=1e-4)
+
+
 def test_group_norm_on_a_channels_last_cpu_tensor_computes_what_nn_group_norm_does():
     from cifarlab.models.layers import ContiguousGroupNorm
     torch.manual_seed(0)

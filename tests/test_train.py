@@ -50,7 +50,8 @@ def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
 # elr keeps per-sample targets and co-teaching a second network: both travel in the checkpoint
 @pytest.mark.parametrize("extra", [{}, {"loss": {"name": "elr"}},
                                    {"train": {**TINY["train"], "method": "coteaching", "forget_rate": 0.3,
-                                              "forget_epochs": 1}}], ids=["standard", "elr", "coteaching"])
+                                              "forget_epochs": 1}},
+                                   {"train": {**TINY["train"], "ema": 0.9}}], ids=["standard", "elr", "coteaching", "ema"])
 @pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
 def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, extra):
     cfg = C.from_dict({**TINY, **extra})
@@ -193,3 +194,49 @@ def test_tensorboard_without_the_package_is_one_line(monkeypatch):
     with pytest.raises(UserError, match=r'needs the tensorboard package.*pip install -e "\.\[tensorboard\]"') as err:
         check_available()
     assert "\n" not in str(err.value)
+
+
+def test_weight_average_follows_its_formula_and_copies_the_buffers():
+    from cifarlab.optim import WeightAverage
+    net = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))
+    ema = WeightAverage(net, 0.5)
+    expected = [p.detach().clone() for p in net.parameters()]
+    for step in range(4):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)
+        net(torch.randn(5, 3))                         # moves BatchNorm's running statistics
+        d = min(0.5, (1 + step) / (10 + step))         # 0.1, 0.18..., then the decay itself
+        expected = [d * e + (1 - d) * p.detach() for e, p in zip(expected, net.parameters())]
+        ema.update(net, step)
+    for e, a in zip(expected, ema.module.parameters()):
+        assert torch.allclose(a, e) and not a.requires_grad
+    assert all(torch.equal(a, b) for a, b in zip(ema.module.buffers(), net.buffers()))
+
+
+def test_with_ema_the_averaged_weights_are_validated_tested_and_shown(splits, tmp_path):
+    from cifarlab.evaluate import evaluate
+    from cifarlab.show import trained_session
+    plain = run(C.from_dict(TINY), splits, tmp_path / "plain")
+    cfg = C.from_dict({**TINY, "train": {**TINY["train"], "ema": 0.9}})
+    averaged = run(cfg, splits, tmp_path / "ema")
+    assert averaged["test_loss"] != plain["test_loss"]
+    _, session = trained_session(tmp_path / "ema", splits)   # the checkpoint's averaged network
+    test = evaluate(session.model, splits.test, session.prep, session.rt, cfg.train, splits.num_classes)
+    assert test["loss"] == pytest.approx(averaged["test_loss"], rel=1e-6) and test["acc"] == averaged["test_acc"]
+    # the trained (not averaged) weights of the same run score differently
+    state = RunDir(tmp_path / "ema").load_checkpoint(C.config_hash(cfg), 0, cfg)
+    session.model.load_state_dict(state["model"])
+    raw = evaluate(session.model, splits.test, session.prep, session.rt, cfg.train, splits.num_classes)
+    assert raw["loss"] != pytest.approx(averaged["test_loss"], rel=1e-6)
+
+
+@pytest.mark.parametrize("keys, message", [
+    ({"train": {"ema": 1.0}}, "train.ema = 1.0 must lie in [0, 1)"),
+    ({"train": {"ema": 0.9, "method": "coteaching"}}, "train.ema averages one network's weights"),
+])
+def test_bad_ema_is_one_line(keys, message):
+    from cifarlab.errors import ConfigError
+    import re
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        C.from_dict(keys)
