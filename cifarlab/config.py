@@ -64,8 +64,9 @@ class ModelConfig:
     # stem -> stages -> pooling -> head (cifarlab/models/net.py); defaults: the tutorial's VGG
     name: str = "vgg"                           # preset of these keys (`cifarlab list models`); keys set here override it
     stem: str = "none"                          # none | conv (3x3 conv, norm, ReLU) | patchify (conv with kernel = stride = patch, then norm)
-    stem_width: int = 0                         # stem output channels; 0 = widths[0]
-    patch: int = 4                              # patchify stem: patch size in pixels (must divide the image size)
+                                                # | whiten (patch x patch filters fitted to whiten the training patches, frozen; then ReLU)
+    stem_width: int = 0                         # stem output channels; 0 = widths[0] (whiten: 2 x 3 x patch^2, every direction, both signs)
+    patch: int = 4                              # patchify stem: patch size in pixels (must divide the image size); whiten: filter size
     widths: tuple[int, ...] = (32, 64, 128)     # output channels of each stage (VGG: block)
     block: str = "plain"                        # plain (VGG convs) | basic (residual, He et al. 2016) | preact (pre-activation, He et al. 2016b)
                                                 # | pooled (conv, pool, norm, ReLU, then residual units: the DAWNBench ResNet-9's layer)
@@ -175,7 +176,7 @@ CHOICES = {
     ("data", "noise"): ("none", "symmetric", "asymmetric", "pairflip"),
     ("data", "normalize"): ("unit", "standard"),
     ("augment", "fill"): ("edge", "zero", "reflect"),
-    ("model", "stem"): ("none", "conv", "patchify"),
+    ("model", "stem"): ("none", "conv", "patchify", "whiten"),
     ("model", "block"): ("plain", "basic", "preact", "pooled"),
     ("model", "downsample"): ("max", "avg", "stride"),
     ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
@@ -333,7 +334,11 @@ def validate_model(m: ModelConfig) -> None:
     if m.block == "pooled" and m.downsample == "stride":
         raise ConfigError("model.block = 'pooled' downsamples with a pool after each stage's first conv: "
                           "set model.downsample = 'max' or 'avg', not 'stride'")
-    widths = {*m.widths, *((m.stem_width,) if m.stem_width and m.stem != "none" else ())}
+    if m.stem == "whiten" and (m.stem_width % 2 or m.stem_width > 2 * 3 * m.patch ** 2):
+        raise ConfigError(f"model.stem_width = {m.stem_width}: a whitening stem has two filters (both signs) per "
+                          f"principal direction of a {m.patch} x {m.patch} x 3 patch; give an even width up to "
+                          f"{2 * 3 * m.patch ** 2}, or 0 for all of them")
+    widths = {*m.widths, *((m.stem_width,) if m.stem_width and m.stem not in ("none", "whiten") else ())}
     if m.norm == "group":
         bad = sorted(w for w in widths if w % m.groups)
         if bad:

@@ -21,6 +21,7 @@ from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.losses import Loss, build_loss
 from cifarlab.methods import METHODS, pretraining, views_needed
 from cifarlab.models import build_model, count_parameters
+from cifarlab.models.layers import fit_whitening
 from cifarlab.optim import Schedule, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
 from cifarlab.runs import RunDir
@@ -76,6 +77,9 @@ class Session:
         return math.ceil(self.total_steps / self.steps_per_epoch)
 
 
+WHITEN_SAMPLES = 5000  # training images (the split's first, a fixed set) a whitening stem is fitted to
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     # Each epoch reseeds from (seed, epoch): a resumed run draws exactly what a straight one would.
     return seed * 100_003 + epoch
@@ -106,17 +110,23 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         opt = build_optimizer(torch.nn.ModuleList([model.encoder, model.projection]), cfg.optim)
         probe_opt = torch.optim.SGD(model.probe.parameters(), lr=cfg.supcon.probe_lr, momentum=0.9)
         epochs = cfg.train.epochs + cfg.supcon.probe_epochs
+    prep = Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt)
     peer = None
     if cfg.train.method == "coteaching":  # built after the first network: its own initial weights
         peer = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
         if rt.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
+    if cfg.model.stem == "whiten":  # its filters come from the training images (a checkpoint then replaces them)
+        sample = prep(splits.train.images[:WHITEN_SAMPLES].to(rt.device))
+        for net in (model, peer):
+            if net is not None:
+                fit_whitening(net, sample)
     return Session(
         cfg=cfg, rt=rt, model=model, opt=opt or build_optimizer(model, cfg.optim),
         schedule=build_schedule(cfg.schedule),
         augment=build_pipeline(cfg.augment, splits.image_size, splits.num_classes),
         loss=build_loss(cfg.loss, splits.num_classes, len(splits.train)),
-        prep=Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt),
+        prep=prep,
         steps_per_epoch=spe, total_steps=max(1, round(epochs * spe)),
         provenance=provenance(runtime.machine_name(rt.device)),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,

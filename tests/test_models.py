@@ -165,7 +165,9 @@ def test_patchify_stem_embeds_non_overlapping_patches():
 
 @pytest.mark.parametrize("keys, message", [
     ({"norm": "batchy"}, "model.norm = 'batchy' is invalid; valid: none, batch, group, layer, instance"),
-    ({"stem": "big"}, "model.stem = 'big' is invalid; valid: none, conv, patchify"),
+    ({"stem": "big"}, "model.stem = 'big' is invalid; valid: none, conv, patchify, whiten"),
+    ({"stem": "whiten", "patch": 2, "stem_width": 25}, "model.stem_width = 25: a whitening stem has two filters"),
+    ({"stem": "whiten", "patch": 2, "stem_width": 26}, "give an even width up to 24, or 0 for all of them"),
     ({"block": "bottleneck"}, "model.block = 'bottleneck' is invalid; valid: plain, basic, preact, pooled"),
     ({"block": "pooled", "downsample": "stride"}, "model.block = 'pooled' downsamples with a pool .* not 'stride'"),
     ({"norm": "group", "groups": 24}, r"model.groups = 24 does not divide the width\(s\) \[32, 64, 128\]; use a common divisor"),
@@ -176,6 +178,29 @@ def test_bad_model_keys_are_one_line(keys, message):
     with pytest.raises(ConfigError, match=message) as err:
         model_config(**keys)
     assert "\n" not in str(err.value)
+
+
+def test_a_whitening_stem_whitens_the_patches_it_was_fitted_to_and_keeps_both_signs():
+    from cifarlab.models.layers import Whiten, fit_whitening
+    torch.manual_seed(0)
+    mix = torch.randn(3, 3) * torch.tensor([4.0, 1.0, 0.3])   # strongly correlated, unequal channels
+    images = (torch.einsum("ij,njhw->nihw", mix, torch.randn(400, 3, 12, 12)) * 10).cumsum(-1)  # and neighbours
+    model = build_model(model_config("resnet9", stem="whiten", patch=2, stem_width=0, widths=(16, 32)), 10)
+    whiten = model.stem[0]
+    assert isinstance(whiten, Whiten) and whiten.conv.out_channels == 24 and not whiten.conv.weight.requires_grad
+    fit_whitening(model, images)
+    with torch.no_grad():
+        out = whiten(images).transpose(0, 1).reshape(24, -1)   # every output pixel a sample of 24 responses
+    half = out[:12]
+    assert torch.allclose(out[12:] - whiten.conv.bias[12:, None], -(half - whiten.conv.bias[:12, None]), atol=1e-3)
+    cov = torch.cov(half.double())
+    assert torch.allclose(cov, torch.eye(12, dtype=torch.float64), atol=0.02), cov.diag()
+    assert half.mean(1).abs().max() < 1e-3                      # centred before the bias trains
+    narrow = build_model(model_config("resnet9", stem="whiten", patch=2, stem_width=8, widths=(16, 32)), 10)
+    fit_whitening(narrow, images)                              # the top 4 directions, both signs
+    assert torch.allclose(narrow.stem[0].conv.weight[:4], whiten.conv.weight[:4], atol=1e-5) or \
+        torch.allclose(narrow.stem[0].conv.weight[:4].abs(), whiten.conv.weight[:4].abs(), atol=1e-5)
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)   # 31 px after the stem, then pooled stages
 
 
 def test_a_patch_that_does_not_divide_the_image_is_refused():

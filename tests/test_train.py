@@ -51,7 +51,9 @@ def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
 @pytest.mark.parametrize("extra", [{}, {"loss": {"name": "elr"}},
                                    {"train": {**TINY["train"], "method": "coteaching", "forget_rate": 0.3,
                                               "forget_epochs": 1}},
-                                   {"train": {**TINY["train"], "ema": 0.9}}], ids=["standard", "elr", "coteaching", "ema"])
+                                   {"train": {**TINY["train"], "ema": 0.9}},
+                                   {"model": {**TINY["model"], "stem": "whiten", "patch": 2}}],
+                         ids=["standard", "elr", "coteaching", "ema", "whiten"])
 @pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
 def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, extra):
     cfg = C.from_dict({**TINY, **extra})
@@ -240,3 +242,14 @@ def test_bad_ema_is_one_line(keys, message):
     import re
     with pytest.raises(ConfigError, match=re.escape(message)):
         C.from_dict(keys)
+
+
+def test_a_whitening_stem_is_fitted_to_the_training_images_and_never_trained(splits, tmp_path):
+    from cifarlab.train import build_session
+    cfg = C.from_dict({**TINY, "model": {**TINY["model"], "stem": "whiten", "patch": 2}})
+    fitted = build_session(cfg, splits).model.stem[0].conv
+    final = run(cfg, splits, tmp_path / "w")
+    state = RunDir(tmp_path / "w").load_checkpoint(C.config_hash(cfg), 0, cfg)["model"]
+    assert torch.equal(state["stem.0.conv.weight"], fitted.weight)          # frozen through training
+    assert not torch.equal(state["stem.0.conv.bias"], fitted.bias)          # the bias trains
+    assert final["test_acc"] > 0.3

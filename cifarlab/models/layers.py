@@ -9,6 +9,7 @@ He et al. 2016, "Deep Residual Learning for Image Recognition").
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cifarlab.config import ModelConfig
@@ -123,6 +124,61 @@ def _patchify(cfg: ModelConfig) -> tuple[nn.Module, int]:
     width = cfg.stem_width or cfg.widths[0]
     return nn.Sequential(nn.Conv2d(3, width, cfg.patch, stride=cfg.patch, bias=cfg.norm == "none"),
                          norm(width, cfg)), width
+
+
+class Whiten(nn.Module):
+    """Patch whitening (Coates & Ng 2012; the first layer of Keller Jordan's airbench, after
+    tysam-code's hlb-CIFAR10): a k x k convolution (stride 1, no padding) whose filters are the
+    top principal directions of the training images' k x k patches, each scaled by
+    1 / sqrt(eigenvalue + eps), and the same filters negated, so that a ReLU after it keeps both
+    signs. The filters are fitted once from training images (`fit`, called by the training loop
+    before the first step) and never trained; the bias is trained."""
+
+    EPS = 5e-4  # added to each eigenvalue: bounds the gain of the faintest directions kept
+
+    def __init__(self, patch: int, width: int, channels: int = 3):
+        super().__init__()
+        self.conv = nn.Conv2d(channels, width, patch, bias=True)
+        self.conv.weight.requires_grad_(False)
+
+    @torch.no_grad()
+    def fit(self, images: torch.Tensor, chunk: int = 500) -> None:
+        """Fit the filters to `images` (N, C, H, W), the model's input (preprocessed floats)."""
+        k, half = self.conv.kernel_size[0], self.conv.out_channels // 2
+        dim = images.shape[1] * k * k
+        total, outer, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
+        for i in range(0, len(images), chunk):
+            patches = F.unfold(images[i:i + chunk].float().cpu(), k).transpose(1, 2).reshape(-1, dim).double()
+            total += patches.sum(0)
+            outer += patches.T @ patches
+            count += len(patches)
+        mean = total / count
+        values, vectors = torch.linalg.eigh(outer / count - mean[:, None] * mean[None, :])  # ascending
+        top = vectors[:, -half:].flip(1).T / (values[-half:].flip(0).clamp(min=0) + self.EPS).sqrt()[:, None]
+        filters = torch.cat([top, -top]).reshape(self.conv.weight.shape)
+        self.conv.weight.copy_(filters.to(self.conv.weight.dtype))
+        # centre the outputs: the mean patch maps to zero before the (trained) bias moves it
+        self.conv.bias.copy_(-(torch.cat([top, -top]) @ mean).to(self.conv.bias.dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+def fit_whitening(model: nn.Module, images: torch.Tensor) -> None:
+    """Fit every `Whiten` layer of `model` to `images` (preprocessed model input)."""
+    for m in model.modules():
+        if isinstance(m, Whiten):
+            m.fit(images)
+
+
+@STEMS.register("whiten")
+def _whiten(cfg: ModelConfig) -> tuple[nn.Module, int]:
+    """Patch whitening (`Whiten`) with `model.patch` x `model.patch` filters, then a ReLU: the
+    stem's width is 2 x 3 x patch^2 (every principal direction, both signs; 24 for patch 2), or
+    `stem_width` (even) for the top stem_width / 2 directions. The image shrinks by patch - 1
+    pixels (no padding), as in airbench."""
+    width = cfg.stem_width or 2 * 3 * cfg.patch ** 2
+    return nn.Sequential(Whiten(cfg.patch, width), nn.ReLU(inplace=True)), width
 
 
 # --------------------------------------------------------------------------- blocks

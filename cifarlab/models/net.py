@@ -74,8 +74,9 @@ def check_image_size(cfg: ModelConfig, image_size: int) -> None:
         raise ConfigError(f"model.patch = {cfg.patch} does not divide the image size {image_size}; "
                           f"use a divisor of {image_size}, e.g. 2 or 4")
     stem_factor = cfg.patch if cfg.stem == "patchify" else 1
+    side = image_size // stem_factor - (cfg.patch - 1 if cfg.stem == "whiten" else 0)
     halvings = len(cfg.widths) - (1 if cfg.downsample == "stride" else 0)
-    if image_size // stem_factor < 2 ** halvings:
+    if side < 2 ** halvings:
         raise ConfigError(f"{len(cfg.widths)} stages halve a {image_size} px image {halvings} times "
                           f"(after a stem of stride {stem_factor}): below 1 pixel; use fewer stages or a smaller patch")
 
