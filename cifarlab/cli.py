@@ -284,6 +284,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         from cifarlab.runtime import machine_name
         here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
         print(status_table(study, store, args.workers, machine=here))
+        from cifarlab.study.adopt import elsewhere_note
+        note = elsewhere_note(study, store, Path(args.db), args.study, args.db)
+        if note:
+            print(note)
         return 0
     if args.action == "adopt":
         for path in args.run_dirs:
@@ -293,6 +297,10 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     if not args.worker:  # the parent warns once, not every worker
         warn_study(study)
+        from cifarlab.study.adopt import elsewhere_note
+        note = elsewhere_note(study, store, Path(args.db), args.study, args.db)
+        if note:
+            print(f"cifarlab: warning: {note}", file=sys.stderr)
     if args.workers > 1:
         plan_runs(study, store, tuple(args.only))  # a bad --only fails here, once, not in every worker
         return run_workers(args, study.name)

@@ -433,6 +433,27 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     late = adopt_db(str(done_dir))
     assert late.returncode == 0 and "plain seed 0 is already done" in late.stdout, late.stderr
 
+    # In the results/<study>/results.db layout, status and run name the runs done in a sibling database.
+    import shutil
+    (study_dir / "results" / "tiny").mkdir(parents=True)
+    shutil.copy(study_dir / "results.db", study_dir / "results" / "tiny" / "results.db")
+    (study_dir / "results" / "other").mkdir()
+    open_store(study_dir / "results" / "other" / "results.db").close()
+
+    def other(*args):
+        return subprocess.run(cli_command("study", *args, "other.toml", "--db", "results/other/results.db",
+                                          "--data-dir", "data", "--no-progress"),
+                              cwd=study_dir, env=cli_env(), capture_output=True, text=True, timeout=600)
+    hint = ("plain seed 0, plain seed 1: cifarlab study adopt other.toml --db results/other/results.db "
+            "--from-db results/tiny/results.db")
+    status = other("status")
+    assert status.returncode == 0 and "2 run(s) not done here are done in another results database" in status.stdout
+    assert hint in status.stdout, status.stdout
+    ran = other("run", "--only", "dropout")   # warns once, trains only what it was asked to
+    assert ran.returncode == 0 and ran.stderr.count(hint) == 1, ran.stderr
+    assert other("adopt", "--from-db", "results/tiny/results.db").returncode == 0
+    assert "not done here" not in other("status").stdout
+
 
 def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
     from cifarlab.results.store import STALE_HEARTBEAT_S, claim_is_dead, me

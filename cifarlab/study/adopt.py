@@ -94,3 +94,58 @@ def adopt_database(study: Study, store: Store, source: Store) -> list[str]:
         lines.append(f"{where}: adopted from {source.path} (study {row['study']}, {row['experiment']} "
                      f"seed {row['seed']})")
     return lines or [f"{source.path} holds no done run equal to a run of study {study.name}"]
+
+
+def done_elsewhere(study: Study, store: Store, db_path: Path) -> dict[Path, list]:
+    """The study runs not done in `store` (nor running) that a sibling results database already
+    holds done, with the same config hash and seed: `{other database: [RunKey, ...]}`. Siblings are
+    the `*/results.db` beside this database's folder (the `results/<study>/results.db` layout);
+    each is read read-only, and one that cannot be read is skipped. Training those runs again would
+    repeat them: `study adopt --from-db` copies them."""
+    import sqlite3
+
+    own = Path(db_path).resolve()
+    wanted = {}
+    for key in plan_runs(study, store):
+        if store.status_of(key) in (None, "pending", "failed"):
+            wanted[(key.config_hash, key.seed)] = key
+    found: dict[Path, list] = {}
+    if not wanted:
+        return found
+    for other in sorted(own.parent.parent.glob("*/results.db")):
+        if other.resolve() == own:
+            continue
+        try:
+            conn = sqlite3.connect(f"file:{other}?mode=ro", uri=True)
+            try:
+                done = set(conn.execute("SELECT config_hash, seed FROM runs WHERE status = 'done'").fetchall())
+            finally:
+                conn.close()
+        except sqlite3.Error:
+            continue
+        keys = [key for pair, key in wanted.items() if pair in done]
+        if keys:
+            found[other] = keys
+            for key in keys:
+                wanted.pop((key.config_hash, key.seed))
+    return found
+
+
+def elsewhere_note(study: Study, store: Store, db_path: Path, study_arg: str, db_arg: str) -> str | None:
+    """One paragraph naming the runs `done_elsewhere` found and the command that adopts them."""
+    found = done_elsewhere(study, store, db_path)
+    if not found:
+        return None
+    lines = [f"{sum(map(len, found.values()))} run(s) not done here are done in another results database "
+             "with the same config and seed (training them again repeats them):"]
+    for other, keys in found.items():
+        runs = ", ".join(f"{k.experiment} seed {k.seed}" for k in keys)
+        lines.append(f"  {runs}: cifarlab study adopt {study_arg} --db {db_arg} --from-db {_shown(other)}")
+    return "\n".join(lines)
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
