@@ -70,6 +70,7 @@ class ModelConfig:
     widths: tuple[int, ...] = (32, 64, 128)     # output channels of each stage (VGG: block)
     block: str = "plain"                        # plain (VGG convs) | basic (residual, He et al. 2016) | preact (pre-activation, He et al. 2016b)
                                                 # | pooled (conv, pool, norm, ReLU, then residual units: the DAWNBench ResNet-9's layer)
+                                                # | airbench (conv, pool, norm, ReLU, then convs_per_block - 1 plain convs: airbench94's layer)
     convs_per_block: int = 2                    # plain stages: 3x3 convolutions per stage
     blocks_per_stage: int = 1                   # basic / preact / pooled stages: residual blocks (two 3x3 convs each) per stage
     downsample: str = "max"                     # max | avg: pool at the end of each stage (VGG) | stride: stride-2 first conv of each later stage (ResNet)
@@ -177,7 +178,7 @@ CHOICES = {
     ("data", "normalize"): ("unit", "standard"),
     ("augment", "fill"): ("edge", "zero", "reflect"),
     ("model", "stem"): ("none", "conv", "patchify", "whiten"),
-    ("model", "block"): ("plain", "basic", "preact", "pooled"),
+    ("model", "block"): ("plain", "basic", "preact", "pooled", "airbench"),
     ("model", "downsample"): ("max", "avg", "stride"),
     ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
     ("model", "head"): ("flatten", "gap"),
@@ -331,8 +332,8 @@ def validate_model(m: ModelConfig) -> None:
     """The model's shapes that the keys alone decide (the image size is checked at build time)."""
     if not m.widths or min(m.widths) < 1:
         raise ConfigError(f"model.widths = {list(m.widths)} must be a non-empty list of positive channel counts")
-    if m.block == "pooled" and m.downsample == "stride":
-        raise ConfigError("model.block = 'pooled' downsamples with a pool after each stage's first conv: "
+    if m.block in ("pooled", "airbench") and m.downsample == "stride":
+        raise ConfigError(f"model.block = {m.block!r} downsamples with a pool after each stage's first conv: "
                           "set model.downsample = 'max' or 'avg', not 'stride'")
     if m.stem == "whiten" and (m.stem_width % 2 or m.stem_width > 2 * 3 * m.patch ** 2):
         raise ConfigError(f"model.stem_width = {m.stem_width}: a whitening stem has two filters (both signs) per "

@@ -96,7 +96,7 @@ def test_every_model_and_norm_runs_forward_and_backward(name, norm, size):
     out = model.head(z)
     assert out.shape == (2, 7)
     out.sum().backward()
-    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)  # a whitening stem is frozen
     n, other = count_parameters(model), build_model(cfg, 7, 96 - size)  # the other of 32 and 64 px
     if cfg.head == "gap":  # global average pooling: the parameters do not depend on the image size
         assert n == count_parameters(other) and model.feature_dim == other.feature_dim
@@ -168,7 +168,7 @@ def test_patchify_stem_embeds_non_overlapping_patches():
     ({"stem": "big"}, "model.stem = 'big' is invalid; valid: none, conv, patchify, whiten"),
     ({"stem": "whiten", "patch": 2, "stem_width": 25}, "model.stem_width = 25: a whitening stem has two filters"),
     ({"stem": "whiten", "patch": 2, "stem_width": 26}, "give an even width up to 24, or 0 for all of them"),
-    ({"block": "bottleneck"}, "model.block = 'bottleneck' is invalid; valid: plain, basic, preact, pooled"),
+    ({"block": "bottleneck"}, "model.block = 'bottleneck' is invalid; valid: plain, basic, preact, pooled, airbench"),
     ({"block": "pooled", "downsample": "stride"}, "model.block = 'pooled' downsamples with a pool .* not 'stride'"),
     ({"norm": "group", "groups": 24}, r"model.groups = 24 does not divide the width\(s\) \[32, 64, 128\]; use a common divisor"),
     ({"se": 64}, "model.se = 64 .* is larger than the width 32"),
@@ -201,6 +201,17 @@ def test_a_whitening_stem_whitens_the_patches_it_was_fitted_to_and_keeps_both_si
     assert torch.allclose(narrow.stem[0].conv.weight[:4], whiten.conv.weight[:4], atol=1e-5) or \
         torch.allclose(narrow.stem[0].conv.weight[:4].abs(), whiten.conv.weight[:4].abs(), atol=1e-5)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)   # 31 px after the stem, then pooled stages
+
+
+def test_the_airbench_preset_has_its_layers_in_airbench94s_order():
+    model = build_model(model_config("airbench"), 10)
+    first = model.stages[0]
+    kinds = [type(m).__name__ for m in first]
+    assert kinds == ["Conv2d", "MaxPool2d", "BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU"]
+    assert model.stem[0].conv.out_channels == 24 and [s[0].out_channels for s in model.stages] == [64, 256, 256]
+    x = torch.randn(2, 3, 32, 32)
+    assert model.stages(model.stem(x)).shape[-1] == 3   # 31 px after the 2 x 2 stem, then 15, 7, 3
+    assert model(x).shape == (2, 10)
 
 
 def test_a_patch_that_does_not_divide_the_image_is_refused():

@@ -59,3 +59,8 @@ preset("resnet9", "the DAWNBench ResNet-9 layout (Page 2018): 3x3 stem of 64, th
        "(conv, max pool, norm, ReLU, one residual unit each; Page's middle stage has none), global average pooling",
        stem="conv", stem_width=64, widths=(128, 256, 512), block="pooled", blocks_per_stage=1,
        downsample="max", head="gap", dense=(), norm="batch")
+preset("airbench", "the network of airbench94 (Jordan 2024) in this anatomy: a 2 x 2 patch-whitening stem (24 "
+       "filters), three airbench stages of 64/256/256 (conv, max pool, norm, ReLU, conv, norm, ReLU; no skips), "
+       "global average pooling (airbench: a final max pool) and the classifier; ReLU where airbench uses GELU",
+       stem="whiten", patch=2, stem_width=0, widths=(64, 256, 256), block="airbench", convs_per_block=2,
+       downsample="max", head="gap", dense=(), norm="batch")

@@ -280,6 +280,19 @@ def _pooled_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[
             *(ResidualUnit(c_out, cfg) for _ in range(cfg.blocks_per_stage))]
 
 
+@BLOCKS.register("airbench")
+def _airbench_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
+    """A conv to the stage's width, the pool (`downsample` max | avg), norm and ReLU, then
+    `convs_per_block` - 1 more conv-norm-ReLU units at the pooled resolution, no skips: the layer
+    of Keller Jordan's airbench94 (2024; GELU there, ReLU here), i.e. the pooled stage with plain
+    convolutions in place of its residual units."""
+    pool = nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2)
+    layers = [conv(c_in, c_out, cfg), pool, norm(c_out, cfg), nn.ReLU(inplace=True)]
+    for _ in range(cfg.convs_per_block - 1):
+        layers += [conv(c_out, c_out, cfg), norm(c_out, cfg), nn.ReLU(inplace=True)]
+    return layers + maybe_se(c_out, cfg)
+
+
 def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -> nn.Sequential:
     """Stage `index`: its blocks, then the VGG's pooling (downsample max | avg), then dropout.
 
@@ -288,7 +301,7 @@ def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -
     `dropout_before_bn` in front of the stage's last norm."""
     stride = 2 if cfg.downsample == "stride" and index > 0 else 1
     layers = BLOCKS.get(cfg.block)(c_in, c_out, stride, cfg)
-    if cfg.downsample in ("max", "avg") and cfg.block != "pooled":  # a pooled stage pools inside
+    if cfg.downsample in ("max", "avg") and cfg.block not in ("pooled", "airbench"):  # these pool inside
         layers.append(nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2))
     if dropout > 0:
         norms = [i for i, m in enumerate(layers) if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
