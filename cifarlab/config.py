@@ -82,6 +82,8 @@ class ModelConfig:
     dense: tuple[int, ...] = (128,)             # hidden dense layers before the classifier
     dense_dropout: float = 0.0                  # dropout after each hidden dense layer
     dropout_before_bn: bool = False             # stage dropout in front of the stage's last norm instead of at its end
+    init: str = "he"                            # he (Keras' he_uniform, the tutorial's) | dirac (he, then the first c_in
+                                                # filters of every 3x3 conv with c_out >= c_in set to the identity: airbench's)
 
 
 @dataclass(frozen=True)
@@ -182,6 +184,7 @@ CHOICES = {
     ("model", "downsample"): ("max", "avg", "stride"),
     ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
     ("model", "head"): ("flatten", "gap"),
+    ("model", "init"): ("he", "dirac"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "device"): ("auto", "cpu", "cuda"),

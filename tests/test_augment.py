@@ -15,10 +15,10 @@ from cifarlab.data.batch import Batch
 from cifarlab.errors import ConfigError
 
 # each entry at a strength that changes images, and at zero strength (None: no such setting)
-STRONG = {"flip": {}, "translate": {"translate": 0.1}, "affine": {"rotate": 30.0, "shear": 10.0},
+STRONG = {"flip": {}, "altflip": {}, "translate": {"translate": 0.1}, "affine": {"rotate": 30.0, "shear": 10.0},
           "resized_crop": {}, "photometric": {"brightness": 0.4, "contrast": 0.4, "saturation": 0.4},
           "cutout": {}, "erasing": {"erase_p": 1.0}, "mixup": {}, "cutmix": {}, "grayscale": {"gray_p": 0.5}}
-ZERO = {"flip": None, "translate": None, "affine": {"rotate": 0.0, "scale": 0.0, "shear": 0.0, "shift": 0.0},
+ZERO = {"flip": None, "altflip": None, "translate": None, "affine": {"rotate": 0.0, "scale": 0.0, "shear": 0.0, "shift": 0.0},
         "resized_crop": {"crop_area": 1.0}, "photometric": {"brightness": 0.0, "contrast": 0.0, "saturation": 0.0},
         "cutout": {"cutout": 0}, "erasing": {"erase_p": 0.0}, "mixup": {"mix_p": 0.0}, "cutmix": {"mix_p": 0.0},
         "grayscale": {"gray_p": 0.0}}
@@ -54,7 +54,8 @@ def test_shape_dtype_layout_kept_and_deterministic_under_a_seed(name):
     again = aug(b, torch.Generator().manual_seed(3))
     assert torch.equal(out.images, again.images)
     other = aug(b, torch.Generator().manual_seed(4))
-    assert not torch.equal(out.images, other.images)   # the seed decides the draws
+    if name != "altflip":                                # derandomized: the index and epoch decide
+        assert not torch.equal(out.images, other.images)   # the seed decides the draws
 
 
 @pytest.mark.parametrize("name", sorted(n for n in ZERO if ZERO[n] is not None))
@@ -69,7 +70,28 @@ def test_each_image_draws_its_own_parameters(name):
     b = batch(images(32, same=True))                   # 32 copies of one image
     out = step(name, **STRONG[name])(b, torch.Generator().manual_seed(1)).images
     distinct = {bytes(img.contiguous().numpy()) for img in out}
-    assert len(distinct) >= (2 if name in ("flip", "grayscale") else 8)  # a flip or a grey has two outcomes
+    assert len(distinct) >= (2 if name in ("flip", "altflip", "grayscale") else 8)  # a flip or a grey: two outcomes
+
+
+def test_alternating_flip_mirrors_half_then_each_image_every_other_epoch():
+    n = 2000
+    x = images(n)
+    b = Batch(x, torch.zeros(n, dtype=torch.long), torch.randperm(n, generator=torch.Generator().manual_seed(0)))
+    aug, gen = step("altflip"), torch.Generator().manual_seed(0)
+
+    def mirrored(epoch):
+        out = aug(b, gen, epoch).images
+        flipped = (out == x.flip(3)).flatten(1).all(1)
+        assert torch.equal(out[flipped], x.flip(3)[flipped]) and torch.equal(out[~flipped], x[~flipped])
+        return flipped
+    first = mirrored(0)
+    assert 0.45 < first.float().mean() < 0.55
+    for epoch in range(1, 4):
+        now = mirrored(epoch)
+        assert torch.equal(now, ~first if epoch % 2 else first)    # each image alternates
+    shuffled = torch.randperm(n, generator=torch.Generator().manual_seed(1))
+    again = aug(b.take(shuffled), gen, 0).images                     # an image's flip follows its index
+    assert torch.equal(again, aug(b, gen, 0).images[shuffled])
 
 
 def test_translate_and_flip_are_the_draws_of_before_the_pipeline():
@@ -169,7 +191,7 @@ def test_dominant_label_is_what_training_accuracy_counts():
 
 
 @pytest.mark.parametrize("keys, message", [
-    ({"pipeline": ["flip", "blur"]}, "unknown augmentation 'blur'; valid: affine, cutmix"),
+    ({"pipeline": ["flip", "blur"]}, "unknown augmentation 'blur'; valid: affine, altflip, cutmix"),
     ({"pipeline": ["flip", "flip"]}, "names an augmentation twice"),
     ({"erase_p": -0.1}, r"augment.erase_p = -0.1 is a probability: it must lie in \[0, 1\]"),
     ({"mix_p": 1.5}, "augment.mix_p = 1.5 is a probability"),

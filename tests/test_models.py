@@ -214,6 +214,22 @@ def test_the_airbench_preset_has_its_layers_in_airbench94s_order():
     assert model(x).shape == (2, 10)
 
 
+def test_dirac_init_makes_the_first_c_in_filters_of_each_3x3_conv_the_identity():
+    he = build_model(model_config("airbench"), 10)
+    torch.manual_seed(0)
+    model = build_model(model_config("airbench", init="dirac"), 10)
+    convs = [m for m in model.stages.modules() if isinstance(m, nn.Conv2d)]
+    assert len(convs) == 6
+    x = torch.randn(2, 64, 8, 8)
+    second = model.stages[0][4]                      # 64 -> 64: every filter the identity
+    assert torch.allclose(nn.functional.conv2d(x, second.weight, padding=1), x)
+    first = model.stages[1][0]                       # 64 -> 256: the first 64 pass the input, the rest are He's
+    out = nn.functional.conv2d(x, first.weight, padding=1)
+    assert torch.allclose(out[:, :64], x) and not torch.allclose(out[:, 64:128], x)
+    assert first.weight[64:].abs().max() <= (6 / (64 * 9)) ** 0.5
+    assert not torch.allclose(he.stages[0][4].weight, second.weight)
+
+
 def test_a_patch_that_does_not_divide_the_image_is_refused():
     with pytest.raises(ConfigError, match="model.patch = 3 does not divide the image size 32"):
         build_model(model_config(stem="patchify", patch=3), 10)

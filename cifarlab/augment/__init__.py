@@ -29,14 +29,15 @@ class Entry:
     build: Callable[[AugmentConfig, int, int], Step]   # (cfg, image size, number of classes)
     doc: str
     mixes: bool = False   # sets soft targets (MixUp, CutMix): switched off in the last `mix_off` epochs
+    per_epoch: bool = False  # the step also takes the epoch: `(Batch, generator, epoch) -> Batch`
 
 
 AUGMENTS: Registry = Registry("augmentation")
 
 
-def register(name: str, doc: str, mixes: bool = False):
+def register(name: str, doc: str, mixes: bool = False, per_epoch: bool = False):
     def add(build: Callable[[AugmentConfig, int, int], Step]):
-        AUGMENTS.register(name)(Entry(build, doc, mixes))
+        AUGMENTS.register(name)(Entry(build, doc, mixes, per_epoch))
         return build
     return add
 
@@ -54,7 +55,7 @@ class Pipeline:
         mixing = epoch < epochs - self.mix_off
         for entry, step in zip(self.entries, self.steps):
             if mixing or not entry.mixes:
-                batch = step(batch, gen)
+                batch = step(batch, gen, epoch) if entry.per_epoch else step(batch, gen)
         return batch
 
 

@@ -17,6 +17,16 @@ def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     return torch.where(flip[:, None, None, None], images.flip(3), images)
 
 
+def alternating_flip(images: torch.Tensor, index: torch.Tensor, epoch: int) -> torch.Tensor:
+    """Derandomized flip (Jordan 2024, "94% on CIFAR-10 in 3.29 seconds"): image `index` is mirrored
+    in epoch e when its fixed pseudo-random bit plus e is odd, so a random half is mirrored in the
+    first epoch and every image alternates after it: each is seen mirrored and not in any two
+    consecutive epochs. The bit is a multiplicative hash of the index (the same for every seed)."""
+    bit = (index.to(images.device) * 2654435761 >> 15) & 1
+    flip = (bit + epoch) % 2 == 1
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
 def source_index(shift: torch.Tensor, size: int, fill: str) -> tuple[torch.Tensor, torch.Tensor]:
     """For each image and output position, the input position it reads, and whether it lies inside.
 
@@ -108,6 +118,12 @@ def pixel_step(fn):
 @register("flip", "horizontal flip with probability 1/2")
 def _flip(cfg: AugmentConfig, image_size: int, num_classes: int):
     return pixel_step(random_flip)
+
+
+@register("altflip", "horizontal flip alternating per image between epochs (Jordan 2024): half of the "
+          "images in the first epoch, then each the opposite of its previous epoch", per_epoch=True)
+def _altflip(cfg: AugmentConfig, image_size: int, num_classes: int):
+    return lambda batch, gen, epoch: batch.with_images(alternating_flip(batch.images, batch.index, epoch))
 
 
 @register("translate", "integer shift of up to augment.translate of the width in x and y, borders per augment.fill")

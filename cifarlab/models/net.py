@@ -91,7 +91,20 @@ def he_uniform_(model: nn.Module) -> None:
                 nn.init.zeros_(m.bias)
 
 
+def partial_identity_(model: nn.Module) -> None:
+    """The first c_in filters of every 3x3 convolution with c_out >= c_in become the identity (a
+    Dirac delta at the centre), the rest keep their initialisation: each layer starts by passing its
+    input through beside new features (airbench, Jordan 2024: "partial identity initialization")."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d) and m.kernel_size == (3, 3) and m.groups == 1 and \
+                m.out_channels >= m.in_channels:
+            with torch.no_grad():
+                nn.init.dirac_(m.weight[:m.in_channels])
+
+
 def build_net(cfg: ModelConfig, num_classes: int, image_size: int = 32) -> Net:
     model = Net(cfg, num_classes, image_size)
     he_uniform_(model)
+    if cfg.init == "dirac":
+        partial_identity_(model)
     return model
