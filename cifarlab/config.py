@@ -82,6 +82,7 @@ class ModelConfig:
     dense: tuple[int, ...] = (128,)             # hidden dense layers before the classifier
     dense_dropout: float = 0.0                  # dropout after each hidden dense layer
     dropout_before_bn: bool = False             # stage dropout in front of the stage's last norm instead of at its end
+    norm_scale: bool = True                     # train the norms' per-channel scales; false: fixed at 1 (airbench's BatchNorm)
     init: str = "he"                            # he (Keras' he_uniform, the tutorial's) | dirac (he, then the first c_in
                                                 # filters of every 3x3 conv with c_out >= c_in set to the identity: airbench's)
 
@@ -94,6 +95,8 @@ class OptimConfig:
     nesterov: bool = False       # Nesterov momentum (SGD only)
     weight_decay: float = 0.0    # decoupled-from-loss decay applied by the optimizer, weights only (not biases/norms)
     l2: float = 0.0              # coupled L2 penalty l2 * sum(w^2) added to the loss on conv/dense kernels (Keras style)
+    bias_lr: float = 1.0         # multiplier of the learning rate for biases and norm shifts/scales (airbench: 64, its norm
+                                 # scales fixed with model.norm_scale = false)
 
 
 @dataclass(frozen=True)
@@ -193,7 +196,7 @@ CHOICES = {
     ("train", "method"): ("standard", "coteaching", "supcon"),
     ("supcon", "probe"): ("mlp", "linear"),
 }
-POSITIVE = {("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
+POSITIVE = {("optim", "bias_lr"), ("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
             ("supcon", "probe_epochs"), ("supcon", "probe_lr"), ("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}

@@ -43,11 +43,13 @@ class WeightAverage(nn.Module):
             mine.copy_(theirs)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Decay kernels only: biases and norm scales are not shrunk (the usual practice)."""
+def param_groups(model: nn.Module, weight_decay: float, bias_lr: float = 1.0) -> list[dict]:
+    """Decay kernels only: biases and norm scales are not shrunk (the usual practice). The latter
+    learn at `bias_lr` times the rate (`lr_scale`, which `set_learning_rates` applies)."""
     kernels = [p for p in model.parameters() if p.ndim > 1]
     others = [p for p in model.parameters() if p.ndim <= 1]
-    return [{"params": kernels, "weight_decay": weight_decay}, {"params": others, "weight_decay": 0.0}]
+    return [{"params": kernels, "weight_decay": weight_decay, "lr_scale": 1.0},
+            {"params": others, "weight_decay": 0.0, "lr_scale": bias_lr}]
 
 
 @OPTIMIZERS.register("sgd")
@@ -67,7 +69,7 @@ def adamw(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
 
 
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
-    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg.weight_decay), cfg)
+    return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg.weight_decay, cfg.bias_lr), cfg)
 
 
 def l2_penalty(model: nn.Module) -> torch.Tensor:

@@ -153,13 +153,13 @@ def set_learning_rates(s: Session, step: int, epoch: int) -> float:
         lr = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
         for opt in s.optimizers:
             for group in opt.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
     pre = int(s.cfg.train.epochs) * s.steps_per_epoch
     if step < pre:
         lr = s.cfg.optim.lr * s.schedule(step, pre, s.steps_per_epoch)
         for group in s.opt.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         return lr
     lr = s.cfg.supcon.probe_lr * (1 - (step - pre) / max(s.total_steps - pre, 1))
     for group in s.probe_opt.param_groups:

@@ -253,3 +253,18 @@ def test_a_whitening_stem_is_fitted_to_the_training_images_and_never_trained(spl
     assert torch.equal(state["stem.0.conv.weight"], fitted.weight)          # frozen through training
     assert not torch.equal(state["stem.0.conv.bias"], fitted.bias)          # the bias trains
     assert final["test_acc"] > 0.3
+
+
+def test_fixed_norm_scales_stay_at_one_and_biases_learn_at_bias_lr_times_the_rate(splits, tmp_path):
+    from cifarlab.train import build_session, set_learning_rates
+    cfg = C.from_dict({**TINY, "model": {**TINY["model"], "norm_scale": False}, "optim": {**TINY["optim"], "bias_lr": 8}})
+    s = build_session(cfg, splits)
+    lr = set_learning_rates(s, 30, 0)
+    kernels, others = s.opt.param_groups
+    assert kernels["lr"] == lr and others["lr"] == pytest.approx(8 * lr) and lr > 0
+    run(cfg, splits, tmp_path / "r")
+    state = RunDir(tmp_path / "r").load_checkpoint(C.config_hash(cfg), 0, cfg)["model"]
+    scales = [v for k, v in state.items() if k.endswith(".weight") and v.ndim == 1]
+    shifts = [v for k, v in state.items() if k.endswith(".bias") and v.ndim == 1 and "stages" in k]
+    assert scales and all(torch.equal(v, torch.ones_like(v)) for v in scales)   # BatchNorm's scales untrained
+    assert any(v.abs().max() > 0 for v in shifts)                               # its shifts trained

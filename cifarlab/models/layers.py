@@ -67,7 +67,11 @@ def _instance(channels: int, cfg: ModelConfig) -> nn.Module:
 
 
 def norm(channels: int, cfg: ModelConfig) -> nn.Module:
-    return NORMS.get(cfg.norm)(channels, cfg)
+    """The configured norm; with `norm_scale = false` its per-channel scale stays at 1 (not trained)."""
+    layer = NORMS.get(cfg.norm)(channels, cfg)
+    if not cfg.norm_scale and getattr(layer, "weight", None) is not None:
+        layer.weight.requires_grad_(False)
+    return layer
 
 
 def conv(c_in: int, c_out: int, cfg: ModelConfig, kernel: int = 3, stride: int = 1) -> nn.Conv2d:
