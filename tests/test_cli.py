@@ -58,7 +58,7 @@ def bad_checksum(root):
     (["--set", "optim.lr=fast"], None, "optim.lr must be float"),
     (["--set", "optim.lr=-0.1"], None, "optim.lr = -0.1 must be > 0"),
     (["--seed", "-1"], None, "train.seed = -1 must be >= 0"),
-    (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: preact_resnet18, resnet18, resnet9, vgg"),
+    (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: airbench, preact_resnet18, resnet18, resnet9, vgg"),
     (["--set", "model.norm=batchy"], None, "model.norm = 'batchy' is invalid; valid: none, batch, group"),
     (["--set", "model.stem=big"], None, "model.stem = 'big' is invalid; valid: none, conv, patchify"),
     (["--set", "model.block=wide"], None, "model.block = 'wide' is invalid; valid: plain, basic, preact"),
