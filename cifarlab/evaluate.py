@@ -25,15 +25,6 @@ class Preprocess:
         return x.contiguous(memory_format=torch.channels_last if self.channels_last else torch.contiguous_format)
 
 
-TTA = {
-    "none": "the image alone",
-    "flip": "the mean of the image's and its mirror's logits (2 forward passes)",
-    "flip-translate": "the mean over the image and its mirror, each as it is and shifted by 1 px down-right "
-                      "and up-left with reflected borders (6 forward passes; airbench's translate TTA, there "
-                      "with weights, here a plain mean)",
-}
-
-
 def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
     """`x` moved by (dy, dx) pixels (|dy|, |dx| <= 1); the uncovered border reflects the image."""
     h, w = x.shape[-2:]
@@ -42,7 +33,10 @@ def shift(x: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
 
 
 def predict(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
-    """Logits under the test-time augmentation `tta` (one of TTA)."""
+    """Logits under the test-time augmentation `tta`: none (the image alone), flip (the mean of the
+    image's and its mirror's logits, 2 passes) or flip-translate (the mean over the image and its
+    mirror, each as it is and shifted 1 px down-right and up-left with reflected borders, 6 passes;
+    airbench's translate TTA, there weighted, here a plain mean)."""
     if tta == "none":
         return model(x).float()
     views = [x, x.flip(3)]

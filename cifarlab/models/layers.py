@@ -272,6 +272,11 @@ class ResidualUnit(nn.Module):
         return x + self.branch(x)
 
 
+def pool(cfg: ModelConfig) -> nn.Module:
+    """The 2 x 2 pool of `downsample` (max | avg)."""
+    return nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2)
+
+
 @BLOCKS.register("pooled")
 def _pooled_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
     """A conv to the stage's width, the pool (`downsample` max | avg), norm and ReLU, then
@@ -279,8 +284,7 @@ def _pooled_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[
     (Page 2018), with the pool in front of the norm as airbench (Jordan 2024) places it, so that
     only one convolution per stage runs at the stage's input resolution. Fast on a CPU, where
     element-wise work on large activations costs as much as the convolutions."""
-    pool = nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2)
-    return [conv(c_in, c_out, cfg), pool, norm(c_out, cfg), nn.ReLU(inplace=True),
+    return [conv(c_in, c_out, cfg), pool(cfg), norm(c_out, cfg), nn.ReLU(inplace=True),
             *(ResidualUnit(c_out, cfg) for _ in range(cfg.blocks_per_stage))]
 
 
@@ -290,8 +294,7 @@ def _airbench_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> lis
     `convs_per_block` - 1 more conv-norm-ReLU units at the pooled resolution, no skips: the layer
     of Keller Jordan's airbench94 (2024; GELU there, ReLU here), i.e. the pooled stage with plain
     convolutions in place of its residual units."""
-    pool = nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2)
-    layers = [conv(c_in, c_out, cfg), pool, norm(c_out, cfg), nn.ReLU(inplace=True)]
+    layers = [conv(c_in, c_out, cfg), pool(cfg), norm(c_out, cfg), nn.ReLU(inplace=True)]
     for _ in range(cfg.convs_per_block - 1):
         layers += [conv(c_out, c_out, cfg), norm(c_out, cfg), nn.ReLU(inplace=True)]
     return layers + maybe_se(c_out, cfg)
@@ -306,7 +309,7 @@ def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -
     stride = 2 if cfg.downsample == "stride" and index > 0 else 1
     layers = BLOCKS.get(cfg.block)(c_in, c_out, stride, cfg)
     if cfg.downsample in ("max", "avg") and cfg.block not in ("pooled", "airbench"):  # these pool inside
-        layers.append(nn.MaxPool2d(2) if cfg.downsample == "max" else nn.AvgPool2d(2))
+        layers.append(pool(cfg))
     if dropout > 0:
         norms = [i for i, m in enumerate(layers) if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
         at = norms[-1] if cfg.dropout_before_bn and norms else len(layers)
