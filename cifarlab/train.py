@@ -188,17 +188,18 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         if s.world.size > 1:  # this process's chunk of the global batch
             start_i, stop_i = distributed.chunk(len(batch), s.world)
             s.share = (stop_i - start_i) / len(batch)
-            if start_i == stop_i:       # a final batch smaller than the world: contribute nothing, still step
-                empty_step(s)
-                if s.ema is not None:
-                    s.ema.update(s.model, step)
-                bar.update(1)
-                continue
             batch = batch.take(torch.arange(start_i, stop_i, device=batch.labels.device))
-        # 2. augment, forward, loss, backward, update
-        loss, logits, labels = train_step(s, batch, gen, epoch)
+        # 2. augment, forward, loss, backward, update; a final batch smaller than the world leaves
+        #    some process no images: it contributes zero gradients and still takes the step
+        if len(batch) == 0:
+            empty_step(s)
+        else:
+            loss, logits, labels = train_step(s, batch, gen, epoch)
         if s.ema is not None:
             s.ema.update(s.model, step)
+        if len(batch) == 0:
+            bar.update(1)
+            continue
         # 3. running statistics, without forcing a device sync each step (no accuracy while contrasting)
         loss_sum += loss * len(batch)
         if labels is not None:

@@ -193,3 +193,22 @@ def test_more_cpus_or_gpus_per_run_than_a_local_ray_instance_has_is_one_line(stu
 def _has_cuda() -> bool:
     import torch
     return torch.cuda.is_available()
+
+
+def test_a_cluster_short_of_cpus_or_gpus_warns_and_a_local_instance_refuses(capsys):
+    """A cluster may grow (an autoscaler): asking for more than it has now is a warning per resource;
+    the same request on a local instance cannot ever start and is refused in one line."""
+    from cifarlab.cli import check_resources
+    from cifarlab.errors import UserError
+    have = {"CPU": 4.0, "GPU": 1.0}
+    check_resources(have, cpus=4, gpus=1, local=False)  # enough: silent
+    assert capsys.readouterr().err == ""
+    check_resources(have, cpus=8, gpus=2, local=False)
+    err = capsys.readouterr().err.splitlines()
+    assert err == ["cifarlab: warning: 8 CPU(s) per run (--threads) but the cluster has 4: runs wait until a "
+                   "node with that many joins",
+                   "cifarlab: warning: 2 GPU(s) per run (--gpus-per-run) but the cluster has 1: runs wait "
+                   "until a node with that many joins"]
+    check_resources({"CPU": 2.0}, cpus=1, gpus=0, local=True)  # no GPU asked, none needed
+    with pytest.raises(UserError, match=r"^1 GPU\(s\) per run \(--gpus-per-run\) but this machine has 0: "):
+        check_resources({"CPU": 2.0}, cpus=1, gpus=1, local=True)

@@ -439,6 +439,8 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     shutil.copy(study_dir / "results.db", study_dir / "results" / "tiny" / "results.db")
     (study_dir / "results" / "other").mkdir()
     open_store(study_dir / "results" / "other" / "results.db").close()
+    (study_dir / "results" / "broken").mkdir()  # a sibling that is no database is skipped, not fatal
+    (study_dir / "results" / "broken" / "results.db").write_bytes(b"not a database" * 100)
 
     def other(*args):
         return subprocess.run(cli_command("study", *args, "other.toml", "--db", "results/other/results.db",
@@ -569,3 +571,29 @@ def test_every_committed_study_loads_and_resolves_every_run(path):
     assert study.variants and study.seeds
     for variant in study.variants:
         assert variant.config is not None  # the experiment and its overrides resolved and validated
+
+
+def test_features_refuse_variants_that_train_on_different_data(study_dir, monkeypatch):
+    """One projection figure shows one test set: variants on CIFAR-10 and CIFAR-100 are refused in
+    one line, not drawn side by side."""
+    import cifarlab.report
+    from cifarlab.cli import feature_panels
+    from cifarlab.errors import UserError
+    (study_dir / "study.toml").write_text(STUDY.replace('set = { "model.dropout"',
+                                                        'set = { "data.dataset" = "cifar100", "model.dropout"'))
+    spec = load_study(study_dir / "study.toml")
+    done = {}
+    for v in spec.variants:
+        run = study_dir / "runs" / v.name
+        run.mkdir(parents=True)
+        (run / "checkpoint.pt").write_bytes(b"")
+        (run / "config.toml").write_text("")
+        done[v.name] = {0: {"run_dir": str(run)}}
+    monkeypatch.setattr(cifarlab.report, "counted_rows", lambda store, spec: [])
+    monkeypatch.setattr(cifarlab.report, "latest_done", lambda rows: done)
+    with pytest.raises(UserError, match=r"^--features: the variants train on different data \(\[\('cifar10', "):
+        feature_panels(spec, store=None)
+    del done["dropout"]  # one variant on this machine: one test set, drawn; the other named as missing
+    dirs, config, missing = feature_panels(spec, store=None)
+    assert dirs == [study_dir / "runs" / "baseline"] and missing == ["dropout"]
+    assert config.data.dataset == "cifar10"
