@@ -85,6 +85,10 @@ class ModelConfig:
     norm_scale: bool = True                     # train the norms' per-channel scales; false: fixed at 1 (airbench's BatchNorm)
     init: str = "he"                            # he (Keras' he_uniform, the tutorial's) | dirac (he, then the first c_in
                                                 # filters of every 3x3 conv with c_out >= c_in set to the identity: airbench's)
+    activation: str = "relu"                    # after each norm of the stem, stages and dense layers: relu | gelu
+                                                # (Hendrycks & Gimpel 2016; airbench's); SE's bottleneck keeps ReLU
+    logit_scale: float = 1.0                    # the classifier's outputs times this before the loss and any prediction
+                                                # (airbench: 1/9, a temperature that slows the logits' growth)
 
 
 @dataclass(frozen=True)
@@ -188,6 +192,7 @@ CHOICES = {
     ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
     ("model", "head"): ("flatten", "gap"),
     ("model", "init"): ("he", "dirac"),
+    ("model", "activation"): ("relu", "gelu"),
     ("train", "precision"): ("auto", "fp32", "bf16"),
     ("train", "channels_last"): ("auto", "on", "off"),
     ("train", "device"): ("auto", "cpu", "cuda"),
@@ -196,7 +201,7 @@ CHOICES = {
     ("train", "method"): ("standard", "coteaching", "supcon"),
     ("supcon", "probe"): ("mlp", "linear"),
 }
-POSITIVE = {("optim", "bias_lr"), ("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
+POSITIVE = {("optim", "bias_lr"), ("model", "logit_scale"), ("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
             ("supcon", "probe_epochs"), ("supcon", "probe_lr"), ("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}

@@ -8,7 +8,7 @@ from cifarlab import config as C
 from cifarlab.config import ModelConfig
 from cifarlab.errors import ConfigError
 from cifarlab.models import MODELS, build_model, count_parameters
-from cifarlab.models.layers import NORMS
+from cifarlab.models.layers import ACTIVATIONS, NORMS
 
 
 def model_config(name: str = "vgg", **keys) -> ModelConfig:
@@ -27,8 +27,40 @@ def test_resnet18_has_the_common_cifar_implementations_parameter_count():
     assert count_parameters(build_model(model_config("preact_resnet18"), 10)) == 11_171_146 + 1024
 
 
-def test_config_knows_every_norm_the_registry_builds():
+def test_config_knows_every_norm_and_activation_the_registries_build():
     assert set(C.CHOICES["model", "norm"]) == set(NORMS.names())
+    assert set(C.CHOICES["model", "activation"]) == set(ACTIVATIONS.names())
+
+
+@pytest.mark.parametrize("name", ["airbench", "resnet9", "preact_resnet18", "vgg"])
+def test_gelu_replaces_every_relu_and_nothing_else(name):
+    """model.activation = "gelu": each ReLU of the stem, stages and dense layers becomes a GELU;
+    the parameters (names, shapes, initial values) stay those of the ReLU network."""
+    torch.manual_seed(0)
+    relu = build_model(model_config(name), 10)
+    torch.manual_seed(0)
+    gelu = build_model(model_config(name, activation="gelu"), 10)
+    kinds = lambda m: [type(x) for x in m.modules()]  # noqa: E731
+    assert kinds(relu).count(nn.ReLU) > 0 and kinds(gelu).count(nn.ReLU) == 0
+    assert kinds(gelu).count(nn.GELU) == kinds(relu).count(nn.ReLU)
+    a, b = relu.state_dict(), gelu.state_dict()
+    assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(2, 3, 32, 32)
+    relu.eval(), gelu.eval()
+    assert not torch.allclose(relu(x), gelu(x))
+
+
+def test_logit_scale_multiplies_the_logits_and_leaves_the_features():
+    torch.manual_seed(0)
+    plain = build_model(model_config("resnet9"), 10).eval()
+    torch.manual_seed(0)
+    scaled = build_model(model_config("resnet9", logit_scale=1 / 9), 10).eval()
+    x = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(plain.features(x), scaled.features(x))
+        assert torch.allclose(scaled(x), plain(x) / 9, atol=1e-6)
+    assert C.config_hash(C.from_dict({"model": {"logit_scale": 1.0, "activation": "relu"}})) == \
+        C.config_hash(C.from_dict({}))  # the defaults keep every existing run's hash
 
 
 # The VGG as it was built before the model anatomy (a flat nn.Sequential), written here as the
@@ -173,6 +205,8 @@ def test_patchify_stem_embeds_non_overlapping_patches():
     ({"norm": "group", "groups": 24}, r"model.groups = 24 does not divide the width\(s\) \[32, 64, 128\]; use a common divisor"),
     ({"se": 64}, "model.se = 64 .* is larger than the width 32"),
     ({"batchnorm": True}, 'model.batchnorm was renamed: write model.norm = "batch"'),
+    ({"activation": "tanh"}, "model.activation = 'tanh' is invalid; valid: relu, gelu"),
+    ({"logit_scale": 0.0}, "model.logit_scale = 0.0 must be"),
 ])
 def test_bad_model_keys_are_one_line(keys, message):
     with pytest.raises(ConfigError, match=message) as err:

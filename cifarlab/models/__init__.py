@@ -61,6 +61,7 @@ preset("resnet9", "the DAWNBench ResNet-9 layout (Page 2018): 3x3 stem of 64, th
        downsample="max", head="gap", dense=(), norm="batch")
 preset("airbench", "the network of airbench94 (Jordan 2024) in this anatomy: a 2 x 2 patch-whitening stem (24 "
        "filters), three airbench stages of 64/256/256 (conv, max pool, norm, ReLU, conv, norm, ReLU; no skips), "
-       "global average pooling (airbench: a final max pool) and the classifier; ReLU where airbench uses GELU",
+       "global average pooling (airbench: a final max pool) and the classifier; ReLU (airbench: GELU, "
+       "model.activation = 'gelu')",
        stem="whiten", patch=2, stem_width=0, widths=(64, 256, 256), block="airbench", convs_per_block=2,
        downsample="max", head="gap", dense=(), norm="batch")

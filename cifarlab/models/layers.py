@@ -66,6 +66,26 @@ def _instance(channels: int, cfg: ModelConfig) -> nn.Module:
     return ContiguousGroupNorm(channels, channels)
 
 
+# --------------------------------------------------------------------------- activations
+ACTIVATIONS: Registry = Registry("activation")
+
+
+@ACTIVATIONS.register("relu")
+def _relu(inplace: bool) -> nn.Module:
+    return nn.ReLU(inplace=inplace)
+
+
+@ACTIVATIONS.register("gelu")
+def _gelu(inplace: bool) -> nn.Module:
+    """GELU (Hendrycks & Gimpel 2016), the exact erf form; airbench94's activation. No in-place form."""
+    return nn.GELU()
+
+
+def act(cfg: ModelConfig, inplace: bool = True) -> nn.Module:
+    """The configured activation (`model.activation`)."""
+    return ACTIVATIONS.get(cfg.activation)(inplace)
+
+
 def norm(channels: int, cfg: ModelConfig) -> nn.Module:
     """The configured norm; with `norm_scale = false` its per-channel scale stays at 1 (not trained)."""
     layer = NORMS.get(cfg.norm)(channels, cfg)
@@ -116,7 +136,7 @@ def _conv_stem(cfg: ModelConfig) -> tuple[nn.Module, int]:
     width = cfg.stem_width or cfg.widths[0]
     layers = [conv(3, width, cfg)]
     if cfg.block != "preact":
-        layers += [norm(width, cfg), nn.ReLU(inplace=True)]
+        layers += [norm(width, cfg), act(cfg)]
     return nn.Sequential(*layers), width
 
 
@@ -182,7 +202,7 @@ def _whiten(cfg: ModelConfig) -> tuple[nn.Module, int]:
     `stem_width` (even) for the top stem_width / 2 directions. The image shrinks by patch - 1
     pixels (no padding), as in airbench."""
     width = cfg.stem_width or 2 * 3 * cfg.patch ** 2
-    return nn.Sequential(Whiten(cfg.patch, width), nn.ReLU(inplace=True)), width
+    return nn.Sequential(Whiten(cfg.patch, width), act(cfg)), width
 
 
 # --------------------------------------------------------------------------- blocks
@@ -207,9 +227,9 @@ class Residual(nn.Module):
 def basic_block(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> nn.Module:
     """The basic residual block (He et al. 2016): conv-norm-ReLU-conv-norm (-SE), plus the
     shortcut, then ReLU."""
-    branch = nn.Sequential(conv(c_in, c_out, cfg, stride=stride), norm(c_out, cfg), nn.ReLU(inplace=True),
+    branch = nn.Sequential(conv(c_in, c_out, cfg, stride=stride), norm(c_out, cfg), act(cfg),
                            conv(c_out, c_out, cfg), norm(c_out, cfg), *maybe_se(c_out, cfg))
-    return Residual(branch, c_in, c_out, stride, cfg, post=nn.ReLU(inplace=True))
+    return Residual(branch, c_in, c_out, stride, cfg, post=act(cfg))
 
 
 class PreActBlock(nn.Module):
@@ -219,9 +239,9 @@ class PreActBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int, stride: int, cfg: ModelConfig):
         super().__init__()
-        self.pre = nn.Sequential(norm(c_in, cfg), nn.ReLU(inplace=False))
+        self.pre = nn.Sequential(norm(c_in, cfg), act(cfg, inplace=False))
         self.branch = nn.Sequential(conv(c_in, c_out, cfg, stride=stride), norm(c_out, cfg),
-                                    nn.ReLU(inplace=True), conv(c_out, c_out, cfg), *maybe_se(c_out, cfg))
+                                    act(cfg), conv(c_out, c_out, cfg), *maybe_se(c_out, cfg))
         self.project = None
         if stride != 1 or c_in != c_out:
             self.project = conv(c_in, c_out, cfg, kernel=1, stride=stride)
@@ -239,7 +259,7 @@ def plain_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn
         layers += [conv(c_in if i == 0 else c_out, c_out, cfg, stride=stride if i == 0 else 1)]
         if cfg.norm != "none":
             layers.append(norm(c_out, cfg))
-        layers.append(nn.ReLU(inplace=True))
+        layers.append(act(cfg))
     return layers + maybe_se(c_out, cfg)
 
 
@@ -265,8 +285,8 @@ class ResidualUnit(nn.Module):
 
     def __init__(self, c: int, cfg: ModelConfig):
         super().__init__()
-        self.branch = nn.Sequential(conv(c, c, cfg), norm(c, cfg), nn.ReLU(inplace=True),
-                                    conv(c, c, cfg), norm(c, cfg), nn.ReLU(inplace=True), *maybe_se(c, cfg))
+        self.branch = nn.Sequential(conv(c, c, cfg), norm(c, cfg), act(cfg),
+                                    conv(c, c, cfg), norm(c, cfg), act(cfg), *maybe_se(c, cfg))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.branch(x)
@@ -284,7 +304,7 @@ def _pooled_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[
     (Page 2018), with the pool in front of the norm as airbench (Jordan 2024) places it, so that
     only one convolution per stage runs at the stage's input resolution. Fast on a CPU, where
     element-wise work on large activations costs as much as the convolutions."""
-    return [conv(c_in, c_out, cfg), pool(cfg), norm(c_out, cfg), nn.ReLU(inplace=True),
+    return [conv(c_in, c_out, cfg), pool(cfg), norm(c_out, cfg), act(cfg),
             *(ResidualUnit(c_out, cfg) for _ in range(cfg.blocks_per_stage))]
 
 
@@ -292,11 +312,11 @@ def _pooled_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[
 def _airbench_stage(c_in: int, c_out: int, stride: int, cfg: ModelConfig) -> list[nn.Module]:
     """A conv to the stage's width, the pool (`downsample` max | avg), norm and ReLU, then
     `convs_per_block` - 1 more conv-norm-ReLU units at the pooled resolution, no skips: the layer
-    of Keller Jordan's airbench94 (2024; GELU there, ReLU here), i.e. the pooled stage with plain
+    of Keller Jordan's airbench94 (2024; GELU there: `model.activation`), i.e. the pooled stage with plain
     convolutions in place of its residual units."""
-    layers = [conv(c_in, c_out, cfg), pool(cfg), norm(c_out, cfg), nn.ReLU(inplace=True)]
+    layers = [conv(c_in, c_out, cfg), pool(cfg), norm(c_out, cfg), act(cfg)]
     for _ in range(cfg.convs_per_block - 1):
-        layers += [conv(c_out, c_out, cfg), norm(c_out, cfg), nn.ReLU(inplace=True)]
+        layers += [conv(c_out, c_out, cfg), norm(c_out, cfg), act(cfg)]
     return layers + maybe_se(c_out, cfg)
 
 

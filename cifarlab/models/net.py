@@ -22,7 +22,7 @@ from torch import nn
 
 from cifarlab.config import ModelConfig
 from cifarlab.errors import ConfigError
-from cifarlab.models.layers import STEMS, norm, stage
+from cifarlab.models.layers import STEMS, act, norm, stage
 
 
 class Net(nn.Module):
@@ -37,17 +37,18 @@ class Net(nn.Module):
             c = width
         self.stages = nn.Sequential(*stages)
         # A pre-activation network ends with the norm and ReLU its last block left out.
-        self.final = nn.Sequential(norm(c, cfg), nn.ReLU(inplace=True)) if cfg.block == "preact" else nn.Identity()
+        self.final = nn.Sequential(norm(c, cfg), act(cfg)) if cfg.block == "preact" else nn.Identity()
         self.pool = nn.Flatten() if cfg.head == "flatten" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
         self.feature_dim = c * self._side(image_size) ** 2 if cfg.head == "flatten" else c
         layers: list[nn.Module] = []
         d = self.feature_dim
         for width in cfg.dense:
-            layers += [nn.Linear(d, width), nn.ReLU(inplace=True)]
+            layers += [nn.Linear(d, width), act(cfg)]
             if cfg.dense_dropout > 0:
                 layers.append(nn.Dropout(cfg.dense_dropout))
             d = width
         self.classifier = nn.Sequential(*layers, nn.Linear(d, num_classes))
+        self.logit_scale = cfg.logit_scale
 
     def _side(self, image_size: int) -> int:
         # In eval mode: no BatchNorm statistics move and no dropout draws from the seeded RNG.
@@ -62,7 +63,8 @@ class Net(nn.Module):
         return self.pool(self.final(self.stages(self.stem(x))))
 
     def head(self, z: torch.Tensor) -> torch.Tensor:
-        return self.classifier(z)
+        logits = self.classifier(z)
+        return logits if self.logit_scale == 1.0 else logits * self.logit_scale
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
