@@ -154,6 +154,9 @@ class TrainConfig:
     forget_epochs: float = 10.0  # coteaching: epochs over which the dropped fraction grows linearly to forget_rate
     ema: float = 0.0             # weight averaging: decay of an exponential moving average of the weights, taken each
                                  # step (e.g. 0.99); validation and the test use the averaged network; 0 = off
+    lookahead: int = 0           # Lookahead (Zhang et al. 2019): every k optimizer steps (and at each epoch's end) the slow
+                                 # weights move lookahead_alpha of the way to the network, which restarts there; 0 = off
+    lookahead_alpha: float = 0.5 # Lookahead's step size towards the fast weights, in (0, 1] (the paper: 0.5; 1 = off)
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
                                  # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
@@ -305,6 +308,15 @@ def validate(cfg: ExperimentConfig) -> None:
         if cfg.train.epochs != int(cfg.train.epochs) or cfg.supcon.probe_epochs != int(cfg.supcon.probe_epochs):
             raise ConfigError("supcon's phases end at epoch boundaries: give train.epochs (pre-training) and "
                               "supcon.probe_epochs as whole numbers")
+    if cfg.train.lookahead < 0:
+        raise ConfigError(f"train.lookahead = {cfg.train.lookahead} is the number of optimizer steps per Lookahead "
+                          "cycle: use 0 (off) or a positive count, e.g. 5 (airbench's)")
+    if not 0 < cfg.train.lookahead_alpha <= 1:
+        raise ConfigError(f"train.lookahead_alpha = {cfg.train.lookahead_alpha} must lie in (0, 1] "
+                          "(the paper's: 0.5)")
+    if cfg.train.lookahead and cfg.train.method != "standard":
+        raise ConfigError(f"train.lookahead steps one network's weights back; train.method = {cfg.train.method!r} "
+                          "trains more than one (or a probe): leave train.lookahead at 0 or use the standard method")
     if cfg.train.ema and cfg.train.method != "standard":
         raise ConfigError(f"train.ema averages one network's weights; train.method = {cfg.train.method!r} trains "
                           "more than one (or a probe): leave train.ema at 0 or use the standard method")

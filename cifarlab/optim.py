@@ -43,6 +43,37 @@ class WeightAverage(nn.Module):
             mine.copy_(theirs)
 
 
+class Lookahead:
+    """Lookahead (Zhang, Lucas, Hinton & Ba 2019, "Lookahead Optimizer: k steps forward, 1 step
+    back"): the optimizer moves the network (the fast weights) for `k` steps, then the slow weights
+    move a fraction `alpha` of the way towards them, `slow <- slow + alpha (fast - slow)`, and the
+    network restarts from there (`fast <- slow`); the optimizer's state (momentum) is kept, as in
+    the paper's experiments. airbench94 takes such a step every 5 optimizer steps.
+
+    Here a cycle also ends at the last step of every epoch, so validation, the checkpoint and the
+    test always see the slow weights (fast = slow there), and a resumed run restarts its slow
+    weights from the checkpoint's network: exact, with nothing more to save. Buffers (BatchNorm's
+    running statistics) stay the network's."""
+
+    def __init__(self, k: int, alpha: float):
+        self.k, self.alpha = k, alpha
+        self.slow: list[torch.Tensor] = []
+
+    @torch.no_grad()
+    def start(self, model: nn.Module) -> None:
+        """At the start of an epoch: the slow weights are the network's."""
+        self.slow = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def after_step(self, model: nn.Module, i: int, last: bool) -> None:
+        """After the epoch's optimizer step `i` (from 0); `last`: the epoch's final step."""
+        if (i + 1) % self.k and not last:
+            return
+        for slow, fast in zip(self.slow, model.parameters()):
+            slow.lerp_(fast.detach(), self.alpha)
+            fast.copy_(slow)
+
+
 def param_groups(model: nn.Module, weight_decay: float, bias_lr: float = 1.0) -> list[dict]:
     """Decay kernels only: biases and norm scales are not shrunk (the usual practice). The latter
     learn at `bias_lr` times the rate (`lr_scale`, which `set_learning_rates` applies)."""

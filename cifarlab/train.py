@@ -22,7 +22,7 @@ from cifarlab.losses import Loss, build_loss
 from cifarlab.methods import METHODS, pretraining, views_needed
 from cifarlab.models import build_model, count_parameters
 from cifarlab.models.layers import fit_whitening
-from cifarlab.optim import Schedule, WeightAverage, build_optimizer, build_schedule
+from cifarlab.optim import Lookahead, Schedule, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
 from cifarlab.runs import RunDir
 
@@ -47,6 +47,7 @@ class Session:
     world: distributed.World = distributed.World()  # the processes training this run (torchrun), else one
     share: float = 1.0                              # this process's share of the current batch
     ema: WeightAverage | None = None                # train.ema: the averaged weights, which evaluation uses
+    lookahead: Lookahead | None = None              # train.lookahead: the slow weights
 
     @property
     def optimizers(self) -> list[torch.optim.Optimizer]:
@@ -131,6 +132,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         provenance=provenance(runtime.machine_name(rt.device)),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
         world=world, ema=WeightAverage(model, cfg.train.ema) if cfg.train.ema else None,
+        lookahead=Lookahead(cfg.train.lookahead, cfg.train.lookahead_alpha) if cfg.train.lookahead else None,
     )
 
 
@@ -179,6 +181,9 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
     loss_sum = torch.zeros((), device=s.rt.device)
     correct = torch.zeros((), dtype=torch.long, device=s.rt.device)
     seen, counted, start = 0, 0, time.perf_counter()
+    if s.lookahead is not None:
+        s.lookahead.start(s.model)
+    last = min(s.steps_per_epoch, s.total_steps - epoch * s.steps_per_epoch) - 1  # this epoch's final step
     for i, batch in enumerate(split.batches(s.cfg.train.batch_size, order)):
         step = epoch * s.steps_per_epoch + i
         if step >= s.total_steps:
@@ -195,6 +200,8 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             empty_step(s)
         else:
             loss, logits, labels = train_step(s, batch, gen, epoch)
+        if s.lookahead is not None:
+            s.lookahead.after_step(s.model, i, i == last)
         if s.ema is not None:
             s.ema.update(s.model, step)
         if len(batch) == 0:

@@ -52,8 +52,9 @@ def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
                                    {"train": {**TINY["train"], "method": "coteaching", "forget_rate": 0.3,
                                               "forget_epochs": 1}},
                                    {"train": {**TINY["train"], "ema": 0.9}},
-                                   {"model": {**TINY["model"], "stem": "whiten", "patch": 2}}],
-                         ids=["standard", "elr", "coteaching", "ema", "whiten"])
+                                   {"model": {**TINY["model"], "stem": "whiten", "patch": 2}},
+                                   {"train": {**TINY["train"], "lookahead": 4, "ema": 0.9}}],
+                         ids=["standard", "elr", "coteaching", "ema", "whiten", "lookahead"])
 @pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
 def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, extra):
     cfg = C.from_dict({**TINY, **extra})
@@ -233,11 +234,43 @@ def test_with_ema_the_averaged_weights_are_validated_tested_and_shown(splits, tm
     assert raw["loss"] != pytest.approx(averaged["test_loss"], rel=1e-6)
 
 
+def test_lookahead_steps_the_slow_weights_alpha_of_the_way_every_k_steps_and_at_each_epochs_end():
+    from cifarlab.optim import Lookahead
+    net = torch.nn.Linear(3, 2)
+    look = Lookahead(k=3, alpha=0.25)
+    look.start(net)
+    slow = [p.detach().clone() for p in net.parameters()]
+    for i in range(7):
+        with torch.no_grad():
+            for p in net.parameters():
+                p.add_(1.0)                       # an optimizer step
+        fast = [p.detach().clone() for p in net.parameters()]
+        look.after_step(net, i, last=i == 6)
+        if i in (2, 5, 6):                        # every 3rd step, and the epoch's last
+            slow = [s + 0.25 * (f - s) for s, f in zip(slow, fast)]
+            assert all(torch.allclose(p, s) for p, s in zip(net.parameters(), slow))
+        else:
+            assert all(torch.equal(p, f) for p, f in zip(net.parameters(), fast))
+
+
+def test_lookahead_with_alpha_1_is_plain_training_and_with_alpha_half_is_not(splits, tmp_path):
+    plain = run(C.from_dict(TINY), splits, tmp_path / "plain")
+    one = run(C.from_dict({**TINY, "train": {**TINY["train"], "lookahead": 3, "lookahead_alpha": 1.0}}), splits,
+              tmp_path / "one")
+    half = run(C.from_dict({**TINY, "train": {**TINY["train"], "lookahead": 3}}), splits, tmp_path / "half")
+    assert one["test_loss"] == plain["test_loss"] and one["val_loss"] == plain["val_loss"]
+    assert half["test_loss"] != plain["test_loss"] and half["test_acc"] > 0.3
+
+
 @pytest.mark.parametrize("keys, message", [
     ({"train": {"ema": 1.0}}, "train.ema = 1.0 must lie in [0, 1)"),
+    ({"train": {"lookahead": -1}}, "train.lookahead = -1 is the number of optimizer steps"),
+    ({"train": {"lookahead": 5, "lookahead_alpha": 0.0}}, "train.lookahead_alpha = 0.0 must lie in (0, 1]"),
+    ({"train": {"lookahead": 5, "lookahead_alpha": 1.5}}, "train.lookahead_alpha = 1.5 must lie in (0, 1]"),
+    ({"train": {"lookahead": 5, "method": "supcon"}}, "train.lookahead steps one network's weights back"),
     ({"train": {"ema": 0.9, "method": "coteaching"}}, "train.ema averages one network's weights"),
 ])
-def test_bad_ema_is_one_line(keys, message):
+def test_bad_ema_and_lookahead_are_one_line(keys, message):
     from cifarlab.errors import ConfigError
     import re
     with pytest.raises(ConfigError, match=re.escape(message)):
