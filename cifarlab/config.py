@@ -204,6 +204,7 @@ CHOICES = {
     ("train", "method"): ("standard", "coteaching", "supcon"),
     ("supcon", "probe"): ("mlp", "linear"),
 }
+POOLING_BLOCKS = ("pooled", "airbench")  # model.block values whose stages pool after their first conv (no pool at the end)
 POSITIVE = {("optim", "bias_lr"), ("model", "logit_scale"), ("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
             ("supcon", "probe_epochs"), ("supcon", "probe_lr"), ("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
@@ -355,7 +356,7 @@ def validate_model(m: ModelConfig) -> None:
     """The model's shapes that the keys alone decide (the image size is checked at build time)."""
     if not m.widths or min(m.widths) < 1:
         raise ConfigError(f"model.widths = {list(m.widths)} must be a non-empty list of positive channel counts")
-    if m.block in ("pooled", "airbench") and m.downsample == "stride":
+    if m.block in POOLING_BLOCKS and m.downsample == "stride":
         raise ConfigError(f"model.block = {m.block!r} downsamples with a pool after each stage's first conv: "
                           "set model.downsample = 'max' or 'avg', not 'stride'")
     if m.stem == "whiten" and (m.stem_width % 2 or m.stem_width > 2 * 3 * m.patch ** 2):

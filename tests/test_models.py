@@ -323,3 +323,15 @@ def test_group_norm_on_a_channels_last_cpu_tensor_computes_what_nn_group_norm_do
     assert torch.allclose(y, plain(x), atol=1e-5)
     y.square().sum().backward()
     assert x.grad is not None and ours.weight.grad is not None
+
+
+@pytest.mark.parametrize("block", C.CHOICES["model", "block"])
+def test_every_block_halves_a_max_pooled_stage_once(block):
+    """A stage of any block pools once with downsample = "max": at its end, or inside for the
+    blocks that pool after their first conv (config.POOLING_BLOCKS)."""
+    from cifarlab.models.layers import stage
+    cfg = model_config("vgg", block=block, norm="batch", downsample="max", widths=(8, 8))
+    out = stage(0, 8, 8, cfg, 0.0).eval()(torch.randn(2, 8, 8, 8))
+    assert out.shape == (2, 8, 4, 4)
+    pools = sum(isinstance(m, nn.MaxPool2d) for m in stage(0, 8, 8, cfg, 0.0).modules())
+    assert pools == 1

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config import ModelConfig
+from cifarlab.config import POOLING_BLOCKS, ModelConfig
 from cifarlab.registry import Registry
 
 # --------------------------------------------------------------------------- norms
@@ -328,7 +328,7 @@ def stage(index: int, c_in: int, c_out: int, cfg: ModelConfig, dropout: float) -
     `dropout_before_bn` in front of the stage's last norm."""
     stride = 2 if cfg.downsample == "stride" and index > 0 else 1
     layers = BLOCKS.get(cfg.block)(c_in, c_out, stride, cfg)
-    if cfg.downsample in ("max", "avg") and cfg.block not in ("pooled", "airbench"):  # these pool inside
+    if cfg.downsample in ("max", "avg") and cfg.block not in POOLING_BLOCKS:  # these pool inside
         layers.append(pool(cfg))
     if dropout > 0:
         norms = [i for i, m in enumerate(layers) if isinstance(m, (nn.BatchNorm2d, nn.GroupNorm))]
