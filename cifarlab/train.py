@@ -204,8 +204,8 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             s.lookahead.after_step(s.model, i, i == last)
         if s.ema is not None:
             s.ema.update(s.model, step)
+        bar.update(1)
         if len(batch) == 0:
-            bar.update(1)
             continue
         # 3. running statistics, without forcing a device sync each step (no accuracy while contrasting)
         loss_sum += loss * len(batch)
@@ -213,7 +213,6 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             correct += (logits.argmax(1) == labels).sum()
             counted += len(labels)
         seen += len(batch)
-        bar.update(1)
         if i % 20 == 0:
             rate = seen / (time.perf_counter() - start)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
