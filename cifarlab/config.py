@@ -315,12 +315,10 @@ def validate(cfg: ExperimentConfig) -> None:
     if not 0 < cfg.train.lookahead_alpha <= 1:
         raise ConfigError(f"train.lookahead_alpha = {cfg.train.lookahead_alpha} must lie in (0, 1] "
                           "(the paper's: 0.5)")
-    if cfg.train.lookahead and cfg.train.method != "standard":
-        raise ConfigError(f"train.lookahead steps one network's weights back; train.method = {cfg.train.method!r} "
-                          "trains more than one (or a probe): leave train.lookahead at 0 or use the standard method")
-    if cfg.train.ema and cfg.train.method != "standard":
-        raise ConfigError(f"train.ema averages one network's weights; train.method = {cfg.train.method!r} trains "
-                          "more than one (or a probe): leave train.ema at 0 or use the standard method")
+    for key, what in (("lookahead", "steps one network's weights back"), ("ema", "averages one network's weights")):
+        if getattr(cfg.train, key) and cfg.train.method != "standard":
+            raise ConfigError(f"train.{key} {what}; train.method = {cfg.train.method!r} trains more than one "
+                              f"(or a probe): leave train.{key} at 0 or use the standard method")
     if cfg.train.forget_rate and cfg.train.method != "coteaching":
         raise ConfigError("train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
     if not 0 < cfg.loss.gce_q <= 1:

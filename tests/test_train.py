@@ -269,6 +269,8 @@ def test_lookahead_with_alpha_1_is_plain_training_and_with_alpha_half_is_not(spl
     ({"train": {"lookahead": 5, "lookahead_alpha": 1.5}}, "train.lookahead_alpha = 1.5 must lie in (0, 1]"),
     ({"train": {"lookahead": 5, "method": "supcon"}}, "train.lookahead steps one network's weights back"),
     ({"train": {"ema": 0.9, "method": "coteaching"}}, "train.ema averages one network's weights"),
+    ({"train": {"lookahead": 5, "method": "coteaching"}}, "train.lookahead steps one network's weights back"),
+    ({"train": {"ema": 0.9, "method": "supcon"}}, "train.ema averages one network's weights"),
 ])
 def test_bad_ema_and_lookahead_are_one_line(keys, message):
     from cifarlab.errors import ConfigError
