@@ -89,6 +89,8 @@ class ModelConfig:
                                                 # (Hendrycks & Gimpel 2016; airbench's); SE's bottleneck keeps ReLU
     logit_scale: float = 1.0                    # the classifier's outputs times this before the loss and any prediction
                                                 # (airbench: 1/9, a temperature that slows the logits' growth)
+    norm_momentum: float = 0.1                  # norm = "batch": weight of each batch in the running statistics, in
+                                                # (0, 1] (PyTorch's momentum; airbench: 0.4, its "0.6" counted the other way)
 
 
 @dataclass(frozen=True)
@@ -107,6 +109,7 @@ class OptimConfig:
 class ScheduleConfig:
     name: str = "constant"       # schedule registry name: constant | step | onecycle | linear | cosine | cosine_restarts
     warmup: float = 0.0          # linear warm-up length, in epochs (fractions allowed)
+    warmup_start: float = 0.0    # the warm-up's first step runs at this fraction of optim.lr, in [0, 1) (airbench: 0.2)
     final_lr: float = 0.0        # final learning rate, as a fraction of optim.lr
     step_every: float = 30.0     # step schedule: epochs between decays
     step_gamma: float = 0.1      # step schedule: multiplier at each decay
@@ -157,6 +160,8 @@ class TrainConfig:
     lookahead: int = 0           # Lookahead (Zhang et al. 2019): every k optimizer steps (and at each epoch's end) the slow
                                  # weights move lookahead_alpha of the way to the network, which restarts there; 0 = off
     lookahead_alpha: float = 0.5 # Lookahead's step size towards the fast weights, in (0, 1] (the paper: 0.5; 1 = off)
+    lookahead_ramp: str = "none" # none: alpha fixed | cubic: alpha falls from 1 (plain training) at the first step to
+                                 # lookahead_alpha at the last, 1 - (1 - alpha) (t/T)^3 (airbench94's: alpha 0.226)
     select: str = "last"         # the weights tested at the end: last (the last epoch's) | best_val (the epoch of best validation
                                  # accuracy: early stopping chosen on the validation split, noisy under label noise)
     checkpoint_every: int = 1    # save a resumable checkpoint every N epochs (and at the end)
@@ -201,6 +206,7 @@ CHOICES = {
     ("train", "device"): ("auto", "cpu", "cuda"),
     ("train", "tta"): ("none", "flip", "flip-translate"),
     ("train", "select"): ("last", "best_val"),
+    ("train", "lookahead_ramp"): ("none", "cubic"),
     ("train", "method"): ("standard", "coteaching", "supcon"),
     ("supcon", "probe"): ("mlp", "linear"),
 }
@@ -215,7 +221,7 @@ NON_NEGATIVE = {("train", "forget_epochs"), ("loss", "elr_lambda"), ("data", "im
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
                 ("loss", "label_smoothing"), ("train", "threads"), ("train", "seed")}
 # Keys in [0, 1): fractions and rates that 1 would make degenerate; and probabilities, in [0, 1].
-BELOW_ONE = {("train", "ema"), ("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
+BELOW_ONE = {("train", "ema"), ("schedule", "warmup_start"), ("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
              ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "shift")}
 PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p")}
 
@@ -352,6 +358,9 @@ def validate_augment(a: AugmentConfig) -> None:
 
 def validate_model(m: ModelConfig) -> None:
     """The model's shapes that the keys alone decide (the image size is checked at build time)."""
+    if not 0 < m.norm_momentum <= 1:  # (0, 1]: a range none of the shared key sets has
+        raise ConfigError(f"model.norm_momentum = {m.norm_momentum} is the weight of each batch in BatchNorm's "
+                          "running statistics: give a value in (0, 1] (PyTorch's default: 0.1)")
     if not m.widths or min(m.widths) < 1:
         raise ConfigError(f"model.widths = {list(m.widths)} must be a non-empty list of positive channel counts")
     if m.block in POOLING_BLOCKS and m.downsample == "stride":

@@ -53,11 +53,21 @@ class Lookahead:
     Here a cycle also ends at the last step of every epoch, so validation, the checkpoint and the
     test always see the slow weights (fast = slow there), and a resumed run restarts its slow
     weights from the checkpoint's network: exact, with nothing more to save. Buffers (BatchNorm's
-    running statistics) stay the network's."""
+    running statistics) stay the network's.
 
-    def __init__(self, k: int, alpha: float):
-        self.k, self.alpha = k, alpha
+    `ramp = "cubic"` schedules alpha as airbench94 does (its decay 0.95^5 (t/T)^3 is 1 - alpha):
+    1 - (1 - alpha) (t/T)^3 after global step t of T, plain training at first, the full pull
+    towards the slow weights only at the end."""
+
+    def __init__(self, k: int, alpha: float, ramp: str = "none", total_steps: int = 1):
+        self.k, self.alpha, self.ramp, self.total = k, alpha, ramp, max(total_steps, 1)
         self.slow: list[torch.Tensor] = []
+
+    def alpha_at(self, step: int) -> float:
+        """The step size of a cycle that ends after global optimizer step `step` (from 0)."""
+        if self.ramp == "none":
+            return self.alpha
+        return 1 - (1 - self.alpha) * min((step + 1) / self.total, 1.0) ** 3
 
     @torch.no_grad()
     def start(self, model: nn.Module) -> None:
@@ -65,12 +75,13 @@ class Lookahead:
         self.slow = [p.detach().clone() for p in model.parameters()]
 
     @torch.no_grad()
-    def after_step(self, model: nn.Module, i: int, last: bool) -> None:
-        """After the epoch's optimizer step `i` (from 0); `last`: the epoch's final step."""
+    def after_step(self, model: nn.Module, i: int, last: bool, step: int = 0) -> None:
+        """After the epoch's optimizer step `i` (from 0), global step `step`; `last`: the epoch's final step."""
         if (i + 1) % self.k and not last:
             return
+        alpha = self.alpha_at(step)
         for slow, fast in zip(self.slow, model.parameters()):
-            slow.lerp_(fast.detach(), self.alpha)
+            slow.lerp_(fast.detach(), alpha)
             fast.copy_(slow)
 
 
@@ -118,7 +129,7 @@ def build_schedule(cfg: ScheduleConfig) -> Schedule:
     def multiplier(step: int, total: int, steps_per_epoch: int) -> float:
         warm = round(cfg.warmup * steps_per_epoch)
         if step < warm:
-            return (step + 1) / warm
+            return cfg.warmup_start + (1 - cfg.warmup_start) * (step + 1) / warm
         return decay(step - warm, max(total - warm, 1), steps_per_epoch)
     return multiplier
 

@@ -132,7 +132,8 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         provenance=provenance(runtime.machine_name(rt.device)),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
         world=world, ema=WeightAverage(model, cfg.train.ema) if cfg.train.ema else None,
-        lookahead=Lookahead(cfg.train.lookahead, cfg.train.lookahead_alpha) if cfg.train.lookahead else None,
+        lookahead=Lookahead(cfg.train.lookahead, cfg.train.lookahead_alpha, cfg.train.lookahead_ramp,
+                            max(1, round(epochs * spe))) if cfg.train.lookahead else None,
     )
 
 
@@ -201,7 +202,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         else:
             loss, logits, labels = train_step(s, batch, gen, epoch)
         if s.lookahead is not None:
-            s.lookahead.after_step(s.model, i, i == last)
+            s.lookahead.after_step(s.model, i, i == last, step)
         if s.ema is not None:
             s.ema.update(s.model, step)
         bar.update(1)

@@ -335,3 +335,16 @@ def test_every_block_halves_a_max_pooled_stage_once(block):
     assert out.shape == (2, 8, 4, 4)
     pools = sum(isinstance(m, nn.MaxPool2d) for m in stage(0, 8, 8, cfg, 0.0).modules())
     assert pools == 1
+
+
+def test_norm_momentum_sets_every_batchnorms_running_statistics_weight():
+    norms = lambda m: [x for x in m.modules() if isinstance(x, nn.BatchNorm2d)]  # noqa: E731
+    plain, fast = build_model(model_config("airbench"), 10), build_model(model_config("airbench", norm_momentum=0.4), 10)
+    assert norms(plain) and all(n.momentum == 0.1 for n in norms(plain))
+    assert len(norms(fast)) == len(norms(plain)) and all(n.momentum == 0.4 for n in norms(fast))
+    n, seen = norms(fast)[0], []
+    n.register_forward_hook(lambda module, inputs, output: seen.append(inputs[0].detach().float()))
+    fast.train()(torch.randn(4, 3, 32, 32))
+    # one batch from the initial statistics (mean 0): the running mean is 0.4 of the batch's mean
+    assert torch.allclose(n.running_mean, 0.4 * seen[0].mean((0, 2, 3)), atol=1e-6)
+    assert not torch.allclose(n.running_mean, torch.zeros_like(n.running_mean))

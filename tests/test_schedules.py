@@ -49,3 +49,13 @@ def test_end_of_schedule_warning_only_for_restarts_that_stop_mid_cycle():
     assert "ends mid-cycle" in warning(ScheduleConfig(name="cosine_restarts", restart_every=10), 15)
     assert warning(ScheduleConfig(name="cosine_restarts", restart_every=5, warmup=1), 11) is None
     assert warning(ScheduleConfig(name="constant"), 15) is None         # a constant LR is what it says
+
+
+def test_warm_up_starts_at_warmup_start_and_still_reaches_the_peak_on_time():
+    spe, total = 10, 100
+    plain = build_schedule(ScheduleConfig(name="linear", warmup=1.5))
+    f = build_schedule(ScheduleConfig(name="linear", warmup=1.5, warmup_start=0.2))
+    assert f(0, total, spe) == pytest.approx(0.2 + 0.8 / 15) and f(14, total, spe) == pytest.approx(1.0)
+    assert all(f(s, total, spe) > plain(s, total, spe) for s in range(14))      # above the plain ramp, rising
+    assert all(f(s, total, spe) < f(s + 1, total, spe) for s in range(14))
+    assert [f(s, total, spe) for s in range(15, total)] == [plain(s, total, spe) for s in range(15, total)]

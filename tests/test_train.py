@@ -253,6 +253,23 @@ def test_lookahead_steps_the_slow_weights_alpha_of_the_way_every_k_steps_and_at_
             assert all(torch.equal(p, f) for p, f in zip(net.parameters(), fast))
 
 
+def test_cubic_lookahead_ramp_pulls_harder_towards_the_slow_weights_as_training_ends():
+    from cifarlab.optim import Lookahead
+    look = Lookahead(k=5, alpha=0.2, ramp="cubic", total_steps=100)
+    assert look.alpha_at(0) == pytest.approx(1 - 0.8 * 0.01 ** 3)       # almost plain training at first
+    assert look.alpha_at(49) == pytest.approx(1 - 0.8 * 0.125)          # half way: (1/2)^3 of the pull
+    assert look.alpha_at(99) == pytest.approx(0.2) and look.alpha_at(150) == pytest.approx(0.2)
+    assert Lookahead(k=5, alpha=0.2).alpha_at(0) == 0.2                 # no ramp: alpha fixed
+    net = torch.nn.Linear(3, 2)
+    look.start(net)
+    slow = [p.detach().clone() for p in net.parameters()]
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(1.0)
+    look.after_step(net, 4, last=False, step=49)                        # a cycle ends at global step 49
+    assert all(torch.allclose(p, s + 0.9) for p, s in zip(net.parameters(), slow))
+
+
 def test_lookahead_with_alpha_1_is_plain_training_and_with_alpha_half_is_not(splits, tmp_path):
     plain = run(C.from_dict(TINY), splits, tmp_path / "plain")
     one = run(C.from_dict({**TINY, "train": {**TINY["train"], "lookahead": 3, "lookahead_alpha": 1.0}}), splits,
@@ -260,11 +277,17 @@ def test_lookahead_with_alpha_1_is_plain_training_and_with_alpha_half_is_not(spl
     half = run(C.from_dict({**TINY, "train": {**TINY["train"], "lookahead": 3}}), splits, tmp_path / "half")
     assert one["test_loss"] == plain["test_loss"] and one["val_loss"] == plain["val_loss"]
     assert half["test_loss"] != plain["test_loss"] and half["test_acc"] > 0.3
+    ramp = run(C.from_dict({**TINY, "train": {**TINY["train"], "lookahead": 3, "lookahead_ramp": "cubic"}}), splits,
+               tmp_path / "ramp")
+    assert ramp["test_loss"] not in (plain["test_loss"], half["test_loss"]) and ramp["test_acc"] > 0.3
 
 
 @pytest.mark.parametrize("keys, message", [
     ({"train": {"ema": 1.0}}, "train.ema = 1.0 must lie in [0, 1)"),
     ({"train": {"lookahead": -1}}, "train.lookahead = -1 is the number of optimizer steps"),
+    ({"train": {"lookahead": 5, "lookahead_ramp": "linear"}}, "train.lookahead_ramp = 'linear' is invalid; valid: none, cubic"),
+    ({"schedule": {"warmup_start": 1.0}}, "schedule.warmup_start = 1.0 must lie in [0, 1)"),
+    ({"model": {"norm_momentum": 0.0}}, "model.norm_momentum = 0.0 is the weight of each batch"),
     ({"train": {"lookahead": 5, "lookahead_alpha": 0.0}}, "train.lookahead_alpha = 0.0 must lie in (0, 1]"),
     ({"train": {"lookahead": 5, "lookahead_alpha": 1.5}}, "train.lookahead_alpha = 1.5 must lie in (0, 1]"),
     ({"train": {"lookahead": 5, "method": "supcon"}}, "train.lookahead steps one network's weights back"),

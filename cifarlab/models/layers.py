@@ -27,7 +27,7 @@ def _no_norm(channels: int, cfg: ModelConfig) -> nn.Module:
 @NORMS.register("batch")
 def _batch(channels: int, cfg: ModelConfig) -> nn.Module:
     """BatchNorm (Ioffe & Szegedy 2015): per channel, over the batch and both spatial axes."""
-    return nn.BatchNorm2d(channels)
+    return nn.BatchNorm2d(channels, momentum=cfg.norm_momentum)
 
 
 class ContiguousGroupNorm(nn.GroupNorm):
