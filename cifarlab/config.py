@@ -89,6 +89,7 @@ class ModelConfig:
                                                 # (Hendrycks & Gimpel 2016; airbench's); SE's bottleneck keeps ReLU
     logit_scale: float = 1.0                    # the classifier's outputs times this before the loss and any prediction
                                                 # (airbench: 1/9, a temperature that slows the logits' growth)
+    head_bias: bool = True                      # the classifier's bias (airbench has none)
     norm_momentum: float = 0.1                  # norm = "batch": weight of each batch in the running statistics, in
                                                 # (0, 1] (PyTorch's momentum; airbench: 0.4, its "0.6" counted the other way)
 
@@ -103,6 +104,9 @@ class OptimConfig:
     l2: float = 0.0              # coupled L2 penalty l2 * sum(w^2) added to the loss on conv/dense kernels (Keras style)
     bias_lr: float = 1.0         # multiplier of the learning rate for biases and norm shifts/scales (airbench: 64, its norm
                                  # scales fixed with model.norm_scale = false)
+    muon_lr: float = 0.24        # muon: peak learning rate of the conv filters' orthogonalised steps (airbench94_muon: 0.24);
+                                 # every other parameter takes SGD steps at optim.lr (Nesterov as optim.nesterov says)
+    muon_momentum: float = 0.6   # muon: the conv filters' momentum, in [0, 1) (airbench94_muon: 0.6, Nesterov)
 
 
 @dataclass(frozen=True)
@@ -211,7 +215,7 @@ CHOICES = {
     ("supcon", "probe"): ("mlp", "linear"),
 }
 POOLING_BLOCKS = ("pooled", "airbench")  # model.block values whose stages pool after their first conv (no pool at the end)
-POSITIVE = {("optim", "bias_lr"), ("model", "logit_scale"), ("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
+POSITIVE = {("optim", "bias_lr"), ("optim", "muon_lr"), ("model", "logit_scale"), ("supcon", "temperature"), ("supcon", "projection"), ("supcon", "probe_hidden"),
             ("supcon", "probe_epochs"), ("supcon", "probe_lr"), ("augment", "mix_alpha"), ("model", "patch"), ("model", "convs_per_block"), ("model", "blocks_per_stage"), ("model", "groups"),
             ("optim", "lr"), ("train", "epochs"), ("train", "batch_size"), ("train", "eval_batch_size"),
             ("train", "checkpoint_every"), ("schedule", "step_every"), ("schedule", "restart_every")}
@@ -221,7 +225,7 @@ NON_NEGATIVE = {("train", "forget_epochs"), ("loss", "elr_lambda"), ("data", "im
                 ("optim", "weight_decay"), ("optim", "l2"), ("schedule", "warmup"), ("schedule", "final_lr"),
                 ("loss", "label_smoothing"), ("train", "threads"), ("train", "seed")}
 # Keys in [0, 1): fractions and rates that 1 would make degenerate; and probabilities, in [0, 1].
-BELOW_ONE = {("train", "ema"), ("schedule", "warmup_start"), ("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
+BELOW_ONE = {("train", "ema"), ("schedule", "warmup_start"), ("optim", "muon_momentum"), ("data", "noise_rate"), ("train", "forget_rate"), ("loss", "elr_beta"), ("augment", "scale"),
              ("augment", "brightness"), ("augment", "contrast"), ("augment", "saturation"), ("augment", "shift")}
 PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p")}
 

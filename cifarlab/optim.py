@@ -110,6 +110,74 @@ def adamw(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
 
 
+def orthogonalise(g: torch.Tensor, steps: int = 3) -> torch.Tensor:
+    """A fast approximate orthogonalisation of the matrix `g` (rows x columns): about U V^T of
+    its singular value decomposition U S V^T, with the singular values pushed into roughly
+    [0.5, 1.5] rather than exactly to 1, by `steps` iterations of Jordan's quintic Newton-Schulz
+    map X <- aX + (b A + c A^2) X, A = X X^T (Jordan et al. 2024, "Muon"). Computed in float32:
+    the filters' matrices are small beside a training step's convolutions."""
+    a, b, c = 3.4445, -4.7750, 2.0315
+    x = g.float()
+    wide = x.shape[0] <= x.shape[1]
+    x = x if wide else x.T                       # iterate on the side with fewer rows
+    x = x / (x.norm() + 1e-7)                    # every singular value <= 1
+    for _ in range(steps):
+        gram = x @ x.T
+        x = a * x + (b * gram + c * gram @ gram) @ x
+    return (x if wide else x.T).to(g.dtype)
+
+
+class Muon(torch.optim.Optimizer):
+    """SGD with (Nesterov) momentum for every parameter group, and Muon's step for the groups
+    marked `orthogonal` (the conv filters): the momentum-averaged gradient of each filter bank,
+    flattened to out_channels x (in_channels * k * k), is orthogonalised (`orthogonalise`) and
+    the bank, first rescaled to Frobenius norm sqrt(out_channels), moves `lr` along it
+    (airbench94_muon's recipe; the norms that follow each conv make the bank's scale free, so
+    the rescaling fixes the step's relative size). Other groups take PyTorch's SGD step with
+    their own momentum and coupled weight decay."""
+
+    def __init__(self, groups: Iterable[dict], lr: float, momentum: float, nesterov: bool):
+        super().__init__(groups, dict(lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=0.0,
+                                      orthogonal=False))
+
+    @torch.no_grad()
+    def step(self, closure=None):  # noqa: ARG002 (the Optimizer signature)
+        for group in self.param_groups:
+            m = group["momentum"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                g = p.grad if not group["weight_decay"] else p.grad.add(p, alpha=group["weight_decay"])
+                state = self.state[p]
+                if "momentum_buffer" not in state:
+                    state["momentum_buffer"] = g.detach().clone()
+                else:
+                    state["momentum_buffer"].mul_(m).add_(g)
+                buf = state["momentum_buffer"]
+                g = g.add(buf, alpha=m) if group["nesterov"] else buf
+                if group["orthogonal"]:
+                    p.mul_(p.shape[0] ** 0.5 / p.norm().clamp_min(1e-12))
+                    g = orthogonalise(g.reshape(len(g), -1)).view_as(p)
+                p.add_(g, alpha=-group["lr"])
+
+
+@OPTIMIZERS.register("muon")
+def muon(groups: Iterable[dict], cfg: OptimConfig) -> torch.optim.Optimizer:
+    """Muon on the trainable conv filters (4-D kernels) at optim.muon_lr and muon_momentum, no
+    weight decay (their scale is reset each step); SGD on the rest at optim.lr."""
+    split = []
+    for group in groups:
+        filters = [p for p in group["params"] if p.ndim == 4 and p.requires_grad]
+        rest = [p for p in group["params"] if not (p.ndim == 4 and p.requires_grad)]
+        if filters:
+            split.append({**group, "params": filters, "orthogonal": True, "lr": cfg.muon_lr, "momentum": cfg.muon_momentum,
+                          "nesterov": cfg.nesterov and cfg.muon_momentum > 0, "weight_decay": 0.0,
+                          "lr_scale": group["lr_scale"] * cfg.muon_lr / cfg.lr})
+        if rest:
+            split.append({**group, "params": rest})
+    return Muon(split, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+
+
 def build_optimizer(model: nn.Module, cfg: OptimConfig) -> torch.optim.Optimizer:
     return OPTIMIZERS.get(cfg.name)(param_groups(model, cfg.weight_decay, cfg.bias_lr), cfg)
 

@@ -348,3 +348,9 @@ def test_norm_momentum_sets_every_batchnorms_running_statistics_weight():
     # one batch from the initial statistics (mean 0): the running mean is 0.4 of the batch's mean
     assert torch.allclose(n.running_mean, 0.4 * seen[0].mean((0, 2, 3)), atol=1e-6)
     assert not torch.allclose(n.running_mean, torch.zeros_like(n.running_mean))
+
+
+def test_head_bias_false_drops_the_classifiers_bias_only():
+    with_bias, without = build_model(model_config("airbench"), 10), build_model(model_config("airbench", head_bias=False), 10)
+    assert count_parameters(with_bias) - count_parameters(without) == 10
+    assert [n for n, _ in with_bias.named_parameters() if n not in dict(without.named_parameters())] == ["classifier.0.bias"]

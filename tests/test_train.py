@@ -53,8 +53,9 @@ def test_same_seed_same_numbers_and_learning_happens(splits, tmp_path):
                                               "forget_epochs": 1}},
                                    {"train": {**TINY["train"], "ema": 0.9}},
                                    {"model": {**TINY["model"], "stem": "whiten", "patch": 2}},
-                                   {"train": {**TINY["train"], "lookahead": 4, "ema": 0.9}}],
-                         ids=["standard", "elr", "coteaching", "ema", "whiten", "lookahead"])
+                                   {"train": {**TINY["train"], "lookahead": 4, "ema": 0.9}},
+                                   {"optim": {**TINY["optim"], "name": "muon", "muon_lr": 0.1}}],
+                         ids=["standard", "elr", "coteaching", "ema", "whiten", "lookahead", "muon"])
 @pytest.mark.parametrize("crash_after", ["save_checkpoint", "write_metrics"])
 def test_resume_after_a_kill_gives_the_same_numbers(splits, tmp_path, monkeypatch, crash_after, extra):
     cfg = C.from_dict({**TINY, **extra})
@@ -326,3 +327,55 @@ def test_fixed_norm_scales_stay_at_one_and_biases_learn_at_bias_lr_times_the_rat
     shifts = [v for k, v in state.items() if k.endswith(".bias") and v.ndim == 1 and "stages" in k]
     assert scales and all(torch.equal(v, torch.ones_like(v)) for v in scales)   # BatchNorm's scales untrained
     assert any(v.abs().max() > 0 for v in shifts)                               # its shifts trained
+
+
+def test_orthogonalise_brings_every_singular_value_near_one_on_both_sides():
+    """A conv filter bank's gradient shape (out x in * 9), either way round: the singular values,
+    spread over 2-3x in the gradient and tiny after the Frobenius normalisation, all end near 1."""
+    from cifarlab.optim import orthogonalise
+    torch.manual_seed(0)
+    for shape in [(64, 576), (600, 64), (256, 2304)]:
+        g = torch.randn(shape) * torch.linspace(0.5, 2.0, shape[1])
+        before, after = torch.linalg.svdvals(g / g.norm()), torch.linalg.svdvals(orthogonalise(g))
+        assert before.max() < 0.3 and before.max() / before.min() > 2
+        assert orthogonalise(g).shape == g.shape and 0.6 < after.min() and after.max() < 1.25, (shape, after)
+
+
+def test_muon_steps_filters_along_the_orthogonalised_momentum_and_the_rest_as_sgd():
+    from cifarlab.optim import build_optimizer, orthogonalise
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 2))
+    twin = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.Flatten(), torch.nn.Linear(8 * 4 * 4, 2))
+    twin.load_state_dict(net.state_dict())
+    cfg = C.from_dict({"optim": {"name": "muon", "lr": 0.1, "momentum": 0.85, "nesterov": True, "weight_decay": 1e-3,
+                                 "muon_lr": 0.24, "muon_momentum": 0.6}}).optim
+    muon = build_optimizer(net, cfg)
+    sgd = torch.optim.SGD([{"params": [twin[2].weight], "weight_decay": 1e-3}, {"params": [twin[0].bias, twin[2].bias]}],
+                          lr=0.1, momentum=0.85, nesterov=True)
+    kinds = sorted((g["orthogonal"], len(g["params"])) for g in muon.param_groups)
+    assert kinds == [(False, 1), (False, 2), (True, 1)]                 # filters | head kernel | biases
+    x = torch.randn(5, 3, 6, 6)
+    buf = torch.zeros_like(net[0].weight)
+    for step in range(3):
+        before = net[0].weight.detach().clone()
+        for model, opt in ((net, muon), (twin, sgd)):
+            opt.zero_grad()
+            model(x).square().mean().backward()
+        g = net[0].weight.grad.clone()
+        buf = g if step == 0 else 0.6 * buf + g
+        muon.step(), sgd.step()
+        scaled = before * 8 ** 0.5 / before.norm()
+        expected = scaled - 0.24 * orthogonalise((g + 0.6 * buf).reshape(8, -1)).view_as(before)
+        assert torch.allclose(net[0].weight, expected, atol=1e-6)
+        for mine, theirs in ((net[2].weight, twin[2].weight), (net[0].bias, twin[0].bias), (net[2].bias, twin[2].bias)):
+            assert torch.allclose(mine, theirs, atol=1e-7)
+        with torch.no_grad():
+            twin[0].weight.copy_(net[0].weight)                           # the twin's filters follow Muon's
+
+
+def test_a_run_with_muon_learns_and_checkpoints_its_optimizer_state(splits, tmp_path):
+    cfg = C.from_dict({**TINY, "optim": {**TINY["optim"], "name": "muon", "muon_lr": 0.1}})
+    final = run(cfg, splits, tmp_path / "m")
+    assert final["test_acc"] > 0.3
+    state = RunDir(tmp_path / "m").load_checkpoint(C.config_hash(cfg), 0, cfg)["optimizer"]
+    assert any(g["orthogonal"] for g in state["param_groups"]) and state["state"]

@@ -47,7 +47,7 @@ class Net(nn.Module):
             if cfg.dense_dropout > 0:
                 layers.append(nn.Dropout(cfg.dense_dropout))
             d = width
-        self.classifier = nn.Sequential(*layers, nn.Linear(d, num_classes))
+        self.classifier = nn.Sequential(*layers, nn.Linear(d, num_classes, bias=cfg.head_bias))
         self.logit_scale = cfg.logit_scale
 
     def _side(self, image_size: int) -> int:
