@@ -77,7 +77,7 @@ class ModelConfig:
     norm: str = "none"                          # after each conv: none | batch | group | layer (all of C,H,W per sample) | instance
     groups: int = 32                            # norm = "group": channel groups (must divide every width)
     se: int = 0                                 # Squeeze-and-Excitation reduction ratio in every stage (Hu et al. 2018 use 16); 0 = off
-    head: str = "flatten"                       # flatten (tutorial) | gap (global average pooling); then the dense layers and the classifier
+    head: str = "flatten"                       # flatten (tutorial) | gap (global average pooling) | gmp (global max pooling: airbench); then the dense layers and the classifier
     dropout: tuple[float, ...] = ()             # dropout rate at the end of each stage (after its pooling); () = none
     dense: tuple[int, ...] = (128,)             # hidden dense layers before the classifier
     dense_dropout: float = 0.0                  # dropout after each hidden dense layer
@@ -202,7 +202,7 @@ CHOICES = {
     ("model", "block"): ("plain", "basic", "preact", "pooled", "airbench"),
     ("model", "downsample"): ("max", "avg", "stride"),
     ("model", "norm"): ("none", "batch", "group", "layer", "instance"),
-    ("model", "head"): ("flatten", "gap"),
+    ("model", "head"): ("flatten", "gap", "gmp"),
     ("model", "init"): ("he", "dirac"),
     ("model", "activation"): ("relu", "gelu"),
     ("train", "precision"): ("auto", "fp32", "bf16"),

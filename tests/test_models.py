@@ -354,3 +354,11 @@ def test_head_bias_false_drops_the_classifiers_bias_only():
     with_bias, without = build_model(model_config("airbench"), 10), build_model(model_config("airbench", head_bias=False), 10)
     assert count_parameters(with_bias) - count_parameters(without) == 10
     assert [n for n, _ in with_bias.named_parameters() if n not in dict(without.named_parameters())] == ["classifier.0.bias"]
+
+
+def test_gmp_head_takes_each_channels_maximum_where_gap_takes_its_mean():
+    gap, gmp = build_model(model_config("airbench"), 10), build_model(model_config("airbench", head="gmp"), 10)
+    assert count_parameters(gap) == count_parameters(gmp)
+    x = torch.randn(2, 256, 3, 3)
+    assert torch.equal(gmp.pool(x), x.amax((2, 3))) and torch.allclose(gap.pool(x), x.mean((2, 3)))
+    assert gmp(torch.randn(2, 3, 32, 32)).shape == (2, 10)

@@ -10,6 +10,7 @@ The config keys (`cifarlab/config.py`, [model]) choose each part; a model regist
 
     vgg                 3 plain stages of 2 convs, max pooling, flatten + dense 128 (550,570 parameters)
     + head = "gap"      global average pooling + the classifier instead of flatten + dense
+                        ("gmp": global max pooling, airbench's final max pool over the last 3 x 3 map)
     + downsample = "stride"   each max pool replaced by a stride-2 first conv of the next stage
     + block = "basic"   skip connections: each stage one basic residual block
     + widths with a 4th entry   a fourth stage
@@ -38,7 +39,9 @@ class Net(nn.Module):
         self.stages = nn.Sequential(*stages)
         # A pre-activation network ends with the norm and ReLU its last block left out.
         self.final = nn.Sequential(norm(c, cfg), act(cfg)) if cfg.block == "preact" else nn.Identity()
-        self.pool = nn.Flatten() if cfg.head == "flatten" else nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        pools = {"flatten": nn.Flatten, "gap": lambda: nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten()),
+                 "gmp": lambda: nn.Sequential(nn.AdaptiveMaxPool2d(1), nn.Flatten())}
+        self.pool = pools[cfg.head]()
         self.feature_dim = c * self._side(image_size) ** 2 if cfg.head == "flatten" else c
         layers: list[nn.Module] = []
         d = self.feature_dim
