@@ -49,16 +49,19 @@ def test_a_process_that_is_not_rank_0_writes_nothing(data_root, tmp_path, monkey
 
 # No BatchNorm, dropout or augmentation: then two processes with half the batch each compute the
 # same gradient as one process with the whole batch, up to the order of floating-point sums, and
-# the two runs follow one trajectory. The tolerance is what one process shows against itself with
-# another thread count (another summation order): in this setting (standardised pixels, LR 0.05)
-# 1 and 2 threads gave training losses 1.58486 and 1.58484 after 2 epochs, so 1e-3 is loose for
-# a correct implementation while a wrong gradient (a rank's chunk lost, shares not weighted, no
-# all-reduce) moves the loss by far more. (At LR 0.01-0.02 without standardisation the same tiny
-# net is chaotic: 1 and 2 threads ended epoch 2 at 1.84 and 1.56, so no run could be compared.)
-# The test accuracy may differ by an image near a decision boundary: within 1 % of 200 images.
+# the two runs follow one trajectory as long as the network does not amplify that rounding. How
+# much it does depends on the CPU's kernels as well as the settings: at LR 0.05 (standardised
+# pixels) one process with 1 and 2 threads ended epoch 2 at 1.58486 and 1.58484 on the AVX2 Zen 3,
+# while on the AVX-512 Zen 5 one process and two differed by 1e-6 in the parameters after one step
+# and by 15 % in the epoch-2 training loss; at LR 0.02 they agree to 1e-6 there (and at 0.01 by
+# 0.4 %: the tiny net is chaotic at some rates, so compare only where it is not). A wrong gradient
+# (a rank's chunk lost, shares not weighted, no all-reduce) moves the loss by far more than the
+# 1 % allowed (without the all-reduce, on the Zen 5 at LR 0.02: 3 % and 9 % off in the two epochs,
+# test accuracy 0.60 against 0.50); the test accuracy may differ by an image or two near a
+# boundary: 2 % of 200 images.
 TINY = ["--set", "model.widths=[8,16]", "--set", "model.dense=[16]", "--set", "train.epochs=2",
         "--set", "train.batch_size=50", "--set", "train.precision=fp32", "--set", "data.val_size=100",
-        "--set", "data.normalize=standard", "--set", "optim.lr=0.05", "--set", "train.threads=1",
+        "--set", "data.normalize=standard", "--set", "optim.lr=0.02", "--set", "train.threads=1",
         "--no-progress"]
 
 
@@ -78,9 +81,9 @@ def test_two_gloo_processes_follow_one_process(data_root, tmp_path):
     b = json.loads((tmp_path / "two" / "final.json").read_text())
     ha = [json.loads(l) for l in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
     hb = [json.loads(l) for l in (tmp_path / "two" / "metrics.jsonl").read_text().splitlines()]
-    assert [h["train_loss"] for h in hb] == pytest.approx([h["train_loss"] for h in ha], rel=1e-3)
-    assert [h["train_acc"] for h in hb] == pytest.approx([h["train_acc"] for h in ha], abs=0.01)
-    assert abs(a["test_acc"] - b["test_acc"]) <= 0.01
+    assert [h["train_loss"] for h in hb] == pytest.approx([h["train_loss"] for h in ha], rel=1e-2)
+    assert [h["train_acc"] for h in hb] == pytest.approx([h["train_acc"] for h in ha], abs=0.02)
+    assert abs(a["test_acc"] - b["test_acc"]) <= 0.02
     assert a["test_acc"] > 0.2 and ha[-1]["train_loss"] < 0.8 * ha[0]["train_loss"]  # it learnt (chance: 0.1)
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == sorted(p.name for p in (tmp_path / "one").iterdir())
 
