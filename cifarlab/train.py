@@ -122,18 +122,19 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         for net in (model, peer):
             if net is not None:
                 fit_whitening(net, sample)
+    total = max(1, round(epochs * spe))
     return Session(
         cfg=cfg, rt=rt, model=model, opt=opt or build_optimizer(model, cfg.optim),
         schedule=build_schedule(cfg.schedule),
         augment=build_pipeline(cfg.augment, splits.image_size, splits.num_classes),
         loss=build_loss(cfg.loss, splits.num_classes, len(splits.train)),
         prep=prep,
-        steps_per_epoch=spe, total_steps=max(1, round(epochs * spe)),
+        steps_per_epoch=spe, total_steps=total,
         provenance=provenance(runtime.machine_name(rt.device)),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
         world=world, ema=WeightAverage(model, cfg.train.ema) if cfg.train.ema else None,
         lookahead=Lookahead(cfg.train.lookahead, cfg.train.lookahead_alpha, cfg.train.lookahead_ramp,
-                            max(1, round(epochs * spe))) if cfg.train.lookahead else None,
+                            total) if cfg.train.lookahead else None,
     )
 
 
