@@ -329,6 +329,11 @@ def validate(cfg: ExperimentConfig) -> None:
         if getattr(cfg.train, key) and cfg.train.method != "standard":
             raise ConfigError(f"train.{key} {what}; train.method = {cfg.train.method!r} trains more than one "
                               f"(or a probe): leave train.{key} at 0 or use the standard method")
+    if cfg.optim.name != "muon":
+        for f in dataclasses.fields(cfg.optim):
+            if f.name.startswith("muon_") and getattr(cfg.optim, f.name) != f.default:
+                raise ConfigError(f"optim.{f.name} is Muon's; set optim.name = 'muon' or leave optim.{f.name} "
+                                  f"at its default ({f.default})")
     if cfg.train.forget_rate and cfg.train.method != "coteaching":
         raise ConfigError("train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
     if not 0 < cfg.loss.gce_q <= 1:

@@ -198,7 +198,8 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             batch = batch.take(torch.arange(start_i, stop_i, device=batch.labels.device))
         # 2. augment, forward, loss, backward, update; a final batch smaller than the world leaves
         #    some process no images: it contributes zero gradients and still takes the step
-        if len(batch) == 0:
+        empty = len(batch) == 0
+        if empty:
             empty_step(s)
         else:
             loss, logits, labels = train_step(s, batch, gen, epoch)
@@ -207,7 +208,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         if s.ema is not None:
             s.ema.update(s.model, step)
         bar.update(1)
-        if len(batch) == 0:
+        if empty:
             continue
         # 3. running statistics, without forcing a device sync each step (no accuracy while contrasting)
         loss_sum += loss * len(batch)

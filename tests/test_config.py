@@ -49,6 +49,8 @@ def test_hash_and_diff_see_one_key():
     ({"augment": {"translate": 3}}, "augment.translate = 3.0 must be below 1"),
     ({"schedule": {"restart_mult": 0.5}}, "schedule.restart_mult = 0.5 must be >= 1"),
     ({"name": "../elsewhere"}, "experiment name '../elsewhere' is not a valid name"),
+    ({"optim": {"muon_lr": 0.1}}, "optim.muon_lr is Muon's; set optim.name = 'muon'"),
+    ({"optim": {"name": "adam", "muon_momentum": 0.9}}, "optim.muon_momentum is Muon's"),
 ])
 def test_bad_configs_name_the_problem(raw, message):
     with pytest.raises(ConfigError) as e:
