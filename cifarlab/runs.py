@@ -12,6 +12,7 @@ process leaves either the old or the new file, never half of one.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
@@ -133,3 +134,29 @@ class RunDir:
         changed = [f"{k}: {C.toml_value(a)} -> {C.toml_value(b)}" for k, (a, b) in C.diff(old, cfg).items()
                    if (tuple(k.split(".")) not in C.NOT_HASHED) or k == "train.seed"]
         return f" ({', '.join(changed)})" if changed else ""
+
+
+def save_verified(path: Path, state: dict[str, Any]) -> None:
+    """`state` as a torch file with its SHA-256 beside it (`<file>.sha256`), both written atomically,
+    the checksum last: a reader finds a matching pair or none."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    atomic_write(path, data)
+    atomic_write(path.with_name(path.name + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+
+
+def load_verified(path: Path) -> dict[str, Any] | None:
+    """The state `save_verified` wrote, or None when the file is missing, its checksum is missing or
+    differs (never unpickled then), or it does not load as plain tensors and containers."""
+    check = path.with_name(path.name + ".sha256")
+    try:
+        data, want = path.read_bytes(), check.read_text().strip()
+    except OSError:
+        return None
+    if hashlib.sha256(data).hexdigest() != want:
+        return None
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001  (a file that verifies but does not load is treated as absent)
+        return None

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable
 
 import torch
@@ -24,7 +26,7 @@ from cifarlab.models import build_model, count_parameters
 from cifarlab.models.layers import fit_whitening
 from cifarlab.optim import Lookahead, Schedule, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
-from cifarlab.runs import RunDir
+from cifarlab.runs import RunDir, load_verified, save_verified
 
 
 @dataclass
@@ -250,6 +252,48 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     return state["epoch"], [h for h in run.read_metrics() if h["epoch"] <= state["epoch"]]
 
 
+SUPCON_PROBE_KEYS = ("probe", "probe_hidden", "probe_epochs", "probe_lr")
+
+
+def pretraining_hash(cfg: C.ExperimentConfig) -> str:
+    """supcon: the identity of a run's pre-training, its config hash with the probe's keys at their
+    defaults. Runs that differ only in their probe pre-train the same encoder: the probe is built
+    after the encoder and the projection, its keys enter no step of the pre-training, and every
+    epoch reseeds from (seed, epoch)."""
+    default = C.SupConConfig()
+    return C.config_hash(replace(cfg, supcon=replace(cfg.supcon, **{k: getattr(default, k) for k in SUPCON_PROBE_KEYS})))
+
+
+def pretrained_path(shared: Path, cfg: C.ExperimentConfig) -> Path:
+    return Path(shared) / f"supcon-{pretraining_hash(cfg)}-seed{cfg.train.seed}.pt"
+
+
+def share_pretrained(s: Session, shared: Path, history: list[dict], run: RunDir) -> None:
+    """At the end of supcon's pre-training: the encoder, projection and their optimizer, with the
+    pre-training epochs' metrics, for runs that differ only in their probe (`take_pretrained`)."""
+    save_verified(pretrained_path(shared, s.cfg), {
+        "key": pretraining_hash(s.cfg), "seed": s.cfg.train.seed, "epoch": int(s.cfg.train.epochs),
+        "encoder": s.model.encoder.state_dict(), "projection": s.model.projection.state_dict(),
+        "optimizer": s.opt.state_dict(), "history": json.dumps(history), "source": str(run.path)})
+
+
+def take_pretrained(s: Session, shared: Path) -> tuple[int, list[dict], str | None]:
+    """(first epoch to run, metrics so far, the run that pre-trained) from a pre-training another run
+    of the same pre-training settings and seed shared, else (0, [], None). The probe then trains as
+    in a straight run: its initial weights are this run's own, its optimizer untouched so far."""
+    state = load_verified(pretrained_path(shared, s.cfg))   # checksum verified before it is unpickled
+    if state is None or state.get("key") != pretraining_hash(s.cfg) or state.get("seed") != s.cfg.train.seed:
+        return 0, [], None
+    try:
+        s.model.encoder.load_state_dict(state["encoder"])
+        s.model.projection.load_state_dict(state["projection"])
+        s.opt.load_state_dict(state["optimizer"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"{pretrained_path(shared, s.cfg)} does not fit this model ({str(e).splitlines()[0]}); "
+                        "it was written by an older cifarlab: delete it and its .sha256 to pre-train anew") from None
+    return state["epoch"], json.loads(state["history"]), state["source"]
+
+
 def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: tqdm) -> dict:
     """Train one epoch, then measure the validation split: one metrics row."""
     bar.set_description(f"{s.cfg.name} seed {s.cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
@@ -288,12 +332,24 @@ def noise_metrics(s: Session, splits: Splits) -> dict:
 
 
 def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool = False, progress: bool = True,
-          progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> dict:
-    """Train (or continue) one run and write its directory; returns the final metrics."""
+          progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None,
+          shared: Path | None = None) -> dict:
+    """Train (or continue) one run and write its directory; returns the final metrics.
+
+    `shared`: a folder where supcon runs that differ only in their probe share their pre-training
+    (`take_pretrained`): the first to finish it leaves it there, the others start at their probe."""
     s = build_session(cfg, splits)
     if run.checkpoint_path.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
     start, history = restore(s, run) if resume else (0, [])
+    pretrained_by = None
+    if shared is not None and cfg.train.method == "supcon":
+        if start == 0:
+            start, history, pretrained_by = take_pretrained(s, shared)
+            for row in history if on_epoch is not None else ():
+                on_epoch(row)                         # the store records the pre-training epochs taken
+        else:
+            pretrained_by = next((h["pretrained_by"] for h in history if "pretrained_by" in h), None)
     writes = s.world.writes
     events = None
     if cfg.train.tensorboard and writes:
@@ -311,7 +367,12 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             break  # resuming a run that diverged: its weights are not numbers any more
         row = run_epoch(s, splits, train_split, epoch, bar)
         row["elapsed"] = time.perf_counter() - clock
+        if pretrained_by is not None:
+            row["pretrained_by"] = pretrained_by   # a resumed run still knows whose pre-training it probes
         history.append(row)
+        if writes and shared is not None and pretrained_by is None and epoch + 1 == int(cfg.train.epochs) and \
+                cfg.train.method == "supcon" and not diverged(row):
+            share_pretrained(s, shared, history, run)
         if writes and cfg.train.select == "best_val" and row.get("val_acc") is not None and \
                 row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
             run.save_best(s.evaluated.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
@@ -337,6 +398,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         selected = best["epoch"]
     final = finish(s, splits, history, clock)
     final["selected_epoch"] = selected or len(history)
+    if pretrained_by is not None:
+        final["pretrained_by"] = pretrained_by    # its pre-training epochs, time included, are that run's
     if selected:
         final["val_acc"] = history[selected - 1]["val_acc"]   # the validation accuracy of the weights tested
     if writes:

@@ -159,3 +159,34 @@ set = { "train.method" = "standard", "train.epochs" = 4 }
     shutil.rmtree(tmp_path / "runs")
     r = cli("report", "study.toml", "--db", "r.db", "--out", "rep", "--features", "--data-dir", data_root)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--features: no variant of tiny-supcon" in r.stderr
+
+
+def test_runs_that_differ_only_in_their_probe_share_one_pretraining_with_a_straight_runs_numbers(splits, tmp_path):
+    import json
+
+    from cifarlab import config as C
+    from cifarlab.runs import RunDir
+    from cifarlab.train import pretrained_path, pretraining_hash, train
+    mlp = C.from_dict(TINY)
+    linear = C.from_dict({**TINY, "supcon": {**TINY["supcon"], "probe": "linear", "probe_lr": 0.05}})
+    assert pretraining_hash(mlp) == pretraining_hash(linear) != pretraining_hash(
+        C.from_dict({**TINY, "supcon": {**TINY["supcon"], "temperature": 0.5}}))
+    straight = train(linear, splits, RunDir(tmp_path / "straight"), progress=False)
+    shared = tmp_path / "_pretrained"
+    first = train(mlp, splits, RunDir(tmp_path / "mlp"), progress=False, shared=shared)
+    assert "pretrained_by" not in first and pretrained_path(shared, mlp).exists()
+    seen = []
+    taken = train(linear, splits, RunDir(tmp_path / "linear"), progress=False, shared=shared, on_epoch=seen.append)
+    assert taken["pretrained_by"] == str(tmp_path / "mlp")
+    for key in ("test_acc", "test_loss", "val_acc", "val_loss", "epochs"):
+        assert taken[key] == straight[key], key       # the same numbers as pre-training itself
+    rows = RunDir(tmp_path / "linear").read_metrics()
+    assert [r["phase"] for r in rows] == ["pretrain", "pretrain", "probe", "probe"] == [r["phase"] for r in seen]
+    assert rows[:2] == RunDir(tmp_path / "mlp").read_metrics()[:2]
+    assert taken["wall_seconds"] > rows[1]["elapsed"]   # its compute counts the pre-training it took
+    # a shared file whose checksum does not match is never loaded: the run pre-trains itself
+    path = pretrained_path(shared, linear)
+    path.write_bytes(path.read_bytes()[:-1] + b"x")
+    again = train(linear, splits, RunDir(tmp_path / "again"), progress=False, shared=shared)
+    assert "pretrained_by" not in again and again["test_acc"] == straight["test_acc"]
+    assert json.loads((tmp_path / "again" / "final.json").read_text())["epochs"] == 4

@@ -50,13 +50,15 @@ class RunResult:
 
 def train_one(key: RunKey, cfg: C.ExperimentConfig, splits: Any, run_path: Path, *, progress: bool = False,
               progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> RunResult:
-    """Train one run into `run_path`, resuming from its checkpoint if it has one; writes only there."""
+    """Train one run into `run_path` (RUNS_DIR/STUDY/VARIANT/seedK-HASH), resuming from its checkpoint
+    if it has one. It writes only there and, for supcon, in RUNS_DIR/STUDY/_pretrained: the study's
+    variants that differ only in their probe share one pre-training per seed (train.take_pretrained)."""
     from cifarlab.runs import RunDir
     from cifarlab.train import train
 
     run = RunDir(run_path)
     final = train(cfg, splits, run, resume=run.checkpoint_path.exists(), progress=progress,
-                  progress_row=progress_row, on_epoch=on_epoch)
+                  progress_row=progress_row, on_epoch=on_epoch, shared=Path(run_path).parent.parent / "_pretrained")
     return RunResult(key, final, run.read_metrics(), str(run.path), socket.gethostname())
 
 
