@@ -294,6 +294,43 @@ def take_pretrained(s: Session, shared: Path) -> tuple[int, list[dict], str | No
     return state["epoch"], json.loads(state["history"]), state["source"]
 
 
+def selection_hash(cfg: C.ExperimentConfig) -> str:
+    """The identity of a run's training without its choice of weights to test (`train.select`):
+    runs that differ only there train the same network step for step."""
+    return C.config_hash(replace(cfg, train=replace(cfg.train, select="last")))
+
+
+def trained_path(shared: Path, cfg: C.ExperimentConfig) -> Path:
+    return Path(shared) / f"select-{selection_hash(cfg)}-seed{cfg.train.seed}.pt"
+
+
+def share_trained(s: Session, shared: Path, history: list[dict], run: RunDir) -> None:
+    """At the end of training (before any choice of weights): the last and the best-validation
+    weights with every epoch's metrics, for runs that differ only in `train.select` (`take_trained`)."""
+    best = run.load_best()
+    save_verified(trained_path(shared, s.cfg), {
+        "key": selection_hash(s.cfg), "seed": s.cfg.train.seed, "last": s.evaluated.state_dict(),
+        "best": best["model"], "best_epoch": best["epoch"], "history": json.dumps(history),
+        "source": str(run.path)})
+
+
+def take_trained(s: Session, shared: Path, run: RunDir) -> tuple[list[dict], str] | None:
+    """(every epoch's metrics, the run that trained) from a finished run that differs from this one
+    only in `train.select`, its last weights loaded and its best-validation weights written as this
+    run's best.pt; None when there is none. The test then reads what this run would have trained."""
+    state = load_verified(trained_path(shared, s.cfg))   # checksum verified before it is unpickled
+    if state is None or state.get("key") != selection_hash(s.cfg) or state.get("seed") != s.cfg.train.seed:
+        return None
+    try:
+        s.evaluated.load_state_dict(state["last"])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"{trained_path(shared, s.cfg)} does not fit this model ({str(e).splitlines()[0]}); "
+                        "it was written by an older cifarlab: delete it and its .sha256 to train anew") from None
+    if s.world.writes:
+        run.save_best(state["best"], state["best_epoch"])
+    return json.loads(state["history"]), state["source"]
+
+
 def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: tqdm) -> dict:
     """Train one epoch, then measure the validation split: one metrics row."""
     bar.set_description(f"{s.cfg.name} seed {s.cfg.train.seed} epoch {epoch + 1}/{s.epochs}")
@@ -336,21 +373,31 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
           shared: Path | None = None) -> dict:
     """Train (or continue) one run and write its directory; returns the final metrics.
 
-    `shared`: a folder where supcon runs that differ only in their probe share their pre-training
-    (`take_pretrained`): the first to finish it leaves it there, the others start at their probe."""
+    `shared`: a folder where runs share work they would repeat: supcon runs that differ only in
+    their probe share their pre-training (`take_pretrained`: the first to finish it leaves it there,
+    the others start at their probe), and runs with a validation split that differ only in
+    `train.select` share their training (`take_trained`: the first to finish leaves its last and
+    best-validation weights, the others only test theirs)."""
     s = build_session(cfg, splits)
     if run.checkpoint_path.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
     start, history = restore(s, run) if resume else (0, [])
-    pretrained_by = None
-    if shared is not None and cfg.train.method == "supcon":
-        if start == 0:
-            start, history, pretrained_by = take_pretrained(s, shared)
-            for row in history if on_epoch is not None else ():
-                on_epoch(row)                         # the store records the pre-training epochs taken
-        else:
-            pretrained_by = next((h["pretrained_by"] for h in history if "pretrained_by" in h), None)
     writes = s.world.writes
+    keeps_best = writes and splits.val is not None and (cfg.train.select == "best_val" or shared is not None)
+    pretrained_by = trained_by = None
+    taken = take_trained(s, shared, run) if shared is not None and splits.val is not None and start == 0 else None
+    if taken is not None:
+        history, trained_by = taken
+        start = s.epochs                              # nothing left to train: the test reads its weights
+        if writes:
+            run.write_metrics(history)
+    elif shared is not None and cfg.train.method == "supcon" and start == 0:
+        start, history, pretrained_by = take_pretrained(s, shared)
+    elif shared is not None and cfg.train.method == "supcon":   # resumed: whose pre-training it probes
+        pretrained_by = next((h["pretrained_by"] for h in history if "pretrained_by" in h), None)
+    if taken is not None or (pretrained_by is not None and start == int(cfg.train.epochs)):
+        for row in history if on_epoch is not None else ():
+            on_epoch(row)                             # the store records the epochs taken from another run
     events = None
     if cfg.train.tensorboard and writes:
         from cifarlab.tensorboard import EventLog
@@ -373,7 +420,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         if writes and shared is not None and pretrained_by is None and epoch + 1 == int(cfg.train.epochs) and \
                 cfg.train.method == "supcon" and not diverged(row):
             share_pretrained(s, shared, history, run)
-        if writes and cfg.train.select == "best_val" and row.get("val_acc") is not None and \
+        if keeps_best and row.get("val_acc") is not None and \
                 row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
             run.save_best(s.evaluated.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
         if writes:
@@ -391,6 +438,9 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     bar.close()
     if events is not None:
         events.close()
+    if keeps_best and shared is not None and trained_by is None and run.best_path.exists() and \
+            not diverged(history[-1]) and run.load_best()["epoch"] == best_epoch(history):
+        share_trained(s, shared, history, run)   # (a best.pt that is not the history's best: not shared)
     selected = None
     if writes and cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
         best = run.load_best()
@@ -400,11 +450,19 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     final["selected_epoch"] = selected or len(history)
     if pretrained_by is not None:
         final["pretrained_by"] = pretrained_by    # its pre-training epochs, time included, are that run's
+    if trained_by is not None:
+        final["trained_by"] = trained_by          # its epochs, time included, are that run's
     if selected:
         final["val_acc"] = history[selected - 1]["val_acc"]   # the validation accuracy of the weights tested
     if writes:
         run.write_final(final)
     return final
+
+
+def best_epoch(history: list[dict]) -> int | None:
+    """The first epoch of the highest validation accuracy (what train.select = best_val keeps)."""
+    scored = [h for h in history if h.get("val_acc") is not None]
+    return max(scored, key=lambda h: (h["val_acc"], -h["epoch"]))["epoch"] if scored else None
 
 
 def diverged(row: dict) -> bool:

@@ -143,6 +143,34 @@ def test_best_val_selection_tests_the_epoch_of_best_validation_accuracy(splits, 
         C.from_dict({**TINY, "data": {"val_size": 0}, "train": {**TINY["train"], "select": "best_val"}})
 
 
+def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_numbers(splits, tmp_path):
+    from cifarlab.study.run import sharing
+    from cifarlab.results.store import RunKey
+    from cifarlab.train import selection_hash, trained_path
+    keys = {"epochs": 4, "batch_size": 50}
+    last = C.from_dict({**TINY, "optim": {**TINY["optim"], "lr": 0.2}, "train": {**TINY["train"], **keys}})
+    best = C.from_dict({**TINY, "optim": {**TINY["optim"], "lr": 0.2},
+                        "train": {**TINY["train"], **keys, "select": "best_val"}})
+    assert selection_hash(last) == selection_hash(best) and C.config_hash(last) != C.config_hash(best)
+    straight = {"last": run(last, splits, tmp_path / "s-last"), "best": run(best, splits, tmp_path / "s-best")}
+    assert straight["best"]["selected_epoch"] < 4        # this config's best epoch is not its last:
+    assert straight["best"]["test_loss"] != straight["last"]["test_loss"]   # the two test other weights
+    for first, then in (("last", "best"), ("best", "last")):
+        shared, cfgs = tmp_path / f"shared-{first}", {"last": last, "best": best}
+        own = run(cfgs[first], splits, tmp_path / f"{first}-first", shared=shared)
+        assert "trained_by" not in own and trained_path(shared, last).exists()
+        seen = []
+        taken = run(cfgs[then], splits, tmp_path / f"{then}-then", shared=shared, on_epoch=seen.append)
+        assert taken["trained_by"] == str(tmp_path / f"{first}-first")
+        for key in ("test_acc", "test_loss", "val_acc", "selected_epoch", "epochs"):
+            assert taken[key] == straight[then][key], (first, key)
+        assert seen == RunDir(tmp_path / f"{first}-first").read_metrics() == RunDir(tmp_path / f"{then}-then").read_metrics()
+    # a study shares only between runs of one seed that differ only there (a validation split needed)
+    plan = {RunKey("s", "a", 0, "h1"): last, RunKey("s", "b", 0, "h2"): best, RunKey("s", "c", 1, "h1"): last,
+            RunKey("s", "d", 0, "h3"): C.from_dict({**TINY, "loss": {"label_smoothing": 0.1}})}
+    assert sharing(plan) == {RunKey("s", "a", 0, "h1"), RunKey("s", "b", 0, "h2")}
+
+
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(splits, tmp_path):
     cfg = C.from_dict(TINY)
     run(cfg, splits, tmp_path / "r")

@@ -49,16 +49,18 @@ class RunResult:
 
 
 def train_one(key: RunKey, cfg: C.ExperimentConfig, splits: Any, run_path: Path, *, progress: bool = False,
-              progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None) -> RunResult:
+              progress_row: int = 0, on_epoch: Callable[[dict], None] | None = None,
+              share: bool = False) -> RunResult:
     """Train one run into `run_path` (RUNS_DIR/STUDY/VARIANT/seedK-HASH), resuming from its checkpoint
-    if it has one. It writes only there and, for supcon, in RUNS_DIR/STUDY/_pretrained: the study's
-    variants that differ only in their probe share one pre-training per seed (train.take_pretrained)."""
+    if it has one. It writes only there and, with `share` (the study has a sibling run: `sharing`), in
+    RUNS_DIR/STUDY/_shared, where it takes or leaves the work the two would repeat (`train.train`)."""
     from cifarlab.runs import RunDir
     from cifarlab.train import train
 
     run = RunDir(run_path)
     final = train(cfg, splits, run, resume=run.checkpoint_path.exists(), progress=progress,
-                  progress_row=progress_row, on_epoch=on_epoch, shared=Path(run_path).parent.parent / "_pretrained")
+                  progress_row=progress_row, on_epoch=on_epoch,
+                  shared=Path(run_path).parent.parent / "_shared" if share else None)
     return RunResult(key, final, run.read_metrics(), str(run.path), socket.gethostname())
 
 
@@ -114,22 +116,23 @@ _DATA: dict[tuple, Any] = {}  # per Ray worker process: each dataset loaded and 
 
 
 def _ray_task(key: RunKey, cfg: C.ExperimentConfig, run_path: str, data_dir: str | None,
-              download: bool) -> RunResult:
+              download: bool, share: bool = False) -> RunResult:
     from cifarlab.study.run import DataCache
     cache = _DATA.setdefault((data_dir, download), DataCache(data_dir, download, False))
-    return train_one(key, cfg, cache.get(cfg.data), Path(run_path))
+    return train_one(key, cfg, cache.get(cfg.data), Path(run_path), share=share)
 
 
 def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_name: str, runs_root: Path, *,
             data_dir: str | None, download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
             retries: int = 3, say: Callable[[str], None] = print) -> tuple[int, int]:
     """Train every missing run of `plan` as a Ray task; returns (finished, failed)."""
-    from cifarlab.study.run import run_dir_for
+    from cifarlab.study.run import run_dir_for, sharing
 
     task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
                                          retry_exceptions=False, name="cifarlab-run")
     data_dir = str(Path(data_dir).resolve()) if data_dir else None
     runs_root = runs_root.resolve()
+    share = sharing(plan)
     inflight: dict[Any, tuple[int, RunKey]] = {}
     with DeferredInterrupt() as interrupt:
         try:
@@ -137,7 +140,8 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                 key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
                 cfg = plan[key]
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cpus_per_run))
-                inflight[task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download)] = (row["id"], key)
+                inflight[task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download,
+                                     key in share)] = (row["id"], key)
                 interrupt.check()
             finished = failed = 0
             beat = time.monotonic()

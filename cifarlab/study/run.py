@@ -53,6 +53,20 @@ def plan_runs(study: Study, store: Store, only: tuple[str, ...] = ()) -> dict[Ru
     return plan
 
 
+def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> set[RunKey]:
+    """The runs of `plan` that share work with a sibling of the same seed (`train.train`'s `shared`):
+    runs with a validation split that differ only in `train.select` (one training, two choices of
+    weights), and supcon runs that differ only in their probe (one pre-training)."""
+    from cifarlab.train import pretraining_hash, selection_hash
+    groups: dict[tuple, list[RunKey]] = {}
+    for key, cfg in plan.items():
+        if cfg.data.val_size > 0:
+            groups.setdefault(("select", selection_hash(cfg), key.seed), []).append(key)
+        if cfg.train.method == "supcon":
+            groups.setdefault(("pretrain", pretraining_hash(cfg), key.seed), []).append(key)
+    return {key for keys in groups.values() if len(keys) > 1 for key in keys}
+
+
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
@@ -69,13 +83,14 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     done = sum(1 for key in plan if store.status_of(key) == "done")
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
-    finished = 0
+    finished, share = 0, sharing(plan)
     while (row := store.claim(study.name, list(plan))) is not None:
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
         cfg = plan[key]
         try:
             result = train_one(key, cfg, data.get(cfg.data), run_dir_for(runs_root, key), progress=progress,
-                               progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r))
+                               progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),
+                               share=key in share)
         except KeyboardInterrupt:
             store.release(row["id"])
             raise
