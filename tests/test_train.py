@@ -144,8 +144,8 @@ def test_best_val_selection_tests_the_epoch_of_best_validation_accuracy(splits, 
 
 
 def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_numbers(splits, tmp_path):
-    from cifarlab.study.run import sharing
     from cifarlab.results.store import RunKey
+    from cifarlab.study.run import sharing
     from cifarlab.train import selection_hash, trained_path
     keys = {"epochs": 4, "batch_size": 50}
     last = C.from_dict({**TINY, "optim": {**TINY["optim"], "lr": 0.2}, "train": {**TINY["train"], **keys}})
@@ -168,7 +168,17 @@ def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_n
     # a study shares only between runs of one seed that differ only there (a validation split needed)
     plan = {RunKey("s", "a", 0, "h1"): last, RunKey("s", "b", 0, "h2"): best, RunKey("s", "c", 1, "h1"): last,
             RunKey("s", "d", 0, "h3"): C.from_dict({**TINY, "loss": {"label_smoothing": 0.1}})}
-    assert sharing(plan) == {RunKey("s", "a", 0, "h1"), RunKey("s", "b", 0, "h2")}
+    a, b, c, d = plan
+    assert sharing(plan) == {a: {b}, b: {a}}
+    # a run whose sibling trains now is claimed last, so that it finds the sibling's work
+    from cifarlab.results.store import open_store
+    from cifarlab.study.run import claim_order
+    store = open_store(tmp_path / "r.db")
+    for key, cfg in plan.items():
+        store.register(key, C.to_dict(cfg))
+    assert claim_order(plan, sharing(plan), store) == [a, b, c, d]
+    assert store.claim("s", [a])["experiment"] == "a"
+    assert claim_order(plan, sharing(plan), store) == [a, c, d, b]
 
 
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(splits, tmp_path):

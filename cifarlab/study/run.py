@@ -53,10 +53,11 @@ def plan_runs(study: Study, store: Store, only: tuple[str, ...] = ()) -> dict[Ru
     return plan
 
 
-def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> set[RunKey]:
-    """The runs of `plan` that share work with a sibling of the same seed (`train.train`'s `shared`):
-    runs with a validation split that differ only in `train.select` (one training, two choices of
-    weights), and supcon runs that differ only in their probe (one pre-training)."""
+def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]:
+    """Each run of `plan` that shares work with a sibling of the same seed (`train.train`'s `shared`)
+    -> those siblings: runs with a validation split that differ only in `train.select` (one
+    training, two choices of weights), and supcon runs that differ only in their probe (one
+    pre-training)."""
     from cifarlab.train import pretraining_hash, selection_hash
     groups: dict[tuple, list[RunKey]] = {}
     for key, cfg in plan.items():
@@ -64,7 +65,19 @@ def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> set[RunKey]:
             groups.setdefault(("select", selection_hash(cfg), key.seed), []).append(key)
         if cfg.train.method == "supcon":
             groups.setdefault(("pretrain", pretraining_hash(cfg), key.seed), []).append(key)
-    return {key for keys in groups.values() if len(keys) > 1 for key in keys}
+    out: dict[RunKey, set[RunKey]] = {}
+    for keys in groups.values():
+        for key in keys if len(keys) > 1 else ():
+            out.setdefault(key, set()).update(k for k in keys if k != key)
+    return out
+
+
+def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[RunKey]], store: Store) -> list[RunKey]:
+    """The plan's keys in study order, except that a run whose sibling is training now comes last:
+    started later, it finds the sibling's shared work instead of repeating it."""
+    running = {k for k in {s for sibs in share.values() for s in sibs} if store.status_of(k) == "running"}
+    later = [k for k in plan if share.get(k, set()) & running]
+    return [k for k in plan if k not in later] + later
 
 
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
@@ -84,7 +97,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
     finished, share = 0, sharing(plan)
-    while (row := store.claim(study.name, list(plan))) is not None:
+    while (row := store.claim(study.name, claim_order(plan, share, store))) is not None:
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
         cfg = plan[key]
         try:
