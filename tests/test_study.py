@@ -161,6 +161,37 @@ def test_two_processes_share_one_database(study_dir):
     assert len(runs) == 4 and all(row[2] == "done" for row in runs) and len(epochs) == 8
 
 
+OPEN_AT_ONCE = """
+import sys, time
+from cifarlab.results import open_store
+start = float(sys.argv[2])
+while time.time() < start:
+    pass
+open_store(sys.argv[1]).close()
+"""
+
+
+def test_processes_that_open_a_new_database_at_the_same_moment_all_get_it(tmp_path):
+    """Switching a new database to WAL takes a lock SQLite does not wait for: the second of two
+    `study run` processes started together once failed with "database is locked"."""
+    for attempt in range(6):
+        db, start = tmp_path / f"new{attempt}.db", time.time() + 2.0
+        procs = [subprocess.Popen([*cli_command()[:1], "-c", OPEN_AT_ONCE, str(db), str(start)],
+                                  env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for _ in range(6)]
+        outs = [p.communicate(timeout=120) for p in procs]
+        assert all(p.returncode == 0 for p in procs), outs
+        assert schema_of(db) == SCHEMA_VERSION
+
+
+def schema_of(db: Path) -> int:
+    conn = sqlite3.connect(db)
+    try:
+        return int(conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()[0])
+    finally:
+        conn.close()
+
+
 def grouped(table: str, group: str = "reg") -> str:
     """STUDY with a declared group `reg` = {table} and the variant `dropout` in `group`."""
     return (STUDY.replace("seeds = [0, 1]", f"seeds = [0, 1]\ngroups = {{ reg = {{ {table} }} }}")

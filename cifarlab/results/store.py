@@ -49,6 +49,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import socket
 import sqlite3
 import time
@@ -341,17 +342,31 @@ def open_store(path: str | Path, must_exist: bool = False, option: str = "--db")
     path = Path(path)
     if must_exist:
         require_database(path, option)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path, timeout=60, isolation_level=None)
-        conn.row_factory = sqlite3.Row
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA busy_timeout=60000")
-        migrate(conn, path)
-    except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as e:
-        raise UserError(f"cannot open results database {path} ({e}); it must be a cifarlab database "
-                        f"in a writable directory (choose one with --db)") from None
-    return Store(conn, path)
+    deadline = time.monotonic() + 60
+    while True:
+        conn = None
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+            conn.row_factory = sqlite3.Row
+            conn.execute("PRAGMA busy_timeout=60000")
+            conn.execute("PRAGMA journal_mode=WAL")
+            migrate(conn, path)
+            return Store(conn, path)
+        except (sqlite3.OperationalError, sqlite3.DatabaseError, OSError) as e:
+            if conn is not None:
+                conn.close()
+            # Two processes opening a new database at once: switching it to WAL takes an
+            # exclusive lock for which SQLite does not wait (no busy handler), so try again.
+            if _is_busy(e) and time.monotonic() < deadline:
+                time.sleep(random.uniform(0.05, 0.25))
+                continue
+            raise UserError(f"cannot open results database {path} ({e}); it must be a cifarlab database "
+                            f"in a writable directory (choose one with --db)") from None
+
+
+def _is_busy(e: BaseException) -> bool:
+    return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
 
 
 def require_database(path: str | Path, option: str = "--db") -> None:
