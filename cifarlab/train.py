@@ -281,17 +281,28 @@ def take_pretrained(s: Session, shared: Path) -> tuple[int, list[dict], str | No
     """(first epoch to run, metrics so far, the run that pre-trained) from a pre-training another run
     of the same pre-training settings and seed shared, else (0, [], None). The probe then trains as
     in a straight run: its initial weights are this run's own, its optimizer untouched so far."""
-    state = load_verified(pretrained_path(shared, s.cfg))   # checksum verified before it is unpickled
-    if state is None or state.get("key") != pretraining_hash(s.cfg) or state.get("seed") != s.cfg.train.seed:
+    path = pretrained_path(shared, s.cfg)
+    state = load_shared(path, pretraining_hash(s.cfg), s.cfg.train.seed,
+                        {"encoder": s.model.encoder, "projection": s.model.projection, "optimizer": s.opt})
+    if state is None:
         return 0, [], None
-    try:
-        s.model.encoder.load_state_dict(state["encoder"])
-        s.model.projection.load_state_dict(state["projection"])
-        s.opt.load_state_dict(state["optimizer"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"{pretrained_path(shared, s.cfg)} does not fit this model ({str(e).splitlines()[0]}); "
-                        "it was written by an older cifarlab: delete it and its .sha256 to pre-train anew") from None
     return state["epoch"], json.loads(state["history"]), state["source"]
+
+
+def load_shared(path: Path, key: str, seed: int, parts: dict) -> dict | None:
+    """The state another run shared at `path` (its checksum verified before it is unpickled) with
+    each of `parts` (name -> module or optimizer) loaded from it, or None when there is none for
+    this `key` and seed; one line when it does not fit."""
+    state = load_verified(path)
+    if state is None or state.get("key") != key or state.get("seed") != seed:
+        return None
+    try:
+        for name, part in parts.items():
+            part.load_state_dict(state[name])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise UserError(f"{path} does not fit this model ({str(e).splitlines()[0]}); it was written by another "
+                        "network or an older cifarlab: delete it and its .sha256 to train anew") from None
+    return state
 
 
 def selection_hash(cfg: C.ExperimentConfig) -> str:
@@ -318,14 +329,9 @@ def take_trained(s: Session, shared: Path, run: RunDir) -> tuple[list[dict], str
     """(every epoch's metrics, the run that trained) from a finished run that differs from this one
     only in `train.select`, its last weights loaded and its best-validation weights written as this
     run's best.pt; None when there is none. The test then reads what this run would have trained."""
-    state = load_verified(trained_path(shared, s.cfg))   # checksum verified before it is unpickled
-    if state is None or state.get("key") != selection_hash(s.cfg) or state.get("seed") != s.cfg.train.seed:
+    state = load_shared(trained_path(shared, s.cfg), selection_hash(s.cfg), s.cfg.train.seed, {"last": s.evaluated})
+    if state is None:
         return None
-    try:
-        s.evaluated.load_state_dict(state["last"])
-    except (RuntimeError, ValueError, KeyError) as e:
-        raise UserError(f"{trained_path(shared, s.cfg)} does not fit this model ({str(e).splitlines()[0]}); "
-                        "it was written by an older cifarlab: delete it and its .sha256 to train anew") from None
     if s.world.writes:
         run.save_best(state["best"], state["best_epoch"])
     return json.loads(state["history"]), state["source"]
@@ -395,8 +401,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         start, history, pretrained_by = take_pretrained(s, shared)
     elif shared is not None and cfg.train.method == "supcon":   # resumed: whose pre-training it probes
         pretrained_by = next((h["pretrained_by"] for h in history if "pretrained_by" in h), None)
-    if taken is not None or (pretrained_by is not None and start == int(cfg.train.epochs)):
-        for row in history if on_epoch is not None else ():
+    if on_epoch is not None and (trained_by is not None or (pretrained_by is not None and start == int(cfg.train.epochs))):
+        for row in history:
             on_epoch(row)                             # the store records the epochs taken from another run
     events = None
     if cfg.train.tensorboard and writes:

@@ -168,6 +168,12 @@ def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_n
     # a study shares only between runs of one seed that differ only there (a validation split needed)
     plan = {RunKey("s", "a", 0, "h1"): last, RunKey("s", "b", 0, "h2"): best, RunKey("s", "c", 1, "h1"): last,
             RunKey("s", "d", 0, "h3"): C.from_dict({**TINY, "loss": {"label_smoothing": 0.1}})}
+    # a shared file of this key that another network wrote: one line, nothing trained on it
+    from cifarlab.runs import save_verified
+    save_verified(trained_path(tmp_path / "odd", last), {"key": selection_hash(last), "seed": 0,
+                                                         "last": {"w": torch.zeros(1)}})
+    with pytest.raises(UserError, match="does not fit this model"):
+        run(best, splits, tmp_path / "odd-run", shared=tmp_path / "odd")
     a, b, c, d = plan
     assert sharing(plan) == {a: {b}, b: {a}}
     # a run whose sibling trains now is claimed last, so that it finds the sibling's work
