@@ -547,3 +547,27 @@ def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the
     from cifarlab.report import noise_rows
     rows = {r["epoch"]: r for r in noise_rows(st, [3])}
     assert rows[2]["flipped_acc_noisy"] == pytest.approx(0.2) and rows[2]["val_acc_clean"] == pytest.approx(0.6)
+
+
+def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_its_clean_point():
+    from cifarlab.report.figures import noise_series
+
+    def run(name, data=None, **sections):
+        return C.from_dict({"name": name, "data": data or {}, **sections}), {"experiment": name}
+
+    sym = lambda r: {"noise": "symmetric", "noise_rate": r}  # noqa: E731
+    configs = [run("ce0"), run("ce20", sym(0.2)), run("ce40", sym(0.4)),
+               run("ce-asym40", {"noise": "asymmetric", "noise_rate": 0.4}),
+               run("stop0", train={"select": "best_val"}), run("stop40", sym(0.4), train={"select": "best_val"}),
+               run("gce40", sym(0.4), loss={"name": "gce"}), run("cot-clean", train={"method": "coteaching"}),
+               run("inette25", {"dataset": "imagenette", "label_column": "noisy_labels_25"}),
+               (None, {"experiment": "gone"})]
+    series = {k: [(rate, s["experiment"]) for rate, s in v] for k, v in noise_series(configs).items()}
+    assert series == {
+        ("symmetric", "ce"): [(0.0, "ce0"), (0.2, "ce20"), (0.4, "ce40")],
+        ("asymmetric", "ce"): [(0.0, "ce0"), (0.4, "ce-asym40")],
+        ("symmetric", "ce + early stopping"): [(0.0, "stop0"), (0.4, "stop40")],  # not merged into ce's line
+        ("symmetric", "gce"): [(0.4, "gce40")],
+        ("none", "ce + coteaching"): [(0.0, "cot-clean")],
+        ("published", "ce"): [(0.0, "ce0"), (0.25, "inette25")],
+    }

@@ -74,18 +74,47 @@ def noise_figures(store: Store, spec: StudySpec, summary: list[dict], rows: list
         plot_memorisation(summary, per_exp, out_dir / "memorisation.png")
         lines += ["![Memorisation: flipped training samples against their noisy and their clean labels, "
                   "and clean validation accuracy; mean over seeds, band ±1 std](memorisation.png)", ""]
-    rates = {}
-    for s in summary:
-        cfg = experiment_config(rows, s["experiment"])
-        if cfg is not None and s["n"]:
-            method = f"{cfg.loss.name}" + ("" if cfg.train.method == "standard" else f" + {cfg.train.method}")
-            rates.setdefault((cfg.data.noise if cfg.data.noise_rate else "none", method), []).append(
-                (cfg.data.noise_rate, s))
+    rates = noise_series([(experiment_config(rows, s["experiment"]), s) for s in summary if s["n"]])
     if len({rate for pts in rates.values() for rate, _ in pts}) > 1:
         plot_noise_rates(rates, out_dir / "noise_rates.png", spec.label)
         lines += [f"![{spec.label.capitalize()} accuracy against the noise rate, per noise type and method; "
                   "mean over seeds, 95% CI](noise_rates.png)", ""]
     return lines
+
+
+def noise_setting(cfg) -> tuple[str, float]:
+    """(noise type, rate) of a run's training labels: drawn noise, or Imagenette's published noisy
+    labels, whose rate the CSV column names (noisy_labels_25: 25 %); ("none", 0) when clean."""
+    if cfg.data.label_column != "noisy_labels_0":
+        return "published", int(cfg.data.label_column.rsplit("_", 1)[1]) / 100
+    return (cfg.data.noise if cfg.data.noise_rate else "none"), cfg.data.noise_rate
+
+
+def noise_method(cfg) -> str:
+    """How a run fights label noise, for a figure's legend: its loss, its method, its selection."""
+    return (cfg.loss.name + ("" if cfg.train.method == "standard" else f" + {cfg.train.method}")
+            + (" + early stopping" if cfg.train.select == "best_val" else ""))
+
+
+def noise_series(configs: list[tuple]) -> dict[tuple[str, str], list[tuple[float, dict]]]:
+    """{(noise type, method): [(rate, summary row)]} from (config, summary row) pairs. A method's
+    noise-free point starts each of its noise types' lines (it is 0 % of every type); it is a line
+    of its own only where the method has no noisy runs."""
+    points: dict[tuple[str, str], list[tuple[float, dict]]] = {}
+    clean: dict[str, list[dict]] = {}
+    for cfg, s in configs:
+        if cfg is None:
+            continue
+        kind, rate = noise_setting(cfg)
+        if kind == "none":
+            clean.setdefault(noise_method(cfg), []).append(s)
+        else:
+            points.setdefault((kind, noise_method(cfg)), []).append((rate, s))
+    for method, rows in clean.items():
+        kinds = [k for k in points if k[1] == method] or [("none", method)]
+        for key in kinds:
+            points.setdefault(key, []).extend((0.0, s) for s in rows)
+    return {k: sorted(v, key=lambda p: p[0]) for k, v in points.items()}
 
 
 def plot_memorisation(summary: list[dict], per_exp: dict[str, list[dict]], path: Path) -> None:
@@ -109,7 +138,6 @@ def plot_noise_rates(rates: dict, path: Path, label: str) -> None:
         fig = Figure(figsize=(7, 4.5))
         ax = fig.subplots()
         for i, ((kind, method), points) in enumerate(sorted(rates.items())):
-            points = sorted(points, key=lambda p: p[0])
             x = [100 * r for r, _ in points]
             y = [100 * s["score_mean"] for _, s in points]
             err = [[100 * (s["score_mean"] - s["score_lo"]) if ok(s["score_lo"]) else 0 for _, s in points],
