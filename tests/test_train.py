@@ -165,15 +165,15 @@ def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_n
         for key in ("test_acc", "test_loss", "val_acc", "selected_epoch", "epochs"):
             assert taken[key] == straight[then][key], (first, key)
         assert seen == RunDir(tmp_path / f"{first}-first").read_metrics() == RunDir(tmp_path / f"{then}-then").read_metrics()
-    # a study shares only between runs of one seed that differ only there (a validation split needed)
-    plan = {RunKey("s", "a", 0, "h1"): last, RunKey("s", "b", 0, "h2"): best, RunKey("s", "c", 1, "h1"): last,
-            RunKey("s", "d", 0, "h3"): C.from_dict({**TINY, "loss": {"label_smoothing": 0.1}})}
     # a shared file of this key that another network wrote: one line, nothing trained on it
     from cifarlab.runs import save_verified
     save_verified(trained_path(tmp_path / "odd", last), {"key": selection_hash(last), "seed": 0,
                                                          "last": {"w": torch.zeros(1)}})
     with pytest.raises(UserError, match="does not fit this model"):
         run(best, splits, tmp_path / "odd-run", shared=tmp_path / "odd")
+    # a study shares only between runs of one seed that differ only there (a validation split needed)
+    plan = {RunKey("s", "a", 0, "h1"): last, RunKey("s", "b", 0, "h2"): best, RunKey("s", "c", 1, "h1"): last,
+            RunKey("s", "d", 0, "h3"): C.from_dict({**TINY, "loss": {"label_smoothing": 0.1}})}
     a, b, c, d = plan
     assert sharing(plan) == {a: {b}, b: {a}}
     # a run whose sibling trains now is claimed last, so that it finds the sibling's work
@@ -185,6 +185,32 @@ def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_n
     assert claim_order(plan, sharing(plan), store) == [a, b, c, d]
     assert store.claim("s", [a])["experiment"] == "a"
     assert claim_order(plan, sharing(plan), store) == [a, c, d, b]
+
+
+class NotWeights:
+    """An object a full unpickler would build; weights_only refuses it."""
+
+
+def test_a_verified_file_is_unpickled_only_when_its_checksum_matches_and_as_weights_only(tmp_path, monkeypatch):
+    from cifarlab.runs import load_verified, save_verified
+    path = tmp_path / "state.pt"
+    assert load_verified(path) is None                                  # nothing there
+    save_verified(path, {"w": torch.arange(3.0), "epoch": 2})
+    state = load_verified(path)
+    assert state["epoch"] == 2 and torch.equal(state["w"], torch.arange(3.0))
+    check = path.with_name("state.pt.sha256")
+    good = check.read_text()
+    loads = []
+    monkeypatch.setattr(torch, "load", lambda *a, **k: loads.append(a) or {})
+    check.write_text("0" * 64 + "\n")                                  # a checksum that differs
+    assert load_verified(path) is None
+    check.unlink()                                                      # no checksum at all
+    assert load_verified(path) is None
+    assert loads == []                                                  # neither was unpickled
+    monkeypatch.undo()
+    check.write_text(good)
+    save_verified(path, {"obj": NotWeights()})                         # verifies, but is no plain state
+    assert load_verified(path) is None
 
 
 def test_a_checkpoint_of_another_layout_is_refused_in_one_line(splits, tmp_path):
