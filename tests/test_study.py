@@ -595,6 +595,20 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
            "machine)" in text, text
 
 
+def test_status_counts_no_epochs_for_a_run_that_takes_its_siblings_training(tmp_path):
+    from cifarlab.study import plan_runs, status_table
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)  # 2 epochs, a validation split
+    (tmp_path / "study.toml").write_text(STUDY.replace('set = { "model.dropout" = [0.2, 0.2], "augment.pipeline" = '
+                                                       '["flip"] }', 'set = { "train.select" = "best_val" }'))
+    plan = load_study(tmp_path / "study.toml")
+    store = open_store(tmp_path / "results.db")
+    plan_runs(plan, store)
+    first = next(key for v, _, key in plan.runs() if v.name == "baseline")
+    store.conn.execute("UPDATE runs SET status='done', wall_seconds=3600 WHERE id=?", (store.claim(plan.name, [first])["id"],))
+    # left: baseline seed 1 (2 epochs at 1800 s); the best_val runs test the weights their sibling trains
+    assert "1 of 4 runs done, 1.0 h of training wall time; about 1.0 h left with 1 worker(s)" in status_table(plan, store)
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "studies").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_committed_study_loads_and_resolves_every_run(path):
     from cifarlab.study import load_study

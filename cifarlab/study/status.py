@@ -11,13 +11,19 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     estimate of the training time left: the finished runs' mean wall time per epoch times the
     epochs left (variants may train different budgets), shared by `workers` processes (the mean
     already holds the slowdown of the workers that ran them). Where some finished runs ran on
-    `machine` (this one's name), only theirs count: machines here differ several-fold in speed."""
+    `machine` (this one's name), only theirs count: machines here differ several-fold in speed.
+    A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a probe) adds no
+    epochs once one of its siblings is done or counted."""
+    from cifarlab.study.run import sharing
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     timed: list[tuple[float, int, str]] = []  # (wall seconds, epochs, machine) of each done run
     left, left_epochs = 0, 0
     counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
-    for v, cfg, key in study.runs():
+    runs = list(study.runs())
+    share = sharing({key: cfg for _, cfg, key in runs})
+    trains: set = set()  # runs done or counted as training: their siblings take their work
+    for v, cfg, key in runs:
         row = store.run(key)
         status = row["status"] if row else "pending"
         counts[v.name][status] += 1
@@ -26,7 +32,9 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
             timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"]))
         elif status != "done":
             left += 1
-            left_epochs += cfg.train.epochs
+            left_epochs += 0 if share.get(key, set()) & trains else cfg.train.epochs
+        if status == "done" or not share.get(key, set()) & trains:
+            trains.add(key)
     for name, c in counts.items():
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
     total = len(study.variants) * len(study.seeds)
