@@ -141,6 +141,16 @@ set = { "train.method" = "standard", "train.epochs" = 4 }
     readme = (tmp_path / "plain" / "README.md").read_text()
     assert "(pretraining_loss.png)" in readme and "## Features" not in readme
     assert imread(tmp_path / "plain" / "pretraining_loss.png").shape[1] >= 400
+    # compute per phase: each phase's epochs and the seconds they took, read from the database
+    import sqlite3
+    conn = sqlite3.connect(tmp_path / "r.db")
+    spent = dict(conn.execute("SELECT r.experiment || (e.epoch > 2 AND r.experiment = 'supcon'), SUM(e.seconds) "
+                              "FROM epochs e JOIN runs r ON r.id = e.run_id GROUP BY 1"))
+    conn.close()
+    pre, probe, ce = spent["supcon0"], spent["supcon1"], spent["ce0"]
+    assert (f"| `supcon` | SupCon pre-training (L_out) | 2 | {pre:,.0f} | MLP probe (frozen encoder) | 2 | "
+            f"{probe:,.0f} | {pre + probe:,.0f} |") in readme
+    assert f"| `ce` | cross-entropy, end to end | 4 | {ce:,.0f} | — | — | — | {ce:,.0f} |" in readme
 
     r = cli("report", "study.toml", "--db", "r.db", "--out", "rep", "--features", "--data-dir", data_root)
     assert r.returncode == 0, r.stderr

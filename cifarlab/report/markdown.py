@@ -14,7 +14,7 @@ from cifarlab.results.store import Store
 from cifarlab.report.figures import (noise_figures, plot_accuracy, plot_learning_curves, plot_val_curves,
                                      pretraining_figure)
 from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
-                                     latest_done, ok, present, shows_top5, summarize)
+                                     experiment_config, latest_done, ok, present, shows_top5, summarize)
 
 
 def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
@@ -38,12 +38,52 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
              *noise_figures(store, spec, summary, rows, out_dir),
-             *pretraining_figure(store, summary, rows, out_dir), *features_section(features),
+             *pretraining_figure(store, summary, rows, out_dir), *phases_section(store, summary, rows),
+             *features_section(features),
              *grid_section(grids or {}),
              *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
+
+
+PROBES = {"mlp": "MLP probe", "linear": "linear probe"}
+
+
+def phases_section(store: Store, summary: list[dict], rows: list[sqlite3.Row]) -> list[str]:
+    """Studies with SupCon variants: each variant's compute per phase (epochs, and the seconds its
+    epochs took, mean over seeds), so that pre-training plus probe compares with end-to-end training."""
+    table = []
+    for s in summary:
+        cfg = experiment_config(rows, s["experiment"])
+        if cfg is None or not s["run_ids"]:
+            continue
+        supcon = cfg.train.method == "supcon"
+        per_run: dict[int, list[float]] = {}
+        for r in store.epochs(s["run_ids"]):
+            spent = per_run.setdefault(r["run_id"], [0.0, 0.0])
+            spent[1 if supcon and r["epoch"] > cfg.train.epochs else 0] += r["seconds"] or 0.0
+        first, second = (sum(x[i] for x in per_run.values()) / len(per_run) for i in (0, 1))
+        table.append((s["experiment"], supcon, cfg, first, second))
+    if not any(supcon for _, supcon, *_ in table):
+        return []
+    lines = ["## Compute per phase", "",
+             "Epochs of each phase and the seconds they took (training and validation passes), mean over "
+             "the variant's done runs; the results table's wall time adds setup and the test pass. A SupCon "
+             "pre-training epoch forwards and backwards two views of each image. A run that took a sibling's "
+             "pre-training (runs that differ only in their probe share one) shows that pre-training's epochs "
+             "and seconds.", "",
+             "| experiment | phase 1 | epochs | s | phase 2 | epochs | s | s in all |",
+             "|---|---|---:|---:|---|---:|---:|---:|"]
+    for name, supcon, cfg, first, second in table:
+        if supcon:
+            lines.append(f"| `{name}` | SupCon pre-training (L_out) | {number(cfg.train.epochs, 0)} | "
+                         f"{number(first, 0)} | {PROBES.get(cfg.supcon.probe, cfg.supcon.probe)} (frozen encoder) | "
+                         f"{number(cfg.supcon.probe_epochs, 0)} | {number(second, 0)} | {number(first + second, 0)} |")
+        else:
+            lines.append(f"| `{name}` | {'cross-entropy' if cfg.loss.name == 'ce' else cfg.loss.name}, end to end | {number(cfg.train.epochs, 0)} | "
+                         f"{number(first, 0)} | {DASH} | {DASH} | {DASH} | {number(first, 0)} |")
+    return lines + [""]
 
 
 def features_section(features: dict | None) -> list[str]:
