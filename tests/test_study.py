@@ -488,6 +488,26 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     assert "not done here" not in other("status").stdout
 
 
+def test_the_adopt_hint_says_when_adopting_a_run_costs_its_sibling_the_shared_training(tmp_path):
+    from cifarlab.study.adopt import elsewhere_note
+    from cifarlab.study.run import plan_runs
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)
+    (tmp_path / "study.toml").write_text(STUDY.replace('set = { "model.dropout" = [0.2, 0.2], "augment.pipeline" = '
+                                                       '["flip"] }', 'set = { "train.select" = "best_val" }'))
+    plan = load_study(tmp_path / "study.toml")
+    for name in ("a", "b"):
+        (tmp_path / "results" / name).mkdir(parents=True)
+    there = open_store(tmp_path / "results" / "a" / "results.db")
+    base0 = next(iter(plan_runs(plan, there)))  # baseline seed 0, done in the sibling database
+    there.conn.execute("UPDATE runs SET status='done' WHERE id=?", (there.claim(plan.name, [base0])["id"],))
+    here = open_store(tmp_path / "results" / "b" / "results.db")
+    note = elsewhere_note(plan, here, tmp_path / "results" / "b" / "results.db", "study.toml", "b.db")
+    assert "1 run(s) not done here" in note and "baseline seed 0: cifarlab study adopt" in note
+    assert ("but baseline seed 0 trained here leaves its work for dropout seed 0 (`train.select` or the probe "
+            "apart); adopted, that run trains in full") in note, note
+    assert "seed 1" not in note.split("but", 1)[1]
+
+
 def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
     from cifarlab.results.store import STALE_HEARTBEAT_S, claim_is_dead, me
     host, pid, start = me().split(":")

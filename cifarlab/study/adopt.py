@@ -9,7 +9,7 @@ from typing import Any
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import Store
-from cifarlab.study.run import plan_runs, run_dir_for
+from cifarlab.study.run import plan_runs, run_dir_for, sharing
 from cifarlab.study.spec import Study
 
 
@@ -141,6 +141,14 @@ def elsewhere_note(study: Study, store: Store, db_path: Path, study_arg: str, db
     for other, keys in found.items():
         runs = ", ".join(f"{k.experiment} seed {k.seed}" for k in keys)
         lines.append(f"  {runs}: cifarlab study adopt {study_arg} --db {db_arg} --from-db {_shown(other)}")
+    adoptable = {k for keys in found.values() for k in keys}
+    share = sharing(plan_runs(study, store))
+    for key in sorted(adoptable, key=lambda k: (k.seed, k.experiment)):
+        left = sorted(f"{k.experiment} seed {k.seed}" for k in share.get(key, ())
+                      if k not in adoptable and store.status_of(k) != "done")
+        if left:
+            lines.append(f"  but {key.experiment} seed {key.seed} trained here leaves its work for "
+                         f"{', '.join(left)} (`train.select` or the probe apart); adopted, that run trains in full")
     return "\n".join(lines)
 
 
