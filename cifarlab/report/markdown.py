@@ -81,7 +81,8 @@ def phases_section(store: Store, summary: list[dict], rows: list[sqlite3.Row]) -
                          f"{number(first, 0)} | {PROBES.get(cfg.supcon.probe, cfg.supcon.probe)} (frozen encoder) | "
                          f"{number(cfg.supcon.probe_epochs, 0)} | {number(second, 0)} | {number(first + second, 0)} |")
         else:
-            lines.append(f"| `{name}` | {'cross-entropy' if cfg.loss.name == 'ce' else cfg.loss.name}, end to end | {number(cfg.train.epochs, 0)} | "
+            loss = "cross-entropy" if cfg.loss.name == "ce" else cfg.loss.name
+            lines.append(f"| `{name}` | {loss}, end to end | {number(cfg.train.epochs, 0)} | "
                          f"{number(first, 0)} | {DASH} | {DASH} | {DASH} | {number(first, 0)} |")
     return lines + [""]
 

@@ -142,7 +142,7 @@ def elsewhere_note(study: Study, store: Store, db_path: Path, study_arg: str, db
         runs = ", ".join(f"{k.experiment} seed {k.seed}" for k in keys)
         lines.append(f"  {runs}: cifarlab study adopt {study_arg} --db {db_arg} --from-db {_shown(other)}")
     adoptable = {k for keys in found.values() for k in keys}
-    share = sharing(plan_runs(study, store))
+    share = sharing({key: cfg for _, cfg, key in study.runs()})
     for key in sorted(adoptable, key=lambda k: (k.seed, k.experiment)):
         left = sorted(f"{k.experiment} seed {k.seed}" for k in share.get(key, ())
                       if k not in adoptable and store.status_of(k) != "done")

@@ -27,13 +27,14 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         row = store.run(key)
         status = row["status"] if row else "pending"
         counts[v.name][status] += 1
+        takes = bool(share.get(key, set()) & trains)
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
             timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"]))
         elif status != "done":
             left += 1
-            left_epochs += 0 if share.get(key, set()) & trains else cfg.train.epochs
-        if status == "done" or not share.get(key, set()) & trains:
+            left_epochs += 0 if takes else cfg.train.epochs
+        if status == "done" or not takes:
             trains.add(key)
     for name, c in counts.items():
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
