@@ -82,15 +82,20 @@ ABLATIONS: dict[str, tuple[dict, bool]] = {
 }
 
 
+COMPILED = "+ torch.compile"  # the default path with the model compiled (bench only: training runs eager)
+
+
 def ablation_names(default_is_bf16: bool) -> list[str]:
     skip = "+ bf16 autocast (forced)" if default_is_bf16 else "- bf16 autocast (fp32)"
     return [n for n in ABLATIONS if n != skip]
 
 
 def throughput(experiment: str | None, batch_size: int | None, steps: int, rounds: int,
-               ablate: bool = False, threads: int = 0) -> dict[str, float]:
+               ablate: bool = False, threads: int = 0, compiled: bool = False) -> dict[str, float]:
     """Median images/s (wall) and CPU ms per step of each configuration, measured in
-    alternating rounds; prints a table. threads=0 keeps PyTorch's default."""
+    alternating rounds; prints a table. threads=0 keeps PyTorch's default. compiled: also the
+    default path with its model under torch.compile, which compiles in the untimed first steps
+    (where it cannot compile, e.g. no C++ compiler, one line says why and the rest is timed)."""
     cfg = C.load(experiment) if experiment else C.ExperimentConfig(name="tutorial-net")
     bs = batch_size or cfg.train.batch_size
     cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads or cfg.train.threads))
@@ -99,11 +104,14 @@ def throughput(experiment: str | None, batch_size: int | None, steps: int, round
     names = ablation_names(sessions["default"].rt.amp_dtype is not None) if ablate else ["default", "plain fp32 eager NCHW"]
     sessions |= {n: build_session(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **ABLATIONS[n][0])),
                                   splits) for n in names[1:]}
+    if compiled and (s := compiled_session(cfg, splits)) is not None:
+        sessions[COMPILED] = s
+        names.append(COMPILED)
     rates: dict[str, list[float]] = {n: [] for n in names}
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for _ in range(rounds):
         for n, s in sessions.items():
-            rate, cpu_ms = time_steps(s, splits.train, steps, keep_memory=ABLATIONS[n][1])
+            rate, cpu_ms = time_steps(s, splits.train, steps, keep_memory=ABLATIONS.get(n, ({}, True))[1])
             rates[n].append(rate)
             cpu[n].append(cpu_ms)
     runtime.keep_freed_memory(True)
@@ -116,7 +124,24 @@ def throughput(experiment: str | None, batch_size: int | None, steps: int, round
               f"{cpu_medians[n]:8.1f} CPU ms/step   [{s.rt.describe()}]")
     print(f"  ratio default / plain: {medians['default'] / plain:.2f}x (wall), "
           f"{cpu_medians['plain fp32 eager NCHW'] / cpu_medians['default']:.2f}x (CPU time)")
+    if COMPILED in medians:
+        print(f"  ratio compiled / default: {medians[COMPILED] / medians['default']:.2f}x (wall), "
+              f"{cpu_medians['default'] / cpu_medians[COMPILED]:.2f}x (CPU time)")
     return {**medians, "ratio": medians["default"] / plain}
+
+
+def compiled_session(cfg: C.ExperimentConfig, splits: Splits) -> Session | None:
+    """The default path's session with its model compiled in place (nn.Module.compile: parameters and
+    state dict unchanged), compiled by one step here; None, with one printed line, where it cannot."""
+    s = build_session(cfg, splits)
+    s.model.compile()
+    gen = torch.Generator(device=s.rt.device).manual_seed(0)
+    try:
+        train_step(s, whole_batch(splits.train, s.rt.device), gen)
+    except Exception as e:  # inductor's failures (no compiler, unsupported op) are long: keep the first line
+        print(f"  {COMPILED}: could not compile here: {type(e).__name__}: {str(e).strip().splitlines()[0][:200]}")
+        return None
+    return s
 
 
 def profile(experiment: str | None, batch_size: int | None, steps: int, threads: int, rows: int) -> str:

@@ -69,6 +69,9 @@ def build_parser() -> Parser:
     tp.add_argument("--rounds", type=int, default=3, help="alternating rounds; the median is reported")
     tp.add_argument("--ablate", action="store_true", help="also time the default path minus one technique at a time")
     tp.add_argument("--threads", type=int, default=0, help="CPU threads (default: the experiment's, else PyTorch's)")
+    tp.add_argument("--compile", action="store_true",
+                    help="also time the default path with the model under torch.compile (inductor; the first "
+                         "steps compile, untimed); training itself runs eager")
 
     study = sub.add_parser("study", help="run a study (variants x seeds), show its progress, or adopt "
                                          "finished runs made with `cifarlab run` or kept in another database")
@@ -516,7 +519,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from cifarlab import bench
     if args.bench == "throughput":
         check_counts(args, "steps", "rounds", "batch_size")
-        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate, args.threads)
+        bench.throughput(args.experiment, args.batch_size, args.steps, args.rounds, args.ablate, args.threads,
+                         args.compile)
         return 0
     if args.bench == "profile":
         check_counts(args, "steps", "rows", "batch_size")

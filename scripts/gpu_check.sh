@@ -18,8 +18,10 @@ fi
 {
   nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
   # On an H100 (2026-11-27) bf16 autocast + channels_last ran at 0.88x of plain fp32 for this
-  # launch-bound net at batch 128: the ablation says which of the two costs it.
-  python3 -m cifarlab.cli bench throughput --ablate --rounds 2 --steps 100 --experiment experiments/basic/final.toml
+  # launch-bound net at batch 128: the ablation says which of the two costs it; --compile says
+  # whether torch.compile's fused kernels (fewer launches) pay for a train.compile key on a GPU
+  # (on the CPUs here it did not: docs/PERFORMANCE.md).
+  python3 -m cifarlab.cli bench throughput --ablate --compile --rounds 2 --steps 100 --experiment experiments/basic/final.toml
   python3 -m cifarlab.cli bench throughput --rounds 2 --steps 50 --batch-size 512 --experiment experiments/basic/final.toml
   # Processes side by side (what `study run --workers N` does): sum of their img/s. 8 gave 4.6x one
   # process on 2026-11-27; 12 says whether the 16 cores allow more workers.

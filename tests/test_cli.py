@@ -147,6 +147,17 @@ def test_bench_ablate_times_the_precision_the_default_does_not_use(tmp_path):
     assert other in r.stdout and r.stdout.count("bf16 autocast (") == 1, r.stdout
 
 
+def test_bench_compile_times_the_compiled_model_beside_the_eager_one(tmp_path):
+    r = cli("bench", "throughput", "--compile", "--steps", "1", "--rounds", "1", "--batch-size", "4",
+            "--threads", "1", cwd=tmp_path)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    compiled = [line for line in r.stdout.splitlines() if "+ torch.compile" in line]
+    # either timed beside the eager default (a ratio line follows) or one line saying why not
+    assert len(compiled) == 1, r.stdout
+    assert ("img/s" in compiled[0]) == ("ratio compiled / default" in r.stdout), r.stdout
+    assert "img/s" in compiled[0] or "could not compile here" in compiled[0], r.stdout
+
+
 @pytest.mark.parametrize("flag, value, message", [
     ("--steps", "0", "--steps must be >= 1, got 0"), ("--rounds", "-2", "--rounds must be >= 1, got -2"),
     ("--batch-size", "0", "--batch-size must be >= 1, got 0"), ("--threads", "-1", "--threads must be >= 0")])
