@@ -85,6 +85,9 @@ class ModelConfig:
     norm_scale: bool = True                     # train the norms' per-channel scales; false: fixed at 1 (airbench's BatchNorm)
     init: str = "he"                            # he (Keras' he_uniform, the tutorial's) | dirac (he, then the first c_in
                                                 # filters of every 3x3 conv with c_out >= c_in set to the identity: airbench's)
+    whiten_init: bool = False                   # the first conv's filters start as patch-whitening filters of the training
+                                                # images (its top c_out/2 principal directions, both signs; Coates & Ng 2012)
+                                                # and then train like the rest: airbench's whitening as an initialisation
     activation: str = "relu"                    # after each norm of the stem, stages and dense layers: relu | gelu
                                                 # (Hendrycks & Gimpel 2016; airbench's); SE's bottleneck keeps ReLU
     logit_scale: float = 1.0                    # the classifier's outputs times this before the loss and any prediction
@@ -379,6 +382,16 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model.stem_width = {m.stem_width}: a whitening stem has two filters (both signs) per "
                           f"principal direction of a {m.patch} x {m.patch} x 3 patch; give an even width up to "
                           f"{2 * 3 * m.patch ** 2}, or 0 for all of them")
+    if m.whiten_init and m.stem == "whiten":
+        raise ConfigError("model.whiten_init starts the first conv as whitening filters; model.stem = 'whiten' "
+                          "already is one (frozen): set one of them")
+    if m.whiten_init:
+        first = m.stem_width or m.widths[0] if m.stem in ("conv", "patchify") else m.widths[0]
+        k = m.patch if m.stem == "patchify" else 3
+        if first % 2 or first > 2 * 3 * k * k:
+            raise ConfigError(f"model.whiten_init: the first conv has {first} filters; whitening fills them with "
+                              f"two (both signs) per principal direction of a {k} x {k} x 3 patch, so it needs an "
+                              f"even count up to {2 * 3 * k * k}")
     widths = {*m.widths, *((m.stem_width,) if m.stem_width and m.stem not in ("none", "whiten") else ())}
     if m.norm == "group":
         bad = sorted(w for w in widths if w % m.groups)

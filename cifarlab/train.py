@@ -119,11 +119,11 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         peer = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
         if rt.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
-    if cfg.model.stem == "whiten":  # its filters come from the training images (a checkpoint then replaces them)
+    if cfg.model.stem == "whiten" or cfg.model.whiten_init:  # filters from the training images (a checkpoint then replaces them)
         sample = prep(splits.train.images[:WHITEN_SAMPLES].to(rt.device))
         for net in (model, peer):
             if net is not None:
-                fit_whitening(net, sample)
+                fit_whitening(net, sample, first=cfg.model.whiten_init)
     total = max(1, round(epochs * spe))
     return Session(
         cfg=cfg, rt=rt, model=model, opt=opt or build_optimizer(model, cfg.optim),

@@ -207,6 +207,10 @@ def test_patchify_stem_embeds_non_overlapping_patches():
     ({"batchnorm": True}, 'model.batchnorm was renamed: write model.norm = "batch"'),
     ({"activation": "tanh"}, "model.activation = 'tanh' is invalid; valid: relu, gelu"),
     ({"logit_scale": 0.0}, "model.logit_scale = 0.0 must be"),
+    ({"whiten_init": True, "stem": "whiten", "patch": 2}, "model.whiten_init .* model.stem = 'whiten' already is one"),
+    ({"whiten_init": True, "widths": (33, 64, 128)}, "the first conv has 33 filters; .* even count up to 54"),
+    ({"whiten_init": True, "widths": (64, 64, 128)}, "the first conv has 64 filters; .* even count up to 54"),
+    ({"whiten_init": True, "stem": "patchify", "patch": 2, "stem_width": 32}, "the first conv has 32 filters; .* up to 24"),
 ])
 def test_bad_model_keys_are_one_line(keys, message):
     with pytest.raises(ConfigError, match=message) as err:
@@ -235,6 +239,30 @@ def test_a_whitening_stem_whitens_the_patches_it_was_fitted_to_and_keeps_both_si
     assert torch.allclose(narrow.stem[0].conv.weight[:4], whiten.conv.weight[:4], atol=1e-5) or \
         torch.allclose(narrow.stem[0].conv.weight[:4].abs(), whiten.conv.weight[:4].abs(), atol=1e-5)
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)   # 31 px after the stem, then pooled stages
+
+
+def test_whiten_init_starts_the_first_conv_as_trainable_whitening_filters_and_leaves_the_rest():
+    from cifarlab.models.layers import fit_whitening
+    torch.manual_seed(0)
+    mix = torch.randn(3, 3) * torch.tensor([4.0, 1.0, 0.3])
+    images = (torch.einsum("ij,njhw->nihw", mix, torch.randn(300, 3, 12, 12)) * 10).cumsum(-1)
+    torch.manual_seed(1)
+    he = build_model(model_config("vgg"), 10)
+    torch.manual_seed(1)
+    model = build_model(model_config("vgg", whiten_init=True), 10)
+    fit_whitening(model, images, first=True)
+    first = model.stages[0][0]
+    assert isinstance(first, nn.Conv2d) and first.weight.requires_grad and first.out_channels == 32
+    with torch.no_grad():   # the conv's valid (unpadded) outputs: 16 directions, then the same negated
+        out = nn.functional.conv2d(images, first.weight).transpose(0, 1).reshape(32, -1).double()
+    assert torch.allclose(out[16:], -out[:16], atol=1e-6)
+    cov = torch.cov(out[:16])
+    assert torch.allclose(cov.diag(), torch.ones(16, dtype=torch.float64), atol=0.03), cov.diag()
+    assert (cov - torch.diag(cov.diag())).abs().max() < 0.03    # decorrelated
+    assert (out[:16] + first.bias[:16, None].double()).mean(1).abs().max() < 1e-3   # centred by its bias
+    rest = [(n, p) for n, p in model.named_parameters() if not n.startswith("stages.0.0.")]
+    assert all(torch.equal(p, dict(he.named_parameters())[n]) for n, p in rest)   # only the first conv moved
+    assert not torch.equal(first.weight, he.stages[0][0].weight)
 
 
 def test_the_airbench_preset_has_its_layers_in_airbench94s_order():

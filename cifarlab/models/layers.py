@@ -166,33 +166,51 @@ class Whiten(nn.Module):
         self.conv.weight.requires_grad_(False)
 
     @torch.no_grad()
-    def fit(self, images: torch.Tensor, chunk: int = 500) -> None:
+    def fit(self, images: torch.Tensor) -> None:
         """Fit the filters to `images` (N, C, H, W), the model's input (preprocessed floats)."""
-        k, half = self.conv.kernel_size[0], self.conv.out_channels // 2
-        dim = images.shape[1] * k * k
-        total, outer, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
-        for i in range(0, len(images), chunk):
-            patches = F.unfold(images[i:i + chunk].float().cpu(), k).transpose(1, 2).reshape(-1, dim).double()
-            total += patches.sum(0)
-            outer += patches.T @ patches
-            count += len(patches)
-        mean = total / count
-        values, vectors = torch.linalg.eigh(outer / count - mean[:, None] * mean[None, :])  # ascending
-        top = vectors[:, -half:].flip(1).T / (values[-half:].flip(0).clamp(min=0) + self.EPS).sqrt()[:, None]
-        filters = torch.cat([top, -top]).reshape(self.conv.weight.shape)
-        self.conv.weight.copy_(filters.to(self.conv.weight.dtype))
-        # centre the outputs: the mean patch maps to zero before the (trained) bias moves it
-        self.conv.bias.copy_(-(torch.cat([top, -top]) @ mean).to(self.conv.bias.dtype))
+        whiten_conv_(self.conv, images, self.EPS)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.conv(x)
 
 
-def fit_whitening(model: nn.Module, images: torch.Tensor) -> None:
-    """Fit every `Whiten` layer of `model` to `images` (preprocessed model input)."""
+@torch.no_grad()
+def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = Whiten.EPS, chunk: int = 500) -> None:
+    """Set `conv`'s filters to the top out_channels / 2 principal directions of the k x k patches of
+    `images` (N, C, H, W), each scaled by 1 / sqrt(eigenvalue + eps), then the same filters negated;
+    its bias (if any) maps the mean patch to zero. Each output channel then has unit variance
+    over the patches, and a ReLU after it keeps both signs of every direction."""
+    k, half = conv.kernel_size[0], conv.out_channels // 2
+    dim = images.shape[1] * k * k
+    total, outer, count = torch.zeros(dim, dtype=torch.float64), torch.zeros(dim, dim, dtype=torch.float64), 0
+    for i in range(0, len(images), chunk):
+        patches = F.unfold(images[i:i + chunk].float().cpu(), k).transpose(1, 2).reshape(-1, dim).double()
+        total += patches.sum(0)
+        outer += patches.T @ patches
+        count += len(patches)
+    mean = total / count
+    values, vectors = torch.linalg.eigh(outer / count - mean[:, None] * mean[None, :])  # ascending
+    top = vectors[:, -half:].flip(1).T / (values[-half:].flip(0).clamp(min=0) + eps).sqrt()[:, None]
+    filters = torch.cat([top, -top])
+    conv.weight.copy_(filters.reshape(conv.weight.shape).to(conv.weight.dtype))
+    if conv.bias is not None:  # centre the outputs: the mean patch maps to zero before the bias trains
+        conv.bias.copy_(-(filters @ mean).to(conv.bias.dtype))
+
+
+def first_conv(model: nn.Module) -> nn.Conv2d | None:
+    """The model's first convolution (the one that sees the images), or None."""
+    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+
+
+def fit_whitening(model: nn.Module, images: torch.Tensor, first: bool = False) -> None:
+    """Fit every `Whiten` layer of `model` to `images` (preprocessed model input); with `first`
+    (`model.whiten_init`), also start the first convolution's trainable filters as whitening
+    filters of its own k x k patches."""
     for m in model.modules():
         if isinstance(m, Whiten):
             m.fit(images)
+    if first:
+        whiten_conv_(first_conv(model), images)
 
 
 @STEMS.register("whiten")
