@@ -35,7 +35,7 @@ fi
     grep -h "^  default " /tmp/side_by_side."$n".*.log | awk '{s += $2; print "  " $2} END {print "  sum " s}'
   done
   if [ -e "$data/cifar10/cifar10.npz" ] || [ -e "$data/cifar10.npz" ] || [ -e "$data/cifar-10-python.tar.gz" ]; then
-    for recipe in experiments/fast/speed*.toml experiments/fast/resnet90.toml experiments/fast/baseline.toml; do
+    for recipe in experiments/fast/speed73.toml experiments/fast/speed94.toml experiments/fast/resnet90.toml experiments/fast/baseline.toml; do
       [ -e "$recipe" ] || continue
       timeout 150 python3 -m cifarlab.cli bench tta "$recipe" --seeds 1 --data-dir "$data" --no-download \
         --thresholds 0.73,0.90,0.94 --out /tmp/gpu_runs --set train.device=cuda
