@@ -384,6 +384,25 @@ def test_a_whitening_stem_is_fitted_to_the_training_images_and_never_trained(spl
     assert final["test_acc"] > 0.3
 
 
+def test_whiten_init_fits_the_first_conv_of_every_network_to_the_training_images_then_trains_it(splits, tmp_path):
+    from cifarlab.models.layers import first_conv, whiten_conv_
+    from cifarlab.train import WHITEN_SAMPLES, build_session
+    cfg = C.from_dict({**TINY, "model": {**TINY["model"], "whiten_init": True},
+                       "train": {**TINY["train"], "method": "coteaching", "forget_rate": 0.2, "forget_epochs": 1}})
+    s = build_session(cfg, splits)
+    expected = torch.nn.Conv2d(3, first_conv(s.model).out_channels, 3)
+    whiten_conv_(expected, s.prep(splits.train.images[:WHITEN_SAMPLES]))
+    for net in (s.model, s.peer):                        # co-teaching's second network too
+        assert torch.allclose(first_conv(net).weight, expected.weight, atol=1e-6)
+    plain = build_session(C.from_dict(TINY), splits).model
+    assert not torch.allclose(first_conv(plain).weight, expected.weight, atol=1e-3)
+    final = run(cfg, splits, tmp_path / "w")
+    state = RunDir(tmp_path / "w").load_checkpoint(C.config_hash(cfg), 0, cfg)["model"]
+    name = next(k for k in state if k.endswith("weight") and state[k].ndim == 4)
+    assert not torch.equal(state[name], first_conv(s.model).weight)   # it trains, unlike a whitening stem
+    assert final["test_acc"] > 0.3
+
+
 def test_fixed_norm_scales_stay_at_one_and_biases_learn_at_bias_lr_times_the_rate(splits, tmp_path):
     from cifarlab.train import build_session, set_learning_rates
     cfg = C.from_dict({**TINY, "model": {**TINY["model"], "norm_scale": False}, "optim": {**TINY["optim"], "bias_lr": 8}})
