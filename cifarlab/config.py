@@ -382,11 +382,11 @@ def validate_model(m: ModelConfig) -> None:
         raise ConfigError(f"model.stem_width = {m.stem_width}: a whitening stem has two filters (both signs) per "
                           f"principal direction of a {m.patch} x {m.patch} x 3 patch; give an even width up to "
                           f"{2 * 3 * m.patch ** 2}, or 0 for all of them")
-    if m.whiten_init and m.stem == "whiten":
-        raise ConfigError("model.whiten_init starts the first conv as whitening filters; model.stem = 'whiten' "
-                          "already is one (frozen): set one of them")
     if m.whiten_init:
-        first = m.stem_width or m.widths[0] if m.stem in ("conv", "patchify") else m.widths[0]
+        if m.stem == "whiten":
+            raise ConfigError("model.whiten_init starts the first conv as whitening filters; model.stem = 'whiten' "
+                              "already is one (frozen): set one of them")
+        first = (m.stem_width or m.widths[0]) if m.stem in ("conv", "patchify") else m.widths[0]
         k = m.patch if m.stem == "patchify" else 3
         if first % 2 or first > 2 * 3 * k * k:
             raise ConfigError(f"model.whiten_init: the first conv has {first} filters; whitening fills them with "

@@ -197,9 +197,9 @@ def whiten_conv_(conv: nn.Conv2d, images: torch.Tensor, eps: float = Whiten.EPS,
         conv.bias.copy_(-(filters @ mean).to(conv.bias.dtype))
 
 
-def first_conv(model: nn.Module) -> nn.Conv2d | None:
-    """The model's first convolution (the one that sees the images), or None."""
-    return next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+def first_conv(model: nn.Module) -> nn.Conv2d:
+    """The model's first convolution (the one that sees the images); every network here has one."""
+    return next(m for m in model.modules() if isinstance(m, nn.Conv2d))
 
 
 def fit_whitening(model: nn.Module, images: torch.Tensor, first: bool = False) -> None:
