@@ -556,6 +556,12 @@ def config_hash(cfg: ExperimentConfig) -> str:
     return hashlib.sha256(json.dumps(changed, sort_keys=True).encode()).hexdigest()[:16]
 
 
+def selection_hash(cfg: ExperimentConfig) -> str:
+    """The identity of a run's training without its choice of weights to test (`train.select`):
+    runs that differ only there train the same network step for step."""
+    return config_hash(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, select="last")))
+
+
 def to_toml(cfg: ExperimentConfig) -> str:
     """The fully resolved config as TOML: diffable, and loadable again with `load`."""
     lines = [f"name = {json.dumps(cfg.name)}"]

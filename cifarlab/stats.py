@@ -65,3 +65,10 @@ def paired_diff(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, 
     mean, _ = mean_std(diffs)
     lo, hi = ci95(diffs)
     return mean, lo, hi, len(diffs)
+
+
+def best_epoch(history: list[Mapping]) -> int | None:
+    """The first epoch of the highest validation accuracy (what train.select = best_val keeps), from
+    dicts with "epoch" and, where the epoch was validated, "val_acc"."""
+    scored = [h for h in history if h.get("val_acc") is not None]
+    return max(scored, key=lambda h: (h["val_acc"], -h["epoch"]))["epoch"] if scored else None

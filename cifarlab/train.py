@@ -27,6 +27,7 @@ from cifarlab.models.layers import fit_whitening
 from cifarlab.optim import Lookahead, Schedule, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
 from cifarlab.runs import RunDir, load_verified, save_verified
+from cifarlab.stats import best_epoch
 
 
 @dataclass
@@ -305,14 +306,8 @@ def load_shared(path: Path, key: str, seed: int, parts: dict) -> dict | None:
     return state
 
 
-def selection_hash(cfg: C.ExperimentConfig) -> str:
-    """The identity of a run's training without its choice of weights to test (`train.select`):
-    runs that differ only there train the same network step for step."""
-    return C.config_hash(replace(cfg, train=replace(cfg.train, select="last")))
-
-
 def trained_path(shared: Path, cfg: C.ExperimentConfig) -> Path:
-    return Path(shared) / f"select-{selection_hash(cfg)}-seed{cfg.train.seed}.pt"
+    return Path(shared) / f"select-{C.selection_hash(cfg)}-seed{cfg.train.seed}.pt"
 
 
 def share_trained(s: Session, shared: Path, history: list[dict], run: RunDir) -> None:
@@ -320,7 +315,7 @@ def share_trained(s: Session, shared: Path, history: list[dict], run: RunDir) ->
     weights with every epoch's metrics, for runs that differ only in `train.select` (`take_trained`)."""
     best = run.load_best()
     save_verified(trained_path(shared, s.cfg), {
-        "key": selection_hash(s.cfg), "seed": s.cfg.train.seed, "last": s.evaluated.state_dict(),
+        "key": C.selection_hash(s.cfg), "seed": s.cfg.train.seed, "last": s.evaluated.state_dict(),
         "best": best["model"], "best_epoch": best["epoch"], "history": json.dumps(history),
         "source": str(run.path)})
 
@@ -329,7 +324,7 @@ def take_trained(s: Session, shared: Path, run: RunDir) -> tuple[list[dict], str
     """(every epoch's metrics, the run that trained) from a finished run that differs from this one
     only in `train.select`, its last weights loaded and its best-validation weights written as this
     run's best.pt; None when there is none. The test then reads what this run would have trained."""
-    state = load_shared(trained_path(shared, s.cfg), selection_hash(s.cfg), s.cfg.train.seed, {"last": s.evaluated})
+    state = load_shared(trained_path(shared, s.cfg), C.selection_hash(s.cfg), s.cfg.train.seed, {"last": s.evaluated})
     if state is None:
         return None
     if s.world.writes:
@@ -463,12 +458,6 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     if writes:
         run.write_final(final)
     return final
-
-
-def best_epoch(history: list[dict]) -> int | None:
-    """The first epoch of the highest validation accuracy (what train.select = best_val keeps)."""
-    scored = [h for h in history if h.get("val_acc") is not None]
-    return max(scored, key=lambda h: (h["val_acc"], -h["epoch"]))["epoch"] if scored else None
 
 
 def diverged(row: dict) -> bool:

@@ -549,6 +549,48 @@ def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the
     assert rows[2]["flipped_acc_noisy"] == pytest.approx(0.2) and rows[2]["val_acc_clean"] == pytest.approx(0.6)
 
 
+def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_which_epoch_was_tested(tmp_path):
+    st = open_store(tmp_path / "n.db")
+    sym40 = {"noise": "symmetric", "noise_rate": 0.4}
+    variants = {"ce-0": {}, "ce-20": {"data": {"noise": "symmetric", "noise_rate": 0.2}}, "ce-40": {"data": sym40},
+                "gce-40": {"data": sym40, "loss": {"name": "gce"}},
+                "stop-40": {"data": sym40, "train": {"seed": 0, "epochs": 3, "select": "best_val"}}}
+    ids = {}
+    for exp, sections in variants.items():
+        for seed in (0, 1):
+            sections = {**sections, "train": {"epochs": 3, **sections.get("train", {}), "seed": seed}}
+            ids[exp, seed] = rid = add_run(st, exp, seed, f"h{exp}", cfg(exp, seed, **sections), test=0.7)
+            for epoch in (1, 2, 3) if "data" in sections else ():
+                st.conn.executemany("INSERT INTO epoch_metrics VALUES (?, ?, ?, ?)",
+                                    [(rid, epoch, "flipped_acc_noisy", 0.1 * epoch),
+                                     (rid, epoch, "flipped_acc_clean", 0.6 - 0.1 * epoch),
+                                     (rid, epoch, "val_acc_clean", 0.5)])
+    # seed 0 peaked at epoch 2; seed 1 reaches its best at epochs 2 and 3 alike: the first is tested
+    st.conn.execute("UPDATE epochs SET val_acc = 0.9 WHERE run_id = ? AND epoch = 2", (ids["stop-40", 0],))
+    st.conn.execute("UPDATE epochs SET val_acc = 0.9 WHERE run_id = ? AND epoch IN (2, 3)", (ids["stop-40", 1],))
+    spec = StudySpec(name="s", reference="ce-0", experiments=tuple(variants), targets={"ce-40": 0.8, "ce-20": 0.85},
+                     hashes={e: f"h{e}" for e in variants}, notes={"stop-40": "early stopping"},
+                     groups={"ce-0": "damage", "ce-20": "damage", "ce-40": "robust", "gce-40": "robust",
+                             "stop-40": "robust"},
+                     questions={"damage": "how much is lost?", "robust": "what helps?"}, baselines={"robust": "ce-40"})
+    summary = {s["experiment"]: s for s in summarize(st, spec)}
+    assert summary["stop-40"]["selected"] == {0: (2, 3), 1: (2, 3)}
+    assert summary["ce-40"]["selected"] == {}  # tests its last epoch, as every `select = last` run does
+    text = write_report(st, spec, tmp_path / "r", "cmd").read_text()
+    assert ("- `stop-40`: early stopping; epoch tested (first of best validation accuracy) 2 of 3, 2 of 3 "
+            "(seeds 0, 1)") in text
+    # cross-entropy at every noise setting, then the group with its methods; early stopping's training is ce-40's
+    assert "(memorisation.png)" in text and "(memorisation_robust.png)" in text
+    assert "memorisation_damage" not in text  # its noisy lines are all in memorisation.png
+    assert "Not drawn, as their training is drawn: `stop-40`" in text
+    assert (tmp_path / "r" / "memorisation_robust.png").exists()
+    assert "targets) hollow and dashed](noise_rates.png)" in text
+    from cifarlab.report.figures import distinct_trainings
+    configs = {e: C.from_dict(cfg(e, 0, **v)) for e, v in variants.items()}
+    assert distinct_trainings(["ce-40", "stop-40", "gce-40"], configs) == ["ce-40", "gce-40"]
+    assert distinct_trainings(["stop-40", "ce-40"], configs) == ["stop-40"]  # the first of twins is drawn
+
+
 def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_its_clean_point():
     from cifarlab.report.figures import noise_series
 
@@ -569,5 +611,5 @@ def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_it
         ("symmetric", "ce + early stopping"): [(0.0, "stop0"), (0.4, "stop40")],  # not merged into ce's line
         ("symmetric", "gce"): [(0.4, "gce40")],
         ("none", "ce + coteaching"): [(0.0, "cot-clean")],
-        ("published", "ce"): [(0.0, "ce0"), (0.25, "inette25")],
+        ("noisy_labels", "ce"): [(0.0, "ce0"), (0.25, "inette25")],
     }

@@ -146,7 +146,8 @@ def test_best_val_selection_tests_the_epoch_of_best_validation_accuracy(splits, 
 def test_runs_that_differ_only_in_select_share_one_training_with_straight_runs_numbers(splits, tmp_path):
     from cifarlab.results.store import RunKey
     from cifarlab.study.run import sharing
-    from cifarlab.train import selection_hash, trained_path
+    from cifarlab.config import selection_hash
+    from cifarlab.train import trained_path
     keys = {"epochs": 4, "batch_size": 50}
     last = C.from_dict({**TINY, "optim": {**TINY["optim"], "lr": 0.2}, "train": {**TINY["train"], **keys}})
     best = C.from_dict({**TINY, "optim": {**TINY["optim"], "lr": 0.2},

@@ -12,6 +12,7 @@ from matplotlib import style
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from cifarlab import config as C
 from cifarlab.results.store import Store
 from cifarlab.stats import NAN
 from cifarlab.report.summary import StudySpec, experiment_config, ok
@@ -65,28 +66,59 @@ def noise_rows(store: Store, run_ids: list[int]) -> list[dict]:
 
 def noise_figures(store: Store, spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row],
                   out_dir: Path) -> list[str]:
-    """Under label noise: the memorisation curve (flipped training samples against their noisy and
-    clean labels, clean validation accuracy), and the score against the noise rate per method when
-    the study varies the rate. Nothing when no run recorded label noise."""
+    """Under label noise: memorisation curves (flipped training samples against their noisy and
+    clean labels, clean validation accuracy), one figure for the reference's method at every noise
+    setting and one per group with noisy runs that figure lacks, and the score against the noise rate per method
+    when the study varies the rate. Nothing when no run recorded label noise.
+
+    A memorisation figure draws each training once: an experiment that differs from one drawn
+    before it only in `train.select` (early stopping tests that run's weights) is left out."""
     lines = []
     per_exp = {s["experiment"]: noise_rows(store, s["run_ids"]) for s in summary}
-    if any(r["flipped_acc_noisy"] is not None for rs in per_exp.values() for r in rs):
-        plot_memorisation(summary, per_exp, out_dir / "memorisation.png")
-        lines += ["![Memorisation: flipped training samples against their noisy and their clean labels, "
-                  "and clean validation accuracy; mean over seeds, band ±1 std](memorisation.png)", ""]
-    rates = noise_series([(experiment_config(rows, s["experiment"]), s) for s in summary if s["n"]])
+    configs = {s["experiment"]: experiment_config(rows, s["experiment"]) for s in summary}
+    noisy = [s["experiment"] for s in summary if any(r["flipped_acc_noisy"] is not None for r in per_exp[s["experiment"]])]
+    if noisy:
+        ref = configs[spec.reference]
+        method = noise_method(ref) if ref is not None else None
+        by_rate = [e for e in noisy if configs[e] is not None and noise_method(configs[e]) == method] or noisy
+        figures = [("memorisation.png", f"{method or 'each experiment'} at every noise setting", by_rate)]
+        for group in spec.questions:
+            members = [e for e in spec.members(group) if e in noisy]
+            if members and not set(members) <= set(by_rate):   # else its lines are all drawn already
+                figures.append((f"memorisation_{group}.png", f"group `{group}`", members))
+        for file, what, names in figures:
+            drawn = distinct_trainings(names, configs)
+            plot_memorisation([s for s in summary if s["experiment"] in drawn], per_exp, out_dir / file)
+            left = [e for e in names if e not in drawn]
+            lines += [f"![Memorisation, {what}: flipped training samples against their noisy and their clean "
+                      f"labels, and clean validation accuracy; mean over seeds, band ±1 std]({file})", "",
+                      *([f"Not drawn, as their training is drawn: {', '.join(f'`{e}`' for e in left)} "
+                         "(they differ only in the epoch they test).", ""] if left else [])]
+    rates = noise_series([(configs[s["experiment"]], s) for s in summary if s["n"]])
     if len({rate for pts in rates.values() for rate, _ in pts}) > 1:
         plot_noise_rates(rates, out_dir / "noise_rates.png", spec.label)
         lines += [f"![{spec.label.capitalize()} accuracy against the noise rate, per noise type and method; "
-                  "mean over seeds, 95% CI](noise_rates.png)", ""]
+                  "mean over seeds, 95% CI; published figures (targets) hollow and dashed](noise_rates.png)", ""]
     return lines
+
+
+def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig | None]) -> list[str]:
+    """`names` without those whose training (config but `train.select`) an earlier one has."""
+    seen, out = set(), []
+    for name in names:
+        key = C.selection_hash(configs[name]) if configs[name] is not None else name
+        if key not in seen:
+            seen.add(key)
+            out.append(name)
+    return out
 
 
 def noise_setting(cfg) -> tuple[str, float]:
     """(noise type, rate) of a run's training labels: drawn noise, or Imagenette's published noisy
-    labels, whose rate the CSV column names (noisy_labels_25: 25 %); ("none", 0) when clean."""
+    labels ("noisy_labels"), whose rate the CSV column names (noisy_labels_25: 25 %); ("none", 0)
+    when clean."""
     if cfg.data.label_column != "noisy_labels_0":
-        return "published", int(cfg.data.label_column.rsplit("_", 1)[1]) / 100
+        return "noisy_labels", int(cfg.data.label_column.rsplit("_", 1)[1]) / 100
     return (cfg.data.noise if cfg.data.noise_rate else "none"), cfg.data.noise_rate
 
 
@@ -137,13 +169,20 @@ def plot_noise_rates(rates: dict, path: Path, label: str) -> None:
     with style.context("default"), matplotlib.rc_context(RC):
         fig = Figure(figsize=(7, 4.5))
         ax = fig.subplots()
-        for i, ((kind, method), points) in enumerate(sorted(rates.items())):
-            x = [100 * r for r, _ in points]
+        series = sorted(rates.items())
+        for i, ((kind, method), points) in enumerate(series):
+            # each line nudged sideways, so that lines with equal points (early stopping that tested the
+            # last epoch) stay visible; the nudge is 0.6 % of the axis per line, not a change of rate
+            x = [100 * r + 0.6 * (i - (len(series) - 1) / 2) for r, _ in points]
             y = [100 * s["score_mean"] for _, s in points]
             err = [[100 * (s["score_mean"] - s["score_lo"]) if ok(s["score_lo"]) else 0 for _, s in points],
                    [100 * (s["score_hi"] - s["score_mean"]) if ok(s["score_hi"]) else 0 for _, s in points]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color(i), label=f"{method} ({kind})")
-        ax.set_xlabel("noise rate (%)")
+            published = [(100 * r, 100 * s["target"]) for r, s in points if ok(s.get("target"))]
+            if published:
+                ax.plot(*zip(*published), linestyle="--", marker="D", markerfacecolor="none", color=color(i),
+                        label=f"{method} ({kind}): target")
+        ax.set_xlabel("noise rate (%; lines nudged apart sideways)")
         ax.set_ylabel(f"{label} accuracy (%)")
         ax.legend(fontsize=7)
         fig.tight_layout()

@@ -120,6 +120,16 @@ def target_lines(spec: StudySpec, summary: list[dict]) -> list[str]:
             + ", ".join(gaps) + "."] if gaps else []
 
 
+def selected_line(s: dict) -> str:
+    """Which epoch a best-validation experiment tested, per seed ("" for other experiments)."""
+    picks = s["selected"]
+    if not picks:
+        return ""
+    epochs = ", ".join(f"{picks[seed][0]} of {picks[seed][1]}" for seed in sorted(picks))
+    return (f"epoch tested (first of best validation accuracy) {epochs} "
+            f"(seed{'s' if len(picks) > 1 else ''} {', '.join(str(seed) for seed in sorted(picks))})")
+
+
 def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
     lines = ["## Results", "",
              f"Accuracies in %; Δ is the mean over common seeds of (experiment − `{spec.reference}`) "
@@ -131,7 +141,8 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
                   "it, mean ± std over the seeds that do (the others are counted as never reaching it); "
                   "s: training + validation seconds up to and including that epoch.", ""]
     lines += table_lines(spec, summary, "reference")
-    notes = [f"- `{s['experiment']}`: {s['note']}" for s in summary if s["note"]]
+    notes = [f"- `{s['experiment']}`: " + "; ".join(filter(None, (s["note"], selected_line(s))))
+             for s in summary if s["note"] or s["selected"]]
     stopped = [f"- `{s['experiment']}` seed {seed}: {why}; the statistics include it, with the accuracies of "
                "the model it ended with." for s in summary for seed, why in s["stopped"].items()]
     chance = [f"- `{s['experiment']}` seed {seed}: best validation accuracy {pct(best)} %" for s in summary

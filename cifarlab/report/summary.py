@@ -15,7 +15,7 @@ import numpy as np
 from cifarlab import config as C
 from cifarlab.errors import ConfigError, UserError
 from cifarlab.results.store import Store
-from cifarlab.stats import NAN, ci95, mean_std, paired_diff
+from cifarlab.stats import NAN, best_epoch, ci95, mean_std, paired_diff
 
 STATUSES = ("done", "running", "pending", "failed")
 DASH = "—"
@@ -168,6 +168,7 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
                     "parameters": parameter_count(rows, exp)})
         epochs = epochs_by_run(store, out[-1]["run_ids"])
         out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs),
+                       selected=selected_epochs(experiment_config(rows, exp), runs, epochs),
                        **top5_numbers(store, runs, spec.metric))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
@@ -227,6 +228,22 @@ def train_numbers(epochs: dict[int, list[sqlite3.Row]]) -> dict:
     Beside validation accuracy it tells over-fitting (train far above val) from under-fitting."""
     train_mean, train_std = mean_std(present(rows[-1]["train_acc"] for rows in epochs.values()))
     return {"train_mean": train_mean, "train_std": train_std}
+
+
+def selected_epochs(cfg: C.ExperimentConfig | None, runs: dict[int, sqlite3.Row],
+                    epochs: dict[int, list[sqlite3.Row]]) -> dict[int, tuple[int, int]]:
+    """{seed: (epoch tested, epochs trained)} of an experiment that tests its best-validation
+    weights (`train.select = best_val`), by the rule training applies; a run that diverged tests its
+    last epoch. Empty for any other experiment."""
+    if cfg is None or cfg.train.select != "best_val":
+        return {}
+    out = {}
+    for seed, run in runs.items():
+        rows = [dict(e) for e in epochs.get(run["id"], [])]
+        best = None if (run["stopped"] or "").startswith("diverged") else best_epoch(rows)
+        if rows:
+            out[seed] = (best or len(rows), len(rows))
+    return out
 
 
 CHANCE_MARGIN = 0.02  # a run whose best validation accuracy stays below chance + this never learned

@@ -58,11 +58,11 @@ def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]
     -> those siblings: runs with a validation split that differ only in `train.select` (one
     training, two choices of weights), and supcon runs that differ only in their probe (one
     pre-training)."""
-    from cifarlab.train import pretraining_hash, selection_hash
+    from cifarlab.train import pretraining_hash
     groups: dict[tuple, list[RunKey]] = {}
     for key, cfg in plan.items():
         if cfg.data.val_size > 0:
-            groups.setdefault(("select", selection_hash(cfg), key.seed), []).append(key)
+            groups.setdefault(("select", C.selection_hash(cfg), key.seed), []).append(key)
         if cfg.train.method == "supcon":
             groups.setdefault(("pretrain", pretraining_hash(cfg), key.seed), []).append(key)
     out: dict[RunKey, set[RunKey]] = {}
