@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerate the reports, CSV exports and the results index of live studies at one database state,
+# and stage them for a commit: every local `cifarlab` process is paused (SIGSTOP) while the pages are
+# written and resumed afterwards, so no worker finishes a run between the report and `git add`
+# (the results index test compares the committed index with one regenerated from the databases).
+#
+#   scripts/snapshot_results.sh noise_imagenette noise_cifar10    # then: git commit
+#
+# Each name is a study: studies/NAME.toml with its database results/NAME/results.db.
+# DATA_DIR (default ../shared/data) is passed to the reports; CIFARLAB (default .venv/bin/cifarlab).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 1 ] || { echo "usage: scripts/snapshot_results.sh STUDY [STUDY ...] (studies/STUDY.toml, results/STUDY/results.db)" >&2; exit 2; }
+CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
+DATA_DIR=${DATA_DIR:-../shared/data}
+for s in "$@"; do
+  [ -f "studies/$s.toml" ] && [ -f "results/$s/results.db" ] || { echo "no studies/$s.toml or results/$s/results.db" >&2; exit 2; }
+done
+PIDS=$(pgrep -f "bin/cifarlab (study|run) " || true)
+resume() { [ -z "$PIDS" ] || kill -CONT $PIDS 2>/dev/null || true; }
+trap resume EXIT
+[ -z "$PIDS" ] || kill -STOP $PIDS
+checkpoint() { python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')" "$1"; }
+for s in "$@"; do
+  db="results/$s/results.db"
+  checkpoint "$db"
+  "$CIFARLAB" report "studies/$s.toml" --db "$db" --out "results/$s" --data-dir "$DATA_DIR"
+  "$CIFARLAB" results export --db "$db" --out "results/$s"
+  checkpoint "$db"
+done
+"$CIFARLAB" results index --out results/README.md
+git add results/README.md $(printf 'results/%s ' "$@")
+echo "staged $*; the paused workers resume now"
