@@ -9,6 +9,7 @@
     cifarlab bench throughput|profile [--experiment E.toml] [--batch-size N] [--steps N]
     cifarlab data list|pack|unpack
     cifarlab show augment EXPERIMENT.toml [--out grid.png]
+    cifarlab show noise EXPERIMENT.toml --set data.noise=asymmetric --set data.noise_rate=0.4 [--out noise.png]
     cifarlab list models|optimizers|schedules|augmentations|keys
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
@@ -174,6 +175,11 @@ def build_parser() -> Parser:
     grid.add_argument("--images", type=int, default=6, help="images, one per class (default 6)")
     grid.add_argument("--draws", type=int, default=5, help="augmented draws per image (default 5)")
     add_data_args(grid)
+    noise = show_sub.add_parser("noise", help="the label noise of a config: flip rate drawn, per class, and "
+                                "the transition matrix asked for and drawn (a heat map)")
+    add_config_args(noise)
+    noise.add_argument("--out", default="noise.png", help="PNG file to write (default noise.png)")
+    add_data_args(noise)
     feats = show_sub.add_parser("features", help="test images' features of trained runs, projected by PCA, "
                                 "coloured by class (e.g. a SupCon and a cross-entropy encoder side by side)")
     feats.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with a checkpoint")
@@ -584,6 +590,12 @@ def cmd_show(args: argparse.Namespace) -> int:
     from cifarlab.show import augment_grid
     if args.show == "features":
         return show_features(args)
+    if args.show == "noise":
+        from cifarlab.show import noise_figure, noise_text
+        cfg, splits = load_experiment(args, progress=False)
+        print(noise_text(cfg, splits))
+        print(f"wrote {noise_figure(cfg, splits, Path(args.out))}")
+        return 0
     for name in ("images", "draws"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")

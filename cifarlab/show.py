@@ -1,4 +1,4 @@
-"""`cifarlab show augment`: what an experiment's augmentation pipeline does to a few training images."""
+"""`cifarlab show`: what a config does to the data (augmentation draws, label noise) and what trained runs learned (features)."""
 
 from __future__ import annotations
 
@@ -128,6 +128,74 @@ def features_figure(run_dirs: list[Path], splits: Splits, out: Path, images: int
         fig.tight_layout(rect=(0, 0.07, 1, 1))
     else:
         fig.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+    return out
+
+
+def drawn_transition(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
+    """(T, counts) of the labels a run trains and chooses with (training and validation splits):
+    T[i, j] the share of clean class i labelled j, counts[i] the images of clean class i."""
+    parts = [s for s in (splits.train, splits.val) if s is not None]
+    if all(s.clean is None for s in parts):
+        raise UserError("these labels carry no noise: set data.noise and data.noise_rate (or, for Imagenette, "
+                        "data.label_column = noisy_labels_1, _5, _25 or _50) to see it")
+    clean = torch.cat([s.labels if s.clean is None else s.clean for s in parts]).numpy()
+    noisy = torch.cat([s.labels for s in parts]).numpy()
+    k = splits.num_classes
+    joint = np.zeros((k, k))
+    np.add.at(joint, (clean, noisy), 1)
+    counts = joint.sum(axis=1)
+    return np.divide(joint, counts[:, None], out=np.zeros_like(joint), where=counts[:, None] > 0), counts
+
+
+def noise_text(cfg: C.ExperimentConfig, splits: Splits) -> str:
+    """What the label noise of a config does: type, rate asked for and drawn, per class."""
+    t, counts = drawn_transition(splits)
+    kept = np.diag(t)
+    flipped = float(((1 - kept) * counts).sum())
+    asked = (f"{cfg.data.noise} noise at data.noise_rate = {cfg.data.noise_rate} (data.noise_seed = "
+             f"{cfg.data.noise_seed})" if cfg.data.noise != "none" else f"the labels of column {cfg.data.label_column}")
+    lines = [f"{cfg.name}: {asked}",
+             f"drawn: {int(round(flipped)):,} of {int(counts.sum()):,} training and validation labels differ from "
+             f"the dataset's ({100 * flipped / counts.sum():.2f} %); the test labels never change",
+             f"{'class':<14} {'images':>7} {'flipped %':>9}  most often labelled instead"]
+    for i, name in enumerate(splits.classes):
+        off = t[i].copy()
+        off[i] = 0
+        other = f"{splits.classes[int(off.argmax())]} ({100 * off.max():.1f} %)" if off.max() > 0 else "-"
+        lines.append(f"{name:<14} {int(counts[i]):>7} {100 * (1 - kept[i]):>9.2f}  {other}")
+    return "\n".join(lines)
+
+
+def noise_figure(cfg: C.ExperimentConfig, splits: Splits, out: Path) -> Path:
+    """Heat maps of the transition matrix asked for (drawn noise) and the one drawn, in %."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    drawn, _ = drawn_transition(splits)
+    maps = [("drawn (training + validation labels)", drawn)]
+    if splits.noise and "transition" in splits.noise:
+        maps.insert(0, (f"asked: {cfg.data.noise}, rate {cfg.data.noise_rate}", np.asarray(splits.noise["transition"])))
+    k = splits.num_classes
+    fig, axes = plt.subplots(1, len(maps), figsize=(0.45 * k * len(maps) + 2, 0.45 * k + 1.5), squeeze=False)
+    for ax, (title, t) in zip(axes[0], maps):
+        ax.imshow(100 * t, cmap="Blues", vmin=0, vmax=100)
+        if k <= 20:
+            for i in range(k):
+                for j in range(k):
+                    if t[i, j] >= 0.0005:
+                        ax.text(j, i, f"{100 * t[i, j]:.0f}" if t[i, j] >= 0.01 else "<1", ha="center", va="center",
+                                fontsize=6, color="white" if t[i, j] > 0.5 else "black")
+        ax.set_xticks(range(k), splits.classes if k <= 20 else [], rotation=90, fontsize=6)
+        ax.set_yticks(range(k), splits.classes if k <= 20 else [], fontsize=6)
+        ax.set_xlabel("label given (noisy)")
+        ax.set_ylabel("true class")
+        ax.set_title(title, fontsize=8)
+    fig.suptitle(f"{cfg.name}: P(label | class), %", fontsize=9)
+    fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, dpi=110, metadata={"Software": None})
     plt.close(fig)

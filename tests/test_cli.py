@@ -193,6 +193,43 @@ def test_show_augment_writes_a_grid_and_bench_augment_times_each_step(tmp_path, 
     assert bad.returncode == 2 and "has no augmentation to show" in bad.stderr
 
 
+def test_show_noise_prints_the_drawn_flip_rates_and_draws_the_transition_matrices(tmp_path, data_root,
+                                                                                  repo_experiment):
+    from matplotlib.image import imread
+    r = cli("show", "noise", repo_experiment, "--set", "data.noise=pairflip", "--set", "data.noise_rate=0.4",
+            "--set", "data.val_size=100", "--data-dir", data_root, "--out", tmp_path / "n.png", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "pairflip noise at data.noise_rate = 0.4" in r.stdout and "the test labels never change" in r.stdout
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()[3:13]}
+    assert rows["class0"][3] == "class1" and rows["class9"][3] == "class0"     # each class to the next
+    assert all(20 < float(row[2]) < 60 for row in rows.values())               # about 40 % of 100 images each
+    assert imread(tmp_path / "n.png").shape[1] > 600          # asked for and drawn, side by side
+    clean = cli("show", "noise", repo_experiment, "--set", "data.val_size=100", "--data-dir", data_root, cwd=tmp_path)
+    assert clean.returncode == 2 and "these labels carry no noise" in clean.stderr
+    assert len(clean.stderr.strip().splitlines()) == 1
+
+
+def test_show_noise_counts_every_flipped_label_of_the_training_and_validation_splits():
+    import numpy as np
+
+    from cifarlab import config as C
+    from cifarlab.data.loader import make_splits
+    from cifarlab.data.sources import Arrays
+    from cifarlab.show import drawn_transition, noise_text
+    rng = np.random.default_rng(0)
+    classes = tuple(f"c{i}" for i in range(4))
+    arrays = Arrays(rng.integers(0, 256, (400, 8, 8, 3), dtype=np.uint8), np.arange(400) % 4,
+                    rng.integers(0, 256, (40, 8, 8, 3), dtype=np.uint8), np.arange(40) % 4, classes)
+    cfg = C.from_dict({"name": "tiny", "data": {"noise": "pairflip", "noise_rate": 0.3, "val_size": 40}})
+    splits = make_splits(arrays, cfg.data)
+    flipped = sum(int((s.clean != s.labels).sum()) for s in (splits.train, splits.val))
+    t, counts = drawn_transition(splits)
+    assert counts.tolist() == [100, 100, 100, 100] and np.allclose(t.sum(axis=1), 1)
+    assert round(float(((1 - np.diag(t)) * counts).sum())) == flipped == splits.noise["flipped"]
+    assert np.count_nonzero(t - np.diag(np.diag(t))) == 4          # pair-flip: each class to the next only
+    assert f"drawn: {flipped} of 400 training and validation labels" in noise_text(cfg, splits)
+
+
 def test_an_output_folder_that_cannot_be_written_is_one_line_and_leaves_the_database(tmp_path, data_root,
                                                                                      repo_experiment):
     blocked = tmp_path / "a-file"
