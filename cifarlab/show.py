@@ -162,6 +162,9 @@ def noise_text(cfg: C.ExperimentConfig, splits: Splits) -> str:
              f"the dataset's ({100 * flipped / counts.sum():.2f} %); the test labels never change",
              f"{'class':<14} {'images':>7} {'flipped %':>9}  most often labelled instead"]
     for i, name in enumerate(splits.classes):
+        if not counts[i]:
+            lines.append(f"{name:<14} {0:>7} {'-':>9}  -")
+            continue
         off = t[i].copy()
         off[i] = 0
         other = f"{splits.classes[int(off.argmax())]} ({100 * off.max():.1f} %)" if off.max() > 0 else "-"
@@ -180,7 +183,8 @@ def noise_figure(cfg: C.ExperimentConfig, splits: Splits, out: Path) -> Path:
     if splits.noise and "transition" in splits.noise:
         maps.insert(0, (f"asked: {cfg.data.noise}, rate {cfg.data.noise_rate}", np.asarray(splits.noise["transition"])))
     k = splits.num_classes
-    fig, axes = plt.subplots(1, len(maps), figsize=(0.45 * k * len(maps) + 2, 0.45 * k + 1.5), squeeze=False)
+    side = min(0.45 * k, 9.0)   # CIFAR-100's 100 classes: the same 9 inches, cells unlabelled
+    fig, axes = plt.subplots(1, len(maps), figsize=(side * len(maps) + 2, side + 1.5), squeeze=False)
     for ax, (title, t) in zip(axes[0], maps):
         ax.imshow(100 * t, cmap="Blues", vmin=0, vmax=100)
         if k <= 20:
