@@ -607,12 +607,18 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
     assert "about 3.0 h left with 2 worker(s)" in status_table(plan, store, workers=2)
     # machines here differ several-fold in speed: where finished runs ran on this one, only they count
     store.conn.execute("UPDATE runs SET machine='slow box' WHERE status='done'")
-    assert "at 1800 s per epoch (the finished runs' mean, none of them on this machine)" in \
+    assert "at 1800 s per epoch (the finished runs' mean, none of them on this machine;" in \
         status_table(plan, store, machine="fast box")
     store.conn.execute("UPDATE runs SET machine='fast box', wall_seconds=360 WHERE id=?", (row["id"],))
     text = status_table(plan, store, machine="fast box")
     assert "about 0.6 h left with 1 worker(s), at 180 s per epoch (the mean of the 1 finished run(s) on this " \
-           "machine)" in text, text
+           "machine" in text, text
+    # a variant with finished runs of its own is timed by them: dropout's first run took 3x baseline's epochs
+    first_dropout = next(key for v, _, key in plan.runs() if v.name == "dropout")
+    store.conn.execute("UPDATE runs SET status='done', wall_seconds=3240, machine='fast box' WHERE id=?",
+                       (store.claim(plan.name, [first_dropout])["id"],))
+    text = status_table(plan, store, machine="fast box")   # left: dropout seed 1, 6 epochs at 540 s
+    assert "3 of 4 runs done" in text and "about 0.9 h left with 1 worker(s)" in text, text
 
 
 def test_status_counts_no_epochs_for_a_run_that_takes_its_siblings_training(tmp_path):

@@ -12,13 +12,14 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     epochs left (variants may train different budgets), shared by `workers` processes (the mean
     already holds the slowdown of the workers that ran them). Where some finished runs ran on
     `machine` (this one's name), only theirs count: machines here differ several-fold in speed.
-    A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a probe) adds no
+    A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
+    its epochs take twice as long); the others by the mean of all. A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a probe) adds no
     epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
-    timed: list[tuple[float, int, str]] = []  # (wall seconds, epochs, machine) of each done run
-    left, left_epochs = 0, 0
+    timed: list[tuple[float, int, str, str]] = []  # (wall seconds, epochs, machine, variant) of each done run
+    left, left_epochs = 0, {}  # variant -> epochs left to train
     counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
     runs = list(study.runs())
     share = sharing({key: cfg for _, cfg, key in runs})
@@ -30,10 +31,10 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         takes = bool(share.get(key, set()) & trains)
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
-            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"]))
+            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], v.name))
         elif status != "done":
             left += 1
-            left_epochs += 0 if takes else cfg.train.epochs
+            left_epochs[v.name] = left_epochs.get(v.name, 0) + (0 if takes else cfg.train.epochs)
         if status == "done" or not takes:
             trains.add(key)
     for name, c in counts.items():
@@ -43,10 +44,16 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         here = [t for t in timed if t[2] == machine]
         basis = here or timed
         per_epoch = sum(t[0] for t in basis) / sum(t[1] for t in basis)
+        own = {}
+        for t in basis:
+            own.setdefault(t[3], []).append(t)
+        seconds_left = sum(epochs * (sum(t[0] for t in own[name]) / sum(t[1] for t in own[name]) if name in own
+                                     else per_epoch) for name, epochs in left_epochs.items())
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
-                    f"wall time; about {left_epochs * per_epoch / workers / 3600:.1f} h left with {workers} "
-                    f"worker(s), at {per_epoch:.0f} s per epoch ({whose})"
+                    f"wall time; about {seconds_left / workers / 3600:.1f} h left with {workers} "
+                    f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
+                    "theirs)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     return "\n".join(rows)
