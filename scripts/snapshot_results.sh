@@ -16,16 +16,25 @@ DATA_DIR=${DATA_DIR:-../shared/data}
 for s in "$@"; do
   [ -f "studies/$s.toml" ] && [ -f "results/$s/results.db" ] || { echo "no studies/$s.toml or results/$s/results.db" >&2; exit 2; }
 done
-PIDS=$(pgrep -f "bin/cifarlab (study|run) " || true)
+# `study run` processes, their `--workers N` children (python -m cifarlab.cli study run ... --worker)
+# and single `cifarlab run`s
+PIDS=$(pgrep -f "cifarlab(\.cli)? (study run|run) " || true)
 resume() { [ -z "$PIDS" ] || kill -CONT $PIDS 2>/dev/null || true; }
 trap resume EXIT
 [ -z "$PIDS" ] || kill -STOP $PIDS
-checkpoint() { python3 -c "import sqlite3, sys; sqlite3.connect(sys.argv[1]).execute('PRAGMA wal_checkpoint(TRUNCATE)')" "$1"; }
+checkpoint() {   # fold the write-ahead log into the file that git stages; refuse if a paused writer holds it
+  python3 - "$1" <<'PY'
+import sqlite3, sys
+busy, log, done = sqlite3.connect(sys.argv[1]).execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+if busy or log != done:
+    sys.exit(f"{sys.argv[1]}: the write-ahead log could not be folded in (a paused process holds it); try again")
+PY
+}
 for s in "$@"; do
   db="results/$s/results.db"
   checkpoint "$db"
   "$CIFARLAB" report "studies/$s.toml" --db "$db" --out "results/$s" --data-dir "$DATA_DIR"
-  "$CIFARLAB" results export --db "$db" --out "results/$s"
+  "$CIFARLAB" results export --db "$db" --out "results/$s" --study "studies/$s.toml"
   checkpoint "$db"
 done
 "$CIFARLAB" results index --out results/README.md

@@ -538,7 +538,7 @@ def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the
                                          (rid, epoch, "val_acc_clean", 0.5 + 0.05 * epoch)])
     spec = StudySpec(name="s", reference="clean", experiments=("clean", "sym20", "sym40"), targets={}, hashes=hashes)
     text = write_report(st, spec, tmp_path / "r", "cmd").read_text()
-    assert "(memorisation.png)" in text and "(noise_rates.png)" in text
+    assert "(memorisation.png)" in text and "(noise_rates.png)" in text and "hollow and dashed" not in text
     for name in ("memorisation.png", "noise_rates.png"):
         assert image.imread(tmp_path / "r" / name).shape[0] > 300
     plain = write_report(st, dataclasses.replace(spec, experiments=("clean",), hashes={"clean": "hclean"}),
@@ -576,6 +576,10 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
     summary = {s["experiment"]: s for s in summarize(st, spec)}
     assert summary["stop-40"]["selected"] == {0: (2, 3), 1: (2, 3)}
     assert summary["ce-40"]["selected"] == {}  # tests its last epoch, as every `select = last` run does
+    st.conn.execute("UPDATE runs SET stopped = 'diverged: non-finite training loss at epoch 3 of 3' WHERE id = ?",
+                    (ids["stop-40", 1],))
+    assert next(s for s in summarize(st, spec) if s["experiment"] == "stop-40")["selected"] == {0: (2, 3)}
+    st.conn.execute("UPDATE runs SET stopped = NULL WHERE id = ?", (ids["stop-40", 1],))
     text = write_report(st, spec, tmp_path / "r", "cmd").read_text()
     assert ("- `stop-40`: early stopping; epoch tested (first of best validation accuracy) 2 of 3, 2 of 3 "
             "(seeds 0, 1)") in text
@@ -584,7 +588,7 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
     assert "memorisation_damage" not in text  # its noisy lines are all in memorisation.png
     assert "Not drawn, as their training is drawn: `stop-40`" in text
     assert (tmp_path / "r" / "memorisation_robust.png").exists()
-    assert "targets) hollow and dashed](noise_rates.png)" in text
+    assert "hollow and dashed](noise_rates.png)" in text
     from cifarlab.report.figures import distinct_trainings
     configs = {e: C.from_dict(cfg(e, 0, **v)) for e, v in variants.items()}
     assert distinct_trainings(["ce-40", "stop-40", "gce-40"], configs) == ["ce-40", "gce-40"]

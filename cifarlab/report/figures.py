@@ -80,11 +80,13 @@ def noise_figures(store: Store, spec: StudySpec, summary: list[dict], rows: list
     if noisy:
         ref = configs[spec.reference]
         method = noise_method(ref) if ref is not None else None
-        by_rate = [e for e in noisy if configs[e] is not None and noise_method(configs[e]) == method] or noisy
-        figures = [("memorisation.png", f"{method or 'each experiment'} at every noise setting", by_rate)]
+        by_rate = [e for e in noisy if configs[e] is not None and noise_method(configs[e]) == method]
+        figures = [("memorisation.png", f"{method} at every noise setting", by_rate)] if by_rate else \
+            [("memorisation.png", "each experiment", noisy)]
+        shown = {training(e, configs) for e in by_rate}
         for group in spec.questions:
             members = [e for e in spec.members(group) if e in noisy]
-            if members and not set(members) <= set(by_rate):   # else its lines are all drawn already
+            if members and not {training(e, configs) for e in members} <= shown:   # else all drawn already
                 figures.append((f"memorisation_{group}.png", f"group `{group}`", members))
         for file, what, names in figures:
             drawn = distinct_trainings(names, configs)
@@ -97,16 +99,24 @@ def noise_figures(store: Store, spec: StudySpec, summary: list[dict], rows: list
     rates = noise_series([(configs[s["experiment"]], s) for s in summary if s["n"]])
     if len({rate for pts in rates.values() for rate, _ in pts}) > 1:
         plot_noise_rates(rates, out_dir / "noise_rates.png", spec.label)
+        targets = any(ok(s.get("target")) for pts in rates.values() for _, s in pts)
         lines += [f"![{spec.label.capitalize()} accuracy against the noise rate, per noise type and method; "
-                  "mean over seeds, 95% CI; published figures (targets) hollow and dashed](noise_rates.png)", ""]
+                  "mean over seeds, 95% CI" + ("; the variants' targets (published figures, the results "
+                                               "table's notes say whose) hollow and dashed" if targets else "")
+                  + "](noise_rates.png)", ""]
     return lines
+
+
+def training(name: str, configs: dict[str, C.ExperimentConfig | None]) -> str:
+    """What an experiment trains: its config but `train.select` (its name where unreadable)."""
+    return C.selection_hash(configs[name]) if configs[name] is not None else name
 
 
 def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig | None]) -> list[str]:
     """`names` without those whose training (config but `train.select`) an earlier one has."""
     seen, out = set(), []
     for name in names:
-        key = C.selection_hash(configs[name]) if configs[name] is not None else name
+        key = training(name, configs)
         if key not in seen:
             seen.add(key)
             out.append(name)
@@ -171,17 +181,18 @@ def plot_noise_rates(rates: dict, path: Path, label: str) -> None:
         ax = fig.subplots()
         series = sorted(rates.items())
         for i, ((kind, method), points) in enumerate(series):
-            # each line nudged sideways, so that lines with equal points (early stopping that tested the
-            # last epoch) stay visible; the nudge is 0.6 % of the axis per line, not a change of rate
-            x = [100 * r + 0.6 * (i - (len(series) - 1) / 2) for r, _ in points]
+            # each line (and its targets) nudged sideways, so that lines with equal points (early stopping
+            # that tested the last epoch) stay visible: 0.6 rate points per line, not a change of rate
+            nudge = 0.6 * (i - (len(series) - 1) / 2)
+            x = [100 * r + nudge for r, _ in points]
             y = [100 * s["score_mean"] for _, s in points]
             err = [[100 * (s["score_mean"] - s["score_lo"]) if ok(s["score_lo"]) else 0 for _, s in points],
                    [100 * (s["score_hi"] - s["score_mean"]) if ok(s["score_hi"]) else 0 for _, s in points]]
             ax.errorbar(x, y, yerr=err, marker="o", capsize=3, color=color(i), label=f"{method} ({kind})")
-            published = [(100 * r, 100 * s["target"]) for r, s in points if ok(s.get("target"))]
+            published = [(100 * r + nudge, 100 * s["target"]) for r, s in points if ok(s.get("target"))]
             if published:
                 ax.plot(*zip(*published), linestyle="--", marker="D", markerfacecolor="none", color=color(i),
-                        label=f"{method} ({kind}): target")
+                        label=f"{method} ({kind}): target (published)")
         ax.set_xlabel("noise rate (%; lines nudged apart sideways)")
         ax.set_ylabel(f"{label} accuracy (%)")
         ax.legend(fontsize=7)

@@ -234,15 +234,15 @@ def selected_epochs(cfg: C.ExperimentConfig | None, runs: dict[int, sqlite3.Row]
                     epochs: dict[int, list[sqlite3.Row]]) -> dict[int, tuple[int, int]]:
     """{seed: (epoch tested, epochs trained)} of an experiment that tests its best-validation
     weights (`train.select = best_val`), by the rule training applies; a run that diverged tests its
-    last epoch. Empty for any other experiment."""
+    last epoch (the seed is left out: `stopped` reports it). Empty for any other experiment."""
     if cfg is None or cfg.train.select != "best_val":
         return {}
     out = {}
     for seed, run in runs.items():
         rows = [dict(e) for e in epochs.get(run["id"], [])]
-        best = None if (run["stopped"] or "").startswith("diverged") else best_epoch(rows)
-        if rows:
-            out[seed] = (best or len(rows), len(rows))
+        best = best_epoch(rows)
+        if rows and best is not None and not (run["stopped"] or "").startswith("diverged"):
+            out[seed] = (best, len(rows))
     return out
 
 

@@ -18,7 +18,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     from cifarlab.study.run import sharing
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
-    timed: list[tuple[float, int, str, str]] = []  # (wall seconds, epochs, machine, variant) of each done run
+    timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped) of each done run
     left, left_epochs = 0, {}  # variant -> epochs left to train
     counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
     runs = list(study.runs())
@@ -31,7 +31,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         takes = bool(share.get(key, set()) & trains)
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
-            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], v.name))
+            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], v.name, row["stopped"]))
         elif status != "done":
             left += 1
             left_epochs[v.name] = left_epochs.get(v.name, 0) + (0 if takes else cfg.train.epochs)
@@ -46,7 +46,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         per_epoch = sum(t[0] for t in basis) / sum(t[1] for t in basis)
         own = {}
         for t in basis:
-            own.setdefault(t[3], []).append(t)
+            if not t[4]:   # a run that stopped early timed fewer epochs than it was planned
+                own.setdefault(t[3], []).append(t)
         seconds_left = sum(epochs * (sum(t[0] for t in own[name]) / sum(t[1] for t in own[name]) if name in own
                                      else per_epoch) for name, epochs in left_epochs.items())
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
