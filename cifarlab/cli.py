@@ -591,10 +591,11 @@ def cmd_show(args: argparse.Namespace) -> int:
     if args.show == "features":
         return show_features(args)
     if args.show == "noise":
-        from cifarlab.show import noise_figure, noise_text
+        from cifarlab.show import drawn_transition, noise_figure, noise_text
         cfg, splits = load_experiment(args, progress=False)
-        print(noise_text(cfg, splits))
-        print(f"wrote {noise_figure(cfg, splits, Path(args.out))}")
+        drawn = drawn_transition(splits)
+        print(noise_text(cfg, splits, drawn))
+        print(f"wrote {noise_figure(cfg, splits, Path(args.out), drawn[0])}")
         return 0
     for name in ("images", "draws"):
         if getattr(args, name) < 1:

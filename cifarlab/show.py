@@ -150,9 +150,10 @@ def drawn_transition(splits: Splits) -> tuple[np.ndarray, np.ndarray]:
     return np.divide(joint, counts[:, None], out=np.zeros_like(joint), where=counts[:, None] > 0), counts
 
 
-def noise_text(cfg: C.ExperimentConfig, splits: Splits) -> str:
-    """What the label noise of a config does: type, rate asked for and drawn, per class."""
-    t, counts = drawn_transition(splits)
+def noise_text(cfg: C.ExperimentConfig, splits: Splits, drawn: tuple | None = None) -> str:
+    """What the label noise of a config does: type, rate asked for and drawn, per class
+    (`drawn_transition`'s (T, counts), computed here unless given)."""
+    t, counts = drawn or drawn_transition(splits)
     kept = np.diag(t)
     flipped = float(((1 - kept) * counts).sum())
     asked = (f"{cfg.data.noise} noise at data.noise_rate = {cfg.data.noise_rate} (data.noise_seed = "
@@ -172,13 +173,14 @@ def noise_text(cfg: C.ExperimentConfig, splits: Splits) -> str:
     return "\n".join(lines)
 
 
-def noise_figure(cfg: C.ExperimentConfig, splits: Splits, out: Path) -> Path:
-    """Heat maps of the transition matrix asked for (drawn noise) and the one drawn, in %."""
+def noise_figure(cfg: C.ExperimentConfig, splits: Splits, out: Path, drawn: np.ndarray | None = None) -> Path:
+    """Heat maps of the transition matrix asked for (drawn noise) and the one drawn (`drawn_transition`'s,
+    computed here unless given), in %."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    drawn, _ = drawn_transition(splits)
+    drawn = drawn_transition(splits)[0] if drawn is None else drawn
     maps = [("drawn (training + validation labels)", drawn)]
     if splits.noise and "transition" in splits.noise:
         maps.insert(0, (f"asked: {cfg.data.noise}, rate {cfg.data.noise_rate}", np.asarray(splits.noise["transition"])))

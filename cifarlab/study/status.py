@@ -13,7 +13,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     already holds the slowdown of the workers that ran them). Where some finished runs ran on
     `machine` (this one's name), only theirs count: machines here differ several-fold in speed.
     A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
-    its epochs take twice as long); the others by the mean of all. A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a probe) adds no
+    its epochs take twice as long); the others by the mean of all. A run that takes a sibling's
+    shared work (`run.sharing`: a choice of weights, a probe) adds no
     epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
     width = max(20, *(len(v.name) for v in study.variants))
@@ -43,13 +44,13 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     if timed:
         here = [t for t in timed if t[2] == machine]
         basis = here or timed
-        per_epoch = sum(t[0] for t in basis) / sum(t[1] for t in basis)
+        per_epoch = seconds_per_epoch(basis)
         own = {}
         for t in basis:
             if not t[4]:   # a run that stopped early timed fewer epochs than it was planned
                 own.setdefault(t[3], []).append(t)
-        seconds_left = sum(epochs * (sum(t[0] for t in own[name]) / sum(t[1] for t in own[name]) if name in own
-                                     else per_epoch) for name, epochs in left_epochs.items())
+        seconds_left = sum(epochs * (seconds_per_epoch(own[name]) if name in own else per_epoch)
+                           for name, epochs in left_epochs.items())
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
@@ -58,3 +59,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     "theirs)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     return "\n".join(rows)
+
+
+def seconds_per_epoch(timed: list[tuple]) -> float:
+    """Wall seconds per planned epoch over (wall seconds, epochs, ...) rows."""
+    return sum(t[0] for t in timed) / sum(t[1] for t in timed)
