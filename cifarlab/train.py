@@ -453,8 +453,9 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         final["pretrained_by"] = pretrained_by    # its pre-training epochs, time included, are that run's
     if trained_by is not None:
         final["trained_by"] = trained_by          # its epochs, time included, are that run's
-    if selected:
-        final["val_acc"] = history[selected - 1]["val_acc"]   # the validation accuracy of the weights tested
+    if selected:   # the validation numbers of the weights tested, not of the last epoch
+        tested = history[selected - 1]
+        final.update({key: tested.get(key) for key in ("val_acc", "val_loss", "val_top5", "val_acc_clean")})
     if writes:
         run.write_final(final)
     return final

@@ -106,6 +106,20 @@ def test_a_noisy_run_records_the_memorisation_curve(tmp_path, data_root):
     assert store.run_metrics([row["id"]])[row["id"]]["val_acc_clean"] == final["val_acc_clean"]
 
 
+def test_a_best_val_run_records_the_validation_numbers_of_the_epoch_it_tested(tmp_path, data_root):
+    from cifarlab.data.sources import load_npz
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train
+    cfg = C.from_dict({"model": {"widths": [8, 16], "dense": [16]}, "train": {"epochs": 3, "batch_size": 100,
+                       "threads": 1, "precision": "fp32", "select": "best_val"}, "optim": {"lr": 0.02},
+                       "data": {"val_size": 200, "noise": "symmetric", "noise_rate": 0.4}})
+    splits = make_splits(load_npz(data_root / "cifar10" / "cifar10.npz"), cfg.data)
+    final = train(cfg, splits, RunDir(tmp_path / "run"), progress=False)
+    tested = RunDir(tmp_path / "run").read_metrics()[final["selected_epoch"] - 1]
+    for key in ("val_acc", "val_loss", "val_acc_clean"):
+        assert final[key] == tested[key], key
+
+
 @pytest.mark.parametrize("data, message", [
     ({"noise": "symmetric", "noise_rate": 1.0}, r"data.noise_rate = 1.0 must lie in \[0, 1\)"),
     ({"noise": "symmetric", "noise_rate": -0.1}, r"data.noise_rate = -0.1 must lie in \[0, 1\)"),

@@ -516,6 +516,23 @@ def test_the_results_index_regenerates_byte_for_byte_from_the_committed_database
     assert "`aug-bn-only` 87.50 ± 0.19 %" in basic and "60 of 60" in basic and "48.3" in basic
 
 
+def test_the_index_question_is_the_first_sentence_and_a_second_folder_of_a_study_is_named():
+    from types import SimpleNamespace
+
+    from cifarlab.results.index import first_sentence, study_label
+    assert first_sentence("Squeeze-and-Excitation (Hu et al. 2018) here. Seed 0.") == \
+        "Squeeze-and-Excitation (Hu et al. 2018) here."
+    assert first_sentence("Rates `lr0.04` ... `lr0.64`, e.g. flips. 0.08 is the VGG's.") == \
+        "Rates `lr0.04` ... `lr0.64`, e.g. flips."
+    assert first_sentence("LR 0.08 at 15 epochs. Then more.") == "LR 0.08 at 15 epochs."
+    assert first_sentence("no full stop") == "no full stop"
+    assert first_sentence("word " * 100).endswith("…") and len(first_sentence("word " * 100)) == 220
+    spec = SimpleNamespace(name="basic", selection=False)
+    assert study_label(spec, "basic") == "`basic`"
+    assert study_label(spec, "basic_h100") == "`basic`, in `basic_h100/`"
+    assert study_label(SimpleNamespace(name="s", selection=True), "s") == "`s` (selection)"
+
+
 def test_the_index_refuses_a_folder_without_databases(tmp_path):
     from cifarlab.results.index import write_index
     with pytest.raises(UserError, match="no results databases with a study file found under"):
@@ -539,6 +556,10 @@ def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the
     spec = StudySpec(name="s", reference="clean", experiments=("clean", "sym20", "sym40"), targets={}, hashes=hashes)
     text = write_report(st, spec, tmp_path / "r", "cmd").read_text()
     assert "(memorisation.png)" in text and "(noise_rates.png)" in text and "hollow and dashed" not in text
+    # the table shows the clean validation accuracy of the last epoch beside the noisy one
+    assert "| val acc (noisy labels) | val acc (clean labels) |" in text
+    row = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| `")}
+    assert row["| `sym40`"][7] == "65.00 ± 0.00" and row["| `clean`"][7] == row["| `clean`"][6]  # clean: the same
     for name in ("memorisation.png", "noise_rates.png"):
         assert image.imread(tmp_path / "r" / name).shape[0] > 300
     plain = write_report(st, dataclasses.replace(spec, experiments=("clean",), hashes={"clean": "hclean"}),
@@ -564,7 +585,7 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
                 st.conn.executemany("INSERT INTO epoch_metrics VALUES (?, ?, ?, ?)",
                                     [(rid, epoch, "flipped_acc_noisy", 0.1 * epoch),
                                      (rid, epoch, "flipped_acc_clean", 0.6 - 0.1 * epoch),
-                                     (rid, epoch, "val_acc_clean", 0.5)])
+                                     (rid, epoch, "val_acc_clean", 0.5 + 0.01 * epoch)])
     # seed 0 peaked at epoch 2; seed 1 reaches its best at epochs 2 and 3 alike: the first is tested
     st.conn.execute("UPDATE epochs SET val_acc = 0.9 WHERE run_id = ? AND epoch = 2", (ids["stop-40", 0],))
     st.conn.execute("UPDATE epochs SET val_acc = 0.9 WHERE run_id = ? AND epoch IN (2, 3)", (ids["stop-40", 1],))
@@ -576,6 +597,9 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
     summary = {s["experiment"]: s for s in summarize(st, spec)}
     assert summary["stop-40"]["selected"] == {0: (2, 3), 1: (2, 3)}
     assert summary["ce-40"]["selected"] == {}  # tests its last epoch, as every `select = last` run does
+    # the clean validation accuracy is that of the epoch tested
+    assert summary["stop-40"]["val_clean_mean"] == pytest.approx(0.52) and summary["stop-40"]["val_clean_n"] == 2
+    assert summary["ce-40"]["val_clean_mean"] == pytest.approx(0.53) and not summary["ce-0"]["noisy_labels"]
     st.conn.execute("UPDATE runs SET stopped = 'diverged: non-finite training loss at epoch 3 of 3' WHERE id = ?",
                     (ids["stop-40", 1],))
     assert next(s for s in summarize(st, spec) if s["experiment"] == "stop-40")["selected"] == {0: (2, 3)}

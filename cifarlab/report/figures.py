@@ -15,7 +15,7 @@ from matplotlib.ticker import MaxNLocator
 from cifarlab import config as C
 from cifarlab.results.store import Store
 from cifarlab.stats import NAN
-from cifarlab.report.summary import StudySpec, experiment_config, ok
+from cifarlab.report.summary import StudySpec, experiment_config, noise_setting, ok
 
 DPI = 100
 # Pinned on top of matplotlib's defaults so a user's matplotlibrc cannot change the PNGs.
@@ -121,15 +121,6 @@ def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig |
             seen.add(key)
             out.append(name)
     return out
-
-
-def noise_setting(cfg) -> tuple[str, float]:
-    """(noise type, rate) of a run's training labels: drawn noise, or Imagenette's published noisy
-    labels ("noisy_labels"), whose rate the CSV column names (noisy_labels_25: 25 %); ("none", 0)
-    when clean."""
-    if cfg.data.label_column != "noisy_labels_0":
-        return "noisy_labels", int(cfg.data.label_column.rsplit("_", 1)[1]) / 100
-    return (cfg.data.noise if cfg.data.noise_rate else "none"), cfg.data.noise_rate
 
 
 def noise_method(cfg) -> str:

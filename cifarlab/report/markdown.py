@@ -14,7 +14,8 @@ from cifarlab.results.store import Store
 from cifarlab.report.figures import (noise_figures, plot_accuracy, plot_learning_curves, plot_val_curves,
                                      pretraining_figure)
 from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
-                                     experiment_config, latest_done, ok, present, shows_top5, summarize)
+                                     experiment_config, latest_done, ok, present, shows_clean_val, shows_top5,
+                                     summarize)
 
 
 def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
@@ -157,8 +158,10 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
 
 def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]:
     """The results table; `against` names what the Δ column compares with."""
+    clean = not spec.selection and shows_clean_val(summary)   # label noise: the validation labels are noisy
+    val = ["val acc (noisy labels)", "val acc (clean labels)"] if clean else ["val acc"]
     header = ["experiment", "n", f"{spec.label} acc mean ± std", "95% CI", f"Δ vs {against} (paired, 95% CI)",
-              "target", *([] if spec.selection else ["val acc"]), "train acc, last epoch", "wall s/run", "img/s", "parameters"]
+              "target", *([] if spec.selection else val), "train acc, last epoch", "wall s/run", "img/s", "parameters"]
     top5 = shows_top5(summary)
     if top5:
         header.insert(3, f"{spec.label} top-5 acc")
@@ -167,6 +170,8 @@ def table_lines(spec: StudySpec, summary: list[dict], against: str) -> list[str]
     lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
     for s in summary:
         cells = table_cells(s, with_val=not spec.selection)
+        if clean:
+            cells.insert(7, pm(s["val_clean_mean"], s["val_clean_std"]) if s.get("val_clean_n") else DASH)
         if top5:
             cells.insert(3, pm(s["top5_mean"], s["top5_std"]) if s.get("top5_n") else DASH)
         cells += convergence_cells(s) if spec.convergence is not None else []

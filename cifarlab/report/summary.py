@@ -167,9 +167,9 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
                     "config_diff": config_diff(ref_cfg, experiment_config(rows, exp)),
                     "parameters": parameter_count(rows, exp)})
         epochs = epochs_by_run(store, out[-1]["run_ids"])
-        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs),
-                       selected=selected_epochs(experiment_config(rows, exp), runs, epochs),
-                       **top5_numbers(store, runs, spec.metric))
+        selected = selected_epochs(experiment_config(rows, exp), runs, epochs)
+        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs), selected=selected,
+                       **top5_numbers(store, runs, spec.metric), **clean_val_numbers(store, experiment_config(rows, exp), runs, epochs, selected))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
     return out
@@ -184,6 +184,40 @@ def top5_numbers(store: Store, runs: dict[int, sqlite3.Row], metric: str) -> dic
     classes = [len(json.loads(r["classes"])) for r in runs.values() if r["classes"]]
     mean, std = mean_std(values) if values else (NAN, NAN)
     return {"top5_mean": mean, "top5_std": std, "top5_n": len(values), "classes_n": max(classes, default=0)}
+
+
+def noise_setting(cfg) -> tuple[str, float]:
+    """(noise type, rate) of a run's training labels: drawn noise, or Imagenette's published noisy
+    labels ("noisy_labels"), whose rate the CSV column names (noisy_labels_25: 25 %); ("none", 0)
+    when clean."""
+    if cfg.data.label_column != "noisy_labels_0":
+        return "noisy_labels", int(cfg.data.label_column.rsplit("_", 1)[1]) / 100
+    return (cfg.data.noise if cfg.data.noise_rate else "none"), cfg.data.noise_rate
+
+
+def clean_val_numbers(store: Store, cfg: C.ExperimentConfig | None, runs: dict[int, sqlite3.Row],
+                      epochs: dict[int, list[sqlite3.Row]], selected: dict[int, tuple[int, int]]) -> dict:
+    """Validation accuracy on the clean labels of the weights each run tested (its selected epoch,
+    else its last): beside the noisy validation accuracy a user would have, what we know. Under
+    label noise it is read from the epoch metrics, so a run's tested epoch counts even where its
+    final record kept the last epoch's value; without noise it is the validation accuracy."""
+    noisy = cfg is not None and noise_setting(cfg)[0] != "none"
+    values = []
+    for seed, run in runs.items():
+        if not noisy:
+            values += present([run["val_acc"]])
+            continue
+        tested = selected[seed][0] if seed in selected else len(epochs.get(run["id"], []))
+        clean = {epoch: value for epoch, name, value in store.epoch_metrics(run["id"]) if name == "val_acc_clean"}
+        if tested in clean:
+            values.append(clean[tested])
+    mean, std = mean_std(values) if values else (NAN, NAN)
+    return {"val_clean_mean": mean, "val_clean_std": std, "val_clean_n": len(values), "noisy_labels": noisy}
+
+
+def shows_clean_val(summary: list[dict]) -> bool:
+    """Whether any experiment trained and validated on noisy labels and recorded its clean accuracy."""
+    return any(s.get("noisy_labels") and s["val_clean_n"] for s in summary)
 
 
 def shows_top5(summary: list[dict]) -> bool:

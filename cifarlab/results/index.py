@@ -36,11 +36,32 @@ def study_rows(results: Path, studies: Path) -> list[dict]:
     return out
 
 
+# a full stop after these does not end a sentence ("Hu et al. 2018", "e.g. flips")
+ABBREVIATIONS = ("al.", "e.g.", "i.e.", "vs.", "cf.", "approx.", "Fig.", "Eq.")
+
+
 def first_sentence(text: str, limit: int = 220) -> str:
+    """The text up to the first full stop that ends a sentence: one followed by a space and not part
+    of an ellipsis ("a ... b"), an abbreviation in ABBREVIATIONS or a lower-case continuation."""
     text = " ".join(text.split())
-    cut = text.find(". ")
-    sentence = text if cut < 0 else text[:cut + 1]
+    sentence = text
+    for i, char in enumerate(text[:-2]):
+        if char != "." or text[i + 1] != " ":
+            continue
+        word = text[:i + 1].rsplit(" ", 1)[-1]
+        if word.endswith("..") or word.endswith(ABBREVIATIONS) or text[i + 2].islower():
+            continue
+        sentence = text[:i + 1]
+        break
     return sentence if len(sentence) <= limit else sentence[:limit - 1].rstrip() + "…"
+
+
+def study_label(spec, folder: str) -> str:
+    """The study's name, and the folder its database lies in where the two differ (one study run on
+    two machines into two folders gives two rows, told apart here)."""
+    kind = " (selection)" if spec.selection else ""
+    where = "" if folder == spec.name else f", in `{folder}/`"
+    return f"`{spec.name}`{kind}{where}"
 
 
 def headline(spec, summary: list[dict]) -> str:
@@ -76,12 +97,11 @@ def write_index(results: Path, studies: Path, out: Path) -> Path:
              "|---|---|---:|---:|---|---|---:|---|"]
     for r in rows:
         spec = r["study"]
-        kind = " (selection)" if spec.selection else ""
         command = (f"`cifarlab report {r['path'].as_posix()} --db {results.as_posix()}/{r['folder']}/results.db "
                    f"--out {results.as_posix()}/{r['folder']}`")
         planned = len(spec.experiments) * len(spec.seeds)
         lines.append(" | ".join([
-            f"| `{spec.name}`{kind}", first_sentence(spec.description) or "—", str(len(spec.experiments)),
+            f"| {study_label(spec, r['folder'])}", first_sentence(spec.description) or "—", str(len(spec.experiments)),
             f"{r['runs']} of {planned}", headline(spec, r["summary"]),
             ", ".join(f"`{m}`" for m in r["machines"]) or "—", f"{r['hours']:.1f}",
             f"[{r['folder']}]({r['folder']}/README.md): {command} |"]))
