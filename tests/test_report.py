@@ -630,6 +630,8 @@ def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_it
                run("ce-asym40", {"noise": "asymmetric", "noise_rate": 0.4}),
                run("stop0", train={"select": "best_val"}), run("stop40", sym(0.4), train={"select": "best_val"}),
                run("gce40", sym(0.4), loss={"name": "gce"}), run("cot-clean", train={"method": "coteaching"}),
+               run("cot40", sym(0.4), train={"method": "coteaching", "forget_rate": 0.4}),
+               run("cot40-f20", sym(0.4), train={"method": "coteaching", "forget_rate": 0.2}),
                run("inette25", {"dataset": "imagenette", "label_column": "noisy_labels_25"}),
                (None, {"experiment": "gone"})]
     series = {k: [(rate, s["experiment"]) for rate, s in v] for k, v in noise_series(configs).items()}
@@ -638,6 +640,7 @@ def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_it
         ("asymmetric", "ce"): [(0.0, "ce0"), (0.4, "ce-asym40")],
         ("symmetric", "ce + early stopping"): [(0.0, "stop0"), (0.4, "stop40")],  # not merged into ce's line
         ("symmetric", "gce"): [(0.4, "gce40")],
-        ("none", "ce + coteaching"): [(0.0, "cot-clean")],
+        ("symmetric", "ce + coteaching"): [(0.0, "cot-clean"), (0.4, "cot40")],
+        ("symmetric", "ce + coteaching (forget 0.2)"): [(0.4, "cot40-f20")],   # another forget rule: its own line
         ("noisy_labels", "ce"): [(0.0, "ce0"), (0.25, "inette25")],
     }

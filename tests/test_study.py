@@ -621,6 +621,25 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
     assert "3 of 4 runs done" in text and "about 0.9 h left with 1 worker(s)" in text, text
 
 
+def test_status_times_a_variant_without_runs_by_its_training_method(tmp_path):
+    from cifarlab.study import plan_runs, status_table
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)  # 2 epochs
+    cot = '"train.method" = "coteaching", "train.forget_rate" = '
+    (tmp_path / "study.toml").write_text(STUDY.replace('seeds = [0, 1]', 'seeds = [0]').replace(
+        'set = { "model.dropout" = [0.2, 0.2], "augment.pipeline" = ["flip"] }', f'set = {{ {cot}0.4 }}')
+        + f'[[variants]]\nname = "cot-low"\nset = {{ {cot}0.2 }}\n')
+    plan = load_study(tmp_path / "study.toml")
+    store = open_store(tmp_path / "results.db")
+    plan_runs(plan, store)
+    keys = {v.name: key for v, _, key in plan.runs()}
+    for name, seconds in (("baseline", 3600), ("dropout", 7200)):   # co-teaching's epochs: twice the others'
+        store.conn.execute("UPDATE runs SET status='done', wall_seconds=? WHERE id=?",
+                           (seconds, store.claim(plan.name, [keys[name]])["id"]))
+    # left: cot-low, 2 epochs at co-teaching's 3600 s (the mean of all, 2700 s, would say 1.5 h)
+    text = status_table(plan, store)
+    assert "2 of 3 runs done" in text and "about 2.0 h left with 1 worker(s)" in text, text
+
+
 def test_status_counts_no_epochs_for_a_run_that_takes_its_siblings_training(tmp_path):
     from cifarlab.study import plan_runs, status_table
     (tmp_path / "tiny.toml").write_text(EXPERIMENT)  # 2 epochs, a validation split

@@ -124,9 +124,12 @@ def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig |
 
 
 def noise_method(cfg) -> str:
-    """How a run fights label noise, for a figure's legend: its loss, its method, its selection."""
-    return (cfg.loss.name + ("" if cfg.train.method == "standard" else f" + {cfg.train.method}")
-            + (" + early stopping" if cfg.train.select == "best_val" else ""))
+    """How a run fights label noise, for a figure's legend: its loss, its method, its selection;
+    co-teaching's forget rate where it is not the noise rate (one line per forget rule)."""
+    method = "" if cfg.train.method == "standard" else f" + {cfg.train.method}"
+    if cfg.train.method == "coteaching" and cfg.train.forget_rate != noise_setting(cfg)[1]:
+        method += f" (forget {cfg.train.forget_rate:g})"
+    return cfg.loss.name + method + (" + early stopping" if cfg.train.select == "best_val" else "")
 
 
 def noise_series(configs: list[tuple]) -> dict[tuple[str, str], list[tuple[float, dict]]]:

@@ -13,14 +13,15 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     already holds the slowdown of the workers that ran them). Where some finished runs ran on
     `machine` (this one's name), only theirs count: machines here differ several-fold in speed.
     A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
-    its epochs take twice as long); the others by the mean of all. A run that takes a sibling's
+    its epochs take twice as long); one without, by the finished runs of its training method
+    (`train.method`) where there are some; the others by the mean of all. A run that takes a sibling's
     shared work (`run.sharing`: a choice of weights, a probe) adds no
     epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
-    timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped) of each done run
-    left, left_epochs = 0, {}  # variant -> epochs left to train
+    timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
+    left, left_epochs, methods = 0, {}, {}  # variant -> epochs left to train, its train.method
     counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
     runs = list(study.runs())
     share = sharing({key: cfg for _, cfg, key in runs})
@@ -32,10 +33,12 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         takes = bool(share.get(key, set()) & trains)
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
-            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], v.name, row["stopped"]))
+            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], v.name, row["stopped"],
+                          cfg.train.method))
         elif status != "done":
             left += 1
             left_epochs[v.name] = left_epochs.get(v.name, 0) + (0 if takes else cfg.train.epochs)
+            methods[v.name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
     for name, c in counts.items():
@@ -45,18 +48,22 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         here = [t for t in timed if t[2] == machine]
         basis = here or timed
         per_epoch = seconds_per_epoch(basis)
-        own = {}
+        own, by_method = {}, {}
         for t in basis:
             if not t[4]:   # a run that stopped early timed fewer epochs than it was planned
                 own.setdefault(t[3], []).append(t)
-        seconds_left = sum(epochs * (seconds_per_epoch(own[name]) if name in own else per_epoch)
-                           for name, epochs in left_epochs.items())
+                by_method.setdefault(t[5], []).append(t)
+
+        def rate(name: str) -> float:
+            like = own.get(name) or by_method.get(methods[name])
+            return seconds_per_epoch(like) if like else per_epoch
+        seconds_left = sum(epochs * rate(name) for name, epochs in left_epochs.items())
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
                     f"wall time; about {seconds_left / workers / 3600:.1f} h left with {workers} "
                     f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
-                    "theirs)"
+                    "theirs; one without, at its training method's)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     return "\n".join(rows)
 
