@@ -429,6 +429,16 @@ def test_runs_that_never_left_chance_are_listed(store, tmp_path):
     assert "never rose" not in write_report(store, SPEC, tmp_path / "b", "cmd").read_text(encoding="utf-8")
 
 
+def test_under_label_noise_chance_is_judged_on_the_clean_labels():
+    from cifarlab.report.summary import at_chance
+    runs = {0: {"id": 1, "classes": json.dumps([f"c{i}" for i in range(10)])}}
+    epochs = {1: [{"val_acc": 0.106}, {"val_acc": 0.110}]}   # 80 % symmetric noise: near chance on noisy labels
+    assert at_chance(runs, epochs) == {0: pytest.approx(0.110)}
+    assert at_chance(runs, epochs, {1: {1: 0.15, 2: 0.198}}) == {}   # it learned: 19.8 % on the clean labels
+    assert at_chance(runs, epochs, {1: {1: 0.10, 2: 0.105}}) == {0: pytest.approx(0.105)}
+    assert at_chance(runs, epochs, {1: {}}) == {0: pytest.approx(0.110)}   # no clean record: the labels were clean
+
+
 def test_a_bimodal_set_gets_its_median_and_an_interval_inside_0_to_100(store, tmp_path):
     """Seed 1 of `base` stalls at chance (10 %) beside seeds at 70 and 71 %: the t-interval of the
     mean would reach below 0 %; the report clips it and gives the median beside the mean."""

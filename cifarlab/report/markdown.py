@@ -150,7 +150,8 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
               for seed, best in s["at_chance"].items()]
     return (lines + ([""] + notes if notes else []) + target_lines(spec, summary)
             + (["", "Runs that ended early:", "", *stopped] if stopped else [])
-            + (["", f"Runs that never rose above chance: their best validation accuracy over all epochs stayed "
+            + (["", "Runs that never rose above chance: their best validation accuracy "
+                + ("(on the clean labels, where noisy) " if shows_clean_val(summary) else "") + "over all epochs stayed "
                 f"within {100 * CHANCE_MARGIN:g} points of 1 / classes (the network diverged or died at the start); "
                 "the mean and the interval include them, the median beside the mean describes the typical run:",
                 "", *chance] if chance else []))
