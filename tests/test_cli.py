@@ -210,6 +210,8 @@ def test_show_noise_prints_the_drawn_flip_rates_and_draws_the_transition_matrice
 
 
 def test_show_noise_counts_every_flipped_label_of_the_training_and_validation_splits():
+    import dataclasses
+
     import numpy as np
 
     from cifarlab import config as C
@@ -228,6 +230,10 @@ def test_show_noise_counts_every_flipped_label_of_the_training_and_validation_sp
     assert round(float(((1 - np.diag(t)) * counts).sum())) == flipped == splits.noise["flipped"]
     assert np.count_nonzero(t - np.diag(np.diag(t))) == 4          # pair-flip: each class to the next only
     assert f"drawn: {flipped} of 400 training and validation labels" in noise_text(cfg, splits)
+    # a class without images (a subset can leave one out) gets a dash, not a division by zero
+    arrays = dataclasses.replace(arrays, train_labels=np.arange(400) % 3)
+    lines = noise_text(cfg, make_splits(arrays, cfg.data)).splitlines()
+    assert lines[-1].split() == ["c3", "0", "-", "-"] and lines[-2].split()[:2] == ["c2", "133"]
 
 
 def test_an_output_folder_that_cannot_be_written_is_one_line_and_leaves_the_database(tmp_path, data_root,

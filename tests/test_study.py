@@ -638,6 +638,9 @@ def test_status_times_a_variant_without_runs_by_its_training_method(tmp_path):
     # left: cot-low, 2 epochs at co-teaching's 3600 s (the mean of all, 2700 s, would say 1.5 h)
     text = status_table(plan, store)
     assert "2 of 3 runs done" in text and "about 2.0 h left with 1 worker(s)" in text, text
+    # a run that stopped early timed fewer epochs than planned: it times no variant or method of its own
+    store.conn.execute("UPDATE runs SET stopped='diverged' WHERE experiment='dropout'")
+    assert "about 1.5 h left with 1 worker(s)" in status_table(plan, store)
 
 
 def test_status_counts_no_epochs_for_a_run_that_takes_its_siblings_training(tmp_path):
