@@ -316,6 +316,27 @@ def test_finding_sentences_use_hand_computed_numbers(grouped, tmp_path):
         "distinguishable from seed noise at this n.")
 
 
+def test_a_finding_sorts_the_rest_of_a_group_by_whether_seed_noise_explains_their_difference():
+    from cifarlab.report.markdown import finding
+
+    def row(name, n, mean, diff_n=3, d=0.0, lo=-0.01, hi=0.01):
+        return {"experiment": name, "n": n, "score_mean": mean, "score_std": 0.01, "diff_n": diff_n,
+                "diff_mean": d, "diff_lo": lo, "diff_hi": hi}
+    base, a = row("base", 3, 0.80), row("a", 3, 0.85, d=0.05, lo=0.03, hi=0.07)
+    rest = [row("b", 3, 0.78, d=-0.02, lo=-0.03, hi=-0.01), row("c", 3, 0.81, d=0.01, lo=-0.01, hi=0.03),
+            row("d", 1, 0.70, diff_n=1, d=-0.1), row("e", 0, float("nan"), diff_n=0)]
+    text = finding([base, a, *rest])
+    assert text.endswith(" The others against the baseline (points, paired 95% CI): distinguishable from seed "
+                         "noise: `b` -2.00 [-3.00, -1.00]; not distinguishable: `c` +1.00 [-1.00, +3.00]; fewer "
+                         "than 2 common seeds: `d`."), text
+    assert "`a`" not in text.split("The others")[1]   # the best is said once, in the first sentence
+    # the baseline best: its runner-up is in the first sentence, the rest in the second
+    text = finding([row("base", 3, 0.90), row("x", 3, 0.85, d=-0.05, lo=-0.07, hi=-0.03),
+                    row("y", 3, 0.84, d=-0.06, lo=-0.1, hi=0.0)])
+    assert "the runner-up `x`" in text and text.endswith("not distinguishable: `y` -6.00 [-10.00, +0.00].")
+    assert "The others" not in finding([base, a])   # a pair has no rest
+
+
 def convergence_of(text: str, group: str) -> str:
     section = text.split(f"### `{group}`\n", 1)[1]
     return section.split("**Convergence.** ", 1)[1].split("\n", 1)[0]

@@ -253,7 +253,8 @@ def versus(s: dict, base: dict) -> dict:
 
 
 def finding(rows: list[dict]) -> str:
-    """One sentence on the group's best experiment; rows[0] is the baseline, every number from `rows`."""
+    """One sentence on the group's best experiment, and one on the rest against the baseline where
+    the group has more; rows[0] is the baseline, every number from `rows`."""
     base, ran = rows[0], [s for s in rows if s["n"] > 0]
     if not ran:
         return "No finished runs yet."
@@ -265,10 +266,30 @@ def finding(rows: list[dict]) -> str:
             return f"{head}, the baseline; no other experiment of the group has finished runs yet."
         runner_up = max(others, key=lambda s: s["score_mean"])
         return (f"{head}, the baseline itself; the runner-up `{runner_up['experiment']}` "
-                + comparison(runner_up, base, "differs from it by"))
+                + comparison(runner_up, base, "differs from it by") + the_rest(ran, (base, runner_up)))
     if base["n"] == 0:
         return f"{head}; the baseline `{base['experiment']}` has no finished runs yet, so there is no comparison."
-    return f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base, "differs by")
+    return (f"{head}; against the baseline `{base['experiment']}` it " + comparison(best, base, "differs by")
+            + the_rest(ran, (base, best)))
+
+
+def the_rest(ran: list[dict], said: tuple[dict, ...]) -> str:
+    """A sentence on the group's other experiments against its baseline (paired Δ and 95% CI, in
+    table order), sorted by whether seed noise could explain the difference; "" if there are none."""
+    rest = [s for s in ran if all(s is not t for t in said)]
+    if not rest:
+        return ""
+
+    def delta(s: dict) -> str:
+        return f"`{s['experiment']}` {signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)}"
+    paired = [s for s in rest if s["diff_n"] >= 2]
+    apart = [s for s in paired if s["diff_lo"] > 0 or s["diff_hi"] < 0]
+    within = [s for s in paired if not (s["diff_lo"] > 0 or s["diff_hi"] < 0)]
+    few = [f"`{s['experiment']}`" for s in rest if s["diff_n"] < 2]
+    parts = [f"distinguishable from seed noise: {', '.join(map(delta, apart))}" if apart else "",
+             f"not distinguishable: {', '.join(map(delta, within))}" if within else "",
+             f"fewer than 2 common seeds: {', '.join(few)}" if few else ""]
+    return " The others against the baseline (points, paired 95% CI): " + "; ".join(filter(None, parts)) + "."
 
 
 def speed_finding(rows: list[dict], threshold: str) -> str:
