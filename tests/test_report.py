@@ -595,7 +595,8 @@ def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the
         assert image.imread(tmp_path / "r" / name).shape[0] > 300
     plain = write_report(st, dataclasses.replace(spec, experiments=("clean",), hashes={"clean": "hclean"}),
                          tmp_path / "p", "cmd").read_text()
-    assert "memorisation" not in plain and "noise_rates" not in plain
+    assert "memorisation" not in plain and "noise_rates" not in plain and "By noise setting" not in plain
+    assert "| ce | 80.00 ± 0.00 | 70.00 ± 0.00 | 60.00 ± 0.00 |" in text
     from cifarlab.report import noise_rows
     rows = {r["epoch"]: r for r in noise_rows(st, [3])}
     assert rows[2]["flipped_acc_noisy"] == pytest.approx(0.2) and rows[2]["val_acc_clean"] == pytest.approx(0.6)
@@ -638,6 +639,20 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
     text = write_report(st, spec, tmp_path / "r", "cmd").read_text()
     assert ("- `stop-40`: early stopping; epoch tested (first of best validation accuracy) 2 of 3, 2 of 3 "
             "(seeds 0, 1)") in text
+    # the literature's layout: methods by noise setting, the published figures beneath their method
+    table = text.split("## By noise setting and method", 1)[1].split("## Findings", 1)[0]
+    assert "mean ± std over 2 seeds" in table and "(symmetric: a flipped label is any other class)" in table
+    assert [line for line in table.splitlines() if line.startswith("| ")] == [
+        "| method | clean | symmetric 20 % | symmetric 40 % |",
+        "| ce | 70.00 ± 0.00 | 70.00 ± 0.00 | 70.00 ± 0.00 |",
+        "| ce: target | — | 85.00 | 80.00 |",
+        "| gce | — | — | 70.00 ± 0.00 |",
+        "| ce + early stopping | — | — | 70.00 ± 0.00 |"]
+    from cifarlab.report.markdown import noise_table
+    from cifarlab.report.summary import counted_rows
+    st.conn.execute("UPDATE runs SET config = (SELECT config FROM runs WHERE experiment = 'ce-40' LIMIT 1) "
+                    "WHERE experiment = 'gce-40'")   # two experiments of one method and setting: no table
+    assert noise_table(spec, summarize(st, spec), counted_rows(st, spec)) == []
     # cross-entropy at every noise setting, then the group with its methods; early stopping's training is ce-40's
     assert "(memorisation.png)" in text and "(memorisation_robust.png)" in text
     assert "memorisation_damage" not in text  # its noisy lines are all in memorisation.png

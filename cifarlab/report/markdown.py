@@ -11,11 +11,11 @@ from typing import Any
 
 from cifarlab import config as C
 from cifarlab.results.store import Store
-from cifarlab.report.figures import (noise_figures, plot_accuracy, plot_learning_curves, plot_val_curves,
-                                     pretraining_figure)
+from cifarlab.report.figures import (noise_figures, noise_method, plot_accuracy, plot_learning_curves,
+                                     plot_val_curves, pretraining_figure)
 from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
-                                     experiment_config, latest_done, ok, present, shows_clean_val, shows_top5,
-                                     summarize)
+                                     experiment_config, latest_done, noise_setting, ok, present, shows_clean_val,
+                                     shows_top5, summarize)
 
 
 def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
@@ -35,7 +35,8 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              "(published figures) come from the study definition.", "",
              *(["**A selection study**: it exists to choose settings, so this page compares validation "
                 "accuracy only and never reads the test set.", ""] if spec.selection else []),
-             *results_table(spec, summary), "", *findings_section(store, spec, summary, out_dir), "## Figures", "",
+             *results_table(spec, summary), "", *noise_table(spec, summary, rows),
+             *findings_section(store, spec, summary, out_dir), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
              *noise_figures(store, spec, summary, rows, out_dir),
@@ -46,6 +47,50 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
+
+
+NOISE_KINDS = {"none": "", "symmetric": "a flipped label is any other class",   # column order, and what each is
+               "asymmetric": "the dataset's class map", "pairflip": "each class to the next",
+               "noisy_labels": "the dataset's published noisy labels"}
+
+
+def noise_table(spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row]) -> list[str]:
+    """Label-noise studies: the score per method (row) and noise setting (column), the layout of
+    the literature's tables, with each method's targets (published figures) in a row beneath it.
+    Nothing unless the study has more than one noise setting, or where two experiments share a
+    method and a setting (the cell would be ambiguous; the results table has them all)."""
+    cells: dict[str, dict[tuple[str, float], dict]] = {}
+    for s in summary:
+        cfg = experiment_config(rows, s["experiment"])
+        if cfg is None or not s["n"]:
+            continue
+        setting, method = noise_setting(cfg), noise_method(cfg)
+        if setting in cells.setdefault(method, {}):
+            return []
+        cells[method][setting] = s
+    settings = sorted({k for by in cells.values() for k in by}, key=lambda k: (list(NOISE_KINDS).index(k[0]), k[1]))
+    if len(settings) < 2:
+        return []
+    full = max(s["n"] for by in cells.values() for s in by.values())
+
+    def cell(s: dict | None) -> str:
+        if s is None:
+            return DASH
+        return pm(s["score_mean"], s["score_std"]) + ("" if s["n"] == full else f" (n={s['n']})")
+    names = ["clean" if kind == "none" else f"{kind} {100 * rate:g} %" for kind, rate in settings]
+    lines = ["## By noise setting and method", "",
+             f"{spec.label.capitalize()} accuracy in %, mean ± std over {full} seeds (fewer where a cell says so); "
+             "rows are methods (loss, training method, early stopping), columns the training labels' noise ("
+             + "; ".join(f"{kind}: {NOISE_KINDS[kind]}" for kind in dict.fromkeys(k for k, _ in settings)
+                         if NOISE_KINDS[kind]) + "). A target row holds the published figures "
+             "of the results table's notes.", "",
+             "| method | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for method, by in cells.items():
+        lines.append(f"| {method} | " + " | ".join(cell(by.get(k)) for k in settings) + " |")
+        targets = [pct(by[k]["target"]) if k in by and ok(by[k].get("target")) else DASH for k in settings]
+        if any(t != DASH for t in targets):
+            lines.append(f"| {method}: target | " + " | ".join(targets) + " |")
+    return lines + [""]
 
 
 PROBES = {"mlp": "MLP probe", "linear": "linear probe"}
