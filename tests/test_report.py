@@ -453,9 +453,10 @@ def test_runs_that_never_left_chance_are_listed(store, tmp_path):
 def test_under_label_noise_chance_is_judged_on_the_clean_labels():
     from cifarlab.report.summary import at_chance
     runs = {0: {"id": 1, "classes": json.dumps([f"c{i}" for i in range(10)])}}
-    epochs = {1: [{"val_acc": 0.106}, {"val_acc": 0.110}]}   # 80 % symmetric noise: near chance on noisy labels
-    assert at_chance(runs, epochs) == {0: pytest.approx(0.110)}
+    epochs = {1: [{"epoch": 1, "val_acc": 0.106}, {"epoch": 2, "val_acc": 0.110}]}   # 80 % symmetric noise:
+    assert at_chance(runs, epochs) == {0: pytest.approx(0.110)}                        # near chance on noisy labels
     assert at_chance(runs, epochs, {1: {1: 0.15, 2: 0.198}}) == {}   # it learned: 19.8 % on the clean labels
+    assert at_chance(runs, epochs, {1: {2: 0.198}}) == {}            # an epoch without a clean record: its own
     assert at_chance(runs, epochs, {1: {1: 0.10, 2: 0.105}}) == {0: pytest.approx(0.105)}
     assert at_chance(runs, epochs, {1: {}}) == {0: pytest.approx(0.110)}   # no clean record: the labels were clean
 
@@ -556,6 +557,9 @@ def test_the_index_question_is_the_first_sentence_and_a_second_folder_of_a_study
     assert first_sentence("Rates `lr0.04` ... `lr0.64`, e.g. flips. 0.08 is the VGG's.") == \
         "Rates `lr0.04` ... `lr0.64`, e.g. flips."
     assert first_sentence("LR 0.08 at 15 epochs. Then more.") == "LR 0.08 at 15 epochs."
+    assert first_sentence("Which is optimal. Another.") == "Which is optimal."          # not "al."
+    assert first_sentence("Seed 0. studies/x.toml trains it.") == "Seed 0."              # a path starts one too
+    assert first_sentence("A gain (cf. Fig. 2) here. Next.") == "A gain (cf. Fig. 2) here."
     assert first_sentence("no full stop") == "no full stop"
     assert first_sentence("word " * 100).endswith("…") and len(first_sentence("word " * 100)) == 220
     spec = SimpleNamespace(name="basic", selection=False)
@@ -590,7 +594,8 @@ def test_label_noise_studies_get_the_memorisation_curve_and_accuracy_against_the
     # the table shows the clean validation accuracy of the last epoch beside the noisy one
     assert "| val acc (noisy labels) | val acc (clean labels) |" in text
     row = {line.split(" | ")[0]: line.split(" | ") for line in text.splitlines() if line.startswith("| `")}
-    assert row["| `sym40`"][7] == "65.00 ± 0.00" and row["| `clean`"][7] == row["| `clean`"][6]  # clean: the same
+    assert row["| `sym40`"][7] == "65.00 ± 0.00" and row["| `clean`"][6:8] == ["79.00 ± 0.00"] * 2  # no noise: same
+    assert "for an experiment without noise the two are the same" in text
     for name in ("memorisation.png", "noise_rates.png"):
         assert image.imread(tmp_path / "r" / name).shape[0] > 300
     plain = write_report(st, dataclasses.replace(spec, experiments=("clean",), hashes={"clean": "hclean"}),

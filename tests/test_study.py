@@ -626,20 +626,20 @@ def test_status_times_a_variant_without_runs_by_its_training_method(tmp_path):
     (tmp_path / "tiny.toml").write_text(EXPERIMENT)  # 2 epochs
     cot = '"train.method" = "coteaching", "train.forget_rate" = '
     (tmp_path / "study.toml").write_text(STUDY.replace('seeds = [0, 1]', 'seeds = [0]').replace(
-        'set = { "model.dropout" = [0.2, 0.2], "augment.pipeline" = ["flip"] }', f'set = {{ {cot}0.4 }}')
-        + f'[[variants]]\nname = "cot-low"\nset = {{ {cot}0.2 }}\n')
+        'name = "dropout"\nset = { "model.dropout" = [0.2, 0.2], "augment.pipeline" = ["flip"] }',
+        f'name = "cot-high"\nset = {{ {cot}0.4 }}') + f'[[variants]]\nname = "cot-low"\nset = {{ {cot}0.2 }}\n')
     plan = load_study(tmp_path / "study.toml")
     store = open_store(tmp_path / "results.db")
     plan_runs(plan, store)
     keys = {v.name: key for v, _, key in plan.runs()}
-    for name, seconds in (("baseline", 3600), ("dropout", 7200)):   # co-teaching's epochs: twice the others'
+    for name, seconds in (("baseline", 3600), ("cot-high", 7200)):   # co-teaching's epochs: twice the others'
         store.conn.execute("UPDATE runs SET status='done', wall_seconds=? WHERE id=?",
                            (seconds, store.claim(plan.name, [keys[name]])["id"]))
     # left: cot-low, 2 epochs at co-teaching's 3600 s (the mean of all, 2700 s, would say 1.5 h)
     text = status_table(plan, store)
     assert "2 of 3 runs done" in text and "about 2.0 h left with 1 worker(s)" in text, text
     # a run that stopped early timed fewer epochs than planned: it times no variant or method of its own
-    store.conn.execute("UPDATE runs SET stopped='diverged' WHERE experiment='dropout'")
+    store.conn.execute("UPDATE runs SET stopped='diverged' WHERE experiment='cot-high'")
     assert "about 1.5 h left with 1 worker(s)" in status_table(plan, store)
 
 

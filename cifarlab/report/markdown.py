@@ -58,7 +58,10 @@ def noise_table(spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row]) -
     """Label-noise studies: the score per method (row) and noise setting (column), the layout of
     the literature's tables, with each method's targets (published figures) in a row beneath it.
     Nothing unless the study has more than one noise setting, or where two experiments share a
-    method and a setting (the cell would be ambiguous; the results table has them all)."""
+    method and a setting (the cell would be ambiguous; the results table has them all), or in a
+    selection study (its validation accuracies are on each column's own noisy labels)."""
+    if spec.selection:
+        return []
     cells: dict[str, dict[tuple[str, float], dict]] = {}
     for s in summary:
         cfg = experiment_config(rows, s["experiment"])
@@ -182,6 +185,10 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
              "in percentage points, with its paired 95% t-interval. Intervals are clipped to what the metric "
              "can take (0 to 100 %, a difference -100 to +100 points). Where a variant has runs that ended "
              "early or never left chance, its mean is followed by the median over its seeds.", ""]
+    if not spec.selection and shows_clean_val(summary):
+        lines += ["Under label noise the validation split's labels are noisy too: `val acc (noisy labels)` is what "
+                  "a user has, `val acc (clean labels)` what we know, both of the weights each run tested; for "
+                  "an experiment without noise the two are the same.", ""]
     if spec.convergence is not None:
         lines += [f"Epochs to val ≥ {threshold_label(spec)}: the first epoch whose validation accuracy reaches "
                   "it, mean ± std over the seeds that do (the others are counted as never reaching it); "
@@ -267,7 +274,8 @@ def findings_section(store: Store, spec: StudySpec, summary: list[dict], out_dir
     lines = ["## Findings", "",
              "Each group answers one question. Its table compares every experiment with the group's "
              "baseline (listed first); the finding names the best experiment of the group and says whether "
-             "its paired 95% CI against the baseline excludes 0.", ""]
+             "its paired 95% CI against the baseline excludes 0, then sorts the group's other experiments "
+             "by the same test.", ""]
     for group in spec.questions:
         lines += group_section(store, spec, by_exp, group, out_dir)
     return lines
@@ -328,8 +336,8 @@ def the_rest(ran: list[dict], said: tuple[dict, ...]) -> str:
     def delta(s: dict) -> str:
         return f"`{s['experiment']}` {signed_pct(s['diff_mean'])} {interval(s['diff_lo'], s['diff_hi'], signed=True)}"
     paired = [s for s in rest if s["diff_n"] >= 2]
-    apart = [s for s in paired if s["diff_lo"] > 0 or s["diff_hi"] < 0]
-    within = [s for s in paired if not (s["diff_lo"] > 0 or s["diff_hi"] < 0)]
+    apart = [s for s in paired if distinguishable(s)]
+    within = [s for s in paired if not distinguishable(s)]
     few = [f"`{s['experiment']}`" for s in rest if s["diff_n"] < 2]
     parts = [f"distinguishable from seed noise: {', '.join(map(delta, apart))}" if apart else "",
              f"not distinguishable: {', '.join(map(delta, within))}" if within else "",
@@ -370,6 +378,11 @@ def epochs_taken(s: dict) -> str:
             f"({pm_number(s['seconds_to_threshold_mean'], s['seconds_to_threshold_std'], 0)} s)")
 
 
+def distinguishable(s: dict) -> bool:
+    """Whether the paired 95% CI of the row's difference excludes 0."""
+    return s["diff_lo"] > 0 or s["diff_hi"] < 0
+
+
 def comparison(s: dict, base: dict, differs: str) -> str:
     """The end of the finding: the paired difference and whether seed noise could explain it."""
     if s["diff_n"] == 0:
@@ -377,7 +390,7 @@ def comparison(s: dict, base: dict, differs: str) -> str:
     said = f"{differs} {signed_pct(s['diff_mean'])} points"
     if s["diff_n"] < 2:
         return f"{said} on 1 common seed: too few seeds to say whether that is more than seed noise."
-    verdict = "is" if s["diff_lo"] > 0 or s["diff_hi"] < 0 else "is not"
+    verdict = "is" if distinguishable(s) else "is not"
     return (f"{said}, paired 95% CI {interval(s['diff_lo'], s['diff_hi'], signed=True)} over {s['diff_n']} "
             f"common seeds, so the difference {verdict} distinguishable from seed noise at this n.")
 

@@ -160,18 +160,16 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
     ref_cfg = experiment_config(rows, spec.reference)
     out = []
     for exp in spec.experiments:
-        runs = done.get(exp, {})
+        runs, cfg = done.get(exp, {}), experiment_config(rows, exp)
         out.append({"experiment": exp, "note": spec.notes.get(exp, ""), "reference": exp == spec.reference,
                     "group": spec.groups.get(exp, ""), "registered": sum(r["experiment"] == exp for r in rows),
                     **run_numbers(runs, ref_score, spec.metric), "target": spec.targets.get(exp),
-                    "config_diff": config_diff(ref_cfg, experiment_config(rows, exp)),
-                    "parameters": parameter_count(rows, exp)})
+                    "config_diff": config_diff(ref_cfg, cfg), "parameters": parameter_count(rows, exp)})
         epochs = epochs_by_run(store, out[-1]["run_ids"])
-        selected = selected_epochs(experiment_config(rows, exp), runs, epochs)
+        selected = selected_epochs(cfg, runs, epochs)
         clean = clean_val_by_run(store, runs)
         out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs, clean), selected=selected,
-                       **top5_numbers(store, runs, spec.metric),
-                       **clean_val_numbers(experiment_config(rows, exp), runs, epochs, selected, clean))
+                       **top5_numbers(store, runs, spec.metric), **clean_val_numbers(cfg, runs, epochs, selected, clean))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
     return out
@@ -208,15 +206,18 @@ def clean_val_numbers(cfg: C.ExperimentConfig | None, runs: dict[int, sqlite3.Ro
                       clean_by_run: dict[int, dict[int, float]]) -> dict:
     """Validation accuracy on the clean labels of the weights each run tested (its selected epoch,
     else its last): beside the noisy validation accuracy a user would have, what we know. Under
-    label noise it is read from the epoch metrics, so a run's tested epoch counts even where its
-    final record kept the last epoch's value; without noise it is the validation accuracy."""
-    noisy = cfg is not None and noise_setting(cfg)[0] != "none"
+    label noise (its config says so, or its runs recorded clean-label accuracy) it is read from the
+    epoch metrics, so a run's tested epoch counts even where its final record kept the last epoch's
+    value; without noise it is the validation accuracy."""
+    noisy = ((cfg is not None and noise_setting(cfg)[0] != "none")
+             or any(clean_by_run.get(run["id"]) for run in runs.values()))
     values = []
     for seed, run in runs.items():
         if not noisy:
             values += present([run["val_acc"]])
             continue
-        tested = selected[seed][0] if seed in selected else len(epochs.get(run["id"], []))
+        last = epochs[run["id"]][-1]["epoch"] if epochs.get(run["id"]) else None
+        tested = selected[seed][0] if seed in selected else last
         clean = clean_by_run.get(run["id"], {})
         if tested in clean:
             values.append(clean[tested])
@@ -300,9 +301,8 @@ def at_chance(runs: dict[int, sqlite3.Row], epochs: dict[int, list[sqlite3.Row]]
     stays near chance (at 80 % symmetric noise, 45 % on the clean labels is 13 % on the noisy)."""
     out = {}
     for seed, run in runs.items():
-        clean = (clean_by_run or {}).get(run["id"])
-        values = clean.values() if clean else present(e["val_acc"] for e in epochs.get(run["id"], []))
-        best = max(values, default=None)
+        clean = (clean_by_run or {}).get(run["id"], {})
+        best = max(present(clean.get(e["epoch"], e["val_acc"]) for e in epochs.get(run["id"], [])), default=None)
         classes = len(json.loads(run["classes"])) if run["classes"] else 0
         if best is not None and classes and best < 1 / classes + CHANCE_MARGIN:
             out[seed] = best

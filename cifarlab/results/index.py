@@ -37,19 +37,19 @@ def study_rows(results: Path, studies: Path) -> list[dict]:
 
 
 # a full stop after these does not end a sentence ("Hu et al. 2018", "e.g. flips")
-ABBREVIATIONS = ("al.", "e.g.", "i.e.", "vs.", "cf.", "approx.", "Fig.", "Eq.")
+ABBREVIATIONS = frozenset({"al.", "e.g.", "i.e.", "vs.", "cf.", "approx.", "Fig.", "Eq."})
 
 
 def first_sentence(text: str, limit: int = 220) -> str:
-    """The text up to the first full stop that ends a sentence: one followed by a space and not part
-    of an ellipsis ("a ... b"), an abbreviation in ABBREVIATIONS or a lower-case continuation."""
+    """The text up to the first full stop that ends a sentence: one followed by a space and not the
+    end of an ellipsis ("a ... b") or of a word in ABBREVIATIONS."""
     text = " ".join(text.split())
     sentence = text
-    for i, char in enumerate(text[:-2]):
+    for i, char in enumerate(text[:-1]):
         if char != "." or text[i + 1] != " ":
             continue
-        word = text[:i + 1].rsplit(" ", 1)[-1]
-        if word.endswith("..") or word.endswith(ABBREVIATIONS) or text[i + 2].islower():
+        word = text[:i + 1].rsplit(" ", 1)[-1].lstrip("(")
+        if word.endswith("..") or word in ABBREVIATIONS:
             continue
         sentence = text[:i + 1]
         break
