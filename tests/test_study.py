@@ -127,6 +127,23 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert r.returncode == 2 and "is a selection study, which never reads the test set; use --metric val" in r.stderr
 
 
+def test_a_resumed_run_records_every_epoch_even_those_the_database_lost(study_dir):
+    assert "2 run(s) finished" in study(study_dir, "run", "--only", "baseline").stdout
+    db = sqlite3.connect(study_dir / "results.db")
+    # the database file was swapped under the process (a checkout of a committed copy, say): the run
+    # trained to its end, but its epochs and its finish went to the old file
+    run_id = db.execute("SELECT id FROM runs WHERE experiment='baseline' AND seed=1").fetchone()[0]
+    with db:
+        db.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
+        db.execute("DELETE FROM epoch_metrics WHERE run_id=?", (run_id,))
+        db.execute("UPDATE runs SET status='pending', claimed_by=NULL WHERE id=?", (run_id,))
+    again = study(study_dir, "run", "--only", "baseline")
+    assert "1 run(s) finished" in again.stdout, again.stderr   # from its last checkpoint: nothing to train
+    runs, epochs = results(study_dir / "results.db")
+    assert [r[2] for r in runs if r[0] == "baseline"] == ["done"] * 2
+    assert [(e[1], e[2]) for e in epochs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+
+
 def test_sigkill_at_random_moments_loses_nothing(study_dir, tmp_path):
     reference = tmp_path / "straight"
     reference.mkdir()

@@ -111,7 +111,12 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             store.fail(row["id"], f"{type(e).__name__}: {e}")
             raise
         final = result.final
-        store.finish(row["id"], final, result.run_dir, final["epochs"])
+        # every epoch goes in again from the run's metrics.jsonl: epochs trained before a resume whose
+        # rows never reached this database file (it was replaced under the process) are not lost
+        if not store.finish(row["id"], final, result.run_dir, final["epochs"], result.epochs):
+            tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: trained, but another process holds its "
+                       "claim now (this one was taken for dead); not recorded by this process")
+            continue
         finished += 1
         outer.update(1)
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
