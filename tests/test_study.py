@@ -707,3 +707,63 @@ def test_features_refuse_variants_that_train_on_different_data(study_dir, monkey
     dirs, config, missing = feature_panels(spec, store=None)
     assert dirs == [study_dir / "runs" / "baseline"] and missing == ["dropout"]
     assert config.data.dataset == "cifar10"
+
+
+def in_process_study(study_dir, monkeypatch, during_training):
+    """Run the study's `baseline` variant in this process; `during_training(store, row_id)` runs
+    after the first epoch is recorded, while its run is still training."""
+    import cifarlab.study.executors as executors
+    from cifarlab.study import DataCache, run_study
+    real = executors.train_one
+
+    def train_one(key, cfg, splits, run_path, *, on_epoch=None, **kw):
+        def epoch(row):
+            on_epoch(row)
+            if row["epoch"] == 1:
+                during_training(key)
+        return real(key, cfg, splits, run_path, on_epoch=epoch, **kw)
+
+    monkeypatch.setattr(executors, "train_one", train_one)
+    monkeypatch.chdir(study_dir)
+    spec = load_study(study_dir / "study.toml")
+    store = open_store(study_dir / "results.db")
+    try:
+        return run_study(spec, store, DataCache("data", False, False), study_dir / "runs", progress=False,
+                         only=("baseline",))
+    finally:
+        store.close()
+
+
+def test_a_run_whose_claim_another_process_took_is_not_recorded_twice(study_dir, monkeypatch, capsys):
+    """While a run trains, another process takes its claim (it took this one for dead): at the end
+    this process says so and leaves the run to the claim's holder."""
+    def taken(key):
+        with sqlite3.connect(study_dir / "results.db") as other:
+            other.execute("UPDATE runs SET claimed_by='elsewhere:1:1', heartbeat=? WHERE seed=? AND "
+                          "experiment='baseline'", (time.time(), key.seed))
+
+    assert in_process_study(study_dir, monkeypatch, taken) == 0
+    out = capsys.readouterr().out
+    assert out.count("another process holds its claim now") == 2, out
+    runs = sqlite3.connect(study_dir / "results.db").execute(
+        "SELECT status, claimed_by, test_acc FROM runs WHERE experiment='baseline'").fetchall()
+    assert runs == [("running", "elsewhere:1:1", None)] * 2
+
+
+@pytest.mark.parametrize("how", ["replaced", "removed"])
+def test_a_database_file_replaced_under_a_running_study_stops_it_in_one_line(study_dir, monkeypatch, how):
+    """A checkout or copy over the database while a study writes to it: the process stops at its
+    next write, naming the file, instead of writing on into the old file where nothing is kept."""
+    from cifarlab.errors import UserError
+    db = study_dir / "results.db"
+
+    def swap(key):
+        if how == "removed":
+            db.unlink()
+        else:
+            copy = study_dir / "copy.db"
+            copy.write_bytes(db.read_bytes())
+            os.replace(copy, db)
+
+    with pytest.raises(UserError, match=rf"^results database .*results\.db was {how}.* Run the command again"):
+        in_process_study(study_dir, monkeypatch, swap)

@@ -174,13 +174,37 @@ class RunKey:
     config_hash: str
 
 
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """The (device, inode) of the file at `path`, None when there is none: a checkout or copy over a
+    database gives its path a new file, which an open connection would not see."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self.conn, self.path = conn, path
+        self._where = path.resolve()
+        self._identity = file_identity(self._where)
+
+    def check_file(self) -> None:
+        """Refuse to write once the database file at the path is no longer the one this connection
+        has open: SQLite would go on writing to the old file, and every write would be lost."""
+        now = file_identity(self._where)
+        if now != self._identity:
+            what = "removed" if now is None else "replaced by another file (a checkout or copy over it?)"
+            raise UserError(f"results database {self.path} was {what} while this process had it open; "
+                            "it stops rather than write to the old file. Run the command again: finished "
+                            "runs stay recorded and runs in flight resume from their checkpoints")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front: claims cannot interleave."""
+        """BEGIN IMMEDIATE takes the write lock up front: claims cannot interleave. First the file
+        is checked to be the one this connection opened."""
+        self.check_file()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
