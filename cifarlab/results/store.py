@@ -198,7 +198,8 @@ class Store:
             what = "removed" if now is None else "replaced by another file (a checkout or copy over it?)"
             raise UserError(f"results database {self.path} was {what} while this process had it open; "
                             "it stops rather than write to the old file. Run the command again: finished "
-                            "runs stay recorded and runs in flight resume from their checkpoints")
+                            "runs the new file lacks are recorded from their run directories, and runs in "
+                            "flight resume from their checkpoints")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
