@@ -695,3 +695,35 @@ def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_it
         ("symmetric", "ce + coteaching (forget 0.2)"): [(0.4, "cot40-f20")],   # another forget rule: its own line
         ("noisy_labels", "ce"): [(0.0, "ce0"), (0.25, "inette25")],
     }
+
+
+def test_a_label_noise_study_headlines_its_best_variant_at_the_most_noise():
+    """The best variant of a label-noise study is its clean one; the index also names the best at
+    the highest rate two variants share, and the variant there that trains like the reference."""
+    from types import SimpleNamespace
+
+    from cifarlab.results.index import headline
+
+    def row(name, mean, n=2, reference=False):
+        return {"experiment": name, "n": n, "score_mean": mean / 100, "score_std": 0.01,
+                "score_lo": (mean - 5) / 100, "score_hi": (mean + 5) / 100, "reference": reference}
+
+    sym = lambda r: {"noise": "symmetric", "noise_rate": r}  # noqa: E731
+    configs = {"ce0": C.from_dict({"name": "ce0"}), "ce80": C.from_dict({"name": "ce80", "data": sym(0.8)}),
+               "sce80": C.from_dict({"name": "sce80", "data": sym(0.8), "loss": {"name": "sce"}}),
+               "elr80": C.from_dict({"name": "elr80", "data": sym(0.8), "loss": {"name": "elr"}}),
+               "gce90": C.from_dict({"name": "gce90", "data": sym(0.9), "loss": {"name": "gce"}}),
+               "ce40": C.from_dict({"name": "ce40", "data": {"noise": "asymmetric", "noise_rate": 0.4}})}
+    summary = [row("ce0", 91.0, reference=True), row("ce80", 44.0), row("sce80", 47.5), row("elr80", 46.0),
+               row("gce90", 30.0), row("ce40", 85.0), row("ghost80", 99.0, n=0)]
+    spec = SimpleNamespace(label="test")
+    text = headline(spec, summary, configs)
+    # 90 % has one variant only, so 80 % is the most noise compared; ghost80 has no runs
+    assert text == ("best test: `ce0` 91.00 ± 1.00 % [86.00, 96.00] (n=2); at symmetric 80 %, the most noise: "
+                    "best `sce80` 47.50 ± 1.00 % [42.50, 52.50] (n=2), the reference's method "
+                    "`ce80` 44.00 ± 1.00 % [39.00, 49.00] (n=2)")
+    summary[1] = row("ce80", 50.0)                       # cross-entropy is the best there: named once
+    assert headline(spec, summary, configs).endswith("the most noise: best `ce80` 50.00 ± 1.00 % [45.00, 55.00] (n=2)")
+    assert headline(spec, summary) == "best test: `ce0` 91.00 ± 1.00 % [86.00, 96.00] (n=2)"  # no configs: as before
+    clean = {"a": C.from_dict({"name": "a"}), "b": C.from_dict({"name": "b", "optim": {"lr": 0.1}})}
+    assert "most noise" not in headline(spec, [row("a", 80.0, reference=True), row("b", 81.0)], clean)

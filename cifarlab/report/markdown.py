@@ -14,7 +14,7 @@ from cifarlab.results.store import Store
 from cifarlab.report.figures import (noise_figures, noise_method, plot_accuracy, plot_learning_curves,
                                      plot_val_curves, pretraining_figure)
 from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
-                                     experiment_config, latest_done, noise_setting, ok, present, shows_clean_val,
+                                     experiment_config, latest_done, noise_setting, ok, present, setting_name, shows_clean_val,
                                      shows_top5, summarize)
 
 
@@ -80,7 +80,7 @@ def noise_table(spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row]) -
         if s is None:
             return DASH
         return pm(s["score_mean"], s["score_std"]) + ("" if s["n"] == full else f" (n={s['n']})")
-    names = ["clean" if kind == "none" else f"{kind} {100 * rate:g} %" for kind, rate in settings]
+    names = [setting_name(k) for k in settings]
     lines = ["## By noise setting and method", "",
              f"{spec.label.capitalize()} accuracy in %, mean ± std over {full} seeds (fewer where a cell says so); "
              "rows are methods (loss, training method, early stopping), columns the training labels' noise ("

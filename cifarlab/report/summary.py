@@ -195,6 +195,12 @@ def noise_setting(cfg) -> tuple[str, float]:
     return (cfg.data.noise if cfg.data.noise_rate else "none"), cfg.data.noise_rate
 
 
+def setting_name(setting: tuple[str, float]) -> str:
+    """A noise setting as the reports name it: "clean", "symmetric 40 %"."""
+    kind, rate = setting
+    return "clean" if kind == "none" else f"{kind} {100 * rate:g} %"
+
+
 def clean_val_by_run(store: Store, runs: dict[int, sqlite3.Row]) -> dict[int, dict[int, float]]:
     """{run id: {epoch: validation accuracy on the clean labels}}, recorded under label noise only."""
     return {run["id"]: {epoch: value for epoch, name, value in store.epoch_metrics(run["id"])

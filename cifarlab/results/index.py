@@ -13,6 +13,7 @@ from cifarlab.errors import UserError
 def study_rows(results: Path, studies: Path) -> list[dict]:
     """One dict per (results folder, study in its database), in folder order."""
     from cifarlab.report import counted_rows, latest_done, present, summarize, unique
+    from cifarlab.report.summary import experiment_config
     from cifarlab.results.store import open_store
     from cifarlab.study import load_study
 
@@ -25,9 +26,11 @@ def study_rows(results: Path, studies: Path) -> list[dict]:
                 if not path.is_file():
                     continue  # a study whose file is gone: its own report still stands
                 spec = load_study(path).spec()
-                summary = summarize(store, spec)
-                used = [r for runs in latest_done(counted_rows(store, spec)).values() for r in runs.values()]
+                summary, rows = summarize(store, spec), counted_rows(store, spec)
+                used = [r for runs in latest_done(rows).values() for r in runs.values()]
+                configs = {s["experiment"]: experiment_config(rows, s["experiment"]) for s in summary}
                 out.append({"folder": db.parent.name, "study": spec, "path": path, "summary": summary,
+                            "configs": configs,
                             "machines": unique(r["machine"] for r in used),
                             "hours": math.fsum(present(r["wall_seconds"] for r in used)) / 3600,
                             "runs": len(used)})
@@ -64,8 +67,29 @@ def study_label(spec, folder: str) -> str:
     return f"`{spec.name}`{kind}{where}"
 
 
-def headline(spec, summary: list[dict]) -> str:
+def most_noise(done: list[dict], configs: dict) -> tuple[tuple[str, float], list[dict]] | None:
+    """In a study that varies label noise: the noisiest setting (highest rate) that two or more
+    variants with runs train on, and those variants; None in any other study."""
+    from cifarlab.report.summary import noise_setting
+    by: dict[tuple[str, float], list[dict]] = {}
+    for s in done:
+        if configs.get(s["experiment"]) is not None:
+            by.setdefault(noise_setting(configs[s["experiment"]]), []).append(s)
+    shared = [k for k, v in by.items() if len(v) > 1 and k[0] != "none"]
+    if len(by) < 2 or not shared:
+        return None
+    setting = max(shared, key=lambda k: k[1])
+    return setting, by[setting]
+
+
+def headline(spec, summary: list[dict], configs: dict | None = None) -> str:
+    """The variant with the best mean and the reference; in a label-noise study (`configs` give
+    each variant's), also the best variant at the most noise, beside the one that trains like the
+    reference there, since the best overall is then the clean one."""
     from cifarlab.report import interval, pm
+    from cifarlab.report.figures import noise_method
+    from cifarlab.report.summary import setting_name
+    configs = configs or {}
     done = [s for s in summary if s["n"]]
     if not done:
         return "no runs yet"
@@ -77,6 +101,16 @@ def headline(spec, summary: list[dict]) -> str:
     text = f"best {spec.label}: {cell(best)}"
     if ref is not None and ref is not best:
         text += f"; reference {cell(ref)}"
+    noisiest = most_noise(done, configs or {})
+    if noisiest is not None:
+        setting, there = noisiest
+        top = max(there, key=lambda s: s["score_mean"])
+        text += f"; at {setting_name(setting)}, the most noise: best {cell(top)}"
+        like_ref = ref is not None and configs.get(ref["experiment"]) is not None and next(
+            (s for s in there if noise_method(configs[s["experiment"]]) == noise_method(configs[ref["experiment"]])),
+            None)
+        if like_ref and like_ref is not top:
+            text += f", the reference's method {cell(like_ref)}"
     return text
 
 
@@ -92,7 +126,9 @@ def write_index(results: Path, studies: Path, out: Path) -> Path:
              "Each study's own report (linked) has its findings, figures, config differences and provenance. "
              "A selection study chooses settings and reads validation accuracy only; every other study reads "
              "the test set once, at the end of each run. The headline is the variant with the best mean "
-             "(with its 95% t-interval over seeds, clipped to 0-100 %) and the study's reference.", "",
+             "(with its 95% t-interval over seeds, clipped to 0-100 %) and the study's reference; in a "
+             "label-noise study also the best variant at the most noise and, beside it, the one that "
+             "trains like the reference.", "",
              "| study | question | variants | runs | headline | ran on | process-hours | report and command |",
              "|---|---|---:|---:|---|---|---:|---|"]
     for r in rows:
@@ -102,7 +138,7 @@ def write_index(results: Path, studies: Path, out: Path) -> Path:
         planned = len(spec.experiments) * len(spec.seeds)
         lines.append(" | ".join([
             f"| {study_label(spec, r['folder'])}", first_sentence(spec.description) or "—", str(len(spec.experiments)),
-            f"{r['runs']} of {planned}", headline(spec, r["summary"]),
+            f"{r['runs']} of {planned}", headline(spec, r["summary"], r["configs"]),
             ", ".join(f"`{m}`" for m in r["machines"]) or "—", f"{r['hours']:.1f}",
             f"[{r['folder']}]({r['folder']}/README.md): {command} |"]))
     out.parent.mkdir(parents=True, exist_ok=True)
