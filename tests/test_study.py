@@ -636,6 +636,13 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
                        (store.claim(plan.name, [first_dropout])["id"],))
     text = status_table(plan, store, machine="fast box")   # left: dropout seed 1, 6 epochs at 540 s
     assert "3 of 4 runs done" in text and "about 0.9 h left with 1 worker(s)" in text, text
+    # a run in flight (or interrupted) resumes after the epochs it recorded: 2 of its 6 are done
+    last = store.claim(plan.name, [key for v, _, key in plan.runs() if v.name == "dropout"][1:])
+    for epoch in (1, 2):
+        store.record_epoch(last["id"], {"epoch": epoch, "train_loss": 1.0, "train_acc": 0.5, "val_loss": 1.0,
+                                        "val_acc": 0.5, "lr": 0.1, "train_seconds": 540.0})
+    text = status_table(plan, store, machine="fast box")   # left: 4 epochs at 540 s
+    assert "3 of 4 runs done" in text and "about 0.6 h left with 1 worker(s)" in text, text
 
 
 def test_status_times_a_variant_without_runs_by_its_training_method(tmp_path):

@@ -14,7 +14,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     `machine` (this one's name), only theirs count: machines here differ several-fold in speed.
     A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
     its epochs take twice as long); one without, by the finished runs of its training method
-    (`train.method`) where there are some; the others by the mean of all. A run that takes a sibling's
+    (`train.method`) where there are some; the others by the mean of all. A run in flight or
+    interrupted counts only the epochs it has not recorded yet. A run that takes a sibling's
     shared work (`run.sharing`: a choice of weights, a probe) adds no
     epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
@@ -37,7 +38,9 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                           cfg.train.method))
         elif status != "done":
             left += 1
-            left_epochs[v.name] = left_epochs.get(v.name, 0) + (0 if takes else cfg.train.epochs)
+            # a run in flight, or interrupted, resumes after the epochs it recorded
+            trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
+            left_epochs[v.name] = left_epochs.get(v.name, 0) + (0 if takes else max(0, cfg.train.epochs - trained))
             methods[v.name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
