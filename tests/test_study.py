@@ -4,6 +4,7 @@ import json
 import os
 import random
 import signal
+import socket
 import sqlite3
 import subprocess
 import time
@@ -717,8 +718,8 @@ def test_features_refuse_variants_that_train_on_different_data(study_dir, monkey
 
 
 def in_process_study(study_dir, monkeypatch, during_training):
-    """Run the study's `baseline` variant in this process; `during_training(store, row_id)` runs
-    after the first epoch is recorded, while its run is still training."""
+    """Run the study's `baseline` variant in this process; `during_training(key)` runs after each
+    run's first epoch is recorded, while that run is still training."""
     import cifarlab.study.executors as executors
     from cifarlab.study import DataCache, run_study
     real = executors.train_one
@@ -767,10 +768,27 @@ def test_a_database_file_replaced_under_a_running_study_stops_it_in_one_line(stu
     def swap(key):
         if how == "removed":
             db.unlink()
-        else:
+        else:   # a committed copy: folded, as scripts/snapshot_results.sh folds it before `git add`
+            with sqlite3.connect(db) as other:
+                other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             copy = study_dir / "copy.db"
             copy.write_bytes(db.read_bytes())
             os.replace(copy, db)
 
-    with pytest.raises(UserError, match=rf"^results database .*results\.db was {how}.* Run the command again"):
+    with pytest.raises(UserError, match=rf"^results database .*results\.db was {how}.* delete .*results\.db-wal "
+                                        r"and .*results\.db-shm .* run the command again"):
         in_process_study(study_dir, monkeypatch, swap)
+    # what the message says to do: delete the old file's -wal and -shm, run again; the new file goes on
+    # from its own state (seed 0 claimed, one epoch recorded) to every run done, each epoch once
+    for suffix in ("-wal", "-shm"):
+        Path(f"{db}{suffix}").unlink(missing_ok=True)
+    if how == "replaced":
+        assert [(r[0], r[1], r[2]) for r in results(db)[0]] == [("baseline", 0, "running"), ("baseline", 1, "pending")]
+        with sqlite3.connect(db) as other:   # its claim names this test's process, which a worker would have
+            other.execute("UPDATE runs SET claimed_by=? WHERE status='running'",   # ended: a start time of 0
+                          (f"{socket.gethostname()}:{os.getpid()}:0",))
+    again = study(study_dir, "run", "--only", "baseline")
+    assert "2 run(s) finished" in again.stdout, again.stderr
+    runs, epochs = results(db)
+    assert [r[2] for r in runs if r[0] == "baseline"] == ["done"] * 2
+    assert [(e[1], e[2]) for e in epochs] == [(0, 1), (0, 2), (1, 1), (1, 2)]

@@ -70,6 +70,7 @@ def study_label(spec, folder: str) -> str:
 def most_noise(done: list[dict], configs: dict) -> tuple[tuple[str, float], list[dict]] | None:
     """In a study that varies label noise: the noisiest setting (highest rate) that two or more
     variants with runs train on, and those variants; None in any other study."""
+    from cifarlab.report.markdown import NOISE_KINDS
     from cifarlab.report.summary import noise_setting
     by: dict[tuple[str, float], list[dict]] = {}
     for s in done:
@@ -78,7 +79,8 @@ def most_noise(done: list[dict], configs: dict) -> tuple[tuple[str, float], list
     shared = [k for k, v in by.items() if len(v) > 1 and k[0] != "none"]
     if len(by) < 2 or not shared:
         return None
-    setting = max(shared, key=lambda k: k[1])
+    # at one rate, the setting with more variants; then the first kind in the noise table's order
+    setting = max(shared, key=lambda k: (k[1], len(by[k]), -list(NOISE_KINDS).index(k[0])))
     return setting, by[setting]
 
 
@@ -101,16 +103,17 @@ def headline(spec, summary: list[dict], configs: dict | None = None) -> str:
     text = f"best {spec.label}: {cell(best)}"
     if ref is not None and ref is not best:
         text += f"; reference {cell(ref)}"
-    noisiest = most_noise(done, configs or {})
-    if noisiest is not None:
-        setting, there = noisiest
-        top = max(there, key=lambda s: s["score_mean"])
-        text += f"; at {setting_name(setting)}, the most noise: best {cell(top)}"
-        like_ref = ref is not None and configs.get(ref["experiment"]) is not None and next(
-            (s for s in there if noise_method(configs[s["experiment"]]) == noise_method(configs[ref["experiment"]])),
-            None)
-        if like_ref and like_ref is not top:
-            text += f", the reference's method {cell(like_ref)}"
+    noisiest = most_noise(done, configs)
+    if noisiest is None:
+        return text
+    setting, there = noisiest
+    top = max(there, key=lambda s: s["score_mean"])
+    text += f"; at {setting_name(setting)}, the most noise: best {cell(top)}"
+    ref_cfg = configs.get(ref["experiment"]) if ref is not None else None
+    if ref_cfg is not None:
+        like_ref = [s for s in there if noise_method(configs[s["experiment"]]) == noise_method(ref_cfg)]
+        if like_ref and like_ref[0] is not top:
+            text += f", the reference's method {cell(like_ref[0])}"
     return text
 
 

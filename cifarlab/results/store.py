@@ -187,27 +187,35 @@ def file_identity(path: Path) -> tuple[int, int] | None:
 class Store:
     def __init__(self, conn: sqlite3.Connection, path: Path):
         self.conn, self.path = conn, path
-        self._where = path.resolve()
+        self._where = path.absolute()   # not resolved: a symlink re-pointed elsewhere is a new file too
         self._identity = file_identity(self._where)
 
+    def replaced(self) -> bool:
+        """Whether the file at the path is no longer the one this connection opened (a checkout,
+        stash or mv over it, or its removal). A copy written into the same file (cp, shutil.copy)
+        keeps its inode and is not seen: never copy over a database in use."""
+        return file_identity(self._where) != self._identity
+
     def check_file(self) -> None:
-        """Refuse to write once the database file at the path is no longer the one this connection
-        has open: SQLite would go on writing to the old file, and every write would be lost."""
-        now = file_identity(self._where)
-        if now != self._identity:
-            what = "removed" if now is None else "replaced by another file (a checkout or copy over it?)"
-            raise UserError(f"results database {self.path} was {what} while this process had it open; "
-                            "it stops rather than write to the old file. Run the command again: finished "
-                            "runs the new file lacks are recorded from their run directories, and runs in "
-                            "flight resume from their checkpoints")
+        """Refuse to write once the file at the path was replaced: SQLite would go on writing to the
+        old file, and every write would be lost."""
+        if self.replaced():
+            what = "removed" if file_identity(self._where) is None else \
+                "replaced by another file (a checkout, stash or mv over it?)"
+            raise UserError(f"results database {self.path} was {what} while this process had it open, so "
+                            "it stops rather than write to the old file. Once every process that had it open "
+                            f"has stopped, delete {self.path}-wal and {self.path}-shm (the old file's, which "
+                            "SQLite would lay over the new one) and run the command again: finished runs the "
+                            "new file lacks are recorded from their run directories, and runs in flight "
+                            "resume from their checkpoints")
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        """BEGIN IMMEDIATE takes the write lock up front: claims cannot interleave. First the file
-        is checked to be the one this connection opened."""
-        self.check_file()
+        """BEGIN IMMEDIATE takes the write lock up front: claims cannot interleave. Then the file is
+        checked to be the one this connection opened (after the lock, which may have been waited for)."""
         self.conn.execute("BEGIN IMMEDIATE")
         try:
+            self.check_file()
             yield self.conn
         except BaseException:
             self.conn.execute("ROLLBACK")

@@ -172,9 +172,11 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                         f"{result.final['wall_seconds']:.0f} s on {result.host})")
             return finished, failed
         except BaseException:  # interrupted (or the store failed): cancel what trains, give the runs back
-            for ref, (run_id, _) in inflight.items():
+            for ref in inflight:
                 ray.cancel(ref, force=True)
-                store.release(run_id)
+            if not store.replaced():   # a replaced database file takes no writes; its error says so
+                for run_id, _ in inflight.values():
+                    store.release(run_id)
             raise
 
 

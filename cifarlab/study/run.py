@@ -105,10 +105,12 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),
                                share=key in share)
         except KeyboardInterrupt:
-            store.release(row["id"])
+            if not store.replaced():
+                store.release(row["id"])
             raise
-        except Exception as e:
-            store.fail(row["id"], f"{type(e).__name__}: {e}")
+        except Exception as e:   # recorded unless the database file was replaced: then this error says so
+            if not store.replaced():
+                store.fail(row["id"], f"{type(e).__name__}: {e}")
             raise
         final = result.final
         # every epoch goes in again from the run's metrics.jsonl: epochs trained before a resume whose
