@@ -175,8 +175,8 @@ class RunKey:
 
 
 def file_identity(path: Path) -> tuple[int, int] | None:
-    """The (device, inode) of the file at `path`, None when there is none: a checkout or copy over a
-    database gives its path a new file, which an open connection would not see."""
+    """The (device, inode) of the file at `path`, None when there is none: a checkout, stash or mv
+    over a database gives its path a new file, which an open connection would not see."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -199,9 +199,9 @@ class Store:
     def check_file(self) -> None:
         """Refuse to write once the file at the path was replaced: SQLite would go on writing to the
         old file, and every write would be lost."""
-        if self.replaced():
-            what = "removed" if file_identity(self._where) is None else \
-                "replaced by another file (a checkout, stash or mv over it?)"
+        now = file_identity(self._where)
+        if now != self._identity:
+            what = "removed" if now is None else "replaced by another file (a checkout, stash or mv over it?)"
             raise UserError(f"results database {self.path} was {what} while this process had it open, so "
                             "it stops rather than write to the old file. Once every process that had it open "
                             f"has stopped, delete {self.path}-wal and {self.path}-shm (the old file's, which "

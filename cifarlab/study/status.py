@@ -38,10 +38,11 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                           cfg.train.method))
         elif status != "done":
             left += 1
-            # a run in flight, or interrupted, resumes after the epochs it recorded (its checkpoint's,
-            # unless it checkpoints less often than every epoch)
-            trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row and not takes else 0
-            left_epochs[v.name] = left_epochs.get(v.name, 0) + (0 if takes else max(0, cfg.train.epochs - trained))
+            left_epochs.setdefault(v.name, 0)
+            if not takes:   # a run in flight, or interrupted, resumes after the epochs it recorded (its
+                # checkpoint's, unless it checkpoints less often than every epoch)
+                trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
+                left_epochs[v.name] += max(0, cfg.train.epochs - trained)
             methods[v.name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
