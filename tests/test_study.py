@@ -644,6 +644,19 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
                                         "val_acc": 0.5, "lr": 0.1, "train_seconds": 540.0})
     text = status_table(plan, store, machine="fast box")   # left: 4 epochs at 540 s
     assert "3 of 4 runs done" in text and "about 0.6 h left with 1 worker(s)" in text, text
+    # interrupted (released to pending), it resumes from its last checkpoint: with one every 4 epochs,
+    # epoch 0, so all 6 are left; with one every 2 epochs, after epoch 2
+    store.conn.execute("UPDATE runs SET status='pending' WHERE id=?", (last["id"],))
+    assert "about 0.6 h left with 1 worker(s)" in status_table(plan, store, machine="fast box")
+    def every(n):   # checkpoint_every is not in a run's key: the same runs, another plan
+        (tmp_path / f"every{n}.toml").write_text((tmp_path / "study.toml").read_text().replace(
+            '"train.epochs" = 6, ', f'"train.epochs" = 6, "train.checkpoint_every" = {n}, '))
+        return status_table(load_study(tmp_path / f"every{n}.toml"), store, machine="fast box")
+    assert "about 0.9 h left with 1 worker(s)" in every(4)   # left: 6 epochs at 540 s
+    assert "about 0.6 h left with 1 worker(s)" in every(2)
+    # a run in flight goes on after what it recorded, whatever its checkpoints
+    store.conn.execute("UPDATE runs SET status='running' WHERE id=?", (last["id"],))
+    assert "about 0.6 h left with 1 worker(s)" in every(4)
 
 
 def test_status_times_a_variant_without_runs_by_its_training_method(tmp_path):

@@ -15,7 +15,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
     its epochs take twice as long); one without, by the finished runs of its training method
     (`train.method`) where there are some; the others by the mean of all. A run in flight or
-    interrupted counts only the epochs it has not recorded yet. A run that takes a sibling's
+    interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
+    checkpoint). A run that takes a sibling's
     shared work (`run.sharing`: a choice of weights, a probe) adds no
     epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
@@ -39,9 +40,11 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         elif status != "done":
             left += 1
             left_epochs.setdefault(v.name, 0)
-            if not takes:   # a run in flight, or interrupted, resumes after the epochs it recorded (its
-                # checkpoint's, unless it checkpoints less often than every epoch)
+            if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
+                # resumes from its last checkpoint, every `train.checkpoint_every` epochs
                 trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
+                if status != "running":
+                    trained -= trained % max(1, int(cfg.train.checkpoint_every))
                 left_epochs[v.name] += max(0, cfg.train.epochs - trained)
             methods[v.name] = cfg.train.method
         if status == "done" or not takes:
