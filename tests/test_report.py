@@ -727,3 +727,28 @@ def test_a_label_noise_study_headlines_its_best_variant_at_the_most_noise():
     assert headline(spec, summary) == "best test: `ce0` 91.00 ± 1.00 % [86.00, 96.00] (n=2)"  # no configs: as before
     clean = {"a": C.from_dict({"name": "a"}), "b": C.from_dict({"name": "b", "optim": {"lr": 0.1}})}
     assert "most noise" not in headline(spec, [row("a", 80.0, reference=True), row("b", 81.0)], clean)
+
+
+def test_a_coteaching_reference_is_matched_at_the_most_noise_whatever_its_forget_rate():
+    """A clean co-teaching reference forgets at 0.2 (its legend names the rate, its noise being 0);
+    at 80 % noise the co-teaching variant forgets at 0.8, the noise rate: the same method."""
+    from types import SimpleNamespace
+
+    from cifarlab.results.index import headline
+
+    def row(name, mean, reference=False):
+        return {"experiment": name, "n": 1, "score_mean": mean / 100, "score_std": 0.0,
+                "score_lo": None, "score_hi": None, "reference": reference}
+
+    cot = lambda rate: {"method": "coteaching", "forget_rate": rate}  # noqa: E731
+    sym80 = {"noise": "symmetric", "noise_rate": 0.8}
+    configs = {"cot0": C.from_dict({"name": "cot0", "train": cot(0.2)}),
+               "ce80": C.from_dict({"name": "ce80", "data": sym80}),
+               "cot80": C.from_dict({"name": "cot80", "data": sym80, "train": cot(0.8)}),
+               "cot80-f2": C.from_dict({"name": "cot80-f2", "data": sym80, "train": cot(0.2)})}
+    summary = [row("cot0", 91.0, reference=True), row("ce80", 44.0), row("cot80", 20.0), row("cot80-f2", 30.0)]
+    text = headline(SimpleNamespace(label="test"), summary, configs)
+    # the forget rate equal to the reference's, 0.2, is the exact match
+    assert text.endswith("best `ce80` 44.00 ± 0.00 % (n=1), the reference's method `cot80-f2` 30.00 ± 0.00 % (n=1)"), text
+    text = headline(SimpleNamespace(label="test"), summary[:3], configs)
+    assert text.endswith("best `ce80` 44.00 ± 0.00 % (n=1), the reference's method `cot80` 20.00 ± 0.00 % (n=1)"), text

@@ -123,11 +123,12 @@ def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig |
     return out
 
 
-def noise_method(cfg) -> str:
+def noise_method(cfg, forget: bool = True) -> str:
     """How a run fights label noise, for a figure's legend: its loss, its method, its selection;
-    co-teaching's forget rate where it is not the noise rate (one line per forget rule)."""
+    co-teaching's forget rate where it is not the noise rate (one line per forget rule; left out
+    with `forget=False`, where a forget rate set for one noise rate should match another's)."""
     method = "" if cfg.train.method == "standard" else f" + {cfg.train.method}"
-    if cfg.train.method == "coteaching" and cfg.train.forget_rate != noise_setting(cfg)[1]:
+    if forget and cfg.train.method == "coteaching" and cfg.train.forget_rate != noise_setting(cfg)[1]:
         method += f" (forget {cfg.train.forget_rate:g})"
     return cfg.loss.name + method + (" + early stopping" if cfg.train.select == "best_val" else "")
 

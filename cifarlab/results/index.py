@@ -111,7 +111,10 @@ def headline(spec, summary: list[dict], configs: dict | None = None) -> str:
     text += f"; at {setting_name(setting)}, the most noise: best {cell(top)}"
     ref_cfg = configs.get(ref["experiment"]) if ref is not None else None
     if ref_cfg is not None:
-        like_ref = [s for s in there if noise_method(configs[s["experiment"]]) == noise_method(ref_cfg)]
+        # the same method, or failing that the same but for co-teaching's forget rate (a clean
+        # co-teaching reference's legend names its rate, one at the most noise may not)
+        like_ref = [s for s in there if noise_method(configs[s["experiment"]]) == noise_method(ref_cfg)] or \
+            [s for s in there if noise_method(configs[s["experiment"]], False) == noise_method(ref_cfg, False)]
         if like_ref and like_ref[0] is not top:
             text += f", the reference's method {cell(like_ref[0])}"
     return text
