@@ -212,3 +212,69 @@ def test_a_cluster_short_of_cpus_or_gpus_warns_and_a_local_instance_refuses(caps
     check_resources({"CPU": 2.0}, cpus=1, gpus=0, local=True)  # no GPU asked, none needed
     with pytest.raises(UserError, match=r"^1 GPU\(s\) per run \(--gpus-per-run\) but this machine has 0: "):
         check_resources({"CPU": 2.0}, cpus=1, gpus=1, local=True)
+
+
+def test_the_ray_driver_stops_when_its_database_is_replaced_and_gives_no_run_back(
+        study_dir, monkeypatch):  # noqa: F811
+    """A checkout or mv over the database while runs train on Ray: the driver's next write (its
+    heartbeat) refuses in one line; it cancels every task and gives no run back (those writes would
+    be lost, or replayed from the old file's log into the new one)."""
+    import shutil
+
+    from cifarlab.errors import UserError
+    from cifarlab.results.store import Store
+    from cifarlab.study import load_study, plan_runs
+    from cifarlab.study import executors
+
+    class Task:
+        def __init__(self):
+            self.refs = []
+
+        def options(self, **_):
+            return self
+
+        def remote(self, *args):
+            self.refs.append(object())
+            return self.refs[-1]
+
+    class FakeRay:   # claims runs, never finishes one; the file is swapped at the first wait
+        def __init__(self):
+            self.task, self.cancelled = Task(), []
+
+        def remote(self, _fn):
+            return self.task
+
+        def wait(self, refs, num_returns, timeout):
+            if not self.cancelled and not (study_dir / "swapped").exists():
+                os.replace(study_dir / "before.db", study_dir / "results.db")
+                (study_dir / "swapped").touch()
+            return [], list(refs)
+
+        def cancel(self, ref, force):
+            self.cancelled.append(ref)
+
+    monkeypatch.setattr(executors, "HEARTBEAT_S", 0.0)
+    released = []
+    monkeypatch.setattr(Store, "release", lambda self, run_id: released.append(run_id))
+    spec = load_study(study_dir / "study.toml")
+    store = open_store(study_dir / "results.db")
+    plan_runs(spec, store)
+    store.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    shutil.copy(study_dir / "results.db", study_dir / "before.db")   # what a checkout would put back
+    plan = {key: cfg for _, cfg, key in spec.runs()}
+    ray = FakeRay()
+    with pytest.raises(UserError, match="was replaced by another file"):
+        executors.run_ray(ray, plan, store, spec.name, study_dir / "runs", data_dir=None, download=False,
+                          say=lambda _: None)
+    assert len(ray.task.refs) == 4 and sorted(map(id, ray.cancelled)) == sorted(map(id, ray.task.refs))
+    assert released == []   # nothing given back: those writes would go to the old file's log
+    # the same driver with its file in place gives its runs back when interrupted
+    os.remove(study_dir / "swapped")
+    store = open_store(study_dir / "before.db")
+    plan_runs(spec, store)
+    ray = FakeRay()
+    ray.wait = lambda refs, num_returns, timeout: (_ for _ in ()).throw(KeyboardInterrupt)
+    with pytest.raises(KeyboardInterrupt):
+        executors.run_ray(ray, plan, store, spec.name, study_dir / "runs", data_dir=None, download=False,
+                          say=lambda _: None)
+    assert len(released) == 4 and len(ray.cancelled) == 4
