@@ -16,9 +16,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     its epochs take twice as long); one without, by the finished runs of its training method
     (`train.method`) where there are some; the others by the mean of all. A run in flight or
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
-    checkpoint). A run that takes a sibling's
-    shared work (`run.sharing`: a choice of weights, a probe) adds no
-    epochs once one of its siblings is done or counted."""
+    checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
+    probe) adds no epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
     width = max(20, *(len(v.name) for v in study.variants))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
