@@ -684,16 +684,21 @@ def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_it
                run("cot40", sym(0.4), train={"method": "coteaching", "forget_rate": 0.4}),
                run("cot40-f20", sym(0.4), train={"method": "coteaching", "forget_rate": 0.2}),
                run("inette25", {"dataset": "imagenette", "label_column": "noisy_labels_25"}),
+               run("elr40", sym(0.4), loss={"name": "elr"}),
+               run("elr40-b9", sym(0.4), loss={"name": "elr", "elr_beta": 0.9, "elr_lambda": 1.0}),
+               run("ce60", sym(0.6), loss={"sce_alpha": 0.5}),   # another loss's setting: still ce
                (None, {"experiment": "gone"})]
     series = {k: [(rate, s["experiment"]) for rate, s in v] for k, v in noise_series(configs).items()}
     assert series == {
-        ("symmetric", "ce"): [(0.0, "ce0"), (0.2, "ce20"), (0.4, "ce40")],
+        ("symmetric", "ce"): [(0.0, "ce0"), (0.2, "ce20"), (0.4, "ce40"), (0.6, "ce60")],
         ("asymmetric", "ce"): [(0.0, "ce0"), (0.4, "ce-asym40")],
         ("symmetric", "ce + early stopping"): [(0.0, "stop0"), (0.4, "stop40")],  # not merged into ce's line
         ("symmetric", "gce"): [(0.4, "gce40")],
         ("symmetric", "ce + coteaching"): [(0.0, "cot-clean"), (0.4, "cot40")],
         ("symmetric", "ce + coteaching (forget 0.2)"): [(0.4, "cot40-f20")],   # another forget rule: its own line
         ("noisy_labels", "ce"): [(0.0, "ce0"), (0.25, "inette25")],
+        ("symmetric", "elr"): [(0.4, "elr40")],
+        ("symmetric", "elr (beta 0.9, lambda 1)"): [(0.4, "elr40-b9")],   # the loss's own settings: its own line
     }
 
 

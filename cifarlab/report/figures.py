@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 from pathlib import Path
@@ -124,13 +125,18 @@ def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig |
 
 
 def noise_method(cfg, forget: bool = True) -> str:
-    """How a run fights label noise, for a figure's legend: its loss, its method, its selection;
-    co-teaching's forget rate where it is not the noise rate (one line per forget rule; left out
-    with `forget=False`, where a forget rate set for one noise rate should match another's)."""
+    """How a run fights label noise, for a figure's legend and the noise table's rows: its loss with
+    the settings of that loss it changes from their defaults ("elr (beta 0.9)"), its method, its
+    selection; co-teaching's forget rate where it is not the noise rate (one line per forget rule;
+    left out with `forget=False`, where a forget rate set for one noise rate should match another's)."""
+    default = C.LossConfig()
+    own = [f"{f.name.split('_', 1)[1]} {getattr(cfg.loss, f.name):g}" for f in dataclasses.fields(C.LossConfig)
+           if f.name.startswith(f"{cfg.loss.name}_") and getattr(cfg.loss, f.name) != getattr(default, f.name)]
+    loss = cfg.loss.name + (f" ({', '.join(own)})" if own else "")
     method = "" if cfg.train.method == "standard" else f" + {cfg.train.method}"
     if forget and cfg.train.method == "coteaching" and cfg.train.forget_rate != noise_setting(cfg)[1]:
         method += f" (forget {cfg.train.forget_rate:g})"
-    return cfg.loss.name + method + (" + early stopping" if cfg.train.select == "best_val" else "")
+    return loss + method + (" + early stopping" if cfg.train.select == "best_val" else "")
 
 
 def noise_series(configs: list[tuple]) -> dict[tuple[str, str], list[tuple[float, dict]]]:
