@@ -334,8 +334,15 @@ def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     warn_study(study)
     plan = plan_runs(study, store, tuple(args.only))
     print(f"study {study.name}: Ray executor, each run {cpus} CPU(s) and {args.gpus_per_run:g} GPU(s)", flush=True)
-    finished, failed = run_ray(ray, plan, store, study.name, Path(args.runs_dir), data_dir=args.data_dir,
-                               download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run)
+    finished, failed = 0, 0
+    while True:   # a tuned study: the arms' test runs join the plan once their tuning runs have chosen
+        done, bad = run_ray(ray, plan, store, study.name, Path(args.runs_dir), data_dir=args.data_dir,
+                            download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run)
+        finished, failed = finished + done, failed + bad
+        grown = plan_runs(study, store, tuple(args.only))
+        if bad or set(grown) <= set(plan):
+            break
+        plan = grown
     print(f"study {study.name}: {finished} run(s) finished on Ray" + (f", {failed} failed" if failed else ""))
     print(status_table(study, store))
     return 1 if failed else 0
@@ -409,7 +416,8 @@ def cmd_report(args: argparse.Namespace) -> int:
         features = {"file": "features.png", "missing": missing}
         features_figure(dirs, splits_for(first, args, False), out / features["file"])
         command += " --features" + (f" --data-dir {args.data_dir}" if args.data_dir and not args.grids else "")
-    readme = write_report(store, study.spec(), out, command, grids, features)
+    from cifarlab.study.plan import study_spec
+    readme = write_report(store, study_spec(study, store), out, command, grids, features)
     print(f"wrote {readme}")
     return 0
 
@@ -418,7 +426,8 @@ def feature_panels(study, store) -> tuple[list[Path], object, list[str]]:
     """The run directory of each variant's lowest done seed where it is on this machine, the config
     whose data they share, and the variants without one."""
     from cifarlab.report import counted_rows, latest_done
-    done = latest_done(counted_rows(store, study.spec()))
+    from cifarlab.study.plan import study_spec
+    done = latest_done(counted_rows(store, study_spec(study, store)))
     dirs, names, missing = [], [], []
     for v in study.variants:
         seeds = done.get(v.name, {})
@@ -472,7 +481,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
         from cifarlab.study import load_study
 
-        spec = load_study(find_study(args.study)).spec()
+        from cifarlab.study.plan import study_spec
+        study = load_study(find_study(args.study))
+        spec = study_spec(study, open_store(args.db, must_exist=True)) if study.tuned else study.spec()
         name, current, selection = spec.name, spec.hashes, spec.selection
     if args.action == "compare":
         from cifarlab.results.compare import compare

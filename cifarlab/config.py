@@ -175,6 +175,8 @@ class TrainConfig:
     sync_bn: bool = False        # torchrun on CUDA: BatchNorm statistics over all processes' chunks (nn.SyncBatchNorm)
     tensorboard: bool = False    # also write each epoch's scalars as TensorBoard event files in the run directory
                                  # (`tensorboard --logdir runs/` compares a study's runs; needs the [tensorboard] extra)
+    test: bool = True            # false: the run never reads the test set (a study's tuning runs: they choose on
+                                 # validation, and their test accuracy is recorded as absent)
 
 
 @dataclass(frozen=True)

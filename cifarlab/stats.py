@@ -72,3 +72,77 @@ def best_epoch(history: list[Mapping]) -> int | None:
     dicts with "epoch" and, where the epoch was validated, "val_acc"."""
     scored = [h for h in history if h.get("val_acc") is not None]
     return max(scored, key=lambda h: (h["val_acc"], -h["epoch"]))["epoch"] if scored else None
+
+
+# ----------------------------------------------------------------------------- tests and corrections
+
+def _betacf(a: float, b: float, x: float) -> float:
+    """Continued fraction of the regularised incomplete beta function (modified Lentz's method)."""
+    tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)
+    d = 1 / (d if abs(d) > tiny else tiny)
+    h = d
+    for m in range(1, 300):
+        for num in (m * (b - m) * x / ((a + 2 * m - 1) * (a + 2 * m)),
+                    -(a + m) * (a + b + m) * x / ((a + 2 * m) * (a + 2 * m + 1))):
+            d = 1 + num * d
+            d = 1 / (d if abs(d) > tiny else tiny)
+            c = 1 + num / c
+            c = c if abs(c) > tiny else tiny
+            h *= d * c
+        if abs(d * c - 1) < 1e-15:
+            break
+    return h
+
+
+def betainc(a: float, b: float, x: float) -> float:
+    """The regularised incomplete beta function I_x(a, b), x in [0, 1]."""
+    if x <= 0 or x >= 1:
+        return 0.0 if x <= 0 else 1.0
+    front = math.exp(math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
+    if x < (a + 1) / (a + b + 2):
+        return front * _betacf(a, b, x) / a
+    return 1 - front * _betacf(b, a, 1 - x) / b
+
+
+def t_two_sided_p(t: float, df: int) -> float:
+    """Two-sided p-value of Student's t statistic `t` with `df` degrees of freedom."""
+    if math.isinf(t):
+        return 0.0
+    return betainc(df / 2, 0.5, df / (df + t * t))
+
+
+def paired_p(a: Mapping[int, float], b: Mapping[int, float]) -> float:
+    """Two-sided p-value of the paired t-test of a - b over the seeds both have; nan below two."""
+    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    if len(diffs) < 2:
+        return NAN
+    mean, std = mean_std(diffs)
+    if std == 0:
+        return 0.0 if mean != 0 else 1.0
+    return t_two_sided_p(mean / (std / math.sqrt(len(diffs))), len(diffs) - 1)
+
+
+def holm(ps: list[float]) -> list[float]:
+    """Holm's step-down adjustment of p-values (nan left as nan, and not counted): the family-wise
+    error rate stays at alpha when each adjusted p is compared with alpha."""
+    ranked = sorted((p, i) for i, p in enumerate(ps) if not math.isnan(p))
+    out, running = [NAN] * len(ps), 0.0
+    for rank, (p, i) in enumerate(ranked):
+        running = max(running, min(1.0, (len(ranked) - rank) * p))
+        out[i] = running
+    return out
+
+
+Z_POWER_80 = 0.8416  # upper 0.80 quantile of the standard normal
+
+
+def seeds_needed(diff_mean: float, diff_std: float, limit: int = 1000) -> int | None:
+    """About how many paired seeds a two-sided paired t-test at alpha 0.05 needs to detect a true
+    difference of `diff_mean` with 80 % power, given the differences' spread `diff_std`
+    (n >= ((t_0.975,n-1 + z_0.8) sd / |d|)^2, the usual approximation); None beyond `limit`."""
+    if not (diff_std > 0) or diff_mean == 0 or math.isnan(diff_mean):
+        return None
+    for n in range(2, limit + 1):
+        if (t_quantile_975(n - 1) + Z_POWER_80) * diff_std / math.sqrt(n) <= abs(diff_mean):
+            return n
+    return None

@@ -20,6 +20,7 @@ from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
 from cifarlab.errors import ConfigError, UserError
 from cifarlab.evaluate import Preprocess, evaluate
+from cifarlab.flops import training_flops
 from cifarlab.losses import Loss, build_loss
 from cifarlab.methods import METHODS, pretraining, views_needed
 from cifarlab.models import build_model, count_parameters
@@ -379,6 +380,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     the others start at their probe), and runs with a validation split that differ only in
     `train.select` share their training (`take_trained`: the first to finish leaves its last and
     best-validation weights, the others only test theirs)."""
+    if not cfg.train.test:
+        splits = replace(splits, test=None)   # a tuning run: nothing below can read the test set
     s = build_session(cfg, splits)
     if run.checkpoint_path.exists() and not resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
@@ -471,9 +474,14 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
     A run that diverged ends at its first epoch with a non-finite training loss; `stopped` says
     so, and its accuracies are those of the diverged model (chance), honestly recorded."""
     t = time.perf_counter()
-    test = evaluate(s.evaluated, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes)
+    test = (evaluate(s.evaluated, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes) if s.cfg.train.test
+            else dict.fromkeys(("acc", "loss", "per_class_acc", "top5")))   # a tuning run: the test set is never read
     test_seconds = time.perf_counter() - t
     train_seconds = sum(h["train_seconds"] for h in history)
+    steps = min(len(history) * s.steps_per_epoch, s.total_steps)
+    images_seen = steps * s.cfg.train.batch_size
+    pretrain_images = (min(steps, int(s.cfg.train.epochs) * s.steps_per_epoch) * s.cfg.train.batch_size
+                       if s.cfg.train.method == "supcon" else 0)
     return {
         "name": s.cfg.name, "seed": s.cfg.train.seed, "config_hash": C.config_hash(s.cfg),
         "epochs": len(history), "steps": s.total_steps, "parameters": count_parameters(s.model),
@@ -486,6 +494,8 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
         "classes": list(splits.classes),
         "train_seconds": train_seconds,
         "test_seconds": test_seconds,
+        "images_seen": images_seen,
+        "train_flops": training_flops(s.cfg, splits.num_classes, splits.image_size, images_seen, pretrain_images),
         # everything after the data is in memory: training, augmentation, evaluation, checkpoints
         "wall_seconds": time.perf_counter() - clock,
         "images_per_s": sum(h["images_per_s"] * h["train_seconds"] for h in history) / train_seconds,

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab import config as C
+from cifarlab.report import fair
 from cifarlab.results.store import Store
 from cifarlab.report.figures import (noise_figures, noise_method, plot_accuracy, plot_learning_curves,
                                      plot_val_curves, pretraining_figure)
@@ -36,7 +37,10 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              *(["**A selection study**: it exists to choose settings, so this page compares validation "
                 "accuracy only and never reads the test set.", ""] if spec.selection else []),
              *results_table(spec, summary), "", *noise_table(spec, summary, rows),
-             *findings_section(store, spec, summary, out_dir), "## Figures", "",
+             *(fair.tuning_section(spec) if spec.fair else []),
+             *findings_section(store, spec, summary, out_dir),
+             *(fair.budget_section(spec, summary, out_dir) if spec.fair else []),
+             *(fair.compute_section(store, spec, summary) if spec.fair else []), "## Figures", "",
              "![Learning curves: mean over seeds, band ±1 std](learning_curves.png)", "",
              f"![{spec.label.capitalize()} accuracy: mean over seeds, 95% CI]({bars})", "",
              *noise_figures(store, spec, summary, rows, out_dir),
@@ -275,7 +279,14 @@ def findings_section(store: Store, spec: StudySpec, summary: list[dict], out_dir
              "Each group answers one question. Its table compares every experiment with the group's "
              "baseline (listed first); the finding names the best experiment of the group and says whether "
              "its paired 95% CI against the baseline excludes 0, then sorts the group's other experiments "
-             "by the same test.", ""]
+             "by the same test.", ""] if spec.correction == "none" else [
+             "## Findings", "",
+             "Each group answers one question. Its table compares every experiment with the group's baseline "
+             "(listed first). The finding tests every other experiment against the baseline with a paired t-test "
+             "over common seeds and applies Holm's correction within the group, so that the chance of calling any "
+             "of its differences real when none is stays at 5 %; the CIs shown are the uncorrected paired 95% CIs. "
+             "A variant some of whose seeds stayed at chance is reported as unstable and not compared; a difference "
+             "not resolved says about how many seeds one of its size would need (80 % power).", ""]
     for group in spec.questions:
         lines += group_section(store, spec, by_exp, group, out_dir)
     return lines
@@ -295,7 +306,7 @@ def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group:
             *([f"Shown here from other groups: {', '.join(borrowed)}.", ""] if borrowed else []),
             f"![{group}: {spec.label} accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
             f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
-            f"**Finding.** {finding(rows)}", "",
+            f"**Finding.** {finding(rows) if spec.correction == 'none' else fair.finding_holm(rows)}", "",
             *([f"**Convergence.** {speed_finding(rows, threshold_label(spec))}", ""]
               if spec.convergence is not None else [])]
 
@@ -422,8 +433,8 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: S
     machines = unique(r["machine"] for r in used)
     wall = math.fsum(present(r["wall_seconds"] for r in used))
     counts = Counter(r["status"] for r in rows)
-    planned = len(spec.experiments) * len(spec.seeds)
-    registered = len({(r["experiment"], r["seed"]) for r in rows if r["seed"] in spec.seeds})
+    planned = sum(len(spec.planned(e)) for e in spec.experiments)
+    registered = len({(r["experiment"], r["seed"]) for r in rows if r["seed"] in spec.planned(r["experiment"])})
     not_started = f", not started {planned - registered}" if spec.seeds else ""
     return ["## Provenance", "",
             f"- git commits: {listing(commits)}",

@@ -40,6 +40,19 @@ class StudySpec:
     selection: bool = False             # a study that chooses settings: report validation accuracy only
     description: str = ""               # shown under the title
     seeds: tuple[int, ...] = ()         # the study's seeds, where known: runs not yet registered count as not started
+    seeds_of: dict[str, tuple[int, ...]] = field(default_factory=dict)  # experiment -> its own seeds, where not the study's
+    budgets: dict[str, tuple[str, str]] = field(default_factory=dict)  # experiment -> (arm, budget label), several budgets
+    correction: str = "none"            # none | holm: Holm-corrected findings with unstable seeds and seeds needed
+    tuning: dict[str, dict] = field(default_factory=dict)  # arm -> its grid's scores and choice (`study.plan.study_spec`)
+    match: str = "epochs"               # epochs | flops: what a study's arms have equal of
+
+    @property
+    def fair(self) -> bool:
+        """Whether the study uses the fair-comparison keys: its report then adds their sections."""
+        return bool(self.budgets or self.tuning or self.seeds_of or self.correction != "none" or self.match != "epochs")
+
+    def planned(self, experiment: str) -> tuple[int, ...]:
+        return self.seeds_of.get(experiment, self.seeds)
 
     @property
     def metric(self) -> str:

@@ -16,6 +16,7 @@ def study_rows(results: Path, studies: Path) -> list[dict]:
     from cifarlab.report.summary import experiment_config
     from cifarlab.results.store import open_store
     from cifarlab.study import load_study
+    from cifarlab.study.plan import study_spec
 
     out = []
     for db in sorted(results.glob("*/results.db")):
@@ -25,7 +26,7 @@ def study_rows(results: Path, studies: Path) -> list[dict]:
                 path = studies / f"{name}.toml"
                 if not path.is_file():
                     continue  # a study whose file is gone: its own report still stands
-                spec = load_study(path).spec()
+                spec = study_spec(load_study(path), store)
                 summary, rows = summarize(store, spec), counted_rows(store, spec)
                 used = [r for runs in latest_done(rows).values() for r in runs.values()]
                 configs = {s["experiment"]: experiment_config(rows, s["experiment"]) for s in summary}
@@ -141,7 +142,7 @@ def write_index(results: Path, studies: Path, out: Path) -> Path:
         spec = r["study"]
         command = (f"`cifarlab report {r['path'].as_posix()} --db {results.as_posix()}/{r['folder']}/results.db "
                    f"--out {results.as_posix()}/{r['folder']}`")
-        planned = len(spec.experiments) * len(spec.seeds)
+        planned = sum(len(spec.planned(e)) for e in spec.experiments)
         lines.append(" | ".join([
             f"| {study_label(spec, r['folder'])}", first_sentence(spec.description) or "—", str(len(spec.experiments)),
             f"{r['runs']} of {planned}", headline(spec, r["summary"], r["configs"]),

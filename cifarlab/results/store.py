@@ -39,6 +39,11 @@ Version 9 added epoch_metrics(run_id, epoch, name, value): an epoch's metrics be
 epochs, one row each (`EPOCH_METRICS`: top-5 and, under label noise, the clean-label validation
 accuracy and the memorisation curve).
 
+Version 10 added tune_choices(study, arm, tune_hash, choice, reason, decided): the value each arm of
+a study with a `tune` grid chose on the validation split, recorded once when its tuning runs had
+all finished (`cifarlab.study.plan`), so that the arm's test runs, the report and a later rerun all
+use that one choice; tune_hash names the grid, seeds and budget it was chosen on.
+
 Migrations: MIGRATIONS[v] lists the steps that take a database from version v-1 to v
 (SQL statements, or functions of the connection); opening an older database applies the
 missing ones in order, inside one transaction. A database from a newer version is
@@ -60,7 +65,7 @@ from typing import Callable, Iterator
 
 from cifarlab.errors import UserError
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 def rehash_configs(conn: sqlite3.Connection) -> None:
@@ -121,9 +126,13 @@ MIGRATIONS: dict[int, list[str | Callable[[sqlite3.Connection], None]]] = {
     9: ["""CREATE TABLE epoch_metrics (
             run_id INTEGER NOT NULL REFERENCES runs(id), epoch INTEGER NOT NULL, name TEXT NOT NULL, value REAL,
             PRIMARY KEY (run_id, epoch, name))"""],
+    10: ["""CREATE TABLE tune_choices (
+            study TEXT NOT NULL, arm TEXT NOT NULL, tune_hash TEXT NOT NULL,
+            choice TEXT NOT NULL, reason TEXT NOT NULL, decided REAL NOT NULL,
+            PRIMARY KEY (study, arm, tune_hash))"""],
 }
 # Metrics of final.json that a done run keeps in run_metrics (where the run recorded them).
-RUN_METRICS = ("test_top5", "val_top5", "val_acc_clean")
+RUN_METRICS = ("test_top5", "val_top5", "val_acc_clean", "train_flops", "images_seen")
 # Metrics of an epoch's row kept in epoch_metrics (where the run recorded them).
 EPOCH_METRICS = ("val_top5", "val_acc_clean", "flipped_acc_noisy", "flipped_acc_clean")
 # What a done run carries from one database to another (`Store.copy_done`): all but its identity.
@@ -360,6 +369,19 @@ class Store:
         """(epoch, name, value) of the run's further epoch metrics (version 9's table)."""
         return [(r["epoch"], r["name"], r["value"]) for r in self.conn.execute(
             "SELECT * FROM epoch_metrics WHERE run_id=? ORDER BY epoch, name", (run_id,))]
+
+    def record_choice(self, study: str, arm: str, tune_hash: str, choice: dict, reason: str) -> tuple[dict, str]:
+        """Record an arm's tuned choice unless one is recorded already; returns the recorded one
+        (the first process to decide wins; every process decides the same from the same runs)."""
+        with self.transaction() as c:
+            c.execute("INSERT OR IGNORE INTO tune_choices VALUES (?, ?, ?, ?, ?, ?)",
+                      (study, arm, tune_hash, json.dumps(choice, sort_keys=True), reason, time.time()))
+        return self.choices(study)[(arm, tune_hash)]
+
+    def choices(self, study: str) -> dict[tuple[str, str], tuple[dict, str]]:
+        """{(arm, tune_hash): (choice, reason)} of the study's recorded tuning choices (version 10)."""
+        return {(r["arm"], r["tune_hash"]): (json.loads(r["choice"]), r["reason"]) for r in self.conn.execute(
+            "SELECT * FROM tune_choices WHERE study=? ORDER BY arm, tune_hash", (study,))}
 
     def studies(self) -> list[str]:
         return [r[0] for r in self.conn.execute("SELECT DISTINCT study FROM runs ORDER BY study")]

@@ -5,6 +5,7 @@ has the unit of work and the Ray executor)."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,10 @@ from tqdm import tqdm
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
+from cifarlab.study.plan import plan as plan_study
 from cifarlab.study.spec import Study
+
+WAIT_S = 20.0  # how often a worker with nothing to claim looks again while an arm finishes tuning elsewhere
 
 
 class DataCache:
@@ -42,15 +46,24 @@ def run_dir_for(runs_root: Path, key: RunKey) -> Path:
 
 
 def plan_runs(study: Study, store: Store, only: tuple[str, ...] = ()) -> dict[RunKey, C.ExperimentConfig]:
-    """The study's runs (or the `only` variants' runs), registered in the store, in study order."""
+    """The runs the study needs now (or the `only` variants' and their arms' tuning runs), registered
+    in the store, in claim order (`cifarlab.study.plan`: a tuned arm's test runs join once its
+    tuning runs have chosen)."""
     names = [v.name for v in study.variants]
     unknown = [n for n in only if n not in names]
     if unknown:
         raise ConfigError(f"--only {unknown[0]!r} is not a variant of {study.name}; valid: {', '.join(names)}")
-    plan = {key: cfg for v, cfg, key in study.runs() if not only or v.name in only}
-    for key, cfg in plan.items():
+    runs = plan_study(study, store, only).runs
+    for key, cfg in runs.items():
         store.register(key, C.to_dict(cfg))
-    return plan
+    return runs
+
+
+def waiting(study: Study, store: Store, only: tuple[str, ...] = ()) -> bool:
+    """Whether an arm is still tuning on runs that other live processes hold: its test runs come
+    once they finish, so a worker with nothing to claim waits for them instead of leaving."""
+    p = plan_study(study, store, only)
+    return any(store.status_of(key) == "running" for arm in p.undecided for _, key, _ in p.tuning[arm].runs)
 
 
 def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]:
@@ -80,6 +93,13 @@ def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[
     return [k for k in plan if k not in later] + later
 
 
+def threaded(plan: dict[RunKey, C.ExperimentConfig], threads: int) -> dict[RunKey, C.ExperimentConfig]:
+    if not threads:
+        return plan
+    return {key: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+            for key, cfg in plan.items()}
+
+
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
@@ -89,15 +109,21 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     """
     from cifarlab.study.executors import train_one
 
-    plan = plan_runs(study, store, only)
-    if threads:
-        plan = {key: dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
-                for key, cfg in plan.items()}
+    plan = threaded(plan_runs(study, store, only), threads)
     done = sum(1 for key in plan if store.status_of(key) == "done")
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
-    finished, share = 0, sharing(plan)
-    while (row := store.claim(study.name, claim_order(plan, share, store))) is not None:
+    finished = 0
+    while True:
+        share = sharing(plan)
+        row = store.claim(study.name, claim_order(plan, share, store))
+        if row is None:
+            if not study.tuned or not waiting(study, store, only):
+                break
+            time.sleep(WAIT_S)
+            plan = threaded(plan_runs(study, store, only), threads)
+            outer.total = len(plan)
+            continue
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
         cfg = plan[key]
         try:
@@ -121,6 +147,9 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             continue
         finished += 1
         outer.update(1)
+        if study.tuned:   # a finished tuning run may decide an arm: its test runs join the plan
+            plan = threaded(plan_runs(study, store, only), threads)
+            outer.total = len(plan)
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
         tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: {val} "
                    f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")

@@ -27,6 +27,10 @@ A study file (`studies/<name>.toml`):
     note = "tutorial dropout after each pooling and the dense layer"
     # extends = "../experiments/other.toml"       # or start from another experiment file
 
+Fair comparisons (each arm tuned on validation, budgets, compute-matched arms, corrected findings):
+`tune`, `tune_seeds`, `tune_epochs`, `tune_extend`, `budgets` / `budget_epochs`, `match`,
+`correction`, and `seeds` per group or variant; see `cifarlab.study.fair` and docs/FAIR.md.
+
 Groups are reported in declaration order; each lists its baseline first, then its variants.
 `run_study` runs what is missing, seed by seed, claiming each run atomically in the
 results store so that several processes can share one study.
@@ -43,14 +47,17 @@ from typing import TYPE_CHECKING, Any
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey
+from cifarlab.study import fair
+from cifarlab.study.fair import Budget, Tune
 
 if TYPE_CHECKING:
     from cifarlab.report import StudySpec
 
 STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description", "groups",
-              "convergence", "selection")
-VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group")
-GROUP_KEYS = ("question", "baseline", "also")
+              "convergence", "selection", "tune", "tune_seeds", "tune_epochs", "tune_extend", "budgets",
+              "budget_epochs", "match", "correction")
+VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group", "tune", "seeds")
+GROUP_KEYS = ("question", "baseline", "also", "seeds")
 # Same rule as report.GROUP_NAME (names become figure file names), checked here so that a study
 # fails when loaded, not at report time; report is not imported because it loads matplotlib.
 GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -63,6 +70,10 @@ class Variant:
     target: float | None = None
     note: str = ""
     group: str = ""                 # "" : in no group
+    tune: Tune | None = None        # a grid this variant chooses its value from on validation
+    seeds: tuple[int, ...] | None = None  # its own seeds (a group's or its own `seeds`); None: the study's
+    arm: str = ""                   # the declared variant it expands (budgets); "": itself
+    budget: str = ""                # the budget's label ("20ep") where the study has several
 
 
 @dataclass(frozen=True)
@@ -78,27 +89,55 @@ class Study:
     convergence: float | None = None
     selection: bool = False  # chooses settings: its report reads validation accuracy only
     also: dict[str, tuple[str, ...]] = dataclasses.field(default_factory=dict)  # group -> other groups' variants
+    budgets: tuple[Budget, ...] = ()     # several: each variant is one experiment per budget
+    match: str = "epochs"                # epochs | flops: what the arms have equal of at each budget
+    correction: str = "none"             # none | holm: how findings treat several comparisons in a group
 
-    def runs(self) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
-        """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first."""
+    def seeds_of(self, v: Variant) -> tuple[int, ...]:
+        return v.seeds if v.seeds is not None else self.seeds
+
+    @property
+    def tuned(self) -> bool:
+        return any(v.tune is not None for v in self.variants)
+
+    def configured(self, v: Variant, choices: dict[str, dict] | None) -> C.ExperimentConfig | None:
+        """The variant's config with its arm's tuned choice applied; None while the arm is undecided."""
+        if v.tune is None:
+            return v.config
+        choice = (choices or {}).get(v.arm or v.name)
+        return None if choice is None else fair.apply(v.config, choice)
+
+    def runs(self, choices: dict[str, dict] | None = None) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
+        """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first.
+        A tuned variant's runs are listed once its arm's choice ({arm: {key: value}}) is known."""
         out = []
-        for seed in self.seeds:
+        for seed in sorted({s for v in self.variants for s in self.seeds_of(v)}, key=self.seed_order):
             for v in self.variants:
-                cfg = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=seed))
+                cfg = self.configured(v, choices)
+                if seed not in self.seeds_of(v) or cfg is None:
+                    continue
+                cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
                 out.append((v, cfg, RunKey(self.name, v.name, seed, C.config_hash(cfg))))
         return out
 
-    def spec(self) -> "StudySpec":
+    def seed_order(self, seed: int) -> tuple[int, int]:
+        return (0, self.seeds.index(seed)) if seed in self.seeds else (1, seed)
+
+    def spec(self, choices: dict[str, dict] | None = None, tuning: dict | None = None) -> "StudySpec":
         from cifarlab.report import StudySpec
+        configs = {v.name: self.configured(v, choices) for v in self.variants}
+        own_seeds = {v.name: self.seeds_of(v) for v in self.variants if v.seeds is not None}
         return StudySpec(name=self.name, reference=self.reference,
                          experiments=tuple(v.name for v in self.variants),
                          targets={v.name: v.target for v in self.variants if v.target is not None},
-                         hashes={v.name: C.config_hash(v.config) for v in self.variants},
+                         hashes={n: C.config_hash(c) if c is not None else "undecided" for n, c in configs.items()},
                          notes={v.name: v.note for v in self.variants if v.note},
                          groups={v.name: v.group for v in self.variants if v.group},
                          questions=dict(self.questions), baselines=dict(self.baselines), also=dict(self.also),
                          convergence=self.convergence, selection=self.selection,
-                         description=self.description, seeds=tuple(self.seeds))
+                         description=self.description, seeds=tuple(self.seeds), seeds_of=own_seeds,
+                         budgets={v.name: (v.arm, v.budget) for v in self.variants if v.budget},
+                         correction=self.correction, tuning=tuning or {}, match=self.match)
 
 
 def apply_set(raw: dict, overrides: Any, where: str) -> dict:
@@ -118,7 +157,8 @@ def check_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
         raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid: {', '.join(valid)}")
 
 
-def load_variant(item: Any, study: dict, path: Path, index: int) -> Variant:
+def load_variant(item: Any, study: dict, path: Path, index: int,
+                 tune_settings: tuple[tuple[int, ...], float | None, int] | None = None) -> Variant:
     where = f"{path} variant {index + 1}"
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
         raise ConfigError(f"{where}: each [[variants]] entry needs a name")
@@ -136,7 +176,12 @@ def load_variant(item: Any, study: dict, path: Path, index: int) -> Variant:
         cfg = C.from_dict(raw)
     except ConfigError as e:
         raise ConfigError(f"{where} ({item['name']}): {e}") from None
-    return Variant(item["name"], cfg, None if target is None else float(target), str(item.get("note", "")), group)
+    tune = None
+    if "tune" in item or "tune" in study:
+        tune = fair.load_tune(item.get("tune", study.get("tune")), raw, tune_settings, f"{where} ({item['name']})")
+    seeds = load_seeds(item["seeds"], path) if "seeds" in item else None
+    return Variant(item["name"], cfg, None if target is None else float(target), str(item.get("note", "")), group,
+                   tune, seeds)
 
 
 def load_study(path: str | Path) -> Study:
@@ -147,7 +192,11 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"{path}: `experiment` (the reference experiment file) is required")
     seeds = load_seeds(raw.get("seeds"), path)
     items = raw.get("variants") or [{"name": "reference"}]
-    variants = tuple(load_variant(v, raw, path, i) for i, v in enumerate(items))
+    tuned = "tune" in raw or any(isinstance(v, dict) and "tune" in v for v in items)
+    settings = fair.load_tune_settings(raw, seeds, str(path)) if tuned else None
+    if not tuned and any(k in raw for k in ("tune_seeds", "tune_epochs", "tune_extend")):
+        raise ConfigError(f"{path}: tune_seeds, tune_epochs and tune_extend need a `tune` grid")
+    variants = tuple(load_variant(v, raw, path, i, settings) for i, v in enumerate(items))
     names = [v.name for v in variants]
     duplicate = next((n for n in names if names.count(n) > 1), None)
     if duplicate:
@@ -156,6 +205,7 @@ def load_study(path: str | Path) -> Study:
     if reference not in names:
         raise ConfigError(f"{path}: reference {reference!r} is not a variant; valid: {', '.join(names)}")
     questions, baselines, also = load_groups(raw.get("groups", {}), variants, path)
+    variants = with_group_seeds(raw.get("groups", {}), variants, path)
     selection = raw.get("selection", False)
     if not isinstance(selection, bool):
         raise ConfigError(f"{path}: `selection` must be true or false, got {selection!r}")
@@ -166,9 +216,79 @@ def load_study(path: str | Path) -> Study:
         C.check_name(name, "study name")
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
-    return Study(name, path, seeds, reference, variants,
-                 str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
-                 also)
+    match = fair.load_choice(raw, "match", fair.MATCHES, str(path))
+    correction = fair.load_choice(raw, "correction", fair.CORRECTIONS, str(path))
+    ref = next(v for v in variants if v.name == reference)
+    budgets = fair.load_budgets(raw, ref.config.train.epochs, str(path))
+    if tuned and selection:
+        raise ConfigError(f"{path}: a selection study reads validation only; tune its arms in a study that "
+                          "tests (selection = false), or list the grid as variants")
+    if match == "flops":
+        check_flops_match(variants, path)
+    study = Study(name, path, seeds, reference, variants,
+                  str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
+                  also, budgets if len(budgets) > 1 or match != "epochs" or budgets[0].factor != 1 else (),
+                  match, correction)
+    return expand_budgets(study) if study.budgets else study
+
+
+def with_group_seeds(groups: dict, variants: tuple[Variant, ...], path: Path) -> tuple[Variant, ...]:
+    """A group's `seeds` become its variants' seeds, unless a variant gives its own."""
+    own = {g: load_seeds(t["seeds"], path) for g, t in groups.items() if isinstance(t, dict) and "seeds" in t}
+    return tuple(dataclasses.replace(v, seeds=own[v.group]) if v.seeds is None and v.group in own else v
+                 for v in variants)
+
+
+def check_flops_match(variants: tuple[Variant, ...], path: Path) -> None:
+    for v in variants:
+        if v.config.train.method != "standard":
+            raise ConfigError(f"{path}: match = \"flops\" compares networks trained one image at a time; variant "
+                              f"{v.name!r} trains with method {v.config.train.method!r} (two networks or two views "
+                              "per image); give it match = \"epochs\" or leave it out")
+
+
+def arm_epochs(study: Study, v: Variant, budget: Budget, ref: Variant) -> float:
+    """The variant's epochs at `budget`: its schedule stretched by the budget's factor, or, with
+    match = "flops", the epochs at which it trains as many FLOPs as the reference arm does."""
+    if study.match == "epochs" or v is ref:
+        return v.config.train.epochs * budget.factor
+    from cifarlab.flops import flops_per_image
+    ref_flops = flops_per_image(ref.config.model, classes_of(ref.config), size_of(ref.config))
+    own = flops_per_image(v.config.model, classes_of(v.config), size_of(v.config))
+    return round(budget.epochs * ref_flops / own, 2)
+
+
+def classes_of(cfg: C.ExperimentConfig) -> int:
+    if cfg.data.dataset == "cifar100":
+        return 20 if cfg.data.labels == "coarse" else 100
+    return 10
+
+
+def size_of(cfg: C.ExperimentConfig) -> int:
+    return (cfg.data.image_size or 64) if cfg.data.dataset == "imagenette" else 32
+
+
+def expand_budgets(study: Study) -> Study:
+    """One experiment per (variant, budget) and one group per (group, budget) where the study has
+    several budgets; with one budget (match = "flops" alone), each variant at its matched epochs."""
+    ref = next(v for v in study.variants if v.name == study.reference)
+    several = len(study.budgets) > 1
+
+    def named(name: str, b: Budget) -> str:
+        return f"{name}-{b.label}" if several else name
+    variants = []
+    for b in study.budgets:
+        for v in study.variants:
+            cfg = fair.stretch(v.config, arm_epochs(study, v, b, ref))
+            variants.append(dataclasses.replace(v, name=named(v.name, b), config=dataclasses.replace(cfg, name=named(v.name, b)),
+                                                group=named(v.group, b) if v.group else "", arm=v.name,
+                                                budget=b.label))
+    questions = {named(g, b): (f"{q} (at {b.epochs:g} epochs of the reference)" if several else q)
+                 for b in study.budgets for g, q in study.questions.items()}
+    baselines = {named(g, b): named(base, b) for b in study.budgets for g, base in study.baselines.items()}
+    also = {named(g, b): tuple(named(n, b) for n in names) for b in study.budgets for g, names in study.also.items()}
+    return dataclasses.replace(study, variants=tuple(variants), reference=named(study.reference, study.budgets[0]),
+                               questions=questions, baselines=baselines, also=also)
 
 
 def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:

@@ -19,38 +19,38 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
     probe) adds no epochs once one of its siblings is done or counted."""
     from cifarlab.study.run import sharing
-    width = max(20, *(len(v.name) for v in study.variants))
+    runs = entries(study, store)
+    width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
     left, left_epochs, methods = 0, {}, {}  # variant -> epochs left to train, its train.method
-    counts = {v.name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for v in study.variants}
-    runs = list(study.runs())
+    counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
     share = sharing({key: cfg for _, cfg, key in runs})
     trains: set = set()  # runs done or counted as training: their siblings take their work
-    for v, cfg, key in runs:
+    for name, cfg, key in runs:
         row = store.run(key)
         status = row["status"] if row else "pending"
-        counts[v.name][status] += 1
+        counts[name][status] += 1
         takes = bool(share.get(key, set()) & trains)
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
-            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], v.name, row["stopped"],
+            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], name, row["stopped"],
                           cfg.train.method))
         elif status != "done":
             left += 1
-            left_epochs.setdefault(v.name, 0)
+            left_epochs.setdefault(name, 0)
             if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
                 # resumes from its last checkpoint, every `train.checkpoint_every` epochs
                 trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
                 if status != "running":
                     trained -= trained % max(1, int(cfg.train.checkpoint_every))
-                left_epochs[v.name] += max(0, cfg.train.epochs - trained)
-            methods[v.name] = cfg.train.method
+                left_epochs[name] += max(0, cfg.train.epochs - trained)
+            methods[name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
     for name, c in counts.items():
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
-    total = len(study.variants) * len(study.seeds)
+    total = len(runs)
     if timed:
         here = [t for t in timed if t[2] == machine]
         basis = here or timed
@@ -72,7 +72,30 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
                     "theirs; one without, at its training method's)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
+    if study.tuned:
+        rows += tuning_lines(study, store)
     return "\n".join(rows)
+
+
+def entries(study: Study, store: Store) -> list[tuple]:
+    """(name, config, key) of every run the study will train: a tuned arm's test runs, while it still
+    tunes, at its untuned value (their key matches no row: they count as pending)."""
+    from cifarlab.results.store import RunKey
+    from cifarlab.study.plan import pending_tests, plan
+    p = plan(study, store)
+    out = [(p.names[key], cfg, key) for key, cfg in p.runs.items()]
+    return out + [(name, cfg, RunKey(study.name, name, cfg.train.seed, "after-tuning"))
+                  for name, cfg in pending_tests(study, p)]
+
+
+def tuning_lines(study: Study, store: Store) -> list[str]:
+    from cifarlab.study.plan import plan, setting
+    lines = []
+    for arm, t in plan(study, store).tuning.items():
+        done = sum(1 for _, key, _ in t.runs if store.status_of(key) == "done")
+        lines.append(f"tuning {arm}: " + (f"chose {setting(t.choice)}" if t.choice is not None else
+                                          f"{done} of {len(t.runs)} tuning runs done (the grid may grow)"))
+    return lines
 
 
 def seconds_per_epoch(timed: list[tuple]) -> float:

@@ -1,0 +1,47 @@
+"""Training compute: FLOPs of one training image through a network, counted once per network and
+image size with PyTorch's own counter (`torch.utils.flop_counter.FlopCounterMode`, which counts a
+multiply-add as 2 FLOPs and covers convolutions and matrix products, the work that matters).
+
+A run records `train_flops` (FLOPs per training image x images seen, x the method's factor) and
+`images_seen` in its final.json; a study with `match = "flops"` gives each arm the epochs at which
+its training FLOPs equal the reference arm's (`cifarlab.study.plan`).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+from cifarlab import config as C
+
+
+@lru_cache(maxsize=64)
+def flops_per_image(model: C.ModelConfig, num_classes: int, image_size: int) -> int:
+    """Forward + backward FLOPs of one image through the network (training mode, fp32), the mean
+    over a batch of two so that BatchNorm trains as it does in a run."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from cifarlab.models import build_model
+    torch.manual_seed(0)
+    net = build_model(model, num_classes, image_size).train()
+    x = torch.randn(2, 3, image_size, image_size)
+    with FlopCounterMode(display=False) as counter:
+        net(x).float().sum().backward()
+    return counter.get_total_flops() // 2
+
+
+def method_factor(cfg: C.ExperimentConfig) -> float:
+    """Networks trained per image: co-teaching trains two on every batch."""
+    return 2.0 if cfg.train.method == "coteaching" else 1.0
+
+
+def training_flops(cfg: C.ExperimentConfig, num_classes: int, image_size: int, images_seen: int,
+                   pretrain_images: int = 0) -> int:
+    """Training FLOPs of a run that saw `images_seen` training images (SupCon: `pretrain_images` of
+    them in pre-training, each as two views, the rest through the probe on frozen features, whose
+    forward pass is about a third of a training step and is counted as such)."""
+    per = flops_per_image(cfg.model, num_classes, image_size)
+    if cfg.train.method == "supcon":
+        return int(2 * per * pretrain_images + per / 3 * (images_seen - pretrain_images))
+    return int(per * images_seen * method_factor(cfg))

@@ -1,0 +1,261 @@
+"""The report's sections for fair comparisons (studies that opt in with `tune`, `budgets`, `match`,
+`correction` or per-group `seeds`; `cifarlab.study.fair`): each arm's tuning, findings corrected for
+the number of comparisons in a group (Holm), unstable variants named as such, the seeds a difference
+would need, each conclusion across budgets, and each arm's compute."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+from matplotlib import style
+from matplotlib.figure import Figure
+
+from cifarlab.report.figures import RC, color, save
+from cifarlab.report.summary import DASH, StudySpec, diff_numbers, ok
+from cifarlab.results.store import Store
+from cifarlab.stats import NAN, holm, mean_std, paired_p, seeds_needed
+
+ALPHA = 0.05
+
+
+# ----------------------------------------------------------------------------- tuning
+
+def tuning_section(spec: StudySpec) -> list[str]:
+    """Each tuned arm's grid, the mean validation accuracy of every setting, and its choice."""
+    if not spec.tuning:
+        return []
+    lines = ["## Tuning: each arm's choice on the validation split", "",
+             "Each tuned arm trained every setting of its grid on the tuning seeds (the test set never read: "
+             "`train.test = false`) and took the one with the best mean validation accuracy; a best value at the "
+             "edge of a numeric grid grew the grid one step past it first. The choice is recorded in the results "
+             "database, and the arm's test runs below train at it.", ""]
+    for arm, t in spec.tuning.items():
+        lines += [f"### `{arm}`", "", "| setting | validation accuracy (%) | seeds |", "|---|---:|---:|"]
+        chosen = t["chosen"]
+        for text, acc, n in t["scores"]:
+            mark = " **(chosen)**" if text == chosen else ""
+            lines.append(f"| {text}{mark} | {100 * acc:.2f} | {n} |" if math.isfinite(acc) else f"| {text} | {DASH} | 0 |")
+        lines += ["", f"Choice: {t['reason']}." if chosen is not None else
+                  f"Not chosen yet: {len(t['scores']) or 'no'} setting(s) scored, {t['runs']} tuning run(s) planned.", ""]
+    return lines
+
+
+# ----------------------------------------------------------------------------- corrected findings
+
+def unstable(s: dict) -> str | None:
+    """"2 of 3 seeds at chance" for a variant some of whose seeds never learned; None otherwise."""
+    k = len(s.get("at_chance") or {})
+    return f"{k} of {s['n']} seeds at chance" if k and s["n"] else None
+
+
+def corrected(rows: list[dict]) -> list[dict]:
+    """rows (the baseline first) with each comparison's paired p-value and Holm-adjusted p over the
+    group's comparisons; unstable variants are left out of the family."""
+    base = rows[0]
+    ps = [paired_p(s["score_by_seed"], base["score_by_seed"]) if s is not base and s["n"] and not unstable(s)
+          and not unstable(base) else NAN for s in rows]
+    adjusted = holm(ps)
+    return [{**s, "p": p, "p_holm": q} for s, p, q in zip(rows, ps, adjusted)]
+
+
+def apart(s: dict) -> bool:
+    return ok(s.get("p_holm")) and s["p_holm"] < ALPHA
+
+
+def finding_holm(rows: list[dict]) -> str:
+    """The group's finding with Holm-corrected verdicts: the best experiment, then every other
+    against the baseline, unstable variants named and not compared, and for a difference not
+    resolved, about how many seeds one of its size would need."""
+    rows = corrected(rows)
+    base, ran = rows[0], [s for s in rows if s["n"] > 0]
+    if not ran:
+        return "No finished runs yet."
+    stable = [s for s in ran if not unstable(s)]
+    best = max(stable or ran, key=lambda s: s["score_mean"])
+    family = sum(1 for s in rows if ok(s["p"]))
+    said = (f"Best in this group: `{best['experiment']}` at {pm(best)} % (n={best['n']})"
+            + (", the baseline itself." if best is base else "."))
+    if unstable(base):
+        return said + f" The baseline `{base['experiment']}` is unstable ({unstable(base)}), so nothing is compared with it."
+    groups = {"distinguishable after Holm's correction": [], "not distinguishable": [], "fewer than 2 common seeds": [],
+              "unstable, not compared": []}
+    for s in ran:
+        if s is base:
+            continue
+        if unstable(s):
+            groups["unstable, not compared"].append(f"`{s['experiment']}` ({unstable(s)})")
+        elif not ok(s["p"]):
+            groups["fewer than 2 common seeds"].append(f"`{s['experiment']}`")
+        elif apart(s):
+            groups["distinguishable after Holm's correction"].append(f"{delta(s)} (p = {s['p_holm']:.3f})")
+        else:
+            need = seeds_for(s, base)
+            groups["not distinguishable"].append(
+                f"{delta(s)} (p = {s['p_holm']:.3f}; " +
+                (f"about {need} seeds would resolve a difference this size)" if need else
+                 "a difference this size is beyond reach of any practical number of seeds)"))
+    parts = [f"{k}: {', '.join(v)}" for k, v in groups.items() if v]
+    if parts:
+        said += (f" Against the baseline `{base['experiment']}` (points, paired 95% CI; p Holm-adjusted over the "
+                 f"group's {family} comparison(s)): " + "; ".join(parts) + ".")
+    return said
+
+
+def seeds_for(s: dict, base: dict) -> int | None:
+    diffs = [s["score_by_seed"][k] - base["score_by_seed"][k] for k in sorted(set(s["score_by_seed"]) & set(base["score_by_seed"]))]
+    mean, std = mean_std(diffs)
+    return seeds_needed(mean, std)
+
+
+def delta(s: dict) -> str:
+    return f"`{s['experiment']}` {100 * s['diff_mean']:+.2f} {ci(s)}"
+
+
+def ci(s: dict) -> str:
+    return f"[{100 * s['diff_lo']:+.2f}, {100 * s['diff_hi']:+.2f}]" if ok(s["diff_lo"]) else "[n<2]"
+
+
+def pm(s: dict) -> str:
+    return f"{100 * s['score_mean']:.2f} ± {100 * s['score_std']:.2f}" if ok(s["score_std"]) else f"{100 * s['score_mean']:.2f}"
+
+
+# ----------------------------------------------------------------------------- budgets
+
+def budget_groups(spec: StudySpec) -> dict[str, list[tuple[str, str]]]:
+    """Declared group (before expansion) -> [(expanded group, budget label)] in budget order."""
+    labels = list(dict.fromkeys(label for _, label in spec.budgets.values()))
+    out: dict[str, list[tuple[str, str]]] = {}
+    for group in spec.questions:
+        label = next((b for b in labels if group.endswith(f"-{b}")), None)
+        if label is not None:
+            out.setdefault(group[: -len(label) - 1], []).append((group, label))
+    return out
+
+
+def verdict(cells: list[tuple[str, dict | None]], holm_on: bool) -> str:
+    """Whether a comparison's conclusion holds at every budget, flips, or is distinguishable only at some."""
+    seen = [(label, s) for label, s in cells if s is not None and s["n"] and not unstable(s)]
+    if not seen:
+        return "no finished runs"
+    if len(seen) < len(cells):
+        return "not every budget has finished runs"
+
+    def sig(s: dict) -> bool:
+        return apart(s) if holm_on else (ok(s["diff_lo"]) and (s["diff_lo"] > 0 or s["diff_hi"] < 0))
+    signs = {label: (1 if s["diff_mean"] > 0 else -1) for label, s in seen if sig(s)}
+    if not signs:
+        flips = len({s["diff_mean"] > 0 for _, s in seen}) > 1
+        return "not distinguishable at any budget" + (" (its sign changes)" if flips else "")
+    if len(set(signs.values())) > 1:
+        order = ", ".join(f"{'+' if v > 0 else '-'} at {k}" for k, v in signs.items())
+        return f"**flips**: distinguishable with opposite signs ({order})"
+    sign = "better" if next(iter(signs.values())) > 0 else "worse"
+    if len(signs) == len(seen):
+        return f"holds at every budget ({sign})"
+    return f"{sign}, distinguishable only at {', '.join(signs)}"
+
+
+def budget_section(spec: StudySpec, summary: list[dict], out_dir: Path) -> list[str]:
+    """Per declared group: accuracy against budget per arm (a figure) and, per comparison with the
+    group's baseline, its paired difference at each budget and whether the conclusion holds."""
+    groups = budget_groups(spec)
+    if not groups:
+        return []
+    by_exp = {s["experiment"]: s for s in summary}
+    holm_on = spec.correction == "holm"
+    lines = ["## Across budgets", "",
+             "Each arm trained at every budget with its schedule stretched (not truncated). For each comparison "
+             "with the group's baseline: the paired difference at each budget (points, 95% CI"
+             + ("; a * marks a difference distinguishable after Holm's correction" if holm_on else
+                "; a * marks a CI that excludes 0") + "), then whether the conclusion holds at every budget, "
+             "flips sign, or is distinguishable only at some.", ""]
+    for group, expanded in groups.items():
+        labels = [label for _, label in expanded]
+        table: dict[str, dict[str, dict]] = {}
+        for name, label in expanded:
+            members = spec_members(spec, name)
+            rows = corrected([versus(by_exp[e], by_exp[members[0]]) for e in members])
+            for s in rows:
+                table.setdefault(spec.budgets[s["experiment"]][0], {})[label] = s
+        arms = list(table)
+        file = f"budgets_{group}.png"
+        plot_budgets(table, labels, out_dir / file, f"{group}: {spec.label} accuracy against budget")
+        base_arm = arms[0]
+        lines += [f"### `{group}`", "", f"![{group}: accuracy against budget, mean and 95% CI]({file})", "",
+                  "| arm | " + " | ".join(f"{spec.label} % at {b}" for b in labels) + " | "
+                  + " | ".join(f"Δ at {b}" for b in labels) + " | conclusion |",
+                  "|---|" + "---:|" * (2 * len(labels)) + "---|"]
+        for arm in arms:
+            cells = [(b, table[arm].get(b)) for b in labels]
+            accs = [pm(s) if s is not None and s["n"] else DASH for _, s in cells]
+            if arm == base_arm:
+                lines.append(f"| `{arm}` (baseline) | " + " | ".join(accs) + " | " + " | ".join(DASH for _ in labels) + " | — |")
+                continue
+            deltas = [(f"{100 * s['diff_mean']:+.2f} {ci(s)}" + ("*" if (apart(s) if holm_on else excludes(s)) else "")
+                       if s is not None and s["n"] and not unstable(s) else (unstable(s) if s is not None and s["n"] else DASH))
+                      for _, s in cells]
+            lines.append(f"| `{arm}` | " + " | ".join(accs) + " | " + " | ".join(deltas) + f" | {verdict(cells, holm_on)} |")
+        lines.append("")
+    return lines
+
+
+def excludes(s: dict) -> bool:
+    return ok(s["diff_lo"]) and (s["diff_lo"] > 0 or s["diff_hi"] < 0)
+
+
+def spec_members(spec: StudySpec, group: str) -> list[str]:
+    return spec.members(group)
+
+
+def versus(s: dict, base: dict) -> dict:
+    return {**s, "reference": s is base, **diff_numbers(s["score_by_seed"], base["score_by_seed"])}
+
+
+def plot_budgets(table: dict[str, dict[str, dict]], labels: list[str], path: Path, title: str) -> None:
+    """Accuracy (mean, 95% CI) against the budget's epochs, one line per arm, log2 x axis."""
+    xs = [float(b[:-2].replace("p", ".")) for b in labels]
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(6.5, 4.2))
+        ax = fig.subplots()
+        for i, (arm, cells) in enumerate(table.items()):
+            pts = [(x, cells[b]) for x, b in zip(xs, labels) if b in cells and cells[b]["n"]]
+            if not pts:
+                continue
+            mean = [100 * s["score_mean"] for _, s in pts]
+            err = [[m - 100 * s["score_lo"] if ok(s["score_lo"]) else 0 for m, (_, s) in zip(mean, pts)],
+                   [100 * s["score_hi"] - m if ok(s["score_hi"]) else 0 for m, (_, s) in zip(mean, pts)]]
+            ax.errorbar([x for x, _ in pts], mean, yerr=err, marker="o", capsize=3, color=color(i), label=arm)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])
+        ax.set_xlabel("epochs (the reference arm's; log scale)")
+        ax.set_ylabel("accuracy (%)")
+        ax.set_title(title)
+        ax.legend(loc="lower right")
+        fig.tight_layout()
+        save(fig, path)
+
+
+# ----------------------------------------------------------------------------- compute
+
+def compute_section(store: Store, spec: StudySpec, summary: list[dict]) -> list[str]:
+    """Each experiment's compute: epochs, images seen, training FLOPs and wall time, mean over seeds."""
+    lines = ["## Compute", "",
+             "Training compute per run, mean over the counted seeds: FLOPs are forward + backward of one image "
+             "through the network, counted once per network and image size by `torch.utils.flop_counter`, times "
+             "the images seen (co-teaching: two networks)"
+             + ("; arms are matched by FLOPs at each budget (`match = \"flops\"`)" if spec.match == "flops" else "")
+             + ".", "", "| experiment | epochs | images seen | training PFLOP | wall time (s) |", "|---|---:|---:|---:|---:|"]
+    for s in summary:
+        extra = store.run_metrics(s["run_ids"]) if s["run_ids"] else {}
+        flops = [m["train_flops"] for m in extra.values() if m.get("train_flops") is not None]
+        seen = [m["images_seen"] for m in extra.values() if m.get("images_seen") is not None]
+        epochs = [len(store.epochs([i])) for i in s["run_ids"]]
+        lines.append(f"| `{s['experiment']}` | {mean_or_dash(epochs, 1)} | {mean_or_dash(seen, 0)} | "
+                     f"{mean_or_dash([f / 1e15 for f in flops], 3)} | {mean_or_dash([s['wall_mean']] if ok(s['wall_mean']) else [], 0)} |")
+    return lines + [""]
+
+
+def mean_or_dash(xs: list[float], digits: int) -> str:
+    return f"{mean_std(xs)[0]:,.{digits}f}" if xs else DASH

@@ -1,0 +1,163 @@
+"""The study planner: which runs a study needs now, given what the results store holds.
+
+A study without `tune` needs its variants' runs (`Study.runs`). A tuned study first needs each
+tuned arm's tuning runs (`cifarlab.study.fair`): when they have all finished, the arm's choice is
+made from their validation accuracy (growing the grid past an edge value first, which plans more
+tuning runs) and recorded in the store; from then on the plan also holds that arm's test runs at
+the chosen value. Every process plans from the store, so several workers agree on the choice, and
+a rerun (or the report) finds the recorded one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any
+
+from cifarlab import config as C
+from cifarlab.results.store import RunKey, Store
+from cifarlab.stats import mean_std
+from cifarlab.study import fair
+from cifarlab.study.spec import Study, Variant
+
+
+@dataclass
+class ArmTuning:
+    """One arm's tuning: its grid as grown so far, its runs, their scores and the choice."""
+    arm: str
+    keys: tuple[str, ...]
+    epochs: float
+    seeds: tuple[int, ...]
+    tune_hash: str
+    runs: list[tuple[dict, RunKey, C.ExperimentConfig]] = field(default_factory=list)  # (values, key, config)
+    scores: list[tuple[dict, float, int]] = field(default_factory=list)  # (values, mean val acc, n) when all done
+    grown: list[tuple[str, Any]] = field(default_factory=list)           # (key, value) added past an edge
+    choice: dict | None = None
+    reason: str = ""
+
+
+@dataclass
+class Plan:
+    runs: dict[RunKey, C.ExperimentConfig]      # tuning runs first, then the test runs known so far
+    tuning: dict[str, ArmTuning]                 # arm -> its tuning
+    names: dict[RunKey, str]                     # key -> the variant (or tuning run) it belongs to
+
+    @property
+    def choices(self) -> dict[str, dict]:
+        return {arm: t.choice for arm, t in self.tuning.items() if t.choice is not None}
+
+    @property
+    def undecided(self) -> list[str]:
+        return [arm for arm, t in self.tuning.items() if t.choice is None]
+
+
+def tuned_arms(study: Study) -> dict[str, Variant]:
+    """arm -> its variant at the first budget (the one its tuning runs stretch from)."""
+    out: dict[str, Variant] = {}
+    for v in study.variants:
+        if v.tune is not None:
+            out.setdefault(v.arm or v.name, v)
+    return out
+
+
+def tuning_base(v: Variant) -> tuple[C.ExperimentConfig, float]:
+    """The arm's tuning config (its tuning length, the test set never read) and that length."""
+    epochs = v.tune.epochs or v.config.train.epochs
+    cfg = fair.stretch(v.config, epochs)
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, test=False)), epochs
+
+
+def tune_arm(study: Study, arm: str, v: Variant, store: Store | None, recorded: dict) -> ArmTuning:
+    """The arm's tuning as far as the store's runs take it."""
+    base, epochs = tuning_base(v)
+    t = ArmTuning(arm, v.tune.keys, epochs, v.tune.seeds, fair.tune_hash(base, v.tune, epochs))
+    grid = {k: list(values) for k, values in v.tune.grid}
+    steps = dict.fromkeys(grid, 0)
+    while True:
+        t.runs = []
+        for values in fair.combos(grid):
+            cfg = fair.apply(base, values)
+            for seed in v.tune.seeds:
+                seeded = dataclasses.replace(cfg, name=fair.tune_name(arm, values),
+                                             train=dataclasses.replace(cfg.train, seed=seed))
+                t.runs.append((values, RunKey(study.name, fair.tune_name(arm, values), seed, C.config_hash(seeded)),
+                               seeded))
+        rows = [store.run(key) if store is not None else None for _, key, _ in t.runs]
+        if not all(r is not None and r["status"] == "done" for r in rows):
+            break
+        t.scores = []
+        for values in fair.combos(grid):
+            accs = [r["val_acc"] for (vals, _, _), r in zip(t.runs, rows) if vals == values and r["val_acc"] is not None]
+            t.scores.append((values, mean_std(accs)[0] if accs else float("-inf"), len(accs)))
+        best = max(t.scores, key=lambda s: s[1])[0]   # ties: the first in grid order
+        grew = False
+        for key in grid:
+            new = fair.grown(grid[key], best[key]) if steps[key] < v.tune.extend else None
+            if new is not None:
+                grid[key] = sorted(grid[key] + [new]) if fair.numeric(grid[key]) else grid[key] + [new]
+                steps[key] += 1
+                t.grown.append((key, new))
+                grew = True
+        if not grew:
+            t.choice, t.reason = best, reason(t, best, grid, steps, v.tune.extend)
+            break
+    if (arm, t.tune_hash) in recorded:   # decided before: that choice stands
+        t.choice, t.reason = recorded[arm, t.tune_hash]
+    elif t.choice is not None and store is not None:
+        t.choice, t.reason = store.record_choice(study.name, arm, t.tune_hash, t.choice, t.reason)
+    return t
+
+
+def reason(t: ArmTuning, best: dict, grid: dict[str, list], steps: dict[str, int], extend: int) -> str:
+    score = next(s for s in t.scores if s[0] == best)
+    said = (f"{setting(best)}: the best mean validation accuracy, {100 * score[1]:.2f} % over seed(s) "
+            f"{', '.join(map(str, t.seeds))} at {t.epochs:g} epochs, of {len(t.scores)} setting(s)")
+    if t.grown:
+        said += "; the grid grew past its edge to " + ", ".join(f"{k} = {v:g}" for k, v in t.grown)
+    edge = [k for k in grid if fair.numeric(grid[k]) and len(grid[k]) > 1 and best[k] in (min(grid[k]), max(grid[k]))]
+    if edge:
+        said += (f"; still at the grid's edge in {', '.join(edge)} after {max(steps[k] for k in edge)} of "
+                 f"{extend} step(s): the best value may lie beyond")
+    return said
+
+
+def setting(values: dict) -> str:
+    return ", ".join(f"{k} = {v:g}" if fair.numeric([v]) else f"{k} = {v}" for k, v in values.items())
+
+
+def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
+    """The runs the study needs now (`only`: of those variants and their arms' tuning), in claim
+    order: every tuning run first, then the test runs, seed-major. Without a store, the plan of an
+    empty one."""
+    recorded = store.choices(study.name) if store is not None else {}
+    wanted = {v.arm or v.name for v in study.variants if not only or v.name in only}
+    tuning = {arm: tune_arm(study, arm, v, store, recorded) for arm, v in tuned_arms(study).items() if arm in wanted}
+    runs, names = {}, {}
+    for t in tuning.values():
+        for _, key, cfg in t.runs:
+            runs[key], names[key] = cfg, key.experiment
+    choices = {arm: t.choice for arm, t in tuning.items() if t.choice is not None}
+    for v, cfg, key in study.runs(choices):
+        if not only or v.name in only:
+            runs[key], names[key] = cfg, v.name
+    return Plan(runs, tuning, names)
+
+
+def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig]]:
+    """(variant, config) of each test run not planned yet because its arm is still tuning (for
+    estimates: the config carries the arm's untuned value)."""
+    return [(v.name, dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=s)))
+            for v in study.variants if v.tune is not None and (v.arm or v.name) in p.undecided
+            for s in study.seeds_of(v)]
+
+
+def study_spec(study: Study, store: Store | None):
+    """The study's report spec with every tuned arm's recorded choice and its tuning, for the report."""
+    if not study.tuned:
+        return study.spec()
+    p = plan(study, store)
+    tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
+                    "chosen": setting(t.choice) if t.choice is not None else None,
+                    "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs)}
+              for arm, t in p.tuning.items()}
+    return study.spec(p.choices, tuning)

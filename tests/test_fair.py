@@ -1,0 +1,295 @@
+"""Fair comparisons: per-arm tuning on validation, budgets, FLOPs, Holm, unstable variants."""
+
+import dataclasses
+import sqlite3
+import subprocess
+
+import numpy as np
+import pytest
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError
+from cifarlab.flops import flops_per_image
+from cifarlab.report import fair as R
+from cifarlab.report import write_report
+from cifarlab.results import open_store
+from cifarlab.results.store import RunKey
+from cifarlab.stats import paired_p
+from cifarlab.study import load_study
+from cifarlab.study.plan import plan, study_spec
+from conftest import cli_command, cli_env, synthetic_arrays
+
+EXPERIMENT = """
+name = "tiny"
+[data]
+subset = 1000
+val_size = 200
+[model]
+widths = [8, 16]
+dense = [16]
+[optim]
+lr = 0.05
+[schedule]
+name = "linear"
+warmup = 0.5
+[train]
+epochs = 1
+batch_size = 100
+threads = 1
+"""
+
+TUNED = """
+name = "fair"
+experiment = "tiny.toml"
+seeds = [0, 1]
+tune = { "optim.lr" = [0.02, 0.05] }
+tune_seeds = [0]
+tune_extend = 1
+budgets = [1, 2]
+correction = "holm"
+
+[groups.g]
+question = "Does dropout help?"
+
+[[variants]]
+name = "base"
+group = "g"
+tune = {}
+
+[[variants]]
+name = "drop"
+group = "g"
+set = { "model.dropout" = [0.2, 0.2] }
+"""
+
+
+def write(tmp_path, study=TUNED, name="fair.toml"):
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)
+    (tmp_path / name).write_text(study)
+    return tmp_path / name
+
+
+def finish(store, key, cfg, val, test=0.5):
+    """Record `key` as a done run with the given accuracies (no training)."""
+    store.register(key, C.to_dict(cfg))
+    row = store.claim(key.study, [key])
+    final = {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
+             "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": val,
+             "val_loss": 1.0, "test_acc": None if not cfg.train.test else test, "test_loss": 1.0,
+             "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}
+    store.finish(row["id"], final, "nowhere", 1)
+
+
+def test_budgets_stretch_the_schedule_and_expand_variants_and_groups(tmp_path):
+    study = load_study(write(tmp_path))
+    names = [v.name for v in study.variants]
+    assert names == ["base-1ep", "drop-1ep", "base-2ep", "drop-2ep"]
+    two = study.variants[2].config
+    assert two.train.epochs == 2 and two.schedule.warmup == 1.0      # stretched, not truncated
+    assert study.variants[0].config.schedule.warmup == 0.5
+    assert set(study.questions) == {"g-1ep", "g-2ep"} and study.reference == "base-1ep"
+    assert study.variants[3].group == "g-2ep" and study.variants[3].arm == "drop"
+
+
+def test_tuning_runs_come_first_and_an_edge_choice_grows_the_grid(tmp_path):
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    tuning = [k for k in p.runs if "-tune-" in k.experiment]
+    assert [k.experiment for k in tuning] == ["drop-tune-lr0.02", "drop-tune-lr0.05"]
+    assert all(not p.runs[k].train.test for k in tuning)          # tuning runs never read the test set
+    assert p.undecided == ["drop"] and not any(k.experiment.startswith("drop-") and "-tune-" not in k.experiment
+                                               for k in p.runs)
+    for key in tuning:   # 0.05, the grid's largest value, wins: the grid grows by its ratio, to 0.125
+        finish(store, key, p.runs[key], 0.6 if key.experiment.endswith("0.05") else 0.4)
+    p = plan(study, store)
+    assert [k.experiment for k in p.runs if "-tune-" in k.experiment][-1] == "drop-tune-lr0.125"
+    assert p.undecided == ["drop"]
+    grown = next(k for k in p.runs if k.experiment == "drop-tune-lr0.125")
+    finish(store, grown, p.runs[grown], 0.55)
+    p = plan(study, store)
+    assert p.choices == {"drop": {"optim.lr": 0.05}}
+    tests = [(k, c) for k, c in p.runs.items() if k.experiment.startswith("drop-") and "-tune-" not in k.experiment]
+    assert len(tests) == 4 and all(c.optim.lr == 0.05 and c.train.test for _, c in tests)
+    assert store.choices("fair")  # recorded, with its reason
+    reason = next(iter(store.choices("fair").values()))[1]
+    assert "grew past its edge to optim.lr = 0.125" in reason
+
+
+def test_a_recorded_choice_stands_when_later_runs_would_choose_otherwise(tmp_path):
+    study = load_study(write(tmp_path, TUNED.replace("tune_extend = 1", "tune_extend = 0")))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    for key in [k for k in p.runs if "-tune-" in k.experiment]:
+        finish(store, key, p.runs[key], 0.6 if key.experiment.endswith("0.02") else 0.4)
+    assert plan(study, store).choices == {"drop": {"optim.lr": 0.02}}
+    store.conn.execute("UPDATE runs SET val_acc = 0.9 WHERE experiment = 'drop-tune-lr0.05'")
+    assert plan(study, store).choices == {"drop": {"optim.lr": 0.02}}
+
+
+@pytest.fixture
+def tiny_data(tmp_path):
+    root = tmp_path / "data"
+    (root / "cifar10").mkdir(parents=True)
+    np.savez_compressed(root / "cifar10" / "cifar10.npz", **synthetic_arrays(1000, 100))
+    return root
+
+
+def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_path, tiny_data, monkeypatch):
+    import cifarlab.train as T
+    from cifarlab.study.run import DataCache, run_study
+    study = load_study(write(tmp_path, TUNED.replace("tune_extend = 1", "tune_extend = 0")
+                             .replace("seeds = [0, 1]", "seeds = [0]")))
+    data = DataCache(str(tiny_data), False, False)
+    evaluated = []   # (the run's train.test, whether the split evaluated is the test split)
+    real = T.evaluate
+
+    def spy(model, split, prep, rt, train_cfg, classes):
+        test = any(split is s.test for s in data.splits.values())
+        evaluated.append((train_cfg.test, test))
+        return real(model, split, prep, rt, train_cfg, classes)
+    monkeypatch.setattr(T, "evaluate", spy)
+    store = open_store(tmp_path / "r.db")
+    assert run_study(study, store, data, tmp_path / "runs", progress=False) == 2 + 4
+    assert (False, True) not in evaluated and (True, True) in evaluated
+    rows = {r["experiment"]: r for r in store.runs("fair")}
+    assert rows["drop-tune-lr0.02"]["test_acc"] is None and rows["drop-1ep"]["test_acc"] is not None
+    flops = store.run_metrics([rows["drop-2ep"]["id"]])[rows["drop-2ep"]["id"]]
+    assert flops["images_seen"] == 2 * 8 * 100 and flops["train_flops"] > 0
+    readme = write_report(store, study_spec(study, store), tmp_path / "report", "cmd").read_text()
+    assert "## Tuning" in readme and "**(chosen)**" in readme and "## Across budgets" in readme
+    assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
+
+
+def row(name, scores, at_chance=None):
+    xs = list(scores.values())
+    mean = float(np.mean(xs))
+    return {"experiment": name, "n": len(xs), "score_by_seed": dict(scores), "score_mean": mean,
+            "score_std": float(np.std(xs, ddof=1)), "score_lo": mean - 0.01, "score_hi": mean + 0.01,
+            "at_chance": at_chance or {}, "diff_mean": 0.0, "diff_lo": float("nan"), "diff_hi": float("nan"),
+            "diff_n": 0}
+
+
+def test_holm_turns_borderline_differences_into_not_distinguishable():
+    base = row("base", {0: 0.80, 1: 0.81, 2: 0.79, 3: 0.80})
+    a = row("a", {0: 0.811, 1: 0.813, 2: 0.802, 3: 0.806})
+    b = row("b", {0: 0.810, 1: 0.813, 2: 0.802, 3: 0.805})
+    for s in (a, b):   # each alone: p below 0.05, the uncorrected CI excludes 0 ...
+        assert 0.025 < paired_p(s["score_by_seed"], base["score_by_seed"]) < 0.05
+        assert R.excludes(R.versus(s, base))
+    text = R.finding_holm([R.versus(s, base) for s in (base, a, b)])
+    assert "distinguishable after Holm" not in text   # ... but neither after Holm's correction over 2 comparisons
+    assert "not distinguishable: `a`" in text and "`b`" in text and "seeds would resolve" in text
+
+
+def test_a_variant_with_seeds_at_chance_is_unstable_not_a_difference():
+    base = row("base", {0: 0.80, 1: 0.81, 2: 0.79})
+    split = row("split", {0: 0.10, 1: 0.82, 2: 0.10}, at_chance={0: 0.1, 2: 0.1})
+    text = R.finding_holm([R.versus(s, base) for s in (base, split)])
+    assert "unstable, not compared: `split` (2 of 3 seeds at chance)" in text
+    assert "not distinguishable" not in text
+
+
+def test_a_finding_that_flips_between_budgets_is_reported_as_flipping():
+    def cell(mean, lo, hi):
+        return {"n": 3, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "at_chance": {}}
+    assert R.verdict([("12ep", cell(-0.012, -0.02, -0.004)), ("48ep", cell(0.004, 0.001, 0.007))], False) \
+        .startswith("**flips**")
+    assert R.verdict([("12ep", cell(-0.012, -0.02, -0.004)), ("48ep", cell(-0.001, -0.005, 0.003))], False) \
+        == "worse, distinguishable only at 12ep"
+    assert R.verdict([("a", cell(0.01, 0.005, 0.02)), ("b", cell(0.02, 0.01, 0.03))], False) \
+        == "holds at every budget (better)"
+    assert R.verdict([("a", cell(0.01, -0.005, 0.02)), ("b", cell(-0.02, -0.04, 0.01))], False) \
+        == "not distinguishable at any budget (its sign changes)"
+
+
+def test_flops_match_the_counter_by_hand_on_a_known_network():
+    cfg = C.from_dict({"model": {"widths": [8, 16], "dense": [16]}})
+    convs = [(3, 8, 32), (8, 8, 32), (8, 16, 16), (16, 16, 16)]   # (in, out, side) of the VGG's 3x3 convs
+    forward = sum(2 * i * o * 9 * s * s for i, o, s in convs) + 2 * (16 * 8 * 8) * 16 + 2 * 16 * 10
+    first = 2 * 3 * 8 * 9 * 32 * 32   # the image needs no gradient: the first conv's input gradient is skipped
+    assert flops_per_image(cfg.model, 10, 32) == 3 * forward - first
+
+
+def test_match_flops_gives_the_cheaper_arm_more_epochs(tmp_path):
+    study = load_study(write(tmp_path, """
+experiment = "tiny.toml"
+seeds = [0]
+match = "flops"
+[[variants]]
+name = "big"
+[[variants]]
+name = "small"
+set = { "model.widths" = [4, 8] }
+"""))
+    big, small = study.variants
+    ratio = flops_per_image(big.config.model, 10, 32) / flops_per_image(small.config.model, 10, 32)
+    assert small.config.train.epochs == pytest.approx(round(ratio, 2)) and big.config.train.epochs == 1
+
+
+@pytest.mark.parametrize("extra, message", [
+    ('tune = { "optim.nosuch" = [1, 2] }', "not a config key"),
+    ('tune = { "optim.lr" = [] }', "non-empty list"),
+    ('tune = { "optim.lr" = [0.1] }\ntune_epochs = 0', "tune_epochs"),
+    ("budgets = [1, 0]", "numbers > 0"),
+    ('match = "flops"\nset = { "train.method" = "coteaching" }', "match = \"flops\""),
+    ('correction = "bonferroni"', "correction"),
+])
+def test_bad_fair_keys_are_one_line(tmp_path, extra, message):
+    path = write(tmp_path, f'experiment = "tiny.toml"\nseeds = [0]\n{extra}\n[[variants]]\nname = "a"\n')
+    with pytest.raises(ConfigError) as e:
+        load_study(path)
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_bad_tune_key_exits_2_before_a_database_exists(tmp_path):
+    path = write(tmp_path, 'experiment = "tiny.toml"\nseeds = [0]\ntune = { "optim.lrr" = [1] }\n[[variants]]\nname = "a"\n')
+    out = subprocess.run(cli_command("study", "run", path, "--db", tmp_path / "r.db"), cwd=tmp_path, env=cli_env(),
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "optim.lrr" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "r.db").exists()
+
+
+def test_group_seeds_replace_the_study_seeds_for_their_variants(tmp_path):
+    study = load_study(write(tmp_path, """
+experiment = "tiny.toml"
+seeds = [0, 1, 2]
+[groups.small]
+question = "?"
+seeds = [0, 1, 2, 3, 4]
+[[variants]]
+name = "a"
+group = "small"
+[[variants]]
+name = "b"
+group = "small"
+seeds = [7]
+[[variants]]
+name = "c"
+"""))
+    by = {}
+    for v, _, key in study.runs():
+        by.setdefault(v.name, []).append(key.seed)
+    assert by == {"a": [0, 1, 2, 3, 4], "b": [7], "c": [0, 1, 2]}
+
+
+def test_migration_10_adds_the_tune_choices_table(tmp_path):
+    db = tmp_path / "old.db"
+    store = open_store(db)
+    store.conn.execute("DROP TABLE tune_choices")
+    store.conn.execute("UPDATE meta SET value = '9' WHERE key = 'schema_version'")
+    store.close()
+    store = open_store(db)
+    assert store.record_choice("s", "a", "h", {"optim.lr": 0.1}, "why") == ({"optim.lr": 0.1}, "why")
+    assert store.record_choice("s", "a", "h", {"optim.lr": 0.2}, "later") == ({"optim.lr": 0.1}, "why")
+    assert sqlite3.connect(db).execute("SELECT value FROM meta").fetchone()[0] == "10"
+
+
+def test_a_study_without_the_new_keys_plans_as_before(tmp_path):
+    path = write(tmp_path, 'experiment = "tiny.toml"\nseeds = [0, 1]\n[[variants]]\nname = "a"\n[[variants]]\nname = "b"\n')
+    study = load_study(path)
+    assert not study.budgets and not study.tuned and not study.spec().fair
+    assert list(plan(study, None).runs) == [key for _, _, key in study.runs()]
+    assert [k.experiment for k in plan(study, None).runs] == ["a", "b", "a", "b"]
+    assert dataclasses.replace(study.variants[0]).config.train.epochs == 1
+    assert RunKey("x", "a", 0, "h").seed == 0
