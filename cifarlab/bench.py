@@ -192,6 +192,7 @@ def time_to_accuracy(cfg: C.ExperimentConfig, splits: Splits, seeds: int, thresh
         if final is None or final.get("config_hash") != C.config_hash(seeded) or final.get("seed") != seed:
             final = train(seeded, splits, run, progress=progress)
         rows.append({"seed": seed, "wall_seconds": final["wall_seconds"], "test_acc": final["test_acc"],
+                     "train_flops": final.get("train_flops"), "train_seconds": final.get("train_seconds"),
                      "val_acc": final["val_acc"], "crossed": crossing_times(run.read_metrics(), thresholds)})
         print(format_tta_row(rows[-1], thresholds), flush=True)
     wall, acc = [r["wall_seconds"] for r in rows], [r["test_acc"] for r in rows]
@@ -208,8 +209,10 @@ def splits_device() -> torch.device:
 def format_tta_row(row: dict, thresholds: list[float]) -> str:
     cross = "  ".join(f"val>={100 * t:.0f}%: " + (f"{s:.1f} s" if s is not None else "never")
                       for t, s in row["crossed"].items())
+    flops = (f"{row['train_flops'] / 1e15:.3f} PFLOP at {row['train_flops'] / row['train_seconds'] / 1e12:.2f} TFLOP/s  "
+             if row.get("train_flops") and row.get("train_seconds") else "")
     return (f"  seed {row['seed']}: test {100 * row['test_acc']:.2f} %  wall {row['wall_seconds']:.1f} s  "
-            f"{cross}")
+            f"{flops}{cross}")
 
 
 def augment_cost(cfg: C.ExperimentConfig, images: int = 45_000, rounds: int = 3, steps: int = 5) -> dict[str, float]:

@@ -192,6 +192,14 @@ def build_parser() -> Parser:
     return parser
 
 
+def flops_rate(final: dict) -> str:
+    """"1.234 PFLOP at 0.31 TFLOP/s": the run's training FLOPs and the rate its training achieved."""
+    flops, seconds = final.get("train_flops"), final.get("train_seconds")
+    if not flops or not seconds:
+        return "FLOPs unrecorded"
+    return f"{flops / 1e15:.3f} PFLOP at {flops / seconds / 1e12:.2f} TFLOP/s"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from cifarlab import config as C
     from cifarlab.runs import RunDir, ensure_writable
@@ -222,7 +230,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
     test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
     print(f"{cfg.name} seed {cfg.train.seed}: {val}{test}"
-          f"({final['epochs']} epochs, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s)  -> {run.path}")
+          f"({final['epochs']} epochs, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s, "
+          f"{flops_rate(final)})  -> {run.path}")
     if final.get("stopped"):
         print(f"stopped early: {final['stopped']}")
     return 0

@@ -28,6 +28,7 @@ def test_run_on_a_1000_image_subset(tmp_path, data_root, repo_experiment):
     final = json.loads((tmp_path / "r" / "final.json").read_text())
     printed = {k: float(r.stdout.split(f"{k} ")[1].split()[0]) for k in ("val", "test")}
     assert printed == {"val": round(final["val_acc"], 4), "test": round(final["test_acc"], 4)}
+    assert f"{final['train_flops'] / 1e15:.3f} PFLOP at " in r.stdout and final["images_seen"] > 0
     assert {p.name for p in (tmp_path / "r").iterdir()} >= {"config.toml", "metrics.jsonl", "final.json",
                                                              "checkpoint.pt"}
     again = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out",
