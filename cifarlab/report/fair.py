@@ -38,7 +38,8 @@ def tuning_section(spec: StudySpec) -> list[str]:
             mark = " **(chosen)**" if text == chosen else ""
             lines.append(f"| {text}{mark} | {100 * acc:.2f} | {n} |" if math.isfinite(acc) else f"| {text} | {DASH} | 0 |")
         lines += ["", f"Choice: {t['reason']}." if chosen is not None else
-                  f"Not chosen yet: {len(t['scores']) or 'no'} setting(s) scored, {t['runs']} tuning run(s) planned.", ""]
+                  f"Not chosen yet: {sum(n for _, _, n in t['scores'])} of {t['runs']} tuning runs done (the grid may "
+                  "still grow).", ""]
     return lines
 
 
@@ -232,7 +233,8 @@ def plot_budgets(table: dict[str, dict[str, dict]], labels: list[str], path: Pat
         ax.set_xlabel("epochs (the reference arm's; log scale)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(title)
-        ax.legend(loc="lower right")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right")
         fig.tight_layout()
         save(fig, path)
 

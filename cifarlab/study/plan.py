@@ -83,12 +83,14 @@ def tune_arm(study: Study, arm: str, v: Variant, store: Store | None, recorded: 
                 t.runs.append((values, RunKey(study.name, fair.tune_name(arm, values), seed, C.config_hash(seeded)),
                                seeded))
         rows = [store.run(key) if store is not None else None for _, key, _ in t.runs]
-        if not all(r is not None and r["status"] == "done" for r in rows):
-            break
+        done = [r is not None and r["status"] == "done" for r in rows]
         t.scores = []
-        for values in fair.combos(grid):
-            accs = [r["val_acc"] for (vals, _, _), r in zip(t.runs, rows) if vals == values and r["val_acc"] is not None]
+        for values in fair.combos(grid):   # every value's mean so far (the report shows them while tuning)
+            accs = [r["val_acc"] for (vals, _, _), r, d in zip(t.runs, rows, done)
+                    if vals == values and d and r["val_acc"] is not None]
             t.scores.append((values, mean_std(accs)[0] if accs else float("-inf"), len(accs)))
+        if not all(done):
+            break
         best = max(t.scores, key=lambda s: s[1])[0]   # ties: the first in grid order
         grew = False
         for key in grid:
