@@ -234,6 +234,7 @@ set = { "model.widths" = [4, 8] }
     ("budgets = [1, 0]", "numbers > 0"),
     ('match = "flops"\nset = { "train.method" = "coteaching" }', "match = \"flops\""),
     ('correction = "bonferroni"', "correction"),
+    ('tune = { "optim.lr" = [0.1, 0.2] }\nset = { "data.val_size" = 0 }', "validation split"),
 ])
 def test_bad_fair_keys_are_one_line(tmp_path, extra, message):
     path = write(tmp_path, f'experiment = "tiny.toml"\nseeds = [0]\n{extra}\n[[variants]]\nname = "a"\n')

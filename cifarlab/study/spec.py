@@ -179,6 +179,9 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     tune = None
     if "tune" in item or "tune" in study:
         tune = fair.load_tune(item.get("tune", study.get("tune")), raw, tune_settings, f"{where} ({item['name']})")
+        if tune is not None and cfg.data.val_size == 0:
+            raise ConfigError(f"{where} ({item['name']}): a tuned variant chooses on the validation split, but "
+                              "data.val_size is 0; give it a validation split (e.g. data.val_size = 5000)")
     seeds = load_seeds(item["seeds"], path) if "seeds" in item else None
     return Variant(item["name"], cfg, None if target is None else float(target), str(item.get("note", "")), group,
                    tune, seeds)
