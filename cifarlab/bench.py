@@ -251,3 +251,28 @@ def augment_cost(cfg: C.ExperimentConfig, images: int = 45_000, rounds: int = 3,
         print(f"  {label:36s} {seconds:8.2f} s per epoch  {100 * seconds / epoch:5.1f} % of the training time  "
               f"({1e6 * seconds / images:.1f} us/image)")
     return {**out, "epoch": epoch}
+
+
+def peak(size: int = 2048, seconds: float = 3.0, threads: int = 0) -> dict[str, float]:
+    """TFLOP/s of square matrix products (2 n^3 FLOPs each) in bf16 and fp32, repeated for `seconds`
+    after a warm-up: the rate this device's fastest kernel reaches, which a training run's achieved
+    TFLOP/s (final.json's train_flops / train_seconds) can be read against."""
+    if threads:
+        torch.set_num_threads(threads)
+    device = splits_device()
+    out = {}
+    for dtype in (torch.bfloat16, torch.float32):
+        a = torch.randn(size, size, device=device, dtype=dtype)
+        b = torch.randn(size, size, device=device, dtype=dtype)
+        for _ in range(2):
+            a @ b
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            a @ b
+            count += 1
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+        out[str(dtype).removeprefix("torch.")] = 2 * size ** 3 * count / (time.perf_counter() - start) / 1e12
+    print(f"peak matmul, {size} x {size}, {torch.get_num_threads()} thread(s) "
+          f"[{runtime.machine_name(device)}]: " + ", ".join(f"{k} {v:.3f} TFLOP/s" for k, v in out.items()))
+    return out

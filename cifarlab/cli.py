@@ -147,6 +147,11 @@ def build_parser() -> Parser:
     prof.add_argument("--threads", type=int, default=0, help="CPU threads (default: PyTorch's)")
     prof.add_argument("--rows", type=int, default=25, help="operators listed")
 
+    peak = bench_sub.add_parser("peak", help="the matrix-multiply rate this CPU or GPU reaches (TFLOP/s, bf16 and "
+                                             "fp32): the ceiling a training run's TFLOP/s compares with")
+    peak.add_argument("--size", type=int, default=2048, help="side of the square matrices multiplied")
+    peak.add_argument("--seconds", type=float, default=3.0, help="time spent per precision")
+    peak.add_argument("--threads", type=int, default=0, help="CPU threads (0: PyTorch's default)")
     aug = bench_sub.add_parser("augment", help="seconds per epoch each augmentation of an experiment's pipeline "
                                                 "takes, beside an epoch's training time")
     add_config_args(aug)
@@ -551,6 +556,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     if args.bench == "profile":
         check_counts(args, "steps", "rows", "batch_size")
         bench.profile(args.experiment, args.batch_size, args.steps, args.threads, args.rows)
+        return 0
+    if args.bench == "peak":
+        if args.size < 16 or args.seconds <= 0 or args.threads < 0:
+            raise UserError(f"--size must be >= 16, --seconds > 0 and --threads >= 0, got {args.size}, "
+                            f"{args.seconds} and {args.threads}")
+        bench.peak(args.size, args.seconds, args.threads)
         return 0
     if args.bench == "augment":
         from cifarlab import config as C

@@ -340,3 +340,11 @@ def test_pca_finds_the_two_directions_of_largest_variance():
     for k in (0, 1):  # component k is the k-th generating direction, up to sign and sampling error
         corr = torch.corrcoef(torch.stack([z[:, k], coords[:, k]]))[0, 1]
         assert abs(corr) > 0.99, (k, corr)
+
+
+def test_bench_peak_prints_both_precisions_and_refuses_bad_sizes(tmp_path):
+    r = cli("bench", "peak", "--size", "64", "--seconds", "0.05", "--threads", "1", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "bfloat16" in r.stdout and "float32" in r.stdout and "TFLOP/s" in r.stdout
+    bad = cli("bench", "peak", "--size", "8", cwd=tmp_path)
+    assert bad.returncode == 2 and "--size" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
