@@ -159,6 +159,7 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     readme = write_report(store, study_spec(study, store), tmp_path / "report", "cmd").read_text()
     assert "## Tuning" in readme and "**(chosen)**" in readme and "## Across budgets" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
+    assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
 
 
 def row(name, scores, at_chance=None):

@@ -239,6 +239,25 @@ def plot_budgets(table: dict[str, dict[str, dict]], labels: list[str], path: Pat
         save(fig, path)
 
 
+# ----------------------------------------------------------------------------- training loss
+
+def train_loss_figure(store: Store, rows: list[dict], out_dir: Path, group: str) -> list[str]:
+    """The group's training loss per epoch (mean, band ±1 std): "does training become easier?"."""
+    from cifarlab.report.figures import draw_band, label_epochs
+    file = f"train_loss_{group}.png"
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        for i, s in enumerate(rows):
+            draw_band(ax, store.epochs(s["run_ids"]) if s["run_ids"] else [], s, "train_loss", 1, i)
+        label_epochs(ax, "training loss")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="upper right")
+        fig.tight_layout()
+        save(fig, out_dir / file)
+    return [f"![{group}: training loss per epoch, mean over seeds, band ±1 std]({file})", ""]
+
+
 # ----------------------------------------------------------------------------- compute
 
 def compute_section(store: Store, spec: StudySpec, summary: list[dict]) -> list[str]:

@@ -306,6 +306,7 @@ def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group:
             *([f"Shown here from other groups: {', '.join(borrowed)}.", ""] if borrowed else []),
             f"![{group}: {spec.label} accuracy, mean over seeds, 95% CI](group_{group}.png)", "",
             f"![{group}: validation accuracy per epoch, mean over seeds, band ±1 std](curves_{group}.png)", "",
+            *(fair.train_loss_figure(store, rows, out_dir, group) if spec.fair else []),
             f"**Finding.** {finding(rows) if spec.correction == 'none' else fair.finding_holm(rows)}", "",
             *([f"**Convergence.** {speed_finding(rows, threshold_label(spec))}", ""]
               if spec.convergence is not None else [])]
