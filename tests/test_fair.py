@@ -17,7 +17,7 @@ from cifarlab.results.store import RunKey
 from cifarlab.stats import paired_p
 from cifarlab.study import load_study
 from cifarlab.study.plan import plan, study_spec
-from conftest import cli_command, cli_env, synthetic_arrays
+from conftest import cli_command, cli_env
 
 EXPERIMENT = """
 name = "tiny"
@@ -127,20 +127,12 @@ def test_a_recorded_choice_stands_when_later_runs_would_choose_otherwise(tmp_pat
     assert plan(study, store).choices == {"drop": {"optim.lr": 0.02}}
 
 
-@pytest.fixture
-def tiny_data(tmp_path):
-    root = tmp_path / "data"
-    (root / "cifar10").mkdir(parents=True)
-    np.savez_compressed(root / "cifar10" / "cifar10.npz", **synthetic_arrays(1000, 100))
-    return root
-
-
-def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_path, tiny_data, monkeypatch):
+def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_path, data_root, monkeypatch):
     import cifarlab.train as T
     from cifarlab.study.run import DataCache, run_study
     study = load_study(write(tmp_path, TUNED.replace("tune_extend = 1", "tune_extend = 0")
                              .replace("seeds = [0, 1]", "seeds = [0]")))
-    data = DataCache(str(tiny_data), False, False)
+    data = DataCache(str(data_root), False, False)
     evaluated = []   # (the run's train.test, whether the split evaluated is the test split)
     real = T.evaluate
 
