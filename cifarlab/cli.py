@@ -11,6 +11,7 @@
     cifarlab show augment EXPERIMENT.toml [--out grid.png]
     cifarlab show noise EXPERIMENT.toml --set data.noise=asymmetric --set data.noise_rate=0.4 [--out noise.png]
     cifarlab list models|optimizers|schedules|augmentations|keys
+    cifarlab paper [--src docs/REPORT.src.md] [--out docs/REPORT.md] [--html docs/REPORT.html]
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
 """
@@ -191,6 +192,15 @@ def build_parser() -> Parser:
     feats.add_argument("--out", default="features.png", help="PNG file to write (default features.png)")
     feats.add_argument("--images", type=int, default=2000, help="test images projected (default 2000)")
     add_data_args(feats)
+
+    paper = sub.add_parser("paper", help="write the project report (docs/REPORT.md and a single-file HTML) from "
+                                         "its hand-written source, every number read from the results databases")
+    paper.add_argument("--src", default="docs/REPORT.src.md", help="the source: Markdown with references "
+                       "(docs/PAPER.md)")
+    paper.add_argument("--out", default="docs/REPORT.md", help="the Markdown report to write")
+    paper.add_argument("--html", default="docs/REPORT.html", help="the HTML report to write, figures embedded")
+    paper.add_argument("--results", default="results", help="folder of the studies' results (STUDY/results.db)")
+    paper.add_argument("--studies", default="studies", help="folder of the study files")
 
     lst = sub.add_parser("list", help="list registry entries or config keys")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "keys"])
@@ -656,6 +666,13 @@ def show_features(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_paper(args: argparse.Namespace) -> int:
+    from cifarlab.report.paper import write_paper
+    for path in write_paper(Path(args.src), Path(args.out), Path(args.html), Path(args.results), Path(args.studies)):
+        print(f"wrote {path}")
+    return 0
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from cifarlab import augment, config, losses, models, optim
     if args.what == "models":
@@ -671,7 +688,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
-            "bench": cmd_bench, "data": cmd_data, "show": cmd_show, "list": cmd_list}
+            "bench": cmd_bench, "data": cmd_data, "show": cmd_show, "list": cmd_list, "paper": cmd_paper}
 
 
 def interrupt(signum: int, frame: object) -> None:

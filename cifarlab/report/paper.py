@@ -1,0 +1,630 @@
+"""The project report, generated: prose written by hand, every number read from the results.
+
+`cifarlab paper` reads a Markdown source (docs/REPORT.src.md) whose sentences cite results by
+reference instead of typing numbers, and writes the Markdown report (docs/REPORT.md) and one
+self-contained HTML file (docs/REPORT.html, figures embedded as base64 PNG). Rewriting the report
+after a study gains runs is a rerun of the command; a sentence whose claim the data no longer
+support stops the build. The same source, databases and figures give the same two files, byte for
+byte.
+
+References (double braces; STUDY is a folder under results/, which holds its `results.db`, and
+its study file is studies/<name>.toml for the study the database holds; VARIANT is one of the
+study's variants, as its report names them):
+
+    {{STUDY/VARIANT}}               the study's metric (test accuracy; validation in a selection
+                                    study) over the variant's done seeds: "91.51 ± 0.19 % (n = 3)"
+    {{STUDY/VARIANT:FIELD}}         test_acc | val_acc | train_acc (last epoch) | test_top5 |
+                                    val_top5 as above; n (done seeds); wall (mean seconds per run);
+                                    params (parameters of its network); target (the study's published
+                                    figure); target_diff (mean minus target, points); or a config key
+                                    of its runs, e.g. train.epochs, optim.lr, model.widths; a config
+                                    key ending in % is printed as a percentage (data.noise_rate%: "40 %")
+    {{delta STUDY A B}}             paired mean difference A - B over the seeds both have, in points,
+    {{delta STUDY A B:FIELD}}       with its 95 % t-interval: "+0.74 points, 95 % CI [+0.70, +0.78], n = 3"
+    {{claim STUDY: A > B}}          a claim checked against that interval: `>` holds when the interval
+    {{claim STUDY:FIELD: A < B}}    lies above 0, `<` below 0, `~` (not distinguishable) when it holds
+                                    0; it prints the evidence, as delta does. A claim the data do not
+                                    support stops the build with one line naming the file, line and
+                                    sentence (exit 2); so does one with fewer than 2 common seeds.
+    {{fig STUDY/FILE.png}}          (alone on a line) the study's committed figure results/STUDY/FILE.png:
+                                    linked from the Markdown, embedded in the HTML
+    {{table STUDY: A, B, C}}        (alone on a line) a table of the variants: n, the metric (or
+    {{table STUDY:FIELD: A, B}}     FIELD), the paired difference with A, the published figure, the note
+    {{study STUDY}}                 a link to the study's own report, results/STUDY/README.md
+    {{runs STUDY}}                  "51 of 60 runs": done runs the report counts, of those it plans
+    {{pub KEY}}                     a published figure from a `published` block of the source
+
+Published figures are the only numbers a source types, and only in a fenced block with the info
+string `published`, one per line, each with its source; the block renders as a table:
+
+    ```published
+    supcon-ce = 95.0 % | Khosla et al. 2020, reference code: cross-entropy, ResNet-50, 1000 epochs
+    ```
+
+References are not expanded inside other fenced code blocks. Every reference is resolved before
+anything is written: an unknown study, variant, field, figure or key is one line naming the file
+and line, and nothing is written. `hand_typed_numbers` finds the numbers a source types outside
+references (tests/test_paper.py keeps the committed source free of them).
+
+The Markdown-to-HTML conversion (`to_html`) covers what the report uses: headings, paragraphs,
+pipe tables, lists, block quotes, fenced code, images, links, inline code, bold and italics.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cifarlab.errors import UserError
+from cifarlab.stats import mean_std, paired_diff
+
+REF = re.compile(r"\{\{(.*?)\}\}")
+NAME = r"[A-Za-z0-9_.+-]+"            # a study folder, variant or published key
+VALUE_REF = re.compile(rf"({NAME})/({NAME})(?::(\S+))?")
+DELTA_REF = re.compile(rf"delta\s+({NAME})\s+({NAME})\s+({NAME})(?::(\S+))?")
+CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({NAME})\s*([<>~])\s*({NAME})")
+FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
+TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
+STUDY_REF = re.compile(rf"(study|runs)\s+({NAME})")
+PUB_REF = re.compile(rf"pub\s+({NAME})")
+PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
+
+ACCURACIES = ("test_acc", "val_acc", "train_acc", "test_top5", "val_top5")
+FIELDS = ACCURACIES + ("n", "wall", "params", "target", "target_diff")
+BLOCKS = ("fig", "table")  # references that stand alone on their line
+
+
+class PaperError(UserError):
+    """A reference the results cannot resolve, or a claim they no longer support."""
+
+
+class ClaimFailed(PaperError):
+    """A claim the data do not support."""
+
+
+# ----------------------------------------------------------------------------- the results
+
+@dataclass
+class StudyData:
+    """One results folder's study as its report counts it: the spec and the newest done run of
+    each (variant, seed) of the current configs."""
+    folder: str
+    spec: object                 # report.StudySpec
+    rows: list
+    done: dict                   # experiment -> seed -> row
+    store: object
+    _train: dict = field(default_factory=dict)
+
+    def variant(self, name: str) -> dict:
+        if name not in self.spec.experiments:
+            raise PaperError(f"study {self.folder} has no variant {name!r}; its variants: "
+                             f"{', '.join(self.spec.experiments)}")
+        runs = self.done.get(name, {})
+        if not runs:
+            raise PaperError(f"{self.folder}/{name} has no finished runs yet")
+        return runs
+
+    def scores(self, name: str, what: str) -> dict[int, float]:
+        """{seed: value} of an accuracy field over the variant's done seeds, as a fraction."""
+        runs = self.variant(name)
+        if what not in ACCURACIES:
+            raise PaperError(f"{what!r} is not an accuracy; compare one of {', '.join(ACCURACIES)}")
+        if self.spec.selection and what.startswith("test"):
+            raise PaperError(f"{self.folder} is a selection study: it reads validation only; cite val_acc")
+        if what == "train_acc":
+            return {s: self.last_train_acc(r["id"]) for s, r in runs.items()}
+        if what in ("test_top5", "val_top5"):
+            extra = self.store.run_metrics([r["id"] for r in runs.values()])
+            out = {s: extra[r["id"]].get(what) for s, r in runs.items()}
+        else:
+            out = {s: r[what] for s, r in runs.items()}
+        if any(v is None for v in out.values()):
+            raise PaperError(f"{self.folder}/{name} did not record {what} in every run")
+        return out
+
+    def last_train_acc(self, run_id: int) -> float:
+        if run_id not in self._train:
+            epochs = self.store.epochs([run_id])
+            self._train[run_id] = epochs[-1]["train_acc"] if epochs else None
+        if self._train[run_id] is None:
+            raise PaperError(f"{self.folder}: run {run_id} recorded no training accuracy")
+        return self._train[run_id]
+
+
+class Results:
+    """The study folders under `results`, opened when first cited and read once each."""
+
+    def __init__(self, results: Path, studies: Path):
+        self.results, self.studies = Path(results), Path(studies)
+        self.open: dict[str, StudyData] = {}
+
+    def folders(self) -> list[str]:
+        return sorted(p.parent.name for p in self.results.glob("*/results.db"))
+
+    def study(self, folder: str) -> StudyData:
+        if folder in self.open:
+            return self.open[folder]
+        from cifarlab.report.summary import counted_rows, latest_done
+        from cifarlab.results.store import open_store
+        from cifarlab.study import load_study
+        from cifarlab.study.plan import study_spec
+        db = self.results / folder / "results.db"
+        if not db.is_file():
+            raise PaperError(f"unknown study {folder!r}: no {db}; studies under {self.results}: "
+                             f"{', '.join(self.folders()) or '(none)'}")
+        store = open_store(db, must_exist=True)
+        names = [n for n in store.studies() if (self.studies / f"{n}.toml").is_file()]
+        if folder in names:
+            names = [folder]
+        if len(names) != 1:
+            store.close()
+            raise PaperError(f"{db} holds {len(names)} studies with a file in {self.studies} "
+                             f"({', '.join(names) or 'none'}); a folder cited must hold exactly one")
+        spec = study_spec(load_study(self.studies / f"{names[0]}.toml"), store)
+        rows = counted_rows(store, spec)
+        self.open[folder] = StudyData(folder, spec, rows, latest_done(rows), store)
+        return self.open[folder]
+
+    def close(self) -> None:
+        for data in self.open.values():
+            data.store.close()
+
+
+# ----------------------------------------------------------------------------- formatting
+
+def accuracy_text(values: list[float]) -> str:
+    mean, std = mean_std(values)
+    if len(values) < 2:
+        return f"{100 * mean:.2f} % (n = {len(values)})"
+    return f"{100 * mean:.2f} ± {100 * std:.2f} % (n = {len(values)})"
+
+
+def signed(x: float) -> str:
+    text = f"{x:+.2f}"
+    return "+0.00" if text == "-0.00" else text
+
+
+def delta_text(mean: float, lo: float, hi: float, n: int) -> str:
+    if n < 2:
+        return f"{signed(100 * mean)} points (n = {n}, no interval)"
+    return f"{signed(100 * mean)} points, 95 % CI [{signed(100 * lo)}, {signed(100 * hi)}], n = {n}"
+
+
+def config_text(value, percent: bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(config_text(v, percent) for v in value)
+    if percent:
+        if not isinstance(value, (int, float)):
+            raise PaperError(f"a % field must be a number, got {value!r}")
+        return f"{100 * value:g} %"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def paired(data: StudyData, a: str, b: str, what: str) -> tuple[float, float, float, int]:
+    mean, lo, hi, n = paired_diff(data.scores(a, what), data.scores(b, what))
+    if n == 0:
+        raise PaperError(f"{data.folder}/{a} and {data.folder}/{b} have no seed in common")
+    return mean, lo, hi, n
+
+
+# ----------------------------------------------------------------------------- references
+
+@dataclass
+class Paper:
+    """What a rendering found: the figures it embeds (Markdown link -> file) and the studies it cites."""
+    figures: dict[str, Path] = field(default_factory=dict)
+    cited: set[str] = field(default_factory=set)
+    published: dict[str, tuple[str, str]] = field(default_factory=dict)  # key -> (value, source)
+    figure_count: int = 0
+
+
+class Renderer:
+    def __init__(self, results: Results, out_dir: Path):
+        self.results, self.out_dir, self.paper = results, Path(out_dir), Paper()
+
+    def data(self, folder: str) -> StudyData:
+        self.paper.cited.add(folder)
+        return self.results.study(folder)
+
+    def expand(self, ref: str, alone: bool) -> str:
+        """The text a reference stands for; PaperError says why there is none."""
+        ref = " ".join(ref.split())
+        kind = ref.split(" ", 1)[0]
+        if kind in BLOCKS and not alone:
+            raise PaperError(f"a {kind} reference stands alone on its line")
+        for pattern, method in ((DELTA_REF, self.delta), (CLAIM_REF, self.claim), (FIG_REF, self.figure),
+                                (TABLE_REF, self.table), (STUDY_REF, self.study), (PUB_REF, self.pub),
+                                (VALUE_REF, self.value)):
+            m = pattern.fullmatch(ref)
+            if m:
+                return method(*m.groups())
+        raise PaperError("not a reference; see `cifarlab paper --help` or docs/PAPER.md for the forms")
+
+    def value(self, folder: str, name: str, what: str | None) -> str:
+        data = self.data(folder)
+        what = what or data.spec.metric
+        runs = data.variant(name)
+        if what in ACCURACIES:
+            return accuracy_text(list(data.scores(name, what).values()))
+        if what == "n":
+            return str(len(runs))
+        if what == "wall":
+            walls = [r["wall_seconds"] for r in runs.values() if r["wall_seconds"] is not None]
+            if not walls:
+                raise PaperError(f"{folder}/{name} recorded no wall time")
+            return f"{mean_std(walls)[0]:,.0f} s"
+        if what == "params":
+            from cifarlab.report.summary import parameter_count
+            count = parameter_count(data.rows, name)
+            if count is None:
+                raise PaperError(f"{folder}/{name}: its network cannot be rebuilt from its stored config")
+            return f"{count:,}"
+        if what in ("target", "target_diff"):
+            if name not in data.spec.targets:
+                raise PaperError(f"{folder}/{name} has no published target in its study file")
+            target = data.spec.targets[name]
+            if what == "target":
+                return f"{100 * target:.2f} %"
+            mean = mean_std(data.scores(name, data.spec.metric).values())[0]
+            return f"{signed(100 * (mean - target))} points"
+        return self.config_value(data, name, what)
+
+    def config_value(self, data: StudyData, name: str, what: str) -> str:
+        from cifarlab.report.summary import experiment_config
+        key, percent = what.rstrip("%"), what.endswith("%")
+        section, _, attr = key.partition(".")
+        cfg = experiment_config(data.rows, name)
+        if not attr or cfg is None or not hasattr(cfg, section) or not hasattr(getattr(cfg, section), attr):
+            raise PaperError(f"unknown field {what!r}; fields: {', '.join(FIELDS)}, or a config key "
+                             "section.key (`cifarlab list keys`)")
+        return config_text(getattr(getattr(cfg, section), attr), percent)
+
+    def delta(self, folder: str, a: str, b: str, what: str | None) -> str:
+        data = self.data(folder)
+        return delta_text(*paired(data, a, b, what or data.spec.metric))
+
+    def claim(self, folder: str, what: str | None, a: str, op: str, b: str) -> str:
+        data = self.data(folder)
+        mean, lo, hi, n = paired(data, a, b, what or data.spec.metric)
+        evidence = delta_text(mean, lo, hi, n)
+        if n < 2:
+            raise ClaimFailed(f"claim \"{folder}: {a} {op} {b}\" cannot be checked: it needs 2 or more common "
+                              f"seeds, there are {n}")
+        holds = {">": lo > 0, "<": hi < 0, "~": lo <= 0 <= hi}[op]
+        if not holds:
+            raise ClaimFailed(f"claim \"{folder}: {a} {op} {b}\" is not supported by the data ({evidence})")
+        return evidence
+
+    def figure(self, folder: str, file: str) -> str:
+        self.paper.cited.add(folder)
+        path = self.results.results / folder / file
+        if not (self.results.results / folder).is_dir():
+            raise PaperError(f"unknown study {folder!r}; studies under {self.results.results}: "
+                             f"{', '.join(self.results.folders())}")
+        if not path.is_file():
+            figures = sorted(p.name for p in path.parent.glob("*.png"))
+            raise PaperError(f"no figure {path}; its figures: {', '.join(figures) or '(none)'}")
+        link = Path(os.path.relpath(path, self.out_dir)).as_posix()
+        self.paper.figures[link] = path
+        self.paper.figure_count += 1
+        return f"![Figure {self.paper.figure_count}: {folder}/{file}]({link})"
+
+    def table(self, folder: str, what: str | None, names: str) -> str:
+        data = self.data(folder)
+        what = what or data.spec.metric
+        variants = [n.strip() for n in names.split(",")]
+        first = variants[0]
+        label = {"test_acc": "test accuracy", "val_acc": "validation accuracy"}.get(what, what)
+        targets = any(v in data.spec.targets for v in variants)
+        head = ["variant", f"{label}, mean ± std", f"Δ vs `{first}` (points, paired 95 % CI)"]
+        head += ["published"] if targets else []
+        head += ["what it changes"]
+        lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + ("---:|" if targets else "") + "---|"]
+        for v in variants:
+            cells = [f"`{v}`", accuracy_text(list(data.scores(v, what).values())),
+                     "reference" if v == first else delta_text(*paired(data, v, first, what))]
+            if targets:
+                cells.append(f"{100 * data.spec.targets[v]:.2f} %" if v in data.spec.targets else "—")
+            cells.append(data.spec.notes.get(v, "").replace("|", "/"))
+            lines.append("| " + " | ".join(cells) + " |")
+        return "\n".join(lines)
+
+    def study(self, kind: str, folder: str) -> str:
+        if kind == "study":
+            if not (self.results.results / folder / "results.db").is_file():
+                raise PaperError(f"unknown study {folder!r}; studies under {self.results.results}: "
+                                 f"{', '.join(self.results.folders())}")
+            self.paper.cited.add(folder)
+            link = Path(os.path.relpath(self.results.results / folder / "README.md", self.out_dir)).as_posix()
+            return f"[{folder}]({link})"
+        data = self.data(folder)
+        planned = sum(len(data.spec.planned(e)) for e in data.spec.experiments)
+        done = sum(len(seeds) for seeds in data.done.values())
+        return f"{done} of {planned} runs"
+
+    def pub(self, key: str) -> str:
+        if key not in self.paper.published:
+            raise PaperError(f"no published figure {key!r}; defined: {', '.join(sorted(self.paper.published)) or '(none)'}")
+        return self.paper.published[key][0]
+
+
+# ----------------------------------------------------------------------------- the source
+
+def sentence_at(line: str, start: int, end: int) -> str:
+    """The sentence of `line` around [start, end), references removed, for an error message."""
+    left = max(line.rfind(". ", 0, start), line.rfind("? ", 0, start))
+    right = min([i for i in (line.find(". ", end), line.find("? ", end)) if i >= 0] or [len(line)])
+    text = " ".join(REF.sub("…", line[left + 2 if left >= 0 else 0:right + 1]).split())
+    return (text if len(text) <= 160 else text[:159] + "…") if text.strip("… .") else line.strip()
+
+
+def published_blocks(lines: list[str], src: str) -> dict[str, tuple[str, str]]:
+    out, inside = {}, None
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            inside = line[3:].strip() if inside is None else None
+            continue
+        if inside == "published" and line.strip():
+            m = PUB_LINE.fullmatch(line.strip())
+            if m is None:
+                raise PaperError(f"{src}:{number}: a published figure is `KEY = VALUE | SOURCE`, got {line.strip()!r}")
+            if m.group(1) in out:
+                raise PaperError(f"{src}:{number}: published figure {m.group(1)!r} is defined twice")
+            out[m.group(1)] = (m.group(2), m.group(3))
+    return out
+
+
+def render(source: str, src: str, results: Results, out_dir: Path) -> tuple[str, Paper]:
+    """The Markdown report of a source text (`src` names it in messages) and what it cites."""
+    r = Renderer(results, out_dir)
+    lines = source.splitlines()
+    r.paper.published = published_blocks(lines, src)
+    out, fence = [f"<!-- Generated by `cifarlab paper` from {src} and the results databases: edit the "
+                  "source, not this file. -->", ""], None
+    for number, line in enumerate(lines, 1):
+        if line.startswith("```"):
+            if fence is None:
+                fence = line[3:].strip()
+                if fence == "published":
+                    out += ["| published figure | value | source |", "|---|---:|---|"]
+                    out += [f"| {k} | {v} | {s} |" for k, (v, s) in r.paper.published.items()] + [""]
+                    continue
+            elif fence == "published":
+                fence = None
+                continue
+            else:
+                fence = None
+        if fence is not None:
+            if fence != "published":
+                out.append(line)
+            continue
+        alone = REF.fullmatch(line.strip()) is not None
+
+        def sub(m: re.Match) -> str:
+            try:
+                return r.expand(m.group(1), alone)
+            except ClaimFailed as e:
+                raise PaperError(f"{src}:{number}: {e} in the sentence \"{sentence_at(line, m.start(), m.end())}\"") from None
+            except PaperError as e:
+                raise PaperError(f"{src}:{number}: {{{{{m.group(1).strip()}}}}}: {e}") from None
+
+        out.append(REF.sub(sub, line))
+    return "\n".join(out).rstrip("\n") + "\n", r.paper
+
+
+# ----------------------------------------------------------------------------- digits typed by hand
+
+YEAR = re.compile(r"(19|20)\d\d")
+ALLOWED = re.compile(r"\d+x\d+")          # kernel shapes: 3x3, 1x1
+NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+
+
+def hand_typed_numbers(source: str) -> list[tuple[int, str]]:
+    """(line, token) of every number the source types outside references, fenced blocks, HTML
+    comments and link targets. Allowed: digits inside a name (airbench94, `ce-sym40`, CIFAR-10,
+    ResNet-18, L2), years, citation numbers [3], kernel shapes (3x3) and ordered-list markers."""
+    found, fence = [], None
+    text = re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"), source, flags=re.S)
+    for number, line in enumerate(text.splitlines(), 1):
+        if line.startswith("```"):
+            fence = None if fence is not None else line[3:].strip()
+            continue
+        if fence is not None:
+            continue
+        line = REF.sub(" ", line)
+        line = re.sub(r"\]\([^)]*\)", "]", line)      # link targets
+        line = re.sub(r"\[\d+\]", " ", line)          # citation numbers
+        line = re.sub(r"^\s*\d+\.\s", " ", line)      # an ordered list's marker
+        for m in NUMBER.finditer(line):
+            before = line[:m.start()]
+            if before[-1:].isalnum() or before[-1:] == "_" or re.search(r"[A-Za-z]-$", before):
+                continue  # part of a name: airbench94, L2, CIFAR-10, ResNet-18
+            if YEAR.fullmatch(m.group(0)) or ALLOWED.match(line, m.start()):
+                continue
+            found.append((number, m.group(0)))
+    return found
+
+
+# ----------------------------------------------------------------------------- HTML
+
+STYLE = """body{font-family:Georgia,serif;max-width:52em;margin:2em auto;padding:0 1em;line-height:1.5;color:#222}
+h1,h2,h3,h4{font-family:Helvetica,Arial,sans-serif;line-height:1.2}
+table{border-collapse:collapse;margin:1em 0;font-size:0.85em}
+th,td{border:1px solid #ccc;padding:0.25em 0.5em;vertical-align:top}
+th{background:#f3f3f3}
+td.r,th.r{text-align:right}
+code{background:#f5f5f5;padding:0 0.2em;font-size:0.9em}
+pre{background:#f5f5f5;padding:0.75em;overflow-x:auto}
+pre code{padding:0}
+figure{margin:1.5em 0;text-align:center}
+figure img{max-width:100%}
+figcaption{font-size:0.85em;color:#555}
+blockquote{border-left:3px solid #ccc;margin-left:0;padding-left:1em;color:#444}"""
+
+
+def slug(text: str, used: dict[str, int]) -> str:
+    base = re.sub(r"[^a-z0-9]+", "-", re.sub(r"<[^>]+>", "", text).lower()).strip("-") or "section"
+    used[base] = used.get(base, 0) + 1
+    return base if used[base] == 1 else f"{base}-{used[base] - 1}"
+
+
+def inline(text: str, images: dict[str, str]) -> str:
+    """Inline Markdown to HTML: code spans, images, links, bold, italics; the rest escaped."""
+    codes: list[str] = []
+
+    def keep(s: str) -> str:
+        codes.append(s)
+        return f"\x00{len(codes) - 1}\x00"
+
+    text = re.sub(r"`([^`]+)`", lambda m: keep(f"<code>{html.escape(m.group(1))}</code>"), text)
+    text = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", lambda m: keep(
+        f'<img alt="{html.escape(m.group(1))}" src="{images.get(m.group(2), html.escape(m.group(2)))}">'), text)
+    text = re.sub(r"\[([^\]]+)\]\(([^)\s]+)\)", lambda m: keep(
+        f'<a href="{html.escape(m.group(2))}">{inline(m.group(1), images)}</a>'), text)
+    text = html.escape(text, quote=False)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    text = re.sub(r"(?<![\w*])\*(?!\s)(.+?)(?<!\s)\*(?![\w*])", r"<em>\1</em>", text)
+    return re.sub(r"\x00(\d+)\x00", lambda m: codes[int(m.group(1))], text)
+
+
+def table_html(rows: list[str], images: dict[str, str]) -> str:
+    def cells(row: str) -> list[str]:
+        return [c.strip() for c in re.split(r"(?<!\\)\|", row.strip().strip("|"))]
+    align = ["r" if c.endswith(":") and not c.startswith(":") else "" for c in cells(rows[1])]
+
+    def tr(row: str, tag: str) -> str:
+        out = []
+        for i, c in enumerate(cells(row)):
+            cls = f' class="{align[i]}"' if i < len(align) and align[i] else ""
+            out.append(f"<{tag}{cls}>{inline(c, images)}</{tag}>")
+        return "<tr>" + "".join(out) + "</tr>"
+    body = "\n".join(tr(r, "td") for r in rows[2:])
+    return f"<table>\n<thead>{tr(rows[0], 'th')}</thead>\n<tbody>\n{body}\n</tbody>\n</table>"
+
+
+LIST_ITEM = re.compile(r"(\s*)([-*]|\d+\.)\s+(.*)")
+
+
+def list_html(lines: list[str], images: dict[str, str]) -> str:
+    items: list[str] = []
+    for line in lines:
+        m = LIST_ITEM.fullmatch(line)
+        if m and not m.group(1):
+            items.append(m.group(3))
+        else:
+            items[-1] += " " + line.strip()
+    tag = "ol" if LIST_ITEM.fullmatch(lines[0]).group(2)[0].isdigit() else "ul"
+    return f"<{tag}>\n" + "\n".join(f"<li>{inline(i, images)}</li>" for i in items) + f"\n</{tag}>"
+
+
+def to_html(markdown: str, images: dict[str, str]) -> str:
+    """A self-contained HTML page of the report's Markdown; `images` maps each image link to the
+    data URI that replaces it."""
+    lines = markdown.splitlines()
+    body, used, title, i = [], {}, "Report", 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip() or (line.startswith("<!--") and line.rstrip().endswith("-->")):
+            i += 1
+        elif line.startswith("```"):
+            j = i + 1
+            while j < len(lines) and not lines[j].startswith("```"):
+                j += 1
+            body.append(f"<pre><code>{html.escape(chr(10).join(lines[i + 1:j]))}</code></pre>")
+            i = j + 1
+        elif re.match(r"#{1,6} ", line):
+            level = len(line) - len(line.lstrip("#"))
+            text = inline(line[level:].strip(), images)
+            if level == 1 and title == "Report":
+                title = re.sub(r"<[^>]+>", "", text)
+            body.append(f'<h{level} id="{slug(text, used)}">{text}</h{level}>')
+            i += 1
+        elif line.startswith("|") and i + 1 < len(lines) and re.fullmatch(r"\|[\s:|-]+\|?", lines[i + 1].strip()):
+            j = i
+            while j < len(lines) and lines[j].startswith("|"):
+                j += 1
+            body.append(table_html(lines[i:j], images))
+            i = j
+        elif LIST_ITEM.fullmatch(line) and not LIST_ITEM.fullmatch(line).group(1):
+            j = i + 1
+            while j < len(lines) and lines[j].strip() and (LIST_ITEM.fullmatch(lines[j]) or lines[j].startswith(" ")):
+                j += 1
+            body.append(list_html(lines[i:j], images))
+            i = j
+        elif line.startswith(">"):
+            j = i
+            while j < len(lines) and lines[j].startswith(">"):
+                j += 1
+            text = " ".join(l.lstrip(">").strip() for l in lines[i:j])
+            body.append(f"<blockquote><p>{inline(text, images)}</p></blockquote>")
+            i = j
+        elif re.fullmatch(r"!\[[^\]]*\]\([^)\s]+\)", line.strip()):
+            alt = re.match(r"!\[([^\]]*)\]", line.strip()).group(1)
+            body.append(f"<figure>{inline(line.strip(), images)}<figcaption>{html.escape(alt)}</figcaption></figure>")
+            i += 1
+        else:
+            j = i
+            while j < len(lines) and lines[j].strip() and not starts_block(lines, j):
+                j += 1
+            j = max(j, i + 1)
+            body.append(f"<p>{inline(' '.join(l.strip() for l in lines[i:j]), images)}</p>")
+            i = j
+    return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
+            f"<title>{title}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n"
+            + "\n".join(body) + "\n</body>\n</html>\n")
+
+
+def starts_block(lines: list[str], j: int) -> bool:
+    line = lines[j]
+    return (line.startswith(("```", "#", "|", ">")) or bool(LIST_ITEM.fullmatch(line))
+            or bool(re.fullmatch(r"!\[[^\]]*\]\([^)\s]+\)", line.strip())))
+
+
+def data_uri(path: Path) -> str:
+    return "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode("ascii")
+
+
+# ----------------------------------------------------------------------------- build
+
+def make_paper(src: Path, out_md: Path, results: Path, studies: Path) -> tuple[str, str, Paper]:
+    """(Markdown, HTML, what was cited) of the source; nothing is written."""
+    src = Path(src)
+    if not src.is_file():
+        raise UserError(f"report source not found: {src}; write one (docs/PAPER.md says how)")
+    store = Results(results, studies)
+    try:
+        markdown, paper = render(src.read_text(), src.as_posix(), store, Path(out_md).parent)
+    finally:
+        store.close()
+    images = {link: data_uri(path) for link, path in paper.figures.items()}
+    return markdown, to_html(markdown, images), paper
+
+
+def write_paper(src: Path, out_md: Path, out_html: Path, results: Path, studies: Path) -> list[Path]:
+    """Render everything first, then write both files (each atomically)."""
+    markdown, page, _ = make_paper(src, out_md, results, studies)
+    written = []
+    for path, text in ((Path(out_md), markdown), (Path(out_html), page)):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        os.replace(tmp, path)
+        written.append(path)
+    return written
+
+
+def uncited(paper: Paper, results: Results) -> list[str]:
+    """Study folders under results/ that the source never cites."""
+    return [f for f in results.folders() if f not in paper.cited]
+
+
+__all__ = ["PaperError", "Results", "hand_typed_numbers", "make_paper", "render", "to_html", "uncited",
+           "write_paper"]
