@@ -278,3 +278,19 @@ def test_the_ray_driver_stops_when_its_database_is_replaced_and_gives_no_run_bac
         executors.run_ray(ray, plan, store, spec.name, study_dir / "runs", data_dir=None, download=False,
                           say=lambda _: None)
     assert len(released) == 4 and len(ray.cancelled) == 4
+
+
+def test_a_tuned_study_on_ray_tunes_first_then_trains_the_chosen_value(study_dir):  # noqa: F811
+    """The driver runs the tuning runs, the arm chooses, and the test runs at its choice follow."""
+    text = STUDY.replace('seeds = [0, 1]', 'seeds = [0]\ntune = { "optim.lr" = [0.02, 0.05] }\ntune_extend = 0')
+    (study_dir / "study.toml").write_text(text)
+    on_ray = study(study_dir, "run", *RAY, "--runs-dir", "runs-ray", db="ray.db")
+    assert on_ray.returncode == 0, on_ray.stderr
+    conn = sqlite3.connect(study_dir / "ray.db")
+    done = dict(conn.execute("SELECT experiment, status FROM runs").fetchall())
+    assert set(done) == {"baseline-tune-lr0.02", "baseline-tune-lr0.05", "dropout-tune-lr0.02",
+                         "dropout-tune-lr0.05", "baseline", "dropout"} and set(done.values()) == {"done"}
+    chosen = dict(conn.execute("SELECT arm, choice FROM tune_choices").fetchall())
+    for arm in ("baseline", "dropout"):
+        config = conn.execute("SELECT config FROM runs WHERE experiment = ?", (arm,)).fetchone()[0]
+        assert f'"lr": {chosen[arm].split(": ")[1].rstrip("}")}' in config
