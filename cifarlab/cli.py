@@ -509,6 +509,11 @@ def cmd_results(args: argparse.Namespace) -> int:
         study = load_study(find_study(args.study))
         spec = study_spec(study, open_store(args.db, must_exist=True)) if study.tuned else study.spec()
         name, current, selection = spec.name, spec.hashes, spec.selection
+        if study.tuned:   # the tuning runs the report's tuning section counts are current too
+            from cifarlab.study.plan import plan
+            current = {**current, **{key.experiment: key.config_hash for arm in
+                                     plan(study, open_store(args.db, must_exist=True)).tuning.values()
+                                     for _, key, _ in arm.runs}}
     if args.action == "compare":
         from cifarlab.results.compare import compare
 
