@@ -216,7 +216,7 @@ def versus(s: dict, base: dict) -> dict:
 
 def plot_budgets(table: dict[str, dict[str, dict]], labels: list[str], path: Path, title: str) -> None:
     """Accuracy (mean, 95% CI) against the budget's epochs, one line per arm, log2 x axis."""
-    xs = [float(b[:-2].replace("p", ".")) for b in labels]
+    xs = [float((b[1:] if b.startswith("x") else b[:-2]).replace("p", ".")) for b in labels]
     with style.context("default"), matplotlib.rc_context(RC):
         fig = Figure(figsize=(6.5, 4.2))
         ax = fig.subplots()
@@ -230,7 +230,8 @@ def plot_budgets(table: dict[str, dict[str, dict]], labels: list[str], path: Pat
             ax.errorbar([x for x, _ in pts], mean, yerr=err, marker="o", capsize=3, color=color(i), label=arm)
         ax.set_xscale("log", base=2)
         ax.set_xticks(xs, [f"{x:g}" for x in xs])
-        ax.set_xlabel("epochs (the reference arm's; log scale)")
+        ax.set_xlabel("budget: epochs (log scale)" if not labels[0].startswith("x") else
+                      "budget: multiple of each arm's schedule (log scale)")
         ax.set_ylabel("accuracy (%)")
         ax.set_title(title)
         if ax.get_legend_handles_labels()[0]:

@@ -276,6 +276,10 @@ def expand_budgets(study: Study) -> Study:
     several budgets; with one budget (match = "flops" alone), each variant at its matched epochs."""
     ref = next(v for v in study.variants if v.name == study.reference)
     several = len(study.budgets) > 1
+    if study.match != "epochs" or len({v.config.train.epochs for v in study.variants}) > 1:
+        # arms of different lengths: a budget is named by its multiplier, not by one arm's epochs
+        study = dataclasses.replace(study, budgets=tuple(
+            dataclasses.replace(b, label=f"x{b.factor:g}".replace(".", "p")) for b in study.budgets))
 
     def named(name: str, b: Budget) -> str:
         return f"{name}-{b.label}" if several else name
@@ -286,7 +290,8 @@ def expand_budgets(study: Study) -> Study:
             variants.append(dataclasses.replace(v, name=named(v.name, b), config=dataclasses.replace(cfg, name=named(v.name, b)),
                                                 group=named(v.group, b) if v.group else "", arm=v.name,
                                                 budget=b.label))
-    questions = {named(g, b): (f"{q} (at {b.epochs:g} epochs of the reference)" if several else q)
+    questions = {named(g, b): (f"{q} (at {b.label[1:].replace('p', '.')}x the schedule)" if b.label.startswith("x")
+                               else f"{q} (at {b.epochs:g} epochs)") if several else q
                  for b in study.budgets for g, q in study.questions.items()}
     baselines = {named(g, b): named(base, b) for b in study.budgets for g, base in study.baselines.items()}
     also = {named(g, b): tuple(named(n, b) for n in names) for b in study.budgets for g, names in study.also.items()}
