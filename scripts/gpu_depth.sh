@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 seconds=$1 workers=$2; shift 2
 queue=("$@")
 [ ${#queue[@]} -gt 0 ] || queue=(resnetify_fair norms_fair noise_memorise_select augment_budget norms_batch
-                                 se_deep c100_budget basic_fair)
+                                 patchify_flops speed94_ablate supcon_budget se_deep c100_budget basic_fair)
 deadline=$(( $(date +%s) + seconds ))
 for study in "${queue[@]}"; do
   left=$(( deadline - $(date +%s) ))
