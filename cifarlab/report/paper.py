@@ -16,7 +16,8 @@ study's variants, as its report names them):
     {{STUDY/VARIANT:FIELD}}         test_acc | val_acc | train_acc (last epoch) | test_top5 |
                                     val_top5 as above; n (done seeds); wall (mean seconds per run);
                                     params (parameters of its network); target (the study's published
-                                    figure); target_diff (mean minus target, points); or a config key
+                                    figure); target_diff (mean minus target, points); at_chance ("2 of 3
+                                    seeds": runs that never left chance accuracy); or a config key
                                     of its runs, e.g. train.epochs, optim.lr, model.widths; a config
                                     key ending in % is printed as a percentage (data.noise_rate%: "40 %")
     {{delta STUDY A B}}             paired mean difference A - B over the seeds both have, in points,
@@ -32,6 +33,8 @@ study's variants, as its report names them):
     {{table STUDY:FIELD: A, B}}     FIELD), the paired difference with A, the published figure, the note
     {{study STUDY}}                 a link to the study's own report, results/STUDY/README.md
     {{runs STUDY}}                  "51 of 60 runs": done runs the report counts, of those it plans
+    {{hours STUDY}}                 "8.4 process-hours": the wall time of those runs, summed
+    {{machines STUDY}}              the machines those runs trained on, as their reports name them
     {{pub KEY}}                     a published figure from a `published` block of the source
 
 Published figures are the only numbers a source types, and only in a fenced block with the info
@@ -41,7 +44,8 @@ string `published`, one per line, each with its source; the block renders as a t
     supcon-ce = 95.0 % | Khosla et al. 2020, reference code: cross-entropy, ResNet-50, 1000 epochs
     ```
 
-References are not expanded inside other fenced code blocks. Every reference is resolved before
+References are not expanded inside other fenced code blocks, and HTML comments that start a line
+(notes to the source's authors) are left out of the report. Every reference is resolved before
 anything is written: an unknown study, variant, field, figure or key is one line naming the file
 and line, and nothing is written. `hand_typed_numbers` finds the numbers a source types outside
 references (tests/test_paper.py keeps the committed source free of them).
@@ -69,12 +73,12 @@ DELTA_REF = re.compile(rf"delta\s+({NAME})\s+({NAME})\s+({NAME})(?::(\S+))?")
 CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({NAME})\s*([<>~])\s*({NAME})")
 FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
-STUDY_REF = re.compile(rf"(study|runs)\s+({NAME})")
+STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
 PUB_REF = re.compile(rf"pub\s+({NAME})")
 PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 
 ACCURACIES = ("test_acc", "val_acc", "train_acc", "test_top5", "val_top5")
-FIELDS = ACCURACIES + ("n", "wall", "params", "target", "target_diff")
+FIELDS = ACCURACIES + ("n", "wall", "params", "target", "target_diff", "at_chance")
 BLOCKS = ("fig", "table")  # references that stand alone on their line
 
 
@@ -205,6 +209,8 @@ def config_text(value, percent: bool) -> str:
         return f"{100 * value:g} %"
     if isinstance(value, float):
         return f"{value:g}"
+    if isinstance(value, int):
+        return f"{value:,}"
     return str(value)
 
 
@@ -212,7 +218,8 @@ def paired(data: StudyData, a: str, b: str, what: str) -> tuple[float, float, fl
     mean, lo, hi, n = paired_diff(data.scores(a, what), data.scores(b, what))
     if n == 0:
         raise PaperError(f"{data.folder}/{a} and {data.folder}/{b} have no seed in common")
-    return mean, lo, hi, n
+    # a difference of accuracies lies in [-1, 1]: so does its interval, as the study reports clip it
+    return mean, max(lo, -1.0), min(hi, 1.0), n
 
 
 # ----------------------------------------------------------------------------- references
@@ -261,6 +268,11 @@ class Renderer:
             if not walls:
                 raise PaperError(f"{folder}/{name} recorded no wall time")
             return f"{mean_std(walls)[0]:,.0f} s"
+        if what == "at_chance":
+            from cifarlab.report.summary import at_chance, clean_val_by_run, epochs_by_run
+            chance = at_chance(runs, epochs_by_run(data.store, [r["id"] for r in runs.values()]),
+                               clean_val_by_run(data.store, runs))
+            return f"{len(chance)} of {len(runs)} seeds"
         if what == "params":
             from cifarlab.report.summary import parameter_count
             count = parameter_count(data.rows, name)
@@ -346,9 +358,14 @@ class Renderer:
             link = Path(os.path.relpath(self.results.results / folder / "README.md", self.out_dir)).as_posix()
             return f"[{folder}]({link})"
         data = self.data(folder)
+        used = [r for seeds in data.done.values() for r in seeds.values()]
+        if kind == "machines":
+            from cifarlab.report.markdown import unique
+            return ", ".join(unique(r["machine"] for r in used)) or "none yet"
+        if kind == "hours":
+            return f"{sum(r['wall_seconds'] or 0.0 for r in used) / 3600:.1f} process-hours"
         planned = sum(len(data.spec.planned(e)) for e in data.spec.experiments)
-        done = sum(len(seeds) for seeds in data.done.values())
-        return f"{done} of {planned} runs"
+        return f"{len(used)} of {planned} runs"
 
     def pub(self, key: str) -> str:
         if key not in self.paper.published:
@@ -387,9 +404,14 @@ def render(source: str, src: str, results: Results, out_dir: Path) -> tuple[str,
     r = Renderer(results, out_dir)
     lines = source.splitlines()
     r.paper.published = published_blocks(lines, src)
-    out, fence = [f"<!-- Generated by `cifarlab paper` from {src} and the results databases: edit the "
-                  "source, not this file. -->", ""], None
+    out, fence, comment = [f"<!-- Generated by `cifarlab paper` from {src} and the results databases: edit "
+                           "the source, not this file. -->", ""], None, False
     for number, line in enumerate(lines, 1):
+        if fence is None and (comment or line.startswith("<!--")):  # the source's own notes stay in it
+            comment = "-->" not in line
+            continue
+        if not line.strip() and out and not out[-1].strip():
+            continue
         if line.startswith("```"):
             if fence is None:
                 fence = line[3:].strip()
@@ -423,14 +445,15 @@ def render(source: str, src: str, results: Results, out_dir: Path) -> tuple[str,
 # ----------------------------------------------------------------------------- digits typed by hand
 
 YEAR = re.compile(r"(19|20)\d\d")
-ALLOWED = re.compile(r"\d+x\d+")          # kernel shapes: 3x3, 1x1
+ALLOWED = re.compile(r"\d+x\d+|95 % (?:CI|t-interval|Student-t)")  # kernel shapes (3x3), the CI's level
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
 
 def hand_typed_numbers(source: str) -> list[tuple[int, str]]:
     """(line, token) of every number the source types outside references, fenced blocks, HTML
     comments and link targets. Allowed: digits inside a name (airbench94, `ce-sym40`, CIFAR-10,
-    ResNet-18, L2), years, citation numbers [3], kernel shapes (3x3) and ordered-list markers."""
+    ResNet-18, L2), years, citation numbers [3], issue numbers #44, kernel shapes (3x3), the
+    confidence level of "95 % CI" and ordered-list markers."""
     found, fence = [], None
     text = re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"), source, flags=re.S)
     for number, line in enumerate(text.splitlines(), 1):
@@ -441,7 +464,7 @@ def hand_typed_numbers(source: str) -> list[tuple[int, str]]:
             continue
         line = REF.sub(" ", line)
         line = re.sub(r"\]\([^)]*\)", "]", line)      # link targets
-        line = re.sub(r"\[\d+\]", " ", line)          # citation numbers
+        line = re.sub(r"\[\d+\]|#\d+", " ", line)    # citation and issue numbers
         line = re.sub(r"^\s*\d+\.\s", " ", line)      # an ordered list's marker
         for m in NUMBER.finditer(line):
             before = line[:m.start()]
