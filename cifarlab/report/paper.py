@@ -600,6 +600,10 @@ def to_html(markdown: str, images: dict[str, str]) -> str:
             j = max(j, i + 1)
             body.append(f"<p>{inline(' '.join(l.strip() for l in lines[i:j]), images)}</p>")
             i = j
+    sections = [re.match(r'<h2 id="([^"]+)">(.*)</h2>', b) for b in body]
+    toc = "".join(f'<li><a href="#{m.group(1)}">{m.group(2)}</a></li>' for m in sections if m)
+    if toc and body and body[0].startswith("<h1"):
+        body.insert(1, f"<nav><ul>{toc}</ul></nav>")
     return ("<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n"
             f"<title>{title}</title>\n<style>\n{STYLE}\n</style>\n</head>\n<body>\n"
             + "\n".join(body) + "\n</body>\n</html>\n")
