@@ -253,7 +253,7 @@ class Renderer:
             m = pattern.fullmatch(ref)
             if m:
                 return method(*m.groups())
-        raise PaperError("not a reference; see `cifarlab paper --help` or docs/PAPER.md for the forms")
+        raise PaperError("not a reference; docs/PAPER.md lists the forms")
 
     def value(self, folder: str, name: str, what: str | None) -> str:
         data = self.data(folder)
