@@ -468,6 +468,13 @@ def diverged(row: dict) -> bool:
     return not math.isfinite(row["train_loss"])
 
 
+def images_in(s: Session, steps: int, train_size: int) -> int:
+    """Training images the first `steps` steps draw: each whole epoch the split once (its last batch
+    is the remainder, not a full batch), then full batches of the epoch cut short."""
+    epochs, rest = divmod(steps, s.steps_per_epoch)
+    return epochs * train_size + min(rest * s.cfg.train.batch_size, train_size)
+
+
 def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dict:
     """Test once, at the end; gather timings and provenance.
 
@@ -479,8 +486,8 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
     test_seconds = time.perf_counter() - t
     train_seconds = sum(h["train_seconds"] for h in history)
     steps = min(len(history) * s.steps_per_epoch, s.total_steps)
-    images_seen = steps * s.cfg.train.batch_size
-    pretrain_images = (min(steps, int(s.cfg.train.epochs) * s.steps_per_epoch) * s.cfg.train.batch_size
+    images_seen = images_in(s, steps, len(splits.train))
+    pretrain_images = (images_in(s, min(steps, int(s.cfg.train.epochs) * s.steps_per_epoch), len(splits.train))
                        if s.cfg.train.method == "supcon" else 0)
     return {
         "name": s.cfg.name, "seed": s.cfg.train.seed, "config_hash": C.config_hash(s.cfg),

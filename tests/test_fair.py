@@ -147,7 +147,8 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     rows = {r["experiment"]: r for r in store.runs("fair")}
     assert rows["drop-tune-lr0.02"]["test_acc"] is None and rows["drop-1ep"]["test_acc"] is not None
     flops = store.run_metrics([rows["drop-2ep"]["id"]])[rows["drop-2ep"]["id"]]
-    assert flops["images_seen"] == 2 * 8 * 100 and flops["train_flops"] > 0
+    train_size = len(next(iter(data.splits.values())).train)   # 799: the last batch of an epoch is short
+    assert flops["images_seen"] == 2 * train_size and flops["train_flops"] > 0
     readme = write_report(store, study_spec(study, store), tmp_path / "report", "cmd").read_text()
     assert "## Tuning" in readme and "**(chosen)**" in readme and "## Across budgets" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
@@ -287,3 +288,83 @@ def test_a_study_without_the_new_keys_plans_as_before(tmp_path):
     assert [k.experiment for k in plan(study, None).runs] == ["a", "b", "a", "b"]
     assert dataclasses.replace(study.variants[0]).config.train.epochs == 1
     assert RunKey("x", "a", 0, "h").seed == 0
+
+
+def final_metrics(cfg, val):
+    return {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
+            "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": val,
+            "val_loss": 1.0, "test_acc": 0.5 if cfg.train.test else None, "test_loss": 1.0, "per_class_test_acc": [],
+            "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None, "epochs": 1,
+            "train_seconds": 1.0}
+
+
+@pytest.mark.parametrize("grid, best", [('"optim.weight_decay" = [0.0, 0.0005]', 0.0),   # -0.0005: past 0
+                                        ('"train.ema" = [0.99, 0.999]', 0.999),          # 1.008: not a decay
+                                        ('"train.batch_size" = [50, 100]', 100)])        # 200, 400: fine
+def test_a_grid_grows_only_to_values_the_config_accepts(tmp_path, grid, best):
+    study = load_study(write(tmp_path, f'experiment = "tiny.toml"\nseeds = [0]\ntune = {{ {grid} }}\n'
+                                       '[[variants]]\nname = "a"\n'))
+    store = open_store(tmp_path / "r.db")
+    key = grid.split('"')[1]
+    for _ in range(3):   # finish every planned tuning run, the best value always winning
+        p = plan(study, store)
+        for k, c in p.runs.items():
+            if "-tune-" in k.experiment and store.status_of(k) != "done":
+                value = fair_value(c, key)
+                finish(store, k, c, 0.6 if value == best else 0.7 if value == 200 else 0.5)
+    p = plan(study, store)
+    grew = [k.experiment for k in p.runs if "-tune-" in k.experiment]
+    if best == 100:   # 200 wins, at the new edge: the grid grows once more, to 400, which loses
+        assert len(grew) == 4 and p.choices == {"a": {key: 200}}
+    else:
+        assert len(grew) == 2 and p.choices == {"a": {key: best}}
+        assert "still at the grid's edge" in store.choices(study.name)[next(iter(store.choices(study.name)))][1]
+
+
+def fair_value(cfg, key):
+    section, leaf = key.split(".")
+    return getattr(getattr(cfg, section), leaf)
+
+
+def test_a_worker_whose_plan_is_stale_trains_the_test_runs_of_an_arm_decided_meanwhile(tmp_path, monkeypatch):
+    """A worker that found nothing to claim while the last tuning run finished elsewhere plans again
+    before leaving: the arm's test runs are there now."""
+    import cifarlab.study.executors as E
+    import cifarlab.study.run as RUN
+    from cifarlab.study.executors import RunResult
+    study = load_study(write(tmp_path, TUNED.replace("tune_extend = 1", "tune_extend = 0")))
+    store = open_store(tmp_path / "r.db")
+    stale = plan(study, store).runs   # the tuning runs only: every arm still tunes
+    for k, c in stale.items():        # ... then another worker finishes the tuning runs
+        if "-tune-" in k.experiment:
+            finish(store, k, c, 0.6 if c.optim.lr == 0.02 else 0.5)
+    calls = []
+    real = RUN.plan_runs
+
+    def plan_runs(study, store, only=()):
+        calls.append(1)
+        return dict(stale) if len(calls) == 1 else real(study, store, only)
+    monkeypatch.setattr(RUN, "plan_runs", plan_runs)
+    monkeypatch.setattr(E, "train_one", lambda key, cfg, splits, path, **kw: RunResult(
+        key, final_metrics(cfg, 0.5), [], str(path), "here"))
+
+    class NoData:
+        def get(self, cfg):
+            return None
+    assert RUN.run_study(study, store, NoData(), tmp_path / "runs", progress=False) == 2 * 4   # base's and drop's
+    assert plan(study, store).choices == {"drop": {"optim.lr": 0.02}}
+
+
+def test_images_seen_counts_each_epochs_short_last_batch_once():
+    from types import SimpleNamespace
+    from cifarlab.train import images_in
+    s = SimpleNamespace(steps_per_epoch=3, cfg=SimpleNamespace(train=SimpleNamespace(batch_size=300)))
+    assert images_in(s, 3, 800) == 800            # 300 + 300 + 200, not 900
+    assert images_in(s, 7, 800) == 2 * 800 + 300   # two epochs, then one step of the third
+
+
+def test_a_budget_where_a_variant_is_unstable_says_so():
+    def cell(mean, lo, hi, at_chance=None):
+        return {"n": 3, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "at_chance": at_chance or {}}
+    text = R.verdict([("12ep", cell(-0.3, -0.9, 0.1, {0: 0.1})), ("48ep", cell(0.01, 0.005, 0.02))], False)
+    assert text == "unstable at 12ep; at the other budget(s): holds at every budget (better)"

@@ -138,6 +138,10 @@ def budget_groups(spec: StudySpec) -> dict[str, list[tuple[str, str]]]:
 def verdict(cells: list[tuple[str, dict | None]], holm_on: bool) -> str:
     """Whether a comparison's conclusion holds at every budget, flips, or is distinguishable only at some."""
     seen = [(label, s) for label, s in cells if s is not None and s["n"] and not unstable(s)]
+    shaky = [label for label, s in cells if s is not None and s["n"] and unstable(s)]
+    if shaky:   # some seeds at chance there: not compared at those budgets, the others judged alone
+        rest = [(label, s) for label, s in cells if label not in shaky]
+        return f"unstable at {', '.join(shaky)}" + (f"; at the other budget(s): {verdict(rest, holm_on)}" if rest else "")
     if not seen:
         return "no finished runs"
     if len(seen) < len(cells):

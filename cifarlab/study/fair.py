@@ -198,7 +198,7 @@ def grown(values: list, edge: Any) -> Any | None:
         new = outer * (outer / inner)
     else:
         new = outer + (outer - inner)
-        if (new > 0) != (outer > 0) and outer != 0:
+        if outer == 0 or (new > 0) != (outer > 0):   # past 0 (weight decay [0, 5e-4] does not try -5e-4)
             return None
     new = float(f"{new:.6g}")
     if all(type(v) is int for v in values) and new == int(new):

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cifarlab import config as C
+from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
 from cifarlab.stats import mean_std
 from cifarlab.study import fair
@@ -95,6 +96,8 @@ def tune_arm(study: Study, arm: str, v: Variant, store: Store | None, recorded: 
         grew = False
         for key in grid:
             new = fair.grown(grid[key], best[key]) if steps[key] < v.tune.extend else None
+            if new is not None and not valid(base, {**best, key: new}):
+                new = None   # a value the config refuses (an EMA decay past 1, half a batch): the grid ends here
             if new is not None:
                 grid[key] = sorted(grid[key] + [new]) if fair.numeric(grid[key]) else grid[key] + [new]
                 steps[key] += 1
@@ -108,6 +111,14 @@ def tune_arm(study: Study, arm: str, v: Variant, store: Store | None, recorded: 
     elif t.choice is not None and store is not None:
         t.choice, t.reason = store.record_choice(study.name, arm, t.tune_hash, t.choice, t.reason)
     return t
+
+
+def valid(base: C.ExperimentConfig, values: dict) -> bool:
+    try:
+        fair.apply(base, values)
+    except ConfigError:
+        return False
+    return True
 
 
 def reason(t: ArmTuning, best: dict, grid: dict[str, list], steps: dict[str, int], extend: int) -> str:

@@ -118,11 +118,20 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         share = sharing(plan)
         row = store.claim(study.name, claim_order(plan, share, store))
         if row is None:
-            if not study.tuned or not waiting(study, store, only):
+            if not study.tuned:
+                break
+            # an arm may have chosen (or grown its grid) since this plan was made: its new runs first.
+            # `busy` is read before planning again: an arm whose last tuning run finishes in between
+            # then shows in the new plan, so this worker does not leave with its test runs untrained
+            busy = waiting(study, store, only)
+            fresh = threaded(plan_runs(study, store, only), threads)
+            if set(fresh) - set(plan):
+                plan = fresh
+                outer.total = len(plan)
+                continue
+            if not busy:
                 break
             time.sleep(WAIT_S)
-            plan = threaded(plan_runs(study, store, only), threads)
-            outer.total = len(plan)
             continue
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
         cfg = plan[key]
