@@ -368,3 +368,16 @@ def test_a_budget_where_a_variant_is_unstable_says_so():
         return {"n": 3, "diff_mean": mean, "diff_lo": lo, "diff_hi": hi, "at_chance": at_chance or {}}
     text = R.verdict([("12ep", cell(-0.3, -0.9, 0.1, {0: 0.1})), ("48ep", cell(0.01, 0.005, 0.02))], False)
     assert text == "unstable at 12ep; at the other budget(s): holds at every budget (better)"
+
+
+def test_an_epoch_valued_choice_is_stretched_with_the_schedule_at_every_budget(tmp_path):
+    study = load_study(write(tmp_path, 'experiment = "tiny.toml"\nseeds = [0]\nbudgets = [1, 4]\ntune_extend = 0\n'
+                                       'tune = { "schedule.warmup" = [0.25, 0.5, 0.75] }\n[[variants]]\nname = "a"\n'
+                                       '[[variants]]\nname = "b"\ntune = {}\n'))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    for k, c in p.runs.items():
+        if "-tune-" in k.experiment:
+            finish(store, k, c, 0.6 if c.schedule.warmup == 0.5 else 0.5)
+    warmups = {k.experiment: c.schedule.warmup for k, c in plan(study, store).runs.items() if "-tune-" not in k.experiment}
+    assert warmups == {"a-1ep": 0.5, "b-1ep": 0.5, "a-4ep": 2.0, "b-4ep": 2.0}   # chosen at 1 epoch, stretched x4

@@ -18,7 +18,8 @@ value is the one with the best mean validation accuracy; where that value lies a
 numeric grid, the grid grows one step past it (the ratio of its two outer values, or their
 difference when the grid is not all positive) and the new value is tuned too, at most `tune_extend`
 times per key. The choice and the reason are recorded in the results store (`tune_choices`), and the
-arm's test runs train at the chosen value at every budget (`cifarlab.study.plan`).
+arm's test runs train at the chosen value at every budget (`cifarlab.study.plan`; an epoch-valued
+choice, e.g. a warm-up, is stretched from the tuning length with the rest of the schedule).
 
 With budgets, each arm becomes one experiment per budget, named `ARM-Eep` (E: the reference arm's
 epochs at that budget), and each group is answered at every budget (`GROUP-Eep`); the report then
@@ -160,6 +161,15 @@ def stretch(cfg: C.ExperimentConfig, epochs: float) -> C.ExperimentConfig:
         return cfg
     values = {f"{s}.{k}": round(getattr(getattr(cfg, s), k) * factor, 6) for s, k in STRETCHED}
     return apply(cfg, values)
+
+
+def stretch_choice(choice: dict[str, Any], factor: float) -> dict[str, Any]:
+    """A tuned choice for a run `factor` times the tuning runs' length: its epoch-valued keys (a
+    warm-up chosen at 5 epochs) scaled as `stretch` scales the schedule, the others as chosen."""
+    if factor == 1:
+        return choice
+    return {k: round(v * factor, 6) if tuple(k.split(".")) in STRETCHED and numeric([v]) else v
+            for k, v in choice.items()}
 
 
 def tune_name(arm: str, values: dict[str, Any]) -> str:

@@ -105,7 +105,12 @@ class Study:
         if v.tune is None:
             return v.config
         choice = (choices or {}).get(v.arm or v.name)
-        return None if choice is None else fair.apply(v.config, choice)
+        if choice is None:
+            return None
+        # an epoch-valued choice (a warm-up) was made at the tuning length: stretched like the schedule
+        first = next(u for u in self.variants if (u.arm or u.name) == (v.arm or v.name))
+        tuned_at = v.tune.epochs or first.config.train.epochs
+        return fair.apply(v.config, fair.stretch_choice(choice, v.config.train.epochs / tuned_at))
 
     def runs(self, choices: dict[str, dict] | None = None) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
         """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first.
