@@ -223,6 +223,7 @@ set = { "model.widths" = [4, 8] }
 
 @pytest.mark.parametrize("extra, message", [
     ('tune = { "optim.nosuch" = [1, 2] }', "not a config key"),
+    ('tune = { "data.val_size" = [1000, 5000] }', "validation split"),
     ('tune = { "optim.lr" = [] }', "non-empty list"),
     ('tune = { "optim.lr" = [0.1] }\ntune_epochs = 0', "tune_epochs"),
     ("budgets = [1, 0]", "numbers > 0"),

@@ -94,13 +94,19 @@ def load_tune(table: Any, raw: dict, settings: tuple[tuple[int, ...], float | No
     return Tune(tuple(grid), seeds, epochs, extend)
 
 
+# Keys a grid may not tune: the seed, the budget, the test switch, and what defines the data and its
+# validation split (a choice must be made on one validation set, the one its test runs share).
+UNTUNABLE = ("train.seed", "train.epochs", "train.test", "data.dataset", "data.labels", "data.val_size",
+             "data.split_seed", "data.subset", "data.image_size", "data.label_column")
+
+
 def check_key(key: str, where: str) -> None:
     section, _, leaf = key.partition(".")
     fields = {f.name for f in dataclasses.fields(C.SECTIONS[section])} if section in C.SECTIONS else set()
-    if leaf not in fields or key in ("train.seed", "train.epochs", "train.test"):
+    if leaf not in fields or key in UNTUNABLE:
         raise ConfigError(f"{where}: tune key {key!r} is not a config key a study can tune; give section.key "
-                          f"of `cifarlab list keys` (not train.seed, train.epochs or train.test: the budget sets "
-                          "the epochs)")
+                          f"of `cifarlab list keys`, not {', '.join(UNTUNABLE)} (the budget sets the epochs; a "
+                          "choice is made on one data set and validation split)")
 
 
 def load_tune_settings(raw: dict, seeds: tuple[int, ...], where: str) -> tuple[tuple[int, ...], float | None, int]:
