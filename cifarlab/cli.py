@@ -186,6 +186,9 @@ def build_parser() -> Parser:
     add_config_args(noise)
     noise.add_argument("--out", default="noise.png", help="PNG file to write (default noise.png)")
     add_data_args(noise)
+    flops = show_sub.add_parser("flops", help="a config's training compute before it runs: parameters, FLOPs "
+                                "per training image (forward + backward) and per run")
+    add_config_args(flops)
     feats = show_sub.add_parser("features", help="test images' features of trained runs, projected by PCA, "
                                 "coloured by class (e.g. a SupCon and a cross-entropy encoder side by side)")
     feats.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with a checkpoint")
@@ -636,6 +639,19 @@ def cmd_show(args: argparse.Namespace) -> int:
     from cifarlab.show import augment_grid
     if args.show == "features":
         return show_features(args)
+    if args.show == "flops":
+        from cifarlab import config as C
+        from cifarlab.flops import classes_of, planned, size_of
+        from cifarlab.models import build_model, count_parameters
+        cfg = C.load(args.experiment, args.overrides)
+        p = planned(cfg)
+        print(f"{cfg.name}: {count_parameters(build_model(cfg.model, classes_of(cfg), size_of(cfg))):,} parameters, "
+              f"{p['flops_per_image'] / 1e6:,.1f} MFLOP per training image (forward + backward), "
+              f"{p['images_per_epoch']:,} images x {cfg.train.epochs:g} epochs"
+              + (f" (+ {cfg.supcon.probe_epochs:g} probe epochs; two views in pre-training)"
+                 if cfg.train.method == "supcon" else " (two networks)" if cfg.train.method == "coteaching" else "")
+              + f": {p['train_flops'] / 1e15:.3f} PFLOP of training")
+        return 0
     if args.show == "noise":
         from cifarlab.show import drawn_transition, noise_figure, noise_text
         cfg, splits = load_experiment(args, progress=False)

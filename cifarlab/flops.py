@@ -45,3 +45,29 @@ def training_flops(cfg: C.ExperimentConfig, num_classes: int, image_size: int, i
     if cfg.train.method == "supcon":
         return int(2 * per * pretrain_images + per / 3 * (images_seen - pretrain_images))
     return int(per * images_seen * method_factor(cfg))
+
+
+TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagenette": 9469}   # training images before the split
+
+
+def classes_of(cfg: C.ExperimentConfig) -> int:
+    if cfg.data.dataset == "cifar100":
+        return 20 if cfg.data.labels == "coarse" else 100
+    return 10
+
+
+def size_of(cfg: C.ExperimentConfig) -> int:
+    return (cfg.data.image_size or 64) if cfg.data.dataset == "imagenette" else 32
+
+
+def planned(cfg: C.ExperimentConfig) -> dict:
+    """A config's compute before it runs: FLOPs per training image, images per epoch and the
+    training FLOPs of the whole run (`training_flops` of the images its epochs will show)."""
+    per = flops_per_image(cfg.model, classes_of(cfg), size_of(cfg))
+    images = (cfg.data.subset or TRAIN_IMAGES[cfg.data.dataset]) - cfg.data.val_size
+    seen = int(images * cfg.train.epochs)
+    pretrain = int(images * cfg.train.epochs) if cfg.train.method == "supcon" else 0
+    if cfg.train.method == "supcon":
+        seen = pretrain + int(images * cfg.supcon.probe_epochs)
+    return {"flops_per_image": per, "images_per_epoch": images, "images": seen,
+            "train_flops": training_flops(cfg, classes_of(cfg), size_of(cfg), seen, pretrain)}

@@ -348,3 +348,15 @@ def test_bench_peak_prints_both_precisions_and_refuses_bad_sizes(tmp_path):
     assert "bfloat16" in r.stdout and "float32" in r.stdout and "TFLOP/s" in r.stdout
     bad = cli("bench", "peak", "--size", "8", cwd=tmp_path)
     assert bad.returncode == 2 and "--size" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_show_flops_prints_the_counted_flops_of_a_config(tmp_path, repo_experiment):
+    from cifarlab import config as C
+    from cifarlab.flops import flops_per_image
+    r = cli("show", "flops", repo_experiment, "--set", "train.epochs=2", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    cfg = C.load(repo_experiment, ["train.epochs=2"])
+    per = flops_per_image(cfg.model, 10, 32)
+    assert f"{per / 1e6:,.1f} MFLOP per training image" in r.stdout
+    images = 50000 - cfg.data.val_size
+    assert f"{per * images * 2 / 1e15:.3f} PFLOP of training" in r.stdout

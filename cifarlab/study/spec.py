@@ -260,20 +260,10 @@ def arm_epochs(study: Study, v: Variant, budget: Budget, ref: Variant) -> float:
     match = "flops", the epochs at which it trains as many FLOPs as the reference arm does."""
     if study.match == "epochs" or v is ref:
         return v.config.train.epochs * budget.factor
-    from cifarlab.flops import flops_per_image
+    from cifarlab.flops import classes_of, flops_per_image, size_of
     ref_flops = flops_per_image(ref.config.model, classes_of(ref.config), size_of(ref.config))
     own = flops_per_image(v.config.model, classes_of(v.config), size_of(v.config))
     return round(budget.epochs * ref_flops / own, 2)
-
-
-def classes_of(cfg: C.ExperimentConfig) -> int:
-    if cfg.data.dataset == "cifar100":
-        return 20 if cfg.data.labels == "coarse" else 100
-    return 10
-
-
-def size_of(cfg: C.ExperimentConfig) -> int:
-    return (cfg.data.image_size or 64) if cfg.data.dataset == "imagenette" else 32
 
 
 def expand_budgets(study: Study) -> Study:

@@ -81,14 +81,10 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
 
 def planned_compute(runs: list[tuple], total: int) -> str:
     """With no finished run to time by: the study's planned epochs and training FLOPs (a tuned arm's
-    grid may still grow), which `bench throughput` or one finished run turns into hours."""
-    from cifarlab.flops import flops_per_image
-    from cifarlab.study.spec import classes_of, size_of
+    grid may still grow), which `bench peak` or one finished run turns into hours."""
+    from cifarlab.flops import planned
     epochs = sum(cfg.train.epochs for _, cfg, _ in runs)
-    train_images = {"cifar10": 50000, "cifar100": 50000, "imagenette": 9469}
-    flops = sum(flops_per_image(cfg.model, classes_of(cfg), size_of(cfg)) * cfg.train.epochs
-                * ((cfg.data.subset or train_images[cfg.data.dataset]) - cfg.data.val_size)
-                * (2 if cfg.train.method == "coteaching" else 1) for _, cfg, _ in runs)
+    flops = sum(planned(cfg)["train_flops"] for _, cfg, _ in runs)
     return (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
             f"{flops / 1e15:,.1f} PFLOP of training planned (forward + backward)")
 
