@@ -601,11 +601,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 def cmd_data(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from cifarlab.data import pack, sources
+    from cifarlab.data import DATASETS, describe, pack, resolve_data_dir, sources
     if args.data == "list":
-        print(f"data root: {sources.resolve_data_dir(args.data_dir)}")
-        for name in sources.DATASETS:
-            print(sources.describe(name, args.data_dir))
+        print(f"data root: {resolve_data_dir(args.data_dir)}")
+        for name in DATASETS.choices():
+            print(describe(name, args.data_dir))
         return 0
     if args.data == "pack":
         arrays = sources.load_npz(args.npz)

@@ -16,3 +16,10 @@ class DataError(UserError):
 
 class ConfigError(UserError):
     """Unknown key, wrong type or invalid value in an experiment config."""
+
+
+def did_you_mean(word: str, valid) -> str:
+    """" (did you mean 'x'?)" for the closest valid name to a misspelt `word`, or "" when none is close."""
+    import difflib
+    close = difflib.get_close_matches(word, [str(v) for v in valid], n=1, cutoff=0.6)
+    return f" (did you mean {close[0]!r}?)" if close else ""

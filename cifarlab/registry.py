@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, TypeVar
 
-from cifarlab.errors import ConfigError
+from cifarlab.errors import ConfigError, did_you_mean
 
 T = TypeVar("T", bound=Callable)
 
@@ -24,8 +24,16 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {', '.join(sorted(self._entries))}")
+            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean(str(name), self._entries)}; "
+                              f"valid: {', '.join(sorted(self._entries))}")
         return self._entries[name]
 
     def names(self) -> list[str]:
         return sorted(self._entries)
+
+    def choices(self) -> list[str]:
+        """The names in the order they were registered: the order their module documents them in."""
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cifarlab.data import pack, sources
+from cifarlab.data import datasets, pack, sources
 from cifarlab.errors import DataError
 from conftest import REPO, cli_command, cli_env, synthetic_arrays
 
@@ -58,7 +58,7 @@ def test_a_pack_decodes_to_identical_arrays_and_is_cached_beside_it(tmp_path, ca
 
 def test_load_dataset_reads_a_pack_after_an_npz(tmp_path, cache):
     packed(tmp_path)
-    arr = sources.load_dataset("cifar10", tmp_path, download=False)
+    arr = datasets.load_dataset("cifar10", tmp_path, download=False)
     assert arr.classes == tuple(CLASSES) and arr.train_labels.dtype == np.int64
     assert np.array_equal(arr.train_images, small_arrays()["train_images"])
     assert sources.locate("cifar10", tmp_path) == ("pack", tmp_path / "cifar10")
@@ -168,14 +168,14 @@ def test_coarse_labels_beside_a_cifar100_pack(tmp_path, cache):
     np.savez(folder / "coarse.npz", train_coarse_labels=(arrays["train_labels"] // 5).astype(np.uint8),
              test_coarse_labels=(arrays["test_labels"] // 5).astype(np.uint8),
              coarse_classes=np.array([f"super{i}" for i in range(20)]))
-    arr = sources.load_dataset("cifar100", tmp_path, download=False)
+    arr = datasets.load_dataset("cifar100", tmp_path, download=False)
     coarse = sources.select_labels(arr, "coarse")
     assert len(arr.classes) == 100 and coarse.classes[:2] == ("super0", "super1")
     assert coarse.train_labels.tolist() == (arr.train_labels // 5).tolist()
     np.savez(folder / "coarse.npz", train_coarse_labels=np.full(40, 20, np.uint8),
              test_coarse_labels=np.zeros(20, np.uint8), coarse_classes=np.array([f"s{i}" for i in range(20)]))
     with pytest.raises(DataError, match=r"train_coarse_labels must be 40 integers in 0\.\.19"):
-        sources.load_dataset("cifar100", tmp_path, download=False)
+        datasets.load_dataset("cifar100", tmp_path, download=False)
 
 
 @pytest.mark.parametrize("name,n_classes,first,mean", [
@@ -185,7 +185,7 @@ def test_coarse_labels_beside_a_cifar100_pack(tmp_path, cache):
 def test_the_real_packs(name, n_classes, first, mean):
     if not pack.is_pack(REAL / name):
         pytest.skip(f"{REAL / name} holds no pack")
-    arr = sources.load_dataset(name, REAL, download=False)
+    arr = datasets.load_dataset(name, REAL, download=False)
     assert arr.train_images.shape == (50000, 32, 32, 3) and arr.test_images.shape == (10000, 32, 32, 3)
     assert len(arr.classes) == n_classes and arr.classes[0] == first
     assert np.bincount(arr.train_labels).tolist() == [50000 // n_classes] * n_classes

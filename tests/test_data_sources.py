@@ -11,8 +11,8 @@ import tarfile
 import numpy as np
 import pytest
 
-from cifarlab.data import sources
-from cifarlab.errors import DataError
+from cifarlab.data import datasets, sources
+from cifarlab.errors import DataError, UserError
 
 N_TRAIN, N_TEST = 10, 5
 
@@ -77,7 +77,7 @@ def _root_with_archive(tmp_path, name, monkeypatch):
 def test_archive_is_verified_extracted_and_parsed(tmp_path, monkeypatch, name, n_classes):
     root, first = _root_with_archive(tmp_path, name, monkeypatch)
     spec = sources.OFFICIAL[name]
-    arr = sources.load_dataset(name, root, download=False)
+    arr = datasets.load_dataset(name, root, download=False)
     n_train = N_TRAIN * len(spec.train_files)
     assert arr.train_images.shape == (n_train, 32, 32, 3)
     assert arr.test_images.shape == (N_TEST, 32, 32, 3)
@@ -110,7 +110,7 @@ def test_wrong_checksum_is_refused_before_extracting(tmp_path, monkeypatch):
     spec = dataclasses.replace(sources.OFFICIAL["cifar10"], md5="0" * 32)
     monkeypatch.setitem(sources.OFFICIAL, "cifar10", spec)
     with pytest.raises(DataError, match=r"expected md5 0{32}, got [0-9a-f]{32}") as err:
-        sources.load_dataset("cifar10", root, download=False)
+        datasets.load_dataset("cifar10", root, download=False)
     assert spec.archive_name in str(err.value)
     assert sorted(p.name for p in root.iterdir()) == [spec.archive_name]
 
@@ -158,7 +158,7 @@ def test_unpickler_refuses_builtins(tmp_path):
 def test_download_from_file_url(tmp_path, monkeypatch):
     archive, _ = _make_archive(tmp_path, "cifar10", monkeypatch)
     root = tmp_path / "empty-root"
-    arr = sources.load_dataset("cifar10", root, progress=False)
+    arr = datasets.load_dataset("cifar10", root, progress=False)
     assert arr.train_images.shape == (5 * N_TRAIN, 32, 32, 3)
     assert (root / archive.name).read_bytes() == archive.read_bytes()
     assert not list(root.glob("*.part"))
@@ -170,7 +170,7 @@ def test_failed_download_names_every_path_tried(tmp_path, monkeypatch):
     monkeypatch.setitem(sources.OFFICIAL, "cifar10", spec)
     root = tmp_path / "root"
     with pytest.raises(DataError) as err:
-        sources.load_dataset("cifar10", root, progress=False)
+        datasets.load_dataset("cifar10", root, progress=False)
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("CIFAR-10 not found")
     for path in (root / "cifar10" / "cifar10.npz", root / "cifar10.npz",
@@ -182,13 +182,15 @@ def test_failed_download_names_every_path_tried(tmp_path, monkeypatch):
 
 def test_download_disabled_says_so(tmp_path):
     with pytest.raises(DataError, match="downloading was disabled") as err:
-        sources.load_dataset("cifar100", tmp_path, download=False)
+        datasets.load_dataset("cifar100", tmp_path, download=False)
     assert "cifar-100-python.tar.gz" in str(err.value)
 
 
 def test_unknown_dataset_lists_valid_names(tmp_path):
-    with pytest.raises(DataError, match="cifar10, cifar100"):
-        sources.load_dataset("mnist", tmp_path)
+    with pytest.raises(UserError, match="unknown dataset 'mnist'; valid: cifar10, cifar100, imagenette"):
+        datasets.load_dataset("mnist", tmp_path)
+    with pytest.raises(UserError, match="did you mean 'cifar100'"):
+        datasets.load_dataset("cifar-100", tmp_path)
 
 
 def _npz_fields(**overrides):
@@ -208,7 +210,7 @@ def test_npz_is_found_and_loaded(tmp_path, sub):
     path = tmp_path / "cifar10" / "cifar10.npz" if sub else tmp_path / "cifar10.npz"
     path.parent.mkdir(exist_ok=True)
     np.savez(path, **_npz_fields())
-    arr = sources.load_dataset("cifar10", tmp_path, download=False)
+    arr = datasets.load_dataset("cifar10", tmp_path, download=False)
     assert arr.classes == ("a", "b", "c")
     assert arr.train_labels.dtype == np.int64 and arr.train_labels.tolist() == [0, 1, 2, 1]
     assert arr.train_images.shape == (4, 32, 32, 3) and arr.train_images[3, 31, 31, 2] == 7

@@ -8,7 +8,7 @@ import pytest
 from PIL import Image
 
 from cifarlab import config as C
-from cifarlab.data import imagefolder, sources
+from cifarlab.data import datasets, imagefolder, sources
 from cifarlab.data.loader import make_splits
 from cifarlab.errors import ConfigError, DataError
 
@@ -42,22 +42,22 @@ def tree(root, per_class=3, size=(40, 30)):
 def test_a_tiny_tree_loads_at_the_chosen_side_with_its_label_columns(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("CIFARLAB_CACHE", str(tmp_path / "cache"))
     folder = tree(tmp_path)
-    a = sources.load_dataset("imagenette", tmp_path, download=False, image_size=24)
+    a = datasets.load_dataset("imagenette", tmp_path, download=False, image_size=24)
     assert a.train_images.shape == (30, 24, 24, 3) and a.test_images.shape == (30, 24, 24, 3)
     assert a.classes[0] == "tench" and len(a.classes) == 10
     gray = a.train_images[0]
     assert (gray[..., 0] == gray[..., 1]).all() and (gray[..., 1] == gray[..., 2]).all()   # replicated to RGB
     assert "decoded 60 Imagenette JPEGs at 24 px" in capsys.readouterr().out
-    again = sources.load_dataset("imagenette", tmp_path, download=False, image_size=24)  # from the cache
+    again = datasets.load_dataset("imagenette", tmp_path, download=False, image_size=24)  # from the cache
     assert np.array_equal(again.train_images, a.train_images) and "decoded" not in capsys.readouterr().out
-    noisy = sources.load_dataset("imagenette", tmp_path, download=False, image_size=24, label_column="noisy_labels_50")
+    noisy = datasets.load_dataset("imagenette", tmp_path, download=False, image_size=24, label_column="noisy_labels_50")
     assert (noisy.train_labels != a.train_labels).sum() == 10 and np.array_equal(noisy.test_labels, a.test_labels)
     cfg = C.from_dict({"data": {"dataset": "imagenette", "image_size": 24, "label_column": "noisy_labels_50",
                                 "val_size": 10}}).data
     splits = make_splits(noisy, cfg)
     assert splits.image_size == 24 and splits.noise["flipped"] == 10
     assert (splits.train.clean is not None) and splits.test.clean is None
-    assert str(folder) in sources.describe("imagenette", tmp_path)
+    assert str(folder) in datasets.describe("imagenette", tmp_path)
 
 
 def test_a_corrupt_jpeg_is_named(tmp_path, monkeypatch):
@@ -66,7 +66,7 @@ def test_a_corrupt_jpeg_is_named(tmp_path, monkeypatch):
     bad = folder / "train" / WNIDS[3] / f"{WNIDS[3]}_0.JPEG"
     bad.write_bytes(b"not a jpeg at all")
     with pytest.raises(DataError, match=f"{bad} is not a readable image"):
-        sources.load_dataset("imagenette", tmp_path, download=False, image_size=16)
+        datasets.load_dataset("imagenette", tmp_path, download=False, image_size=16)
 
 
 def test_csv_problems_are_one_line(tmp_path, monkeypatch):
@@ -74,7 +74,7 @@ def test_csv_problems_are_one_line(tmp_path, monkeypatch):
     folder = tree(tmp_path, per_class=1)
     (folder / "train" / WNIDS[0] / f"{WNIDS[0]}_0.JPEG").unlink()
     with pytest.raises(DataError, match=f"lists train/{WNIDS[0]}/{WNIDS[0]}_0.JPEG, which is not in"):
-        sources.load_dataset("imagenette", tmp_path, download=False, image_size=16)
+        datasets.load_dataset("imagenette", tmp_path, download=False, image_size=16)
     text = (folder / "noisy_imagenette.csv").read_text().replace("noisy_labels_25", "noisy_labels_xx")
     (folder / "noisy_imagenette.csv").write_text(text)
     with pytest.raises(DataError, match="has no column 'noisy_labels_25'"):
@@ -83,7 +83,7 @@ def test_csv_problems_are_one_line(tmp_path, monkeypatch):
 
 def test_missing_everywhere_names_every_place_and_the_official_archive(tmp_path):
     with pytest.raises(DataError, match="Imagenette not found: tried .*imagenette2-160.tgz.*fast-ai-imageclas"):
-        sources.load_dataset("imagenette", tmp_path, download=False)
+        datasets.load_dataset("imagenette", tmp_path, download=False)
 
 
 def test_imagenette_keys_are_checked():

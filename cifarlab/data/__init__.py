@@ -1,16 +1,16 @@
-"""Dataset sources: locate, download, verify and parse CIFAR into numpy arrays."""
+"""Datasets: locate, download, verify and parse them into numpy arrays (`datasets` is the registry
+of `data.dataset` names; `sources` reads CIFAR, `imagefolder` Imagenette), then split, corrupt and
+batch them (`split`, `noise`, `loader`, `batch`)."""
 
+from cifarlab.data.arrays import Arrays
+from cifarlab.data.datasets import DATASETS, describe, load_dataset
+from cifarlab.data.fetch import download, resolve_data_dir
 from cifarlab.data.sources import (
-    DATASETS,
     KNOWN_SHA256,
     OFFICIAL,
-    Arrays,
     Official,
-    download,
-    load_dataset,
     load_npz,
     load_official,
-    resolve_data_dir,
     verify_and_extract,
 )
 
@@ -20,6 +20,7 @@ __all__ = [
     "OFFICIAL",
     "Arrays",
     "Official",
+    "describe",
     "download",
     "load_dataset",
     "load_npz",

@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 
 from cifarlab.data import pack
+from cifarlab.data.arrays import Arrays, few
+from cifarlab.data.fetch import extract_verified, try_download
 from cifarlab.errors import DataError
 
 URL = "https://s3.amazonaws.com/fast-ai-imageclas/imagenette2-160.tgz"
@@ -80,9 +82,8 @@ def decode(path: Path, size: int) -> np.ndarray:
                         "official archive or delete the folder to download it again") from None
 
 
-def load(root: Path, size: int, column: str, *, download: bool = True, progress: bool = True):
+def load(root: Path, size: int, column: str, *, download: bool = True, progress: bool = True) -> Arrays:
     """The Imagenette arrays (see module doc), from a verified cache when there is one."""
-    from cifarlab.data.sources import Arrays, extract_verified, try_download
     found = locate(root)
     reason = "downloading was disabled"
     if found is None and download:
@@ -101,13 +102,13 @@ def load(root: Path, size: int, column: str, *, download: bool = True, progress:
     for d in pack.cache_dirs(folder):
         cached = read_cache(d / name, len(rows), size)
         if cached is not None:
-            return to_arrays(cached, rows, column, Arrays)
+            return to_arrays(cached, rows, column)
     start = time.perf_counter()
     images = np.stack([decode(folder / r["path"], size) for r in rows])
     where = pack.write_npz_cache({"images": images}, pack.cache_dirs(folder), name)
     print(f"cifarlab: decoded {len(rows):,} Imagenette JPEGs at {size} px in {time.perf_counter() - start:.1f} s; "
           + (f"cached in {where}" if where else "no writable cache folder"), flush=True)
-    return to_arrays(images, rows, column, Arrays)
+    return to_arrays(images, rows, column)
 
 
 def read_cache(path: Path, count: int, size: int) -> np.ndarray | None:
@@ -121,12 +122,29 @@ def read_cache(path: Path, count: int, size: int) -> np.ndarray | None:
     return images if images.shape == (count, size, size, 3) and images.dtype == np.uint8 else None
 
 
-def to_arrays(images: np.ndarray, rows: list[dict], column: str, arrays_cls):
+def to_arrays(images: np.ndarray, rows: list[dict], column: str) -> Arrays:
     wnids = sorted(CLASSES)
     index = {w: i for i, w in enumerate(wnids)}
     test = np.array([r["is_valid"].strip().lower() in ("true", "1") for r in rows])
     clean = np.array([index[r["noisy_labels_0"]] for r in rows])
     chosen = np.array([index[r[column]] for r in rows])
-    return arrays_cls(train_images=np.ascontiguousarray(images[~test]), train_labels=chosen[~test],
-                      test_images=np.ascontiguousarray(images[test]), test_labels=clean[test],
-                      classes=tuple(CLASSES[w] for w in wnids), train_clean_labels=clean[~test])
+    return Arrays(train_images=np.ascontiguousarray(images[~test]), train_labels=chosen[~test],
+                  test_images=np.ascontiguousarray(images[test]), test_labels=clean[test],
+                  classes=tuple(CLASSES[w] for w in wnids), train_clean_labels=clean[~test])
+
+
+def describe(root: Path) -> str:
+    """One line for `cifarlab data list`: where Imagenette was found (or every place tried), its image
+    counts and label columns. Decodes no JPEG."""
+    found = locate(root)
+    if found is None:
+        tried = ", ".join(str(p) for _, p in candidates(root))
+        return f"imagenette: not found; tried {tried}; a run downloads {URL}"
+    kind, path = found
+    if kind == "official archive":
+        return f"imagenette: official archive {path} (MD5-checked and extracted on first use)"
+    rows = read_csv(path, "noisy_labels_0")
+    valid = sum(r["is_valid"].strip().lower() in ("true", "1") for r in rows)
+    return (f"imagenette: {kind} {path}: {len(rows) - valid:,} train + {valid:,} val JPEGs, 10 classes "
+            f"({few(CLASSES.values())}); label columns {', '.join(LABEL_COLUMNS)}; "
+            "decoded once per data.image_size into a cache")

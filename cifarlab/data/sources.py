@@ -1,6 +1,6 @@
 """Find, fetch, verify and parse CIFAR-10 / CIFAR-100 into plain numpy arrays.
 
-Search order in `load_dataset`: a prepared `.npz`, a lossless pack (`cifarlab.data.pack`,
+Search order in `load_cifar`: a prepared `.npz`, a lossless pack (`cifarlab.data.pack`,
 decoded once into a verified cache), an already extracted official folder, the official
 `.tar.gz` archive (MD5-checked), and finally a download of that archive.
 
@@ -11,49 +11,23 @@ or a pack as `coarse.npz` (`train_coarse_labels`, `test_coarse_labels`, `coarse_
 
 from __future__ import annotations
 
-import hashlib
 import dataclasses
-import logging
 import os
 import pickle
-import shutil
-import tarfile
-import tempfile
-import urllib.error
-import urllib.request
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
 
 from cifarlab.data import pack
+from cifarlab.data.arrays import Arrays, few
+from cifarlab.data.fetch import extract_verified, one_line, resolve_data_dir, try_download
 from cifarlab.errors import DataError
 
-log = logging.getLogger(__name__)
-
-DATASETS = ("cifar10", "cifar100", "imagenette")
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
 IMAGE_SHAPE = (32, 32, 3)
-
-
-@dataclass(frozen=True)
-class Arrays:
-    """A whole dataset in memory: uint8 NHWC RGB images and int64 labels."""
-
-    train_images: np.ndarray
-    train_labels: np.ndarray
-    test_images: np.ndarray
-    test_labels: np.ndarray
-    classes: tuple[str, ...]
-    # CIFAR-100's superclasses where the source has them (int64 labels, 20 names), else None.
-    train_coarse_labels: np.ndarray | None = None
-    test_coarse_labels: np.ndarray | None = None
-    coarse_classes: tuple[str, ...] | None = None
-    # The dataset's own labels of the training images where the given ones are noisy (Imagenette's CSV).
-    train_clean_labels: np.ndarray | None = None
 
 
 LABELS = ("fine", "coarse")
@@ -132,18 +106,9 @@ _CORRUPT = (zipfile.BadZipFile, ValueError, OSError, EOFError, zlib.error, KeyEr
 
 
 def _spec(name: str) -> Official:
-    if name not in OFFICIAL and name in DATASETS:
-        raise DataError(f"{name} is not an official CIFAR archive")
     if name not in OFFICIAL:
-        raise DataError(f"unknown dataset {name!r}; valid names: {', '.join(DATASETS)}")
+        raise DataError(f"{name!r} is not an official CIFAR archive; valid: {', '.join(OFFICIAL)}")
     return OFFICIAL[name]
-
-
-def resolve_data_dir(data_dir: str | os.PathLike | None) -> Path:
-    """The data root: `data_dir` if given, else $CIFARLAB_DATA, else ./data."""
-    if data_dir is None or str(data_dir) == "":
-        data_dir = os.environ.get("CIFARLAB_DATA") or "data"
-    return Path(data_dir).expanduser().absolute()
 
 
 def candidates(name: str, data_dir: str | os.PathLike | None = None) -> list[tuple[str, Path]]:
@@ -163,17 +128,10 @@ def locate(name: str, data_dir: str | os.PathLike | None = None) -> tuple[str, P
     return None
 
 
-def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
-                 download: bool = True, progress: bool = True, image_size: int = 0,
-                 label_column: str = "noisy_labels_0") -> Arrays:
-    """Load `name` from the first source found under the data root (see module doc); Imagenette
-    from its JPEG folders (`cifarlab.data.imagefolder`) at `image_size` (0: 64) px."""
-    if name == "imagenette":
-        from cifarlab.data import imagefolder
-        return imagefolder.load(resolve_data_dir(data_dir), image_size or 64, label_column,
-                                download=download, progress=progress)
-    spec = _spec(name)
-    root = resolve_data_dir(data_dir)
+def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
+               download: bool = True, progress: bool = True) -> Arrays:
+    """Load CIFAR `name` from the first source found under the data root (see module doc)."""
+    spec, root = _spec(name), resolve_data_dir(data_dir)
     found = locate(name, root)
     reason = "downloading was disabled"
     archive = root / spec.archive_name
@@ -196,111 +154,11 @@ def load_dataset(name: str, data_dir: str | os.PathLike | None = None, *,
     return load_official(verify_and_extract(path, name, root), name)
 
 
-def try_download(url: str, archive: Path, progress: bool) -> str:
-    """Download the archive; return why it failed ("" on success)."""
-    try:
-        download(url, archive, progress=progress)
-    except DataError as exc:
-        return str(exc)
-    return ""
-
-
-def download(url: str, dest: Path, *, progress: bool = True) -> Path:
-    """Fetch `url` to `dest` atomically (via `<dest>.part`), with a progress bar."""
-    dest = Path(dest)
-    part = dest.with_name(dest.name + ".part")
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        with urllib.request.urlopen(url, timeout=60) as resp, open(part, "wb") as out:
-            total = int(resp.headers.get("Content-Length") or 0) or None
-            with tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024,
-                      desc=dest.name, disable=not progress) as bar:
-                got = _copy(resp, out, bar)
-        if total is not None and got != total:
-            raise OSError(f"got {got} of {total} bytes")
-        os.replace(part, dest)
-    except (OSError, ValueError, urllib.error.URLError) as exc:
-        raise DataError(f"download from {url} failed ({_one_line(exc)})") from exc
-    finally:
-        # Never leave a half-written file that a later run could mistake for data.
-        part.unlink(missing_ok=True)
-    return dest
-
-
-def _copy(src, out, bar) -> int:
-    got = 0
-    while chunk := src.read(1 << 20):
-        out.write(chunk)
-        got += len(chunk)
-        bar.update(len(chunk))
-    return got
-
-
-def _one_line(exc: BaseException) -> str:
-    return " ".join(f"{type(exc).__name__}: {exc}".split())
-
-
-def _hashes(path: Path) -> tuple[str, str]:
-    md5, sha = hashlib.md5(), hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
-
-
 def verify_and_extract(archive: Path, name: str, dest: Path) -> Path:
     """Check the archive's MD5 (and pinned SHA-256), extract it safely, return the folder."""
     spec = _spec(name)
     return extract_verified(Path(archive), spec.md5, spec.url, spec.folder, Path(dest), KNOWN_SHA256.get(name),
                             hint="or load it with load_official")
-
-
-def extract_verified(archive: Path, md5_expected: str, url: str, folder: str, dest: Path,
-                     pinned: str | None = None, hint: str = "") -> Path:
-    """Check `archive`'s MD5 (and a pinned SHA-256), extract it safely into dest/folder (aside, then
-    renamed, so an interrupted run leaves no half folder), return that folder."""
-    md5, sha = _hashes(archive)
-    redo = f"delete it and re-run to download it again, or replace it with the file from {url}"
-    if md5 != md5_expected:
-        raise DataError(f"{archive} failed verification: expected md5 {md5_expected}, got {md5}; {redo}")
-    if pinned and sha != pinned:
-        raise DataError(f"{archive} failed verification: expected sha256 {pinned}, got {sha}; {redo}")
-    log.info("verified %s: md5 %s, sha256 %s", archive, md5, sha)
-    _record_sha256(archive, sha)
-    target = dest / folder
-    if target.exists():
-        raise DataError(f"{target} already exists; delete it to extract {archive} again" + (f", {hint}" if hint else ""))
-    tmp = Path(tempfile.mkdtemp(prefix=f".{folder}.", dir=dest))
-    try:
-        _safe_extract(archive, tmp, redo)
-        if not (tmp / folder).is_dir():
-            raise DataError(f"{archive} has no {folder}/ folder inside; {redo}")
-        os.replace(tmp / folder, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return target
-
-
-def _record_sha256(archive: Path, sha: str) -> None:
-    try:
-        archive.with_name(archive.name + ".sha256").write_text(f"{sha}  {archive.name}\n")
-    except OSError as exc:
-        log.warning("could not record sha256 next to %s (%s)", archive, _one_line(exc))
-
-
-def _safe_extract(archive: Path, dest: Path, redo: str) -> None:
-    base = dest.resolve()
-    try:
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar.getmembers():
-                where = (base / member.name).resolve()
-                if where != base and base not in where.parents:
-                    raise DataError(f"refusing to extract {member.name!r} from {archive}: "
-                                    f"it points outside {dest}; {redo}")
-            tar.extractall(dest, filter="data")
-    except (tarfile.TarError, OSError, EOFError, zlib.error) as exc:
-        raise DataError(f"{archive} is corrupt or truncated ({_one_line(exc)}); {redo}") from exc
 
 
 def load_npz(path: str | os.PathLike) -> Arrays:
@@ -314,7 +172,7 @@ def load_npz(path: str | os.PathLike) -> Arrays:
                 raise DataError(f"{path} lacks key(s) {', '.join(missing)}; {fix}")
             data = {k: z[k] for k in NPZ_KEYS}
     except _CORRUPT as exc:
-        raise DataError(f"{path} is corrupt or truncated ({_one_line(exc)}); {fix}") from exc
+        raise DataError(f"{path} is corrupt or truncated ({one_line(exc)}); {fix}") from exc
     classes = data.pop("classes")
     _check_names(classes, f"{path}: classes", fix)
     return _validated(str(path), fix, classes=tuple(str(c) for c in classes), **data,
@@ -345,7 +203,7 @@ def _coarse_beside(folder: Path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             data = {k: z[k] for k in COARSE_KEYS}
     except _CORRUPT as exc:
-        raise DataError(f"{path} is corrupt or lacks a key ({_one_line(exc)}); {fix}") from exc
+        raise DataError(f"{path} is corrupt or lacks a key ({one_line(exc)}); {fix}") from exc
     _check_names(data["coarse_classes"], f"{path}: coarse_classes", fix)
     return {**data, "coarse_classes": tuple(str(c) for c in data["coarse_classes"])}
 
@@ -419,7 +277,7 @@ def _unpickle(path: Path, fix: str) -> dict:
         with open(path, "rb") as f:
             obj = _CifarUnpickler(f, path).load()
     except _CORRUPT as exc:
-        raise DataError(f"{path} is corrupt or truncated ({_one_line(exc)}); {fix}") from exc
+        raise DataError(f"{path} is corrupt or truncated ({one_line(exc)}); {fix}") from exc
     if not isinstance(obj, dict):
         raise DataError(f"{path} holds a {type(obj).__name__}, expected a dict; {fix}")
     return obj
@@ -476,25 +334,10 @@ def _names(names, meta_path: Path, fix: str) -> tuple[str, ...]:
 
 # ----------------------------------------------------------------------------- listing
 
-def describe(name: str, data_dir: str | os.PathLike | None = None) -> str:
+def describe_cifar(name: str, data_dir: str | os.PathLike | None = None) -> str:
     """One line for `cifarlab data list`: where `name` was found (or every place tried), its sizes,
-    classes, coarse labels and, for a pack, whether its cache is valid. Decodes no pack and no JPEG
-    (an npz or an extracted official folder is read to count it)."""
-    if name == "imagenette":
-        from cifarlab.data import imagefolder
-        root = resolve_data_dir(data_dir)
-        found = imagefolder.locate(root)
-        if found is None:
-            tried = ", ".join(str(p) for _, p in imagefolder.candidates(root))
-            return f"imagenette: not found; tried {tried}; a run downloads {imagefolder.URL}"
-        kind, path = found
-        if kind == "official archive":
-            return f"imagenette: official archive {path} (MD5-checked and extracted on first use)"
-        rows = imagefolder.read_csv(path, "noisy_labels_0")
-        valid = sum(r["is_valid"].strip().lower() in ("true", "1") for r in rows)
-        return (f"imagenette: {kind} {path}: {len(rows) - valid:,} train + {valid:,} val JPEGs, 10 classes "
-                f"({_few(imagefolder.CLASSES.values())}); label columns {', '.join(imagefolder.LABEL_COLUMNS)}; "
-                "decoded once per data.image_size into a cache")
+    classes, coarse labels and, for a pack, whether its cache is valid. Decodes no pack (an npz or an
+    extracted official folder is read to count it)."""
     spec, root = _spec(name), resolve_data_dir(data_dir)
     found = locate(name, root)
     if found is None:
@@ -514,12 +357,7 @@ def describe(name: str, data_dir: str | os.PathLike | None = None) -> str:
         sizes = f"{len(arrays.train_labels):,} train + {len(arrays.test_labels):,} test"
         classes, extra = arrays.classes, ""
         coarse = {"coarse_classes": arrays.coarse_classes} if arrays.coarse_classes else {}
-    named = f"{len(classes)} classes ({_few(classes)})"
+    named = f"{len(classes)} classes ({few(classes)})"
     if coarse:
-        named += f", {len(coarse['coarse_classes'])} coarse ({_few(coarse['coarse_classes'])})"
+        named += f", {len(coarse['coarse_classes'])} coarse ({few(coarse['coarse_classes'])})"
     return f"{name}: {kind} {path}: {sizes}, {named}{extra}"
-
-
-def _few(names, n: int = 3) -> str:
-    names = list(names)
-    return ", ".join(names[:n]) + (f", ... {names[-1]}" if len(names) > n else "")
