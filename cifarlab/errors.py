@@ -18,8 +18,9 @@ class ConfigError(UserError):
     """Unknown key, wrong type or invalid value in an experiment config."""
 
 
-def did_you_mean(word: str, valid) -> str:
-    """" (did you mean 'x'?)" for the closest valid name to a misspelt `word`, or "" when none is close."""
+def did_you_mean(word: str, valid, show=repr) -> str:
+    """"; did you mean 'x'?" for the valid name closest to a misspelt `word` (difflib's ratio >= 0.6),
+    or "" when none is close; `show` writes the name (e.g. as "section.key")."""
     import difflib
     close = difflib.get_close_matches(word, [str(v) for v in valid], n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
+    return f"; did you mean {show(close[0])}?" if close else ""

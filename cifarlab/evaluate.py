@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config import TrainConfig
+from cifarlab.schema import TrainConfig
 from cifarlab.data.loader import Split
 from cifarlab.runtime import Runtime
 

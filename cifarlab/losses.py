@@ -9,7 +9,7 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-from cifarlab.config import LossConfig
+from cifarlab.schema import LossConfig
 from cifarlab.data.batch import Batch
 from cifarlab.registry import Registry
 

@@ -21,7 +21,7 @@ training accuracy counts against or None), all detached.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
@@ -30,16 +30,14 @@ from cifarlab import distributed
 from cifarlab.data.batch import Batch
 from cifarlab.optim import l2_penalty
 from cifarlab.registry import Registry
+from cifarlab.session import Session
 
-if TYPE_CHECKING:
-    from cifarlab.train import Session
-
-Method = Callable[["Session", list[tuple[torch.Tensor, Batch]], int],
+Method = Callable[[Session, list[tuple[torch.Tensor, Batch]], int],
                   tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
 METHODS: Registry = Registry("method")
 
 
-def update(s: "Session", opt, loss: torch.Tensor, *modules) -> None:
+def update(s: Session, opt, loss: torch.Tensor, *modules) -> None:
     """Backward and one step of `opt`; the coupled L2 penalty covers the kernels of `modules`."""
     objective = loss + s.cfg.optim.l2 * sum(l2_penalty(m) for m in modules) if s.cfg.optim.l2 else loss
     opt.zero_grad(set_to_none=True)
@@ -48,16 +46,16 @@ def update(s: "Session", opt, loss: torch.Tensor, *modules) -> None:
     opt.step()
 
 
-def views_needed(s: "Session", epoch: int) -> int:
+def views_needed(s: Session, epoch: int) -> int:
     return 2 if s.cfg.train.method == "supcon" and pretraining(s, epoch) else 1
 
 
-def pretraining(s: "Session", epoch: int) -> bool:
+def pretraining(s: Session, epoch: int) -> bool:
     return s.cfg.train.method == "supcon" and epoch < int(s.cfg.train.epochs)
 
 
 @METHODS.register("standard")
-def standard(s: "Session", views: list, epoch: int):
+def standard(s: Session, views: list, epoch: int):
     (x, batch), = views
     with s.rt.autocast():
         logits = s.model(x).float()
@@ -66,13 +64,13 @@ def standard(s: "Session", views: list, epoch: int):
     return loss.detach(), logits.detach(), batch.dominant
 
 
-def forget_rate(s: "Session", epoch: int) -> float:
+def forget_rate(s: Session, epoch: int) -> float:
     ramp = s.cfg.train.forget_epochs
     return s.cfg.train.forget_rate * (min(epoch / ramp, 1.0) if ramp > 0 else 1.0)
 
 
 @METHODS.register("coteaching")
-def coteaching(s: "Session", views: list, epoch: int):
+def coteaching(s: Session, views: list, epoch: int):
     (x, batch), = views
     with s.rt.autocast():
         logits, peer_logits = s.model(x).float(), s.peer(x).float()
@@ -89,7 +87,7 @@ def coteaching(s: "Session", views: list, epoch: int):
 
 
 @METHODS.register("supcon")
-def supcon(s: "Session", views: list, epoch: int):
+def supcon(s: Session, views: list, epoch: int):
     from cifarlab.losses import supcon_loss
     net = s.model
     if pretraining(s, epoch):

@@ -12,7 +12,7 @@ from typing import Callable, Iterable
 import torch
 from torch import nn
 
-from cifarlab.config import OptimConfig, ScheduleConfig
+from cifarlab.schema import OptimConfig, ScheduleConfig
 from cifarlab.registry import Registry
 
 OPTIMIZERS: Registry = Registry("optimizer")

@@ -24,8 +24,8 @@ class Registry(Generic[T]):
 
     def get(self, name: str) -> T:
         if name not in self._entries:
-            raise ConfigError(f"unknown {self.kind} {name!r}{did_you_mean(str(name), self._entries)}; "
-                              f"valid: {', '.join(sorted(self._entries))}")
+            raise ConfigError(f"unknown {self.kind} {name!r}; valid: {', '.join(sorted(self._entries))}"
+                              + did_you_mean(str(name), self._entries))
         return self._entries[name]
 
     def names(self) -> list[str]:

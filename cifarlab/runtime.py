@@ -10,7 +10,7 @@ from pathlib import Path
 
 import torch
 
-from cifarlab.config import TrainConfig
+from cifarlab.schema import TrainConfig
 from cifarlab.errors import ConfigError
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable
 
@@ -15,71 +15,21 @@ from tqdm import tqdm
 
 from cifarlab import config as C
 from cifarlab import distributed, runtime
-from cifarlab.augment import Pipeline, build_pipeline
+from cifarlab.augment import build_pipeline
 from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
 from cifarlab.errors import ConfigError, UserError
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.flops import training_flops
-from cifarlab.losses import Loss, build_loss
+from cifarlab.losses import build_loss
 from cifarlab.methods import METHODS, pretraining, views_needed
 from cifarlab.models import build_model, count_parameters
 from cifarlab.models.layers import fit_whitening
-from cifarlab.optim import Lookahead, Schedule, WeightAverage, build_optimizer, build_schedule
+from cifarlab.optim import Lookahead, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
 from cifarlab.runs import RunDir, load_verified, save_verified
+from cifarlab.session import Session
 from cifarlab.stats import best_epoch
-
-
-@dataclass
-class Session:
-    """Everything one training run holds while it runs."""
-    cfg: C.ExperimentConfig
-    rt: runtime.Runtime
-    model: nn.Module
-    opt: torch.optim.Optimizer
-    schedule: Schedule
-    augment: Pipeline | None
-    loss: Loss
-    prep: Preprocess
-    steps_per_epoch: int
-    total_steps: int
-    provenance: dict  # taken when the run starts: the code that runs is the code recorded
-    peer: nn.Module | None = None                   # the second network of a two-network method
-    peer_opt: torch.optim.Optimizer | None = None
-    probe_opt: torch.optim.Optimizer | None = None  # supcon: the probe's optimizer (its second phase)
-    world: distributed.World = distributed.World()  # the processes training this run (torchrun), else one
-    share: float = 1.0                              # this process's share of the current batch
-    ema: WeightAverage | None = None                # train.ema: the averaged weights, which evaluation uses
-    lookahead: Lookahead | None = None              # train.lookahead: the slow weights
-
-    @property
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        return [self.opt] + ([self.peer_opt] if self.peer_opt is not None else [])
-
-    def stateful(self) -> dict:
-        """Every part a checkpoint holds to resume exactly, by its key in the checkpoint: the
-        network(s), their optimizers, and a loss with per-sample state (ELR)."""
-        parts = {"model": self.model, "optimizer": self.opt}
-        if hasattr(self.loss, "state_dict"):
-            parts["loss"] = self.loss
-        if self.peer is not None:
-            parts |= {"peer": self.peer, "peer_optimizer": self.peer_opt}
-        if self.probe_opt is not None:
-            parts["probe_optimizer"] = self.probe_opt
-        if self.ema is not None:
-            parts["ema"] = self.ema
-        return parts
-
-    @property
-    def evaluated(self) -> nn.Module:
-        """The network that validation, the test and `select = best_val` use: the averaged weights
-        under train.ema, else the trained network."""
-        return self.model if self.ema is None else self.ema.module
-
-    @property
-    def epochs(self) -> int:
-        return math.ceil(self.total_steps / self.steps_per_epoch)
 
 
 WHITEN_SAMPLES = 5000  # training images (the split's first, a fixed set) a whitening stem is fitted to

@@ -8,7 +8,7 @@ from cifarlab import config as C
 from cifarlab.config import ModelConfig
 from cifarlab.errors import ConfigError
 from cifarlab.models import MODELS, build_model, count_parameters
-from cifarlab.models.layers import ACTIVATIONS, NORMS
+from cifarlab.models.layers import ACTIVATIONS, BLOCKS, NORMS
 
 
 def model_config(name: str = "vgg", **keys) -> ModelConfig:
@@ -27,9 +27,14 @@ def test_resnet18_has_the_common_cifar_implementations_parameter_count():
     assert count_parameters(build_model(model_config("preact_resnet18"), 10)) == 11_171_146 + 1024
 
 
-def test_config_knows_every_norm_and_activation_the_registries_build():
-    assert set(C.CHOICES["model", "norm"]) == set(NORMS.names())
-    assert set(C.CHOICES["model", "activation"]) == set(ACTIVATIONS.names())
+def test_config_accepts_every_norm_and_activation_the_registries_build_and_nothing_else():
+    for key, registry in (("norm", NORMS), ("activation", ACTIVATIONS)):
+        assert C.REGISTERED["model", key] is registry
+        for name in registry.names():
+            assert getattr(C.from_dict({"model": {key: name, "groups": 8}}).model, key) == name
+        with pytest.raises(ConfigError, match=f"model.{key} = 'nosuch' is invalid; valid: "):
+            C.from_dict({"model": {key: "nosuch"}})
+    assert set(C.POOLING_BLOCKS) <= set(BLOCKS.names())
 
 
 @pytest.mark.parametrize("name", ["airbench", "resnet9", "preact_resnet18", "vgg"])
@@ -353,7 +358,7 @@ def test_group_norm_on_a_channels_last_cpu_tensor_computes_what_nn_group_norm_do
     assert x.grad is not None and ours.weight.grad is not None
 
 
-@pytest.mark.parametrize("block", C.CHOICES["model", "block"])
+@pytest.mark.parametrize("block", BLOCKS.choices())
 def test_every_block_halves_a_max_pooled_stage_once(block):
     """A stage of any block pools once with downsample = "max": at its end, or inside for the
     blocks that pool after their first conv (config.POOLING_BLOCKS)."""

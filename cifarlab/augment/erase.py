@@ -6,9 +6,9 @@ import math
 
 import torch
 
-from cifarlab.augment import register, uniform
+from cifarlab.augment.pipeline import register, uniform
 from cifarlab.augment.image import pixel_step
-from cifarlab.config import AugmentConfig
+from cifarlab.schema import AugmentConfig
 
 GREY = 128  # cutout's fill: close to CIFAR's mean, as the zeros of DeVries & Taylor on normalised images
 

@@ -7,8 +7,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-from cifarlab.augment import register, uniform
-from cifarlab.config import AugmentConfig
+from cifarlab.augment.pipeline import register, uniform
+from cifarlab.schema import AugmentConfig
 
 
 def random_flip(images: torch.Tensor, gen: torch.Generator) -> torch.Tensor:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from cifarlab.augment import register
+from cifarlab.augment.pipeline import register
 from cifarlab.augment.erase import box_mask
-from cifarlab.config import AugmentConfig
+from cifarlab.schema import AugmentConfig
 from cifarlab.data.batch import Batch
 
 

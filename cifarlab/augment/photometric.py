@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import torch
 
-from cifarlab.augment import register, uniform
+from cifarlab.augment.pipeline import register, uniform
 from cifarlab.augment.image import pixel_step
-from cifarlab.config import AugmentConfig
+from cifarlab.schema import AugmentConfig
 
 # ITU-R BT.601 luma weights: the grey a colour image is blended towards
 LUMA = (0.299, 0.587, 0.114)

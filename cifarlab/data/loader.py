@@ -14,7 +14,7 @@ from typing import Iterator
 import numpy as np
 import torch
 
-from cifarlab.config import DataConfig
+from cifarlab.schema import DataConfig
 from cifarlab.data.batch import Batch
 from cifarlab.data.noise import corrupt
 from cifarlab.data.sources import Arrays, select_labels

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 from torch import nn
 
-from cifarlab.config import ModelConfig
+from cifarlab.schema import ModelConfig
 from cifarlab.registry import Registry
 
 

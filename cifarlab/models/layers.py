@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config import POOLING_BLOCKS, ModelConfig
+from cifarlab.schema import POOLING_BLOCKS, ModelConfig
 from cifarlab.registry import Registry
 
 # --------------------------------------------------------------------------- norms

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cifarlab.config import ModelConfig
+from cifarlab.schema import ModelConfig
 from cifarlab.errors import ConfigError
 from cifarlab.models.layers import STEMS, act, norm, stage
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cifarlab.config import SupConConfig
+from cifarlab.schema import SupConConfig
 
 
 class SupConNet(nn.Module):
