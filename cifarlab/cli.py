@@ -10,7 +10,7 @@
     cifarlab data list|pack|unpack
     cifarlab show augment EXPERIMENT.toml [--out grid.png]
     cifarlab show noise EXPERIMENT.toml --set data.noise=asymmetric --set data.noise_rate=0.4 [--out noise.png]
-    cifarlab list models|optimizers|schedules|augmentations|keys
+    cifarlab list models|optimizers|schedules|augmentations|losses|methods|datasets|keys|reference
     cifarlab paper [--src docs/REPORT.src.md] [--out docs/REPORT.md] [--html docs/REPORT.html]
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
@@ -19,6 +19,7 @@ Bad input prints one line `cifarlab: error: ...` and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 from pathlib import Path
@@ -47,7 +48,9 @@ def add_config_args(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> Parser:
+    from cifarlab import __version__
     parser = Parser(prog="cifarlab", description=__doc__.split("\n")[0])
+    parser.add_argument("--version", action="version", version=f"cifarlab {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="train one experiment and print its validation and test accuracy")
@@ -77,34 +80,55 @@ def build_parser() -> Parser:
 
     study = sub.add_parser("study", help="run a study (variants x seeds), show its progress, or adopt "
                                          "finished runs made with `cifarlab run` or kept in another database")
-    study.add_argument("action", choices=["run", "status", "adopt"])
-    study.add_argument("study", help="study TOML file, e.g. studies/basic.toml")
-    study.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
-                       help="adopt: finished run directories whose config and seed equal one of the study's runs")
-    add_db_arg(study)
-    study.add_argument("--from-db", metavar="OTHER_DB",
-                       help="adopt: the done runs of this results database whose config and seed equal runs "
-                            "of the study (a variant two studies share is trained once)")
-    study.add_argument("--runs-dir", default="runs", help="where run directories and checkpoints go")
-    study.add_argument("--only", action="append", default=[], metavar="VARIANT",
-                       help="run only this variant (repeatable)")
-    study.add_argument("--workers", type=int, default=1,
-                       help="training processes sharing the study (default 1); each gets cores/N threads. "
-                            "With status: the time-left estimate is shared by N")
-    study.add_argument("--threads", type=int, default=0,
-                       help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
-    study.add_argument("--executor", choices=("local", "ray"), default="local",
-                       help="run: who trains the runs: local (this machine's processes, the default) or ray "
-                            "(one Ray task per run, on a Ray cluster or a local Ray instance; extra [ray])")
-    study.add_argument("--address", metavar="auto|HOST:PORT",
-                       help="ray: the cluster to join (auto: the one this machine belongs to); default: start "
-                            "a local Ray instance on this machine's cores")
-    study.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G",
-                       help="ray: GPUs each run's task reserves (default 0; with --threads N it reserves N CPUs, "
-                            "default 1)")
-    study.add_argument("--no-progress", action="store_true", help="no progress bars")
-    study.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers N
-    add_data_args(study)
+    study_sub = study.add_subparsers(dest="action", required=True, parser_class=Parser)
+    srun = study_sub.add_parser("run", help="train the study's missing runs (finished ones are skipped, "
+                                            "interrupted ones resumed), then print its status")
+    sstatus = study_sub.add_parser("status", help="each variant's runs done / running / pending / failed, and the "
+                                                  "time left")
+    sadopt = study_sub.add_parser("adopt", help="record finished runs made elsewhere (`cifarlab run` directories "
+                                                "or another database's runs) as the study runs they equal")
+    for p in (srun, sstatus, sadopt):
+        p.add_argument("study", help="study TOML file, e.g. studies/basic.toml")
+        add_db_arg(p)
+    sadopt.add_argument("run_dirs", nargs="*", metavar="RUN_DIR",
+                        help="finished run directories whose config and seed equal one of the study's runs")
+    sadopt.add_argument("--from-db", metavar="OTHER_DB",
+                        help="the done runs of this results database whose config and seed equal runs of the "
+                             "study (a variant two studies share is trained once)")
+    for p in (srun, sadopt):
+        p.add_argument("--runs-dir", default="runs", help="where run directories and checkpoints go")
+    srun.add_argument("--only", action="append", default=[], metavar="VARIANT",
+                      help="run only this variant (repeatable)")
+    srun.add_argument("--workers", type=int, default=1,
+                      help="training processes sharing the study (default 1); each gets cores/N threads")
+    sstatus.add_argument("--workers", type=int, default=1,
+                         help="the processes that will train the rest: the time-left estimate is shared by N")
+    srun.add_argument("--threads", type=int, default=0,
+                      help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
+    srun.add_argument("--executor", choices=("local", "ray"), default="local",
+                      help="who trains the runs: local (this machine's processes, the default) or ray (one Ray "
+                           "task per run, on a Ray cluster or a local Ray instance; extra [ray])")
+    srun.add_argument("--address", metavar="auto|HOST:PORT",
+                      help="ray: the cluster to join (auto: the one this machine belongs to); default: start a "
+                           "local Ray instance on this machine's cores")
+    srun.add_argument("--gpus-per-run", type=float, default=0.0, metavar="G",
+                      help="ray: GPUs each run's task reserves (default 0; with --threads N it reserves N CPUs, "
+                           "default 1)")
+    srun.add_argument("--no-progress", action="store_true", help="no progress bars")
+    srun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers N
+    add_data_args(srun)
+    # Accepted and unused (hidden), so that one set of options serves every action in a script.
+    for p in (sstatus, sadopt):
+        p.add_argument("--data-dir", help=argparse.SUPPRESS)
+        p.add_argument("--no-download", action="store_true", help=argparse.SUPPRESS)
+        p.add_argument("--no-progress", action="store_true", help=argparse.SUPPRESS)
+    sstatus.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
+    # What an action lacks reads as its default, so that cmd_study reads one namespace.
+    defaults = {"run_dirs": [], "from_db": None, "runs_dir": "runs", "only": [], "workers": 1, "threads": 0,
+                "executor": "local", "address": None, "gpus_per_run": 0.0, "no_progress": False, "worker": False,
+                "data_dir": None, "no_download": False}
+    for p in (srun, sstatus, sadopt):
+        p.set_defaults(**{k: v for k, v in defaults.items() if not any(a.dest == k for a in p._actions)})
 
     report = sub.add_parser("report", help="write reports/<study>/README.md and figures from the database")
     report.add_argument("study", help="study TOML file, or a name under studies/")
@@ -205,8 +229,9 @@ def build_parser() -> Parser:
     paper.add_argument("--results", default="results", help="folder of the studies' results (STUDY/results.db)")
     paper.add_argument("--studies", default="studies", help="folder of the study files")
 
-    lst = sub.add_parser("list", help="list registry entries or config keys")
-    lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "keys"])
+    lst = sub.add_parser("list", help="list registry entries or config keys; `reference` prints docs/REFERENCE.md")
+    lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "methods",
+                                      "datasets", "keys", "reference"])
     return parser
 
 
@@ -235,6 +260,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     if run.checkpoint_path.exists() and not args.resume:
         raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
+    if args.resume and not run.checkpoint_path.exists():
+        raise UserError(f"--resume: {run.path} holds no checkpoint to continue"
+                        + (" (it is not a run directory)" if run.path.exists() else " (it does not exist)")
+                        + "; give --out the run's directory, or leave out --resume to start a new run")
     if world.writes:
         ensure_writable(run.path, "--out")
     cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress and world.writes)
@@ -279,25 +308,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     from cifarlab.study import (DataCache, adopt_database, adopt_run, load_study, plan_runs, run_study,
                                 status_table)
 
-    if args.run_dirs and args.action != "adopt":
-        raise UserError(f"study {args.action} takes no run directories ({args.run_dirs[0]!r}); "
-                        "only `study adopt` does")
-    if args.from_db and args.action != "adopt":
-        raise UserError(f"study {args.action} takes no --from-db; only `study adopt` does")
+    check_db_path(args.db, create=args.action != "status")
+    if args.from_db:
+        check_db_path(args.from_db, "--from-db")
     if args.workers < 1 or args.threads < 0:
         raise UserError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
     if args.action == "adopt" and not args.run_dirs and not args.from_db:
         raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                         "or --from-db OTHER_DB (another results database)")
-    if args.executor == "ray" and (args.action != "run" or args.workers != 1):
+    if args.executor == "ray" and args.workers != 1:
         raise UserError("--executor ray is for `study run` without --workers (Ray places the runs: each reserves "
-                        "--threads CPUs and --gpus-per-run GPUs)" if args.action == "run" else
-                        f"study {args.action} takes no --executor; only `study run` does")
+                        "--threads CPUs and --gpus-per-run GPUs)")
     if args.executor == "local" and (args.address or args.gpus_per_run):
         raise UserError("--address and --gpus-per-run are for --executor ray")
     if args.gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     study = load_study(find_study(args.study))
+    check_only(study, args.only)
     if args.action in ("run", "adopt"):  # before the database is opened or a run registered
         from cifarlab.runs import ensure_writable
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
@@ -346,6 +373,38 @@ def cmd_study(args: argparse.Namespace) -> int:
     print(f"study {study.name}: {finished} run(s) finished by this process")
     print(status_table(study, store))
     return 0
+
+
+def check_db_path(db: str, option: str = "--db", create: bool = False) -> None:
+    """One line for a database path that is a folder, or (`create`: a command that may make the
+    database) whose folder does not exist: cifarlab makes no folders for a database."""
+    path = Path(db)
+    if path.is_dir():
+        raise UserError(f"{option} {db} is a folder; give the database file, e.g. {path / 'results.db'}")
+    if create and not path.exists() and not path.parent.is_dir():
+        raise UserError(f"{option} {db}: the folder {path.parent} does not exist; create it first "
+                        f"(mkdir -p {path.parent}) or give a database in an existing folder")
+
+
+def check_only(study, only: list[str]) -> None:
+    """--only names variants of the study, checked before a database is opened."""
+    from cifarlab.errors import did_you_mean
+    names = [v.name for v in study.variants]
+    for name in only:
+        if name not in names:
+            raise UserError(f"--only {name!r} is not a variant of {study.name}; valid: {', '.join(names)}"
+                            + did_you_mean(name, names))
+
+
+def require_runs(store, study_name: str | None, db: str, hint: str) -> None:
+    """One line when the database holds no run of the study (of any study, for None): a report or an
+    export of nothing is a mistake (a wrong --db or study), not an empty file."""
+    if store.runs(study_name):
+        return
+    held = store.studies()
+    what = f"no run of study {study_name}" if study_name else "no run"
+    raise UserError(f"{db} holds {what}" + (f" (it holds {', '.join(held)})" if held else " (it is empty)")
+                    + f"; {hint}")
 
 
 def run_on_ray(args: argparse.Namespace, study, ray) -> int:
@@ -428,7 +487,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else Path("reports") / study.name
     from cifarlab.results.store import require_database
     from cifarlab.runs import ensure_writable
-    require_database(args.db)       # neither a missing database nor an unwritable folder leaves a trace
+    check_db_path(args.db)
+    require_database(args.db)       # neither a missing database, one without the study's runs, nor an
+    require_runs(open_store(args.db, must_exist=True), study.name, args.db,   # unwritable folder leaves a trace
+                 f"run `cifarlab study run {path} --db {args.db}` first, or give the database it wrote")
     ensure_writable(out, "--out")
     command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
     grids = {}
@@ -504,6 +566,9 @@ def cmd_results(args: argparse.Namespace) -> int:
         out = Path(args.out) if args.out != "results/export" else Path("results") / "README.md"
         print(f"wrote {write_index(out.parent, Path('studies'), out)}")
         return 0
+    check_db_path(args.db)
+    if args.against:
+        check_db_path(args.against, "--against")
     name, current, selection = args.study, None, False
     if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
         from cifarlab.study import load_study
@@ -530,6 +595,8 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.results.store import require_database
     from cifarlab.runs import ensure_writable
     require_database(args.db)
+    require_runs(open_store(args.db, must_exist=True), name, args.db,
+                 "give the database `cifarlab study run` wrote" + (" for that study" if name else ""))
     ensure_writable(Path(args.out), "--out")
     for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
         print(f"wrote {path}")
@@ -695,21 +762,59 @@ def cmd_paper(args: argparse.Namespace) -> int:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from cifarlab import augment, config, losses, models, optim
+    from cifarlab import augment, config, losses, methods, models, optim
+    from cifarlab.data import DATASETS
     if args.what == "models":
         print(list_models())
+        return 0
+    if args.what == "reference":
+        from cifarlab.reference import markdown
+        print(markdown(), end="")
         return 0
     if args.what == "augmentations":
         print("\n".join(f"{n:<14} {augment.AUGMENTS.get(n).doc}" for n in augment.AUGMENTS.names()))
         return 0
     registries = {"models": models.MODELS, "optimizers": optim.OPTIMIZERS, "schedules": optim.SCHEDULES,
-                  "losses": losses.LOSSES}
+                  "losses": losses.LOSSES, "methods": methods.METHODS, "datasets": DATASETS}
     print(config.describe_keys() if args.what == "keys" else "\n".join(registries[args.what].names()))
     return 0
 
 
 COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
             "bench": cmd_bench, "data": cmd_data, "show": cmd_show, "list": cmd_list, "paper": cmd_paper}
+
+
+KEY_VALUE = re.compile(r"[A-Za-z_]\w*\.\w+=.*")
+STUDY_OPTIONS = {"run": ("--only", "--workers", "--threads", "--executor", "--address", "--gpus-per-run"),
+                 "status": ("--workers",), "adopt": ("--from-db",)}
+
+
+def take_extra(parser: Parser, args: argparse.Namespace, extra: list[str]) -> None:
+    """Arguments the command's parser did not take: RUN_DIRs after an option (`study adopt S.toml
+    --db D dir`), else one line saying which command takes them, or that KEY=VALUE wants --set."""
+    if args.command == "study" and args.action == "adopt" and not any(e.startswith("-") for e in extra):
+        args.run_dirs += extra
+        return
+    if args.command == "study":
+        option = next((e.split("=")[0] for e in extra if e.startswith("-")), None)
+        if option is None:
+            raise UserError(f"study {args.action} takes no run directories ({extra[0]!r}); only `study adopt` does")
+        owners = [action for action, options in STUDY_OPTIONS.items() if option in options]
+        if owners:
+            raise UserError(f"study {args.action} takes no {option}; only "
+                            + " or ".join(f"`study {o}`" for o in owners) + " does")
+    override = next((e for e in extra if KEY_VALUE.fullmatch(e)), None)
+    if override is not None and hasattr(args, "overrides"):
+        raise UserError(f"unrecognized argument {override!r}: to override a config key, write --set {override}")
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
+def check_experiment_arg(args: argparse.Namespace) -> None:
+    """A KEY=VALUE given where the experiment file goes: say so, not "file not found"."""
+    experiment = getattr(args, "experiment", None)
+    if experiment and KEY_VALUE.fullmatch(experiment) and not Path(experiment).exists():
+        raise UserError(f"{experiment!r} is a config override, not an experiment file: give the experiment file "
+                        f"first, then --set {experiment}")
 
 
 def interrupt(signum: int, frame: object) -> None:
@@ -722,10 +827,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
-        if extra and args.command == "study" and not any(e.startswith("-") for e in extra):
-            args.run_dirs += extra  # RUN_DIRs given after an option: `study adopt S.toml --db D dir`
-        elif extra:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        if extra:
+            take_extra(parser, args, extra)
+        check_experiment_arg(args)
         return COMMANDS[args.command](args)
     except UserError as e:
         print(f"cifarlab: error: {e}", file=sys.stderr)

@@ -1,0 +1,139 @@
+"""Mistakes that used to pass silently now stop with one line and exit code 2, before anything is
+written; and the conventions of a command line tool: --version, help per action, "did you mean",
+and a hint when KEY=VALUE is given without --set. In-process (`cli.main`), so each is fast."""
+
+from __future__ import annotations
+
+import pytest
+
+from cifarlab import __version__, cli
+from cifarlab.results.store import RunKey, open_store
+from conftest import REPO
+
+EXPERIMENT = str(REPO / "experiments" / "tutorial" / "baseline.toml")
+STUDY = str(REPO / "studies" / "fast_baseline.toml")
+
+
+def refused(capsys, *argv) -> str:
+    """The one line a refused command prints (its exit code is 2)."""
+    assert cli.main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("cifarlab: error: "), err
+    return err
+
+
+def files(folder) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*"))
+
+
+def test_resume_of_a_run_that_is_not_there_is_refused(tmp_path, capsys):
+    err = refused(capsys, "run", EXPERIMENT, "--out", tmp_path / "missing", "--resume")
+    assert "--resume: " in err and "holds no checkpoint to continue (it does not exist)" in err
+    (tmp_path / "empty").mkdir()
+    err = refused(capsys, "run", EXPERIMENT, "--out", tmp_path / "empty", "--resume")
+    assert "(it is not a run directory)" in err
+    assert files(tmp_path) == ["empty"]
+
+
+def test_report_and_export_of_a_database_without_the_studys_runs_are_refused(tmp_path, capsys):
+    open_store(tmp_path / "empty.db").close()
+    err = refused(capsys, "report", STUDY, "--db", tmp_path / "empty.db", "--out", tmp_path / "report")
+    assert "holds no run of study fast_baseline (it is empty); run `cifarlab study run" in err
+    err = refused(capsys, "results", "export", "--db", tmp_path / "empty.db", "--out", tmp_path / "csv")
+    assert "empty.db holds no run (it is empty)" in err
+    other = open_store(tmp_path / "other.db")
+    other.register(RunKey("another", "v", 0, "0123456789abcdef"), {"name": "v"})
+    other.close()
+    err = refused(capsys, "results", "export", "--db", tmp_path / "other.db", "--study", STUDY,
+                  "--out", tmp_path / "csv")
+    assert "holds no run of study fast_baseline (it holds another)" in err
+    assert not (tmp_path / "report").exists() and not (tmp_path / "csv").exists()
+
+
+def test_study_run_with_an_unknown_variant_makes_no_database(tmp_path, capsys):
+    err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "r.db", "--only", "fast-basline",
+                  "--runs-dir", tmp_path / "runs")
+    assert "--only 'fast-basline' is not a variant of fast_baseline; valid: fast-baseline" in err
+    assert "did you mean 'fast-baseline'?" in err
+    assert files(tmp_path) == []
+
+
+def test_study_run_makes_no_folder_for_its_database(tmp_path, capsys):
+    err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "new" / "r.db", "--runs-dir", tmp_path / "runs")
+    assert f"the folder {tmp_path / 'new'} does not exist; create it first (mkdir -p" in err
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("argv", [
+    ["study", "status", STUDY, "--db", "{folder}"],
+    ["study", "run", STUDY, "--db", "{folder}", "--runs-dir", "{tmp}/runs"],
+    ["study", "adopt", STUDY, "--from-db", "{folder}", "--db", "{tmp}/ok.db", "--runs-dir", "{tmp}/runs"],
+    ["report", STUDY, "--db", "{folder}", "--out", "{tmp}/out"],
+    ["results", "export", "--db", "{folder}", "--out", "{tmp}/out"],
+    ["results", "compare", "--db", "{tmp}/ok.db", "--against", "{folder}"],
+])
+def test_a_database_path_that_is_a_folder_says_so(tmp_path, capsys, argv):
+    folder = tmp_path / "results"
+    folder.mkdir()
+    err = refused(capsys, *[a.replace("{folder}", str(folder)).replace("{tmp}", str(tmp_path)) for a in argv])
+    assert f"{folder} is a folder; give the database file, e.g. {folder / 'results.db'}" in err
+    assert files(tmp_path) == ["results"]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(["--version"])
+    assert exit_.value.code == 0 and capsys.readouterr().out == f"cifarlab {__version__}\n"
+
+
+@pytest.mark.parametrize("action, has, lacks", [
+    ("run", ["--only", "--executor", "--workers", "--data-dir"], ["--from-db", "RUN_DIR"]),
+    ("status", ["--workers"], ["--from-db", "--executor", "--only", "--runs-dir"]),
+    ("adopt", ["--from-db", "RUN_DIR", "--runs-dir"], ["--executor", "--only", "--workers"]),
+])
+def test_each_study_action_has_its_own_help(capsys, action, has, lacks):
+    with pytest.raises(SystemExit):
+        cli.main(["study", action, "--help"])
+    text = capsys.readouterr().out
+    assert text.startswith(f"usage: cifarlab study {action} ")
+    assert all(option in text for option in has) and not any(option in text for option in lacks)
+
+
+def test_an_option_of_another_study_action_names_the_action_that_takes_it(tmp_path, capsys):
+    err = refused(capsys, "study", "status", STUDY, "--executor", "ray", "--db", tmp_path / "r.db")
+    assert "study status takes no --executor; only `study run` does" in err
+    err = refused(capsys, "study", "status", STUDY, "some/run", "--db", tmp_path / "r.db")
+    assert "study status takes no run directories ('some/run'); only `study adopt` does" in err
+    assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("override, message", [
+    ("optim.lrr=0.1", "unknown key optim.lrr; valid keys of [optim]: name, lr, momentum"),
+    ("optim.lrr=0.1", "; did you mean optim.lr?"),
+    ("optm.lr=0.1", "unknown config section 'optm'; valid: name, data, augment, model, optim"),
+    ("optm.lr=0.1", "; did you mean 'optim'?"),
+    ("model.norm=btach", "model.norm = 'btach' is invalid; valid: none, batch, group, layer, instance; did you mean "
+                         "'batch'?"),
+    ("augment.pipeline=['flip', 'cutot']", "augment.pipeline: unknown augmentation 'cutot'; valid: "),
+    ("augment.pipeline=['flip', 'cutot']", "did you mean 'cutout'?"),
+    ("train.tta=flp", "train.tta = 'flp' is invalid; valid: none, flip, flip-translate; did you mean 'flip'?"),
+    ("optim.name=adamm", "optim.name = 'adamm' is invalid; valid: sgd, adam, adamw, muon; did you mean 'adam"),
+])
+def test_a_misspelt_key_or_value_names_the_closest(tmp_path, capsys, override, message):
+    assert message in refused(capsys, "run", EXPERIMENT, "--set", override, "--out", tmp_path / "r")
+
+
+def test_no_suggestion_when_nothing_is_close(tmp_path, capsys):
+    err = refused(capsys, "run", EXPERIMENT, "--set", "optim.zzzzzz=1", "--out", tmp_path / "r")
+    assert "unknown key optim.zzzzzz" in err and "did you mean" not in err
+
+
+def test_key_value_without_set_says_to_use_set(tmp_path, capsys):
+    err = refused(capsys, "run", EXPERIMENT, "optim.lr=0.1", "--out", tmp_path / "r")
+    assert "unrecognized argument 'optim.lr=0.1': to override a config key, write --set optim.lr=0.1" in err
+    err = refused(capsys, "run", "optim.lr=0.1", "--out", tmp_path / "r")
+    assert "'optim.lr=0.1' is a config override, not an experiment file: give the experiment file first, " \
+           "then --set optim.lr=0.1" in err
+    err = refused(capsys, "run", EXPERIMENT, "stray", "--out", tmp_path / "r")
+    assert "unrecognized arguments: stray" in err
+    assert files(tmp_path) == []

@@ -1,0 +1,61 @@
+"""Lists in the docs come from the code: docs/REFERENCE.md is generated from the schema and the
+registries and must equal what the code generates now; a key's comment that lists its values lists
+exactly the valid ones; the README and docs name only registered models and existing pages."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from cifarlab import config as C
+from conftest import REPO
+
+
+def test_the_committed_reference_is_what_the_code_generates():
+    from cifarlab.reference import markdown
+    committed = (REPO / "docs" / "REFERENCE.md").read_text()
+    assert committed == markdown(), ("docs/REFERENCE.md differs from the code: regenerate it with "
+                                     "`cifarlab list reference > docs/REFERENCE.md`")
+
+
+def not_values(comment: str, valid: list[str]) -> list[str]:
+    """The alternatives of a comment's `a | b (what b does) | c` list that start with no valid value
+    (the first may have words before its value: "optimizer: sgd | adam")."""
+    parts = [re.findall(r"[\w.-]+", part) for part in comment.split(" | ")]
+    bad = [] if any(word in valid for word in parts[0]) else [parts[0][-1]]
+    return bad + [words[0] for words in parts[1:] if words[0] not in valid]
+
+
+@pytest.mark.parametrize("section, key", [(s, f.name) for s, cls in C.SECTIONS.items()
+                                          for f in C.dataclasses.fields(cls) if C.choices(s, f.name)])
+def test_a_comment_that_lists_a_keys_values_lists_the_valid_ones(section, key):
+    comment = C.key_comments(C.SECTIONS[section])[key]
+    if " | " not in comment:
+        return   # it names no values: `list keys` and REFERENCE.md print them from the code
+    valid = C.choices(section, key)
+    missing = [v for v in valid if not re.search(rf"(?<![\w-]){re.escape(v)}(?![\w-])", comment)]
+    assert not missing, f"{section}.{key}'s comment in cifarlab/schema.py lacks {missing}: {comment!r}"
+    unknown = not_values(comment, valid)
+    assert not unknown, f"{section}.{key}'s comment lists {unknown}, which are not valid values: {comment!r}"
+
+
+def test_the_comment_check_catches_a_stale_list():
+    schedules = ["constant", "step", "linear"]
+    assert not_values("schedule: constant | step | onecycle | linear", schedules) == ["onecycle"]
+    assert not_values("none | conv (3x3 conv, norm) | patch (conv)", ["none", "conv", "patchify"]) == ["patch"]
+    assert not_values("unit: pixels/255 in [0,1] | standard: per-channel", ["unit", "standard"]) == []
+    assert not_values("optimizer: sgd | adam", ["adam"]) == ["sgd"]
+
+
+DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+
+
+@pytest.mark.parametrize("page", DOCS, ids=lambda p: p.name)
+def test_docs_name_registered_models_and_link_pages_that_exist(page):
+    from cifarlab.models import MODELS
+    text = page.read_text()
+    named = set(re.findall(r"model\.name\s*=\s*\"?([A-Za-z0-9_]+)", text))
+    assert named <= set(MODELS.names()), f"{page.name} names unknown models {named - set(MODELS.names())}"
+    for target in re.findall(r"\]\(((?:\.\./)?(?:docs/)?[A-Za-z_]+\.md)(?:#[^)]*)?\)", text):
+        assert (page.parent / target).exists(), f"{page.name} links {target}, which does not exist"
