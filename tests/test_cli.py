@@ -304,7 +304,10 @@ set = {{ "augment.pipeline" = ["flip", "cutout"] }}
 ''')
     db = tmp_path / "r.db"
     from cifarlab.results import open_store
-    open_store(db).close()
+    from cifarlab.study import load_study, plan_runs
+    store = open_store(db)
+    plan_runs(load_study(study), store)   # registered, none trained: a report of a study that has not run yet
+    store.close()
     r = cli("report", study, "--db", db, "--out", tmp_path / "rep", "--grids", "--data-dir", data_root, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     text = (tmp_path / "rep" / "README.md").read_text()
