@@ -324,6 +324,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     study = load_study(find_study(args.study))
+    if args.action == "run" and not args.worker:  # the parent warns once, not every worker
+        warn_study(study)
     check_only(study, args.only)
     if args.action in ("run", "adopt"):  # before the database is opened or a run registered
         from cifarlab.runs import ensure_writable
@@ -358,8 +360,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if source is not None:
             print("\n".join(adopt_database(study, store, source)))
         return 0
-    if not args.worker:  # the parent warns once, not every worker
-        warn_study(study)
+    if not args.worker:
         from cifarlab.study.adopt import elsewhere_note
         note = elsewhere_note(study, store, Path(args.db), args.study, args.db)
         if note:
@@ -417,7 +418,6 @@ def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     if args.address:
         check_resources(ray.cluster_resources(), cpus, args.gpus_per_run, local=False)
     store = open_store(args.db)
-    warn_study(study)
     plan = plan_runs(study, store, tuple(args.only))
     print(f"study {study.name}: Ray executor, each run {cpus} CPU(s) and {args.gpus_per_run:g} GPU(s)", flush=True)
     finished, failed = 0, 0

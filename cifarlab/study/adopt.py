@@ -9,7 +9,9 @@ from typing import Any
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import Store
-from cifarlab.study.run import plan_runs, run_dir_for, sharing
+from cifarlab.study.data import run_dir_for
+from cifarlab.study.plan import sharing
+from cifarlab.study.run import plan_runs
 from cifarlab.study.spec import Study
 
 

@@ -117,7 +117,7 @@ _DATA: dict[tuple, Any] = {}  # per Ray worker process: each dataset loaded and 
 
 def _ray_task(key: RunKey, cfg: C.ExperimentConfig, run_path: str, data_dir: str | None,
               download: bool, share: bool = False) -> RunResult:
-    from cifarlab.study.run import DataCache
+    from cifarlab.study.data import DataCache
     cache = _DATA.setdefault((data_dir, download), DataCache(data_dir, download, False))
     return train_one(key, cfg, cache.get(cfg.data), Path(run_path), share=share)
 
@@ -126,7 +126,8 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
             data_dir: str | None, download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
             retries: int = 3, say: Callable[[str], None] = print) -> tuple[int, int]:
     """Train every missing run of `plan` as a Ray task; returns (finished, failed)."""
-    from cifarlab.study.run import run_dir_for, sharing
+    from cifarlab.study.data import run_dir_for
+    from cifarlab.study.plan import sharing
 
     task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
                                          retry_exceptions=False, name="cifarlab-run")

@@ -174,3 +174,22 @@ def study_spec(study: Study, store: Store | None):
                     "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs)}
               for arm, t in p.tuning.items()}
     return study.spec(p.choices, tuning)
+
+
+def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]:
+    """Each run of `plan` that shares work with a sibling of the same seed (`train.train`'s `shared`)
+    -> those siblings: runs with a validation split that differ only in `train.select` (one
+    training, two choices of weights), and supcon runs that differ only in their probe (one
+    pre-training)."""
+    from cifarlab.train import pretraining_hash
+    groups: dict[tuple, list[RunKey]] = {}
+    for key, cfg in plan.items():
+        if cfg.data.val_size > 0:
+            groups.setdefault(("select", C.selection_hash(cfg), key.seed), []).append(key)
+        if cfg.train.method == "supcon":
+            groups.setdefault(("pretrain", pretraining_hash(cfg), key.seed), []).append(key)
+    out: dict[RunKey, set[RunKey]] = {}
+    for keys in groups.values():
+        for key in keys if len(keys) > 1 else ():
+            out.setdefault(key, set()).update(k for k in keys if k != key)
+    return out

@@ -7,42 +7,18 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
-from typing import Any
 
 from tqdm import tqdm
 
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
+from cifarlab.study.data import DataCache, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
+from cifarlab.study.plan import sharing
 from cifarlab.study.spec import Study
 
 WAIT_S = 20.0  # how often a worker with nothing to claim looks again while an arm finishes tuning elsewhere
-
-
-class DataCache:
-    """Load each dataset once and split it once per data config, for all runs of a process."""
-
-    def __init__(self, data_dir: str | None, download: bool, progress: bool):
-        self.data_dir, self.download, self.progress = data_dir, download, progress
-        self.arrays: dict[str, Any] = {}
-        self.splits: dict[C.DataConfig, Any] = {}
-
-    def get(self, cfg: C.DataConfig) -> Any:
-        from cifarlab.data import load_dataset
-        from cifarlab.data.loader import make_splits
-        source = (cfg.dataset, cfg.image_size, cfg.label_column)
-        if source not in self.arrays:
-            self.arrays[source] = load_dataset(cfg.dataset, self.data_dir, download=self.download,
-                                               progress=self.progress, image_size=cfg.image_size,
-                                               label_column=cfg.label_column)
-        if cfg not in self.splits:
-            self.splits[cfg] = make_splits(self.arrays[source], cfg)
-        return self.splits[cfg]
-
-
-def run_dir_for(runs_root: Path, key: RunKey) -> Path:
-    return runs_root / key.study / key.experiment / f"seed{key.seed}-{key.config_hash}"
 
 
 def plan_runs(study: Study, store: Store, only: tuple[str, ...] = ()) -> dict[RunKey, C.ExperimentConfig]:
@@ -64,25 +40,6 @@ def waiting(study: Study, store: Store, only: tuple[str, ...] = ()) -> bool:
     once they finish, so a worker with nothing to claim waits for them instead of leaving."""
     p = plan_study(study, store, only)
     return any(store.status_of(key) == "running" for arm in p.undecided for _, key, _ in p.tuning[arm].runs)
-
-
-def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]:
-    """Each run of `plan` that shares work with a sibling of the same seed (`train.train`'s `shared`)
-    -> those siblings: runs with a validation split that differ only in `train.select` (one
-    training, two choices of weights), and supcon runs that differ only in their probe (one
-    pre-training)."""
-    from cifarlab.train import pretraining_hash
-    groups: dict[tuple, list[RunKey]] = {}
-    for key, cfg in plan.items():
-        if cfg.data.val_size > 0:
-            groups.setdefault(("select", C.selection_hash(cfg), key.seed), []).append(key)
-        if cfg.train.method == "supcon":
-            groups.setdefault(("pretrain", pretraining_hash(cfg), key.seed), []).append(key)
-    out: dict[RunKey, set[RunKey]] = {}
-    for keys in groups.values():
-        for key in keys if len(keys) > 1 else ():
-            out.setdefault(key, set()).update(k for k in keys if k != key)
-    return out
 
 
 def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[RunKey]], store: Store) -> list[RunKey]:

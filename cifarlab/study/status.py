@@ -18,7 +18,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
     probe) adds no epochs once one of its siblings is done or counted."""
-    from cifarlab.study.run import sharing
+    from cifarlab.study.plan import sharing
     runs = entries(study, store)
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
