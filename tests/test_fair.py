@@ -91,6 +91,13 @@ def test_budgets_stretch_the_schedule_and_expand_variants_and_groups(tmp_path):
     assert study.variants[3].group == "g-2ep" and study.variants[3].arm == "drop"
 
 
+def test_the_shortest_budget_is_complete_over_every_seed_before_a_longer_one_starts(tmp_path):
+    study = load_study(write(tmp_path, TUNED.replace('tune = { "optim.lr" = [0.02, 0.05] }\n', "")))
+    order = [(k.experiment, k.seed) for _, _, k in study.runs()]
+    assert order == [("base-1ep", 0), ("drop-1ep", 0), ("base-1ep", 1), ("drop-1ep", 1),
+                     ("base-2ep", 0), ("drop-2ep", 0), ("base-2ep", 1), ("drop-2ep", 1)]
+
+
 def test_tuning_runs_come_first_and_an_edge_choice_grows_the_grid(tmp_path):
     study = load_study(write(tmp_path))
     store = open_store(tmp_path / "r.db")

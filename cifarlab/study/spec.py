@@ -113,8 +113,10 @@ class Study:
         return fair.apply(v.config, fair.stretch_choice(choice, v.config.train.epochs / tuned_at))
 
     def runs(self, choices: dict[str, dict] | None = None) -> list[tuple[Variant, C.ExperimentConfig, RunKey]]:
-        """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first.
-        A tuned variant's runs are listed once its arm's choice ({arm: {key: value}}) is known."""
+        """Every (variant, seeded config, key), seed-major: early seeds give complete comparisons first;
+        with several budgets, budget-major first (the shortest budget's comparison is complete, every
+        seed, before the next budget's runs start). A tuned variant's runs are listed once its arm's
+        choice ({arm: {key: value}}) is known."""
         out = []
         for seed in sorted({s for v in self.variants for s in self.seeds_of(v)}, key=self.seed_order):
             for v in self.variants:
@@ -123,7 +125,8 @@ class Study:
                     continue
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
                 out.append((v, cfg, RunKey(self.name, v.name, seed, C.config_hash(cfg))))
-        return out
+        labels = [b.label for b in self.budgets]
+        return sorted(out, key=lambda r: labels.index(r[0].budget) if r[0].budget in labels else 0)
 
     def seed_order(self, seed: int) -> tuple[int, int]:
         return (0, self.seeds.index(seed)) if seed in self.seeds else (1, seed)
