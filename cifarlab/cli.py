@@ -12,6 +12,9 @@
     cifarlab show noise EXPERIMENT.toml --set data.noise=asymmetric --set data.noise_rate=0.4 [--out noise.png]
     cifarlab list models|optimizers|schedules|augmentations|losses|methods|datasets|keys|reference
     cifarlab paper [--src docs/REPORT.src.md] [--out docs/REPORT.md] [--html docs/REPORT.html]
+    cifarlab predict RUN_DIR IMAGE ... [--top-k 3]
+    cifarlab export RUN_DIR --format torchscript|safetensors|onnx --out FILE
+    any command: --plugin MODULE (a plug-in that registers models, losses, augmentations, methods)
 
 Bad input prints one line `cifarlab: error: ...` and exits with code 2.
 """
@@ -19,6 +22,7 @@ Bad input prints one line `cifarlab: error: ...` and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import signal
 import sys
@@ -232,7 +236,53 @@ def build_parser() -> Parser:
     lst = sub.add_parser("list", help="list registry entries or config keys; `reference` prints docs/REFERENCE.md")
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "methods",
                                       "datasets", "keys", "reference"])
+    pred = sub.add_parser("predict", help="the top classes of image files (PNG, JPEG) under a finished run's model")
+    pred.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory (it holds model.pt)")
+    pred.add_argument("images", metavar="IMAGE", nargs="+", help="image files; resized to the model's input size")
+    pred.add_argument("--top-k", type=int, default=3, help="classes printed per image (default 3)")
+    pred.add_argument("--tta", choices=["none", "flip", "flip-translate"],
+                      help="test-time augmentation (default: the run's train.tta)")
+    exp = sub.add_parser("export", help="write a finished run's model as TorchScript or ONNX (uint8 images in, "
+                         "logits out, preprocessing inside) or its weights and metadata as safetensors")
+    exp.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory (it holds model.pt)")
+    exp.add_argument("--format", required=True, help="torchscript | safetensors | onnx (onnx, safetensors: "
+                     "pip install 'cifarlab[export]')")
+    exp.add_argument("--out", help="the file to write (default: RUN_DIR/model.<format's suffix>)")
+    add_plugin_option(parser)
     return parser
+
+
+PLUGIN_HELP = ("import MODULE first (a plug-in: it registers models, losses, augmentations or methods; "
+               "docs/EXTENDING.md); repeatable")
+
+
+def add_plugin_option(parser: argparse.ArgumentParser) -> None:
+    """--plugin MODULE on every command, before or after it (`cifarlab --plugin m run ...` or
+    `cifarlab run ... --plugin m`)."""
+    parser.add_argument("--plugin", action="append", default=None, metavar="MODULE", dest="plugins_first",
+                        help=PLUGIN_HELP)
+    stack = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    while stack:
+        for child in stack.pop().choices.values():
+            subs = [a for a in child._actions if isinstance(a, argparse._SubParsersAction)]
+            if subs:
+                stack += subs
+            else:
+                child.add_argument("--plugin", action="append", default=None, metavar="MODULE", dest="plugins",
+                                   help=PLUGIN_HELP)
+
+
+def load_plugins(args: argparse.Namespace) -> None:
+    """Import the --plugin modules (and those a parent process passed on in CIFARLAB_PLUGINS, so a
+    study's workers know the same names), and pass them on to the processes this one starts."""
+    from cifarlab.config import import_plugin
+    inherited = [n for n in os.environ.get("CIFARLAB_PLUGINS", "").split(",") if n]
+    names = list(dict.fromkeys(inherited + (getattr(args, "plugins_first", None) or [])
+                               + (getattr(args, "plugins", None) or [])))
+    for name in names:
+        import_plugin(name, "--plugin")
+    if names:
+        os.environ["CIFARLAB_PLUGINS"] = ",".join(names)
 
 
 def flops_rate(final: dict) -> str:
@@ -780,7 +830,33 @@ def cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
+def cmd_predict(args: argparse.Namespace) -> int:
+    from cifarlab.predict import load_run, read_images
+    if args.top_k < 1:
+        raise UserError(f"--top-k must be >= 1, got {args.top_k}")
+    images = read_images(args.images)      # every file checked before the model loads
+    run = load_run(args.run_dir)
+    k = min(args.top_k, len(run.classes))
+    for path, image in zip(args.images, images):
+        top = run.predict(image, tta=args.tta).top(k)[0]
+        print(f"{path}: " + ", ".join(f"{name} {p:.3f}" for name, p in top))
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from cifarlab.predict import check_export, export, load_run, suffix
+    if args.format not in ("torchscript", "safetensors", "onnx"):
+        raise UserError(f"--format {args.format!r} is invalid; valid: torchscript, safetensors, onnx")
+    out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{suffix(args.format)}"
+    check_export(args.format, out)         # before the model loads: nothing written on a refusal
+    run = load_run(args.run_dir)
+    written = export(run, args.format, out)
+    print(f"wrote {written} ({args.format}: {run.config.name}, {len(run.classes)} classes, "
+          f"{run.image_size} x {run.image_size} uint8 input)")
+    return 0
+
+
+COMMANDS = {"predict": cmd_predict, "export": cmd_export, "run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
             "bench": cmd_bench, "data": cmd_data, "show": cmd_show, "list": cmd_list, "paper": cmd_paper}
 
 
@@ -829,6 +905,7 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         if extra:
             take_extra(parser, args, extra)
+        load_plugins(args)
         check_experiment_arg(args)
         return COMMANDS[args.command](args)
     except UserError as e:

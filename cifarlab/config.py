@@ -33,6 +33,7 @@ from cifarlab.optim import OPTIMIZERS, SCHEDULES
 from cifarlab.registry import Registry
 from cifarlab.schema import (  # noqa: F401  (the keys, re-exported: `from cifarlab.config import ModelConfig`)
     BELOW_ONE,
+    Options,
     CHOICES,
     NAME,
     NON_NEGATIVE,
@@ -171,9 +172,13 @@ def from_dict(raw: dict) -> ExperimentConfig:
     the schema's range checks and rules (on construction)."""
     raw = dict(raw)
     kwargs: dict[str, Any] = {"name": coerce(raw.pop("name", "experiment"), str, "name")}
+    if "plugins" in raw:   # imported first: their registry entries may be named below
+        kwargs["plugins"] = coerce(raw.pop("plugins"), tuple[str, ...], "plugins")
+        for name in kwargs["plugins"]:
+            import_plugin(name, "plugins")
     for section, value in raw.items():
         if section not in SECTIONS:
-            raise ConfigError(f"unknown config section {section!r}; valid: name, {', '.join(SECTIONS)}"
+            raise ConfigError(f"unknown config section {section!r}; valid: name, {', '.join(SECTIONS)}, plugins"
                               + did_you_mean(str(section), SECTIONS))
         if not isinstance(value, dict):
             raise ConfigError(f"{section!r} must be a table of keys")
@@ -200,9 +205,39 @@ def check_names(sections: dict[str, Any]) -> None:
 
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
-    """`cfg`, once every registry name in it is checked (for a config built in Python, not read)."""
+    """`cfg`, once every registry name in it is checked and its model preset is known to be applied
+    (for a config built in Python, not read)."""
+    for name in cfg.plugins:
+        import_plugin(name, "plugins")
     check_names({section: getattr(cfg, section) for section in SECTIONS})
+    check_preset(cfg.model)
     return cfg
+
+
+def check_preset(model: ModelConfig) -> None:
+    """A ModelConfig built in Python whose `name` is a preset but which keeps the dataclass default of
+    every key the preset changes (the preset was never applied) is one line, not a silently
+    different network: presets apply when a config is read (TOML, a dict, `cifarlab.api.config`)."""
+    keys = MODELS.get(model.name).keys
+    default = ModelConfig()
+    changed = [k for k, v in keys.items() if coerce(v, typing.get_type_hints(ModelConfig)[k], k) != getattr(default, k)]
+    if changed and all(getattr(model, k) == getattr(default, k) for k in changed):
+        raise ConfigError(f"model.name = {model.name!r} is a preset whose keys ({', '.join(changed)}) this config "
+                          "does not carry: a ModelConfig built in Python keeps its defaults; build the config with "
+                          f"cifarlab.api.config(model={model.name!r}) or read it from a TOML file")
+
+
+def import_plugin(name: str, where: str) -> None:
+    """Import a plug-in module (it registers models, losses, augmentations or methods); one line if
+    it cannot be imported."""
+    import importlib
+    if not isinstance(name, str) or not name:
+        raise ConfigError(f"{where}: a plug-in is a module name such as 'mylab.models'; got {name!r}")
+    try:
+        importlib.import_module(name)
+    except ImportError as e:
+        raise ConfigError(f"{where}: plug-in module {name!r} cannot be imported ({e}); put its package on "
+                          "PYTHONPATH or install it") from None
 
 
 def build_section(cls: type, section: str, values: dict) -> Any:
@@ -236,6 +271,13 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where} must be a list of {item.__name__}, got {value!r}")
         return tuple(coerce(v, item, where) for v in value)
+    if hint is Options:   # a plug-in's own keys: a table of plain values
+        if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):
+            raise ConfigError(f"{where} must be a table of keys, e.g. {where} = {{ depth = 3 }}; got {value!r}")
+        bad = [k for k, v in value.items() if not isinstance(v, (bool, int, float, str, list))]
+        if bad:
+            raise ConfigError(f"{where}.{bad[0]} must be a number, string, boolean or list; got {value[bad[0]]!r}")
+        return Options(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
@@ -249,6 +291,8 @@ def to_dict(cfg: ExperimentConfig) -> dict:
     def plain(v: Any) -> Any:
         return list(v) if isinstance(v, tuple) else v
     out: dict[str, Any] = {"name": cfg.name}
+    if cfg.plugins:   # only when used: configs without plug-ins keep their stored form
+        out["plugins"] = list(cfg.plugins)
     for section in SECTIONS:
         out[section] = {k: plain(v) for k, v in dataclasses.asdict(getattr(cfg, section)).items()}
     return out
@@ -278,7 +322,7 @@ def selection_hash(cfg: ExperimentConfig) -> str:
 
 def to_toml(cfg: ExperimentConfig) -> str:
     """The fully resolved config as TOML: diffable, and loadable again with `load`."""
-    lines = [f"name = {json.dumps(cfg.name)}"]
+    lines = [f"name = {json.dumps(cfg.name)}"] + ([f"plugins = {toml_value(list(cfg.plugins))}"] if cfg.plugins else [])
     for section, values in to_dict(cfg).items():
         if isinstance(values, dict):
             lines += ["", f"[{section}]"] + [f"{k} = {toml_value(v)}" for k, v in values.items()]
@@ -290,6 +334,8 @@ def toml_value(v: Any) -> str:
         return "true" if v else "false"
     if isinstance(v, list):
         return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }" if v else "{}"
     return json.dumps(v)  # ints, floats and strings print the same in TOML
 
 

@@ -5,6 +5,8 @@
         metrics.jsonl    one JSON object per finished epoch
         final.json       validation/test accuracy, per-class test accuracy, timings, provenance
         checkpoint.pt    model + optimizer state at the last finished epoch
+        model.pt         the tested weights, resolved config, normalisation statistics, class
+                         names and image size (+ model.pt.sha256): what `cifarlab predict` reads
 
 Every file is written to a temporary name and renamed into place, so a killed
 process leaves either the old or the new file, never half of one.
@@ -25,6 +27,9 @@ import torch
 
 from cifarlab import config as C
 from cifarlab.errors import UserError
+
+
+MODEL_FILE = "model.pt"   # a finished run's tested weights and what prediction needs (train.save_model)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -58,6 +58,15 @@ class AugmentConfig:
     mix_off: float = 0.0             # mixup / cutmix: no mixing in this many last epochs (train on clean images at the end)
 
 
+class Options(dict):
+    """A plug-in's own keys (`model.options`, `loss.options`): a table of plain values, hashable so the
+    configs that hold it stay usable as cache keys."""
+
+    def __hash__(self) -> int:  # type: ignore[override]
+        import json
+        return hash(json.dumps(self, sort_keys=True))
+
+
 @dataclass(frozen=True)
 class ModelConfig:
     # stem -> stages -> pooling -> head (cifarlab/models/net.py); defaults: the tutorial's VGG
@@ -94,6 +103,7 @@ class ModelConfig:
     head_bias: bool = True                      # the classifier's bias (airbench has none)
     norm_momentum: float = 0.1                  # norm = "batch": weight of each batch in the running statistics, in
                                                 # (0, 1] (PyTorch's momentum; airbench: 0.4, its "0.6" counted the other way)
+    options: Options = field(default_factory=lambda: Options())  # a plug-in model's own keys, a TOML table: options = { depth = 3 } (docs/EXTENDING.md)
 
 
 @dataclass(frozen=True)
@@ -134,6 +144,7 @@ class LossConfig:
     sce_beta: float = 1.0        # sce: weight of reverse cross-entropy (CIFAR-10: 1.0)
     elr_beta: float = 0.7        # elr: momentum of the per-sample target average, in [0, 1) (Liu et al. 2020, CIFAR-10: 0.7)
     elr_lambda: float = 3.0      # elr: weight of the regularizer (CIFAR-10: 3)
+    options: Options = field(default_factory=lambda: Options())  # a plug-in loss's own keys, a TOML table: options = { margin = 0.5 }
 
 
 @dataclass(frozen=True)
@@ -182,6 +193,7 @@ class TrainConfig:
 @dataclass(frozen=True)
 class ExperimentConfig:
     name: str = "experiment"     # run name; the run directory is runs/<name>/seed<seed> unless --out says otherwise
+    plugins: tuple[str, ...] = ()  # modules imported before the config is resolved (docs/EXTENDING.md); not hashed
     data: DataConfig = field(default_factory=DataConfig)
     augment: AugmentConfig = field(default_factory=AugmentConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -195,7 +207,7 @@ class ExperimentConfig:
         validate(self)
 
 
-SECTIONS = {k: v for k, v in typing.get_type_hints(ExperimentConfig).items() if k != "name"}
+SECTIONS = {k: v for k, v in typing.get_type_hints(ExperimentConfig).items() if k not in ("name", "plugins")}
 # Keys with a fixed set of values that no registry holds (registry names: `cifarlab.config.REGISTERED`).
 CHOICES = {
     ("data", "label_column"): ("noisy_labels_0", "noisy_labels_1", "noisy_labels_5", "noisy_labels_25", "noisy_labels_50"),

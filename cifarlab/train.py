@@ -27,7 +27,7 @@ from cifarlab.models import build_model, count_parameters
 from cifarlab.models.layers import fit_whitening
 from cifarlab.optim import Lookahead, WeightAverage, build_optimizer, build_schedule
 from cifarlab.provenance import provenance
-from cifarlab.runs import RunDir, load_verified, save_verified
+from cifarlab.runs import MODEL_FILE, RunDir, load_verified, save_verified
 from cifarlab.session import Session
 from cifarlab.stats import best_epoch
 
@@ -38,6 +38,29 @@ WHITEN_SAMPLES = 5000  # training images (the split's first, a fixed set) a whit
 def epoch_seed(seed: int, epoch: int) -> int:
     # Each epoch reseeds from (seed, epoch): a resumed run draws exactly what a straight one would.
     return seed * 100_003 + epoch
+
+
+def with_head(model: nn.Module, cfg: C.ExperimentConfig, num_classes: int) -> nn.Module:
+    """The network a run evaluates around the built model: supcon's encoder + projection + probe."""
+    if cfg.train.method != "supcon":
+        return model
+    from cifarlab.models.supcon import SupConNet
+    return SupConNet(model, cfg.supcon, num_classes)
+
+
+def build_network(cfg: C.ExperimentConfig, num_classes: int, image_size: int) -> nn.Module:
+    """The architecture of the network a finished run tested (weights untrained), for loading its model."""
+    return with_head(build_model(cfg.model, num_classes, image_size), cfg, num_classes)
+
+
+def save_model(s: Session, splits: Splits, run: RunDir, epoch: int) -> None:
+    """`model.pt` (+ its SHA-256): the tested weights with what prediction needs without the data:
+    the resolved config, the training split's normalisation statistics, the class names and the
+    image size (`cifarlab.predict`)."""
+    save_verified(run.path / MODEL_FILE, {
+        "model": {k: v.detach().cpu() for k, v in s.evaluated.state_dict().items()},
+        "config": C.to_toml(s.cfg), "classes": list(splits.classes), "mean": list(splits.mean),
+        "std": list(splits.std), "image_size": splits.image_size, "epoch": epoch, "format": 1})
 
 
 def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
@@ -58,8 +81,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
     epochs, probe_opt, opt = cfg.train.epochs, None, None
     if cfg.train.method == "supcon":
-        from cifarlab.models.supcon import SupConNet
-        model = SupConNet(model, cfg.supcon, splits.num_classes).to(rt.device)
+        model = with_head(model, cfg, splits.num_classes).to(rt.device)
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
         opt = build_optimizer(torch.nn.ModuleList([model.encoder, model.projection]), cfg.optim)
@@ -410,6 +432,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         tested = history[selected - 1]
         final.update({key: tested.get(key) for key in ("val_acc", "val_loss", "val_top5", "val_acc_clean")})
     if writes:
+        if not final["stopped"]:
+            save_model(s, splits, run, final["selected_epoch"])
         run.write_final(final)
     return final
 

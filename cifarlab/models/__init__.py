@@ -6,6 +6,7 @@ A new architecture is a new preset, or a new stem, block or norm in `cifarlab.mo
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from torch import nn
 
@@ -17,19 +18,22 @@ from cifarlab.registry import Registry
 class Preset:
     doc: str
     keys: dict
+    build: Callable[[ModelConfig, int, int], nn.Module] | None = None   # a plug-in's own network; None: the anatomy
 
 
 MODELS: Registry = Registry("model")
 
 
-def preset(name: str, doc: str, **keys) -> None:
-    MODELS.register(name)(Preset(doc, keys))
+def preset(name: str, doc: str, build: Callable[[ModelConfig, int, int], nn.Module] | None = None, **keys) -> None:
+    """Register `name`: a preset of [model] keys, built by the anatomy (`cifarlab.models.net`) or, for
+    a plug-in, by `build(cfg, num_classes, image_size)`."""
+    MODELS.register(name)(Preset(doc, keys, build))
 
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 32) -> nn.Module:
     from cifarlab.models.net import build_net
-    MODELS.get(cfg.name)  # an unknown name is one line naming the valid ones
-    return build_net(cfg, num_classes, image_size)
+    entry = MODELS.get(cfg.name)  # an unknown name is one line naming the valid ones
+    return (entry.build or build_net)(cfg, num_classes, image_size)
 
 
 def count_parameters(model: nn.Module) -> int:

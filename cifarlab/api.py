@@ -1,0 +1,97 @@
+"""The Python API: what the command line does, for a notebook or a script (docs/API.md).
+
+    from cifarlab import api
+    cfg = api.config("experiments/fast/baseline.toml", {"train.epochs": 2, "optim.lr": 0.1})
+    result = api.train(cfg, out="runs/nb/seed0", data_dir="../shared/data")
+    result.test_acc, result.run_dir
+    run = api.load_run(result.run_dir)
+    run.predict(images).top(3)                   # uint8 images, either layout
+    api.export(run, "torchscript", "model.pt")   # uint8 images -> logits, preprocessing inside
+
+Configs are built only through `config` (or the TOML files), so a model preset's keys always apply:
+`config(model="resnet18")` is the ResNet-18, where `ExperimentConfig(model=ModelConfig(name=
+"resnet18"))` would keep the dataclass defaults (that is refused with one line by `config`).
+Nothing here imports an optional extra (Ray, TensorBoard, safetensors, onnx) until it is used.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+from cifarlab import config as C
+from cifarlab.errors import ConfigError
+from cifarlab.predict import Prediction, TrainedModel, export, load_run
+from cifarlab.schema import ExperimentConfig
+
+__all__ = ["config", "train", "load_run", "export", "TrainResult", "TrainedModel", "Prediction", "ExperimentConfig"]
+
+
+def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,
+           overrides: Mapping[str, Any] | Sequence[str] = (), *, model: str | None = None,
+           plugins: Sequence[str] = ()) -> ExperimentConfig:
+    """A resolved experiment config: from a TOML file (following `extends`), a dict of sections
+    ({"model": {"name": "resnet18"}, ...}), a config already built, or the defaults (None); then
+    `overrides` ({"optim.lr": 0.1} or ["optim.lr=0.1"]) and `model` (a preset name, its keys applied
+    under the overrides). `plugins`: modules to import first (they register models, losses, ...)."""
+    for name in plugins:
+        C.import_plugin(name, "plugins")
+    if isinstance(experiment, (str, Path)):
+        raw = C.read_toml_chain(Path(experiment))
+        raw.setdefault("name", Path(experiment).stem)
+    elif isinstance(experiment, ExperimentConfig):
+        raw = C.to_dict(C.resolve(experiment))
+    elif isinstance(experiment, Mapping):
+        raw = {k: dict(v) if isinstance(v, Mapping) else v for k, v in experiment.items()}
+    elif experiment is None:
+        raw = {}
+    else:
+        raise ConfigError(f"config(): experiment must be a TOML path, a dict, an ExperimentConfig or None; "
+                          f"got {type(experiment).__name__}")
+    if model is not None:   # a new preset replaces the model keys a built config carried
+        raw["model"] = {"name": model}
+    items = overrides.items() if isinstance(overrides, Mapping) else (C.parse_override(o) for o in overrides)
+    for key, value in items:
+        C.set_dotted(raw, key, value)
+    return C.from_dict(raw)
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """A finished run: where it is and what it measured (accuracies are fractions, None if not read)."""
+    run_dir: Path
+    name: str
+    seed: int
+    config_hash: str
+    val_acc: float | None
+    test_acc: float | None
+    epochs: int
+    wall_seconds: float
+    images_per_s: float
+    train_flops: int
+    stopped: str | None
+    final: dict   # everything final.json holds
+
+
+def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str | Path = "data",
+          download: bool = True, resume: bool = False, progress: bool = False,
+          seed: int | None = None) -> TrainResult:
+    """Train one run of `cfg` (resolved with `config`) into `out` (default runs/<name>/seed<k>) and
+    return its result. `resume` continues a run that `out` holds; the data loads from `data_dir`."""
+    from cifarlab.data import load_dataset
+    from cifarlab.data.loader import make_splits
+    from cifarlab.runs import RunDir
+    from cifarlab.train import train as train_run
+
+    cfg = C.resolve(cfg)
+    if seed is not None:
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
+    run = RunDir(Path(out)) if out is not None else RunDir.for_config(cfg)
+    arrays = load_dataset(cfg.data.dataset, str(data_dir), download=download, progress=progress,
+                          image_size=cfg.data.image_size, label_column=cfg.data.label_column)
+    final = train_run(cfg, make_splits(arrays, cfg.data), run, resume=resume, progress=progress)
+    return TrainResult(run.path, cfg.name, cfg.train.seed, final["config_hash"], final["val_acc"], final["test_acc"],
+                       final["epochs"], final["wall_seconds"], final["images_per_s"], final["train_flops"],
+                       final["stopped"], final)

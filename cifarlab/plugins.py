@@ -1,0 +1,57 @@
+"""Plug-ins: a user's module registers models, losses, augmentations and training methods in the
+same registries the package's own use, without editing the package (docs/EXTENDING.md).
+
+A plug-in is any importable module, named in an experiment (`plugins = ["mylab.models"]`, a
+top-level key) or on the command line (`--plugin mylab.models`); it is imported before the config
+is resolved, so its names are valid values of `model.name`, `loss.name`, `augment.pipeline` and
+`train.method`. Its own settings go in `model.options` / `loss.options` (a TOML table), which the
+config hash covers like any other key.
+
+    from cifarlab.plugins import register_model, register_loss
+
+    @register_model("tiny_mlp", "a two-layer MLP", dense=(64,))
+    def tiny_mlp(cfg, num_classes, image_size):       # cfg: the resolved [model] keys
+        ...                                            # an nn.Module: float N x 3 x S x S -> logits
+
+    @register_loss("hinge")
+    def hinge(cfg, num_classes):                       # cfg: the [loss] keys; cfg.options: its own
+        return lambda logits, batch: ...               # (logits, Batch) -> scalar loss
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from cifarlab.augment.pipeline import register as _register_augmentation
+from cifarlab.losses import LOSSES
+from cifarlab.methods import METHODS
+from cifarlab.models import preset
+
+__all__ = ["register_model", "register_loss", "register_augmentation", "register_method"]
+
+
+def register_model(name: str, doc: str = "", **keys) -> Callable:
+    """Decorator: `build(cfg: ModelConfig, num_classes, image_size) -> nn.Module` becomes model `name`;
+    `keys` are [model] keys it sets by default (as a preset's; the experiment's own keys override
+    them). For `train.method = "supcon"` the module also needs `features(x)` and `feature_dim`."""
+    def add(build: Callable) -> Callable:
+        preset(name, doc or (build.__doc__ or name).strip().splitlines()[0], build=build, **keys)
+        return build
+    return add
+
+
+def register_loss(name: str) -> Callable:
+    """Decorator: `build(cfg: LossConfig, num_classes) -> loss(logits, batch)` becomes loss `name`."""
+    return LOSSES.register(name)
+
+
+def register_augmentation(name: str, doc: str = "", mixes: bool = False, per_epoch: bool = False) -> Callable:
+    """Decorator: `build(cfg: AugmentConfig, image_size, num_classes) -> step(batch, generator)`
+    becomes augmentation `name` (an entry of augment.pipeline)."""
+    return _register_augmentation(name, doc or name, mixes, per_epoch)
+
+
+def register_method(name: str) -> Callable:
+    """Decorator: `step(session, views, epoch) -> (loss, logits, labels)` becomes train.method `name`
+    (see `cifarlab.methods.standard` for the contract)."""
+    return METHODS.register(name)

@@ -1,0 +1,228 @@
+"""A finished run's model, used without its dataset: load, predict, export.
+
+Every run that finishes writes `model.pt` beside its metrics (`cifarlab.train.save_model`): the
+weights it tested, its resolved config, the training split's per-channel mean and std, the class
+names and the image size, with a SHA-256 checked before the file is read (and then read with
+`weights_only=True`). From it:
+
+    run = load_run("runs/fast-baseline/seed0")
+    pred = run.predict(images)            # uint8, N x H x W x 3 (NumPy) or N x 3 x H x W (torch)
+    pred.labels, pred.probabilities, pred.top(3)
+
+Images of another size are resized (bilinear, antialiased) to the model's. `export` writes the
+network with its preprocessing folded in (uint8 N x 3 x S x S in, logits out) as TorchScript or
+ONNX, or its weights and metadata as safetensors.
+"""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from cifarlab import config as C
+from cifarlab.errors import UserError
+from cifarlab.evaluate import predict as predict_logits
+from cifarlab.runs import MODEL_FILE, load_verified
+
+FORMATS = ("torchscript", "safetensors", "onnx")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    probabilities: np.ndarray   # N x classes, softmax of the logits
+    labels: np.ndarray          # N, the most probable class index
+    classes: tuple[str, ...]
+
+    @property
+    def names(self) -> list[str]:
+        return [self.classes[i] for i in self.labels]
+
+    def top(self, k: int = 1) -> list[list[tuple[str, float]]]:
+        """Per image, its k most probable classes with their probabilities, most probable first."""
+        order = np.argsort(-self.probabilities, axis=1, kind="stable")[:, :k]
+        return [[(self.classes[j], float(p[j])) for j in row] for row, p in zip(order, self.probabilities)]
+
+
+class Normalized(nn.Module):
+    """The network with its input scaling folded in: uint8 (or 0-255 float) images -> logits."""
+
+    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], standard: bool):
+        super().__init__()
+        self.network = network
+        channels = len(mean)
+        self.register_buffer("mean", torch.tensor(list(mean) if standard else [0.0] * channels).view(1, -1, 1, 1))
+        self.register_buffer("scale", 1 / torch.tensor(list(std) if standard else [255.0] * channels).view(1, -1, 1, 1))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.network((images.float() - self.mean) * self.scale).float()
+
+
+@dataclass
+class TrainedModel:
+    """A finished run's tested network (CPU, fp32, eval mode) and what prediction needs."""
+    run_dir: Path
+    config: C.ExperimentConfig
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    image_size: int
+    epoch: int
+    network: nn.Module          # preprocessed float input -> logits
+    model: Normalized           # uint8 images -> logits (what `export` writes)
+
+    def inputs(self, images: Any) -> torch.Tensor:
+        """uint8 images (N x H x W x C NumPy, N x C x H x W torch, or one image) -> float N x C x S x S."""
+        return to_nchw(images, self.image_size, len(self.mean))
+
+    @torch.no_grad()
+    def logits(self, images: Any, tta: str | None = None, batch_size: int = 256) -> torch.Tensor:
+        """Logits of each image; `tta` as train.tta (default: the run's own, as its test used)."""
+        x = self.inputs(images)
+        tta = self.config.train.tta if tta is None else tta
+        if tta not in ("none", "flip", "flip-translate"):
+            raise UserError(f"tta {tta!r} is invalid; valid: none, flip, flip-translate")
+        scaled = [(x[i:i + batch_size] - self.model.mean) * self.model.scale for i in range(0, len(x), batch_size)]
+        return torch.cat([predict_logits(self.network, chunk, tta) for chunk in scaled]) if scaled else \
+            torch.empty(0, len(self.classes))
+
+    def predict(self, images: Any, tta: str | None = None, batch_size: int = 256) -> Prediction:
+        probabilities = torch.softmax(self.logits(images, tta, batch_size), dim=1).numpy()
+        return Prediction(probabilities, probabilities.argmax(axis=1), self.classes)
+
+
+def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
+    """uint8 images in either layout -> float N x C x size x size on the 0-255 scale."""
+    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
+        kind = f"{type(images).__name__} of {getattr(images, 'dtype', '?')}"
+        raise UserError(f"images must be uint8 (0-255), as a NumPy array (N x H x W x C) or a torch tensor "
+                        f"(N x C x H x W); got {kind}")
+    if x.dim() == 3:
+        x = x.unsqueeze(0)
+    if x.dim() != 4:
+        raise UserError(f"images must have 4 dimensions (a batch) or 3 (one image); got shape {tuple(x.shape)}")
+    if x.shape[1] != channels and x.shape[-1] == channels:
+        x = x.permute(0, 3, 1, 2)          # N x H x W x C -> N x C x H x W
+    if x.shape[1] != channels:
+        raise UserError(f"images must have {channels} channels; got shape {tuple(x.shape)}")
+    x = x.float()
+    if x.shape[-2:] != (size, size) and len(x):
+        x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 255)
+    return x.contiguous()
+
+
+def load_run(run_dir: str | Path) -> TrainedModel:
+    """The model of a finished run directory (one with `model.pt`); one line if it has none."""
+    from cifarlab.train import build_network
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run directory {path} does not exist; give a finished run's directory "
+                        "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")
+    state = load_verified(path / MODEL_FILE)
+    if state is None:
+        why = ("its checksum is missing or does not match" if (path / MODEL_FILE).exists() else
+               "the run has not finished" if (path / "checkpoint.pt").exists() and not (path / "final.json").exists()
+               else "it was trained before runs saved their model, or it is not a run directory")
+        raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); train the run (again) with this cifarlab")
+    try:
+        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])))
+        classes, size = tuple(state["classes"]), int(state["image_size"])
+        network = build_network(cfg, len(classes), size)
+        network.load_state_dict(state["model"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        raise UserError(f"{path / MODEL_FILE} does not fit its config ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:200]})") from None
+    network.eval()
+    model = Normalized(network, state["mean"], state["std"], cfg.data.normalize == "standard").eval()
+    return TrainedModel(path, cfg, classes, tuple(state["mean"]), tuple(state["std"]), size, int(state["epoch"]),
+                        network, model)
+
+
+def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
+    """Image files (PNG, JPEG, anything Pillow reads) as uint8 H x W x 3 arrays; one line per bad file."""
+    try:
+        from PIL import Image, UnidentifiedImageError
+    except ImportError:
+        raise UserError("reading image files needs Pillow: pip install pillow") from None
+    out = []
+    for p in paths:
+        try:
+            with Image.open(p) as im:
+                out.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
+        except FileNotFoundError:
+            raise UserError(f"image {p} does not exist") from None
+        except (UnidentifiedImageError, OSError) as e:
+            raise UserError(f"image {p} is not an image Pillow can read ({type(e).__name__})") from None
+    return out
+
+
+def check_export(fmt: str, out: Path) -> None:
+    """What `export` can refuse before it loads anything: the format, its package, the output folder."""
+    if fmt not in FORMATS:
+        raise UserError(f"--format {fmt!r} is invalid; valid: {', '.join(FORMATS)}")
+    need = {"safetensors": "safetensors", "onnx": "onnx"}.get(fmt)
+    if need:
+        import importlib.util
+        if importlib.util.find_spec(need) is None:
+            raise UserError(f"--format {fmt} needs the {need} package: pip install 'cifarlab[export]' (or {need})")
+    if out.is_dir():
+        raise UserError(f"--out {out} is a folder; give a file, e.g. {out / ('model.' + suffix(fmt))}")
+    if not out.parent.is_dir():
+        raise UserError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+
+
+def suffix(fmt: str) -> str:
+    return {"torchscript": "pt", "safetensors": "safetensors", "onnx": "onnx"}[fmt]
+
+
+def metadata(run: TrainedModel) -> dict[str, str]:
+    """What a reader of an exported file needs besides the weights, as strings."""
+    return {"config": C.to_toml(run.config), "classes": json.dumps(list(run.classes)),
+            "mean": json.dumps(list(run.mean)), "std": json.dumps(list(run.std)),
+            "image_size": str(run.image_size), "input": "uint8 N x 3 x S x S, 0-255; output: logits"}
+
+
+def export(run: TrainedModel, fmt: str, out: str | Path) -> Path:
+    """Write the run's model as `fmt` (torchscript, onnx: uint8 images -> logits, preprocessing
+    inside; safetensors: the network's weights with the metadata). Returns the path written."""
+    out = Path(out)
+    check_export(fmt, out)
+    example = torch.randint(0, 256, (2, len(run.mean), run.image_size, run.image_size), dtype=torch.uint8)
+    if fmt == "torchscript":
+        with torch.no_grad():
+            traced = torch.jit.trace(run.model, example, check_trace=False)
+        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(metadata(run))})
+    elif fmt == "safetensors":
+        from safetensors.torch import save_file
+        save_file({k: v.detach().contiguous().clone() for k, v in run.network.state_dict().items()}, str(out),
+                  metadata=metadata(run))
+    else:
+        torch.onnx.export(run.model, (example,), str(out), input_names=["images"], output_names=["logits"],
+                          dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+    return out
+
+
+def load_safetensors(path: str | Path) -> TrainedModel:
+    """A model exported as safetensors, rebuilt from its metadata (for a round trip or another tool)."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    from cifarlab.train import build_network
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata()
+    cfg = C.from_dict(tomllib.loads(meta["config"]))
+    classes, mean, std = tuple(json.loads(meta["classes"])), json.loads(meta["mean"]), json.loads(meta["std"])
+    size = int(meta["image_size"])
+    network = build_network(cfg, len(classes), size)
+    network.load_state_dict(load_file(str(path)))
+    network.eval()
+    model = Normalized(network, mean, std, cfg.data.normalize == "standard").eval()
+    return TrainedModel(Path(path), cfg, classes, tuple(mean), tuple(std), size, -1, network, model)

@@ -1,0 +1,241 @@
+"""The Python API, predict, export round trips and plug-ins (issue #46 items 2-4)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+from cifarlab import api
+from cifarlab import config as C
+from cifarlab.errors import ConfigError, UserError
+from cifarlab.schema import ExperimentConfig, ModelConfig
+from conftest import CLASSES, cli_command, cli_env, synthetic_arrays
+
+TINY = {"data": {"subset": 400, "val_size": 100},
+        "model": {"widths": [8, 16], "dense": [16], "norm": "batch"},
+        "optim": {"lr": 0.05}, "train": {"epochs": 1, "batch_size": 50, "threads": 1}}
+
+
+@pytest.fixture
+def trained(tmp_path, data_root):
+    cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard"})
+    return api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
+
+
+def test_config_applies_presets_however_it_is_built():
+    assert api.config(model="resnet18").model.widths == (64, 128, 256, 512)
+    assert api.config({"model": {"name": "resnet18"}}).model.block == "basic"
+    assert api.config(None, ["model.name=resnet18", "optim.lr=0.2"]).optim.lr == 0.2
+    with pytest.raises(ConfigError, match="preset whose keys"):
+        api.config(ExperimentConfig(model=ModelConfig(name="resnet18")))
+    with pytest.raises(ConfigError, match="preset whose keys"):
+        C.resolve(ExperimentConfig(model=ModelConfig(name="resnet18")))
+    built = api.config(model="resnet18")
+    assert api.config(built) == built and C.config_hash(api.config()) == C.config_hash(ExperimentConfig())
+
+
+def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trained, data_root):
+    assert trained.epochs == 1 and 0 <= trained.test_acc <= 1 and trained.run_dir.joinpath("model.pt").exists()
+    run = api.load_run(trained.run_dir)
+    assert run.classes == CLASSES and run.image_size == 32 and run.config.data.normalize == "standard"
+    test = synthetic_arrays()["test_images"][:40]              # N x H x W x 3 uint8, as the data packs hold
+    pred = run.predict(test)
+    assert pred.probabilities.shape == (40, 10) and np.allclose(pred.probabilities.sum(1), 1, atol=1e-5)
+    nchw = torch.from_numpy(test).permute(0, 3, 1, 2)
+    assert np.array_equal(run.predict(nchw).labels, pred.labels)              # either layout
+    assert np.array_equal(run.predict(test[0]).labels, pred.labels[:1])       # one image
+    top = pred.top(3)
+    assert len(top) == 40 and len(top[0]) == 3 and top[0][0][0] == CLASSES[pred.labels[0]]
+    # the test accuracy the run recorded is what the saved model predicts on the same images
+    arrays = synthetic_arrays()
+    acc = (run.predict(arrays["test_images"]).labels == arrays["test_labels"]).mean()
+    assert acc == pytest.approx(trained.test_acc, abs=1e-6)
+    big = torch.nn.functional.interpolate(nchw.float(), size=64).round().to(torch.uint8)
+    assert run.predict(big).probabilities.shape == (40, 10)                  # resized to the model's size
+    with pytest.raises(UserError, match="uint8"):
+        run.predict(test.astype(np.float32))
+
+
+def test_a_tampered_or_missing_model_is_one_line(trained, tmp_path):
+    (trained.run_dir / "model.pt").write_bytes(b"not a model")
+    with pytest.raises(UserError, match="checksum"):
+        api.load_run(trained.run_dir)
+    with pytest.raises(UserError, match="does not exist"):
+        api.load_run(tmp_path / "nowhere")
+
+
+def test_exports_give_the_models_outputs(trained, tmp_path):
+    run = api.load_run(trained.run_dir)
+    x = torch.from_numpy(synthetic_arrays()["test_images"][:16]).permute(0, 3, 1, 2).contiguous()
+    want = run.logits(x, tta="none")
+    scripted = torch.jit.load(str(api.export(run, "torchscript", tmp_path / "m.pt")))
+    assert torch.allclose(scripted(x), want, atol=1e-4)
+    pytest.importorskip("safetensors")
+    from cifarlab.predict import load_safetensors
+    back = load_safetensors(api.export(run, "safetensors", tmp_path / "m.safetensors"))
+    assert back.classes == run.classes and torch.allclose(back.logits(x, tta="none"), want, atol=1e-5)
+
+
+def test_predict_and_export_on_the_command_line(trained, tmp_path):
+    from PIL import Image
+    paths = []
+    for i, image in enumerate(synthetic_arrays()["test_images"][:2]):
+        paths.append(tmp_path / f"img{i}.png")
+        Image.fromarray(image).resize((48, 48)).save(paths[-1])
+    r = subprocess.run(cli_command("predict", trained.run_dir, *paths, "--top-k", "2"), env=cli_env(),
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 2 and all(line.count("class") == 2 for line in r.stdout.splitlines())
+    out = tmp_path / "exported.pt"
+    r = subprocess.run(cli_command("export", trained.run_dir, "--format", "torchscript", "--out", out),
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and out.exists(), r.stderr
+    for args, message in [(("predict", trained.run_dir, tmp_path / "none.png"), "does not exist"),
+                          (("predict", tmp_path / "norun", paths[0]), "does not exist"),
+                          (("export", trained.run_dir, "--format", "tflite"), "valid: torchscript"),
+                          (("export", trained.run_dir, "--format", "torchscript", "--out", tmp_path / "no" / "m.pt"),
+                           "does not exist")]:
+        r = subprocess.run(cli_command(*args), env=cli_env(), capture_output=True, text=True, timeout=300)
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
+    assert not (tmp_path / "no").exists()
+
+
+PLUGIN = '''
+import torch
+from torch import nn
+from cifarlab.plugins import register_loss, register_model
+
+
+@register_model("tiny_mlp", "a one-hidden-layer MLP", dense=(32,))
+def tiny_mlp(cfg, num_classes, image_size):
+    hidden = cfg.options.get("hidden", cfg.dense[0])
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, hidden), nn.ReLU(),
+                         nn.Linear(hidden, num_classes))
+
+
+@register_loss("scaled_ce")
+def scaled_ce(cfg, num_classes):
+    scale = cfg.options.get("scale", 1.0)
+    return lambda logits, batch: scale * nn.functional.cross_entropy(logits, batch.labels)
+'''
+
+
+def write_plugin(tmp_path):
+    pkg = tmp_path / "plugs" / "mylab"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text(PLUGIN)
+    return tmp_path / "plugs"
+
+
+def test_a_plugin_model_and_loss_train_from_the_command_line(tmp_path, data_root):
+    path = write_plugin(tmp_path)
+    (tmp_path / "exp.toml").write_text(textwrap.dedent('''
+        name = "plug"
+        plugins = ["mylab.models"]
+        [data]
+        subset = 400
+        val_size = 100
+        [model]
+        name = "tiny_mlp"
+        options = { hidden = 24 }
+        [loss]
+        name = "scaled_ce"
+        options = { scale = 0.5 }
+        [train]
+        epochs = 1
+        batch_size = 50
+        threads = 1
+    '''))
+    env = cli_env(PYTHONPATH=f"{path}:{cli_env()['PYTHONPATH']}")
+    r = subprocess.run(cli_command("run", tmp_path / "exp.toml", "--out", tmp_path / "run", "--data-dir", data_root,
+                                   "--no-download", "--no-progress"), env=env, capture_output=True, text=True,
+                       timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert 'plugins = ["mylab.models"]' in (tmp_path / "run" / "config.toml").read_text()
+    # the same model with --plugin instead of the key; the saved model loads back in a fresh process
+    (tmp_path / "exp2.toml").write_text((tmp_path / "exp.toml").read_text().replace('plugins = ["mylab.models"]\n', ""))
+    r = subprocess.run(cli_command("--plugin", "mylab.models", "run", tmp_path / "exp2.toml", "--out", tmp_path / "run2",
+                                   "--data-dir", data_root, "--no-download", "--no-progress"),
+                       env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    check = ("import numpy as np; from cifarlab import api; run = api.load_run(r'%s'); "
+             "print(run.predict(np.zeros((2, 32, 32, 3), np.uint8)).probabilities.shape)" % (tmp_path / "run"))
+    r = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "(2, 10)" in r.stdout, r.stderr
+    r = subprocess.run(cli_command("run", tmp_path / "exp2.toml", "--data-dir", data_root), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "tiny_mlp" in r.stderr and len(r.stderr.splitlines()) == 1   # without the plug-in
+    r = subprocess.run(cli_command("run", tmp_path / "exp2.toml", "--plugin", "mylab.nothing"), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and "cannot be imported" in r.stderr
+
+
+def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch):
+    monkeypatch.syspath_prepend(str(write_plugin(tmp_path)))
+    cfg = api.config({"name": "plug", **TINY, "model": {"name": "tiny_mlp"}}, plugins=["mylab.models"])
+    result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
+    assert result.epochs == 1 and api.load_run(result.run_dir).network[1].out_features == 32
+
+
+def test_options_are_hashed_only_when_set():
+    base = api.config()
+    assert C.config_hash(api.config(None, {"model.options": {}})) == C.config_hash(base)
+    assert C.config_hash(api.config(None, {"model.options": {"depth": 3}})) != C.config_hash(base)
+    with pytest.raises(ConfigError, match="table of keys"):
+        api.config(None, {"model.options": 3})
+
+
+def test_import_cifarlab_api_needs_no_extras():
+    code = ("import sys; import cifarlab.api; "
+            "bad = [m for m in ('ray', 'tensorboard', 'safetensors', 'onnx', 'PIL') if m in sys.modules]; "
+            "print(bad); sys.exit(1 if bad else 0)")
+    r = subprocess.run([sys.executable, "-c", code], env=cli_env(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_the_api_pages_example_runs(tmp_path, data_root, monkeypatch):
+    """docs/API.md's worked example, on the synthetic data root, in a scratch folder."""
+    import re
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    code = re.search(r"```python\n(.*?)```", (repo / "docs" / "API.md").read_text(), re.S).group(1)
+    code = code.replace('DATA = "../shared/data"', f'DATA = r"{data_root}"')
+    code = code.replace('"experiments/tutorial/baseline.toml"', repr(str(repo / "experiments/tutorial/baseline.toml")))
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "docs/API.md", "exec"), {})
+    assert (tmp_path / "runs/api-example/seed0/model.torchscript.pt").exists()
+
+
+def test_the_extending_pages_plugin_trains(tmp_path, data_root, monkeypatch):
+    """docs/EXTENDING.md's model, loss and augmentation, as one plug-in module, train one epoch."""
+    import re
+    from pathlib import Path
+    page = (Path(__file__).resolve().parents[1] / "docs" / "EXTENDING.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", page, re.S)
+    pkg = tmp_path / "docplug" / "mylab_doc"
+    pkg.mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models.py").write_text("\n\n".join(blocks))
+    monkeypatch.syspath_prepend(str(tmp_path / "docplug"))
+    toml = re.search(r"```toml\n(.*?)```", page, re.S).group(1)
+    raw = __import__("tomllib").loads(toml.replace("mylab.models", "mylab_doc.models"))
+    raw.pop("extends")
+    cfg = api.config({**raw, **{k: v for k, v in TINY.items() if k != "model"}},
+                     {"augment.pipeline": ["invert"], "model.options": {"hidden": 32, "depth": 2}})
+    result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
+    assert result.epochs == 1 and result.stopped is None
+    assert api.load_run(result.run_dir).config.loss.options == {"gamma": 2.0}
+
+
+def test_onnx_export_where_onnx_is_installed(trained, tmp_path):
+    onnx = pytest.importorskip("onnx")
+    run = api.load_run(trained.run_dir)
+    model = onnx.load(str(api.export(run, "onnx", tmp_path / "m.onnx")))
+    onnx.checker.check_model(model)
+    assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["logits"]
