@@ -22,6 +22,26 @@ TINY = {"data": {"subset": 400, "val_size": 100},
 
 
 @pytest.fixture
+def registries():
+    """The package's registries as they were before the test: a plug-in registered in this process
+    (and its module) is gone afterwards, so other tests see only the package's own entries."""
+    import sys as _sys
+    from cifarlab.augment import AUGMENTS
+    from cifarlab.losses import LOSSES
+    from cifarlab.methods import METHODS
+    from cifarlab.models import MODELS
+    saved = [(r, dict(r._entries)) for r in (AUGMENTS, LOSSES, METHODS, MODELS)]
+    modules = set(_sys.modules)
+    yield
+    for registry, entries in saved:
+        registry._entries.clear()
+        registry._entries.update(entries)
+    for name in set(_sys.modules) - modules:
+        if name.startswith("mylab"):
+            del _sys.modules[name]
+
+
+@pytest.fixture
 def trained(tmp_path, data_root):
     cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard"})
     return api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
@@ -176,7 +196,7 @@ def test_a_plugin_model_and_loss_train_from_the_command_line(tmp_path, data_root
     assert r.returncode == 2 and "cannot be imported" in r.stderr
 
 
-def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch):
+def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch, registries):
     monkeypatch.syspath_prepend(str(write_plugin(tmp_path)))
     cfg = api.config({"name": "plug", **TINY, "model": {"name": "tiny_mlp"}}, plugins=["mylab.models"])
     result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
@@ -212,7 +232,7 @@ def test_the_api_pages_example_runs(tmp_path, data_root, monkeypatch):
     assert (tmp_path / "runs/api-example/seed0/model.torchscript.pt").exists()
 
 
-def test_the_extending_pages_plugin_trains(tmp_path, data_root, monkeypatch):
+def test_the_extending_pages_plugin_trains(tmp_path, data_root, monkeypatch, registries):
     """docs/EXTENDING.md's model, loss and augmentation, as one plug-in module, train one epoch."""
     import re
     from pathlib import Path
