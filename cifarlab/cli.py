@@ -766,7 +766,7 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{p['flops_per_image'] / 1e6:,.1f} MFLOP per training image (forward + backward), "
               f"{p['images_per_epoch']:,} images x {cfg.train.epochs:g} epochs"
               + (f" (+ {cfg.supcon.probe_epochs:g} probe epochs; two views in pre-training)"
-                 if cfg.train.method == "supcon" else " (two networks)" if cfg.train.method == "coteaching" else "")
+                 if cfg.train.method == "supcon" else " (two networks)" if method_networks(cfg) == 2 else "")
               + f": {p['train_flops'] / 1e15:.3f} PFLOP of training")
         return 0
     if args.show == "noise":
@@ -809,6 +809,11 @@ def cmd_paper(args: argparse.Namespace) -> int:
     for path in write_paper(Path(args.src), Path(args.out), Path(args.html), Path(args.results), Path(args.studies)):
         print(f"wrote {path}")
     return 0
+
+
+def method_networks(cfg) -> int:
+    from cifarlab.methods import METHODS
+    return METHODS.get(cfg.train.method).networks
 
 
 def cmd_list(args: argparse.Namespace) -> int:

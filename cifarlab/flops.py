@@ -14,6 +14,7 @@ from functools import lru_cache
 import torch
 
 from cifarlab import config as C
+from cifarlab.methods import METHODS
 
 
 @lru_cache(maxsize=64)
@@ -33,7 +34,7 @@ def flops_per_image(model: C.ModelConfig, num_classes: int, image_size: int) -> 
 
 def method_factor(cfg: C.ExperimentConfig) -> float:
     """Networks trained per image: co-teaching trains two on every batch."""
-    return 2.0 if cfg.train.method == "coteaching" else 1.0
+    return float(METHODS.get(cfg.train.method).networks)
 
 
 def training_flops(cfg: C.ExperimentConfig, num_classes: int, image_size: int, images_seen: int,

@@ -21,6 +21,7 @@ training accuracy counts against or None), all detached.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -32,9 +33,37 @@ from cifarlab.optim import l2_penalty
 from cifarlab.registry import Registry
 from cifarlab.session import Session
 
-Method = Callable[[Session, list[tuple[torch.Tensor, Batch]], int],
-                  tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
+Step = Callable[[Session, list[tuple[torch.Tensor, Batch]], int],
+                tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]]
+
+
+def one_view(s: Session, epoch: int) -> int:
+    return 1
+
+
+@dataclass(frozen=True)
+class Method:
+    """One training method: its step and what the loop, the FLOP count and the CLI need to know of it."""
+    step: Step
+    networks: int = 1                                   # independently initialised networks trained (co-teaching: 2)
+    views: Callable[[Session, int], int] = one_view     # augmented views of each image the step takes in an epoch
+
+    @property
+    def doc(self) -> str:
+        import inspect
+        return inspect.getdoc(self.step) or ""
+
+
 METHODS: Registry = Registry("method")
+
+
+def method(name: str, networks: int = 1, views: Callable[[Session, int], int] = one_view) -> Callable[[Step], Step]:
+    """Register `step` as train.method `name` (networks: 2 makes the session build `s.peer` and
+    `s.peer_opt`, and doubles the run's FLOPs)."""
+    def add(step: Step) -> Step:
+        METHODS.register(name)(Method(step, networks, views))
+        return step
+    return add
 
 
 def update(s: Session, opt, loss: torch.Tensor, *modules) -> None:
@@ -47,15 +76,20 @@ def update(s: Session, opt, loss: torch.Tensor, *modules) -> None:
 
 
 def views_needed(s: Session, epoch: int) -> int:
-    return 2 if s.cfg.train.method == "supcon" and pretraining(s, epoch) else 1
+    return METHODS.get(s.cfg.train.method).views(s, epoch)
+
+
+def supcon_views(s: Session, epoch: int) -> int:
+    return 2 if pretraining(s, epoch) else 1
 
 
 def pretraining(s: Session, epoch: int) -> bool:
     return s.cfg.train.method == "supcon" and epoch < int(s.cfg.train.epochs)
 
 
-@METHODS.register("standard")
+@method("standard")
 def standard(s: Session, views: list, epoch: int):
+    """Forward, the run's loss (plus the coupled L2 penalty), backward, one optimizer step."""
     (x, batch), = views
     with s.rt.autocast():
         logits = s.model(x).float()
@@ -69,8 +103,9 @@ def forget_rate(s: Session, epoch: int) -> float:
     return s.cfg.train.forget_rate * (min(epoch / ramp, 1.0) if ramp > 0 else 1.0)
 
 
-@METHODS.register("coteaching")
+@method("coteaching", networks=2)
 def coteaching(s: Session, views: list, epoch: int):
+    """Co-teaching (Han et al. 2018): two networks, each trained on the small-loss part of the batch its peer picks."""
     (x, batch), = views
     with s.rt.autocast():
         logits, peer_logits = s.model(x).float(), s.peer(x).float()
@@ -86,8 +121,9 @@ def coteaching(s: Session, views: list, epoch: int):
     return loss.detach(), logits.detach(), batch.dominant
 
 
-@METHODS.register("supcon")
+@method("supcon", views=supcon_views)
 def supcon(s: Session, views: list, epoch: int):
+    """Supervised contrastive pre-training (Khosla et al. 2020) on two views, then a probe on the frozen encoder."""
     from cifarlab.losses import supcon_loss
     net = s.model
     if pretraining(s, epoch):

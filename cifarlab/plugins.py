@@ -24,7 +24,7 @@ from typing import Callable
 
 from cifarlab.augment.pipeline import register as _register_augmentation
 from cifarlab.losses import LOSSES
-from cifarlab.methods import METHODS
+from cifarlab.methods import method, one_view
 from cifarlab.models import preset
 
 __all__ = ["register_model", "register_loss", "register_augmentation", "register_method"]
@@ -51,7 +51,9 @@ def register_augmentation(name: str, doc: str = "", mixes: bool = False, per_epo
     return _register_augmentation(name, doc or name, mixes, per_epoch)
 
 
-def register_method(name: str) -> Callable:
+def register_method(name: str, networks: int = 1, views: Callable | None = None) -> Callable:
     """Decorator: `step(session, views, epoch) -> (loss, logits, labels)` becomes train.method `name`
-    (see `cifarlab.methods.standard` for the contract)."""
-    return METHODS.register(name)
+    (see `cifarlab.methods.standard` for the contract; `cifarlab.methods.coteaching` for one with
+    `networks=2`: the session then holds `peer` and `peer_opt`). `views(session, epoch)`: augmented
+    views of each image the step takes (default one)."""
+    return method(name, networks, views or one_view)

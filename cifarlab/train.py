@@ -89,7 +89,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         epochs = cfg.train.epochs + cfg.supcon.probe_epochs
     prep = Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt)
     peer = None
-    if cfg.train.method == "coteaching":  # built after the first network: its own initial weights
+    if METHODS.get(cfg.train.method).networks == 2:  # built after the first network: its own initial weights
         peer = build_model(cfg.model, splits.num_classes, splits.image_size).to(rt.device)
         if rt.channels_last:
             peer = peer.to(memory_format=torch.channels_last)
@@ -123,7 +123,7 @@ def train_step(s: Session, batch: Batch, gen: torch.Generator,
     for _ in range(views_needed(s, epoch)):    # supcon's pre-training draws two views of each image
         view = s.augment(batch, gen, epoch, s.cfg.train.epochs) if s.augment is not None else batch
         views.append((s.prep(view.images), view))
-    return METHODS.get(s.cfg.train.method)(s, views, epoch)
+    return METHODS.get(s.cfg.train.method).step(s, views, epoch)
 
 
 def set_learning_rates(s: Session, step: int, epoch: int) -> float:

@@ -259,3 +259,24 @@ def test_onnx_export_where_onnx_is_installed(trained, tmp_path):
     model = onnx.load(str(api.export(run, "onnx", tmp_path / "m.onnx")))
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["logits"]
+
+
+def test_a_plugin_method_with_two_networks_gets_its_peer(tmp_path, data_root, registries):
+    from cifarlab.methods import standard, update
+    from cifarlab.plugins import register_method
+    seen = []
+
+    @register_method("both", networks=2)
+    def both(s, views, epoch):
+        """Each network trains on the whole batch."""
+        (x, batch), = views
+        seen.append(s.peer is not None and s.peer_opt is not None)
+        peer_loss = s.loss(s.peer(x).float(), batch)
+        update(s, s.peer_opt, peer_loss, s.peer)
+        return standard(s, views, epoch)
+
+    cfg = api.config({"name": "both", **TINY}, {"train.method": "both"})
+    result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
+    assert result.epochs == 1 and seen and all(seen)
+    one = api.train(api.config({"name": "one", **TINY}), out=tmp_path / "one", data_dir=data_root, download=False)
+    assert result.train_flops == 2 * one.train_flops      # two networks: twice the FLOPs
