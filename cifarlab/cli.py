@@ -303,6 +303,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     # everything that can be refused without the data is checked before it loads
     cfg = C.load(args.experiment, list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else []))
     warn_schedule(cfg)
+    if cfg.train.mlflow:   # a missing extra is refused before the run directory exists
+        from cifarlab.tracking import check_available
+        check_available()
     if args.hide_test and cfg.data.val_size == 0:
         raise UserError("--hide-test needs a validation split to choose on: data.val_size is 0; set it > 0")
     from cifarlab.distributed import from_env

@@ -186,6 +186,8 @@ class TrainConfig:
     sync_bn: bool = False        # torchrun on CUDA: BatchNorm statistics over all processes' chunks (nn.SyncBatchNorm)
     tensorboard: bool = False    # also write each epoch's scalars as TensorBoard event files in the run directory
                                  # (`tensorboard --logdir runs/` compares a study's runs; needs the [tensorboard] extra)
+    mlflow: bool = False         # also log the config, each epoch's scalars and the final metrics to MLflow
+                                 # (MLFLOW_TRACKING_URI, else a local file store mlruns/; needs the [mlflow] extra)
     test: bool = True            # false: the run never reads the test set (a study's tuning runs: they choose on
                                  # validation, and their test accuracy is recorded as absent)
 
@@ -245,7 +247,7 @@ PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p
 # change how a run executes but not what it computes, so that a run with 1 thread, or one
 # checkpointing less often, counts as the same experiment.
 NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_every"),
-              ("train", "eval_batch_size"), ("train", "tensorboard")}
+              ("train", "eval_batch_size"), ("train", "tensorboard"), ("train", "mlflow")}
 
 
 # Experiment, variant and study names become directory names (runs/<study>/<variant>/...).

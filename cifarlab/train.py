@@ -380,6 +380,12 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         events = EventLog(run.path, start + 1)
     if writes:
         run.write_config(cfg)
+    tracker = None
+    if cfg.train.mlflow and writes:
+        from cifarlab.tracking import MlflowLog
+        tracker = MlflowLog(run.path, C.to_dict(cfg), cfg.name, f"{cfg.name} seed {cfg.train.seed}")
+        for row in history:
+            tracker.epoch(row)              # a resumed run: the epochs before its checkpoint
     train_split = splits.train.to(s.rt.device)
     # Wall clock of the run since it began, time before an interruption included.
     clock = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
@@ -403,6 +409,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             run.write_metrics(history)
         if events is not None:
             events.epoch(row)
+        if tracker is not None:
+            tracker.epoch(row)
         if on_epoch is not None:
             on_epoch(row)
         stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
@@ -435,6 +443,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         if not final["stopped"]:
             save_model(s, splits, run, final["selected_epoch"])
         run.write_final(final)
+    if tracker is not None:
+        tracker.close(final, run.path)
     return final
 
 

@@ -280,3 +280,18 @@ def test_a_plugin_method_with_two_networks_gets_its_peer(tmp_path, data_root, re
     assert result.epochs == 1 and seen and all(seen)
     one = api.train(api.config({"name": "one", **TINY}), out=tmp_path / "one", data_dir=data_root, download=False)
     assert result.train_flops == 2 * one.train_flops      # two networks: twice the FLOPs
+
+
+def test_a_run_logs_to_a_local_mlflow_store_without_a_server(tmp_path, data_root, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")   # what the sink sets; here so it does not leak
+    cfg = api.config({"name": "tracked", **TINY}, {"train.epochs": 2, "train.mlflow": True})
+    result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
+    assert C.config_hash(cfg) == C.config_hash(api.config({"name": "tracked", **TINY}, {"train.epochs": 2}))
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    (run,) = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.params["optim.lr"] == "0.05"
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
+    assert run.data.metrics["final_test_acc"] == pytest.approx(result.test_acc)
