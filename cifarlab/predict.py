@@ -121,7 +121,6 @@ def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
 
 def load_run(run_dir: str | Path) -> TrainedModel:
     """The model of a finished run directory (one with `model.pt`); one line if it has none."""
-    from cifarlab.train import build_network
     path = Path(run_dir)
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; give a finished run's directory "
@@ -134,16 +133,22 @@ def load_run(run_dir: str | Path) -> TrainedModel:
         raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); train the run (again) with this cifarlab")
     try:
         cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])))
-        classes, size = tuple(state["classes"]), int(state["image_size"])
-        network = build_network(cfg, len(classes), size)
-        network.load_state_dict(state["model"])
+        return assemble(path, cfg, state["classes"], state["mean"], state["std"], int(state["image_size"]),
+                        int(state["epoch"]), state["model"])
     except (KeyError, RuntimeError, ValueError) as e:
         raise UserError(f"{path / MODEL_FILE} does not fit its config ({type(e).__name__}: "
                         f"{str(e).splitlines()[0][:200]})") from None
+
+
+def assemble(path: Path, cfg: C.ExperimentConfig, classes: Sequence[str], mean: Sequence[float],
+             std: Sequence[float], size: int, epoch: int, weights: dict) -> TrainedModel:
+    """The run's network rebuilt from its config, with `weights` loaded, in eval mode."""
+    from cifarlab.train import build_network
+    network = build_network(cfg, len(classes), size)
+    network.load_state_dict(weights)
     network.eval()
-    model = Normalized(network, state["mean"], state["std"], cfg.data.normalize == "standard").eval()
-    return TrainedModel(path, cfg, classes, tuple(state["mean"]), tuple(state["std"]), size, int(state["epoch"]),
-                        network, model)
+    model = Normalized(network, mean, std, cfg.data.normalize == "standard").eval()
+    return TrainedModel(path, cfg, tuple(classes), tuple(mean), tuple(std), size, epoch, network, model)
 
 
 def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
@@ -214,15 +219,8 @@ def load_safetensors(path: str | Path) -> TrainedModel:
     """A model exported as safetensors, rebuilt from its metadata (for a round trip or another tool)."""
     from safetensors import safe_open
     from safetensors.torch import load_file
-
-    from cifarlab.train import build_network
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    cfg = C.from_dict(tomllib.loads(meta["config"]))
-    classes, mean, std = tuple(json.loads(meta["classes"])), json.loads(meta["mean"]), json.loads(meta["std"])
-    size = int(meta["image_size"])
-    network = build_network(cfg, len(classes), size)
-    network.load_state_dict(load_file(str(path)))
-    network.eval()
-    model = Normalized(network, mean, std, cfg.data.normalize == "standard").eval()
-    return TrainedModel(Path(path), cfg, classes, tuple(mean), tuple(std), size, -1, network, model)
+    return assemble(Path(path), C.from_dict(tomllib.loads(meta["config"])), json.loads(meta["classes"]),
+                    json.loads(meta["mean"]), json.loads(meta["std"]), int(meta["image_size"]), -1,
+                    load_file(str(path)))
