@@ -62,3 +62,8 @@ class MlflowLog:
                 if (run_dir / name).exists():
                     self.mlflow.log_artifact(str(run_dir / name))
         self.mlflow.end_run("FINISHED" if final is not None and not final.get("stopped") else "FAILED")
+
+    def abort(self, err: BaseException) -> None:
+        """The run ended by an exception: KILLED for an interruption, FAILED otherwise, so that the
+        store shows no run left "RUNNING" and the process (a study worker) can start the next one."""
+        self.mlflow.end_run("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")

@@ -386,63 +386,68 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         tracker = MlflowLog(run.path, C.to_dict(cfg), cfg.name, f"{cfg.name} seed {cfg.train.seed}")
         for row in history:
             tracker.epoch(row)              # a resumed run: the epochs before its checkpoint
-    train_split = splits.train.to(s.rt.device)
-    # Wall clock of the run since it began, time before an interruption included.
-    clock = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
-    bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
-               disable=not progress or not writes, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
-    for epoch in range(start, s.epochs):
-        if history and diverged(history[-1]):
-            break  # resuming a run that diverged: its weights are not numbers any more
-        row = run_epoch(s, splits, train_split, epoch, bar)
-        row["elapsed"] = time.perf_counter() - clock
-        if pretrained_by is not None:
-            row["pretrained_by"] = pretrained_by   # a resumed run still knows whose pre-training it probes
-        history.append(row)
-        if writes and shared is not None and pretrained_by is None and epoch + 1 == int(cfg.train.epochs) and \
-                cfg.train.method == "supcon" and not diverged(row):
-            share_pretrained(s, shared, history, run)
-        if keeps_best and row.get("val_acc") is not None and \
-                row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
-            run.save_best(s.evaluated.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
-        if writes:
-            run.write_metrics(history)
+    try:
+        train_split = splits.train.to(s.rt.device)
+        # Wall clock of the run since it began, time before an interruption included.
+        clock = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
+        bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
+                   disable=not progress or not writes, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
+        for epoch in range(start, s.epochs):
+            if history and diverged(history[-1]):
+                break  # resuming a run that diverged: its weights are not numbers any more
+            row = run_epoch(s, splits, train_split, epoch, bar)
+            row["elapsed"] = time.perf_counter() - clock
+            if pretrained_by is not None:
+                row["pretrained_by"] = pretrained_by   # a resumed run still knows whose pre-training it probes
+            history.append(row)
+            if writes and shared is not None and pretrained_by is None and epoch + 1 == int(cfg.train.epochs) and \
+                    cfg.train.method == "supcon" and not diverged(row):
+                share_pretrained(s, shared, history, run)
+            if keeps_best and row.get("val_acc") is not None and \
+                    row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
+                run.save_best(s.evaluated.state_dict(), row["epoch"])   # before metrics: a resume finds both or neither
+            if writes:
+                run.write_metrics(history)
+            if events is not None:
+                events.epoch(row)
+            if tracker is not None:
+                tracker.epoch(row)
+            if on_epoch is not None:
+                on_epoch(row)
+            stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
+            if writes and (stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs):
+                run.save_checkpoint({**{key: part.state_dict() for key, part in s.stateful().items()},
+                                     "epoch": epoch + 1, "config_hash": C.config_hash(cfg), "seed": cfg.train.seed})
+            if stop:
+                break
+        bar.close()
         if events is not None:
-            events.epoch(row)
+            events.close()
+        if keeps_best and shared is not None and trained_by is None and run.best_path.exists() and \
+                not diverged(history[-1]) and run.load_best()["epoch"] == best_epoch(history):
+            share_trained(s, shared, history, run)   # (a best.pt that is not the history's best: not shared)
+        selected = None
+        if writes and cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
+            best = run.load_best()
+            s.evaluated.load_state_dict(best["model"])
+            selected = best["epoch"]
+        final = finish(s, splits, history, clock)
+        final["selected_epoch"] = selected or len(history)
+        if pretrained_by is not None:
+            final["pretrained_by"] = pretrained_by    # its pre-training epochs, time included, are that run's
+        if trained_by is not None:
+            final["trained_by"] = trained_by          # its epochs, time included, are that run's
+        if selected:   # the validation numbers of the weights tested, not of the last epoch
+            tested = history[selected - 1]
+            final.update({key: tested.get(key) for key in ("val_acc", "val_loss", "val_top5", "val_acc_clean")})
+        if writes:
+            if not final["stopped"]:
+                save_model(s, splits, run, final["selected_epoch"])
+            run.write_final(final)
+    except BaseException as err:   # an interrupted or failed run: its MLflow run ends too, marked so
         if tracker is not None:
-            tracker.epoch(row)
-        if on_epoch is not None:
-            on_epoch(row)
-        stop = diverged(row)  # NaN weights stay NaN: the remaining epochs would only burn time
-        if writes and (stop or (epoch + 1) % cfg.train.checkpoint_every == 0 or epoch + 1 == s.epochs):
-            run.save_checkpoint({**{key: part.state_dict() for key, part in s.stateful().items()},
-                                 "epoch": epoch + 1, "config_hash": C.config_hash(cfg), "seed": cfg.train.seed})
-        if stop:
-            break
-    bar.close()
-    if events is not None:
-        events.close()
-    if keeps_best and shared is not None and trained_by is None and run.best_path.exists() and \
-            not diverged(history[-1]) and run.load_best()["epoch"] == best_epoch(history):
-        share_trained(s, shared, history, run)   # (a best.pt that is not the history's best: not shared)
-    selected = None
-    if writes and cfg.train.select == "best_val" and run.best_path.exists() and not diverged(history[-1]):
-        best = run.load_best()
-        s.evaluated.load_state_dict(best["model"])
-        selected = best["epoch"]
-    final = finish(s, splits, history, clock)
-    final["selected_epoch"] = selected or len(history)
-    if pretrained_by is not None:
-        final["pretrained_by"] = pretrained_by    # its pre-training epochs, time included, are that run's
-    if trained_by is not None:
-        final["trained_by"] = trained_by          # its epochs, time included, are that run's
-    if selected:   # the validation numbers of the weights tested, not of the last epoch
-        tested = history[selected - 1]
-        final.update({key: tested.get(key) for key in ("val_acc", "val_loss", "val_top5", "val_acc_clean")})
-    if writes:
-        if not final["stopped"]:
-            save_model(s, splits, run, final["selected_epoch"])
-        run.write_final(final)
+            tracker.abort(err)
+        raise
     if tracker is not None:
         tracker.close(final, run.path)
     return final

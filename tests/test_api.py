@@ -79,6 +79,8 @@ def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trai
     assert run.predict(big).probabilities.shape == (40, 10)                  # resized to the model's size
     with pytest.raises(UserError, match="uint8"):
         run.predict(test.astype(np.float32))
+    with pytest.raises(UserError, match="tta 'mirror' is invalid; valid: none, flip, flip-translate"):
+        run.predict(test, tta="mirror")
 
 
 def test_a_tampered_or_missing_model_is_one_line(trained, tmp_path):
@@ -295,3 +297,28 @@ def test_a_run_logs_to_a_local_mlflow_store_without_a_server(tmp_path, data_root
     assert run.info.status == "FINISHED" and run.data.params["optim.lr"] == "0.05"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_acc")] == [1, 2]
     assert run.data.metrics["final_test_acc"] == pytest.approx(result.test_acc)
+
+
+def test_a_failed_run_ends_its_mlflow_run_and_the_next_one_starts(tmp_path, data_root, monkeypatch):
+    mlflow = pytest.importorskip("mlflow")
+    from cifarlab import train as T
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    real = T.run_epoch
+
+    def breaks_in_epoch_2(s, splits, train_split, epoch, bar):
+        if epoch == 1:
+            raise RuntimeError("a disk filled up")
+        return real(s, splits, train_split, epoch, bar)
+
+    monkeypatch.setattr(T, "run_epoch", breaks_in_epoch_2)
+    cfg = api.config({"name": "tracked", **TINY}, {"train.epochs": 2, "train.mlflow": True})
+    with pytest.raises(RuntimeError, match="disk filled"):
+        api.train(cfg, out=tmp_path / "broken", data_dir=data_root, download=False)
+    monkeypatch.setattr(T, "run_epoch", real)
+    api.train(cfg, out=tmp_path / "next", data_dir=data_root, download=False)   # a worker's next run
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+    assert not any(r.info.status == "RUNNING" for r in runs)
