@@ -395,18 +395,22 @@ def cmd_study(args: argparse.Namespace) -> int:
         finally:
             ray.shutdown()
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
-    store = open_store(args.db, must_exist=args.action == "status")
     if args.action == "status":
         import torch
 
         from cifarlab.runtime import machine_name
         here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+        fresh = not Path(args.db).is_file()   # a study not started: every run pending, nothing written
+        store = open_store(":memory:" if fresh else args.db)
+        if fresh:
+            print(f"{args.db} does not exist yet: nothing of this study has run; the estimate is the whole study's")
         print(status_table(study, store, args.workers, machine=here))
         from cifarlab.study.adopt import elsewhere_note
-        note = elsewhere_note(study, store, Path(args.db), args.study, args.db)
+        note = None if fresh else elsewhere_note(study, store, Path(args.db), args.study, args.db)
         if note:
             print(note)
         return 0
+    store = open_store(args.db)
     if args.action == "adopt":
         for path in args.run_dirs:
             print(adopt_run(study, store, Path(args.runs_dir), Path(path)))
