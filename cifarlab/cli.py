@@ -404,7 +404,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         store = open_store(":memory:" if fresh else args.db)
         if fresh:
             print(f"{args.db} does not exist yet: nothing of this study has run; the estimate is the whole study's")
-        print(status_table(study, store, args.workers, machine=here))
+        others = [db for db in Path(args.db).resolve().parent.parent.glob("*/results.db")
+                  if db != Path(args.db).resolve()]   # the other studies beside this one (results/*/)
+        print(status_table(study, store, args.workers, machine=here, others=others))
         from cifarlab.study.adopt import elsewhere_note
         note = None if fresh else elsewhere_note(study, store, Path(args.db), args.study, args.db)
         if note:

@@ -809,3 +809,34 @@ def test_a_database_file_replaced_under_a_running_study_stops_it_in_one_line(stu
     runs, epochs = results(db)
     assert [r[2] for r in runs if r[0] == "baseline"] == ["done"] * 2
     assert [(e[1], e[2]) for e in epochs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
+
+
+def test_a_fresh_study_is_costed_at_this_machines_rate_in_other_databases(tmp_path):
+    from cifarlab.study.status import machine_rate, planned_compute
+    db = tmp_path / "other" / "results.db"
+    open_store(db)   # the schema
+    conn = sqlite3.connect(db)
+    for i, (machine, seconds, flops, stopped) in enumerate([("here", 100.0, 2e13, None), ("here", 100.0, 4e13, None),
+                                                            ("here", 100.0, 3e13, None), ("there", 1.0, 9e15, None),
+                                                            ("here", 1.0, 9e15, "diverged")]):
+        cur = conn.execute("INSERT INTO runs (study, experiment, seed, config_hash, config, status, created, "
+                           "wall_seconds, machine, stopped) VALUES ('s', ?, 0, 'h', '{}', 'done', 0, ?, ?, ?)",
+                           (f"e{i}", seconds, machine, stopped))
+        conn.execute("INSERT INTO run_metrics (run_id, name, value) VALUES (?, 'train_flops', ?)",
+                     (cur.lastrowid, flops))
+    conn.commit()
+    conn.close()
+    not_a_db = tmp_path / "junk" / "results.db"
+    not_a_db.parent.mkdir()
+    not_a_db.write_text("not sqlite")
+    # the median of this machine's finished runs: another machine's and a stopped run's are not counted
+    assert machine_rate([db, not_a_db], "here") == (pytest.approx(0.3), 3, 1)
+    assert machine_rate([db], "elsewhere") is None and machine_rate([db], None) is None
+    from cifarlab import api
+    from cifarlab.flops import planned
+    cfg = api.config()
+    hours = planned(cfg)["train_flops"] / 0.3e12 / 3600
+    line = planned_compute([("a", cfg, None)], 1, workers=2, rate=(0.3, 3, 1))
+    assert f"about {hours:,.1f} process-hours, {hours / 2:,.1f} h with 2 worker(s)" in line, line
+    assert "0.300 TFLOP/s per process" in line
+    assert "bench peak" in planned_compute([("a", cfg, None)], 1)   # no rate: how to get one

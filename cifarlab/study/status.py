@@ -6,7 +6,8 @@ from cifarlab.results.store import Store
 from cifarlab.study.spec import Study
 
 
-def status_table(study: Study, store: Store, workers: int = 1, machine: str | None = None) -> str:
+def status_table(study: Study, store: Store, workers: int = 1, machine: str | None = None,
+                 others: list | None = None) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
     estimate of the training time left: the finished runs' mean wall time per epoch times the
     epochs left (variants may train different budgets), shared by `workers` processes (the mean
@@ -17,7 +18,9 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     (`train.method`) where there are some; the others by the mean of all. A run in flight or
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
-    probe) adds no epochs once one of its siblings is done or counted."""
+    probe) adds no epochs once one of its siblings is done or counted. With no finished run yet, the
+    planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
+    studies), where it finished runs there."""
     from cifarlab.study.plan import sharing
     runs = entries(study, store)
     width = max(20, *(len(name) for name, _, _ in runs))
@@ -73,20 +76,54 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     "theirs; one without, at its training method's)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     else:
-        rows.append(planned_compute(runs, total))
+        rows.append(planned_compute(runs, total, workers, machine_rate(others or [], machine)))
     if study.tuned:
         rows += tuning_lines(study, store)
     return "\n".join(rows)
 
 
-def planned_compute(runs: list[tuple], total: int) -> str:
+def planned_compute(runs: list[tuple], total: int, workers: int = 1, rate: tuple | None = None) -> str:
     """With no finished run to time by: the study's planned epochs and training FLOPs (a tuned arm's
-    grid may still grow), which `bench peak` or one finished run turns into hours."""
+    grid may still grow), and the hours they take at `rate` (`machine_rate`) where there is one."""
     from cifarlab.flops import planned
     epochs = sum(cfg.train.epochs for _, cfg, _ in runs)
     flops = sum(planned(cfg)["train_flops"] for _, cfg, _ in runs)
-    return (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
+    line = (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
             f"{flops / 1e15:,.1f} PFLOP of training planned (forward + backward)")
+    if rate is None:
+        return line + "; one finished run here, or `cifarlab bench peak`, turns it into hours"
+    per_process, n_runs, n_dbs = rate
+    hours = flops / (per_process * 1e12) / 3600
+    return (line + f"; about {hours:,.1f} process-hours, {hours / workers:,.1f} h with {workers} worker(s), at "
+            f"{per_process:.3f} TFLOP/s per process (the median of {n_runs} finished run(s) of this machine in "
+            f"{n_dbs} other database(s); networks differ in how near the ceiling they run, so a rough guide)")
+
+
+def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int] | None:
+    """(median training TFLOP/s per process, runs, databases) over the finished runs that `machine`
+    trained in `databases` (results databases, opened read-only), wall time including validation;
+    None where it trained none."""
+    import sqlite3
+    import statistics
+    from pathlib import Path
+    if machine is None:
+        return None
+    rates, used = [], 0
+    for db in databases:
+        try:
+            conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
+            try:
+                rows = conn.execute(
+                    "SELECT m.value / r.wall_seconds FROM runs r JOIN run_metrics m ON m.run_id = r.id "
+                    "AND m.name = 'train_flops' WHERE r.status = 'done' AND r.machine = ? AND r.wall_seconds > 0 "
+                    "AND m.value > 0 AND r.stopped IS NULL", (machine,)).fetchall()
+            finally:
+                conn.close()
+        except sqlite3.Error:   # not a results database, or one from before FLOPs were kept
+            continue
+        rates += [r[0] / 1e12 for r in rows]
+        used += bool(rows)
+    return (statistics.median(rates), len(rates), used) if rates else None
 
 
 def entries(study: Study, store: Store) -> list[tuple]:
