@@ -315,9 +315,11 @@ def config_hash(cfg: ExperimentConfig) -> str:
 
 
 def selection_hash(cfg: ExperimentConfig) -> str:
-    """The identity of a run's training without its choice of weights to test (`train.select`):
-    runs that differ only there train the same network step for step."""
-    return config_hash(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, select="last")))
+    """The identity of a run's training without its choice of weights to test (`train.select`) or
+    whether it tests them (`train.test`): runs that differ only there train the same network step for
+    step (a fair study's tuning run at the value it chose and that arm's run of the same seed and
+    length: the test run tests the tuning run's weights, once)."""
+    return config_hash(dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, select="last", test=True)))
 
 
 def to_toml(cfg: ExperimentConfig) -> str:

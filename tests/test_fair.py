@@ -153,6 +153,16 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert (False, True) not in evaluated and (True, True) in evaluated
     rows = {r["experiment"]: r for r in store.runs("fair")}
     assert rows["drop-tune-lr0.02"]["test_acc"] is None and rows["drop-1ep"]["test_acc"] is not None
+    # the arm's run at the tuning length and seed tests the chosen tuning run's weights, not a retraining
+    import json
+    lr = plan(study, store).tuning["drop"].choice["optim.lr"]
+    chosen = next(r for name, r in rows.items()
+                  if name.startswith("drop-tune") and json.loads(r["config"])["optim"]["lr"] == lr)
+    final = json.loads((tmp_path / "runs" / "fair" / "drop-1ep").glob("seed0-*").__next__()
+                       .joinpath("final.json").read_text())
+    assert final["trained_by"] == chosen["run_dir"] and rows["drop-1ep"]["val_acc"] == chosen["val_acc"]
+    assert "trained_by" not in json.loads(next((tmp_path / "runs" / "fair" / "drop-2ep").glob("seed0-*"))
+                                          .joinpath("final.json").read_text())
     flops = store.run_metrics([rows["drop-2ep"]["id"]])[rows["drop-2ep"]["id"]]
     train_size = len(next(iter(data.splits.values())).train)   # 799: the last batch of an epoch is short
     assert flops["images_seen"] == 2 * train_size and flops["train_flops"] > 0

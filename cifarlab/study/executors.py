@@ -127,7 +127,7 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
             retries: int = 3, say: Callable[[str], None] = print) -> tuple[int, int]:
     """Train every missing run of `plan` as a Ray task; returns (finished, failed)."""
     from cifarlab.study.data import run_dir_for
-    from cifarlab.study.plan import sharing
+    from cifarlab.study.plan import shares, sharing
 
     task = ray.remote(_ray_task).options(num_cpus=cpus_per_run, num_gpus=gpus_per_run, max_retries=retries,
                                          retry_exceptions=False, name="cifarlab-run")
@@ -142,7 +142,7 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                 cfg = plan[key]
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cpus_per_run))
                 inflight[task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download,
-                                     key in share)] = (row["id"], key)
+                                     shares(key, cfg, share))] = (row["id"], key)
                 interrupt.check()
             finished = failed = 0
             beat = time.monotonic()

@@ -15,7 +15,7 @@ from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
 from cifarlab.study.data import DataCache, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
-from cifarlab.study.plan import sharing
+from cifarlab.study.plan import shares, sharing
 from cifarlab.study.spec import Study
 
 WAIT_S = 20.0  # how often a worker with nothing to claim looks again while an arm finishes tuning elsewhere
@@ -95,7 +95,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         try:
             result = train_one(key, cfg, data.get(cfg.data), run_dir_for(runs_root, key), progress=progress,
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),
-                               share=key in share)
+                               share=shares(key, cfg, share))
         except KeyboardInterrupt:
             if not store.replaced():
                 store.release(row["id"])

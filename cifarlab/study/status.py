@@ -140,10 +140,12 @@ def entries(study: Study, store: Store) -> list[tuple]:
 def tuning_lines(study: Study, store: Store) -> list[str]:
     from cifarlab.study.plan import plan, setting
     lines = []
+    grows = {v.name: v.tune.extend > 0 for v in study.variants if v.tune is not None}
     for arm, t in plan(study, store).tuning.items():
         done = sum(1 for _, key, _ in t.runs if store.status_of(key) == "done")
         lines.append(f"tuning {arm}: " + (f"chose {setting(t.choice)}" if t.choice is not None else
-                                          f"{done} of {len(t.runs)} tuning runs done (the grid may grow)"))
+                                          f"{done} of {len(t.runs)} tuning runs done"
+                                          + (" (the grid may grow)" if grows.get(arm, True) else "")))
     return lines
 
 
