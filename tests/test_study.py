@@ -836,7 +836,9 @@ def test_a_fresh_study_is_costed_at_this_machines_rate_in_other_databases(tmp_pa
     from cifarlab.flops import planned
     cfg = api.config()
     hours = planned(cfg)["train_flops"] / 0.3e12 / 3600
-    line = planned_compute([("a", cfg, None)], 1, workers=2, rate=(0.3, 3, 1))
+    line = planned_compute([(cfg, cfg.train.epochs)], 1, workers=2, rate=(0.3, 3, 1))
     assert f"about {hours:,.1f} process-hours, {hours / 2:,.1f} h with 2 worker(s)" in line, line
     assert "0.300 TFLOP/s per process" in line
-    assert "bench peak" in planned_compute([("a", cfg, None)], 1)   # no rate: how to get one
+    assert "bench peak" in planned_compute([(cfg, cfg.train.epochs)], 1)   # no rate: how to get one
+    half = planned_compute([(cfg, cfg.train.epochs / 2)], 1, rate=(0.3, 3, 1))   # a run halfway: half left
+    assert f"about {hours / 2:,.1f} process-hours" in half

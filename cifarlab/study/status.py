@@ -27,6 +27,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
     left, left_epochs, methods = 0, {}, {}  # variant -> epochs left to train, its train.method
+    work: list[tuple] = []   # (config, epochs left) of each run not done
     counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
     share = sharing({key: cfg for _, cfg, key in runs})
     trains: set = set()  # runs done or counted as training: their siblings take their work
@@ -48,6 +49,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                 if status != "running":
                     trained -= trained % max(1, int(cfg.train.checkpoint_every))
                 left_epochs[name] += max(0, cfg.train.epochs - trained)
+                work.append((cfg, max(0, cfg.train.epochs - trained)))
             methods[name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
@@ -76,20 +78,21 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     "theirs; one without, at its training method's)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     else:
-        rows.append(planned_compute(runs, total, workers, machine_rate(others or [], machine)))
+        rows.append(planned_compute(work, total, workers, machine_rate(others or [], machine)))
     if study.tuned:
         rows += tuning_lines(study, store)
     return "\n".join(rows)
 
 
-def planned_compute(runs: list[tuple], total: int, workers: int = 1, rate: tuple | None = None) -> str:
-    """With no finished run to time by: the study's planned epochs and training FLOPs (a tuned arm's
-    grid may still grow), and the hours they take at `rate` (`machine_rate`) where there is one."""
+def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple | None = None) -> str:
+    """With no finished run to time by: the epochs and training FLOPs left in `work` ((config, epochs
+    left) per run; a tuned arm's grid may still grow), and the hours they take at `rate`
+    (`machine_rate`) where there is one."""
     from cifarlab.flops import planned
-    epochs = sum(cfg.train.epochs for _, cfg, _ in runs)
-    flops = sum(planned(cfg)["train_flops"] for _, cfg, _ in runs)
+    epochs = sum(left for _, left in work)
+    flops = sum(planned(cfg)["train_flops"] * left / cfg.train.epochs for cfg, left in work if cfg.train.epochs)
     line = (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
-            f"{flops / 1e15:,.1f} PFLOP of training planned (forward + backward)")
+            f"{flops / 1e15:,.1f} PFLOP of training left (forward + backward)")
     if rate is None:
         return line + "; one finished run here, or `cifarlab bench peak`, turns it into hours"
     per_process, n_runs, n_dbs = rate
