@@ -110,6 +110,25 @@ def test_references_read_the_numbers_from_the_database(lab, capsys):
     assert f"training {by_hand([0.8, 0.81, 0.82])}" in text
 
 
+def test_memorisation_fields_read_the_last_epoch_and_the_peak(lab, capsys):
+    store = open_store(lab / "results" / "s" / "results.db")
+    ids = {r["seed"]: r["id"] for r in store.conn.execute("SELECT id, seed FROM runs WHERE experiment = 'flip'")}
+    for seed, rid in ids.items():
+        for epoch in (1, 2, 3):   # a noisy run: validation peaks at epoch 2, the flipped labels are learnt
+            store.conn.execute("UPDATE epochs SET val_acc = ? WHERE run_id = ? AND epoch = ?",
+                               (0.5 + 0.1 * (epoch == 2) + 0.01 * seed, rid, epoch))
+            store.conn.execute("INSERT INTO epoch_metrics VALUES (?, ?, 'flipped_acc_noisy', ?)",
+                               (rid, epoch, 0.1 * epoch + 0.01 * seed))
+    store.close()
+    write_src(lab, "# Paper\n\nPeak {{s/flip:val_acc_max}}; memorised {{s/flip:flipped_acc_noisy}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    assert f"Peak {by_hand([0.6, 0.61, 0.62])}; memorised {by_hand([0.3, 0.31, 0.32])}." in text
+    write_src(lab, "# Paper\n\n{{s/base:flipped_acc_noisy}}\n")   # a clean run has no such curve
+    code, err = paper(lab, capsys)
+    assert code == 2 and "recorded no flipped_acc_noisy in its last epoch" in err
+
+
 def test_a_figure_is_linked_in_markdown_and_embedded_in_html(lab, capsys):
     write_src(lab, "# Paper\n\n{{fig s/fig.png}}\n\n{{table s: base, flip, same}}\n")
     assert paper(lab, capsys) == (0, "")

@@ -13,7 +13,8 @@ study's variants, as its report names them):
 
     {{STUDY/VARIANT}}               the study's metric (test accuracy; validation in a selection
                                     study) over the variant's done seeds: "91.51 ± 0.19 % (n = 3)"
-    {{STUDY/VARIANT:FIELD}}         test_acc | val_acc | train_acc (last epoch) | test_top5 |
+    {{STUDY/VARIANT:FIELD}}         test_acc | val_acc | val_acc_max (best epoch) | train_acc, flipped_acc_noisy,
+                                    flipped_acc_clean, val_acc_clean (last epoch) | test_top5 |
                                     val_top5 as above; n (done seeds); wall (mean seconds per run);
                                     params (parameters of its network); target (the study's published
                                     figure); target_diff (mean minus target, points); at_chance ("2 of 3
@@ -77,7 +78,10 @@ STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
 PUB_REF = re.compile(rf"pub\s+({NAME})")
 PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 
-ACCURACIES = ("test_acc", "val_acc", "train_acc", "test_top5", "val_top5")
+# Read from the run's last epoch: training accuracy, and under label noise the memorisation curve's
+# ends (the flipped training samples against their noisy and clean labels, clean validation labels).
+LAST_EPOCH = ("train_acc", "flipped_acc_noisy", "flipped_acc_clean", "val_acc_clean")
+ACCURACIES = ("test_acc", "val_acc", "test_top5", "val_top5", "val_acc_max") + LAST_EPOCH
 FIELDS = ACCURACIES + ("n", "wall", "params", "target", "target_diff", "at_chance")
 BLOCKS = ("fig", "table")  # references that stand alone on their line
 
@@ -101,7 +105,7 @@ class StudyData:
     rows: list
     done: dict                   # experiment -> seed -> row
     store: object
-    _train: dict = field(default_factory=dict)
+    _curves: dict = field(default_factory=dict)   # run id -> its epochs (`curve`)
 
     def variant(self, name: str) -> dict:
         if name not in self.spec.experiments:
@@ -119,8 +123,10 @@ class StudyData:
             raise PaperError(f"{what!r} is not an accuracy; compare one of {', '.join(ACCURACIES)}")
         if self.spec.selection and what.startswith("test"):
             raise PaperError(f"{self.folder} is a selection study: it reads validation only; cite val_acc")
-        if what == "train_acc":
-            return {s: self.last_train_acc(r["id"]) for s, r in runs.items()}
+        if what in LAST_EPOCH:
+            return {s: self.last_epoch(r["id"], what) for s, r in runs.items()}
+        if what == "val_acc_max":   # the best epoch's validation accuracy (a noisy run's peak)
+            return {s: self.best_val(r["id"]) for s, r in runs.items()}
         if what in ("test_top5", "val_top5"):
             extra = self.store.run_metrics([r["id"] for r in runs.values()])
             out = {s: extra[r["id"]].get(what) for s, r in runs.items()}
@@ -130,13 +136,27 @@ class StudyData:
             raise PaperError(f"{self.folder}/{name} did not record {what} in every run")
         return out
 
-    def last_train_acc(self, run_id: int) -> float:
-        if run_id not in self._train:
-            epochs = self.store.epochs([run_id])
-            self._train[run_id] = epochs[-1]["train_acc"] if epochs else None
-        if self._train[run_id] is None:
-            raise PaperError(f"{self.folder}: run {run_id} recorded no training accuracy")
-        return self._train[run_id]
+    def curve(self, run_id: int) -> list[dict]:
+        """The run's epochs, each with its further metrics (label noise's), read once."""
+        if run_id not in self._curves:
+            rows = {r["epoch"]: dict(r) for r in self.store.epochs([run_id])}
+            for epoch, name, value in self.store.epoch_metrics(run_id):
+                rows.setdefault(epoch, {"epoch": epoch})[name] = value
+            self._curves[run_id] = [rows[e] for e in sorted(rows)]
+        return self._curves[run_id]
+
+    def last_epoch(self, run_id: int, what: str) -> float:
+        epochs = self.curve(run_id)
+        value = epochs[-1].get(what) if epochs else None
+        if value is None:
+            raise PaperError(f"{self.folder}: run {run_id} recorded no {what} in its last epoch")
+        return value
+
+    def best_val(self, run_id: int) -> float:
+        values = [e["val_acc"] for e in self.curve(run_id) if e.get("val_acc") is not None]
+        if not values:
+            raise PaperError(f"{self.folder}: run {run_id} recorded no validation accuracy")
+        return max(values)
 
 
 class Results:
