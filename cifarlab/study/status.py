@@ -26,8 +26,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
-    left, left_epochs, methods = 0, {}, {}  # variant -> epochs left to train, its train.method
-    work: list[tuple] = []   # (config, epochs left) of each run not done
+    left, methods = 0, {}  # runs not done; variant -> its train.method
+    work: list[tuple] = []   # (variant, config, epochs left) of each run not done that trains
     counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
     share = sharing({key: cfg for _, cfg, key in runs})
     trains: set = set()  # runs done or counted as training: their siblings take their work
@@ -42,14 +42,12 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                           cfg.train.method))
         elif status != "done":
             left += 1
-            left_epochs.setdefault(name, 0)
             if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
                 # resumes from its last checkpoint, every `train.checkpoint_every` epochs
                 trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
                 if status != "running":
                     trained -= trained % max(1, int(cfg.train.checkpoint_every))
-                left_epochs[name] += max(0, cfg.train.epochs - trained)
-                work.append((cfg, max(0, cfg.train.epochs - trained)))
+                work.append((name, cfg, max(0, cfg.train.epochs - trained)))
             methods[name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
@@ -69,7 +67,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         def rate(name: str) -> float:
             like = own.get(name) or by_method.get(methods[name])
             return seconds_per_epoch(like) if like else per_epoch
-        seconds_left = sum(epochs * rate(name) for name, epochs in left_epochs.items())
+        seconds_left = sum(epochs * rate(name) for name, _, epochs in work)
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
@@ -78,7 +76,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     "theirs; one without, at its training method's)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     else:
-        rows.append(planned_compute(work, total, workers, machine_rate(others or [], machine)))
+        rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs in work], total, workers,
+                                    machine_rate(others or [], machine)))
     if study.tuned:
         rows += tuning_lines(study, store)
     return "\n".join(rows)
