@@ -482,7 +482,8 @@ def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     finished, failed = 0, 0
     while True:   # a tuned study: the arms' test runs join the plan once their tuning runs have chosen
         done, bad = run_ray(ray, plan, store, study.name, Path(args.runs_dir), data_dir=args.data_dir,
-                            download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run)
+                            download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run,
+                            tuned=study.tuned)
         finished, failed = finished + done, failed + bad
         grown = plan_runs(study, store, tuple(args.only))
         if bad or set(grown) <= set(plan):

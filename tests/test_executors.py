@@ -2,6 +2,7 @@
 a Ray worker killed mid-study loses and duplicates nothing; Ray's absence and an address where no
 cluster answers are refused in one line, the database untouched."""
 
+import json
 import os
 import signal
 import socket
@@ -294,3 +295,6 @@ def test_a_tuned_study_on_ray_tunes_first_then_trains_the_chosen_value(study_dir
     for arm in ("baseline", "dropout"):
         config = conn.execute("SELECT config FROM runs WHERE experiment = ?", (arm,)).fetchone()[0]
         assert f'"lr": {chosen[arm].split(": ")[1].rstrip("}")}' in config
+        # seed 0 at the tuning length repeats the chosen tuning run: the driver tests its weights
+        final = next((study_dir / "runs-ray").glob(f"*/{arm}/seed0-*/final.json"))
+        assert json.loads(final.read_text())["trained_by"]

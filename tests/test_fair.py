@@ -172,6 +172,21 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
 
 
+def test_only_a_tuned_studys_validation_only_runs_keep_their_weights_for_a_later_test_run(tmp_path):
+    """A tuning run trains with the shared folder (its arm's test run at the same seed and length
+    may take its weights); a study without `tune` has no such later run, so its runs without a test
+    set (a selection study's) write only to their own folders unless a sibling shares with them."""
+    from cifarlab.study.plan import shares
+    study = load_study(write(tmp_path))
+    p = plan(study, open_store(tmp_path / "r.db"))
+    key, cfg = next((k, c) for k, c in p.runs.items() if "-tune-" in k.experiment)
+    assert not cfg.train.test
+    assert shares(key, cfg, {}, tuned=True) and not shares(key, cfg, {}, tuned=False)
+    assert shares(key, cfg, {key: set()}, tuned=False)   # a sibling (`sharing`) shares in any study
+    tested = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, test=True))
+    assert not shares(key, tested, {}, tuned=True)
+
+
 def row(name, scores, at_chance=None):
     xs = list(scores.values())
     mean = float(np.mean(xs))

@@ -124,8 +124,9 @@ def _ray_task(key: RunKey, cfg: C.ExperimentConfig, run_path: str, data_dir: str
 
 def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_name: str, runs_root: Path, *,
             data_dir: str | None, download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-            retries: int = 3, say: Callable[[str], None] = print) -> tuple[int, int]:
-    """Train every missing run of `plan` as a Ray task; returns (finished, failed)."""
+            retries: int = 3, say: Callable[[str], None] = print, tuned: bool = False) -> tuple[int, int]:
+    """Train every missing run of `plan` as a Ray task; returns (finished, failed). `tuned`: the
+    study tunes its arms (`cifarlab.study.plan.shares`)."""
     from cifarlab.study.data import run_dir_for
     from cifarlab.study.plan import shares, sharing
 
@@ -142,7 +143,7 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                 cfg = plan[key]
                 cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=cpus_per_run))
                 inflight[task.remote(key, cfg, str(run_dir_for(runs_root, key)), data_dir, download,
-                                     shares(key, cfg, share))] = (row["id"], key)
+                                     shares(key, cfg, share, tuned))] = (row["id"], key)
                 interrupt.check()
             finished = failed = 0
             beat = time.monotonic()

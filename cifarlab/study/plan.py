@@ -176,11 +176,13 @@ def study_spec(study: Study, store: Store | None):
     return study.spec(p.choices, tuning)
 
 
-def shares(key: RunKey, cfg: C.ExperimentConfig, share: dict[RunKey, set[RunKey]]) -> bool:
+def shares(key: RunKey, cfg: C.ExperimentConfig, share: dict[RunKey, set[RunKey]], tuned: bool) -> bool:
     """Whether the run of `key` trains with the study's shared folder: it has a sibling now
-    (`sharing`), or it reads no test set (a tuning run: the run of its arm at the same seed and
-    length, planned once the arm chooses this value, then tests its weights instead of retraining)."""
-    return key in share or not cfg.train.test
+    (`sharing`), or it is a tuned study's run that reads no test set (a tuning run: the run of its
+    arm at the same seed and length, planned once the arm chooses this value, then tests its
+    weights instead of retraining). A study without `tune` has no such later run, so its
+    validation-only runs keep to their own folders."""
+    return key in share or (tuned and not cfg.train.test)
 
 
 def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]:

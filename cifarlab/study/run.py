@@ -95,7 +95,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         try:
             result = train_one(key, cfg, data.get(cfg.data), run_dir_for(runs_root, key), progress=progress,
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),
-                               share=shares(key, cfg, share))
+                               share=shares(key, cfg, share, study.tuned))
         except KeyboardInterrupt:
             if not store.replaced():
                 store.release(row["id"])
