@@ -127,6 +127,13 @@ def test_memorisation_fields_read_the_last_epoch_and_the_peak(lab, capsys):
     write_src(lab, "# Paper\n\n{{s/base:flipped_acc_noisy}}\n")   # a clean run has no such curve
     code, err = paper(lab, capsys)
     assert code == 2 and "recorded no flipped_acc_noisy in its last epoch" in err
+    store = open_store(lab / "results" / "s" / "results.db")   # a run trained without a validation split
+    store.conn.execute("UPDATE epochs SET val_acc = NULL WHERE run_id = ?", (ids[0],))
+    store.close()
+    write_src(lab, "# Paper\n\n{{s/flip:val_acc_max}}\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and f"run {ids[0]} recorded no validation accuracy" in err
+    assert (lab / "docs" / "REPORT.md").read_text() == text   # the last good build stands
 
 
 def test_a_figure_is_linked_in_markdown_and_embedded_in_html(lab, capsys):
