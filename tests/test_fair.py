@@ -187,6 +187,18 @@ def test_only_a_tuned_studys_validation_only_runs_keep_their_weights_for_a_later
     assert not shares(key, tested, {}, tuned=True)
 
 
+def test_status_of_a_fresh_tuned_study_counts_no_epochs_for_test_runs_that_take_a_tuning_runs_weights(tmp_path):
+    """drop's test run at seed 0 and 1 epoch (the tuning seed and length) will test the chosen tuning
+    run's weights, whichever value wins; the grid holds no untuned value, so no sibling shows it."""
+    from cifarlab.study.status import status_table
+    study = load_study(write(tmp_path, TUNED.replace("[0.02, 0.05]", "[0.02, 0.03]")
+                             .replace("tune_extend = 1", "tune_extend = 0")))
+    # tuning 2 runs x 1 epoch; base 2 seeds x (1 + 2) epochs; drop the same less seed 0's 1 epoch
+    status = status_table(study, open_store(":memory:"))
+    assert "0 of 10 runs done; no finished run to time by: 13 epochs" in status
+    assert "tuning drop: 0 of 2 tuning runs done\n" in status + "\n"   # a fixed grid (arm of 2 budgets)
+
+
 def row(name, scores, at_chance=None):
     xs = list(scores.values())
     mean = float(np.mean(xs))

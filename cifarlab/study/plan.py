@@ -156,12 +156,19 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     return Plan(runs, tuning, names)
 
 
-def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig]]:
-    """(variant, config) of each test run not planned yet because its arm is still tuning (for
-    estimates: the config carries the arm's untuned value)."""
-    return [(v.name, dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=s)))
-            for v in study.variants if v.tune is not None and (v.arm or v.name) in p.undecided
-            for s in study.seeds_of(v)]
+def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig, bool]]:
+    """(variant, config, repeats) of each test run not planned yet because its arm is still tuning
+    (for estimates: the config carries the arm's untuned value). `repeats`: the run has a tuning
+    seed and the tuning length, so it will test the chosen tuning run's weights (`shares`), not train."""
+    out = []
+    for v in study.variants:
+        t = p.tuning.get(v.arm or v.name)
+        if v.tune is None or t is None or t.choice is not None:
+            continue
+        for s in study.seeds_of(v):
+            cfg = dataclasses.replace(v.config, train=dataclasses.replace(v.config.train, seed=s))
+            out.append((v.name, cfg, s in t.seeds and abs(cfg.train.epochs - t.epochs) < 1e-9))
+    return out
 
 
 def study_spec(study: Study, store: Store | None):

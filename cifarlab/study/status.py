@@ -18,7 +18,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     (`train.method`) where there are some; the others by the mean of all. A run in flight or
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
-    probe) adds no epochs once one of its siblings is done or counted. With no finished run yet, the
+    probe) adds no epochs once one of its siblings is done or counted, nor does a tuned arm's test
+    run that will test a tuning run's weights (`plan.pending_tests`). With no finished run yet, the
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
     studies), where it finished runs there."""
     from cifarlab.study.plan import sharing
@@ -35,7 +36,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         row = store.run(key)
         status = row["status"] if row else "pending"
         counts[name][status] += 1
-        takes = bool(share.get(key, set()) & trains)
+        takes = bool(share.get(key, set()) & trains) or key.config_hash == REPEATS
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
             timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], name, row["stopped"],
@@ -128,21 +129,25 @@ def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int]
     return (statistics.median(rates), len(rates), used) if rates else None
 
 
+REPEATS = "after-tuning, its weights"   # the key's hash of a pending test run that will take a tuning run's
+
+
 def entries(study: Study, store: Store) -> list[tuple]:
     """(name, config, key) of every run the study will train: a tuned arm's test runs, while it still
-    tunes, at its untuned value (their key matches no row: they count as pending)."""
+    tunes, at its untuned value (their key matches no row: they count as pending; one that will
+    test a tuning run's weights has the hash REPEATS)."""
     from cifarlab.results.store import RunKey
     from cifarlab.study.plan import pending_tests, plan
     p = plan(study, store)
     out = [(p.names[key], cfg, key) for key, cfg in p.runs.items()]
-    return out + [(name, cfg, RunKey(study.name, name, cfg.train.seed, "after-tuning"))
-                  for name, cfg in pending_tests(study, p)]
+    return out + [(name, cfg, RunKey(study.name, name, cfg.train.seed, REPEATS if repeats else "after-tuning"))
+                  for name, cfg, repeats in pending_tests(study, p)]
 
 
 def tuning_lines(study: Study, store: Store) -> list[str]:
     from cifarlab.study.plan import plan, setting
     lines = []
-    grows = {v.name: v.tune.extend > 0 for v in study.variants if v.tune is not None}
+    grows = {v.arm or v.name: v.tune.extend > 0 for v in study.variants if v.tune is not None}
     for arm, t in plan(study, store).tuning.items():
         done = sum(1 for _, key, _ in t.runs if store.status_of(key) == "done")
         lines.append(f"tuning {arm}: " + (f"chose {setting(t.choice)}" if t.choice is not None else
