@@ -860,10 +860,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     from cifarlab.predict import check_export, export, load_run, suffix
-    if args.format not in ("torchscript", "safetensors", "onnx"):
-        raise UserError(f"--format {args.format!r} is invalid; valid: torchscript, safetensors, onnx")
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{suffix(args.format)}"
-    check_export(args.format, out)         # before the model loads: nothing written on a refusal
+    check_export(args.format, out)         # the format first; before the model loads: nothing written on a refusal
     run = load_run(args.run_dir)
     written = export(run, args.format, out)
     print(f"wrote {written} ({args.format}: {run.config.name}, {len(run.classes)} classes, "

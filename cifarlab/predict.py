@@ -185,7 +185,8 @@ def check_export(fmt: str, out: Path) -> None:
 
 
 def suffix(fmt: str) -> str:
-    return {"torchscript": "pt", "safetensors": "safetensors", "onnx": "onnx"}[fmt]
+    """The file suffix of `fmt` (an unknown format: itself, for `check_export` to refuse)."""
+    return {"torchscript": "pt", "safetensors": "safetensors", "onnx": "onnx"}.get(fmt, fmt)
 
 
 def metadata(run: TrainedModel) -> dict[str, str]:
