@@ -14,6 +14,8 @@ from functools import lru_cache
 import torch
 
 from cifarlab import config as C
+from cifarlab.data.datasets import DATASETS
+from cifarlab.errors import ConfigError
 from cifarlab.methods import METHODS
 
 
@@ -48,24 +50,25 @@ def training_flops(cfg: C.ExperimentConfig, num_classes: int, image_size: int, i
     return int(per * images_seen * method_factor(cfg))
 
 
-TRAIN_IMAGES = {"cifar10": 50000, "cifar100": 50000, "imagenette": 9469}   # training images before the split
-
-
 def classes_of(cfg: C.ExperimentConfig) -> int:
-    if cfg.data.dataset == "cifar100":
-        return 20 if cfg.data.labels == "coarse" else 100
-    return 10
+    """The classes a run of `cfg` trains on, from its dataset's registry entry."""
+    return DATASETS.get(cfg.data.dataset).num_classes(cfg.data.labels)
 
 
 def size_of(cfg: C.ExperimentConfig) -> int:
-    return (cfg.data.image_size or 64) if cfg.data.dataset == "imagenette" else 32
+    """The image side a run of `cfg` trains at."""
+    return cfg.data.image_size or DATASETS.get(cfg.data.dataset).side
 
 
 def planned(cfg: C.ExperimentConfig) -> dict:
     """A config's compute before it runs: FLOPs per training image, images per epoch and the
     training FLOPs of the whole run (`training_flops` of the images its epochs will show)."""
     per = flops_per_image(cfg.model, classes_of(cfg), size_of(cfg))
-    images = (cfg.data.subset or TRAIN_IMAGES[cfg.data.dataset]) - cfg.data.val_size
+    known = DATASETS.get(cfg.data.dataset).train_images
+    if not (cfg.data.subset or known):
+        raise ConfigError(f"data.dataset = {cfg.data.dataset!r} declares no train_images (its registry entry), so "
+                          "its compute cannot be planned; register it with train_images = N, or set data.subset")
+    images = (cfg.data.subset or known) - cfg.data.val_size
     seen = int(images * cfg.train.epochs)
     pretrain = int(images * cfg.train.epochs) if cfg.train.method == "supcon" else 0
     if cfg.train.method == "supcon":

@@ -3,9 +3,9 @@ same registries the package's own use, without editing the package (docs/EXTENDI
 
 A plug-in is any importable module, named in an experiment (`plugins = ["mylab.models"]`, a
 top-level key) or on the command line (`--plugin mylab.models`); it is imported before the config
-is resolved, so its names are valid values of `model.name`, `loss.name`, `augment.pipeline` and
-`train.method`. Its own settings go in `model.options` / `loss.options` (a TOML table), which the
-config hash covers like any other key.
+is resolved, so its names are valid values of `model.name`, `loss.name`, `augment.pipeline`,
+`train.method` and `data.dataset`. Its own settings go in `model.options` / `loss.options` (a TOML
+table), which the config hash covers like any other key.
 
     from cifarlab.plugins import register_model, register_loss
 
@@ -23,11 +23,12 @@ from __future__ import annotations
 from typing import Callable
 
 from cifarlab.augment.pipeline import register as _register_augmentation
+from cifarlab.data.datasets import DATASETS, Dataset
 from cifarlab.losses import LOSSES
 from cifarlab.methods import method, one_view
 from cifarlab.models import preset
 
-__all__ = ["register_model", "register_loss", "register_augmentation", "register_method"]
+__all__ = ["register_model", "register_loss", "register_augmentation", "register_method", "register_dataset"]
 
 
 def register_model(name: str, doc: str = "", **keys) -> Callable:
@@ -57,3 +58,20 @@ def register_method(name: str, networks: int = 1, views: Callable | None = None)
     `networks=2`: the session then holds `peer` and `peer_opt`). `views(session, epoch)`: augmented
     views of each image the step takes (default one)."""
     return method(name, networks, views or one_view)
+
+
+def register_dataset(name: str, doc: str = "", *, train_images: int, classes: int, side: int = 32) -> Callable:
+    """Decorator: `load(root: Path, image_size: int) -> cifarlab.data.arrays.Arrays` becomes
+    data.dataset `name`: uint8 N x S x S x 3 RGB images and int64 labels of its training and test
+    sets (`root`: the data root, --data-dir / $CIFARLAB_DATA; `image_size`: data.image_size, 0 for
+    the dataset's own side). `train_images` (before the validation split), `classes` and `side`
+    (the image side at image_size 0) are what a plan needs before any image is read: FLOPs,
+    `cifarlab show`, `study status`."""
+    def add(load: Callable) -> Callable:
+        DATASETS.register(name)(Dataset(
+            doc or (load.__doc__ or name).strip().splitlines()[0],
+            lambda root, size, column, download, progress: load(root, size),
+            lambda root: f"{name}: a plug-in dataset ({doc or name})",
+            train_images=train_images, classes=classes, side=side))
+        return load
+    return add

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -27,10 +28,11 @@ def registries():
     (and its module) is gone afterwards, so other tests see only the package's own entries."""
     import sys as _sys
     from cifarlab.augment import AUGMENTS
+    from cifarlab.data.datasets import DATASETS
     from cifarlab.losses import LOSSES
     from cifarlab.methods import METHODS
     from cifarlab.models import MODELS
-    saved = [(r, dict(r._entries)) for r in (AUGMENTS, LOSSES, METHODS, MODELS)]
+    saved = [(r, dict(r._entries)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
     modules = set(_sys.modules)
     yield
     for registry, entries in saved:
@@ -203,6 +205,45 @@ def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch,
     cfg = api.config({"name": "plug", **TINY, "model": {"name": "tiny_mlp"}}, plugins=["mylab.models"])
     result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
     assert result.epochs == 1 and api.load_run(result.run_dir).network[1].out_features == 32
+
+
+DATASET_PLUGIN = '''
+import numpy as np
+from cifarlab.data.arrays import Arrays
+from cifarlab.plugins import register_dataset
+
+
+@register_dataset("stripes", "vertical (class 0) or horizontal (class 1) stripes", train_images=300, classes=2,
+                  side=16)
+def stripes(root, image_size):
+    rng = np.random.default_rng(0)
+    def make(n):
+        labels = rng.integers(0, 2, n)
+        side = image_size or 16
+        wave = (np.arange(side) % 4 < 2).astype(np.uint8) * 200
+        images = np.where(labels[:, None, None, None] == 0, wave[None, None, :, None], wave[None, :, None, None])
+        images = np.broadcast_to(images, (n, side, side, 3)).copy()
+        return images + rng.integers(0, 40, images.shape, dtype=np.uint8), labels.astype(np.int64)
+    train, test = make(300), make(100)
+    return Arrays(train[0], train[1], test[0], test[1], ("vertical", "horizontal"))
+'''
+
+
+def test_a_plugin_dataset_trains_and_is_planned_from_its_registry_entry(tmp_path, monkeypatch, registries):
+    from cifarlab.flops import flops_per_image, planned
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "data.py").write_text(DATASET_PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    cfg = api.config({"name": "stripes", "data": {"dataset": "stripes", "val_size": 50},
+                      "model": {"widths": [8, 16], "dense": [16]}, "optim": {"lr": 0.05},
+                      "train": {"epochs": 4, "batch_size": 25, "threads": 1}}, plugins=["mylab.data"])
+    plan = planned(cfg)   # before any image is read: 250 training images at 16 px, 2 classes
+    assert plan["train_flops"] == 4 * 250 * flops_per_image(cfg.model, 2, 16)
+    result = api.train(cfg, out=tmp_path / "run", data_dir=tmp_path, download=False)
+    final = json.loads((result.run_dir / "final.json").read_text())
+    assert final["train_flops"] == plan["train_flops"] and final["classes"] == ["vertical", "horizontal"]
+    assert final["test_acc"] > 0.9   # stripes are easy: a network that learnt nothing scores about half
 
 
 def test_options_are_hashed_only_when_set():
