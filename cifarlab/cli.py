@@ -384,7 +384,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         from cifarlab.runs import ensure_writable
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
     if args.executor == "ray":  # a missing Ray or a cluster that does not answer leaves the database untouched
-        from cifarlab.study.executors import connect, default_cpus
+        from cifarlab.study.executors import check_resources, connect, default_cpus
         if not args.address:  # a local instance has this machine's cores and GPUs: refused before it starts
             import torch
             check_resources({"CPU": default_cpus(), "GPU": torch.cuda.device_count()}, args.threads or 1,
@@ -396,21 +396,8 @@ def cmd_study(args: argparse.Namespace) -> int:
             ray.shutdown()
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     if args.action == "status":
-        import torch
-
-        from cifarlab.runtime import machine_name
-        here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
-        fresh = not Path(args.db).is_file()   # a study not started: every run pending, nothing written
-        store = open_store(":memory:" if fresh else args.db)
-        if fresh:
-            print(f"{args.db} does not exist yet: nothing of this study has run; the estimate is the whole study's")
-        others = [db for db in Path(args.db).resolve().parent.parent.glob("*/results.db")
-                  if db != Path(args.db).resolve()]   # the other studies beside this one (results/*/)
-        print(status_table(study, store, args.workers, machine=here, others=others))
-        from cifarlab.study.adopt import elsewhere_note
-        note = None if fresh else elsewhere_note(study, store, Path(args.db), args.study, args.db)
-        if note:
-            print(note)
+        from cifarlab.study.status import status_report
+        print(status_report(study, args.db, args.workers, args.study))
         return 0
     store = open_store(args.db)
     if args.action == "adopt":
@@ -469,76 +456,33 @@ def require_runs(store, study_name: str | None, db: str, hint: str) -> None:
 
 def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     """`study run --executor ray`: this process is the driver; each run is one Ray task."""
-    from cifarlab.study.executors import run_ray
     from cifarlab.results import open_store
-    from cifarlab.study import plan_runs, status_table
+    from cifarlab.study import status_table
+    from cifarlab.study.executors import check_resources, drive_ray
 
     cpus = args.threads or 1
     if args.address:
         check_resources(ray.cluster_resources(), cpus, args.gpus_per_run, local=False)
     store = open_store(args.db)
-    plan = plan_runs(study, store, tuple(args.only))
     print(f"study {study.name}: Ray executor, each run {cpus} CPU(s) and {args.gpus_per_run:g} GPU(s)", flush=True)
-    finished, failed = 0, 0
-    while True:   # a tuned study: the arms' test runs join the plan once their tuning runs have chosen
-        done, bad = run_ray(ray, plan, store, study.name, Path(args.runs_dir), data_dir=args.data_dir,
-                            download=not args.no_download, cpus_per_run=cpus, gpus_per_run=args.gpus_per_run,
-                            tuned=study.tuned)
-        finished, failed = finished + done, failed + bad
-        grown = plan_runs(study, store, tuple(args.only))
-        if bad or set(grown) <= set(plan):
-            break
-        plan = grown
+    finished, failed = drive_ray(ray, study, store, Path(args.runs_dir), only=tuple(args.only),
+                                 data_dir=args.data_dir, download=not args.no_download, cpus_per_run=cpus,
+                                 gpus_per_run=args.gpus_per_run)
     print(f"study {study.name}: {finished} run(s) finished on Ray" + (f", {failed} failed" if failed else ""))
     print(status_table(study, store))
     return 1 if failed else 0
 
 
-def check_resources(have: dict, cpus: int, gpus: float, local: bool) -> None:
-    """A run that asks for more CPUs or GPUs than Ray has would wait forever: on a local instance it
-    is refused; a cluster may still grow (an autoscaler), so there it is a warning."""
-    short = [f"{want:g} {kind}(s) per run (--{option}) but {'this machine' if local else 'the cluster'} "
-             f"has {have.get(kind, 0):g}"
-             for want, kind, option in ((cpus, "CPU", "threads"), (gpus, "GPU", "gpus-per-run"))
-             if want > have.get(kind, 0)]
-    if short and local:
-        raise UserError(f"{short[0]}: no run could start; ask for at most what this machine has, or join a "
-                        "cluster that has more with --address")
-    for line in short:
-        print(f"cifarlab: warning: {line}: runs wait until a node with that many joins", file=sys.stderr)
-
-
 def run_workers(args: argparse.Namespace, name: str) -> int:
-    """`study run --workers N`: N worker processes claim the study's runs from the shared store.
-
-    On a small CPU, N single-threaded processes train more images per second in total than one
-    process using every core (docs/PERFORMANCE.md). Ctrl-C or SIGTERM stops every worker; each
-    gives back its claim and keeps its finished epochs.
-    """
-    import subprocess
-
-    from cifarlab.study.executors import default_cpus
-    cores = default_cpus()
-    threads = args.threads or max(1, cores // args.workers)
-    argv = [sys.executable, "-m", "cifarlab.cli", "study", "run", args.study, "--db", args.db,
-            "--runs-dir", args.runs_dir, "--threads", str(threads), "--no-progress", "--worker"]
-    argv += [f"--only={v}" for v in args.only]
-    argv += (["--data-dir", args.data_dir] if args.data_dir else []) + (["--no-download"] if args.no_download else [])
-    print(f"study {name}: {args.workers} workers x {threads} thread(s)", flush=True)
-    workers = [subprocess.Popen(argv) for _ in range(args.workers)]
-    try:
-        codes = [w.wait() for w in workers]
-    except KeyboardInterrupt:
-        for w in workers:
-            w.terminate()
-        for w in workers:
-            w.wait()
-        raise
-    return max(codes)
+    """`study run --workers N` (`cifarlab.study.executors.spawn_workers`)."""
+    from cifarlab.study.executors import spawn_workers
+    return spawn_workers(args.study, args.db, args.runs_dir, args.workers, args.threads, tuple(args.only),
+                         args.data_dir, not args.no_download, name)
 
 
 def cmd_report(args: argparse.Namespace) -> int:
     from cifarlab.report import write_report
+    from cifarlab.report.panels import augment_grids, feature_panels
     from cifarlab.results import open_store
     from cifarlab.study import load_study
 
@@ -555,7 +499,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     command = f"cifarlab report {path} --db {args.db}" + (f" --out {args.out}" if args.out else "")
     grids = {}
     if args.grids:
-        grids = augment_grids(study, out, args)
+        grids = augment_grids(study, out, args.data_dir, not args.no_download)
         command += " --grids" + (f" --data-dir {args.data_dir}" if args.data_dir else "")
     store = open_store(args.db, must_exist=True)
     features = None
@@ -569,52 +513,6 @@ def cmd_report(args: argparse.Namespace) -> int:
     readme = write_report(store, study_spec(study, store), out, command, grids, features)
     print(f"wrote {readme}")
     return 0
-
-
-def feature_panels(study, store) -> tuple[list[Path], object, list[str]]:
-    """The run directory of each variant's lowest done seed where it is on this machine, the config
-    whose data they share, and the variants without one."""
-    from cifarlab.report import counted_rows, latest_done
-    from cifarlab.study.plan import study_spec
-    done = latest_done(counted_rows(store, study_spec(study, store)))
-    dirs, names, missing = [], [], []
-    for v in study.variants:
-        seeds = done.get(v.name, {})
-        row = seeds[min(seeds)] if seeds else None
-        path = Path(row["run_dir"]) if row is not None and row["run_dir"] else None
-        if path is not None and (path / "checkpoint.pt").exists() and (path / "config.toml").exists():
-            dirs.append(path)
-            names.append(v.name)
-        else:
-            missing.append(v.name)
-    if not dirs:
-        raise UserError(f"--features: no variant of {study.name} has a done run whose directory (with its "
-                        "checkpoint) is on this machine; run the report where the study trained")
-    sources = {(v.config.data.dataset, v.config.data.image_size) for v in study.variants if v.name in names}
-    if len(sources) > 1:
-        raise UserError(f"--features: the variants train on different data ({sorted(sources)}); "
-                        "one projection figure needs one test set")
-    return dirs, next(v.config for v in study.variants if v.name == names[0]), missing
-
-
-def augment_grids(study, out: Path, args: argparse.Namespace) -> dict[str, str]:
-    """variant -> grid file for each variant, when the study's variants differ in augmentation."""
-    from cifarlab.data import load_dataset
-    from cifarlab.data.loader import make_splits
-    from cifarlab.show import augment_grid
-    pipelines = {v.name: v.config.augment for v in study.variants}
-    if len(set(pipelines.values())) < 2:
-        return {}
-    first = study.variants[0].config
-    arrays = load_dataset(first.data.dataset, args.data_dir, download=not args.no_download, progress=False,
-                          image_size=first.data.image_size, label_column=first.data.label_column)
-    splits = make_splits(arrays, first.data)
-    grids = {}
-    for v in study.variants:
-        if v.config.augment.pipeline:
-            grids[v.name] = f"augment_{v.name}.png"
-            augment_grid(v.config, splits, out / grids[v.name], images=4, draws=4)
-    return grids
 
 
 def cmd_results(args: argparse.Namespace) -> int:

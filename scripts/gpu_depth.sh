@@ -10,7 +10,7 @@ cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: scripts/gpu_depth.sh SECONDS WORKERS [STUDY ...]" >&2; exit 2; }
 seconds=$1 workers=$2; shift 2
 queue=("$@")
-[ ${#queue[@]} -gt 0 ] || queue=(resnetify_fair norms_fair noise_memorise_select noise_methods augment_budget norms_batch
+[ ${#queue[@]} -gt 0 ] || queue=(resnetify_fair norms_fair noise_methods augment_budget norms_batch
                                  patchify_flops speed94_ablate supcon_budget se_deep c100_budget basic_fair)
 deadline=$(( $(date +%s) + seconds ))
 for study in "${queue[@]}"; do

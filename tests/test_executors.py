@@ -199,7 +199,7 @@ def _has_cuda() -> bool:
 def test_a_cluster_short_of_cpus_or_gpus_warns_and_a_local_instance_refuses(capsys):
     """A cluster may grow (an autoscaler): asking for more than it has now is a warning per resource;
     the same request on a local instance cannot ever start and is refused in one line."""
-    from cifarlab.cli import check_resources
+    from cifarlab.study.executors import check_resources
     from cifarlab.errors import UserError
     have = {"CPU": 4.0, "GPU": 1.0}
     check_resources(have, cpus=4, gpus=1, local=False)  # enough: silent

@@ -712,7 +712,7 @@ def test_features_refuse_variants_that_train_on_different_data(study_dir, monkey
     """One projection figure shows one test set: variants on CIFAR-10 and CIFAR-100 are refused in
     one line, not drawn side by side."""
     import cifarlab.report
-    from cifarlab.cli import feature_panels
+    from cifarlab.report.panels import feature_panels
     from cifarlab.errors import UserError
     (study_dir / "study.toml").write_text(STUDY.replace('set = { "model.dropout"',
                                                         'set = { "data.dataset" = "cifar100", "model.dropout"'))

@@ -24,6 +24,7 @@ import dataclasses
 import os
 import signal
 import socket
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,64 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                 for run_id, _ in inflight.values():
                     store.release(run_id)
             raise
+
+
+def drive_ray(ray, study, store: Store, runs_root: Path, *, only: tuple[str, ...] = (), data_dir: str | None,
+              download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0) -> tuple[int, int]:
+    """Train every missing run of `study` on Ray (`run_ray`), planning again after each round: a tuned
+    study's test runs join the plan once their arms' tuning runs have chosen. Returns (finished, failed)."""
+    from cifarlab.study.run import plan_runs
+    plan = plan_runs(study, store, only)
+    finished, failed = 0, 0
+    while True:
+        done, bad = run_ray(ray, plan, store, study.name, runs_root, data_dir=data_dir, download=download,
+                            cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, tuned=study.tuned)
+        finished, failed = finished + done, failed + bad
+        grown = plan_runs(study, store, only)
+        if bad or set(grown) <= set(plan):
+            return finished, failed
+        plan = grown
+
+
+def check_resources(have: dict, cpus: int, gpus: float, local: bool) -> None:
+    """A run that asks for more CPUs or GPUs than Ray has would wait forever: on a local instance it
+    is refused; a cluster may still grow (an autoscaler), so there it is a warning."""
+    short = [f"{want:g} {kind}(s) per run (--{option}) but {'this machine' if local else 'the cluster'} "
+             f"has {have.get(kind, 0):g}"
+             for want, kind, option in ((cpus, "CPU", "threads"), (gpus, "GPU", "gpus-per-run"))
+             if want > have.get(kind, 0)]
+    if short and local:
+        raise UserError(f"{short[0]}: no run could start; ask for at most what this machine has, or join a "
+                        "cluster that has more with --address")
+    for line in short:
+        print(f"cifarlab: warning: {line}: runs wait until a node with that many joins", file=sys.stderr)
+
+
+def spawn_workers(study_path: str, db: str, runs_dir: str, workers: int, threads: int, only: tuple[str, ...],
+                  data_dir: str | None, download: bool, name: str) -> int:
+    """`study run --workers N`: N worker processes claim the study's runs from the shared store.
+
+    On a small CPU, N single-threaded processes train more images per second in total than one
+    process using every core (docs/PERFORMANCE.md). Ctrl-C or SIGTERM stops every worker; each
+    gives back its claim and keeps its finished epochs. Returns the highest exit code.
+    """
+    import subprocess
+    threads = threads or max(1, default_cpus() // workers)
+    argv = [sys.executable, "-m", "cifarlab.cli", "study", "run", study_path, "--db", db,
+            "--runs-dir", runs_dir, "--threads", str(threads), "--no-progress", "--worker"]
+    argv += [f"--only={v}" for v in only]
+    argv += (["--data-dir", data_dir] if data_dir else []) + ([] if download else ["--no-download"])
+    print(f"study {name}: {workers} workers x {threads} thread(s)", flush=True)
+    procs = [subprocess.Popen(argv) for _ in range(workers)]
+    try:
+        codes = [p.wait() for p in procs]
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        for p in procs:
+            p.wait()
+        raise
+    return max(codes)
 
 
 def task_error(e: Exception) -> str:

@@ -84,6 +84,28 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     return "\n".join(rows)
 
 
+def status_report(study: Study, db: str, workers: int, study_arg: str) -> str:
+    """`study status`: the table and estimate of `status_table` for the database `db`, timed at this
+    machine (its CPU or GPU name); a database that does not exist yet is planned whole and left
+    unwritten, costed at this machine's rate in the other studies' databases beside it
+    (results/*/results.db); a note where runs of the study were trained elsewhere."""
+    from pathlib import Path
+
+    import torch
+
+    from cifarlab.results import open_store
+    from cifarlab.runtime import machine_name
+    from cifarlab.study.adopt import elsewhere_note
+    here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    fresh = not Path(db).is_file()   # a study not started: every run pending, nothing written
+    store = open_store(":memory:" if fresh else db)
+    lines = [f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"] if fresh else []
+    others = [other for other in Path(db).resolve().parent.parent.glob("*/results.db") if other != Path(db).resolve()]
+    lines.append(status_table(study, store, workers, machine=here, others=others))
+    note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
+    return "\n".join(lines + ([note] if note else []))
+
+
 def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple | None = None) -> str:
     """With no finished run to time by: the epochs and training FLOPs left in `work` ((config, epochs
     left) per run; a tuned arm's grid may still grow), and the hours they take at `rate`
