@@ -458,7 +458,8 @@ def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     """`study run --executor ray`: this process is the driver; each run is one Ray task."""
     from cifarlab.results import open_store
     from cifarlab.study import status_table
-    from cifarlab.study.executors import check_resources, drive_ray
+    from cifarlab.study.executors import check_resources
+    from cifarlab.study.run import drive_ray
 
     cpus = args.threads or 1
     if args.address:
@@ -546,7 +547,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         if not args.against:
             raise UserError("results compare needs --against DB: the database to pair this one's runs with")
         if selection and args.metric == "test":
-            raise UserError(f"{args.study} is a selection study, which never reads the test set; use --metric val")
+            raise UserError(f"{args.study} is a selection study, compared on validation only; use --metric val")
         against = open_store(args.against, must_exist=True, option="--against")
         print(compare(open_store(args.db, must_exist=True), against, name, args.metric or ("val" if selection else "test")))
         return 0

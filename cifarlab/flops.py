@@ -52,7 +52,11 @@ def training_flops(cfg: C.ExperimentConfig, num_classes: int, image_size: int, i
 
 def classes_of(cfg: C.ExperimentConfig) -> int:
     """The classes a run of `cfg` trains on, from its dataset's registry entry."""
-    return DATASETS.get(cfg.data.dataset).num_classes(cfg.data.labels)
+    classes = DATASETS.get(cfg.data.dataset).num_classes(cfg.data.labels)
+    if not classes:
+        raise ConfigError(f"data.dataset = {cfg.data.dataset!r} declares no classes (its registry entry), so its "
+                          "network cannot be planned; register it with plugins.register_dataset(..., classes=N)")
+    return classes
 
 
 def size_of(cfg: C.ExperimentConfig) -> int:

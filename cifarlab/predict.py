@@ -32,7 +32,7 @@ from cifarlab.errors import UserError
 from cifarlab.evaluate import predict as predict_logits
 from cifarlab.runs import MODEL_FILE, load_verified
 
-FORMATS = ("torchscript", "safetensors", "onnx")
+FORMATS = {"torchscript": "pt", "safetensors": "safetensors", "onnx": "onnx"}   # export format -> file suffix
 
 
 @dataclass(frozen=True)
@@ -186,7 +186,7 @@ def check_export(fmt: str, out: Path) -> None:
 
 def suffix(fmt: str) -> str:
     """The file suffix of `fmt` (an unknown format: itself, for `check_export` to refuse)."""
-    return {"torchscript": "pt", "safetensors": "safetensors", "onnx": "onnx"}.get(fmt, fmt)
+    return FORMATS.get(fmt, fmt)
 
 
 def metadata(run: TrainedModel) -> dict[str, str]:

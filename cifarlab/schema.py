@@ -278,7 +278,7 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must lie in [0, 1)")
             if key in PROBABILITY and not 0 <= value <= 1:
                 raise ConfigError(f"{section}.{f.name} = {value!r} is a probability: it must lie in [0, 1]")
-    if cfg.data.dataset != "imagenette" and (cfg.data.image_size not in (0, 32) or cfg.data.label_column != "noisy_labels_0"):
+    if cfg.data.dataset in ("cifar10", "cifar100") and (cfg.data.image_size not in (0, 32) or cfg.data.label_column != "noisy_labels_0"):
         raise ConfigError(f"data.image_size and data.label_column are Imagenette's: {cfg.data.dataset} images are 32 px "
                           "(image_size 0 or 32) and have one label column")
     if cfg.data.labels == "coarse" and cfg.data.dataset != "cifar100":

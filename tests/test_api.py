@@ -244,6 +244,12 @@ def test_a_plugin_dataset_trains_and_is_planned_from_its_registry_entry(tmp_path
     final = json.loads((result.run_dir / "final.json").read_text())
     assert final["train_flops"] == plan["train_flops"] and final["classes"] == ["vertical", "horizontal"]
     assert final["test_acc"] > 0.9   # stripes are easy: a network that learnt nothing scores about half
+    small = api.config(C.to_dict(cfg), {"data.image_size": 8})   # a plug-in loads at the size asked for
+    assert planned(small)["train_flops"] == 4 * 250 * flops_per_image(cfg.model, 2, 8)
+    from cifarlab.data.datasets import DATASETS, Dataset   # registered without the plug-in helper: no classes
+    DATASETS.register("bare")(Dataset("bare", lambda *a: None, lambda root: "bare", train_images=100))
+    with pytest.raises(ConfigError, match="'bare' declares no classes"):
+        planned(api.config(None, {"data.dataset": "bare"}))
 
 
 def test_options_are_hashed_only_when_set():

@@ -266,7 +266,7 @@ def test_the_ray_driver_stops_when_its_database_is_replaced_and_gives_no_run_bac
     ray = FakeRay()
     with pytest.raises(UserError, match="was replaced by another file"):
         executors.run_ray(ray, plan, store, spec.name, study_dir / "runs", data_dir=None, download=False,
-                          say=lambda _: None)
+                          tuned=False, say=lambda _: None)
     assert len(ray.task.refs) == 4 and sorted(map(id, ray.cancelled)) == sorted(map(id, ray.task.refs))
     assert released == []   # nothing given back: those writes would go to the old file's log
     # the same driver with its file in place gives its runs back when interrupted
@@ -277,7 +277,7 @@ def test_the_ray_driver_stops_when_its_database_is_replaced_and_gives_no_run_bac
     ray.wait = lambda refs, num_returns, timeout: (_ for _ in ()).throw(KeyboardInterrupt)
     with pytest.raises(KeyboardInterrupt):
         executors.run_ray(ray, plan, store, spec.name, study_dir / "runs", data_dir=None, download=False,
-                          say=lambda _: None)
+                          tuned=False, say=lambda _: None)
     assert len(released) == 4 and len(ray.cancelled) == 4
 
 

@@ -187,6 +187,20 @@ def test_only_a_tuned_studys_validation_only_runs_keep_their_weights_for_a_later
     assert not shares(key, tested, {}, tuned=True)
 
 
+def test_a_selection_studys_runs_leave_no_shared_weights(tmp_path, data_root):
+    """A study without `tune` whose runs read no test set (a selection study) trains each run in its
+    own folder: nothing later takes a shared copy of its weights, so none is written."""
+    from cifarlab.study.run import DataCache, run_study
+    study = load_study(write(tmp_path, 'name = "pick"\nexperiment = "tiny.toml"\nseeds = [0]\nselection = true\n'
+                                       '[[variants]]\nname = "a"\n\n[[variants]]\nname = "b"\n'
+                                       'set = { "optim.lr" = 0.02 }\n', "pick.toml"))
+    assert not study.tuned and not any(v.config.train.test for v in study.variants)
+    data = DataCache(str(data_root), False, False)
+    assert run_study(study, open_store(tmp_path / "r.db"), data, tmp_path / "runs", progress=False) == 2
+    shared = tmp_path / "runs" / "pick" / "_shared"
+    assert not shared.exists() or not any(shared.iterdir())
+
+
 def test_status_of_a_fresh_tuned_study_counts_no_epochs_for_test_runs_that_take_a_tuning_runs_weights(tmp_path):
     """drop's test run at seed 0 and 1 epoch (the tuning seed and length) will test the chosen tuning
     run's weights, whichever value wins; the grid holds no untuned value, so no sibling shows it."""

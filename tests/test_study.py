@@ -125,7 +125,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     r = subprocess.run(chose, cwd=study_dir, env=cli_env(), capture_output=True, text=True)
     assert r.returncode == 0 and "this val %" in r.stdout, r.stderr  # a selection study compares validation
     r = subprocess.run(chose + ["--metric", "test"], cwd=study_dir, env=cli_env(), capture_output=True, text=True)
-    assert r.returncode == 2 and "is a selection study, which never reads the test set; use --metric val" in r.stderr
+    assert r.returncode == 2 and "is a selection study, compared on validation only; use --metric val" in r.stderr
 
 
 def test_a_resumed_run_records_every_epoch_even_those_the_database_lost(study_dir):

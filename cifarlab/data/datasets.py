@@ -3,7 +3,7 @@
 Each entry is a source module's loader and its one-line description for `cifarlab data list`:
 CIFAR-10 and CIFAR-100 from `sources` (npz, lossless pack, official folder or archive), Imagenette
 from `imagefolder` (JPEG folders decoded once into a cache). A new dataset is a new entry here, or
-a plug-in's call to `DATASETS.register`.
+a plug-in's `cifarlab.plugins.register_dataset`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Dataset:
     describe: Callable[[Path], str]   # where it was found under the data root, its sizes and classes
     # what a plan needs before any image is read (FLOPs, parameters, `study status`):
     train_images: int = 0   # training images before the validation split (0: unknown; a plan then needs data.subset)
-    classes: int = 10
+    classes: int = 0        # 0: unknown (a plan refuses it)
     side: int = 32          # the image side at data.image_size = 0
     coarse_classes: int = 0  # classes at data.labels = 'coarse' (0: the dataset has no superclasses)
 

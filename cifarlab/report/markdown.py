@@ -35,7 +35,8 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              "Every number on this page is read from the results database; only the targets "
              "(published figures) come from the study definition.", "",
              *(["**A selection study**: it exists to choose settings, so this page compares validation "
-                "accuracy only and never reads the test set.", ""] if spec.selection else []),
+                "accuracy only; the test accuracy its runs record at their end is neither shown nor used "
+                "for a choice.", ""] if spec.selection else []),
              *results_table(spec, summary), "", *noise_table(spec, summary, rows),
              *(fair.tuning_section(spec) if spec.fair else []),
              *findings_section(store, spec, summary, out_dir),

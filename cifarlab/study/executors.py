@@ -125,7 +125,7 @@ def _ray_task(key: RunKey, cfg: C.ExperimentConfig, run_path: str, data_dir: str
 
 def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_name: str, runs_root: Path, *,
             data_dir: str | None, download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0,
-            retries: int = 3, say: Callable[[str], None] = print, tuned: bool = False) -> tuple[int, int]:
+            retries: int = 3, say: Callable[[str], None] = print, tuned: bool) -> tuple[int, int]:
     """Train every missing run of `plan` as a Ray task; returns (finished, failed). `tuned`: the
     study tunes its arms (`cifarlab.study.plan.shares`)."""
     from cifarlab.study.data import run_dir_for
@@ -181,23 +181,6 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                 for run_id, _ in inflight.values():
                     store.release(run_id)
             raise
-
-
-def drive_ray(ray, study, store: Store, runs_root: Path, *, only: tuple[str, ...] = (), data_dir: str | None,
-              download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0) -> tuple[int, int]:
-    """Train every missing run of `study` on Ray (`run_ray`), planning again after each round: a tuned
-    study's test runs join the plan once their arms' tuning runs have chosen. Returns (finished, failed)."""
-    from cifarlab.study.run import plan_runs
-    plan = plan_runs(study, store, only)
-    finished, failed = 0, 0
-    while True:
-        done, bad = run_ray(ray, plan, store, study.name, runs_root, data_dir=data_dir, download=download,
-                            cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, tuned=study.tuned)
-        finished, failed = finished + done, failed + bad
-        grown = plan_runs(study, store, only)
-        if bad or set(grown) <= set(plan):
-            return finished, failed
-        plan = grown
 
 
 def check_resources(have: dict, cpus: int, gpus: float, local: bool) -> None:

@@ -57,6 +57,23 @@ def threaded(plan: dict[RunKey, C.ExperimentConfig], threads: int) -> dict[RunKe
             for key, cfg in plan.items()}
 
 
+def drive_ray(ray, study, store: Store, runs_root: Path, *, only: tuple[str, ...] = (), data_dir: str | None,
+              download: bool, cpus_per_run: int = 1, gpus_per_run: float = 0.0) -> tuple[int, int]:
+    """Train every missing run of `study` on Ray (`run_ray`), planning again after each round: a tuned
+    study's test runs join the plan once their arms' tuning runs have chosen. Returns (finished, failed)."""
+    from cifarlab.study.executors import run_ray
+    plan = plan_runs(study, store, only)
+    finished, failed = 0, 0
+    while True:
+        done, bad = run_ray(ray, plan, store, study.name, runs_root, data_dir=data_dir, download=download,
+                            cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, tuned=study.tuned)
+        finished, failed = finished + done, failed + bad
+        grown = plan_runs(study, store, only)
+        if bad or set(grown) <= set(plan):
+            return finished, failed
+        plan = grown
+
+
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.

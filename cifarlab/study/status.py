@@ -86,9 +86,9 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
 
 def status_report(study: Study, db: str, workers: int, study_arg: str) -> str:
     """`study status`: the table and estimate of `status_table` for the database `db`, timed at this
-    machine (its CPU or GPU name); a database that does not exist yet is planned whole and left
-    unwritten, costed at this machine's rate in the other studies' databases beside it
-    (results/*/results.db); a note where runs of the study were trained elsewhere."""
+    machine (its CPU or GPU name); with no finished run to time by, costed at this machine's rate in
+    the other studies' databases beside it (results/*/results.db). A database that does not exist yet
+    is planned whole and left unwritten. Last, a note where runs of the study were trained elsewhere."""
     from pathlib import Path
 
     import torch
@@ -151,7 +151,8 @@ def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int]
     return (statistics.median(rates), len(rates), used) if rates else None
 
 
-REPEATS = "after-tuning, its weights"   # the key's hash of a pending test run that will take a tuning run's
+# The key's hash of a pending test run that will take a tuning run's weights, not train (no store row has it).
+REPEATS = "after-tuning, its weights"
 
 
 def entries(study: Study, store: Store) -> list[tuple]:
