@@ -187,13 +187,13 @@ def test_only_a_tuned_studys_validation_only_runs_keep_their_weights_for_a_later
     assert not shares(key, tested, {}, tuned=True)
 
 
-def test_a_selection_studys_runs_leave_no_shared_weights(tmp_path, data_root):
-    """A study without `tune` whose runs read no test set (a selection study) trains each run in its
-    own folder: nothing later takes a shared copy of its weights, so none is written."""
+def test_an_untuned_studys_runs_without_a_test_set_leave_no_shared_weights(tmp_path, data_root):
+    """A study without `tune` whose runs read no test set trains each run in its own folder: no
+    later run takes a shared copy of its weights (only a tuned arm's test run does), so none is written."""
     from cifarlab.study.run import DataCache, run_study
-    study = load_study(write(tmp_path, 'name = "pick"\nexperiment = "tiny.toml"\nseeds = [0]\nselection = true\n'
-                                       '[[variants]]\nname = "a"\n\n[[variants]]\nname = "b"\n'
-                                       'set = { "optim.lr" = 0.02 }\n', "pick.toml"))
+    study = load_study(write(tmp_path, 'name = "pick"\nexperiment = "tiny.toml"\nseeds = [0]\n'
+                                       'set = { "train.test" = false }\n[[variants]]\nname = "a"\n\n'
+                                       '[[variants]]\nname = "b"\nset = { "optim.lr" = 0.02 }\n', "pick.toml"))
     assert not study.tuned and not any(v.config.train.test for v in study.variants)
     data = DataCache(str(data_root), False, False)
     assert run_study(study, open_store(tmp_path / "r.db"), data, tmp_path / "runs", progress=False) == 2
