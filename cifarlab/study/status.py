@@ -23,7 +23,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
     studies), where it finished runs there."""
     from cifarlab.study.plan import sharing
-    runs = entries(study, store)
+    runs, repeats = entries(study, store)
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
@@ -36,7 +36,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         row = store.run(key)
         status = row["status"] if row else "pending"
         counts[name][status] += 1
-        takes = bool(share.get(key, set()) & trains) or key.config_hash == REPEATS
+        takes = bool(share.get(key, set()) & trains) or key in repeats
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
             timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], name, row["stopped"],
@@ -151,20 +151,17 @@ def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int]
     return (statistics.median(rates), len(rates), used) if rates else None
 
 
-# The key's hash of a pending test run that will take a tuning run's weights, not train (no store row has it).
-REPEATS = "after-tuning, its weights"
-
-
-def entries(study: Study, store: Store) -> list[tuple]:
+def entries(study: Study, store: Store) -> tuple[list[tuple], set]:
     """(name, config, key) of every run the study will train: a tuned arm's test runs, while it still
-    tunes, at its untuned value (their key matches no row: they count as pending; one that will
-    test a tuning run's weights has the hash REPEATS)."""
+    tunes, at its untuned value (their key matches no row: they count as pending); and the keys of
+    those that will test a tuning run's weights instead of training (`plan.pending_tests`)."""
     from cifarlab.results.store import RunKey
     from cifarlab.study.plan import pending_tests, plan
     p = plan(study, store)
     out = [(p.names[key], cfg, key) for key, cfg in p.runs.items()]
-    return out + [(name, cfg, RunKey(study.name, name, cfg.train.seed, REPEATS if repeats else "after-tuning"))
-                  for name, cfg, repeats in pending_tests(study, p)]
+    pending = [(name, cfg, RunKey(study.name, name, cfg.train.seed, "after-tuning"), repeats)
+               for name, cfg, repeats in pending_tests(study, p)]
+    return out + [(name, cfg, key) for name, cfg, key, _ in pending], {key for *_, key, repeats in pending if repeats}
 
 
 def tuning_lines(study: Study, store: Store) -> list[str]:
