@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Keep this machine's cores on a queue of studies: WORKERS background worker slots, each running
+# `cifarlab study run` (one worker, one thread) on the first study of the queue, then the next
+# when that study has nothing left for it, and so on. Studies resume from their databases
+# (results/STUDY/results.db) and runs from their checkpoints, so the same command continues a
+# queue in a later session. Logs: logs/STUDY_SLOT.log. Stop after the current study: touch
+# logs/queue.stop (removed at the next start); stop now: SIGTERM the `study run` processes (each gives
+# back its claim and keeps its finished epochs).
+#   scripts/cpu_queue.sh 2 resnetify_fair norms_fair norms_batch
+set -euo pipefail
+cd "$(dirname "$0")/.."
+[ $# -ge 2 ] || { echo "usage: scripts/cpu_queue.sh WORKERS STUDY [STUDY ...] (studies/STUDY.toml)" >&2; exit 2; }
+workers=$1; shift
+[[ "$workers" =~ ^[1-9][0-9]*$ ]] || { echo "WORKERS must be a positive integer, got '$workers'" >&2; exit 2; }
+for s in "$@"; do
+  [ -f "studies/$s.toml" ] || { echo "no studies/$s.toml; studies: $(ls studies | sed 's/\.toml$//' | tr '\n' ' ')" >&2; exit 2; }
+done
+CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
+DATA_DIR=${DATA_DIR:-../shared/data}
+mkdir -p logs
+rm -f logs/queue.stop
+for slot in $(seq "$workers"); do
+  nohup bash -c '
+    for s in "$@"; do
+      [ -e logs/queue.stop ] && exit 0
+      mkdir -p "results/$s"
+      "'"$CIFARLAB"'" study run "studies/$s.toml" --db "results/$s/results.db" --workers 1 --threads 1 \
+        --no-progress --data-dir "'"$DATA_DIR"'" >> "logs/${s}_'"$slot"'.log" 2>&1 || true
+    done' queue "$@" > /dev/null 2>&1 &
+  echo "slot $slot: $* (pid $!)"
+  sleep 2   # the slots' first claims one after another
+done
