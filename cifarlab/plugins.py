@@ -65,9 +65,9 @@ def register_dataset(name: str, doc: str = "", *, train_images: int, classes: in
     data.dataset `name`: uint8 N x S x S x 3 RGB images and int64 labels of its training and test
     sets (`root`: the data root, --data-dir / $CIFARLAB_DATA; `image_size`: data.image_size, 0 for
     the dataset's own side; at another size it returns images of that side, or raises a DataError
-    if it cannot: plans count FLOPs at that side). `train_images` (before the validation split), `classes` and `side`
-    (the image side at image_size 0) are what a plan needs before any image is read: FLOPs,
-    `cifarlab show`, `study status`."""
+    if it cannot: plans count FLOPs at that side). `train_images` (before the validation split),
+    `classes` and `side` (the image side at image_size 0) are what a plan needs before any image is
+    read: FLOPs, `cifarlab show`, `study status`."""
     def add(load: Callable) -> Callable:
         text = doc or (load.__doc__ or name).strip().splitlines()[0]
         DATASETS.register(name)(Dataset(

@@ -250,6 +250,11 @@ def test_a_plugin_dataset_trains_and_is_planned_from_its_registry_entry(tmp_path
     DATASETS.register("bare")(Dataset("bare", lambda *a: None, lambda root: "bare", train_images=100))
     with pytest.raises(ConfigError, match="'bare' declares no classes"):
         planned(api.config(None, {"data.dataset": "bare"}))
+    DATASETS.register("sizeless")(Dataset("sizeless", lambda *a: None, lambda root: "sizeless", classes=3))
+    with pytest.raises(ConfigError, match="'sizeless' declares no train_images"):
+        planned(api.config(None, {"data.dataset": "sizeless"}))
+    subset = api.config(None, {"data.dataset": "sizeless", "data.subset": 600, "data.val_size": 100})
+    assert planned(subset)["train_flops"] == subset.train.epochs * 500 * flops_per_image(subset.model, 3, 32)
 
 
 def test_options_are_hashed_only_when_set():

@@ -99,8 +99,10 @@ def status_report(study: Study, db: str, workers: int, study_arg: str) -> str:
     here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     fresh = not Path(db).is_file()   # a study not started: every run pending, nothing written
     store = open_store(":memory:" if fresh else db)
-    lines = [f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"] if fresh else []
-    others = [other for other in Path(db).resolve().parent.parent.glob("*/results.db") if other != Path(db).resolve()]
+    fresh_line = f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"
+    lines = [fresh_line] if fresh else []
+    here_db = Path(db).resolve()
+    others = [other for other in here_db.parent.parent.glob("*/results.db") if other != here_db]
     lines.append(status_table(study, store, workers, machine=here, others=others))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
     return "\n".join(lines + ([note] if note else []))
