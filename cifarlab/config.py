@@ -189,7 +189,8 @@ def from_dict(raw: dict) -> ExperimentConfig:
 
 def check_names(sections: dict[str, Any]) -> None:
     """Every registry name among `sections` ({section: its dataclass}) is registered; else one line
-    naming the key, the valid names and the closest one."""
+    naming the key, the valid names and the closest one. Coarse labels need a registered dataset
+    with superclasses."""
     for (section, key), registry in REGISTERED.items():
         if section not in sections:
             continue
@@ -202,6 +203,11 @@ def check_names(sections: dict[str, Any]) -> None:
         elif value not in registry:
             raise ConfigError(f"{section}.{key} = {value!r} is invalid; valid: {', '.join(registry.choices())}"
                               + did_you_mean(str(value), registry.choices()))
+    data = sections.get("data")
+    if data is not None and data.labels == "coarse" and not DATASETS.get(data.dataset).coarse_classes:
+        coarse = [n for n in DATASETS.names() if DATASETS.get(n).coarse_classes]
+        raise ConfigError(f"data.labels = 'coarse' needs a dataset with superclasses (data.dataset = "
+                          f"{' or '.join(map(repr, coarse))}), got data.dataset = {data.dataset!r}; valid for it: 'fine'")
 
 
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:

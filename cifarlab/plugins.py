@@ -60,19 +60,22 @@ def register_method(name: str, networks: int = 1, views: Callable | None = None)
     return method(name, networks, views or one_view)
 
 
-def register_dataset(name: str, doc: str = "", *, train_images: int, classes: int, side: int = 32) -> Callable:
+def register_dataset(name: str, doc: str = "", *, train_images: int, classes: int, side: int = 32,
+                     coarse_classes: int = 0) -> Callable:
     """Decorator: `load(root: Path, image_size: int) -> cifarlab.data.arrays.Arrays` becomes
     data.dataset `name`: uint8 N x S x S x 3 RGB images and int64 labels of its training and test
     sets (`root`: the data root, --data-dir / $CIFARLAB_DATA; `image_size`: data.image_size, 0 for
     the dataset's own side; at another size it returns images of that side, or raises a DataError
     if it cannot: plans count FLOPs at that side). `train_images` (before the validation split),
     `classes` and `side` (the image side at image_size 0) are what a plan needs before any image is
-    read: FLOPs, `cifarlab show`, `study status`."""
+    read: FLOPs, `cifarlab show`, `study status`. `coarse_classes` > 0: the dataset has superclasses
+    (data.labels = 'coarse'); its Arrays then carry `train_coarse_labels`, `test_coarse_labels` and
+    `coarse_classes` (their names)."""
     def add(load: Callable) -> Callable:
         text = doc or (load.__doc__ or name).strip().splitlines()[0]
         DATASETS.register(name)(Dataset(
             text, lambda root, size, column, download, progress: load(root, size),
             lambda root: f"{name}: a plug-in dataset ({text})",
-            train_images=train_images, classes=classes, side=side))
+            train_images=train_images, classes=classes, side=side, coarse_classes=coarse_classes))
         return load
     return add

@@ -281,9 +281,6 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.dataset in ("cifar10", "cifar100") and (cfg.data.image_size not in (0, 32) or cfg.data.label_column != "noisy_labels_0"):
         raise ConfigError(f"data.image_size and data.label_column are Imagenette's: {cfg.data.dataset} images are 32 px "
                           "(image_size 0 or 32) and have one label column")
-    if cfg.data.labels == "coarse" and cfg.data.dataset != "cifar100":
-        raise ConfigError(f"data.labels = 'coarse' needs data.dataset = 'cifar100' (the only dataset with "
-                          f"superclasses), got data.dataset = {cfg.data.dataset!r}; valid for it: 'fine'")
     for rate in (*cfg.model.dropout, cfg.model.dense_dropout, cfg.loss.label_smoothing):
         if not 0 <= rate < 1:
             raise ConfigError(f"dropout rates and label smoothing must lie in [0, 1), got {rate}")

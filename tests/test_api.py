@@ -257,6 +257,34 @@ def test_a_plugin_dataset_trains_and_is_planned_from_its_registry_entry(tmp_path
     assert planned(subset)["train_flops"] == subset.train.epochs * 500 * flops_per_image(subset.model, 3, 32)
 
 
+def test_a_plugin_dataset_with_superclasses_trains_on_them_and_one_without_refuses_them(tmp_path, registries):
+    import numpy as np
+    from cifarlab.data.arrays import Arrays
+    from cifarlab.flops import planned
+    from cifarlab.plugins import register_dataset
+
+    @register_dataset("shades", "four grey levels in two superclasses (dark, light)", train_images=200, classes=4,
+                      side=8, coarse_classes=2)
+    def shades(root, image_size):
+        rng = np.random.default_rng(0)
+        def make(n):
+            fine = rng.integers(0, 4, n)
+            images = np.broadcast_to((fine * 60 + 20).astype(np.uint8)[:, None, None, None], (n, 8, 8, 3)).copy()
+            return images, fine.astype(np.int64), (fine // 2).astype(np.int64)
+        (xa, ya, ca), (xb, yb, cb) = make(200), make(80)
+        return Arrays(xa, ya, xb, yb, ("a", "b", "c", "d"), ca, cb, ("dark", "light"))
+
+    base = {"data": {"dataset": "shades", "val_size": 40}, "model": {"widths": [4, 8], "dense": [8]},
+            "train": {"epochs": 1, "batch_size": 40, "threads": 1}}
+    coarse = api.config(base, {"data.labels": "coarse"})
+    assert planned(coarse)["train_flops"] < planned(api.config(base))["train_flops"]   # a 2-way head, not 4
+    result = api.train(coarse, out=tmp_path / "run", data_dir=tmp_path, download=False)
+    assert json.loads((result.run_dir / "final.json").read_text())["classes"] == ["dark", "light"]
+    with pytest.raises(ConfigError, match=r"data.labels = 'coarse' needs a dataset with superclasses "
+                                          r"\(data.dataset = 'cifar100' or 'shades'\), got data.dataset = 'cifar10'"):
+        api.config(None, {"data.labels": "coarse"})
+
+
 def test_options_are_hashed_only_when_set():
     base = api.config()
     assert C.config_hash(api.config(None, {"model.options": {}})) == C.config_hash(base)

@@ -71,7 +71,7 @@ def bad_checksum(root):
     ([], bad_checksum, "MD5"),
     (["--bogus"], None, "unrecognized arguments: --bogus"),
     (["--set", "data.val_size=0", "--hide-test"], None, "--hide-test needs a validation split"),
-    (["--set", "data.labels=coarse"], None, "data.labels = 'coarse' needs data.dataset = 'cifar100'"),
+    (["--set", "data.labels=coarse"], None, "data.labels = 'coarse' needs a dataset with superclasses (data.dataset = 'cifar100'), got data.dataset = 'cifar10'"),
     (["--set", "data.labels=super"], None, "data.labels = 'super' is invalid; valid: fine, coarse"),
 ])
 def test_bad_input_gives_one_line_and_exit_2(tmp_path, data_root, repo_experiment, args, prepare, message):
