@@ -1,6 +1,7 @@
 """Fair comparisons: per-arm tuning on validation, budgets, FLOPs, Holm, unstable variants."""
 
 import dataclasses
+import re
 import sqlite3
 import subprocess
 
@@ -123,6 +124,65 @@ def test_tuning_runs_come_first_and_an_edge_choice_grows_the_grid(tmp_path):
     assert "grew past its edge to optim.lr = 0.125" in reason
 
 
+GROUPED = """
+name = "grouped"
+experiment = "tiny.toml"
+seeds = [0, 1]
+tune_seeds = [0]
+tune_extend = 0
+order = "group"
+
+[groups.first]
+question = "Does A help?"
+
+[groups.second]
+question = "Does B help?"
+
+[[variants]]
+name = "a-base"
+group = "first"
+set = { "model.dense" = [12] }
+
+[[variants]]
+name = "b-base"
+group = "second"
+set = { "model.dense" = [14] }
+
+[[variants]]
+name = "b-tuned"
+group = "second"
+set = { "model.dense" = [10] }
+tune = { "optim.lr" = [0.02, 0.03] }
+
+[[variants]]
+name = "a-tuned"
+group = "first"
+tune = { "optim.lr" = [0.02, 0.03] }
+"""
+
+
+def test_order_group_claims_one_groups_tuning_and_test_runs_before_the_next_group(tmp_path):
+    study = load_study(write(tmp_path, GROUPED))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)   # default order would put b-tuned's tuning runs before every test run
+    assert [(k.experiment, k.seed) for k in p.runs] == [
+        ("a-tuned-tune-lr0.02", 0), ("a-tuned-tune-lr0.03", 0), ("a-base", 0), ("a-base", 1),
+        ("b-tuned-tune-lr0.02", 0), ("b-tuned-tune-lr0.03", 0), ("b-base", 0), ("b-base", 1)]
+    for key in [k for k in p.runs if k.experiment.startswith("a-tuned-tune")]:
+        finish(store, key, p.runs[key], 0.6 if key.experiment.endswith("0.02") else 0.4)
+    order = [(k.experiment, k.seed) for k in plan(study, store).runs]   # a-tuned chose 0.02 (an edge: tune_extend 0)
+    assert order.index(("a-tuned", 1)) < order.index(("b-tuned-tune-lr0.02", 0))   # the first group completes first
+    from cifarlab.study.status import status_table
+    shares = re.search(r'claimed group by group \(order = "group"\); share of the training left: '
+                       r'first (\d+) %, second (\d+) %', status_table(study, store))
+    # left in first: a-base's two runs and a-tuned's seed 1 (its seed 0 tests a tuning run's weights);
+    # in second: b-tuned's two tuning runs and its seed 1, b-base's two runs
+    assert shares and int(shares[1]) + int(shares[2]) in (99, 100, 101) and 30 < int(shares[1]) < 45
+    seed_major = load_study(write(tmp_path, GROUPED.replace('order = "group"', ""), "seed.toml"))
+    assert [k.experiment for k in plan(seed_major, None).runs][:4] == [
+        "b-tuned-tune-lr0.02", "b-tuned-tune-lr0.03", "a-tuned-tune-lr0.02", "a-tuned-tune-lr0.03"]
+
+
 def test_a_recorded_choice_stands_when_later_runs_would_choose_otherwise(tmp_path):
     study = load_study(write(tmp_path, TUNED.replace("tune_extend = 1", "tune_extend = 0")))
     store = open_store(tmp_path / "r.db")
@@ -211,6 +271,13 @@ def test_status_of_a_fresh_tuned_study_counts_no_epochs_for_test_runs_that_take_
     status = status_table(study, open_store(":memory:"))
     assert "0 of 10 runs done; no finished run to time by: 13 epochs" in status
     assert "tuning drop: 0 of 2 tuning runs done\n" in status + "\n"   # a fixed grid (arm of 2 budgets)
+    store = open_store(tmp_path / "r.db")   # once drop has chosen, its seed-0 1-epoch run still adds no epochs
+    p = plan(study, store)
+    for key in [k for k in p.runs if "-tune-" in k.experiment]:
+        finish(store, key, p.runs[key], 0.6 if key.experiment.endswith("0.02") else 0.4)
+    assert plan(study, store).choices == {"drop": {"optim.lr": 0.02}}
+    store.conn.execute("UPDATE runs SET wall_seconds = 3600")   # an hour per epoch: the hours left are the epochs
+    assert "about 11.0 h left" in status_table(study, store)   # 13 less the two tuning epochs
 
 
 def row(name, scores, at_chance=None):
@@ -287,6 +354,7 @@ set = { "model.widths" = [4, 8] }
     ("budgets = [1, 0]", "numbers > 0"),
     ('match = "flops"\nset = { "train.method" = "coteaching" }', "match = \"flops\""),
     ('correction = "bonferroni"', "correction"),
+    ('order = "arm"', "`order` must be one of seed, group"),
     ('tune = { "optim.lr" = [0.1, 0.2] }\nset = { "data.val_size" = 0 }', "validation split"),
 ])
 def test_bad_fair_keys_are_one_line(tmp_path, extra, message):

@@ -140,8 +140,8 @@ def setting(values: dict) -> str:
 
 def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     """The runs the study needs now (`only`: of those variants and their arms' tuning), in claim
-    order: every tuning run first, then the test runs, seed-major. Without a store, the plan of an
-    empty one."""
+    order: every tuning run first, then the test runs, seed-major (with `order = "group"`, that order
+    within each group, group after group). Without a store, the plan of an empty one."""
     recorded = store.choices(study.name) if store is not None else {}
     wanted = {v.arm or v.name for v in study.variants if not only or v.name in only}
     tuning = {arm: tune_arm(study, arm, v, store, recorded) for arm, v in tuned_arms(study).items() if arm in wanted}
@@ -153,7 +153,20 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     for v, cfg, key in study.runs(choices):
         if not only or v.name in only:
             runs[key], names[key] = cfg, v.name
+    if study.order == "group":
+        groups = list(study.questions)
+        rank = {name: groups.index(g) if g in groups else len(groups)
+                for name in set(names.values()) for g in [group_of(study, name)]}
+        runs = {key: runs[key] for key in sorted(runs, key=lambda k: rank[names[k]])}
     return Plan(runs, tuning, names)
+
+
+def group_of(study: Study, name: str) -> str:
+    """The group of a variant, or of a tuning run (ARM-tune-...) through its arm; "" for none."""
+    for v in study.variants:
+        if v.name == name or (v.tune is not None and name.startswith(f"{v.arm or v.name}-{fair.TUNE_NAME}-")):
+            return v.group
+    return ""
 
 
 def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig, bool]]:

@@ -10,6 +10,8 @@ A study file (`studies/<name>.toml`):
     convergence = 0.80                            # optional: report epochs/seconds to val acc >= 80%
     selection = false                             # true: a study that chooses settings (an LR, a length);
                                                   # its report compares validation accuracy, never test
+    order = "seed"                                # claim order: "seed" (seed 0 of every comparison first)
+                                                  # or "group" (one group's runs, tuning included, then the next)
 
     [groups.dropout]                              # optional: a question the report answers in "Findings"
     question = "Does dropout beat no regularization?"
@@ -55,7 +57,10 @@ if TYPE_CHECKING:
 
 STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description", "groups",
               "convergence", "selection", "tune", "tune_seeds", "tune_epochs", "tune_extend", "budgets",
-              "budget_epochs", "match", "correction")
+              "budget_epochs", "match", "correction", "order")
+# Claim order: seed-major over the whole study (seed 0 of every comparison first), or group by group
+# (each group's tuning and test runs before the next group's: a long study answers one question at a time).
+ORDERS = ("seed", "group")
 VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group", "tune", "seeds")
 GROUP_KEYS = ("question", "baseline", "also", "seeds")
 # Same rule as report.GROUP_NAME (names become figure file names), checked here so that a study
@@ -92,6 +97,7 @@ class Study:
     budgets: tuple[Budget, ...] = ()     # several: each variant is one experiment per budget
     match: str = "epochs"                # epochs | flops: what the arms have equal of at each budget
     correction: str = "none"             # none | holm: how findings treat several comparisons in a group
+    order: str = "seed"                  # seed | group: the order workers claim runs in (ORDERS)
 
     def seeds_of(self, v: Variant) -> tuple[int, ...]:
         return v.seeds if v.seeds is not None else self.seeds
@@ -229,6 +235,7 @@ def load_study(path: str | Path) -> Study:
         raise ConfigError(f"{path}: {e}") from None
     match = fair.load_choice(raw, "match", fair.MATCHES, str(path))
     correction = fair.load_choice(raw, "correction", fair.CORRECTIONS, str(path))
+    order = fair.load_choice(raw, "order", ORDERS, str(path))
     ref = next(v for v in variants if v.name == reference)
     budgets = fair.load_budgets(raw, ref.config.train.epochs, str(path))
     if tuned and selection:
@@ -239,7 +246,7 @@ def load_study(path: str | Path) -> Study:
     study = Study(name, path, seeds, reference, variants,
                   str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
                   also, budgets if len(budgets) > 1 or match != "epochs" or budgets[0].factor != 1 else (),
-                  match, correction)
+                  match, correction, order)
     return expand_budgets(study) if study.budgets else study
 
 

@@ -79,9 +79,27 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     else:
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs in work], total, workers,
                                     machine_rate(others or [], machine)))
+    if study.order == "group" and work:
+        rows.append(group_shares(study, work))
     if study.tuned:
         rows += tuning_lines(study, store)
     return "\n".join(rows)
+
+
+def group_shares(study: Study, work: list[tuple]) -> str:
+    """One line for a study claimed group by group: each group's share of the training FLOPs left
+    (`work`: (experiment, config, epochs left)), in claim order, so the time to its first answers
+    reads off the estimate above."""
+    from cifarlab.flops import planned
+    from cifarlab.study.plan import group_of
+    left: dict[str, float] = {}
+    for name, cfg, epochs in work:
+        group = group_of(study, name) or "(no group)"
+        left[group] = left.get(group, 0.0) + planned(cfg)["train_flops"] * epochs / max(cfg.train.epochs, 1e-9)
+    total = sum(left.values()) or 1.0
+    order = [g for g in study.questions if g in left] + [g for g in left if g not in study.questions]
+    return ("claimed group by group (order = \"group\"); share of the training left: "
+            + ", ".join(f"{g} {100 * left[g] / total:.0f} %" for g in order))
 
 
 def status_report(study: Study, db: str, workers: int, study_arg: str) -> str:
@@ -156,7 +174,8 @@ def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int]
 def entries(study: Study, store: Store) -> tuple[list[tuple], set]:
     """(name, config, key) of every run the study will train: a tuned arm's test runs, while it still
     tunes, at its untuned value (their key matches no row: they count as pending); and the keys of
-    those that will test a tuning run's weights instead of training (`plan.pending_tests`)."""
+    those that will test a tuning run's weights instead of training (`plan.pending_tests`; once the
+    arm has chosen, `plan.sharing` pairs them with the chosen tuning run)."""
     from cifarlab.results.store import RunKey
     from cifarlab.study.plan import pending_tests, plan
     p = plan(study, store)
