@@ -8,6 +8,7 @@ import base64
 import json
 import math
 import re
+import sqlite3
 import statistics
 from pathlib import Path
 
@@ -178,7 +179,8 @@ def test_a_claim_the_data_do_not_support_stops_the_build_in_one_line(lab, capsys
     ("{{s/base:speed}}", "unknown field 'speed'"), ("{{s/base:optim.nokey}}", "unknown field"),
     ("{{delta s flip ghost}}", "no variant 'ghost'"), ("{{fig s/other.png}}", "its figures: fig.png"),
     ("{{s/flip:target}}", "no published target"), ("{{pub nothing}}", "no published figure"),
-    ("{{hello there}}", "not a reference"), ("text {{fig s/fig.png}}", "stands alone")])
+    ("{{hello there}}", "not a reference"), ("text {{fig s/fig.png}}", "stands alone"),
+    ("{{costs: s, nosuch}}", "no study file studies/nosuch.toml")])
 def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, ref, says):
     (lab / "docs").mkdir()
     (lab / "docs" / "REPORT.md").write_text("old")
@@ -187,6 +189,28 @@ def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, re
     assert code == 2 and err.count("\n") == 1 and says in err
     assert err.startswith("cifarlab: error: docs/REPORT.src.md:5: ")
     assert (lab / "docs" / "REPORT.md").read_text() == "old" and not (lab / "docs" / "REPORT.html").exists()
+
+
+def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_measured_rate(lab, capsys, monkeypatch):
+    import cifarlab.report.paper as P
+    from cifarlab.flops import planned
+    monkeypatch.setattr(P, "RATE_RUNS", 2)
+    (lab / "studies" / "later.toml").write_text(STUDY.replace('name = "s"', 'name = "later"'))
+    conn = sqlite3.connect(lab / "results" / "s" / "results.db")   # three runs on one CPU at 1, 2, 3 GFLOP/s
+    for i, run_id in enumerate(r[0] for r in conn.execute("SELECT id FROM runs ORDER BY id LIMIT 3")):
+        conn.execute("UPDATE runs SET machine = 'CPU X', wall_seconds = 100 WHERE id = ?", (run_id,))
+        conn.execute("INSERT INTO run_metrics VALUES (?, 'train_flops', ?)", (run_id, (i + 1) * 1e11))
+    conn.commit()
+    conn.close()
+    write_src(lab, "# Paper\n\n{{study s}}\n\n{{costs: later, s}}\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    flops = sum(planned(cfg)["train_flops"] for _, cfg, _ in load_study(lab / "studies" / "later.toml").runs())
+    hours = flops / 2e9 / 3600   # the median rate, 2 GFLOP/s
+    assert "| study | runs left | epochs left | training left | process-hours, CPU X |" in text
+    assert f"| `studies/later.toml` | 9 of 9 | 27 | {flops / 1e15:,.1f} PFLOP | {hours:,.1f} |" in text
+    assert "| `studies/s.toml` | 0 of 9 | 0 | 0.0 PFLOP | 0.0 |" in text   # done: nothing left
+    assert "CPU X: 0.002 TFLOP/s per process (3 runs)" in text
 
 
 def test_a_claim_needs_two_common_seeds(lab, capsys):

@@ -37,6 +37,10 @@ study's variants, as its report names them):
     {{hours STUDY}}                 "8.4 process-hours": the wall time of those runs, summed
     {{machines STUDY}}              the machines those runs trained on, as their reports name them
     {{pub KEY}}                     a published figure from a `published` block of the source
+    {{costs: S1, S2}}               (alone on a line) what each study file studies/S.toml has left to
+                                    train (runs, epochs, PFLOP, from its database if it has one) and
+                                    the process-hours that takes on each CPU with RATE_RUNS finished
+                                    runs in the committed databases, at its median rate
 
 Published figures are the only numbers a source types, and only in a fenced block with the info
 string `published`, one per line, each with its source; the block renders as a table:
@@ -76,6 +80,9 @@ FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
 STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
 PUB_REF = re.compile(rf"pub\s+({NAME})")
+COSTS_REF = re.compile(rf"costs:\s+({NAME}(?:\s*,\s*{NAME})*)")
+# A CPU's rate costs the studies left once it has finished this many runs in the committed databases.
+RATE_RUNS = 50
 PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 
 # Read from the run's last epoch: training accuracy, and under label noise the memorisation curve's
@@ -83,7 +90,7 @@ PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 LAST_EPOCH = ("train_acc", "flipped_acc_noisy", "flipped_acc_clean", "val_acc_clean")
 ACCURACIES = ("test_acc", "val_acc", "test_top5", "val_top5", "val_acc_max") + LAST_EPOCH
 FIELDS = ACCURACIES + ("n", "wall", "params", "target", "target_diff", "at_chance")
-BLOCKS = ("fig", "table")  # references that stand alone on their line
+BLOCKS = ("fig", "table", "costs")  # references that stand alone on their line
 
 
 class PaperError(UserError):
@@ -269,6 +276,7 @@ class Renderer:
             raise PaperError(f"a {kind} reference stands alone on its line")
         for pattern, method in ((DELTA_REF, self.delta), (CLAIM_REF, self.claim), (FIG_REF, self.figure),
                                 (TABLE_REF, self.table), (STUDY_REF, self.study), (PUB_REF, self.pub),
+                                (COSTS_REF, self.costs),
                                 (VALUE_REF, self.value)):
             m = pattern.fullmatch(ref)
             if m:
@@ -386,6 +394,39 @@ class Renderer:
             return f"{sum(r['wall_seconds'] or 0.0 for r in used) / 3600:.1f} process-hours"
         planned = sum(len(data.spec.planned(e)) for e in data.spec.experiments)
         return f"{len(used)} of {planned} runs"
+
+    def costs(self, names: str) -> str:
+        """A table of what each study (studies/NAME.toml) has left to train: runs, epochs, training
+        FLOPs, and process-hours at the measured rate of each CPU that finished at least RATE_RUNS
+        runs in the committed databases (the median, per single process)."""
+        from cifarlab.results.store import open_store
+        from cifarlab.study import load_study
+        from cifarlab.study.status import flops_left, machine_rates, tally
+        dbs = sorted(self.results.results.glob("*/results.db"))
+        cpus = {m: r for m, r in sorted(machine_rates(dbs).items(), key=lambda kv: -kv[1][1])
+                if r[1] >= RATE_RUNS and "NVIDIA" not in m}
+        head = ["study", "runs left", "epochs left", "training left"] + [f"process-hours, {m}" for m in cpus]
+        lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
+        for name in (n.strip() for n in names.split(",")):
+            path = self.results.studies / f"{name}.toml"
+            if not path.is_file():
+                raise PaperError(f"no study file {path}")
+            db = self.results.results / name / "results.db"
+            store = open_store(db if db.is_file() else ":memory:", must_exist=db.is_file())
+            try:
+                runs, _, _, work, _, left = tally(load_study(path), store)
+            finally:
+                store.close()
+            if db.is_file():
+                self.paper.cited.add(name)
+            flops = flops_left([(cfg, epochs) for _, cfg, epochs in work])
+            cells = [f"`studies/{name}.toml`", f"{left} of {len(runs)}", f"{sum(e for *_, e in work):,.0f}",
+                     f"{flops / 1e15:,.1f} PFLOP"]
+            cells += [f"{flops / (rate * 1e12) / 3600:,.1f}" for rate, _, _ in cpus.values()]
+            lines.append("| " + " | ".join(cells) + " |")
+        rates = "; ".join(f"{m}: {r:.3f} TFLOP/s per process ({n} runs)" for m, (r, n, _) in cpus.items())
+        return "\n".join(lines + ["", f"Rates (median training FLOP/s of the finished runs in the committed "
+                                       f"databases, wall time including validation): {rates or 'none yet'}."])
 
     def pub(self, key: str) -> str:
         if key not in self.paper.published:

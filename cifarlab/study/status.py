@@ -22,36 +22,9 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     run that will test a tuning run's weights (`plan.pending_tests`). With no finished run yet, the
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
     studies), where it finished runs there."""
-    from cifarlab.study.plan import sharing
-    runs, repeats = entries(study, store)
+    runs, counts, timed, work, methods, left = tally(study, store)
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
-    timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
-    left, methods = 0, {}  # runs not done; variant -> its train.method
-    work: list[tuple] = []   # (variant, config, epochs left) of each run not done that trains
-    counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
-    share = sharing({key: cfg for _, cfg, key in runs})
-    trains: set = set()  # runs done or counted as training: their siblings take their work
-    for name, cfg, key in runs:
-        row = store.run(key)
-        status = row["status"] if row else "pending"
-        counts[name][status] += 1
-        takes = bool(share.get(key, set()) & trains) or key in repeats
-        if status == "done" and row["wall_seconds"] is not None:
-            # an early-stopped run makes the epochs a slight overestimate
-            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], name, row["stopped"],
-                          cfg.train.method))
-        elif status != "done":
-            left += 1
-            if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
-                # resumes from its last checkpoint, every `train.checkpoint_every` epochs
-                trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
-                if status != "running":
-                    trained -= trained % max(1, int(cfg.train.checkpoint_every))
-                work.append((name, cfg, max(0, cfg.train.epochs - trained)))
-            methods[name] = cfg.train.method
-        if status == "done" or not takes:
-            trains.add(key)
     for name, c in counts.items():
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
     total = len(runs)
@@ -86,16 +59,51 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     return "\n".join(rows)
 
 
+def tally(study: Study, store: Store) -> tuple[list, dict, list, list, dict, int]:
+    """(runs, counts, timed, work, methods, left) of `status_table`: every run `entries` lists;
+    {variant: {status: n}}; (wall seconds, epochs, machine, variant, stopped, method) of each done
+    run; (variant, config, epochs left) of each run not done that trains; {variant: train.method}
+    of those not done; how many are not done."""
+    from cifarlab.study.plan import sharing
+    runs, repeats = entries(study, store)
+    timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
+    left, methods = 0, {}  # runs not done; variant -> its train.method
+    work: list[tuple] = []   # (variant, config, epochs left) of each run not done that trains
+    counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
+    share = sharing({key: cfg for _, cfg, key in runs})
+    trains: set = set()  # runs done or counted as training: their siblings take their work
+    for name, cfg, key in runs:
+        row = store.run(key)
+        status = row["status"] if row else "pending"
+        counts[name][status] += 1
+        takes = bool(share.get(key, set()) & trains) or key in repeats
+        if status == "done" and row["wall_seconds"] is not None:
+            # an early-stopped run makes the epochs a slight overestimate
+            timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], name, row["stopped"],
+                          cfg.train.method))
+        elif status != "done":
+            left += 1
+            if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
+                # resumes from its last checkpoint, every `train.checkpoint_every` epochs
+                trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
+                if status != "running":
+                    trained -= trained % max(1, int(cfg.train.checkpoint_every))
+                work.append((name, cfg, max(0, cfg.train.epochs - trained)))
+            methods[name] = cfg.train.method
+        if status == "done" or not takes:
+            trains.add(key)
+    return runs, counts, timed, work, methods, left
+
+
 def group_shares(study: Study, work: list[tuple]) -> str:
     """One line for a study claimed group by group: each group's share of the training FLOPs left
     (`work`: (experiment, config, epochs left)), in claim order, so the time to its first answers
     reads off the estimate above."""
-    from cifarlab.flops import planned
     from cifarlab.study.plan import group_of
     left: dict[str, float] = {}
     for name, cfg, epochs in work:
         group = group_of(study, name) or "(no group)"
-        left[group] = left.get(group, 0.0) + planned(cfg)["train_flops"] * epochs / max(cfg.train.epochs, 1e-9)
+        left[group] = left.get(group, 0.0) + flops_left([(cfg, epochs)])
     total = sum(left.values()) or 1.0
     order = [g for g in study.questions if g in left] + [g for g in left if g not in study.questions]
     return ("claimed group by group (order = \"group\"); share of the training left: "
@@ -130,9 +138,8 @@ def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple
     """With no finished run to time by: the epochs and training FLOPs left in `work` ((config, epochs
     left) per run; a tuned arm's grid may still grow), and the hours they take at `rate`
     (`machine_rate`) where there is one."""
-    from cifarlab.flops import planned
     epochs = sum(left for _, left in work)
-    flops = sum(planned(cfg)["train_flops"] * left / cfg.train.epochs for cfg, left in work if cfg.train.epochs)
+    flops = flops_left(work)
     line = (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
             f"{flops / 1e15:,.1f} PFLOP of training left (forward + backward)")
     if rate is None:
@@ -144,31 +151,44 @@ def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple
             f"{n_dbs} other database(s); networks differ in how near the ceiling they run, so a rough guide)")
 
 
+def flops_left(work: list[tuple]) -> float:
+    """Training FLOPs (forward + backward) of `work`: (config, epochs left) per run."""
+    from cifarlab.flops import planned
+    return sum(planned(cfg)["train_flops"] * left / cfg.train.epochs for cfg, left in work if cfg.train.epochs)
+
+
 def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int] | None:
     """(median training TFLOP/s per process, runs, databases) over the finished runs that `machine`
     trained in `databases` (results databases, opened read-only), wall time including validation;
     None where it trained none."""
+    return None if machine is None else machine_rates(databases).get(machine)
+
+
+def machine_rates(databases: list) -> dict[str, tuple[float, int, int]]:
+    """machine -> (median training TFLOP/s per process, runs, databases) over the finished runs each
+    machine trained in `databases` (see `machine_rate`)."""
     import sqlite3
     import statistics
     from pathlib import Path
-    if machine is None:
-        return None
-    rates, used = [], 0
+    rates: dict[str, list[float]] = {}
+    used: dict[str, int] = {}
     for db in databases:
         try:
             conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
             try:
                 rows = conn.execute(
-                    "SELECT m.value / r.wall_seconds FROM runs r JOIN run_metrics m ON m.run_id = r.id "
-                    "AND m.name = 'train_flops' WHERE r.status = 'done' AND r.machine = ? AND r.wall_seconds > 0 "
-                    "AND m.value > 0 AND r.stopped IS NULL", (machine,)).fetchall()
+                    "SELECT r.machine, m.value / r.wall_seconds FROM runs r JOIN run_metrics m ON m.run_id = r.id "
+                    "AND m.name = 'train_flops' WHERE r.status = 'done' AND r.machine IS NOT NULL "
+                    "AND r.wall_seconds > 0 AND m.value > 0 AND r.stopped IS NULL").fetchall()
             finally:
                 conn.close()
         except sqlite3.Error:   # not a results database, or one from before FLOPs were kept
             continue
-        rates += [r[0] / 1e12 for r in rows]
-        used += bool(rows)
-    return (statistics.median(rates), len(rates), used) if rates else None
+        for machine, rate in rows:
+            rates.setdefault(machine, []).append(rate / 1e12)
+        for machine in {m for m, _ in rows}:
+            used[machine] = used.get(machine, 0) + 1
+    return {m: (statistics.median(r), len(r), used[m]) for m, r in rates.items()}
 
 
 def entries(study: Study, store: Store) -> tuple[list[tuple], set]:
