@@ -22,7 +22,9 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     run that will test a tuning run's weights (`plan.pending_tests`). With no finished run yet, the
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
     studies), where it finished runs there."""
-    runs, counts, timed, work, methods, left = tally(study, store)
+    from cifarlab.study.plan import plan
+    p = plan(study, store)   # planned once: tally and the tuning lines read the same plan
+    runs, counts, timed, work, methods, left = tally(study, store, p)
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     for name, c in counts.items():
@@ -55,17 +57,17 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     if study.order == "group" and work:
         rows.append(group_shares(study, work))
     if study.tuned:
-        rows += tuning_lines(study, store)
+        rows += tuning_lines(study, store, p)
     return "\n".join(rows)
 
 
-def tally(study: Study, store: Store) -> tuple[list, dict, list, list, dict, int]:
+def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
     """(runs, counts, timed, work, methods, left) of `status_table`: every run `entries` lists;
     {variant: {status: n}}; (wall seconds, epochs, machine, variant, stopped, method) of each done
     run; (variant, config, epochs left) of each run not done that trains; {variant: train.method}
-    of those not done; how many are not done."""
+    of those not done; how many are not done. `p`: the study's `plan.plan`, if already made."""
     from cifarlab.study.plan import sharing
-    runs, repeats = entries(study, store)
+    runs, repeats = entries(study, store, p)
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
     left, methods = 0, {}  # runs not done; variant -> its train.method
     work: list[tuple] = []   # (variant, config, epochs left) of each run not done that trains
@@ -191,25 +193,25 @@ def machine_rates(databases: list) -> dict[str, tuple[float, int, int]]:
     return {m: (statistics.median(r), len(r), used[m]) for m, r in rates.items()}
 
 
-def entries(study: Study, store: Store) -> tuple[list[tuple], set]:
+def entries(study: Study, store: Store, p=None) -> tuple[list[tuple], set]:
     """(name, config, key) of every run the study will train: a tuned arm's test runs, while it still
     tunes, at its untuned value (their key matches no row: they count as pending); and the keys of
     those that will test a tuning run's weights instead of training (`plan.pending_tests`; once the
     arm has chosen, `plan.sharing` pairs them with the chosen tuning run)."""
     from cifarlab.results.store import RunKey
     from cifarlab.study.plan import pending_tests, plan
-    p = plan(study, store)
+    p = p or plan(study, store)
     out = [(p.names[key], cfg, key) for key, cfg in p.runs.items()]
     pending = [(name, cfg, RunKey(study.name, name, cfg.train.seed, "after-tuning"), repeats)
                for name, cfg, repeats in pending_tests(study, p)]
     return out + [(name, cfg, key) for name, cfg, key, _ in pending], {key for *_, key, repeats in pending if repeats}
 
 
-def tuning_lines(study: Study, store: Store) -> list[str]:
+def tuning_lines(study: Study, store: Store, p=None) -> list[str]:
     from cifarlab.study.plan import plan, setting
     lines = []
     grows = {v.arm or v.name: v.tune.extend > 0 for v in study.variants if v.tune is not None}
-    for arm, t in plan(study, store).tuning.items():
+    for arm, t in (p or plan(study, store)).tuning.items():
         done = sum(1 for _, key, _ in t.runs if store.status_of(key) == "done")
         lines.append(f"tuning {arm}: " + (f"chose {setting(t.choice)}" if t.choice is not None else
                                           f"{done} of {len(t.runs)} tuning runs done"
