@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -280,8 +281,15 @@ def test_a_plugin_dataset_with_superclasses_trains_on_them_and_one_without_refus
     assert planned(coarse)["train_flops"] < planned(api.config(base))["train_flops"]   # a 2-way head, not 4
     result = api.train(coarse, out=tmp_path / "run", data_dir=tmp_path, download=False)
     assert json.loads((result.run_dir / "final.json").read_text())["classes"] == ["dark", "light"]
+    from cifarlab.errors import DataError
+    register_dataset("flat", "declares superclasses, returns none", train_images=200, classes=4, side=8,
+                     coarse_classes=2)(lambda root, size: dataclasses.replace(shades(root, size), train_coarse_labels=None,
+                                                                             test_coarse_labels=None, coarse_classes=None))
+    with pytest.raises(DataError, match="flat has no coarse labels: its loader returned Arrays without"):
+        api.train(api.config(base, {"data.dataset": "flat", "data.labels": "coarse"}), out=tmp_path / "flat",
+                  data_dir=tmp_path, download=False)
     with pytest.raises(ConfigError, match=r"data.labels = 'coarse' needs a dataset with superclasses "
-                                          r"\(data.dataset = 'cifar100' or 'shades'\), got data.dataset = 'cifar10'"):
+                                          r"\(data.dataset = 'cifar100' or 'flat' or 'shades'\), got data.dataset = 'cifar10'"):
         api.config(None, {"data.labels": "coarse"})
 
 

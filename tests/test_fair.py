@@ -183,6 +183,42 @@ def test_order_group_claims_one_groups_tuning_and_test_runs_before_the_next_grou
         "b-tuned-tune-lr0.02", "b-tuned-tune-lr0.03", "a-tuned-tune-lr0.02", "a-tuned-tune-lr0.03"]
 
 
+def test_order_group_claims_a_groups_baseline_with_it_and_tuning_runs_with_their_own_arm(tmp_path):
+    """The first group's baseline is in no group, and arm `b-tune`'s tuning runs (b-tune-tune-...)
+    start with arm `b`'s tuning prefix: each is still claimed with the group that needs it."""
+    study = load_study(write(tmp_path, """
+name = "grouped"
+experiment = "tiny.toml"
+seeds = [0]
+tune_extend = 0
+order = "group"
+
+[groups.first]
+question = "Does b-tune help over the shared reference?"
+baseline = "ref"
+
+[groups.second]
+question = "Does b help?"
+
+[[variants]]
+name = "b"
+group = "second"
+tune = { "optim.lr" = [0.02, 0.03] }
+
+[[variants]]
+name = "ref"
+set = { "model.dense" = [12] }
+
+[[variants]]
+name = "b-tune"
+group = "first"
+set = { "model.dense" = [10] }
+tune = { "optim.lr" = [0.02, 0.03] }
+"""))
+    order = [k.experiment for k in plan(study, None).runs]
+    assert order == ["b-tune-tune-lr0.02", "b-tune-tune-lr0.03", "ref", "b-tune-lr0.02", "b-tune-lr0.03"]
+
+
 def test_a_recorded_choice_stands_when_later_runs_would_choose_otherwise(tmp_path):
     study = load_study(write(tmp_path, TUNED.replace("tune_extend = 1", "tune_extend = 0")))
     store = open_store(tmp_path / "r.db")
@@ -355,6 +391,7 @@ set = { "model.widths" = [4, 8] }
     ('match = "flops"\nset = { "train.method" = "coteaching" }', "match = \"flops\""),
     ('correction = "bonferroni"', "correction"),
     ('order = "arm"', "`order` must be one of seed, group"),
+    ('order = "group"', "declares no [groups.NAME]"),
     ('tune = { "optim.lr" = [0.1, 0.2] }\nset = { "data.val_size" = 0 }', "validation split"),
 ])
 def test_bad_fair_keys_are_one_line(tmp_path, extra, message):

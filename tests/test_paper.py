@@ -198,8 +198,13 @@ def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_mea
     (lab / "studies" / "later.toml").write_text(STUDY.replace('name = "s"', 'name = "later"'))
     conn = sqlite3.connect(lab / "results" / "s" / "results.db")   # three runs on one CPU at 1, 2, 3 GFLOP/s
     for i, run_id in enumerate(r[0] for r in conn.execute("SELECT id FROM runs ORDER BY id LIMIT 3")):
-        conn.execute("UPDATE runs SET machine = 'CPU X', wall_seconds = 100 WHERE id = ?", (run_id,))
+        conn.execute("UPDATE runs SET machine = 'CPU X', wall_seconds = 100, runtime = 'cpu (CPU X), bf16' WHERE id = ?",
+                     (run_id,))
         conn.execute("INSERT INTO run_metrics VALUES (?, 'train_flops', ?)", (run_id, (i + 1) * 1e11))
+    for run_id in (r[0] for r in conn.execute("SELECT id FROM runs ORDER BY id LIMIT 3 OFFSET 3")):   # a GPU's: left out
+        conn.execute("UPDATE runs SET machine = 'GPU Y', wall_seconds = 1, runtime = 'cuda (GPU Y), bf16' WHERE id = ?",
+                     (run_id,))
+        conn.execute("INSERT INTO run_metrics VALUES (?, 'train_flops', 1e15)", (run_id,))
     conn.commit()
     conn.close()
     write_src(lab, "# Paper\n\n{{study s}}\n\n{{costs: later, s}}\n")
@@ -207,10 +212,14 @@ def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_mea
     text = (lab / "docs" / "REPORT.md").read_text()
     flops = sum(planned(cfg)["train_flops"] for _, cfg, _ in load_study(lab / "studies" / "later.toml").runs())
     hours = flops / 2e9 / 3600   # the median rate, 2 GFLOP/s
-    assert "| study | runs left | epochs left | training left | process-hours, CPU X |" in text
+    assert "| study | runs left (tuning runs included) | epochs left | training left | process-hours, CPU X |" in text
     assert f"| `studies/later.toml` | 9 of 9 | 27 | {flops / 1e15:,.1f} PFLOP | {hours:,.1f} |" in text
     assert "| `studies/s.toml` | 0 of 9 | 0 | 0.0 PFLOP | 0.0 |" in text   # done: nothing left
-    assert "CPU X: 0.002 TFLOP/s per process (3 runs)" in text
+    assert "CPU X: 0.002 TFLOP/s per process (3 runs)" in text and "GPU Y" not in text
+    monkeypatch.setattr(P, "RATE_RUNS", 4)   # too few runs on any CPU: no hours column, and the line says so
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    assert "process-hours" not in text and "a rough guide): none yet." in text
 
 
 def test_a_claim_needs_two_common_seeds(lab, capsys):

@@ -41,6 +41,9 @@ def select_labels(arrays: Arrays, labels: str, source: str = "the data") -> Arra
         raise DataError(f"labels = {labels!r} is invalid; valid: {', '.join(LABELS)}")
     if labels == "fine":
         return arrays
+    if arrays.coarse_classes is None and source != "cifar100":   # a plug-in's loader returned none
+        raise DataError(f"{source} has no coarse labels: its loader returned Arrays without "
+                        f"{', '.join(COARSE_KEYS)}; a dataset registered with coarse_classes must return them")
     if arrays.coarse_classes is None:
         raise DataError(f"{source} has no coarse labels: put {COARSE_FILE} (keys {', '.join(COARSE_KEYS)}) "
                         "beside the CIFAR-100 npz or pack, or use the official archive")

@@ -396,23 +396,25 @@ class Renderer:
         return f"{len(used)} of {planned} runs"
 
     def costs(self, names: str) -> str:
-        """A table of what each study (studies/NAME.toml) has left to train: runs, epochs, training
-        FLOPs, and process-hours at the measured rate of each CPU that finished at least RATE_RUNS
-        runs in the committed databases (the median, per single process)."""
-        from cifarlab.results.store import open_store
+        """A table of what each study (studies/NAME.toml) has left to train: runs (tuning runs
+        included), epochs, training FLOPs, and process-hours at the measured rate of each CPU that
+        finished at least RATE_RUNS runs in the databases under results/ (the median, per single
+        process). Each database is read from an in-memory copy: the build writes none."""
+        from cifarlab.results.store import copy_store, open_store
         from cifarlab.study import load_study
         from cifarlab.study.status import flops_left, machine_rates, tally
         dbs = sorted(self.results.results.glob("*/results.db"))
-        cpus = {m: r for m, r in sorted(machine_rates(dbs).items(), key=lambda kv: -kv[1][1])
-                if r[1] >= RATE_RUNS and "NVIDIA" not in m}
-        head = ["study", "runs left", "epochs left", "training left"] + [f"process-hours, {m}" for m in cpus]
+        cpus = {m: r for m, r in sorted(machine_rates(dbs, runtime="cpu").items(), key=lambda kv: (-kv[1][1], kv[0]))
+                if r[1] >= RATE_RUNS}
+        head = ["study", "runs left (tuning runs included)", "epochs left", "training left"]
+        head += [f"process-hours, {m}" for m in cpus]
         lines = ["| " + " | ".join(head) + " |", "|---|" + "---:|" * (len(head) - 1)]
         for name in (n.strip() for n in names.split(",")):
             path = self.results.studies / f"{name}.toml"
             if not path.is_file():
                 raise PaperError(f"no study file {path}")
             db = self.results.results / name / "results.db"
-            store = open_store(db if db.is_file() else ":memory:", must_exist=db.is_file())
+            store = copy_store(db) if db.is_file() else open_store(":memory:")
             try:
                 runs, _, _, work, _, left = tally(load_study(path), store)
             finally:
@@ -425,8 +427,9 @@ class Renderer:
             cells += [f"{flops / (rate * 1e12) / 3600:,.1f}" for rate, _, _ in cpus.values()]
             lines.append("| " + " | ".join(cells) + " |")
         rates = "; ".join(f"{m}: {r:.3f} TFLOP/s per process ({n} runs)" for m, (r, n, _) in cpus.items())
-        return "\n".join(lines + ["", f"Rates (median training FLOP/s of the finished runs in the committed "
-                                       f"databases, wall time including validation): {rates or 'none yet'}."])
+        return "\n".join(lines + ["", "Rates (the median training FLOP/s of the finished CPU runs in the "
+                                       "results databases, wall time including validation; networks run "
+                                       f"nearer or further from a CPU's peak, so a rough guide): {rates or 'none yet'}."])
 
     def pub(self, key: str) -> str:
         if key not in self.paper.published:

@@ -424,6 +424,22 @@ def _is_busy(e: BaseException) -> bool:
     return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
 
 
+def copy_store(path: str | Path) -> Store:
+    """An in-memory copy of the database at `path`, migrated there: for reading a database that
+    workers may be writing without writing to it (a plan may record a tuning choice: in the copy)."""
+    path = Path(path)
+    require_database(path)
+    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        source.backup(conn)
+    finally:
+        source.close()
+    conn.row_factory = sqlite3.Row
+    migrate(conn, path)
+    return Store(conn, path)
+
+
 def require_database(path: str | Path, option: str = "--db") -> None:
     """One line when `path` is no file, before anything is opened, created or migrated."""
     if not Path(path).is_file():

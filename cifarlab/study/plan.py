@@ -141,7 +141,7 @@ def setting(values: dict) -> str:
 def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     """The runs the study needs now (`only`: of those variants and their arms' tuning), in claim
     order: every tuning run first, then the test runs, seed-major (with `order = "group"`, that order
-    within each group, group after group). Without a store, the plan of an empty one."""
+    within each group, group after group: `claim_groups`). Without a store, the plan of an empty one."""
     recorded = store.choices(study.name) if store is not None else {}
     wanted = {v.arm or v.name for v in study.variants if not only or v.name in only}
     tuning = {arm: tune_arm(study, arm, v, store, recorded) for arm, v in tuned_arms(study).items() if arm in wanted}
@@ -155,18 +155,27 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
             runs[key], names[key] = cfg, v.name
     if study.order == "group":
         groups = list(study.questions)
-        rank = {name: groups.index(g) if g in groups else len(groups)
-                for name in set(names.values()) for g in [group_of(study, name)]}
-        runs = {key: runs[key] for key in sorted(runs, key=lambda k: rank[names[k]])}
+        group = claim_groups(study, tuning)
+        runs = {key: runs[key] for key in sorted(
+            runs, key=lambda k: groups.index(group[names[k]]) if group.get(names[k]) in groups else len(groups))}
     return Plan(runs, tuning, names)
 
 
-def group_of(study: Study, name: str) -> str:
-    """The group of a variant, or of a tuning run (ARM-tune-...) through its arm; "" for none."""
-    for v in study.variants:
-        if v.name == name or (v.tune is not None and name.startswith(f"{v.arm or v.name}-{fair.TUNE_NAME}-")):
-            return v.group
-    return ""
+def claim_groups(study: Study, tuning: dict[str, "ArmTuning"]) -> dict[str, str]:
+    """experiment -> the group whose runs it is claimed with under `order = "group"`: the first group,
+    in declaration order, that has the variant as a member, its baseline or in `also` (a group's
+    answer needs them all); a tuning run goes with its arm's earliest variant. Absent: no group."""
+    out: dict[str, str] = {}
+    for g in study.questions:
+        for name in [v.name for v in study.variants if v.group == g] + [study.baselines.get(g, "")] + list(study.also.get(g, ())):
+            out.setdefault(name, g)
+    groups = list(study.questions)
+    for arm, t in tuning.items():
+        mine = [out[v.name] for v in study.variants if (v.arm or v.name) == arm and v.name in out]
+        for _, key, _ in t.runs:
+            if mine:
+                out[key.experiment] = min(mine, key=groups.index)
+    return out
 
 
 def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig, bool]]:

@@ -10,8 +10,9 @@ A study file (`studies/<name>.toml`):
     convergence = 0.80                            # optional: report epochs/seconds to val acc >= 80%
     selection = false                             # true: a study that chooses settings (an LR, a length);
                                                   # its report compares validation accuracy, never test
-    order = "seed"                                # claim order: "seed" (seed 0 of every comparison first)
-                                                  # or "group" (one group's runs, tuning included, then the next)
+    order = "seed"                                # claim order: "seed" (tuning runs, then seed 0 of every
+                                                  # comparison, then seed 1...) or "group" (that order within
+                                                  # one group, its baseline and `also` included, then the next)
 
     [groups.dropout]                              # optional: a question the report answers in "Findings"
     question = "Does dropout beat no regularization?"
@@ -236,6 +237,9 @@ def load_study(path: str | Path) -> Study:
     match = fair.load_choice(raw, "match", fair.MATCHES, str(path))
     correction = fair.load_choice(raw, "correction", fair.CORRECTIONS, str(path))
     order = fair.load_choice(raw, "order", ORDERS, str(path))
+    if order == "group" and not raw.get("groups"):
+        raise ConfigError(f"{path}: order = \"group\" claims runs group by group, but the study declares no "
+                          "[groups.NAME]; declare them, or leave order at \"seed\"")
     ref = next(v for v in variants if v.name == reference)
     budgets = fair.load_budgets(raw, ref.config.train.epochs, str(path))
     if tuned and selection:

@@ -55,7 +55,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs in work], total, workers,
                                     machine_rate(others or [], machine)))
     if study.order == "group" and work:
-        rows.append(group_shares(study, work))
+        rows.append(group_shares(study, work, p))
     if study.tuned:
         rows += tuning_lines(study, store, p)
     return "\n".join(rows)
@@ -97,15 +97,16 @@ def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, d
     return runs, counts, timed, work, methods, left
 
 
-def group_shares(study: Study, work: list[tuple]) -> str:
+def group_shares(study: Study, work: list[tuple], p) -> str:
     """One line for a study claimed group by group: each group's share of the training FLOPs left
-    (`work`: (experiment, config, epochs left)), in claim order, so the time to its first answers
-    reads off the estimate above."""
-    from cifarlab.study.plan import group_of
+    (`work`: (experiment, config, epochs left); `p`: the study's plan), in claim order, so the time
+    to its first answers reads off the estimate above."""
+    from cifarlab.study.plan import claim_groups
+    group = claim_groups(study, p.tuning)
     left: dict[str, float] = {}
     for name, cfg, epochs in work:
-        group = group_of(study, name) or "(no group)"
-        left[group] = left.get(group, 0.0) + flops_left([(cfg, epochs)])
+        g = group.get(name, "(no group)")
+        left[g] = left.get(g, 0.0) + flops_left([(cfg, epochs)])
     total = sum(left.values()) or 1.0
     order = [g for g in study.questions if g in left] + [g for g in left if g not in study.questions]
     return ("claimed group by group (order = \"group\"); share of the training left: "
@@ -166,9 +167,10 @@ def machine_rate(databases: list, machine: str | None) -> tuple[float, int, int]
     return None if machine is None else machine_rates(databases).get(machine)
 
 
-def machine_rates(databases: list) -> dict[str, tuple[float, int, int]]:
+def machine_rates(databases: list, runtime: str = "") -> dict[str, tuple[float, int, int]]:
     """machine -> (median training TFLOP/s per process, runs, databases) over the finished runs each
-    machine trained in `databases` (see `machine_rate`)."""
+    machine trained in `databases` (see `machine_rate`); `runtime` "cpu" or "cuda": only the runs
+    that trained on such a device."""
     import sqlite3
     import statistics
     from pathlib import Path
@@ -181,16 +183,19 @@ def machine_rates(databases: list) -> dict[str, tuple[float, int, int]]:
                 rows = conn.execute(
                     "SELECT r.machine, m.value / r.wall_seconds FROM runs r JOIN run_metrics m ON m.run_id = r.id "
                     "AND m.name = 'train_flops' WHERE r.status = 'done' AND r.machine IS NOT NULL "
-                    "AND r.wall_seconds > 0 AND m.value > 0 AND r.stopped IS NULL").fetchall()
+                    "AND r.wall_seconds > 0 AND m.value > 0 AND r.stopped IS NULL AND (? = '' OR r.runtime LIKE ?)",
+                    (runtime, f"{runtime}%")).fetchall()
             finally:
                 conn.close()
-        except sqlite3.Error:   # not a results database, or one from before FLOPs were kept
+        except sqlite3.OperationalError as e:   # a database from before FLOPs (or runtimes) were kept
+            if "no such" not in str(e):
+                raise
             continue
         for machine, rate in rows:
             rates.setdefault(machine, []).append(rate / 1e12)
         for machine in {m for m, _ in rows}:
             used[machine] = used.get(machine, 0) + 1
-    return {m: (statistics.median(r), len(r), used[m]) for m, r in rates.items()}
+    return {m: (statistics.median(r), len(r), used[m]) for m, r in sorted(rates.items())}
 
 
 def entries(study: Study, store: Store, p=None) -> tuple[list[tuple], set]:
