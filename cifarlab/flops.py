@@ -16,7 +16,7 @@ import torch
 from cifarlab import config as C
 from cifarlab.data.datasets import DATASETS
 from cifarlab.errors import ConfigError
-from cifarlab.methods import METHODS
+from cifarlab.methods import METHODS, pretrain_epochs, total_epochs
 
 
 @lru_cache(maxsize=64)
@@ -41,12 +41,14 @@ def method_factor(cfg: C.ExperimentConfig) -> float:
 
 def training_flops(cfg: C.ExperimentConfig, num_classes: int, image_size: int, images_seen: int,
                    pretrain_images: int = 0) -> int:
-    """Training FLOPs of a run that saw `images_seen` training images (SupCon: `pretrain_images` of
-    them in pre-training, each as two views, the rest through the probe on frozen features, whose
-    forward pass is about a third of a training step and is counted as such)."""
+    """Training FLOPs of a run that saw `images_seen` training images: per image and network, one
+    training step; a two-phase method counts its own (`Pretraining.flops`; SupCon: `pretrain_images`
+    of them in pre-training, each as two views, the rest through the probe on frozen features, whose
+    forward pass is about a third of a training step)."""
     per = flops_per_image(cfg.model, num_classes, image_size)
-    if cfg.train.method == "supcon":
-        return int(2 * per * pretrain_images + per / 3 * (images_seen - pretrain_images))
+    two_phase = METHODS.get(cfg.train.method).pretraining
+    if two_phase is not None:
+        return two_phase.flops(per, images_seen, pretrain_images)
     return int(per * images_seen * method_factor(cfg))
 
 
@@ -74,8 +76,8 @@ def planned(cfg: C.ExperimentConfig) -> dict:
                           "its compute cannot be planned; register it with train_images = N, or set data.subset")
     images = (cfg.data.subset or known) - cfg.data.val_size
     seen = int(images * cfg.train.epochs)
-    pretrain = int(images * cfg.train.epochs) if cfg.train.method == "supcon" else 0
-    if cfg.train.method == "supcon":
-        seen = pretrain + int(images * cfg.supcon.probe_epochs)
+    pretrain = images * pretrain_epochs(cfg)
+    if pretrain:   # a two-phase method: the first phase's images, then the second's
+        seen = pretrain + int(images * (total_epochs(cfg) - cfg.train.epochs))
     return {"flops_per_image": per, "images_per_epoch": images, "images": seen,
             "train_flops": training_flops(cfg, classes_of(cfg), size_of(cfg), seen, pretrain)}

@@ -16,6 +16,12 @@
 A method gets the augmented, preprocessed views `[(x, batch), ...]` (two for supcon's pre-training,
 else one) and returns (the loss it reports, the first network's logits or None, the labels
 training accuracy counts against or None), all detached.
+
+A method with two phases (`Pretraining`: first without a classifier, then a classifier on what the
+first phase learnt) says how: its network around the built model, its two optimizers, each phase's
+length and rate, what a finished first phase hands to runs that share it, and its FLOPs. The loop
+(`cifarlab.train`), the FLOP count and the planner ask the method through `network`,
+`total_epochs`, `pretrain_epochs`, `set_rates` and `Method.pretraining`; none of them names one.
 """
 
 from __future__ import annotations
@@ -26,11 +32,13 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from cifarlab import distributed
 from cifarlab.data.batch import Batch
-from cifarlab.optim import l2_penalty
+from cifarlab.optim import build_optimizer, l2_penalty
 from cifarlab.registry import Registry
+from cifarlab.schema import ExperimentConfig
 from cifarlab.session import Session
 
 Step = Callable[[Session, list[tuple[torch.Tensor, Batch]], int],
@@ -42,11 +50,29 @@ def one_view(s: Session, epoch: int) -> int:
 
 
 @dataclass(frozen=True)
+class Pretraining:
+    """A first phase that trains without a classifier, then a second that trains one on its frozen
+    result (SupCon: the encoder and projection on two views, then the probe)."""
+    epochs: Callable[[ExperimentConfig], int]               # the first phase's epochs
+    second_epochs: Callable[[ExperimentConfig], float]      # the second phase's
+    second_lr: Callable[[ExperimentConfig], float]          # the second phase's peak rate, decayed linearly to 0
+    wrap: Callable[[nn.Module, ExperimentConfig, int], nn.Module]  # (built model, config, classes) -> the network
+    # the network -> (the first phase's optimizer, the second's)
+    optimizers: Callable[[nn.Module, ExperimentConfig], tuple[torch.optim.Optimizer, torch.optim.Optimizer]]
+    parts: Callable[[Session], dict]                        # what a finished first phase hands on, by name
+    # the config whose hash identifies the first phase: runs of one identity and seed share it
+    identity: Callable[[ExperimentConfig], ExperimentConfig]
+    # (FLOPs per image and step, images seen, of them in the first phase) -> the run's training FLOPs
+    flops: Callable[[int, int, int], int]
+
+
+@dataclass(frozen=True)
 class Method:
     """One training method: its step and what the loop, the FLOP count and the CLI need to know of it."""
     step: Step
     networks: int = 1                                   # independently initialised networks trained (co-teaching: 2)
     views: Callable[[Session, int], int] = one_view     # augmented views of each image the step takes in an epoch
+    pretraining: Pretraining | None = None              # two phases (SupCon), else one
 
     @property
     def doc(self) -> str:
@@ -57,13 +83,56 @@ class Method:
 METHODS: Registry = Registry("method")
 
 
-def method(name: str, networks: int = 1, views: Callable[[Session, int], int] = one_view) -> Callable[[Step], Step]:
+def method(name: str, networks: int = 1, views: Callable[[Session, int], int] = one_view,
+           pretraining: Pretraining | None = None) -> Callable[[Step], Step]:
     """Register `step` as train.method `name` (networks: 2 makes the session build `s.peer` and
-    `s.peer_opt`, and doubles the run's FLOPs)."""
+    `s.peer_opt`, and doubles the run's FLOPs; `pretraining`: a method of two phases)."""
     def add(step: Step) -> Step:
-        METHODS.register(name)(Method(step, networks, views))
+        METHODS.register(name)(Method(step, networks, views, pretraining))
         return step
     return add
+
+
+def network(model: nn.Module, cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    """The network a run trains and evaluates around the built model (SupCon's encoder + projection + probe)."""
+    p = METHODS.get(cfg.train.method).pretraining
+    return model if p is None else p.wrap(model, cfg, num_classes)
+
+
+def optimizers(net: nn.Module, cfg: ExperimentConfig) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """(the run's optimizer, the second phase's or None)."""
+    p = METHODS.get(cfg.train.method).pretraining
+    return (build_optimizer(net, cfg.optim), None) if p is None else p.optimizers(net, cfg)
+
+
+def pretrain_epochs(cfg: ExperimentConfig) -> int:
+    """Epochs of a first phase without a classifier (no validation, no training accuracy); 0: none."""
+    p = METHODS.get(cfg.train.method).pretraining
+    return 0 if p is None else p.epochs(cfg)
+
+
+def total_epochs(cfg: ExperimentConfig) -> float:
+    """Every epoch the run trains: train.epochs, and a second phase's after a first."""
+    p = METHODS.get(cfg.train.method).pretraining
+    return cfg.train.epochs if p is None else cfg.train.epochs + p.second_epochs(cfg)
+
+
+def set_rates(s: Session, step: int) -> float:
+    """Each optimizer's rate for this step; returns the one the step's phase follows. One phase: the
+    schedule over the run. Two: the schedule over the first phase's steps for its optimizer, then the
+    second phase's rate decaying linearly to 0 over its steps."""
+    p = METHODS.get(s.cfg.train.method).pretraining
+    pre = s.total_steps if p is None else p.epochs(s.cfg) * s.steps_per_epoch
+    if p is None or step < pre:
+        lr = s.cfg.optim.lr * s.schedule(step, pre, s.steps_per_epoch)
+        for opt in (s.optimizers if p is None else [s.opt]):
+            for group in opt.param_groups:
+                group["lr"] = lr * group.get("lr_scale", 1.0)
+        return lr
+    lr = p.second_lr(s.cfg) * (1 - (step - pre) / max(s.total_steps - pre, 1))
+    for group in s.probe_opt.param_groups:
+        group["lr"] = lr
+    return lr
 
 
 def update(s: Session, opt, loss: torch.Tensor, *modules) -> None:
@@ -84,7 +153,7 @@ def supcon_views(s: Session, epoch: int) -> int:
 
 
 def pretraining(s: Session, epoch: int) -> bool:
-    return s.cfg.train.method == "supcon" and epoch < int(s.cfg.train.epochs)
+    return epoch < pretrain_epochs(s.cfg)
 
 
 @method("standard")
@@ -121,7 +190,46 @@ def coteaching(s: Session, views: list, epoch: int):
     return loss.detach(), logits.detach(), batch.dominant
 
 
-@method("supcon", views=supcon_views)
+SUPCON_PROBE_KEYS = ("probe", "probe_hidden", "probe_epochs", "probe_lr")
+
+
+def supcon_pretraining(cfg: ExperimentConfig) -> ExperimentConfig:
+    """supcon: the config whose hash identifies a run's pre-training, the probe's keys at their
+    defaults. Runs that differ only in their probe pre-train the same encoder: the probe is built
+    after the encoder and the projection, its keys enter no step of the pre-training, and every
+    epoch reseeds from (seed, epoch)."""
+    from dataclasses import replace
+
+    from cifarlab.schema import SupConConfig
+    default = SupConConfig()
+    return replace(cfg, supcon=replace(cfg.supcon, **{k: getattr(default, k) for k in SUPCON_PROBE_KEYS}))
+
+
+def supcon_network(model: nn.Module, cfg: ExperimentConfig, num_classes: int) -> nn.Module:
+    from cifarlab.models.supcon import SupConNet
+    return SupConNet(model, cfg.supcon, num_classes)
+
+
+def supcon_optimizers(net: nn.Module, cfg: ExperimentConfig):
+    """The encoder and projection learn with the run's optimizer; the probe with SGD + momentum."""
+    return (build_optimizer(nn.ModuleList([net.encoder, net.projection]), cfg.optim),
+            torch.optim.SGD(net.probe.parameters(), lr=cfg.supcon.probe_lr, momentum=0.9))
+
+
+def supcon_flops(per: int, images: int, pretrain_images: int) -> int:
+    """Two views of each pre-training image; the probe on frozen features, whose forward pass is about
+    a third of a training step, for the rest."""
+    return int(2 * per * pretrain_images + per / 3 * (images - pretrain_images))
+
+
+SUPCON = Pretraining(
+    epochs=lambda cfg: int(cfg.train.epochs), second_epochs=lambda cfg: cfg.supcon.probe_epochs,
+    second_lr=lambda cfg: cfg.supcon.probe_lr, wrap=supcon_network, optimizers=supcon_optimizers,
+    parts=lambda s: {"encoder": s.model.encoder, "projection": s.model.projection, "optimizer": s.opt},
+    identity=supcon_pretraining, flops=supcon_flops)
+
+
+@method("supcon", views=supcon_views, pretraining=SUPCON)
 def supcon(s: Session, views: list, epoch: int):
     """Supervised contrastive pre-training (Khosla et al. 2020) on two views, then a probe on the frozen encoder."""
     from cifarlab.losses import supcon_loss

@@ -25,7 +25,7 @@ from typing import Callable
 from cifarlab.augment.pipeline import register as _register_augmentation
 from cifarlab.data.datasets import DATASETS, Dataset
 from cifarlab.losses import LOSSES
-from cifarlab.methods import method, one_view
+from cifarlab.methods import Pretraining, method, one_view
 from cifarlab.models import preset
 
 __all__ = ["register_model", "register_loss", "register_augmentation", "register_method", "register_dataset"]
@@ -52,12 +52,14 @@ def register_augmentation(name: str, doc: str = "", mixes: bool = False, per_epo
     return _register_augmentation(name, doc or name, mixes, per_epoch)
 
 
-def register_method(name: str, networks: int = 1, views: Callable | None = None) -> Callable:
+def register_method(name: str, networks: int = 1, views: Callable | None = None,
+                    pretraining: Pretraining | None = None) -> Callable:
     """Decorator: `step(session, views, epoch) -> (loss, logits, labels)` becomes train.method `name`
     (see `cifarlab.methods.standard` for the contract; `cifarlab.methods.coteaching` for one with
     `networks=2`: the session then holds `peer` and `peer_opt`). `views(session, epoch)`: augmented
-    views of each image the step takes (default one)."""
-    return method(name, networks, views or one_view)
+    views of each image the step takes (default one). `pretraining`: a method of two phases
+    (`cifarlab.methods.Pretraining`; `cifarlab.methods.SUPCON` is the example)."""
+    return method(name, networks, views or one_view, pretraining)
 
 
 def register_dataset(name: str, doc: str = "", *, train_images: int, classes: int, side: int = 32,

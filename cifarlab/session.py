@@ -34,7 +34,7 @@ class Session:
     provenance: dict  # taken when the run starts: the code that runs is the code recorded
     peer: nn.Module | None = None                   # the second network of a two-network method
     peer_opt: torch.optim.Optimizer | None = None
-    probe_opt: torch.optim.Optimizer | None = None  # supcon: the probe's optimizer (its second phase)
+    probe_opt: torch.optim.Optimizer | None = None  # a two-phase method's second optimizer (SupCon's probe)
     world: distributed.World = distributed.World()  # the processes training this run (torchrun), else one
     share: float = 1.0                              # this process's share of the current batch
     ema: WeightAverage | None = None                # train.ema: the averaged weights, which evaluation uses

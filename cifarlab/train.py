@@ -22,7 +22,7 @@ from cifarlab.errors import ConfigError, UserError
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.flops import training_flops
 from cifarlab.losses import build_loss
-from cifarlab.methods import METHODS, pretraining, views_needed
+from cifarlab.methods import METHODS, network, optimizers, pretrain_epochs, pretraining, set_rates, total_epochs, views_needed
 from cifarlab.models import build_model, count_parameters
 from cifarlab.models.layers import fit_whitening
 from cifarlab.optim import Lookahead, WeightAverage, build_optimizer, build_schedule
@@ -40,17 +40,9 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return seed * 100_003 + epoch
 
 
-def with_head(model: nn.Module, cfg: C.ExperimentConfig, num_classes: int) -> nn.Module:
-    """The network a run evaluates around the built model: supcon's encoder + projection + probe."""
-    if cfg.train.method != "supcon":
-        return model
-    from cifarlab.models.supcon import SupConNet
-    return SupConNet(model, cfg.supcon, num_classes)
-
-
 def build_network(cfg: C.ExperimentConfig, num_classes: int, image_size: int) -> nn.Module:
     """The architecture of the network a finished run tested (weights untrained), for loading its model."""
-    return with_head(build_model(cfg.model, num_classes, image_size), cfg, num_classes)
+    return network(build_model(cfg.model, num_classes, image_size), cfg, num_classes)
 
 
 def save_model(s: Session, splits: Splits, run: RunDir, epoch: int) -> None:
@@ -79,14 +71,12 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     if rt.channels_last:
         model = model.to(memory_format=torch.channels_last)
     spe = math.ceil(len(splits.train) / cfg.train.batch_size)
-    epochs, probe_opt, opt = cfg.train.epochs, None, None
-    if cfg.train.method == "supcon":
-        model = with_head(model, cfg, splits.num_classes).to(rt.device)
+    wrapped = network(model, cfg, splits.num_classes)   # a two-phase method's heads (SupCon's), built next
+    if wrapped is not model:
+        model = wrapped.to(rt.device)
         if rt.channels_last:
             model = model.to(memory_format=torch.channels_last)
-        opt = build_optimizer(torch.nn.ModuleList([model.encoder, model.projection]), cfg.optim)
-        probe_opt = torch.optim.SGD(model.probe.parameters(), lr=cfg.supcon.probe_lr, momentum=0.9)
-        epochs = cfg.train.epochs + cfg.supcon.probe_epochs
+    epochs = total_epochs(cfg)
     prep = Preprocess(splits.mean, splits.std, cfg.data.normalize == "standard", rt)
     peer = None
     if METHODS.get(cfg.train.method).networks == 2:  # built after the first network: its own initial weights
@@ -98,9 +88,10 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         for net in (model, peer):
             if net is not None:
                 fit_whitening(net, sample, first=cfg.model.whiten_init)
+    opt, probe_opt = optimizers(model, cfg)   # after the whitening fit, as the network's weights are final
     total = max(1, round(epochs * spe))
     return Session(
-        cfg=cfg, rt=rt, model=model, opt=opt or build_optimizer(model, cfg.optim),
+        cfg=cfg, rt=rt, model=model, opt=opt,
         schedule=build_schedule(cfg.schedule),
         augment=build_pipeline(cfg.augment, splits.image_size, splits.num_classes),
         loss=build_loss(cfg.loss, splits.num_classes, len(splits.train)),
@@ -127,24 +118,9 @@ def train_step(s: Session, batch: Batch, gen: torch.Generator,
 
 
 def set_learning_rates(s: Session, step: int, epoch: int) -> float:
-    """Each optimizer's rate for this step; returns the main schedule's. supcon: the main schedule
-    runs over the pre-training steps, the probe's rate decays linearly to 0 over its phase."""
-    if s.probe_opt is None:
-        lr = s.cfg.optim.lr * s.schedule(step, s.total_steps, s.steps_per_epoch)
-        for opt in s.optimizers:
-            for group in opt.param_groups:
-                group["lr"] = lr * group.get("lr_scale", 1.0)
-        return lr
-    pre = int(s.cfg.train.epochs) * s.steps_per_epoch
-    if step < pre:
-        lr = s.cfg.optim.lr * s.schedule(step, pre, s.steps_per_epoch)
-        for group in s.opt.param_groups:
-            group["lr"] = lr * group.get("lr_scale", 1.0)
-        return lr
-    lr = s.cfg.supcon.probe_lr * (1 - (step - pre) / max(s.total_steps - pre, 1))
-    for group in s.probe_opt.param_groups:
-        group["lr"] = lr
-    return lr
+    """Each optimizer's rate for this step (the method's phases: `methods.set_rates`); returns the
+    rate the step's phase follows."""
+    return set_rates(s, step)
 
 
 def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
@@ -226,38 +202,34 @@ def restore(s: Session, run: RunDir) -> tuple[int, list[dict]]:
     return state["epoch"], [h for h in run.read_metrics() if h["epoch"] <= state["epoch"]]
 
 
-SUPCON_PROBE_KEYS = ("probe", "probe_hidden", "probe_epochs", "probe_lr")
-
-
 def pretraining_hash(cfg: C.ExperimentConfig) -> str:
-    """supcon: the identity of a run's pre-training, its config hash with the probe's keys at their
-    defaults. Runs that differ only in their probe pre-train the same encoder: the probe is built
-    after the encoder and the projection, its keys enter no step of the pre-training, and every
-    epoch reseeds from (seed, epoch)."""
-    default = C.SupConConfig()
-    return C.config_hash(replace(cfg, supcon=replace(cfg.supcon, **{k: getattr(default, k) for k in SUPCON_PROBE_KEYS})))
+    """The identity of a two-phase run's first phase (SupCon: its config hash with the probe's keys at
+    their defaults): runs of one identity and seed share it (`Pretraining.identity`)."""
+    return C.config_hash(METHODS.get(cfg.train.method).pretraining.identity(cfg))
 
 
 def pretrained_path(shared: Path, cfg: C.ExperimentConfig) -> Path:
-    return Path(shared) / f"supcon-{pretraining_hash(cfg)}-seed{cfg.train.seed}.pt"
+    return Path(shared) / f"{cfg.train.method}-{pretraining_hash(cfg)}-seed{cfg.train.seed}.pt"
 
 
 def share_pretrained(s: Session, shared: Path, history: list[dict], run: RunDir) -> None:
-    """At the end of supcon's pre-training: the encoder, projection and their optimizer, with the
-    pre-training epochs' metrics, for runs that differ only in their probe (`take_pretrained`)."""
+    """At the end of a two-phase method's first phase: what it hands on (`Pretraining.parts`; SupCon:
+    the encoder, projection and their optimizer), with its epochs' metrics, for runs that differ only
+    in the second phase (`take_pretrained`)."""
+    parts = METHODS.get(s.cfg.train.method).pretraining.parts(s)
     save_verified(pretrained_path(shared, s.cfg), {
-        "key": pretraining_hash(s.cfg), "seed": s.cfg.train.seed, "epoch": int(s.cfg.train.epochs),
-        "encoder": s.model.encoder.state_dict(), "projection": s.model.projection.state_dict(),
-        "optimizer": s.opt.state_dict(), "history": json.dumps(history), "source": str(run.path)})
+        "key": pretraining_hash(s.cfg), "seed": s.cfg.train.seed, "epoch": pretrain_epochs(s.cfg),
+        **{name: part.state_dict() for name, part in parts.items()},
+        "history": json.dumps(history), "source": str(run.path)})
 
 
 def take_pretrained(s: Session, shared: Path) -> tuple[int, list[dict], str | None]:
-    """(first epoch to run, metrics so far, the run that pre-trained) from a pre-training another run
-    of the same pre-training settings and seed shared, else (0, [], None). The probe then trains as
-    in a straight run: its initial weights are this run's own, its optimizer untouched so far."""
+    """(first epoch to run, metrics so far, the run that pre-trained) from a first phase another run
+    of the same identity and seed shared, else (0, [], None). The second phase then trains as in a
+    straight run: its initial weights are this run's own, its optimizer untouched so far."""
     path = pretrained_path(shared, s.cfg)
     state = load_shared(path, pretraining_hash(s.cfg), s.cfg.train.seed,
-                        {"encoder": s.model.encoder, "projection": s.model.projection, "optimizer": s.opt})
+                        METHODS.get(s.cfg.train.method).pretraining.parts(s))
     if state is None:
         return 0, [], None
     return state["epoch"], json.loads(state["history"]), state["source"]
@@ -312,8 +284,8 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
     row = {"epoch": epoch + 1, "lr": lr, **train_epoch(s, train_split, epoch, bar)}
     if pretraining(s, epoch):
         row["phase"] = "pretrain"
-        return row                    # no classifier yet: validation starts with the probe
-    if s.probe_opt is not None:
+        return row                    # no classifier yet: validation starts with the second phase
+    if pretrain_epochs(s.cfg):
         row["phase"] = "probe"
     if splits.val is not None:
         t = time.perf_counter()
@@ -367,11 +339,11 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         start = s.epochs                              # nothing left to train: the test reads its weights
         if writes:
             run.write_metrics(history)
-    elif shared is not None and cfg.train.method == "supcon" and start == 0:
+    elif shared is not None and pretrain_epochs(cfg) and start == 0:
         start, history, pretrained_by = take_pretrained(s, shared)
-    elif shared is not None and cfg.train.method == "supcon":   # resumed: whose pre-training it probes
+    elif shared is not None and pretrain_epochs(cfg):   # resumed: whose first phase it continues
         pretrained_by = next((h["pretrained_by"] for h in history if "pretrained_by" in h), None)
-    if on_epoch is not None and (trained_by is not None or (pretrained_by is not None and start == int(cfg.train.epochs))):
+    if on_epoch is not None and (trained_by is not None or (pretrained_by is not None and start == pretrain_epochs(cfg))):
         for row in history:
             on_epoch(row)                             # the store records the epochs taken from another run
     events = None
@@ -400,8 +372,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             if pretrained_by is not None:
                 row["pretrained_by"] = pretrained_by   # a resumed run still knows whose pre-training it probes
             history.append(row)
-            if writes and shared is not None and pretrained_by is None and epoch + 1 == int(cfg.train.epochs) and \
-                    cfg.train.method == "supcon" and not diverged(row):
+            if writes and shared is not None and pretrained_by is None and pretrain_epochs(cfg) and \
+                    epoch + 1 == pretrain_epochs(cfg) and not diverged(row):
                 share_pretrained(s, shared, history, run)
             if keeps_best and row.get("val_acc") is not None and \
                     row["val_acc"] > max((h.get("val_acc", -1) for h in history[:-1]), default=-1):
@@ -476,8 +448,7 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
     train_seconds = sum(h["train_seconds"] for h in history)
     steps = min(len(history) * s.steps_per_epoch, s.total_steps)
     images_seen = images_in(s, steps, len(splits.train))
-    pretrain_images = (images_in(s, min(steps, int(s.cfg.train.epochs) * s.steps_per_epoch), len(splits.train))
-                       if s.cfg.train.method == "supcon" else 0)
+    pretrain_images = images_in(s, min(steps, pretrain_epochs(s.cfg) * s.steps_per_epoch), len(splits.train))
     return {
         "name": s.cfg.name, "seed": s.cfg.train.seed, "config_hash": C.config_hash(s.cfg),
         "epochs": len(history), "steps": s.total_steps, "parameters": count_parameters(s.model),

@@ -217,15 +217,16 @@ def shares(key: RunKey, cfg: C.ExperimentConfig, share: dict[RunKey, set[RunKey]
 def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]:
     """Each run of `plan` that shares work with a sibling of the same seed (`train.train`'s `shared`)
     -> those siblings: runs with a validation split that differ only in `train.select` (one
-    training, two choices of weights), and supcon runs that differ only in their probe (one
-    pre-training)."""
+    training, two choices of weights), and runs of a two-phase method that differ only in its
+    second phase (SupCon: in their probe; one pre-training, `methods.Pretraining.identity`)."""
+    from cifarlab.methods import pretrain_epochs
     from cifarlab.train import pretraining_hash
     groups: dict[tuple, list[RunKey]] = {}
     for key, cfg in plan.items():
         if cfg.data.val_size > 0:
             groups.setdefault(("select", C.selection_hash(cfg), key.seed), []).append(key)
-        if cfg.train.method == "supcon":
-            groups.setdefault(("pretrain", pretraining_hash(cfg), key.seed), []).append(key)
+        if pretrain_epochs(cfg):
+            groups.setdefault(("pretrain", cfg.train.method, pretraining_hash(cfg), key.seed), []).append(key)
     out: dict[RunKey, set[RunKey]] = {}
     for keys in groups.values():
         for key in keys if len(keys) > 1 else ():
