@@ -187,8 +187,8 @@ def machine_rates(databases: list, runtime: str = "") -> dict[str, tuple[float, 
                     (runtime, f"{runtime}%")).fetchall()
             finally:
                 conn.close()
-        except sqlite3.OperationalError as e:   # a database from before FLOPs (or runtimes) were kept
-            if "no such" not in str(e):
+        except sqlite3.Error as e:   # not a results database, or one from before FLOPs were kept: skipped;
+            if "locked" in str(e) or "busy" in str(e):   # one a writer holds past the wait: not silently
                 raise
             continue
         for machine, rate in rows:
