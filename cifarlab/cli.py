@@ -119,6 +119,10 @@ def build_parser() -> Parser:
                       help="ray: GPUs each run's task reserves (default 0; with --threads N it reserves N CPUs, "
                            "default 1)")
     srun.add_argument("--no-progress", action="store_true", help="no progress bars")
+    srun.add_argument("--adopt-done-elsewhere", action="store_true",
+                      help="before each run, adopt the runs that another results database beside this one "
+                           "(results/*/results.db) holds done with the same config and seed, instead of "
+                           "training them again (as `study adopt` does; local executor)")
     srun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers N
     add_data_args(srun)
     # Accepted and unused (hidden), so that one set of options serves every action in a script.
@@ -130,6 +134,7 @@ def build_parser() -> Parser:
     # What an action lacks reads as its default, so that cmd_study reads one namespace.
     defaults = {"run_dirs": [], "from_db": None, "runs_dir": "runs", "only": [], "workers": 1, "threads": 0,
                 "executor": "local", "address": None, "gpus_per_run": 0.0, "no_progress": False, "worker": False,
+                "adopt_done_elsewhere": False,
                 "data_dir": None, "no_download": False}
     for p in (srun, sstatus, sadopt):
         p.set_defaults(**{k: v for k, v in defaults.items() if not any(a.dest == k for a in p._actions)})
@@ -372,6 +377,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.executor == "ray" and args.workers != 1:
         raise UserError("--executor ray is for `study run` without --workers (Ray places the runs: each reserves "
                         "--threads CPUs and --gpus-per-run GPUs)")
+    if args.executor == "ray" and args.adopt_done_elsewhere:
+        raise UserError("--adopt-done-elsewhere works with the local executor; with --executor ray, adopt first: "
+                        "cifarlab study adopt STUDY.toml --from-db OTHER.db")
     if args.executor == "local" and (args.address or args.gpus_per_run):
         raise UserError("--address and --gpus-per-run are for --executor ray")
     if args.gpus_per_run < 0:
@@ -406,7 +414,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         if source is not None:
             print("\n".join(adopt_database(study, store, source)))
         return 0
-    if not args.worker:
+    if not args.worker and not args.adopt_done_elsewhere:   # with it, they are adopted, not warned of
         from cifarlab.study.adopt import elsewhere_note
         note = elsewhere_note(study, store, Path(args.db), args.study, args.db)
         if note:
@@ -416,7 +424,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         return run_workers(args, study.name)
     data = DataCache(args.data_dir, not args.no_download, not args.no_progress)
     finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
-                         only=tuple(args.only), threads=args.threads)
+                         only=tuple(args.only), threads=args.threads, adopt=args.adopt_done_elsewhere)
     print(f"study {study.name}: {finished} run(s) finished by this process")
     print(status_table(study, store))
     return 0
@@ -478,7 +486,7 @@ def run_workers(args: argparse.Namespace, name: str) -> int:
     """`study run --workers N` (`cifarlab.study.executors.spawn_workers`)."""
     from cifarlab.study.executors import spawn_workers
     return spawn_workers(args.study, args.db, args.runs_dir, args.workers, args.threads, tuple(args.only),
-                         args.data_dir, not args.no_download, name)
+                         args.data_dir, not args.no_download, name, args.adopt_done_elsewhere)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

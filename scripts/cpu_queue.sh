@@ -3,7 +3,8 @@
 # `cifarlab study run` (one worker, one thread) on the first study of the queue, then the next
 # when that study has nothing left for it, and so on. Studies resume from their databases
 # (results/STUDY/results.db) and runs from their checkpoints, so the same command continues a
-# queue in a later session. Logs: logs/STUDY_SLOT.log. Stop after the current study: touch
+# queue in a later session; a run another study's database holds done (the same config and seed) is
+# adopted, not trained again (--adopt-done-elsewhere). Logs: logs/STUDY_SLOT.log. Stop after the current study: touch
 # logs/queue.stop (removed at the next start); stop now: SIGTERM the `study run` processes (each gives
 # back its claim and keeps its finished epochs).
 #   scripts/cpu_queue.sh 2 resnetify_fair norms_fair norms_batch
@@ -25,7 +26,7 @@ for slot in $(seq "$workers"); do
       [ -e logs/queue.stop ] && exit 0
       mkdir -p "results/$s"
       "'"$CIFARLAB"'" study run "studies/$s.toml" --db "results/$s/results.db" --workers 1 --threads 1 \
-        --no-progress --data-dir "'"$DATA_DIR"'" >> "logs/${s}_'"$slot"'.log" 2>&1 || true
+        --no-progress --adopt-done-elsewhere --data-dir "'"$DATA_DIR"'" >> "logs/${s}_'"$slot"'.log" 2>&1 || true
     done' queue "$@" > /dev/null 2>&1 &
   echo "slot $slot: $* (pid $!)"
   sleep 2   # the slots' first claims one after another

@@ -129,7 +129,9 @@ def test_ray_missing_or_a_dead_address_is_one_line_and_leaves_the_database_untou
     for args, message in ((("--executor", "ray", "--workers", "2"), "--executor ray is for `study run` without"),
                           (("--address", "auto"), "--address and --gpus-per-run are for --executor ray"),
                           (("--executor", "ray", "--gpus-per-run", "-1"), "--gpus-per-run must be >= 0"),
-                          (("--executor", "dask"), "invalid choice: 'dask'")):
+                          (("--executor", "dask"), "invalid choice: 'dask'"),
+                          (("--executor", "ray", "--adopt-done-elsewhere"),
+                           "--adopt-done-elsewhere works with the local executor")):
         one_line_refusal(study(study_dir, "run", *args), message)
     one_line_refusal(study(study_dir, "status", "--executor", "ray"), "study status takes no --executor")
     assert (study_dir / "results.db").read_bytes() == before

@@ -842,3 +842,30 @@ def test_a_fresh_study_is_costed_at_this_machines_rate_in_other_databases(tmp_pa
     assert "bench peak" in planned_compute([(cfg, cfg.train.epochs)], 1)   # no rate: how to get one
     half = planned_compute([(cfg, cfg.train.epochs / 2)], 1, rate=(0.3, 3, 1))   # a run halfway: half left
     assert f"about {hours / 2:,.1f} process-hours" in half
+
+
+def test_run_adopts_runs_done_in_a_sibling_database_instead_of_training_them(tmp_path):
+    """Study b's `shared` equals study a's `base` (same config, seed): with --adopt-done-elsewhere
+    the worker copies a's finished run and trains nothing; without the flag the run would train."""
+    from cifarlab import config as C
+    from cifarlab.study import run_study
+    (tmp_path / "tiny.toml").write_text('name = "tiny"\n[train]\nepochs = 1\n[data]\nval_size = 100\n')
+    for name, variant in (("a", "base"), ("b", "shared")):
+        (tmp_path / f"{name}.toml").write_text(f'name = "{name}"\nexperiment = "tiny.toml"\nseeds = [0]\n'
+                                               f'[[variants]]\nname = "{variant}"\nset = {{ "optim.lr" = 0.03 }}\n')
+        (tmp_path / "results" / name).mkdir(parents=True)
+    a, b = (load_study(tmp_path / f"{n}.toml") for n in "ab")
+    store_a = open_store(tmp_path / "results" / "a" / "results.db")
+    (_, cfg, key), = a.runs()
+    store_a.register(key, C.to_dict(cfg))
+    row = store_a.claim("a", [key])
+    store_a.finish(row["id"], {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n",
+                               "cifarlab": "c", "platform": "p", "machine": "m", "wall_seconds": 9.0,
+                               "images_per_s": 1.0, "val_acc": 0.61, "val_loss": 1.0, "test_acc": 0.6,
+                               "test_loss": 1.0, "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)],
+                               "runtime": "cpu", "stopped": None}, "runs/a/base/seed0", 1)
+    store_a.close()
+    store_b = open_store(tmp_path / "results" / "b" / "results.db")
+    finished = run_study(b, store_b, None, tmp_path / "runs", progress=False, adopt=True)   # no data: nothing trains
+    (_, _, key_b), = b.runs()
+    assert finished == 0 and store_b.status_of(key_b) == "done" and store_b.run(key_b)["test_acc"] == 0.6

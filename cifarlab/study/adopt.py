@@ -98,6 +98,22 @@ def adopt_database(study: Study, store: Store, source: Store) -> list[str]:
     return lines or [f"{source.path} holds no done run equal to a run of study {study.name}"]
 
 
+def adopt_elsewhere(study: Study, store: Store) -> list[str]:
+    """Adopt every study run not done here that a sibling results database holds done (`done_elsewhere`,
+    `adopt_database`), each sibling read from an in-memory copy; one line per run adopted. `study run
+    --adopt-done-elsewhere` calls it before each claim, so a run another study finishes meanwhile is
+    taken, not trained again."""
+    from cifarlab.results.store import copy_store
+    lines = []
+    for other in done_elsewhere(study, store, store.path):
+        source = copy_store(other)
+        try:
+            lines += [line for line in adopt_database(study, store, source) if ": adopted from " in line]
+        finally:
+            source.close()
+    return lines
+
+
 def done_elsewhere(study: Study, store: Store, db_path: Path) -> dict[Path, list]:
     """The study runs not done in `store` (nor running) that a sibling results database already
     holds done, with the same config hash and seed: `{other database: [RunKey, ...]}`. Siblings are
