@@ -365,6 +365,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     from cifarlab.results import open_store
     from cifarlab.study import (DataCache, adopt_database, adopt_run, load_study, plan_runs, run_study,
                                 status_table)
+    from cifarlab.study.adopt import adopt_elsewhere
 
     check_db_path(args.db, create=args.action != "status")
     if args.from_db:
@@ -424,7 +425,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         return run_workers(args, study.name)
     data = DataCache(args.data_dir, not args.no_download, not args.no_progress)
     finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
-                         only=tuple(args.only), threads=args.threads, adopt=args.adopt_done_elsewhere)
+                         only=tuple(args.only), threads=args.threads,
+                         adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None)
     print(f"study {study.name}: {finished} run(s) finished by this process")
     print(status_table(study, store))
     return 0

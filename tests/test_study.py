@@ -866,6 +866,8 @@ def test_run_adopts_runs_done_in_a_sibling_database_instead_of_training_them(tmp
                                "runtime": "cpu", "stopped": None}, "runs/a/base/seed0", 1)
     store_a.close()
     store_b = open_store(tmp_path / "results" / "b" / "results.db")
-    finished = run_study(b, store_b, None, tmp_path / "runs", progress=False, adopt=True)   # no data: nothing trains
+    from cifarlab.study.adopt import adopt_elsewhere
+    finished = run_study(b, store_b, None, tmp_path / "runs", progress=False,   # no data: nothing trains
+                         adopt=lambda: adopt_elsewhere(b, store_b))
     (_, _, key_b), = b.runs()
     assert finished == 0 and store_b.status_of(key_b) == "done" and store_b.run(key_b)["test_acc"] == 0.6

@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
 from tqdm import tqdm
 
@@ -75,15 +76,14 @@ def drive_ray(ray, study, store: Store, runs_root: Path, *, only: tuple[str, ...
 
 
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
-              only: tuple[str, ...] = (), threads: int = 0, adopt: bool = False) -> int:
+              only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
 
     `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
-    the runs stay the study's runs whatever the thread count. `adopt`: before each claim, runs that
-    a sibling results database holds done with the same config and seed are adopted
-    (`adopt.adopt_elsewhere`), not trained again.
+    the runs stay the study's runs whatever the thread count. `adopt`: called before each claim, it
+    records runs made elsewhere and says which (`study run --adopt-done-elsewhere` passes
+    `adopt.adopt_elsewhere`: runs a sibling results database holds done), so they are not trained.
     """
-    from cifarlab.study.adopt import adopt_elsewhere
     from cifarlab.study.executors import train_one
 
     plan = threaded(plan_runs(study, store, only), threads)
@@ -92,8 +92,8 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
                  position=0, dynamic_ncols=True)
     finished = 0
     while True:
-        if adopt:
-            for line in adopt_elsewhere(study, store):
+        if adopt is not None:
+            for line in adopt():
                 tqdm.write(f"{study.name}/{line}")
             if study.tuned:   # an adopted tuning run may decide an arm
                 plan = threaded(plan_runs(study, store, only), threads)
