@@ -207,6 +207,8 @@ def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_mea
         conn.execute("INSERT INTO run_metrics VALUES (?, 'train_flops', 1e15)", (run_id,))
     conn.commit()
     conn.close()
+    (lab / "results" / "copy").mkdir()   # the same runs adopted into another database: counted once
+    (lab / "results" / "copy" / "results.db").write_bytes((lab / "results" / "s" / "results.db").read_bytes())
     write_src(lab, "# Paper\n\n{{study s}}\n\n{{costs: later, s}}\n")
     assert paper(lab, capsys) == (0, "")
     text = (lab / "docs" / "REPORT.md").read_text()

@@ -176,12 +176,14 @@ def machine_rates(databases: list, runtime: str = "") -> dict[str, tuple[float, 
     from pathlib import Path
     rates: dict[str, list[float]] = {}
     used: dict[str, int] = {}
+    seen: set[tuple] = set()
     for db in databases:
         try:
             conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
             try:
                 rows = conn.execute(
-                    "SELECT r.machine, m.value / r.wall_seconds FROM runs r JOIN run_metrics m ON m.run_id = r.id "
+                    "SELECT r.machine, m.value / r.wall_seconds, r.config_hash, r.seed, r.wall_seconds "
+                    "FROM runs r JOIN run_metrics m ON m.run_id = r.id "
                     "AND m.name = 'train_flops' WHERE r.status = 'done' AND r.machine IS NOT NULL "
                     "AND r.wall_seconds > 0 AND m.value > 0 AND r.stopped IS NULL AND (? = '' OR r.runtime LIKE ?)",
                     (runtime, f"{runtime}%")).fetchall()
@@ -191,9 +193,11 @@ def machine_rates(databases: list, runtime: str = "") -> dict[str, tuple[float, 
             if "locked" in str(e) or "busy" in str(e):   # one a writer holds past the wait: not silently
                 raise
             continue
-        for machine, rate in rows:
-            rates.setdefault(machine, []).append(rate / 1e12)
-        for machine in {m for m, _ in rows}:
+        for machine, rate, *run in rows:
+            if (machine, *run) not in seen:   # a run adopted into another database counts once
+                seen.add((machine, *run))
+                rates.setdefault(machine, []).append(rate / 1e12)
+        for machine in {row[0] for row in rows}:
             used[machine] = used.get(machine, 0) + 1
     return {m: (statistics.median(r), len(r), used[m]) for m, r in sorted(rates.items())}
 
