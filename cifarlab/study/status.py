@@ -182,7 +182,7 @@ def machine_rates(databases: list, runtime: str = "") -> dict[str, tuple[float, 
             conn = sqlite3.connect(f"{Path(db).resolve().as_uri()}?mode=ro", uri=True)
             try:
                 rows = conn.execute(
-                    "SELECT r.machine, m.value / r.wall_seconds, r.config_hash, r.seed, r.wall_seconds "
+                    "SELECT r.machine, m.value / r.wall_seconds, r.config_hash, r.seed, r.wall_seconds, r.finished "
                     "FROM runs r JOIN run_metrics m ON m.run_id = r.id "
                     "AND m.name = 'train_flops' WHERE r.status = 'done' AND r.machine IS NOT NULL "
                     "AND r.wall_seconds > 0 AND m.value > 0 AND r.stopped IS NULL AND (? = '' OR r.runtime LIKE ?)",
@@ -194,8 +194,8 @@ def machine_rates(databases: list, runtime: str = "") -> dict[str, tuple[float, 
                 raise
             continue
         for machine, rate, *run in rows:
-            if (machine, *run) not in seen:   # a run adopted into another database counts once
-                seen.add((machine, *run))
+            if (machine, rate, *run) not in seen:   # a run adopted into another database counts once
+                seen.add((machine, rate, *run))
                 rates.setdefault(machine, []).append(rate / 1e12)
         for machine in {row[0] for row in rows}:
             used[machine] = used.get(machine, 0) + 1
