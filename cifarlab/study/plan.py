@@ -172,9 +172,8 @@ def claim_groups(study: Study, tuning: dict[str, "ArmTuning"]) -> dict[str, str]
     groups = list(study.questions)
     for arm, t in tuning.items():
         mine = [out[v.name] for v in study.variants if (v.arm or v.name) == arm and v.name in out]
-        for _, key, _ in t.runs:
-            if mine:
-                out[key.experiment] = min(mine, key=groups.index)
+        if mine:
+            out |= {key.experiment: min(mine, key=groups.index) for _, key, _ in t.runs}
     return out
 
 
