@@ -264,6 +264,7 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert flops["images_seen"] == 2 * train_size and flops["train_flops"] > 0
     readme = write_report(store, study_spec(study, store), tmp_path / "report", "cmd").read_text()
     assert "## Tuning" in readme and "**(chosen)**" in readme and "## Across budgets" in readme
+    assert "Margin over the runner-up" in readme and "fewer than 2 seeds at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
 
@@ -545,3 +546,21 @@ def test_an_epoch_valued_choice_is_stretched_with_the_schedule_at_every_budget(t
             finish(store, k, c, 0.6 if c.schedule.warmup == 0.5 else 0.5)
     warmups = {k.experiment: c.schedule.warmup for k, c in plan(study, store).runs.items() if "-tune-" not in k.experiment}
     assert warmups == {"a-1ep": 0.5, "b-1ep": 0.5, "a-4ep": 2.0, "b-4ep": 2.0}   # chosen at 1 epoch, stretched x4
+
+
+@pytest.mark.parametrize("val_std, seeds, said", [
+    (0.002, (0,), "1.8 of that, between one and two: suggestive, not resolved"),   # 0.5 / (0.2 x √2)
+    (0.001, (0,), "3.5 of that, more than two: clear of the noise"),
+    (0.004, (0,), "0.9 of that, less than one: a choice on 1 seed cannot tell the two apart"),
+    (0.0045, (0, 1), "1.1 of that"),                                                 # 0.5 / (0.45 x √(2/2))
+])
+def test_a_tuning_choice_is_set_beside_the_seed_to_seed_noise_of_its_arm(val_std, seeds, said):
+    """The margin of the chosen setting over the runner-up, in units of the noise of a difference of
+    two settings' means over the tuning seeds, the noise read from the arm's runs at the tuning length."""
+    from cifarlab.report.fair import margin
+    t = {"chosen": "optim.lr = 0.1", "seeds": seeds, "twin": "a-5ep",
+         "scores": [("optim.lr = 0.05", 0.800, 1), ("optim.lr = 0.1", 0.810, 1), ("optim.lr = 0.2", 0.805, 1)]}
+    text = margin(t, {"a-5ep": {"experiment": "a-5ep", "n": 3, "val_std": val_std}})
+    assert text.startswith("Margin over the runner-up (optim.lr = 0.2): 0.50 points") and said in text
+    assert "not known yet" in margin(t, {"a-5ep": {"experiment": "a-5ep", "n": 1, "val_std": float("nan")}})
+    assert margin({**t, "chosen": None}, {}) is None

@@ -22,15 +22,19 @@ ALPHA = 0.05
 
 # ----------------------------------------------------------------------------- tuning
 
-def tuning_section(spec: StudySpec) -> list[str]:
-    """Each tuned arm's grid, the mean validation accuracy of every setting, and its choice."""
+def tuning_section(spec: StudySpec, summary: list[dict] | None = None) -> list[str]:
+    """Each tuned arm's grid, the mean validation accuracy of every setting, and its choice, with its
+    margin over the runner-up set beside the seed-to-seed noise of the arm's validation accuracy."""
     if not spec.tuning:
         return []
     lines = ["## Tuning: each arm's choice on the validation split", "",
              "Each tuned arm trained every setting of its grid on the tuning seeds (the test set never read: "
              "`train.test = false`) and took the one with the best mean validation accuracy; a best value at the "
              "edge of a numeric grid grew the grid one step past it first. The choice is recorded in the results "
-             "database, and the arm's test runs below train at it.", ""]
+             "database, and the arm's test runs below train at it. Below each choice, its margin over the runner-up "
+             "is set beside the seed-to-seed noise of the arm's validation accuracy (the standard deviation over "
+             "its test runs' seeds at the tuning length): a choice made on few seeds is clear only where the margin "
+             "exceeds what a difference of two settings' means varies by.", ""]
     for arm, t in spec.tuning.items():
         lines += [f"### `{arm}`", "", "| setting | validation accuracy (%) | seeds |", "|---|---:|---:|"]
         chosen = t["chosen"]
@@ -40,7 +44,34 @@ def tuning_section(spec: StudySpec) -> list[str]:
         lines += ["", f"Choice: {t['reason']}." if chosen is not None else
                   f"Not chosen yet: {sum(n for _, _, n in t['scores'])} of {t['runs']} tuning runs done (the grid may "
                   "still grow).", ""]
+        said = margin(t, {s["experiment"]: s for s in summary or []})
+        lines += [said, ""] if said else []
     return lines
+
+
+def margin(t: dict, by_exp: dict[str, dict]) -> str | None:
+    """The chosen setting's lead over the runner-up against the seed-to-seed standard deviation of
+    the arm's validation accuracy at the tuning length (its test runs there, seeds of one config):
+    whether a choice made on few seeds is clear of the noise it was made in."""
+    scored = sorted(((acc, text) for text, acc, n in t["scores"] if n and math.isfinite(acc)), reverse=True)
+    if t["chosen"] is None or len(scored) < 2:
+        return None
+    (best, _), (second, runner) = scored[0], scored[1]
+    lead = 100 * (best - second)
+    said = f"Margin over the runner-up ({runner}): {lead:.2f} points"
+    s = by_exp.get(t.get("twin") or "")
+    if s is None or s.get("n", 0) < 2 or not ok(s.get("val_std")) or s["val_std"] <= 0:
+        return said + " (the seed-to-seed noise is not known yet: fewer than 2 seeds at the tuning length)."
+    std, n_tune = 100 * s["val_std"], len(t["seeds"])
+    noise = std * math.sqrt(2 / n_tune)   # the std of a difference of two means over n_tune seeds each
+    k = lead / noise
+    verdict = ("less than one: a choice on {seeds} cannot tell the two apart (on this evidence either would "
+               "do)" if k < 1 else
+               "between one and two: suggestive, not resolved" if k < 2 else "more than two: clear of the noise")
+    return (said + f"; the arm's validation accuracy varies by {std:.2f} points from seed to seed (std over the "
+            f"{s['n']} seeds of `{s['experiment']}`, the same length), so a difference of two settings' means over "
+            f"{n_tune} tuning seed(s) varies by about {noise:.2f} (x √(2/{n_tune})) and the margin is {k:.1f} of that, "
+            + verdict.format(seeds=f"{n_tune} seed" + ("s" if n_tune != 1 else "")) + ".")
 
 
 # ----------------------------------------------------------------------------- corrected findings

@@ -199,9 +199,17 @@ def study_spec(study: Study, store: Store | None):
     p = plan(study, store)
     tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
                     "chosen": setting(t.choice) if t.choice is not None else None,
-                    "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs)}
+                    "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs),
+                    "twin": twin(study, arm, t.epochs)}
               for arm, t in p.tuning.items()}
     return study.spec(p.choices, tuning)
+
+
+def twin(study: Study, arm: str, epochs: float) -> str | None:
+    """The arm's test variant at its tuning length (its seeds' validation accuracies measure the
+    seed-to-seed noise a one-seed choice is made under), or None where no budget has that length."""
+    return next((v.name for v in study.variants if (v.arm or v.name) == arm and v.tune is not None
+                 and abs(v.config.train.epochs - epochs) < 1e-9), None)
 
 
 def shares(key: RunKey, cfg: C.ExperimentConfig, share: dict[RunKey, set[RunKey]], tuned: bool) -> bool:
