@@ -564,3 +564,27 @@ def test_a_tuning_choice_is_set_beside_the_seed_to_seed_noise_of_its_arm(val_std
     assert text.startswith("Margin over the runner-up (optim.lr = 0.2): 0.50 points") and said in text
     assert "not known yet" in margin(t, {"a-5ep": {"experiment": "a-5ep", "n": 1, "val_std": float("nan")}})
     assert margin({**t, "chosen": None}, {}) is None
+
+
+def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(tmp_path):
+    """`{{choices STUDY}}`: the tuned arms counted by their choice's margin against the seed noise
+    read from the arm's runs at the tuning length; before those runs exist it says why not."""
+    from cifarlab.report.paper import PaperError, Renderer, Results
+    studies = tmp_path / "studies"
+    studies.mkdir()
+    path = write(studies, TUNED.replace("tune_extend = 1", "tune_extend = 0"))
+    (tmp_path / "results" / "fair").mkdir(parents=True)
+    store = open_store(tmp_path / "results" / "fair" / "results.db")
+    study = load_study(path)
+    p = plan(study, store)
+    for key in [k for k in p.runs if "-tune-" in k.experiment]:
+        finish(store, key, p.runs[key], 0.60 if key.experiment.endswith("0.02") else 0.59)
+    renderer = Renderer(Results(tmp_path / "results", studies), tmp_path / "docs")
+    with pytest.raises(PaperError, match="no tuned arm has a choice and 2 seeds"):
+        renderer.choices("fair")
+    p = plan(study, store)
+    for key in [k for k in p.runs if k.experiment == "drop-1ep"]:
+        finish(store, key, p.runs[key], {0: 0.60, 1: 0.64}[key.seed])   # std 2.83 points: noise 4.0, lead 1.0
+    store.close()
+    renderer = Renderer(Results(tmp_path / "results", studies), tmp_path / "docs")
+    assert renderer.choices("fair") == "of 1 choices made on 1 tuning seed(s), 1 within the noise (`drop`)"

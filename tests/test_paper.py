@@ -180,7 +180,7 @@ def test_a_claim_the_data_do_not_support_stops_the_build_in_one_line(lab, capsys
     ("{{delta s flip ghost}}", "no variant 'ghost'"), ("{{fig s/other.png}}", "its figures: fig.png"),
     ("{{s/flip:target}}", "no published target"), ("{{pub nothing}}", "no published figure"),
     ("{{hello there}}", "not a reference"), ("text {{fig s/fig.png}}", "stands alone"),
-    ("{{costs: s, nosuch}}", "no study file studies/nosuch.toml")])
+    ("{{costs: s, nosuch}}", "no study file studies/nosuch.toml"), ("{{choices s}}", "tunes no arm")])
 def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, ref, says):
     (lab / "docs").mkdir()
     (lab / "docs" / "REPORT.md").write_text("old")

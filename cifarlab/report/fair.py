@@ -49,29 +49,46 @@ def tuning_section(spec: StudySpec, summary: list[dict] | None = None) -> list[s
     return lines
 
 
-def margin(t: dict, by_exp: dict[str, dict]) -> str | None:
-    """The chosen setting's lead over the runner-up against the seed-to-seed standard deviation of
-    the arm's validation accuracy at the tuning length (its test runs there, seeds of one config):
-    whether a choice made on few seeds is clear of the noise it was made in."""
+CLEAR, SUGGESTIVE, WITHIN = "clear of the noise", "suggestive, not resolved", "within the noise"
+
+
+def margin_numbers(t: dict, by_exp: dict[str, dict]) -> dict | None:
+    """The chosen setting's lead over the runner-up (points) and, where the arm's runs at the tuning
+    length (its test runs there: seeds of one config) give a seed-to-seed standard deviation of
+    validation accuracy, the noise of a difference of two settings' means over the tuning seeds
+    (std x sqrt(2/n)), the lead in units of it and its verdict. None before a choice."""
     scored = sorted(((acc, text) for text, acc, n in t["scores"] if n and math.isfinite(acc)), reverse=True)
     if t["chosen"] is None or len(scored) < 2:
         return None
     (best, _), (second, runner) = scored[0], scored[1]
-    lead = 100 * (best - second)
-    said = f"Margin over the runner-up ({runner}): {lead:.2f} points"
+    out = {"runner": runner, "lead": 100 * (best - second), "n_tune": len(t["seeds"])}
     s = by_exp.get(t.get("twin") or "")
     if s is None or s.get("n", 0) < 2 or not ok(s.get("val_std")) or s["val_std"] <= 0:
+        return out
+    std = 100 * s["val_std"]
+    noise = std * math.sqrt(2 / out["n_tune"])
+    k = out["lead"] / noise
+    return {**out, "std": std, "n": s["n"], "twin": s["experiment"], "noise": noise, "k": k,
+            "verdict": WITHIN if k < 1 else SUGGESTIVE if k < 2 else CLEAR}
+
+
+def margin(t: dict, by_exp: dict[str, dict]) -> str | None:
+    """The tuning choice's margin over the runner-up against the seed-to-seed noise, in words:
+    whether a choice made on few seeds is clear of the noise it was made in."""
+    m = margin_numbers(t, by_exp)
+    if m is None:
+        return None
+    said = f"Margin over the runner-up ({m['runner']}): {m['lead']:.2f} points"
+    if "k" not in m:
         return said + " (the seed-to-seed noise is not known yet: fewer than 2 seeds at the tuning length)."
-    std, n_tune = 100 * s["val_std"], len(t["seeds"])
-    noise = std * math.sqrt(2 / n_tune)   # the std of a difference of two means over n_tune seeds each
-    k = lead / noise
-    verdict = ("less than one: a choice on {seeds} cannot tell the two apart (on this evidence either would "
-               "do)" if k < 1 else
-               "between one and two: suggestive, not resolved" if k < 2 else "more than two: clear of the noise")
-    return (said + f"; the arm's validation accuracy varies by {std:.2f} points from seed to seed (std over the "
-            f"{s['n']} seeds of `{s['experiment']}`, the same length), so a difference of two settings' means over "
-            f"{n_tune} tuning seed(s) varies by about {noise:.2f} (x √(2/{n_tune})) and the margin is {k:.1f} of that, "
-            + verdict.format(seeds=f"{n_tune} seed" + ("s" if n_tune != 1 else "")) + ".")
+    seeds = f"{m['n_tune']} seed" + ("s" if m["n_tune"] != 1 else "")
+    verdict = {WITHIN: f"less than one: a choice on {seeds} cannot tell the two apart (on this evidence either "
+                       "would do)", SUGGESTIVE: f"between one and two: {SUGGESTIVE}",
+               CLEAR: f"more than two: {CLEAR}"}[m["verdict"]]
+    return (said + f"; the arm's validation accuracy varies by {m['std']:.2f} points from seed to seed (std over the "
+            f"{m['n']} seeds of `{m['twin']}`, the same length), so a difference of two settings' means over "
+            f"{m['n_tune']} tuning seed(s) varies by about {m['noise']:.2f} (x √(2/{m['n_tune']})) and the margin is "
+            f"{m['k']:.1f} of that, {verdict}.")
 
 
 # ----------------------------------------------------------------------------- corrected findings

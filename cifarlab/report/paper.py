@@ -81,6 +81,7 @@ TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME}
 STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
 PUB_REF = re.compile(rf"pub\s+({NAME})")
 COSTS_REF = re.compile(rf"costs:\s+({NAME}(?:\s*,\s*{NAME})*)")
+CHOICES_REF = re.compile(rf"choices\s+({NAME})")
 # A CPU's rate costs the studies left once it has finished this many runs in the committed databases.
 RATE_RUNS = 50
 PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
@@ -276,7 +277,7 @@ class Renderer:
             raise PaperError(f"a {kind} reference stands alone on its line")
         for pattern, method in ((DELTA_REF, self.delta), (CLAIM_REF, self.claim), (FIG_REF, self.figure),
                                 (TABLE_REF, self.table), (STUDY_REF, self.study), (PUB_REF, self.pub),
-                                (COSTS_REF, self.costs),
+                                (COSTS_REF, self.costs), (CHOICES_REF, self.choices),
                                 (VALUE_REF, self.value)):
             m = pattern.fullmatch(ref)
             if m:
@@ -430,6 +431,33 @@ class Renderer:
         return "\n".join(lines + ["", "Rates (the median training FLOP/s of the finished CPU runs in the "
                                        "results databases, wall time including validation; networks run "
                                        f"nearer or further from a CPU's peak, so a rough guide): {rates or 'none yet'}."])
+
+    def choices(self, folder: str) -> str:
+        """How many of the study's tuned arms chose clear of the seed-to-seed noise, suggestively, or
+        within it (the margin over the runner-up against the noise of a difference of two settings'
+        means: the study report's tuning section, counted), naming the arms of each."""
+        from cifarlab.report.fair import CLEAR, SUGGESTIVE, WITHIN, margin_numbers
+        data = self.data(folder)
+        if not data.spec.tuning:
+            raise PaperError(f"study {folder} tunes no arm (no `tune` in its study file)")
+        counted: dict[str, list[str]] = {CLEAR: [], SUGGESTIVE: [], WITHIN: []}
+        waiting, seeds = [], set()
+        for arm, t in data.spec.tuning.items():
+            twin = t.get("twin")
+            vals = list(data.scores(twin, "val_acc").values()) if twin and data.done.get(twin) else []
+            std = mean_std(vals)[1] if len(vals) > 1 else float("nan")
+            m = margin_numbers(t, {twin: {"experiment": twin, "n": len(vals), "val_std": std}} if twin else {})
+            if m is None or "k" not in m:
+                waiting.append(f"`{arm}`")
+                continue
+            seeds.add(m["n_tune"])
+            counted[m["verdict"]].append(f"`{arm}`")
+        parts = [f"{len(arms)} {verdict} ({', '.join(arms)})" for verdict, arms in counted.items() if arms]
+        n = sum(len(a) for a in counted.values())
+        if not n:
+            raise PaperError(f"study {folder}: no tuned arm has a choice and 2 seeds at its tuning length yet")
+        said = (f"of {n} choices made on {' or '.join(map(str, sorted(seeds)))} tuning seed(s), " + ", ".join(parts))
+        return said + (f"; not yet known for {', '.join(waiting)}" if waiting else "")
 
     def pub(self, key: str) -> str:
         if key not in self.paper.published:
