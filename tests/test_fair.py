@@ -394,6 +394,10 @@ set = { "model.widths" = [4, 8] }
     ('order = "arm"', "`order` must be one of seed, group"),
     ('order = "group"', "declares no [groups.NAME]"),
     ('tune = { "optim.lr" = [0.1, 0.2] }\nset = { "data.val_size" = 0 }', "validation split"),
+    ("more_seeds = { below = 0.5 }", "must be a table more_seeds = { below = POINTS, seeds = [S, ...] }"),
+    ("more_seeds = { below = 0, seeds = [3] }", "more_seeds.below must be points"),
+    ("more_seeds = { below = 0.5, seeds = [0, 3] }", "not among the study's seeds [0]"),
+    ("more_seeds = { below = 0.5, seeds = [3] }", "more_seeds compares each group's variants"),
 ])
 def test_bad_fair_keys_are_one_line(tmp_path, extra, message):
     path = write(tmp_path, f'experiment = "tiny.toml"\nseeds = [0]\n{extra}\n[[variants]]\nname = "a"\n')
@@ -588,3 +592,62 @@ def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(t
     store.close()
     renderer = Renderer(Results(tmp_path / "results", studies), tmp_path / "docs")
     assert renderer.choices("fair") == "of 1 choices made on 1 tuning seed(s), 1 within the noise (`drop`)"
+
+
+MORE_SEEDS = """
+experiment = "tiny.toml"
+seeds = [0, 1]
+budgets = [1, 2]
+more_seeds = { below = 0.5, seeds = [2, 3] }
+
+[groups.g]
+question = "Do a and b differ from base?"
+baseline = "base"
+
+[[variants]]
+name = "base"
+group = "g"
+
+[[variants]]
+name = "close"
+group = "g"
+set = { "optim.lr" = 0.04 }
+
+[[variants]]
+name = "far"
+group = "g"
+set = { "optim.lr" = 0.03 }
+
+[[variants]]
+name = "alone"
+set = { "optim.lr" = 0.02 }
+"""
+
+
+def test_more_seeds_go_to_a_comparison_whose_validation_difference_is_small_once_its_seeds_finish(tmp_path):
+    """`more_seeds`: at each budget, a member whose mean validation difference from its group's
+    baseline is under `below` points, once both have finished every planned seed, trains the extra
+    seeds, and so does the baseline; they are claimed after every other planned run; the report's
+    spec plans them; a difference just above the bar, or an unfinished seed, adds nothing."""
+    study = load_study(write(tmp_path, MORE_SEEDS))
+    store = open_store(tmp_path / "r.db")
+    val = {"base": 0.600, "close": 0.604, "far": 0.610, "alone": 0.5}   # close: +0.4 points, far: +1.0
+    p = plan(study, store)
+    assert p.extra == {} and {k.seed for k in p.runs} == {0, 1}
+    for key in [k for k in p.runs if k.experiment.endswith("-1ep") and k.experiment != "close-1ep"]:
+        finish(store, key, p.runs[key], val[key.experiment[:-4]])
+    first = next(k for k in p.runs if k.experiment == "close-1ep")
+    finish(store, first, p.runs[first], 0.604)
+    assert plan(study, store).extra == {}   # close-1ep's seed 1 not finished: nothing decided yet
+    second = next(k for k in p.runs if k.experiment == "close-1ep" and k.seed == 1)
+    finish(store, second, p.runs[second], 0.604)
+    p = plan(study, store)
+    assert p.extra == {"close-1ep": (2, 3), "base-1ep": (2, 3)}
+    added = [(k.experiment, k.seed) for k in p.runs if k.seed >= 2]
+    assert added == [("base-1ep", 2), ("close-1ep", 2), ("base-1ep", 3), ("close-1ep", 3)]
+    assert list(p.runs)[-4:] == [k for k in p.runs if k.seed >= 2]   # after the 2-epoch budget's runs
+    spec = study_spec(study, store)
+    assert spec.planned("close-1ep") == (0, 1, 2, 3) and spec.planned("far-1ep") == (0, 1)
+    assert spec.planned("close-2ep") == (0, 1)   # each budget decides for itself
+    store.conn.execute("UPDATE runs SET val_acc = 0.606 WHERE experiment = 'close-1ep'")   # +0.6: above the bar
+    assert plan(study, store).extra == {}

@@ -124,6 +124,36 @@ def load_tune_settings(raw: dict, seeds: tuple[int, ...], where: str) -> tuple[t
     return tuple(tseeds), None if epochs is None else float(epochs), extend
 
 
+@dataclass(frozen=True)
+class MoreSeeds:
+    """`more_seeds = { below = 0.5, seeds = [3, 4] }`: a comparison with its group's baseline whose
+    validation-accuracy difference, over the seeds both have finished, is smaller than `below`
+    points trains `seeds` too, for the variant and the baseline (small effects need more seeds;
+    the test set plays no part in the decision)."""
+    below: float                # points of validation accuracy
+    seeds: tuple[int, ...]
+
+
+def load_more_seeds(raw: dict, seeds: tuple[int, ...], where: str) -> MoreSeeds | None:
+    rule = raw.get("more_seeds")
+    if rule is None:
+        return None
+    form = "more_seeds = { below = POINTS, seeds = [S, ...] }"
+    if not isinstance(rule, dict) or set(rule) != {"below", "seeds"}:
+        raise ConfigError(f"{where}: `more_seeds` must be a table {form}, got {rule!r}")
+    below, extra = rule["below"], rule["seeds"]
+    if isinstance(below, bool) or not isinstance(below, (int, float)) or not 0 < below <= 100:
+        raise ConfigError(f"{where}: more_seeds.below must be points of accuracy, > 0 and <= 100, got {below!r}")
+    if not isinstance(extra, list) or not extra or not all(type(s) is int and s >= 0 for s in extra) \
+            or len(set(extra)) != len(extra) or set(extra) & set(seeds):
+        raise ConfigError(f"{where}: more_seeds.seeds must be distinct integers >= 0 not among the study's seeds "
+                          f"{list(seeds)}, got {extra!r}")
+    if not raw.get("groups"):
+        raise ConfigError(f"{where}: more_seeds compares each group's variants with its baseline, but the study "
+                          "declares no [groups.NAME]; declare them, or leave more_seeds out")
+    return MoreSeeds(float(below), tuple(extra))
+
+
 def load_budgets(raw: dict, ref_epochs: float, where: str) -> tuple[Budget, ...]:
     """`budgets` (multipliers) or `budget_epochs` (the reference arm's epochs); default one budget, 1x."""
     if "budgets" in raw and "budget_epochs" in raw:

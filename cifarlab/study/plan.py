@@ -42,6 +42,7 @@ class Plan:
     runs: dict[RunKey, C.ExperimentConfig]      # tuning runs first, then the test runs known so far
     tuning: dict[str, ArmTuning]                 # arm -> its tuning
     names: dict[RunKey, str]                     # key -> the variant (or tuning run) it belongs to
+    extra: dict[str, tuple[int, ...]] = field(default_factory=dict)  # variant -> seeds `more_seeds` added
 
     @property
     def choices(self) -> dict[str, dict]:
@@ -150,15 +151,62 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
         for _, key, cfg in t.runs:
             runs[key], names[key] = cfg, key.experiment
     choices = {arm: t.choice for arm, t in tuning.items() if t.choice is not None}
-    for v, cfg, key in study.runs(choices):
+    extra = more_seeds(study, store, choices)
+    later = []   # the seeds `more_seeds` added come after every planned seed of every budget
+    for v, cfg, key in with_seeds(study, extra).runs(choices):
         if not only or v.name in only:
-            runs[key], names[key] = cfg, v.name
+            if key.seed in extra.get(v.name, ()):
+                later.append((key, cfg, v.name))
+            else:
+                runs[key], names[key] = cfg, v.name
+    for key, cfg, name in later:
+        runs[key], names[key] = cfg, name
     if study.order == "group":
         groups = list(study.questions)
         group = claim_groups(study, tuning)
         runs = {key: runs[key] for key in sorted(
             runs, key=lambda k: groups.index(group[names[k]]) if group.get(names[k]) in groups else len(groups))}
-    return Plan(runs, tuning, names)
+    return Plan(runs, tuning, names, extra)
+
+
+def more_seeds(study: Study, store: Store | None, choices: dict[str, dict]) -> dict[str, tuple[int, ...]]:
+    """variant -> the seeds the study's `more_seeds` rule adds to it: for each group, every member
+    (and `also` variant) whose every planned seed has finished, as have the baseline's, and whose mean
+    validation-accuracy difference with the baseline over their common seeds is under `below` points
+    gets the rule's seeds, and so does the baseline. Decided from validation accuracy only."""
+    rule = study.more_seeds
+    if rule is None or store is None:
+        return {}
+    keys: dict[str, dict[int, RunKey]] = {}
+    for v, _, key in study.runs(choices):
+        keys.setdefault(v.name, {})[key.seed] = key
+
+    def finished(name: str) -> dict[int, float] | None:
+        rows = {seed: store.run(key) for seed, key in keys.get(name, {}).items()}
+        if not rows or any(r is None or r["status"] != "done" or r["val_acc"] is None for r in rows.values()):
+            return None
+        return {seed: r["val_acc"] for seed, r in rows.items()}
+    extra: dict[str, tuple[int, ...]] = {}
+    for group in study.questions:
+        base = study.baselines.get(group)
+        base_val = finished(base) if base else None
+        if base_val is None:
+            continue
+        for name in dict.fromkeys([v.name for v in study.variants if v.group == group] + list(study.also.get(group, ()))):
+            val = finished(name) if name != base else None
+            common = sorted(set(val or {}) & set(base_val))
+            if common and abs(100 * sum(val[s] - base_val[s] for s in common) / len(common)) < rule.below:
+                extra[name] = extra[base] = rule.seeds
+    return extra
+
+
+def with_seeds(study: Study, extra: dict[str, tuple[int, ...]]) -> Study:
+    """The study with each variant's seeds followed by the seeds `extra` adds to it."""
+    if not extra:
+        return study
+    return dataclasses.replace(study, variants=tuple(
+        dataclasses.replace(v, seeds=study.seeds_of(v) + tuple(s for s in extra[v.name] if s not in study.seeds_of(v)))
+        if v.name in extra else v for v in study.variants))
 
 
 def claim_groups(study: Study, tuning: dict[str, "ArmTuning"]) -> dict[str, str]:
@@ -194,15 +242,17 @@ def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig, 
 
 def study_spec(study: Study, store: Store | None):
     """The study's report spec with every tuned arm's recorded choice and its tuning, for the report."""
-    if not study.tuned:
+    if not study.tuned and study.more_seeds is None:
         return study.spec()
     p = plan(study, store)
+    if not study.tuned:
+        return with_seeds(study, p.extra).spec()
     tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
                     "chosen": setting(t.choice) if t.choice is not None else None,
                     "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs),
                     "twin": twin(study, arm, t.epochs)}
               for arm, t in p.tuning.items()}
-    return study.spec(p.choices, tuning)
+    return with_seeds(study, p.extra).spec(p.choices, tuning)
 
 
 def twin(study: Study, arm: str, epochs: float) -> str | None:

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
 
 STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "description", "groups",
               "convergence", "selection", "tune", "tune_seeds", "tune_epochs", "tune_extend", "budgets",
-              "budget_epochs", "match", "correction", "order")
+              "budget_epochs", "match", "correction", "order", "more_seeds")
 # Claim order: seed-major over the whole study (seed 0 of every comparison first), or group by group
 # (each group's tuning and test runs before the next group's: a long study answers one question at a time).
 ORDERS = ("seed", "group")
@@ -99,6 +99,7 @@ class Study:
     match: str = "epochs"                # epochs | flops: what the arms have equal of at each budget
     correction: str = "none"             # none | holm: how findings treat several comparisons in a group
     order: str = "seed"                  # seed | group: the order workers claim runs in (ORDERS)
+    more_seeds: fair.MoreSeeds | None = None  # more seeds where a comparison's validation difference is small
 
     def seeds_of(self, v: Variant) -> tuple[int, ...]:
         return v.seeds if v.seeds is not None else self.seeds
@@ -250,7 +251,7 @@ def load_study(path: str | Path) -> Study:
     study = Study(name, path, seeds, reference, variants,
                   str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
                   also, budgets if len(budgets) > 1 or match != "epochs" or budgets[0].factor != 1 else (),
-                  match, correction, order)
+                  match, correction, order, fair.load_more_seeds(raw, seeds, str(path)))
     return expand_budgets(study) if study.budgets else study
 
 
