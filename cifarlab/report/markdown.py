@@ -288,9 +288,23 @@ def findings_section(store: Store, spec: StudySpec, summary: list[dict], out_dir
              "of its differences real when none is stays at 5 %; the CIs shown are the uncorrected paired 95% CIs. "
              "A variant some of whose seeds stayed at chance is reported as unstable and not compared; a difference "
              "not resolved says about how many seeds one of its size would need (80 % power).", ""]
+    lines += more_seeds_said(spec)
     for group in spec.questions:
         lines += group_section(store, spec, by_exp, group, out_dir)
     return lines
+
+
+def more_seeds_said(spec: StudySpec) -> list[str]:
+    """The study's `more_seeds` rule and the experiments it has added seeds to so far."""
+    if not spec.more_seeds:
+        return []
+    below, seeds = spec.more_seeds
+    added = ", ".join(f"`{e}`" for e in spec.experiments if e in spec.added)
+    return [f"More seeds where an effect is small (the study's `more_seeds` rule, fixed in its file): a comparison "
+            f"whose validation-accuracy difference from its group's baseline, over the seeds both finished, is under "
+            f"{below:g} points also trains seed(s) {', '.join(map(str, seeds))}, and so does the baseline; the test "
+            "set plays no part in the decision. "
+            + (f"Added so far to: {added}." if added else "No comparison has met it so far."), ""]
 
 
 def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group: str, out_dir: Path) -> list[str]:

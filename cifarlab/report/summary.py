@@ -45,11 +45,14 @@ class StudySpec:
     correction: str = "none"            # none | holm: Holm-corrected findings with unstable seeds and seeds needed
     tuning: dict[str, dict] = field(default_factory=dict)  # arm -> its grid's scores and choice (`study.plan.study_spec`)
     match: str = "epochs"               # epochs | flops: what a study's arms have equal of
+    more_seeds: tuple[float, tuple[int, ...]] | None = None  # (below, seeds) of the study's `more_seeds` rule
+    added: dict[str, tuple[int, ...]] = field(default_factory=dict)  # experiment -> the seeds the rule added so far
 
     @property
     def fair(self) -> bool:
         """Whether the study uses the fair-comparison keys: its report then adds their sections."""
-        return bool(self.budgets or self.tuning or self.seeds_of or self.correction != "none" or self.match != "epochs")
+        return bool(self.budgets or self.tuning or self.seeds_of or self.correction != "none" or self.match != "epochs"
+                    or self.more_seeds)
 
     def planned(self, experiment: str) -> tuple[int, ...]:
         return self.seeds_of.get(experiment, self.seeds)

@@ -246,13 +246,13 @@ def study_spec(study: Study, store: Store | None):
         return study.spec()
     p = plan(study, store)
     if not study.tuned:
-        return with_seeds(study, p.extra).spec()
+        return with_seeds(study, p.extra).spec(added=p.extra)
     tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
                     "chosen": setting(t.choice) if t.choice is not None else None,
                     "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs),
                     "twin": twin(study, arm, t.epochs)}
               for arm, t in p.tuning.items()}
-    return with_seeds(study, p.extra).spec(p.choices, tuning)
+    return with_seeds(study, p.extra).spec(p.choices, tuning, p.extra)
 
 
 def twin(study: Study, arm: str, epochs: float) -> str | None:
