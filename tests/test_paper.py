@@ -276,3 +276,17 @@ def test_the_committed_report_regenerates_byte_for_byte_from_the_committed_datab
 
 def test_the_committed_source_types_no_number_by_hand():
     assert hand_typed_numbers(SRC.read_text()) == []
+
+
+def test_the_machine_field_names_each_cpu_and_its_threads_beside_a_wall_time(lab, capsys):
+    conn = sqlite3.connect(lab / "results" / "s" / "results.db")
+    conn.execute("UPDATE runs SET machine = 'CPU X', runtime = 'cpu (CPU X), bfloat16, channels_last, 2 threads' "
+                 "WHERE experiment = 'base'")
+    conn.execute("UPDATE runs SET machine = 'CPU Y', runtime = 'cpu (CPU Y), fp32, 1 threads' WHERE experiment = 'flip' AND seed = 0")
+    conn.execute("UPDATE runs SET machine = 'CPU Z', runtime = 'cuda (CPU Z), bf16' WHERE experiment = 'flip' AND seed > 0")
+    conn.commit()
+    conn.close()
+    write_src(lab, "# Paper\n\nBase {{s/base:wall}} on {{s/base:machine}}; flip on {{s/flip:machine}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    assert "Base 101 s on CPU X, 2 threads; flip on CPU Y, 1 thread; CPU Z." in text

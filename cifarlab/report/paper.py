@@ -90,7 +90,7 @@ PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 # ends (the flipped training samples against their noisy and clean labels, clean validation labels).
 LAST_EPOCH = ("train_acc", "flipped_acc_noisy", "flipped_acc_clean", "val_acc_clean")
 ACCURACIES = ("test_acc", "val_acc", "test_top5", "val_top5", "val_acc_max") + LAST_EPOCH
-FIELDS = ACCURACIES + ("n", "wall", "params", "target", "target_diff", "at_chance")
+FIELDS = ACCURACIES + ("n", "wall", "machine", "params", "target", "target_diff", "at_chance")
 BLOCKS = ("fig", "table", "costs")  # references that stand alone on their line
 
 
@@ -208,6 +208,12 @@ class Results:
 
 # ----------------------------------------------------------------------------- formatting
 
+def threads_of(runtime: str | None) -> str:
+    """"2 threads" from a run's recorded runtime ("cpu (...), bfloat16, channels_last, 2 threads"), or ""."""
+    m = re.search(r"(\d+) threads?\b", runtime or "")
+    return f"{m.group(1)} thread{'s' if m.group(1) != '1' else ''}" if m else ""
+
+
 def accuracy_text(values: list[float]) -> str:
     mean, std = mean_std(values)
     if len(values) < 2:
@@ -297,6 +303,13 @@ class Renderer:
             if not walls:
                 raise PaperError(f"{folder}/{name} recorded no wall time")
             return f"{mean_std(walls)[0]:,.0f} s"
+        if what == "machine":   # where its wall times were measured: the CPU or GPU, and threads per run
+            from cifarlab.report.markdown import unique
+            said = unique(f"{r['machine']}, {threads_of(r['runtime'])}" if threads_of(r["runtime"]) else r["machine"]
+                          for r in runs.values() if r["machine"])
+            if not said:
+                raise PaperError(f"{folder}/{name} recorded no machine")
+            return "; ".join(said)
         if what == "at_chance":
             from cifarlab.report.summary import at_chance, clean_val_by_run, epochs_by_run
             chance = at_chance(runs, epochs_by_run(data.store, [r["id"] for r in runs.values()]),
