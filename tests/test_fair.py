@@ -264,7 +264,7 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert flops["images_seen"] == 2 * train_size and flops["train_flops"] > 0
     readme = write_report(store, study_spec(study, store), tmp_path / "report", "cmd").read_text()
     assert "## Tuning" in readme and "**(chosen)**" in readme and "## Across budgets" in readme
-    assert "Margin over the runner-up" in readme and "fewer than 2 seeds at the tuning length" in readme
+    assert "Margin over the runner-up" in readme and "fewer than 3 seeds of `drop-1ep` at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
 
@@ -567,7 +567,20 @@ def test_a_tuning_choice_is_set_beside_the_seed_to_seed_noise_of_its_arm(val_std
     text = margin(t, {"a-5ep": {"experiment": "a-5ep", "n": 3, "val_std": val_std}})
     assert text.startswith("Margin over the runner-up (optim.lr = 0.2): 0.50 points") and said in text
     assert "not known yet" in margin(t, {"a-5ep": {"experiment": "a-5ep", "n": 1, "val_std": float("nan")}})
+    assert "fewer than 3 seeds" in margin(t, {"a-5ep": {"experiment": "a-5ep", "n": 2, "val_std": val_std}})
+    assert "no test variant trains at the tuning length" in margin({**t, "twin": None}, {})
     assert margin({**t, "chosen": None}, {}) is None
+
+
+def test_a_tuning_margin_is_the_recorded_choices_lead_even_on_a_tie_or_when_another_now_scores_higher():
+    from cifarlab.report.fair import margin_numbers
+    noise = {"a-5ep": {"experiment": "a-5ep", "n": 3, "val_std": 0.002}}
+    tie = {"chosen": "lr = 0.1", "seeds": (0,), "twin": "a-5ep", "scores": [("lr = 0.1", 0.81, 1), ("lr = 0.2", 0.81, 1)]}
+    m = margin_numbers(tie, noise)
+    assert m["runner"] == "lr = 0.2" and m["lead"] == 0 and m["verdict"] == "within the noise"
+    stale = {**tie, "scores": [("lr = 0.1", 0.80, 1), ("lr = 0.2", 0.81, 1), ("lr = 0.4", 0.70, 1)]}
+    m = margin_numbers(stale, noise)
+    assert m["runner"] == "lr = 0.2" and m["lead"] == pytest.approx(-1.0) and m["verdict"] == "within the noise"
 
 
 def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(tmp_path):
@@ -576,7 +589,7 @@ def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(t
     from cifarlab.report.paper import PaperError, Renderer, Results
     studies = tmp_path / "studies"
     studies.mkdir()
-    path = write(studies, TUNED.replace("tune_extend = 1", "tune_extend = 0"))
+    path = write(studies, TUNED.replace("tune_extend = 1", "tune_extend = 0").replace("seeds = [0, 1]", "seeds = [0, 1, 2]"))
     (tmp_path / "results" / "fair").mkdir(parents=True)
     store = open_store(tmp_path / "results" / "fair" / "results.db")
     study = load_study(path)
@@ -584,11 +597,11 @@ def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(t
     for key in [k for k in p.runs if "-tune-" in k.experiment]:
         finish(store, key, p.runs[key], 0.60 if key.experiment.endswith("0.02") else 0.59)
     renderer = Renderer(Results(tmp_path / "results", studies), tmp_path / "docs")
-    with pytest.raises(PaperError, match="no tuned arm has a choice and 2 seeds"):
+    with pytest.raises(PaperError, match="no tuned arm has a choice and 3 seeds"):
         renderer.choices("fair")
     p = plan(study, store)
     for key in [k for k in p.runs if k.experiment == "drop-1ep"]:
-        finish(store, key, p.runs[key], {0: 0.60, 1: 0.64}[key.seed])   # std 2.83 points: noise 4.0, lead 1.0
+        finish(store, key, p.runs[key], {0: 0.60, 1: 0.64, 2: 0.62}[key.seed])   # std 2.0 points: noise 2.83, lead 1.0
     store.close()
     renderer = Renderer(Results(tmp_path / "results", studies), tmp_path / "docs")
     assert renderer.choices("fair") == "of 1 choices made on 1 tuning seed(s), 1 within the noise (`drop`)"
@@ -654,3 +667,47 @@ def test_more_seeds_go_to_a_comparison_whose_validation_difference_is_small_once
     assert "under 0.5 points also trains seed(s) 2, 3" in said and "Added so far to: `base-1ep`, `close-1ep`." in said
     store.conn.execute("UPDATE runs SET val_acc = 0.606 WHERE experiment = 'close-1ep'")   # +0.6: above the bar
     assert plan(study, store).extra == {}
+
+
+def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_stays_last_under_group_order(tmp_path):
+    text = (MORE_SEEDS.replace('baseline = "base"\n', "").replace("budgets = [1, 2]\n", "")
+            + '\n[groups.h]\nquestion = "?"\n\n[[variants]]\nname = "later"\ngroup = "h"\n'
+              'set = { "optim.lr" = 0.01 }\n')
+    study = load_study(write(tmp_path, text.replace("seeds = [0, 1]\n", 'seeds = [0, 1]\norder = "group"\n')))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    val = {"base": 0.600, "close": 0.604, "far": 0.610}
+    for key in [k for k in p.runs if k.experiment in val]:
+        finish(store, key, p.runs[key], val[key.experiment])
+    p = plan(study, store)
+    assert p.extra == {"close": (2, 3), "base": (2, 3)}
+    order = [(k.experiment, k.seed) for k in p.runs]
+    assert order.index(("later", 1)) < order.index(("base", 2)) and order[-4:] == [
+        ("base", 2), ("close", 2), ("base", 3), ("close", 3)]
+
+
+def test_more_seeds_refuses_a_study_without_a_validation_split_and_adds_no_seed_a_variant_plans_anyway(tmp_path):
+    with pytest.raises(ConfigError, match="holds out no validation split"):
+        load_study(write(tmp_path, MORE_SEEDS.replace('name = "alone"\n', 'name = "alone"\n')
+                         .replace('set = { "optim.lr" = 0.02 }', 'set = { "optim.lr" = 0.02, "data.val_size" = 0 }')))
+    study = load_study(write(tmp_path, MORE_SEEDS.replace("budgets = [1, 2]\n", "").replace(
+        'name = "close"\ngroup = "g"\n', 'name = "close"\ngroup = "g"\nseeds = [0, 1, 2]\n')))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    val = {"base": 0.600, "close": 0.604, "far": 0.610}
+    for key in [k for k in p.runs if k.experiment in val]:
+        finish(store, key, p.runs[key], val[key.experiment])
+    assert plan(study, store).extra == {"close": (3,), "base": (2, 3)}
+
+
+def test_a_study_run_trains_the_seeds_more_seeds_adds_as_soon_as_they_are_decided(tmp_path, data_root):
+    """An untuned study with `more_seeds`: the one process that trains the first seeds plans again
+    after each run, so it trains the added seeds too, in the same call."""
+    from cifarlab.study.run import DataCache, run_study
+    study = load_study(write(tmp_path, 'name = "more"\nexperiment = "tiny.toml"\nseeds = [0]\n'
+                                       'more_seeds = { below = 100, seeds = [1] }\n[groups.g]\nquestion = "?"\n'
+                                       '[[variants]]\nname = "a"\ngroup = "g"\n\n[[variants]]\nname = "b"\n'
+                                       'group = "g"\nset = { "optim.lr" = 0.02 }\n', "more.toml"))
+    store = open_store(tmp_path / "r.db")
+    assert run_study(study, store, DataCache(str(data_root), False, False), tmp_path / "runs", progress=False) == 4
+    assert sorted((r["experiment"], r["seed"]) for r in store.runs("more")) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]

@@ -52,19 +52,28 @@ def tuning_section(spec: StudySpec, summary: list[dict] | None = None) -> list[s
 CLEAR, SUGGESTIVE, WITHIN = "clear of the noise", "suggestive, not resolved", "within the noise"
 
 
+MIN_NOISE_SEEDS = 3   # seeds at the tuning length before a std is trusted for a verdict
+
+
 def margin_numbers(t: dict, by_exp: dict[str, dict]) -> dict | None:
-    """The chosen setting's lead over the runner-up (points) and, where the arm's runs at the tuning
-    length (its test runs there: seeds of one config) give a seed-to-seed standard deviation of
-    validation accuracy, the noise of a difference of two settings' means over the tuning seeds
-    (std x sqrt(2/n)), the lead in units of it and its verdict. None before a choice."""
-    scored = sorted(((acc, text) for text, acc, n in t["scores"] if n and math.isfinite(acc)), reverse=True)
-    if t["chosen"] is None or len(scored) < 2:
+    """The chosen setting's lead over the best other setting (points; negative where a recorded
+    choice now scores below another) and, where the arm's runs at the tuning length (its test runs
+    there: seeds of one config) give a seed-to-seed standard deviation of validation accuracy over
+    at least MIN_NOISE_SEEDS seeds, the noise of a difference of two settings' means over the tuning
+    seeds (std x sqrt(2/n), an upper bound: settings trained on one seed share its initialisation
+    and data order, so their difference varies less), the lead in units of it and its verdict.
+    None before a choice or with one setting scored."""
+    scores = {text: acc for text, acc, n in t["scores"] if n and math.isfinite(acc)}
+    if t["chosen"] is None or t["chosen"] not in scores or len(scores) < 2:
         return None
-    (best, _), (second, runner) = scored[0], scored[1]
-    out = {"runner": runner, "lead": 100 * (best - second), "n_tune": len(t["seeds"])}
-    s = by_exp.get(t.get("twin") or "")
-    if s is None or s.get("n", 0) < 2 or not ok(s.get("val_std")) or s["val_std"] <= 0:
-        return out
+    runner = max((text for text in scores if text != t["chosen"]), key=lambda text: scores[text])
+    out = {"runner": runner, "lead": 100 * (scores[t["chosen"]] - scores[runner]), "n_tune": len(t["seeds"])}
+    if not t.get("twin"):
+        return {**out, "why": "no test variant trains at the tuning length, so the seed-to-seed noise is not measured"}
+    s = by_exp.get(t["twin"])
+    if s is None or s.get("n", 0) < MIN_NOISE_SEEDS or not ok(s.get("val_std")) or s["val_std"] <= 0:
+        return {**out, "why": f"the seed-to-seed noise is not known yet: fewer than {MIN_NOISE_SEEDS} seeds of "
+                              f"`{t['twin']}` at the tuning length"}
     std = 100 * s["val_std"]
     noise = std * math.sqrt(2 / out["n_tune"])
     k = out["lead"] / noise
@@ -79,16 +88,18 @@ def margin(t: dict, by_exp: dict[str, dict]) -> str | None:
     if m is None:
         return None
     said = f"Margin over the runner-up ({m['runner']}): {m['lead']:.2f} points"
+    if m["lead"] < 0:
+        said += " (the recorded choice stands, though this setting now scores higher)"
     if "k" not in m:
-        return said + " (the seed-to-seed noise is not known yet: fewer than 2 seeds at the tuning length)."
+        return said + f" ({m['why']})."
     seeds = f"{m['n_tune']} seed" + ("s" if m["n_tune"] != 1 else "")
     verdict = {WITHIN: f"less than one: a choice on {seeds} cannot tell the two apart (on this evidence either "
                        "would do)", SUGGESTIVE: f"between one and two: {SUGGESTIVE}",
                CLEAR: f"more than two: {CLEAR}"}[m["verdict"]]
     return (said + f"; the arm's validation accuracy varies by {m['std']:.2f} points from seed to seed (std over the "
             f"{m['n']} seeds of `{m['twin']}`, the same length), so a difference of two settings' means over "
-            f"{m['n_tune']} tuning seed(s) varies by about {m['noise']:.2f} (x √(2/{m['n_tune']})) and the margin is "
-            f"{m['k']:.1f} of that, {verdict}.")
+            f"{m['n_tune']} tuning seed(s) varies by at most about {m['noise']:.2f} (x √(2/{m['n_tune']}); less where "
+            f"settings share a seed's initialisation and data order) and the margin is {m['k']:.1f} of that, {verdict}.")
 
 
 # ----------------------------------------------------------------------------- corrected findings

@@ -303,7 +303,9 @@ def more_seeds_said(spec: StudySpec) -> list[str]:
     return [f"More seeds where an effect is small (the study's `more_seeds` rule, fixed in its file): a comparison "
             f"whose validation-accuracy difference from its group's baseline, over the seeds both finished, is under "
             f"{below:g} points also trains seed(s) {', '.join(map(str, seeds))}, and so does the baseline; the test "
-            "set plays no part in the decision. "
+            "set plays no part in the decision, but validation and test accuracy move together, so a finding "
+            "that includes added seeds was sampled adaptively (more seeds where its first look was small) and its "
+            "p-value is somewhat optimistic. "
             + (f"Added so far to: {added}." if added else "No comparison has met it so far."), ""]
 
 

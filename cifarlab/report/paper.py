@@ -449,7 +449,7 @@ class Renderer:
         """How many of the study's tuned arms chose clear of the seed-to-seed noise, suggestively, or
         within it (the margin over the runner-up against the noise of a difference of two settings'
         means: the study report's tuning section, counted), naming the arms of each."""
-        from cifarlab.report.fair import CLEAR, SUGGESTIVE, WITHIN, margin_numbers
+        from cifarlab.report.fair import CLEAR, MIN_NOISE_SEEDS, SUGGESTIVE, WITHIN, margin_numbers
         data = self.data(folder)
         if not data.spec.tuning:
             raise PaperError(f"study {folder} tunes no arm (no `tune` in its study file)")
@@ -468,7 +468,7 @@ class Renderer:
         parts = [f"{len(arms)} {verdict} ({', '.join(arms)})" for verdict, arms in counted.items() if arms]
         n = sum(len(a) for a in counted.values())
         if not n:
-            raise PaperError(f"study {folder}: no tuned arm has a choice and 2 seeds at its tuning length yet")
+            raise PaperError(f"study {folder}: no tuned arm has a choice and {MIN_NOISE_SEEDS} seeds at its tuning length yet")
         said = (f"of {n} choices made on {' or '.join(map(str, sorted(seeds)))} tuning seed(s), " + ", ".join(parts))
         return said + (f"; not yet known for {', '.join(waiting)}" if waiting else "")
 

@@ -164,8 +164,10 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     if study.order == "group":
         groups = list(study.questions)
         group = claim_groups(study, tuning)
+        added = {key for key, _, _ in later}   # the seeds `more_seeds` added stay last
         runs = {key: runs[key] for key in sorted(
-            runs, key=lambda k: groups.index(group[names[k]]) if group.get(names[k]) in groups else len(groups))}
+            runs, key=lambda k: (k in added, groups.index(group[names[k]]) if group.get(names[k]) in groups
+                                 else len(groups)))}
     return Plan(runs, tuning, names, extra)
 
 
@@ -188,7 +190,7 @@ def more_seeds(study: Study, store: Store | None, choices: dict[str, dict]) -> d
         return {seed: r["val_acc"] for seed, r in rows.items()}
     extra: dict[str, tuple[int, ...]] = {}
     for group in study.questions:
-        base = study.baselines.get(group)
+        base = study.baselines.get(group) or next((v.name for v in study.variants if v.group == group), None)
         base_val = finished(base) if base else None
         if base_val is None:
             continue
@@ -197,7 +199,8 @@ def more_seeds(study: Study, store: Store | None, choices: dict[str, dict]) -> d
             common = sorted(set(val or {}) & set(base_val))
             if common and abs(100 * sum(val[s] - base_val[s] for s in common) / len(common)) < rule.below:
                 extra[name] = extra[base] = rule.seeds
-    return extra
+    own = {v.name: study.seeds_of(v) for v in study.variants}   # a seed a variant plans anyway is not added
+    return {name: added for name, seeds in extra.items() if (added := tuple(s for s in seeds if s not in own[name]))}
 
 
 def with_seeds(study: Study, extra: dict[str, tuple[int, ...]]) -> Study:

@@ -87,6 +87,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     from cifarlab.study.executors import train_one
 
     plan = threaded(plan_runs(study, store, only), threads)
+    dynamic = study.tuned or study.more_seeds is not None   # the plan grows as runs finish
     done = sum(1 for key in plan if store.status_of(key) == "done")
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
@@ -95,12 +96,12 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         if adopt is not None:
             for line in adopt():
                 tqdm.write(f"{study.name}/{line}")
-            if study.tuned:   # an adopted tuning run may decide an arm
+            if dynamic:   # an adopted tuning run may decide an arm (or a comparison add seeds)
                 plan = threaded(plan_runs(study, store, only), threads)
         share = sharing(plan)
         row = store.claim(study.name, claim_order(plan, share, store))
         if row is None:
-            if not study.tuned:
+            if not dynamic:
                 break
             # an arm may have chosen (or grown its grid) since this plan was made: its new runs first.
             # `busy` is read before planning again: an arm whose last tuning run finishes in between
@@ -138,7 +139,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             continue
         finished += 1
         outer.update(1)
-        if study.tuned:   # a finished tuning run may decide an arm: its test runs join the plan
+        if dynamic:   # a finished run may decide an arm (its test runs join the plan) or add seeds (`more_seeds`)
             plan = threaded(plan_runs(study, store, only), threads)
             outer.total = len(plan)
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"

@@ -251,10 +251,15 @@ def load_study(path: str | Path) -> Study:
                           "tests (selection = false), or list the grid as variants")
     if match == "flops":
         check_flops_match(variants, path)
+    more_seeds = fair.load_more_seeds(raw, seeds, str(path))
+    blind = next((v.name for v in variants if more_seeds and not v.config.data.val_size), None)
+    if blind:
+        raise ConfigError(f"{path}: more_seeds decides on validation accuracy, but variant {blind!r} holds out no "
+                          "validation split (data.val_size = 0); set data.val_size > 0 or leave more_seeds out")
     study = Study(name, path, seeds, reference, variants,
                   str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
                   also, budgets if len(budgets) > 1 or match != "epochs" or budgets[0].factor != 1 else (),
-                  match, correction, order, fair.load_more_seeds(raw, seeds, str(path)))
+                  match, correction, order, more_seeds)
     return expand_budgets(study) if study.budgets else study
 
 
