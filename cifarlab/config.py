@@ -184,7 +184,7 @@ def from_dict(raw: dict) -> ExperimentConfig:
             raise ConfigError(f"{section!r} must be a table of keys")
         kwargs[section] = build_section(SECTIONS[section], section, value)
     check_names(kwargs)  # before the rules between keys, which assume valid names
-    return ExperimentConfig(**kwargs)
+    return check_method(ExperimentConfig(**kwargs))
 
 
 def check_names(sections: dict[str, Any]) -> None:
@@ -210,12 +210,34 @@ def check_names(sections: dict[str, Any]) -> None:
                           f"{' or '.join(map(repr, coarse))}), got data.dataset = {data.dataset!r}; valid for it: 'fine'")
 
 
+def check_method(cfg: ExperimentConfig) -> ExperimentConfig:
+    """The training method's rules, as its registry entry declares them: keys another method owns
+    stay at their defaults, weight averaging and Lookahead need a method of one network and one
+    phase, and the method's own check. No method is named here."""
+    this = METHODS.get(cfg.train.method)
+    for name in METHODS.names():
+        other = METHODS.get(name)
+        for key in () if other is this else other.keys:
+            section, attr = key.split(".")
+            value, default = getattr(getattr(cfg, section), attr), getattr(SECTIONS[section](), attr)
+            if value != default:
+                raise ConfigError(f"{key} is {other.label}'s; set train.method = {name!r} or leave it at {default}")
+    for key, what in (("lookahead", "steps one network's weights back"), ("ema", "averages one network's weights")):
+        if getattr(cfg.train, key) and not this.single:
+            raise ConfigError(f"train.{key} {what}; train.method = {cfg.train.method!r} trains more than one "
+                              f"(or a probe): leave train.{key} at 0 or use a method of one network")
+    if this.check is not None:
+        this.check(cfg)
+    return cfg
+
+
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     """`cfg`, once every registry name in it is checked and its model preset is known to be applied
     (for a config built in Python, not read)."""
     for name in cfg.plugins:
         import_plugin(name, "plugins")
     check_names({section: getattr(cfg, section) for section in SECTIONS})
+    check_method(cfg)
     check_preset(cfg.model)
     return cfg
 

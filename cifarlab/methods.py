@@ -37,6 +37,7 @@ from torch import nn
 from cifarlab import distributed
 from cifarlab.data.batch import Batch
 from cifarlab.optim import build_optimizer, l2_penalty
+from cifarlab.errors import ConfigError
 from cifarlab.registry import Registry
 from cifarlab.schema import ExperimentConfig
 from cifarlab.session import Session
@@ -73,6 +74,14 @@ class Method:
     networks: int = 1                                   # independently initialised networks trained (co-teaching: 2)
     views: Callable[[Session, int], int] = one_view     # augmented views of each image the step takes in an epoch
     pretraining: Pretraining | None = None              # two phases (SupCon), else one
+    label: str = ""                                     # its name in prose ("co-teaching"); default: the key
+    keys: tuple[str, ...] = ()                          # config keys only it reads: left at their defaults elsewhere
+    check: Callable[[ExperimentConfig], None] | None = None   # its own config rules (ConfigError, one line)
+
+    @property
+    def single(self) -> bool:
+        """One network, one phase: what weight averaging (EMA) and Lookahead step."""
+        return self.networks == 1 and self.pretraining is None
 
     @property
     def doc(self) -> str:
@@ -84,11 +93,14 @@ METHODS: Registry = Registry("method")
 
 
 def method(name: str, networks: int = 1, views: Callable[[Session, int], int] = one_view,
-           pretraining: Pretraining | None = None) -> Callable[[Step], Step]:
+           pretraining: Pretraining | None = None, label: str = "", keys: tuple[str, ...] = (),
+           check: Callable[[ExperimentConfig], None] | None = None) -> Callable[[Step], Step]:
     """Register `step` as train.method `name` (networks: 2 makes the session build `s.peer` and
-    `s.peer_opt`, and doubles the run's FLOPs; `pretraining`: a method of two phases)."""
+    `s.peer_opt`, and doubles the run's FLOPs; `pretraining`: a method of two phases; `keys`: the
+    dotted config keys only this method reads, refused away from their defaults under any other;
+    `check`: its own rules on a config that trains with it, raising ConfigError in one line)."""
     def add(step: Step) -> Step:
-        METHODS.register(name)(Method(step, networks, views, pretraining))
+        METHODS.register(name)(Method(step, networks, views, pretraining, label or name, keys, check))
         return step
     return add
 
@@ -172,7 +184,7 @@ def forget_rate(s: Session, epoch: int) -> float:
     return s.cfg.train.forget_rate * (min(epoch / ramp, 1.0) if ramp > 0 else 1.0)
 
 
-@method("coteaching", networks=2)
+@method("coteaching", networks=2, label="co-teaching", keys=("train.forget_rate",))
 def coteaching(s: Session, views: list, epoch: int):
     """Co-teaching (Han et al. 2018): two networks, each trained on the small-loss part of the batch its peer picks."""
     (x, batch), = views
@@ -229,7 +241,16 @@ SUPCON = Pretraining(
     identity=supcon_pretraining, flops=supcon_flops)
 
 
-@method("supcon", views=supcon_views, pretraining=SUPCON)
+def supcon_check(cfg: ExperimentConfig) -> None:
+    if cfg.train.batch_size < 2:
+        raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: supcon contrasts the images of a batch, "
+                          "it needs at least 2")
+    if cfg.train.epochs != int(cfg.train.epochs) or cfg.supcon.probe_epochs != int(cfg.supcon.probe_epochs):
+        raise ConfigError("supcon's phases end at epoch boundaries: give train.epochs (pre-training) and "
+                          "supcon.probe_epochs as whole numbers")
+
+
+@method("supcon", views=supcon_views, pretraining=SUPCON, check=supcon_check)
 def supcon(s: Session, views: list, epoch: int):
     """Supervised contrastive pre-training (Khosla et al. 2020) on two views, then a probe on the frozen encoder."""
     from cifarlab.losses import supcon_loss

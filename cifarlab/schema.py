@@ -299,30 +299,17 @@ def validate(cfg: ExperimentConfig) -> None:
     if cfg.data.noise == "asymmetric" and cfg.data.dataset != "cifar10":
         raise ConfigError(f"data.noise = 'asymmetric' has a standard map for cifar10 only, not {cfg.data.dataset}; "
                           "use symmetric or pairflip")
-    if cfg.train.method == "supcon":
-        if cfg.train.batch_size < 2:
-            raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: supcon contrasts the images of a batch, "
-                              "it needs at least 2")
-        if cfg.train.epochs != int(cfg.train.epochs) or cfg.supcon.probe_epochs != int(cfg.supcon.probe_epochs):
-            raise ConfigError("supcon's phases end at epoch boundaries: give train.epochs (pre-training) and "
-                              "supcon.probe_epochs as whole numbers")
     if cfg.train.lookahead < 0:
         raise ConfigError(f"train.lookahead = {cfg.train.lookahead} is the number of optimizer steps per Lookahead "
                           "cycle: use 0 (off) or a positive count, e.g. 5 (airbench's)")
     if not 0 < cfg.train.lookahead_alpha <= 1:
         raise ConfigError(f"train.lookahead_alpha = {cfg.train.lookahead_alpha} must lie in (0, 1] "
                           "(the paper's: 0.5)")
-    for key, what in (("lookahead", "steps one network's weights back"), ("ema", "averages one network's weights")):
-        if getattr(cfg.train, key) and cfg.train.method != "standard":
-            raise ConfigError(f"train.{key} {what}; train.method = {cfg.train.method!r} trains more than one "
-                              f"(or a probe): leave train.{key} at 0 or use the standard method")
     if cfg.optim.name != "muon":
         for f in dataclasses.fields(cfg.optim):
             if f.name.startswith("muon_") and getattr(cfg.optim, f.name) != f.default:
                 raise ConfigError(f"optim.{f.name} is Muon's; set optim.name = 'muon' or leave optim.{f.name} "
                                   f"at its default ({f.default})")
-    if cfg.train.forget_rate and cfg.train.method != "coteaching":
-        raise ConfigError("train.forget_rate is co-teaching's; set train.method = 'coteaching' or leave it at 0")
     if not 0 < cfg.loss.gce_q <= 1:
         raise ConfigError(f"loss.gce_q = {cfg.loss.gce_q} must lie in (0, 1]")
     validate_model(cfg.model)

@@ -409,3 +409,24 @@ def test_a_failed_run_ends_its_mlflow_run_and_the_next_one_starts(tmp_path, data
     client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
     runs = client.search_runs([client.get_experiment_by_name("tracked").experiment_id])
     assert sorted(r.info.status for r in runs) == ["FAILED", "FINISHED"]
+
+
+def test_a_plugin_methods_own_keys_and_rules_are_checked_with_every_config(registries):
+    """A method declares the config keys only it reads and its own rules in its registry entry; the
+    config checks them by asking the registry (it names no method)."""
+    from cifarlab.errors import ConfigError
+    from cifarlab.methods import standard
+    from cifarlab.plugins import register_method
+
+    def even_batch(cfg):
+        if cfg.train.batch_size % 2:
+            raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: pairs needs an even batch")
+
+    register_method("pairs", label="pair training", keys=("loss.sce_beta",), check=even_batch)(standard)
+    assert api.config({"name": "p", **TINY}, {"train.method": "pairs", "loss.sce_beta": 2.0}).train.method == "pairs"
+    with pytest.raises(ConfigError, match="loss.sce_beta is pair training's; set train.method = 'pairs' or leave it at 1.0"):
+        api.config({"name": "p", **TINY}, {"loss.sce_beta": 2.0})
+    with pytest.raises(ConfigError, match="pairs needs an even batch"):
+        api.config({"name": "p", **TINY}, {"train.method": "pairs", "train.batch_size": 7})
+    with pytest.raises(ConfigError, match="use a method of one network"):
+        api.config({"name": "p", **TINY}, {"train.method": "coteaching", "train.ema": 0.99})
