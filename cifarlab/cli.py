@@ -684,8 +684,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(f"{cfg.name}: {count_parameters(build_model(cfg.model, classes_of(cfg), size_of(cfg))):,} parameters, "
               f"{p['flops_per_image'] / 1e6:,.1f} MFLOP per training image (forward + backward), "
               f"{p['images_per_epoch']:,} images x {cfg.train.epochs:g} epochs"
-              + (f" (+ {cfg.supcon.probe_epochs:g} probe epochs; two views in pre-training)"
-                 if cfg.train.method == "supcon" else " (two networks)" if method_networks(cfg) == 2 else "")
+              + second_phase_text(cfg)
               + f": {p['train_flops'] / 1e15:.3f} PFLOP of training")
         return 0
     if args.show == "noise":
@@ -730,9 +729,13 @@ def cmd_paper(args: argparse.Namespace) -> int:
     return 0
 
 
-def method_networks(cfg) -> int:
-    from cifarlab.methods import METHODS
-    return METHODS.get(cfg.train.method).networks
+def second_phase_text(cfg) -> str:
+    """What `show flops` adds for a method of two phases or several networks (its registry entry says)."""
+    from cifarlab.methods import METHODS, pretrain_epochs, total_epochs
+    if pretrain_epochs(cfg):
+        return f" (+ {total_epochs(cfg) - cfg.train.epochs:g} epochs of its second phase)"
+    networks = METHODS.get(cfg.train.method).networks
+    return f" ({networks} networks)" if networks > 1 else ""
 
 
 def cmd_list(args: argparse.Namespace) -> int:

@@ -303,11 +303,12 @@ def draw_bar(ax, i: int, s: dict, bottom: float) -> None:
 def pretraining_figure(store: Store, summary: list[dict], rows: list[sqlite3.Row], out_dir: Path) -> list[str]:
     """SupCon runs: the pre-training loss (L_out) per epoch, apart from the probe's cross-entropy
     that follows it in the same run. Nothing when no experiment of the study is a SupCon one."""
+    from cifarlab.methods import pretrain_epochs
     phases = {}
     for s in summary:
         cfg = experiment_config(rows, s["experiment"])
-        if cfg is not None and cfg.train.method == "supcon" and s["run_ids"]:
-            phases[s["experiment"]] = int(cfg.train.epochs)
+        if cfg is not None and pretrain_epochs(cfg) and s["run_ids"]:   # a method of two phases (SupCon's)
+            phases[s["experiment"]] = pretrain_epochs(cfg)
     if not phases:
         return []
     with style.context("default"), matplotlib.rc_context(RC):

@@ -112,11 +112,13 @@ def phases_section(store: Store, summary: list[dict], rows: list[sqlite3.Row]) -
         cfg = experiment_config(rows, s["experiment"])
         if cfg is None or not s["run_ids"]:
             continue
-        supcon = cfg.train.method == "supcon"
+        from cifarlab.methods import pretrain_epochs
+        first_phase = pretrain_epochs(cfg)   # a method of two phases (SupCon's): its first phase's epochs
+        supcon = first_phase > 0
         per_run: dict[int, list[float]] = {}
         for r in store.epochs(s["run_ids"]):
             spent = per_run.setdefault(r["run_id"], [0.0, 0.0])
-            spent[1 if supcon and r["epoch"] > cfg.train.epochs else 0] += r["seconds"] or 0.0
+            spent[1 if supcon and r["epoch"] > first_phase else 0] += r["seconds"] or 0.0
         first, second = (sum(x[i] for x in per_run.values()) / len(per_run) for i in (0, 1))
         table.append((s["experiment"], supcon, cfg, first, second))
     if not any(supcon for _, supcon, *_ in table):

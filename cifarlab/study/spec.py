@@ -271,8 +271,10 @@ def with_group_seeds(groups: dict, variants: tuple[Variant, ...], path: Path) ->
 
 
 def check_flops_match(variants: tuple[Variant, ...], path: Path) -> None:
+    from cifarlab.methods import METHODS, one_view
     for v in variants:
-        if v.config.train.method != "standard":
+        m = METHODS.get(v.config.train.method)
+        if not m.single or m.views is not one_view:
             raise ConfigError(f"{path}: match = \"flops\" compares networks trained one image at a time; variant "
                               f"{v.name!r} trains with method {v.config.train.method!r} (two networks or two views "
                               "per image); give it match = \"epochs\" or leave it out")
