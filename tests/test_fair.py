@@ -267,6 +267,7 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert "Margin over the runner-up" in readme and "fewer than 3 seeds of `drop-1ep` at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
+    assert (tmp_path / "report" / "tuning.png").exists() and "(tuning.png)" in readme   # one numeric key: a figure
 
 
 def test_only_a_tuned_studys_validation_only_runs_keep_their_weights_for_a_later_test_run(tmp_path):

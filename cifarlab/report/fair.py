@@ -22,7 +22,7 @@ ALPHA = 0.05
 
 # ----------------------------------------------------------------------------- tuning
 
-def tuning_section(spec: StudySpec, summary: list[dict] | None = None) -> list[str]:
+def tuning_section(spec: StudySpec, summary: list[dict] | None = None, out_dir: Path | None = None) -> list[str]:
     """Each tuned arm's grid, the mean validation accuracy of every setting, and its choice, with its
     margin over the runner-up set beside the seed-to-seed noise of the arm's validation accuracy."""
     if not spec.tuning:
@@ -35,6 +35,9 @@ def tuning_section(spec: StudySpec, summary: list[dict] | None = None) -> list[s
              "is set beside the seed-to-seed noise of the arm's validation accuracy (the standard deviation over "
              "its test runs' seeds at the tuning length): a choice made on few seeds is clear only where the margin "
              "exceeds what a difference of two settings' means varies by.", ""]
+    if out_dir is not None and tuning_figure(spec, out_dir / "tuning.png"):
+        lines += ["![Validation accuracy of each tuned arm against its setting, tuning seeds, the choice ringed]"
+                  "(tuning.png)", ""]
     for arm, t in spec.tuning.items():
         lines += [f"### `{arm}`", "", "| setting | validation accuracy (%) | seeds |", "|---|---:|---:|"]
         chosen = t["chosen"]
@@ -100,6 +103,43 @@ def margin(t: dict, by_exp: dict[str, dict]) -> str | None:
             f"{m['n']} seeds of `{m['twin']}`, the same length), so a difference of two settings' means over "
             f"{m['n_tune']} tuning seed(s) varies by at most about {m['noise']:.2f} (x √(2/{m['n_tune']}); less where "
             f"settings share a seed's initialisation and data order) and the margin is {m['k']:.1f} of that, {verdict}.")
+
+
+def tuning_figure(spec: StudySpec, path: Path) -> bool:
+    """Where every tuned arm chooses one numeric key (a rate), its validation accuracy against the
+    value (log2 axis), one line per arm, the choice ringed: how flat each optimum is and where arms
+    want different values. False (no figure) otherwise."""
+    arms = {arm: t for arm, t in spec.tuning.items() if len(t.get("keys", ())) == 1 and t.get("values")}
+    keys = {t["keys"][0] for t in arms.values()}
+    if not arms or len(arms) != len(spec.tuning) or len(keys) != 1:
+        return False
+    key = keys.pop()
+    if not all(isinstance(v[key], (int, float)) and not isinstance(v[key], bool) and v[key] > 0
+               for t in arms.values() for v in t["values"]):
+        return False
+    with style.context("default"), matplotlib.rc_context(RC):
+        fig = Figure(figsize=(7, 4.5))
+        ax = fig.subplots()
+        for i, (arm, t) in enumerate(arms.items()):
+            pts = sorted((v[key], 100 * acc, text) for v, (text, acc, n) in zip(t["values"], t["scores"])
+                         if n and math.isfinite(acc))
+            if not pts:
+                continue
+            ax.plot([x for x, _, _ in pts], [y for _, y, _ in pts], marker="o", color=color(i), label=arm)
+            ax.plot([x for x, _, text in pts if text == t["chosen"]], [y for _, y, text in pts if text == t["chosen"]],
+                    "o", markersize=11, markerfacecolor="none", color=color(i))
+        ax.set_xscale("log", base=2)
+        ticks = sorted({v[key] for t in arms.values() for v in t["values"]})
+        ax.set_xticks(ticks, [f"{x:g}" for x in ticks])
+        ax.minorticks_off()
+        ax.set_xlabel(f"{key} (log scale)")
+        ax.set_ylabel("validation accuracy (%), tuning seeds")
+        ax.set_title(f"{spec.name}: each arm's {key}, chosen on validation (ringed)")
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(loc="lower right", fontsize=8)
+        fig.tight_layout()
+        save(fig, path)
+    return True
 
 
 # ----------------------------------------------------------------------------- corrected findings

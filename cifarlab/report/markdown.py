@@ -38,7 +38,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
                 "accuracy only; the test accuracy its runs record at their end is neither shown nor used "
                 "for a choice.", ""] if spec.selection else []),
              *results_table(spec, summary), "", *noise_table(spec, summary, rows),
-             *(fair.tuning_section(spec, summary) if spec.fair else []),
+             *(fair.tuning_section(spec, summary, out_dir) if spec.fair else []),
              *findings_section(store, spec, summary, out_dir),
              *(fair.budget_section(spec, summary, out_dir) if spec.fair else []),
              *(fair.compute_section(store, spec, summary) if spec.fair else []), "## Figures", "",

@@ -253,6 +253,7 @@ def study_spec(study: Study, store: Store | None):
     tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
                     "chosen": setting(t.choice) if t.choice is not None else None,
                     "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs),
+                    "values": [values for values, _, _ in t.scores],
                     "twin": twin(study, arm, t.epochs)}
               for arm, t in p.tuning.items()}
     return with_seeds(study, p.extra).spec(p.choices, tuning, p.extra)
