@@ -663,6 +663,9 @@ def test_more_seeds_go_to_a_comparison_whose_validation_difference_is_small_once
     spec = study_spec(study, store)
     assert spec.planned("close-1ep") == (0, 1, 2, 3) and spec.planned("far-1ep") == (0, 1)
     assert spec.planned("close-2ep") == (0, 1)   # each budget decides for itself
+    from cifarlab.study.status import status_table
+    assert "more_seeds: seed(s) 2, 3 where a validation difference from the group's baseline is under 0.5 points; " \
+           "added to base-1ep, close-1ep" in status_table(study, store)
     from cifarlab.report.markdown import more_seeds_said
     said = " ".join(more_seeds_said(spec))
     assert "under 0.5 points also trains seed(s) 2, 3" in said and "Added so far to: `base-1ep`, `close-1ep`." in said

@@ -58,7 +58,19 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         rows.append(group_shares(study, work, p))
     if study.tuned:
         rows += tuning_lines(study, store, p)
+    if study.more_seeds is not None:
+        rows.append(more_seeds_line(study, p))
     return "\n".join(rows)
+
+
+def more_seeds_line(study: Study, p) -> str:
+    """What the study's `more_seeds` rule has added so far (its extra runs are counted above once added)."""
+    rule = study.more_seeds
+    head = (f"more_seeds: seed(s) {', '.join(map(str, rule.seeds))} where a validation difference from the group's "
+            f"baseline is under {rule.below:g} points")
+    added = [name for name in (v.name for v in study.variants) if name in p.extra]
+    return head + (f"; added to {', '.join(added)}" if added else "; none added yet (decided as comparisons finish; "
+                                                                 "not in the estimate above)")
 
 
 def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
