@@ -715,3 +715,18 @@ def test_a_study_run_trains_the_seeds_more_seeds_adds_as_soon_as_they_are_decide
     store = open_store(tmp_path / "r.db")
     assert run_study(study, store, DataCache(str(data_root), False, False), tmp_path / "runs", progress=False) == 4
     assert sorted((r["experiment"], r["seed"]) for r in store.runs("more")) == [("a", 0), ("a", 1), ("b", 0), ("b", 1)]
+
+
+def test_a_group_may_opt_out_of_more_seeds_and_only_with_false(tmp_path):
+    text = MORE_SEEDS.replace('baseline = "base"\n', 'baseline = "base"\nmore_seeds = false\n')
+    study = load_study(write(tmp_path, text))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    val = {"base": 0.600, "close": 0.604, "far": 0.610, "alone": 0.5}
+    for key in [k for k in p.runs if k.experiment.endswith("-1ep")]:
+        finish(store, key, p.runs[key], val[key.experiment[:-4]])
+    assert study.without_more_seeds == {"g-1ep", "g-2ep"} and plan(study, store).extra == {}
+    with pytest.raises(ConfigError, match="can only be false"):
+        load_study(write(tmp_path, MORE_SEEDS.replace('baseline = "base"\n', 'baseline = "base"\nmore_seeds = true\n')))
+    with pytest.raises(ConfigError, match="the study sets no more_seeds"):
+        load_study(write(tmp_path, text.replace("more_seeds = { below = 0.5, seeds = [2, 3] }\n", "")))

@@ -189,7 +189,7 @@ def more_seeds(study: Study, store: Store | None, choices: dict[str, dict]) -> d
             return None
         return {seed: r["val_acc"] for seed, r in rows.items()}
     extra: dict[str, tuple[int, ...]] = {}
-    for group in study.questions:
+    for group in (g for g in study.questions if g not in study.without_more_seeds):
         base = study.baselines.get(group) or next((v.name for v in study.variants if v.group == group), None)
         base_val = finished(base) if base else None
         if base_val is None:

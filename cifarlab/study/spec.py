@@ -63,7 +63,7 @@ STUDY_KEYS = ("name", "experiment", "seeds", "reference", "set", "variants", "de
 # (each group's tuning and test runs before the next group's: a long study answers one question at a time).
 ORDERS = ("seed", "group")
 VARIANT_KEYS = ("name", "set", "extends", "target", "note", "group", "tune", "seeds")
-GROUP_KEYS = ("question", "baseline", "also", "seeds")
+GROUP_KEYS = ("question", "baseline", "also", "seeds", "more_seeds")
 # Same rule as report.GROUP_NAME (names become figure file names), checked here so that a study
 # fails when loaded, not at report time; report is not imported because it loads matplotlib.
 GROUP_NAME = re.compile(r"[A-Za-z0-9_-]+")
@@ -100,6 +100,7 @@ class Study:
     correction: str = "none"             # none | holm: how findings treat several comparisons in a group
     order: str = "seed"                  # seed | group: the order workers claim runs in (ORDERS)
     more_seeds: fair.MoreSeeds | None = None  # more seeds where a comparison's validation difference is small
+    without_more_seeds: frozenset[str] = frozenset()  # groups that opt out of it (`more_seeds = false`)
 
     def seeds_of(self, v: Variant) -> tuple[int, ...]:
         return v.seeds if v.seeds is not None else self.seeds
@@ -252,6 +253,7 @@ def load_study(path: str | Path) -> Study:
     if match == "flops":
         check_flops_match(variants, path)
     more_seeds = fair.load_more_seeds(raw, seeds, str(path))
+    opted_out = load_opt_outs(raw.get("groups", {}), more_seeds is not None, path)
     blind = next((v.name for v in variants if more_seeds and not v.config.data.val_size), None)
     if blind:
         raise ConfigError(f"{path}: more_seeds decides on validation accuracy, but variant {blind!r} holds out no "
@@ -259,7 +261,7 @@ def load_study(path: str | Path) -> Study:
     study = Study(name, path, seeds, reference, variants,
                   str(raw.get("description", "")), questions, baselines, load_convergence(raw, path), selection,
                   also, budgets if len(budgets) > 1 or match != "epochs" or budgets[0].factor != 1 else (),
-                  match, correction, order, more_seeds)
+                  match, correction, order, more_seeds, opted_out)
     return expand_budgets(study) if study.budgets else study
 
 
@@ -316,7 +318,9 @@ def expand_budgets(study: Study) -> Study:
     baselines = {named(g, b): named(base, b) for b in study.budgets for g, base in study.baselines.items()}
     also = {named(g, b): tuple(named(n, b) for n in names) for b in study.budgets for g, names in study.also.items()}
     return dataclasses.replace(study, variants=tuple(variants), reference=named(study.reference, study.budgets[0]),
-                               questions=questions, baselines=baselines, also=also)
+                               questions=questions, baselines=baselines, also=also,
+                               without_more_seeds=frozenset(named(g, b) for b in study.budgets
+                                                            for g in study.without_more_seeds))
 
 
 def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:
@@ -325,6 +329,22 @@ def load_seeds(seeds: Any, path: Path) -> tuple[int, ...]:
     if len(set(seeds)) != len(seeds):
         raise ConfigError(f"{path}: `seeds` lists a seed twice: {seeds}")
     return tuple(seeds)
+
+
+def load_opt_outs(groups: dict, rule: bool, path: Path) -> frozenset[str]:
+    """The groups whose `more_seeds = false` opts them out of the study's rule (where a group's
+    validation accuracy is a poor proxy for its effect: noisy labels compress its differences)."""
+    out = set()
+    for name, table in groups.items():
+        if isinstance(table, dict) and "more_seeds" in table:
+            if table["more_seeds"] is not False:
+                raise ConfigError(f"{path} group {name!r}: more_seeds in a group can only be false (opting the "
+                                  f"group out of the study's rule), got {table['more_seeds']!r}")
+            if not rule:
+                raise ConfigError(f"{path} group {name!r}: more_seeds = false opts out of a study rule, but the "
+                                  "study sets no more_seeds = { below = ..., seeds = [...] }")
+            out.add(name)
+    return frozenset(out)
 
 
 def load_convergence(raw: dict, path: Path) -> float | None:
