@@ -668,7 +668,8 @@ def test_more_seeds_go_to_a_comparison_whose_validation_difference_is_small_once
            "added to base-1ep, close-1ep" in status_table(study, store)
     from cifarlab.report.markdown import more_seeds_said
     said = " ".join(more_seeds_said(spec))
-    assert "under 0.5 points also trains seed(s) 2, 3" in said and "Added so far to: `base-1ep`, `close-1ep`." in said
+    assert "under 0.5 points also trains seed(s) 2, 3" in said and "Added so far to: `base-1ep` (a baseline); `close-1ep` (validation +0.40 points against `base-1ep` over " \
+        "seeds 0, 1)." in said
     store.conn.execute("UPDATE runs SET val_acc = 0.606 WHERE experiment = 'close-1ep'")   # +0.6: above the bar
     assert plan(study, store).extra == {}
 

@@ -301,7 +301,8 @@ def more_seeds_said(spec: StudySpec) -> list[str]:
     if not spec.more_seeds:
         return []
     below, seeds = spec.more_seeds
-    added = ", ".join(f"`{e}`" for e in spec.experiments if e in spec.added)
+    added = "; ".join(f"`{e}`" + (f" ({spec.added_why[e]})" if e in spec.added_why else "")
+                      for e in spec.experiments if e in spec.added)
     return [f"More seeds where an effect is small (the study's `more_seeds` rule, fixed in its file): a comparison "
             f"whose validation-accuracy difference from its group's baseline, over the seeds both finished, is under "
             f"{below:g} points also trains seed(s) {', '.join(map(str, seeds))}, and so does the baseline; the test "

@@ -47,6 +47,7 @@ class StudySpec:
     match: str = "epochs"               # epochs | flops: what a study's arms have equal of
     more_seeds: tuple[float, tuple[int, ...]] | None = None  # (below, seeds) of the study's `more_seeds` rule
     added: dict[str, tuple[int, ...]] = field(default_factory=dict)  # experiment -> the seeds the rule added so far
+    added_why: dict[str, str] = field(default_factory=dict)  # experiment -> the validation difference that added them
 
     @property
     def fair(self) -> bool:

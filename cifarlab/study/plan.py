@@ -43,6 +43,7 @@ class Plan:
     tuning: dict[str, ArmTuning]                 # arm -> its tuning
     names: dict[RunKey, str]                     # key -> the variant (or tuning run) it belongs to
     extra: dict[str, tuple[int, ...]] = field(default_factory=dict)  # variant -> seeds `more_seeds` added
+    why: dict[str, str] = field(default_factory=dict)   # variant -> the validation difference that added them
 
     @property
     def choices(self) -> dict[str, dict]:
@@ -151,7 +152,8 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
         for _, key, cfg in t.runs:
             runs[key], names[key] = cfg, key.experiment
     choices = {arm: t.choice for arm, t in tuning.items() if t.choice is not None}
-    extra = more_seeds(study, store, choices)
+    why: dict[str, str] = {}
+    extra = more_seeds(study, store, choices, why)
     later = []   # the seeds `more_seeds` added come after every planned seed of every budget
     for v, cfg, key in with_seeds(study, extra).runs(choices):
         if not only or v.name in only:
@@ -168,10 +170,11 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
         runs = {key: runs[key] for key in sorted(
             runs, key=lambda k: (k in added, groups.index(group[names[k]]) if group.get(names[k]) in groups
                                  else len(groups)))}
-    return Plan(runs, tuning, names, extra)
+    return Plan(runs, tuning, names, extra, why)
 
 
-def more_seeds(study: Study, store: Store | None, choices: dict[str, dict]) -> dict[str, tuple[int, ...]]:
+def more_seeds(study: Study, store: Store | None, choices: dict[str, dict],
+               why: dict[str, str] | None = None) -> dict[str, tuple[int, ...]]:
     """variant -> the seeds the study's `more_seeds` rule adds to it: for each group, every member
     (and `also` variant) whose every planned seed has finished, as have the baseline's, and whose mean
     validation-accuracy difference with the baseline over their common seeds is under `below` points
@@ -197,8 +200,12 @@ def more_seeds(study: Study, store: Store | None, choices: dict[str, dict]) -> d
         for name in dict.fromkeys([v.name for v in study.variants if v.group == group] + list(study.also.get(group, ()))):
             val = finished(name) if name != base else None
             common = sorted(set(val or {}) & set(base_val))
-            if common and abs(100 * sum(val[s] - base_val[s] for s in common) / len(common)) < rule.below:
+            diff = 100 * sum(val[s] - base_val[s] for s in common) / len(common) if common else None
+            if diff is not None and abs(diff) < rule.below:
                 extra[name] = extra[base] = rule.seeds
+                if why is not None:   # what the report says of the decision
+                    why[name] = f"validation {diff:+.2f} points against `{base}` over seeds {', '.join(map(str, common))}"
+                    why.setdefault(base, "a baseline")
     own = {v.name: study.seeds_of(v) for v in study.variants}   # a seed a variant plans anyway is not added
     return {name: added for name, seeds in extra.items() if (added := tuple(s for s in seeds if s not in own[name]))}
 
@@ -249,14 +256,14 @@ def study_spec(study: Study, store: Store | None):
         return study.spec()
     p = plan(study, store)
     if not study.tuned:
-        return with_seeds(study, p.extra).spec(added=p.extra)
+        return with_seeds(study, p.extra).spec(added=p.extra, why=p.why)
     tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
                     "chosen": setting(t.choice) if t.choice is not None else None,
                     "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs),
                     "values": [values for values, _, _ in t.scores],
                     "twin": twin(study, arm, t.epochs)}
               for arm, t in p.tuning.items()}
-    return with_seeds(study, p.extra).spec(p.choices, tuning, p.extra)
+    return with_seeds(study, p.extra).spec(p.choices, tuning, p.extra, p.why)
 
 
 def twin(study: Study, arm: str, epochs: float) -> str | None:

@@ -141,7 +141,7 @@ class Study:
         return (0, self.seeds.index(seed)) if seed in self.seeds else (1, seed)
 
     def spec(self, choices: dict[str, dict] | None = None, tuning: dict | None = None,
-             added: dict[str, tuple[int, ...]] | None = None) -> "StudySpec":
+             added: dict[str, tuple[int, ...]] | None = None, why: dict[str, str] | None = None) -> "StudySpec":
         from cifarlab.report import StudySpec
         configs = {v.name: self.configured(v, choices) for v in self.variants}
         own_seeds = {v.name: self.seeds_of(v) for v in self.variants if v.seeds is not None}
@@ -157,7 +157,7 @@ class Study:
                          budgets={v.name: (v.arm, v.budget) for v in self.variants if v.budget},
                          correction=self.correction, tuning=tuning or {}, match=self.match,
                          more_seeds=(self.more_seeds.below, self.more_seeds.seeds) if self.more_seeds else None,
-                         added=added or {})
+                         added=added or {}, added_why=why or {})
 
 
 def apply_set(raw: dict, overrides: Any, where: str) -> dict:
