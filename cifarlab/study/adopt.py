@@ -10,6 +10,7 @@ from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import Store
 from cifarlab.study.data import run_dir_for
+from cifarlab.study.plan import plan as plan_study
 from cifarlab.study.plan import sharing
 from cifarlab.study.run import plan_runs
 from cifarlab.study.spec import Study
@@ -160,7 +161,7 @@ def elsewhere_note(study: Study, store: Store, db_path: Path, study_arg: str, db
         runs = ", ".join(f"{k.experiment} seed {k.seed}" for k in keys)
         lines.append(f"  {runs}: cifarlab study adopt {study_arg} --db {db_arg} --from-db {_shown(other)}")
     adoptable = {k for keys in found.values() for k in keys}
-    share = sharing({key: cfg for _, cfg, key in study.runs()})
+    share = sharing(plan_study(study, store).runs)   # the plan's runs: tuned arms' and added seeds' too
     for key in sorted(adoptable, key=lambda k: (k.seed, k.experiment)):
         left = sorted(f"{k.experiment} seed {k.seed}" for k in share.get(key, ())
                       if k not in adoptable and store.status_of(k) != "done")
