@@ -470,6 +470,8 @@ class Renderer:
         if not n:
             raise PaperError(f"study {folder}: no tuned arm has a choice and {MIN_NOISE_SEEDS} seeds at its tuning length yet")
         said = (f"of {n} choices made on {' or '.join(map(str, sorted(seeds)))} tuning seed(s), " + ", ".join(parts))
+        edge = [f"`{arm}`" for arm, t in data.spec.tuning.items() if "still at the grid's edge" in (t.get("reason") or "")]
+        said += f"; {len(edge)} still at its grid's edge, the best value possibly beyond ({', '.join(edge)})" if edge else ""
         return said + (f"; not yet known for {', '.join(waiting)}" if waiting else "")
 
     def pub(self, key: str) -> str:
