@@ -544,7 +544,7 @@ def cmd_results(args: argparse.Namespace) -> int:
 
         from cifarlab.study.plan import study_spec
         study = load_study(find_study(args.study))
-        spec = study_spec(study, open_store(args.db, must_exist=True)) if study.tuned or study.more_seeds else study.spec()
+        spec = study_spec(study, open_store(args.db, must_exist=True))   # study.spec() where nothing is planned
         name, current, selection = spec.name, spec.hashes, spec.selection
         if study.tuned:   # the tuning runs the report's tuning section counts are current too
             from cifarlab.study.plan import plan

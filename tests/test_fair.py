@@ -694,8 +694,8 @@ def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_stay
 
 def test_more_seeds_refuses_a_study_without_a_validation_split_and_adds_no_seed_a_variant_plans_anyway(tmp_path):
     with pytest.raises(ConfigError, match="holds out no validation split"):
-        load_study(write(tmp_path, MORE_SEEDS.replace('name = "alone"\n', 'name = "alone"\n')
-                         .replace('set = { "optim.lr" = 0.02 }', 'set = { "optim.lr" = 0.02, "data.val_size" = 0 }')))
+        load_study(write(tmp_path, MORE_SEEDS.replace('set = { "optim.lr" = 0.02 }',
+                                                      'set = { "optim.lr" = 0.02, "data.val_size" = 0 }')))
     study = load_study(write(tmp_path, MORE_SEEDS.replace("budgets = [1, 2]\n", "").replace(
         'name = "close"\ngroup = "g"\n', 'name = "close"\ngroup = "g"\nseeds = [0, 1, 2]\n')))
     store = open_store(tmp_path / "r.db")

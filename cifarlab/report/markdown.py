@@ -107,12 +107,12 @@ PROBES = {"mlp": "MLP probe", "linear": "linear probe"}
 def phases_section(store: Store, summary: list[dict], rows: list[sqlite3.Row]) -> list[str]:
     """Studies with SupCon variants: each variant's compute per phase (epochs, and the seconds its
     epochs took, mean over seeds), so that pre-training plus probe compares with end-to-end training."""
+    from cifarlab.methods import pretrain_epochs
     table = []
     for s in summary:
         cfg = experiment_config(rows, s["experiment"])
         if cfg is None or not s["run_ids"]:
             continue
-        from cifarlab.methods import pretrain_epochs
         first_phase = pretrain_epochs(cfg)   # a method of two phases (SupCon's): its first phase's epochs
         supcon = first_phase > 0
         per_run: dict[int, list[float]] = {}

@@ -211,12 +211,13 @@ def more_seeds(study: Study, store: Store | None, choices: dict[str, dict],
 
 
 def with_seeds(study: Study, extra: dict[str, tuple[int, ...]]) -> Study:
-    """The study with each variant's seeds followed by the seeds `extra` adds to it."""
+    """The study with each variant's seeds followed by the seeds `extra` adds to it (`more_seeds`
+    adds none a variant plans already)."""
     if not extra:
         return study
     return dataclasses.replace(study, variants=tuple(
-        dataclasses.replace(v, seeds=study.seeds_of(v) + tuple(s for s in extra[v.name] if s not in study.seeds_of(v)))
-        if v.name in extra else v for v in study.variants))
+        dataclasses.replace(v, seeds=study.seeds_of(v) + extra[v.name]) if v.name in extra else v
+        for v in study.variants))
 
 
 def claim_groups(study: Study, tuning: dict[str, "ArmTuning"]) -> dict[str, str]:
