@@ -63,11 +63,14 @@ def shutdown(world: World) -> None:
         dist.destroy_process_group()
 
 
-def check_supported(cfg, world: World) -> None:
+def check_supported(cfg, world: World, splitting: list[str], per_sample: bool) -> None:
+    """Refuse what `world`'s processes cannot train: a method not in `splitting` (the methods whose
+    step splits a batch), a loss with per-sample state, a batch smaller than the world."""
     if world.size == 1:
         return
-    if cfg.train.method != "standard" or cfg.loss.name == "elr":
-        raise ConfigError(f"training on {world.size} processes supports train.method = 'standard' with a loss "
+    if cfg.train.method not in splitting or per_sample:
+        raise ConfigError(f"training on {world.size} processes supports train.method = "
+                          f"{' or '.join(map(repr, splitting))} with a loss "
                           f"without per-sample state; got method {cfg.train.method!r}, loss {cfg.loss.name!r}: "
                           "run it as one process")
     if cfg.train.batch_size < world.size:

@@ -112,7 +112,13 @@ def supcon_loss(z: torch.Tensor, labels: torch.Tensor | None, temperature: float
     return -mean_log_prob.mean()
 
 
+def per_sample(name: str) -> bool:
+    """Whether loss `name` keeps per-sample state: its builder takes `num_samples` (ELR's targets)."""
+    import inspect
+    return "num_samples" in inspect.signature(LOSSES.get(name)).parameters
+
+
 def build_loss(cfg: LossConfig, num_classes: int, num_samples: int = 0) -> Loss:
     """The run's loss; `num_samples` (the training split's size) sizes a loss with per-sample state."""
     builder = LOSSES.get(cfg.name)
-    return builder(cfg, num_classes, num_samples) if cfg.name == "elr" else builder(cfg, num_classes)
+    return builder(cfg, num_classes, num_samples=num_samples) if per_sample(cfg.name) else builder(cfg, num_classes)

@@ -77,6 +77,8 @@ class Method:
     label: str = ""                                     # its name in prose ("co-teaching"); default: the key
     keys: tuple[str, ...] = ()                          # config keys only it reads: left at their defaults elsewhere
     check: Callable[[ExperimentConfig], None] | None = None   # its own config rules (ConfigError, one line)
+    splits: bool = False        # its step runs on a share of the batch per process, gradients averaged (several processes)
+    legend: Callable[[ExperimentConfig, float], str] | None = None   # (config, label-noise rate) -> its settings in a legend, or ""
 
     @property
     def single(self) -> bool:
@@ -94,15 +96,27 @@ METHODS: Registry = Registry("method")
 
 def method(name: str, networks: int = 1, views: Callable[[Session, int], int] = one_view,
            pretraining: Pretraining | None = None, label: str = "", keys: tuple[str, ...] = (),
-           check: Callable[[ExperimentConfig], None] | None = None) -> Callable[[Step], Step]:
+           check: Callable[[ExperimentConfig], None] | None = None, splits: bool = False,
+           legend: Callable[[ExperimentConfig, float], str] | None = None) -> Callable[[Step], Step]:
     """Register `step` as train.method `name` (networks: 2 makes the session build `s.peer` and
     `s.peer_opt`, and doubles the run's FLOPs; `pretraining`: a method of two phases; `keys`: the
     dotted config keys only this method reads, refused away from their defaults under any other;
-    `check`: its own rules on a config that trains with it, raising ConfigError in one line)."""
+    `check`: its own rules on a config that trains with it, raising ConfigError in one line;
+    `splits`: the step is correct on each process's share of the batch with the gradients averaged
+    (`update` does that), so it may train on several processes; `legend(cfg, noise_rate)`: its
+    settings as a figure's legend states them, "" where they say nothing the method's name does not)."""
     def add(step: Step) -> Step:
-        METHODS.register(name)(Method(step, networks, views, pretraining, label or name, keys, check))
+        METHODS.register(name)(Method(step, networks, views, pretraining, label or name, keys, check, splits, legend))
         return step
     return add
+
+
+def check_processes(cfg: ExperimentConfig, world: distributed.World) -> None:
+    """Refuse, in one line, a run several processes cannot train: its method's step does not split a
+    batch (`Method.splits`), or its loss keeps per-sample state (`losses.per_sample`)."""
+    from cifarlab.losses import per_sample
+    distributed.check_supported(cfg, world, [n for n in METHODS.choices() if METHODS.get(n).splits],
+                                per_sample(cfg.loss.name))
 
 
 def network(model: nn.Module, cfg: ExperimentConfig, num_classes: int) -> nn.Module:
@@ -168,7 +182,7 @@ def pretraining(s: Session, epoch: int) -> bool:
     return epoch < pretrain_epochs(s.cfg)
 
 
-@method("standard")
+@method("standard", splits=True)
 def standard(s: Session, views: list, epoch: int):
     """Forward, the run's loss (plus the coupled L2 penalty), backward, one optimizer step."""
     (x, batch), = views
@@ -184,7 +198,12 @@ def forget_rate(s: Session, epoch: int) -> float:
     return s.cfg.train.forget_rate * (min(epoch / ramp, 1.0) if ramp > 0 else 1.0)
 
 
-@method("coteaching", networks=2, label="co-teaching", keys=("train.forget_rate",))
+def forget_legend(cfg: ExperimentConfig, noise_rate: float) -> str:
+    """Co-teaching's forget rate, where it is not the noise rate (the paper's setting)."""
+    return f"forget {cfg.train.forget_rate:g}" if cfg.train.forget_rate != noise_rate else ""
+
+
+@method("coteaching", networks=2, label="co-teaching", keys=("train.forget_rate",), legend=forget_legend)
 def coteaching(s: Session, views: list, epoch: int):
     """Co-teaching (Han et al. 2018): two networks, each trained on the small-loss part of the batch its peer picks."""
     (x, batch), = views

@@ -54,15 +54,18 @@ def register_augmentation(name: str, doc: str = "", mixes: bool = False, per_epo
 
 def register_method(name: str, networks: int = 1, views: Callable | None = None,
                     pretraining: Pretraining | None = None, *, label: str = "", keys: tuple[str, ...] = (),
-                    check: Callable | None = None) -> Callable:
+                    check: Callable | None = None, splits: bool = False, legend: Callable | None = None) -> Callable:
     """Decorator: `step(session, views, epoch) -> (loss, logits, labels)` becomes train.method `name`
     (see `cifarlab.methods.standard` for the contract; `cifarlab.methods.coteaching` for one with
     `networks=2`: the session then holds `peer` and `peer_opt`). `views(session, epoch)`: augmented
     views of each image the step takes (default one). `pretraining`: a method of two phases
     (`cifarlab.methods.Pretraining`; `cifarlab.methods.SUPCON` is the example). `keys`: dotted config
     keys only this method reads (another method's config must leave them at their defaults); `check(cfg)`:
-    its own config rules, raising `cifarlab.errors.ConfigError` in one line; `label`: its name in prose."""
-    return method(name, networks, views or one_view, pretraining, label, keys, check)
+    its own config rules, raising `cifarlab.errors.ConfigError` in one line; `label`: its name in prose;
+    `splits`: its step is correct on each process's share of a batch with the gradients averaged
+    (`cifarlab.methods.update` averages them), so it may train on several processes (default: refused
+    there); `legend(cfg, noise_rate)`: its settings in a noise figure's legend ("" for none)."""
+    return method(name, networks, views or one_view, pretraining, label, keys, check, splits, legend)
 
 
 def register_dataset(name: str, doc: str = "", *, train_images: int, classes: int, side: int = 32,

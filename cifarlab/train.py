@@ -22,7 +22,7 @@ from cifarlab.errors import ConfigError, UserError
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.flops import training_flops
 from cifarlab.losses import build_loss
-from cifarlab.methods import METHODS, network, optimizers, pretrain_epochs, pretraining, set_rates, total_epochs, views_needed
+from cifarlab.methods import METHODS, check_processes, network, optimizers, pretrain_epochs, pretraining, set_rates, total_epochs, views_needed
 from cifarlab.models import build_model, count_parameters
 from cifarlab.models.layers import fit_whitening
 from cifarlab.optim import Lookahead, WeightAverage, build_optimizer, build_schedule
@@ -58,7 +58,7 @@ def save_model(s: Session, splits: Splits, run: RunDir, epoch: int) -> None:
 def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
     rt = runtime.setup(cfg.train)
     world = distributed.from_env()
-    distributed.check_supported(cfg, world)
+    check_processes(cfg, world)
     distributed.init(world, rt.device)
     if cfg.train.sync_bn and world.size > 1 and rt.device.type != "cuda":
         raise ConfigError("train.sync_bn synchronises BatchNorm over CUDA processes (nn.SyncBatchNorm); on CPUs "

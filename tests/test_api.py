@@ -430,3 +430,35 @@ def test_a_plugin_methods_own_keys_and_rules_are_checked_with_every_config(regis
         api.config({"name": "p", **TINY}, {"train.method": "pairs", "train.batch_size": 7})
     with pytest.raises(ConfigError, match="use a method of one network"):
         api.config({"name": "p", **TINY}, {"train.method": "coteaching", "train.ema": 0.99})
+
+
+def test_a_plugin_says_whether_it_may_train_on_several_processes_and_its_legend(registries):
+    """Several processes train a method only where its entry says its step splits a batch, and a loss
+    only where its builder keeps no per-sample state (it takes no `num_samples`); a method's legend
+    hook is what the noise figures and tables append to its name."""
+    from cifarlab.distributed import World
+    from cifarlab.errors import ConfigError
+    from cifarlab.losses import LOSSES, per_sample
+    from cifarlab.methods import check_processes, standard
+    from cifarlab.plugins import register_loss, register_method
+    from cifarlab.report.figures import noise_method
+
+    register_method("halves", splits=True, legend=lambda cfg, rate: f"halves at {rate:g}")(standard)
+    register_method("wholes")(standard)
+    register_loss("remembering")(lambda cfg, num_classes, num_samples=0: LOSSES.get("ce")(cfg, num_classes))
+    two = World(0, 2)
+    check_processes(api.config({"name": "p", **TINY}, {"train.method": "halves"}), two)
+    with pytest.raises(ConfigError, match="supports train.method = 'standard' or 'halves'.*got method 'wholes'"):
+        check_processes(api.config({"name": "p", **TINY}, {"train.method": "wholes"}), two)
+    assert per_sample("remembering") and per_sample("elr") and not per_sample("ce")
+    with pytest.raises(ConfigError, match="loss 'remembering'"):
+        check_processes(api.config({"name": "p", **TINY}, {"loss.name": "remembering"}), two)
+    check_processes(api.config({"name": "p", **TINY}, {"train.method": "wholes"}), World(0, 1))
+    noisy = api.config({"name": "p", **TINY}, {"train.method": "halves", "data.noise": "symmetric", "data.noise_rate": 0.4})
+    assert noise_method(noisy) == "ce + halves (halves at 0.4)"
+    assert noise_method(noisy, forget=False) == "ce + halves"
+    cot = api.config({"name": "p", **TINY}, {"train.method": "coteaching", "data.noise": "symmetric", "data.noise_rate": 0.4,
+                                             "train.forget_rate": 0.2})
+    assert noise_method(cot) == "ce + coteaching (forget 0.2)"
+    assert noise_method(api.config({"name": "p", **TINY}, {"train.method": "coteaching", "data.noise": "symmetric", "data.noise_rate": 0.4,
+                                                           "train.forget_rate": 0.4})) == "ce + coteaching"

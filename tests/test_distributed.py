@@ -10,6 +10,7 @@ from cifarlab import config as C
 from cifarlab import distributed
 from cifarlab.distributed import World
 from cifarlab.errors import ConfigError
+from cifarlab.methods import check_processes
 from conftest import REPO, cli_env
 
 
@@ -29,7 +30,7 @@ def test_the_chunks_of_a_batch_cover_it_once_in_order(size):
 ])
 def test_what_several_processes_cannot_train_is_one_line(keys, message):
     with pytest.raises(ConfigError, match=message) as err:
-        distributed.check_supported(C.from_dict(keys), World(0, 2))
+        check_processes(C.from_dict(keys), World(0, 2))
     assert "\n" not in str(err.value)
 
 

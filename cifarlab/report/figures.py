@@ -127,15 +127,18 @@ def distinct_trainings(names: list[str], configs: dict[str, C.ExperimentConfig |
 def noise_method(cfg, forget: bool = True) -> str:
     """How a run fights label noise, for a figure's legend and the noise table's rows: its loss with
     the settings of that loss it changes from their defaults ("elr (beta 0.9)"), its method, its
-    selection; co-teaching's forget rate where it is not the noise rate (one line per forget rule;
-    left out with `forget=False`, where a forget rate set for one noise rate should match another's)."""
+    selection; the method's own settings as its registry entry states them (`Method.legend`:
+    co-teaching's forget rate where it is not the noise rate, one line per forget rule; left out
+    with `forget=False`, where a forget rate set for one noise rate should match another's)."""
     default = C.LossConfig()
     own = [f"{f.name.split('_', 1)[1]} {getattr(cfg.loss, f.name):g}" for f in dataclasses.fields(C.LossConfig)
            if f.name.startswith(f"{cfg.loss.name}_") and getattr(cfg.loss, f.name) != getattr(default, f.name)]
     loss = cfg.loss.name + (f" ({', '.join(own)})" if own else "")
+    from cifarlab.methods import METHODS
     method = "" if cfg.train.method == "standard" else f" + {cfg.train.method}"
-    if forget and cfg.train.method == "coteaching" and cfg.train.forget_rate != noise_setting(cfg)[1]:
-        method += f" (forget {cfg.train.forget_rate:g})"
+    legend = METHODS.get(cfg.train.method).legend
+    said = legend(cfg, noise_setting(cfg)[1]) if forget and legend is not None else ""
+    method += f" ({said})" if said else ""
     return loss + method + (" + early stopping" if cfg.train.select == "best_val" else "")
 
 
