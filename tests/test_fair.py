@@ -1,6 +1,7 @@
 """Fair comparisons: per-arm tuning on validation, budgets, FLOPs, Holm, unstable variants."""
 
 import dataclasses
+import math
 import re
 import sqlite3
 import subprocess
@@ -267,6 +268,10 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert "Margin over the runner-up" in readme and "fewer than 3 seeds of `drop-1ep` at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
+    from cifarlab.report.fair import steps_per_epoch   # the loss figure's top axis: steps, the last batch short
+    batch = json.loads(rows["drop-2ep"]["config"])["train"]["batch_size"]
+    both = [{"experiment": name, "run_ids": [rows[name]["id"]]} for name in ("drop-1ep", "drop-2ep")]
+    assert steps_per_epoch(store, both) == math.ceil(train_size / batch) and "top axis: optimizer steps" in readme
     assert (tmp_path / "report" / "tuning.png").exists() and "(tuning.png)" in readme   # one numeric key: a figure
 
 

@@ -346,20 +346,45 @@ def plot_budgets(table: dict[str, dict[str, dict]], labels: list[str], path: Pat
 # ----------------------------------------------------------------------------- training loss
 
 def train_loss_figure(store: Store, rows: list[dict], out_dir: Path, group: str) -> list[str]:
-    """The group's training loss per epoch (mean, band ±1 std): "does training become easier?"."""
+    """The group's training loss per epoch (mean, band ±1 std): "does training become easier?".
+    Where every arm takes the same optimizer steps per epoch, a top axis counts the steps."""
     from cifarlab.report.figures import draw_band, label_epochs
     file = f"train_loss_{group}.png"
+    spe = steps_per_epoch(store, rows)
     with style.context("default"), matplotlib.rc_context(RC):
         fig = Figure(figsize=(7, 4.5))
         ax = fig.subplots()
         for i, s in enumerate(rows):
             draw_band(ax, store.epochs(s["run_ids"]) if s["run_ids"] else [], s, "train_loss", 1, i)
         label_epochs(ax, "training loss")
+        if spe is not None:
+            top = ax.secondary_xaxis("top", functions=(lambda e: e * spe / 1000, lambda k: k * 1000 / spe))
+            top.set_xlabel("optimizer steps (thousands)")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(loc="upper right")
         fig.tight_layout()
         save(fig, out_dir / file)
-    return [f"![{group}: training loss per epoch, mean over seeds, band ±1 std]({file})", ""]
+    steps = "; top axis: optimizer steps" if spe is not None else ""
+    return [f"![{group}: training loss per epoch, mean over seeds, band ±1 std{steps}]({file})", ""]
+
+
+def steps_per_epoch(store: Store, rows: list[dict]) -> int | None:
+    """The optimizer steps of one epoch, where every row's finished runs take the same number: the
+    images an epoch draws (images seen / epochs) over the batch, the last batch short. None where
+    they differ, or nothing records them."""
+    from cifarlab.report.summary import experiment_config
+    found = set()
+    runs = store.runs()
+    for s in rows:
+        cfg = experiment_config(runs, s["experiment"]) if s["run_ids"] else None
+        if cfg is None:
+            continue
+        metrics = store.run_metrics(s["run_ids"])
+        for run_id in s["run_ids"]:
+            epochs, seen = len(store.epochs([run_id])), metrics.get(run_id, {}).get("images_seen")
+            if epochs and seen:
+                found.add(math.ceil(seen / epochs / cfg.train.batch_size))
+    return found.pop() if len(found) == 1 else None
 
 
 # ----------------------------------------------------------------------------- compute
