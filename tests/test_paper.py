@@ -290,3 +290,21 @@ def test_the_machine_field_names_each_cpu_and_its_threads_beside_a_wall_time(lab
     assert paper(lab, capsys) == (0, "")
     text = (lab / "docs" / "REPORT.md").read_text()
     assert "Base 101 s on CPU X, 2 threads; flip on CPU Y, 1 thread; CPU Z." in text
+
+
+def test_a_change_in_a_difference_is_paired_over_the_seeds_all_four_share(lab, capsys):
+    """`{{delta S A - B vs C - D}}` and `{{claim S: A - B > C - D}}`: (A - B) - (C - D) seed by seed,
+    the t-interval over those seeds (an interaction, e.g. one comparison at two budgets)."""
+    change = {s: (TEST["flip"][s] - TEST["base"][s]) - (TEST["same"][s] - TEST["base"][s]) for s in (0, 1, 2)}
+    write_src(lab, "# Paper\n\nFlips gain about what the rate does ({{claim s: flip - base ~ same - base}}); "
+                   "the change: {{delta s flip - base vs same - base}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    zero = {s: 0.0 for s in (0, 1, 2)}
+    assert text.count(delta_by_hand(change, zero)) == 2
+    write_src(lab, "# Paper\n\nNo: {{claim s: flip - base < same - base}}.\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and "not supported by the data" in err
+    write_src(lab, "# Paper\n\nMixed: {{claim s: flip - base > same}}.\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and 'compare a variant with a variant, or a difference "x - y" with a difference' in err

@@ -23,9 +23,12 @@ study's variants, as its report names them):
                                     key ending in % is printed as a percentage (data.noise_rate%: "40 %")
     {{delta STUDY A B}}             paired mean difference A - B over the seeds both have, in points,
     {{delta STUDY A B:FIELD}}       with its 95 % t-interval: "+0.74 points, 95 % CI [+0.70, +0.78], n = 3"
+    {{delta STUDY A - B vs C - D}}  how much a difference changed (A - B) - (C - D), paired over the
+                                    seeds all four share, with its interval: one comparison at two
+                                    budgets, e.g. "resnet20-20ep - plain20-20ep vs resnet20-5ep - plain20-5ep"
     {{claim STUDY: A > B}}          a claim checked against that interval: `>` holds when the interval
     {{claim STUDY:FIELD: A < B}}    lies above 0, `<` below 0, `~` (not distinguishable) when it holds
-                                    0; it prints the evidence, as delta does. A claim the data do not
+    {{claim STUDY: A - B < C - D}}  0; it prints the evidence, as delta does. A claim the data do not
                                     support stops the build with one line naming the file, line and
                                     sentence (exit 2); so does one with fewer than 2 common seeds.
     {{fig STUDY/FILE.png}}          (alone on a line) the study's committed figure results/STUDY/FILE.png:
@@ -74,8 +77,10 @@ from cifarlab.stats import mean_std, paired_diff
 REF = re.compile(r"\{\{(.*?)\}\}")
 NAME = r"[A-Za-z0-9_.+-]+"            # a study folder, variant or published key
 VALUE_REF = re.compile(rf"({NAME})/({NAME})(?::(\S+))?")
+SIDE = rf"{NAME}(?:\s+-\s+{NAME})?"    # a variant, or a difference of two ("a - b": spaces round the minus)
 DELTA_REF = re.compile(rf"delta\s+({NAME})\s+({NAME})\s+({NAME})(?::(\S+))?")
-CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({NAME})\s*([<>~])\s*({NAME})")
+CHANGE_REF = re.compile(rf"delta\s+({NAME})\s+({NAME}\s+-\s+{NAME})\s+vs\s+({NAME}\s+-\s+{NAME})(?::(\S+))?")
+CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})")
 FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
 STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
@@ -249,11 +254,26 @@ def config_text(value, percent: bool) -> str:
 
 
 def paired(data: StudyData, a: str, b: str, what: str) -> tuple[float, float, float, int]:
-    mean, lo, hi, n = paired_diff(data.scores(a, what), data.scores(b, what))
+    """The paired difference a - b over their common seeds. A side "x - y" is itself a paired
+    difference, so "x - y" against "u - v" is how much the difference changed (an interaction: a
+    comparison at one budget against the same at another), over the seeds all four share."""
+    pairs = " - " in a
+    mean, lo, hi, n = paired_diff(side_scores(data, a, what), side_scores(data, b, what))
     if n == 0:
         raise PaperError(f"{data.folder}/{a} and {data.folder}/{b} have no seed in common")
-    # a difference of accuracies lies in [-1, 1]: so does its interval, as the study reports clip it
-    return mean, max(lo, -1.0), min(hi, 1.0), n
+    # a difference of accuracies lies in [-1, 1], a difference of two such in [-2, 2]: so does its
+    # interval, as the study reports clip it
+    edge = 2.0 if pairs else 1.0
+    return mean, max(lo, -edge), min(hi, edge), n
+
+
+def side_scores(data: StudyData, side: str, what: str) -> dict[int, float]:
+    """seed -> the score of a variant, or of "x - y" the difference of two variants' (seeds both have)."""
+    names = [n.strip() for n in side.split(" - ")]
+    if len(names) == 1:
+        return data.scores(names[0], what)
+    x, y = (data.scores(n, what) for n in names)
+    return {seed: x[seed] - y[seed] for seed in sorted(x.keys() & y.keys())}
 
 
 # ----------------------------------------------------------------------------- references
@@ -281,7 +301,7 @@ class Renderer:
         kind = ref.split(" ", 1)[0]
         if kind in BLOCKS and not alone:
             raise PaperError(f"a {kind} reference stands alone on its line")
-        for pattern, method in ((DELTA_REF, self.delta), (CLAIM_REF, self.claim), (FIG_REF, self.figure),
+        for pattern, method in ((DELTA_REF, self.delta), (CHANGE_REF, self.delta), (CLAIM_REF, self.claim), (FIG_REF, self.figure),
                                 (TABLE_REF, self.table), (STUDY_REF, self.study), (PUB_REF, self.pub),
                                 (COSTS_REF, self.costs), (CHOICES_REF, self.choices),
                                 (VALUE_REF, self.value)):
@@ -346,6 +366,10 @@ class Renderer:
         return delta_text(*paired(data, a, b, what or data.spec.metric))
 
     def claim(self, folder: str, what: str | None, a: str, op: str, b: str) -> str:
+        a, b = " ".join(a.split()), " ".join(b.split())
+        if (" - " in a) != (" - " in b):
+            raise PaperError(f"claim \"{folder}: {a} {op} {b}\": compare a variant with a variant, or a "
+                             "difference \"x - y\" with a difference")
         data = self.data(folder)
         mean, lo, hi, n = paired(data, a, b, what or data.spec.metric)
         evidence = delta_text(mean, lo, hi, n)
