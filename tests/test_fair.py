@@ -267,6 +267,7 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert "## Tuning" in readme and "**(chosen)**" in readme and "## Across budgets" in readme
     assert "Margin over the runner-up" in readme and "fewer than 3 seeds of `drop-1ep` at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
+    assert "| change of Δ, 2ep − 1ep | conclusion |" in readme
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
     from cifarlab.report.fair import steps_per_epoch   # the loss figure's top axis: steps, the last batch short
     batch = json.loads(rows["drop-2ep"]["config"])["train"]["batch_size"]
@@ -737,3 +738,22 @@ def test_a_group_may_opt_out_of_more_seeds_and_only_with_false(tmp_path):
         load_study(write(tmp_path, MORE_SEEDS.replace('baseline = "base"\n', 'baseline = "base"\nmore_seeds = true\n')))
     with pytest.raises(ConfigError, match="the study sets no more_seeds"):
         load_study(write(tmp_path, text.replace("more_seeds = { below = 0.5, seeds = [2, 3] }\n", "")))
+
+
+def test_the_change_of_a_comparison_across_budgets_is_paired_over_the_seeds_all_four_runs_share():
+    """(arm − baseline at the last budget) − (arm − baseline at the first), seed by seed; a seed that
+    one of the four lacks is left out; a * where the interval excludes 0."""
+    from cifarlab.report.fair import change_cell
+    from cifarlab.stats import paired_diff
+
+    def row(scores):
+        return {"n": len(scores), "score_by_seed": scores}
+    arm = {"5ep": row({0: 0.80, 1: 0.81, 2: 0.82}), "20ep": row({0: 0.90, 1: 0.92, 2: 0.93, 3: 0.5})}
+    base = {"5ep": row({0: 0.78, 1: 0.78, 2: 0.79}), "20ep": row({0: 0.89, 1: 0.90, 2: 0.90, 3: 0.9})}
+    last = {s: arm["20ep"]["score_by_seed"][s] - base["20ep"]["score_by_seed"][s] for s in (0, 1, 2)}
+    first = {s: arm["5ep"]["score_by_seed"][s] - base["5ep"]["score_by_seed"][s] for s in (0, 1, 2)}
+    mean, lo, hi, n = paired_diff(last, first)
+    said = change_cell(arm, base, "5ep", "20ep")
+    assert said.startswith(f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]") and said.endswith("(n=3)")
+    assert ("*" in said) == (lo > 0 or hi < 0)
+    assert change_cell(arm, {"5ep": base["5ep"]}, "5ep", "20ep") == "—"   # a budget the baseline lacks

@@ -15,7 +15,7 @@ from matplotlib.figure import Figure
 from cifarlab.report.figures import RC, color, save
 from cifarlab.report.summary import DASH, StudySpec, diff_numbers, ok
 from cifarlab.results.store import Store
-from cifarlab.stats import NAN, holm, mean_std, paired_p, seeds_needed
+from cifarlab.stats import NAN, holm, mean_std, paired_diff, paired_p, seeds_needed
 
 ALPHA = 0.05
 
@@ -273,8 +273,10 @@ def budget_section(spec: StudySpec, summary: list[dict], out_dir: Path) -> list[
              "Each arm trained at every budget with its schedule stretched (not truncated). For each comparison "
              "with the group's baseline: the paired difference at each budget (points, 95% CI"
              + ("; a * marks a difference distinguishable after Holm's correction" if holm_on else
-                "; a * marks a CI that excludes 0") + "), then whether the conclusion holds at every budget, "
-             "flips sign, or is distinguishable only at some.", ""]
+                "; a * marks a CI that excludes 0") + "), how much it changed from the first budget to the last "
+             "(the difference at the last minus the difference at the first, seed by seed over the seeds all four "
+             "runs share, with its 95% CI, uncorrected: does the budget change the answer?), then whether the "
+             "conclusion holds at every budget, flips sign, or is distinguishable only at some.", ""]
     for group, expanded in groups.items():
         labels = [label for _, label in expanded]
         table: dict[str, dict[str, dict]] = {}
@@ -287,22 +289,43 @@ def budget_section(spec: StudySpec, summary: list[dict], out_dir: Path) -> list[
         file = f"budgets_{group}.png"
         plot_budgets(table, labels, out_dir / file, f"{group}: {spec.label} accuracy against budget")
         base_arm = arms[0]
+        several = len(labels) > 1
         lines += [f"### `{group}`", "", f"![{group}: accuracy against budget, mean and 95% CI]({file})", "",
                   "| arm | " + " | ".join(f"{spec.label} % at {b}" for b in labels) + " | "
-                  + " | ".join(f"Δ at {b}" for b in labels) + " | conclusion |",
-                  "|---|" + "---:|" * (2 * len(labels)) + "---|"]
+                  + " | ".join(f"Δ at {b}" for b in labels)
+                  + (f" | change of Δ, {labels[-1]} − {labels[0]}" if several else "") + " | conclusion |",
+                  "|---|" + "---:|" * (2 * len(labels) + several) + "---|"]
         for arm in arms:
             cells = [(b, table[arm].get(b)) for b in labels]
             accs = [pm(s) if s is not None and s["n"] else DASH for _, s in cells]
             if arm == base_arm:
-                lines.append(f"| `{arm}` (baseline) | " + " | ".join(accs) + " | " + " | ".join(DASH for _ in labels) + " | — |")
+                lines.append(f"| `{arm}` (baseline) | " + " | ".join(accs) + " | "
+                             + " | ".join(DASH for _ in labels + labels[:several]) + " | — |")
                 continue
             deltas = [(f"{100 * s['diff_mean']:+.2f} {ci(s)}" + ("*" if (apart(s) if holm_on else excludes(s)) else "")
                        if s is not None and s["n"] and not unstable(s) else (unstable(s) if s is not None and s["n"] else DASH))
                       for _, s in cells]
+            if several:
+                deltas.append(change_cell(table[arm], table[base_arm], labels[0], labels[-1]))
             lines.append(f"| `{arm}` | " + " | ".join(accs) + " | " + " | ".join(deltas) + f" | {verdict(cells, holm_on)} |")
         lines.append("")
     return lines
+
+
+def change_cell(arm: dict[str, dict], base: dict[str, dict], first: str, last: str) -> str:
+    """(arm − baseline at `last`) − (arm − baseline at `first`), paired over the seeds all four share,
+    with its 95% CI (a * where it excludes 0): how much the budget moved the comparison."""
+    rows = [arm.get(last), base.get(last), arm.get(first), base.get(first)]
+    if any(r is None or not r["n"] for r in rows):
+        return DASH
+    a_last, b_last, a_first, b_first = (r["score_by_seed"] for r in rows)
+    at_last = {seed: a_last[seed] - b_last[seed] for seed in a_last.keys() & b_last.keys()}
+    at_first = {seed: a_first[seed] - b_first[seed] for seed in a_first.keys() & b_first.keys()}
+    mean, lo, hi, n = paired_diff(at_last, at_first)
+    if n < 2:
+        return f"{100 * mean:+.2f} [n<2]" if n else DASH
+    star = "*" if lo > 0 or hi < 0 else ""
+    return f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{star} (n={n})"
 
 
 def excludes(s: dict) -> bool:
