@@ -671,8 +671,10 @@ def test_more_seeds_go_to_a_comparison_whose_validation_difference_is_small_once
     assert spec.planned("close-1ep") == (0, 1, 2, 3) and spec.planned("far-1ep") == (0, 1)
     assert spec.planned("close-2ep") == (0, 1)   # each budget decides for itself
     from cifarlab.study.status import status_table
+    said = status_table(study, store)
     assert "more_seeds: seed(s) 2, 3 where a validation difference from the group's baseline is under 0.5 points; " \
-           "added to base-1ep, close-1ep" in status_table(study, store)
+           "added to base-1ep, close-1ep; it may add up to 6 more run(s), 12 epochs" in said   # far-1ep is decided; the 2-epoch group (3 x 2 x 2) is not
+    assert "not in the estimate above" in said
     from cifarlab.report.markdown import more_seeds_said
     said = " ".join(more_seeds_said(spec))
     assert "under 0.5 points also trains seed(s) 2, 3" in said and "Added so far to: `base-1ep` (a baseline); `close-1ep` (validation +0.40 points against `base-1ep` over " \

@@ -44,6 +44,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
             like = own.get(name) or by_method.get(methods[name])
             return seconds_per_epoch(like) if like else per_epoch
         seconds_left = sum(epochs * rate(name) for name, _, epochs in work)
+        timing = rate
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
@@ -52,6 +53,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     "theirs; one without, at its training method's)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     else:
+        timing = None
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs in work], total, workers,
                                     machine_rate(others or [], machine)))
     if study.order == "group" and work:
@@ -59,18 +61,54 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     if study.tuned:
         rows += tuning_lines(study, store, p)
     if study.more_seeds is not None:
-        rows.append(more_seeds_line(study, p))
+        rows.append(more_seeds_line(study, store, p, timing, workers))
     return "\n".join(rows)
 
 
-def more_seeds_line(study: Study, p) -> str:
-    """What the study's `more_seeds` rule has added so far (its extra runs are counted above once added)."""
+def more_seeds_line(study: Study, store: Store, p, rate=None, workers: int = 1) -> str:
+    """What the study's `more_seeds` rule has added so far (its extra runs are counted above once
+    added), and the most it may still add (`more_seeds_ceiling`), with the epochs those runs would
+    train and, where `rate(variant)` times an epoch, the hours."""
     rule = study.more_seeds
     head = (f"more_seeds: seed(s) {', '.join(map(str, rule.seeds))} where a validation difference from the group's "
             f"baseline is under {rule.below:g} points")
     added = [name for name in (v.name for v in study.variants) if name in p.extra]
-    return head + (f"; added to {', '.join(added)}" if added else "; none added yet (decided as comparisons finish; "
-                                                                 "not in the estimate above)")
+    said = head + (f"; added to {', '.join(added)}" if added else "; none added yet (decided as comparisons finish)")
+    runs, epochs, seconds = more_seeds_ceiling(study, store, p, rate)
+    if not runs:
+        return said + ("; nothing more can be added" if added else "")
+    hours = f", about {seconds / workers / 3600:.1f} h with {workers} worker(s)" if seconds is not None else ""
+    return said + f"; it may add up to {runs} more run(s), {epochs:g} epochs{hours}, not in the estimate above"
+
+
+def more_seeds_ceiling(study: Study, store: Store, p, rate=None) -> tuple[int, float, float | None]:
+    """(runs, epochs, seconds or None) the `more_seeds` rule could still add if every comparison not
+    decided yet (the member or its group's baseline has planned seeds unfinished) fell under its bar:
+    the member and the baseline, where not added already."""
+    by_name = {v.name: v for v in study.variants}
+    keys: dict[str, list] = {}
+    for v, _, key in study.runs(p.choices):
+        keys.setdefault(v.name, []).append(key)
+
+    def finished(name: str) -> bool:
+        rows = [store.run(key) for key in keys.get(name, [])]
+        return bool(rows) and all(r is not None and r["status"] == "done" and r["val_acc"] is not None for r in rows)
+    could: dict[str, None] = {}
+    for g in study.questions:
+        if g in study.without_more_seeds:
+            continue
+        members = [v.name for v in study.variants if v.group == g]
+        base = study.baselines.get(g) or (members[0] if members else None)
+        for name in dict.fromkeys(members + list(study.also.get(g, ()))):
+            if name != base and base and not (finished(name) and finished(base)):
+                could.update({n: None for n in (name, base) if n in by_name and n not in p.extra})
+    runs, epochs, seconds = 0, 0.0, 0.0
+    for name in could:
+        seeds = [s for s in study.more_seeds.seeds if s not in study.seeds_of(by_name[name])]
+        n_epochs = len(seeds) * by_name[name].config.train.epochs
+        runs, epochs = runs + len(seeds), epochs + n_epochs
+        seconds = seconds + n_epochs * rate(name) if rate is not None and seconds is not None else None
+    return runs, epochs, seconds
 
 
 def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
