@@ -461,6 +461,15 @@ def test_under_label_noise_chance_is_judged_on_the_clean_labels():
     assert at_chance(runs, epochs, {1: {}}) == {0: pytest.approx(0.110)}   # no clean record: the labels were clean
 
 
+def test_a_run_without_a_validation_split_is_judged_at_chance_on_its_test_accuracy():
+    from cifarlab.report.summary import at_chance
+    classes = json.dumps([f"c{i}" for i in range(10)])
+    runs = {0: {"id": 1, "classes": classes, "test_acc": 0.10}, 1: {"id": 2, "classes": classes, "test_acc": 0.46}}
+    epochs = {1: [{"epoch": 1, "val_acc": None}], 2: [{"epoch": 1, "val_acc": None}]}   # data.val_size = 0
+    on_test: set[int] = set()
+    assert at_chance(runs, epochs, None, on_test) == {0: pytest.approx(0.10)} and on_test == {0, 1}
+
+
 def test_a_bimodal_set_gets_its_median_and_an_interval_inside_0_to_100(store, tmp_path):
     """Seed 1 of `base` stalls at chance (10 %) beside seeds at 70 and 71 %: the t-interval of the
     mean would reach below 0 %; the report clips it and gives the median beside the mean."""

@@ -205,12 +205,16 @@ def results_table(spec: StudySpec, summary: list[dict]) -> list[str]:
              for s in summary if s["note"] or s["selected"]]
     stopped = [f"- `{s['experiment']}` seed {seed}: {why}; the statistics include it, with the accuracies of "
                "the model it ended with." for s in summary for seed, why in s["stopped"].items()]
-    chance = [f"- `{s['experiment']}` seed {seed}: best validation accuracy {pct(best)} %" for s in summary
-              for seed, best in s["at_chance"].items()]
+    chance = [f"- `{s['experiment']}` seed {seed}: " + (f"test accuracy {pct(best)} % (no validation split)"
+                                                        if seed in s.get("chance_on_test", ()) else
+                                                        f"best validation accuracy {pct(best)} %")
+              for s in summary for seed, best in s["at_chance"].items()]
     return (lines + ([""] + notes if notes else []) + target_lines(spec, summary)
             + (["", "Runs that ended early:", "", *stopped] if stopped else [])
             + (["", "Runs that never rose above chance: their best validation accuracy "
-                + ("(on the clean labels, where noisy) " if shows_clean_val(summary) else "") + "over all epochs stayed "
+                + ("(on the clean labels, where noisy) " if shows_clean_val(summary) else "") + "over all epochs "
+                + ("(a run without a validation split: its test accuracy at the end) "
+                   if any(s.get("chance_on_test") for s in summary) else "") + "stayed "
                 f"within {100 * CHANCE_MARGIN:g} points of 1 / classes (the network diverged or died at the start); "
                 "the mean and the interval include them, the median beside the mean describes the typical run:",
                 "", *chance] if chance else []))

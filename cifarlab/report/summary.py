@@ -185,7 +185,9 @@ def summarize(store: Store, spec: StudySpec) -> list[dict]:
         epochs = epochs_by_run(store, out[-1]["run_ids"])
         selected = selected_epochs(cfg, runs, epochs)
         clean = clean_val_by_run(store, runs)
-        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs, clean), selected=selected,
+        on_test: set[int] = set()
+        out[-1].update(train_numbers(epochs), at_chance=at_chance(runs, epochs, clean, on_test), chance_on_test=on_test,
+                       selected=selected,
                        **top5_numbers(store, runs, spec.metric), **clean_val_numbers(cfg, runs, epochs, selected, clean))
         if spec.convergence is not None:
             out[-1].update(convergence_numbers(epochs, out[-1]["run_ids"], spec.convergence))
@@ -317,15 +319,21 @@ CHANCE_MARGIN = 0.02  # a run whose best validation accuracy stays below chance 
 
 
 def at_chance(runs: dict[int, sqlite3.Row], epochs: dict[int, list[sqlite3.Row]],
-              clean_by_run: dict[int, dict[int, float]] | None = None) -> dict[int, float]:
+              clean_by_run: dict[int, dict[int, float]] | None = None, on_test: set[int] | None = None) -> dict[int, float]:
     """{seed: best validation accuracy} of the runs that never rose above chance (1 / classes) in
     any epoch: a network that diverged or died at the start, which a mean ± std silently absorbs.
     Under label noise the clean labels' accuracy counts: on noisy labels a network that learned
-    stays near chance (at 80 % symmetric noise, 45 % on the clean labels is 13 % on the noisy)."""
+    stays near chance (at 80 % symmetric noise, 45 % on the clean labels is 13 % on the noisy).
+    A run that held out no validation split is judged on its test accuracy at the end (its seed
+    goes into `on_test`)."""
     out = {}
     for seed, run in runs.items():
         clean = (clean_by_run or {}).get(run["id"], {})
         best = max(present(clean.get(e["epoch"], e["val_acc"]) for e in epochs.get(run["id"], [])), default=None)
+        if best is None and "test_acc" in run.keys() and run["test_acc"] is not None:
+            best = run["test_acc"]
+            if on_test is not None:
+                on_test.add(seed)
         classes = len(json.loads(run["classes"])) if run["classes"] else 0
         if best is not None and classes and best < 1 / classes + CHANCE_MARGIN:
             out[seed] = best
