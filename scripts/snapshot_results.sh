@@ -33,7 +33,10 @@ PY
 for s in "$@"; do
   db="results/$s/results.db"
   checkpoint "$db"
-  "$CIFARLAB" report "studies/$s.toml" --db "$db" --out "results/$s" --data-dir "$DATA_DIR"
+  # the page's own extra sections (--grids, --features), as its "Regenerate" command names them
+  extra=$(grep -m1 "^cifarlab report studies/$s.toml" "results/$s/README.md" 2>/dev/null | grep -o -- "--grids\|--features" | tr '\n' ' ' || true)
+  # shellcheck disable=SC2086
+  "$CIFARLAB" report "studies/$s.toml" --db "$db" --out "results/$s" --data-dir "$DATA_DIR" $extra
   "$CIFARLAB" results export --db "$db" --out "results/$s" --study "studies/$s.toml"
   checkpoint "$db"
 done
