@@ -42,7 +42,9 @@ def register_model(name: str, doc: str = "", **keys) -> Callable:
 
 
 def register_loss(name: str) -> Callable:
-    """Decorator: `build(cfg: LossConfig, num_classes) -> loss(logits, batch)` becomes loss `name`."""
+    """Decorator: `build(cfg: LossConfig, num_classes) -> loss(logits, batch)` becomes loss `name`. A
+    builder that also takes `num_samples` is given the training split's size and keeps per-sample
+    state (`cifarlab.losses.EarlyLearningRegularized`): runs on several processes refuse it."""
     return LOSSES.register(name)
 
 
