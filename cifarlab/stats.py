@@ -59,9 +59,15 @@ def ci95(xs: Iterable[float]) -> tuple[float, float]:
     return mean - half, mean + half
 
 
+def seedwise(a: Mapping[int, float], b: Mapping[int, float]) -> dict[int, float]:
+    """{seed: a - b} over the seeds both have, in seed order."""
+    return {s: a[s] - b[s] for s in sorted(set(a) & set(b))}
+
+
 def paired_diff(a: Mapping[int, float], b: Mapping[int, float]) -> tuple[float, float, float, int]:
-    """(mean of a - b, 95% CI low, high, n) over the seeds both have."""
-    diffs = [a[s] - b[s] for s in sorted(set(a) & set(b))]
+    """(mean of a - b, 95% CI low, high, n) over the seeds both have. Where a and b are themselves
+    `seedwise` differences, it is how much one difference changed against the other."""
+    diffs = list(seedwise(a, b).values())
     mean, _ = mean_std(diffs)
     lo, hi = ci95(diffs)
     return mean, lo, hi, len(diffs)

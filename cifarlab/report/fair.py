@@ -6,6 +6,7 @@ would need, each conclusion across budgets, and each arm's compute."""
 from __future__ import annotations
 
 import math
+from collections import Counter
 from pathlib import Path
 
 import matplotlib
@@ -15,7 +16,7 @@ from matplotlib.figure import Figure
 from cifarlab.report.figures import RC, color, save
 from cifarlab.report.summary import DASH, StudySpec, diff_numbers, ok
 from cifarlab.results.store import Store
-from cifarlab.stats import NAN, holm, mean_std, paired_diff, paired_p, seeds_needed
+from cifarlab.stats import NAN, holm, mean_std, paired_diff, paired_p, seedwise, seeds_needed
 
 ALPHA = 0.05
 
@@ -319,9 +320,7 @@ def change_cell(arm: dict[str, dict], base: dict[str, dict], first: str, last: s
     if any(r is None or not r["n"] for r in rows):
         return DASH
     a_last, b_last, a_first, b_first = (r["score_by_seed"] for r in rows)
-    at_last = {seed: a_last[seed] - b_last[seed] for seed in a_last.keys() & b_last.keys()}
-    at_first = {seed: a_first[seed] - b_first[seed] for seed in a_first.keys() & b_first.keys()}
-    mean, lo, hi, n = paired_diff(at_last, at_first)
+    mean, lo, hi, n = paired_diff(seedwise(a_last, b_last), seedwise(a_first, b_first))
     if n < 2:
         return f"{100 * mean:+.2f} [n<2]" if n else DASH
     star = "*" if lo > 0 or hi < 0 else ""
@@ -403,10 +402,11 @@ def steps_per_epoch(store: Store, rows: list[dict]) -> int | None:
         if cfg is None:
             continue
         metrics = store.run_metrics(s["run_ids"])
+        epochs = Counter(e["run_id"] for e in store.epochs(s["run_ids"]))   # each run's epochs, one query
         for run_id in s["run_ids"]:
-            epochs, seen = len(store.epochs([run_id])), metrics.get(run_id, {}).get("images_seen")
-            if epochs and seen:
-                found.add(math.ceil(seen / epochs / cfg.train.batch_size))
+            seen = metrics.get(run_id, {}).get("images_seen")
+            if epochs[run_id] and seen:
+                found.add(math.ceil(seen / epochs[run_id] / cfg.train.batch_size))
     return found.pop() if len(found) == 1 else None
 
 

@@ -72,7 +72,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from cifarlab.errors import UserError
-from cifarlab.stats import mean_std, paired_diff
+from cifarlab.stats import mean_std, paired_diff, seedwise
 
 REF = re.compile(r"\{\{(.*?)\}\}")
 NAME = r"[A-Za-z0-9_.+-]+"            # a study folder, variant or published key
@@ -269,11 +269,10 @@ def paired(data: StudyData, a: str, b: str, what: str) -> tuple[float, float, fl
 
 def side_scores(data: StudyData, side: str, what: str) -> dict[int, float]:
     """seed -> the score of a variant, or of "x - y" the difference of two variants' (seeds both have)."""
-    names = [n.strip() for n in side.split(" - ")]
+    names = side.split(" - ")
     if len(names) == 1:
         return data.scores(names[0], what)
-    x, y = (data.scores(n, what) for n in names)
-    return {seed: x[seed] - y[seed] for seed in sorted(x.keys() & y.keys())}
+    return seedwise(*(data.scores(n, what) for n in names))
 
 
 # ----------------------------------------------------------------------------- references
@@ -366,7 +365,6 @@ class Renderer:
         return delta_text(*paired(data, a, b, what or data.spec.metric))
 
     def claim(self, folder: str, what: str | None, a: str, op: str, b: str) -> str:
-        a, b = " ".join(a.split()), " ".join(b.split())
         if (" - " in a) != (" - " in b):
             raise PaperError(f"claim \"{folder}: {a} {op} {b}\": compare a variant with a variant, or a "
                              "difference \"x - y\" with a difference")

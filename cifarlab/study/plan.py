@@ -11,13 +11,14 @@ a rerun (or the report) finds the recorded one.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
-from cifarlab.stats import mean_std
+from cifarlab.stats import mean_std, seedwise
 from cifarlab.study import fair
 from cifarlab.study.spec import Study, Variant
 
@@ -182,32 +183,47 @@ def more_seeds(study: Study, store: Store | None, choices: dict[str, dict],
     rule = study.more_seeds
     if rule is None or store is None:
         return {}
+    finished = finished_val(study, store, choices)
+    extra: dict[str, tuple[int, ...]] = {}
+    for base, name in comparisons(study):
+        base_val = finished(base)
+        val = finished(name) if base_val is not None else None
+        common = seedwise(val, base_val) if val is not None else {}
+        diff = 100 * sum(common.values()) / len(common) if common else None
+        if diff is not None and abs(diff) < rule.below:
+            extra[name] = extra[base] = rule.seeds
+            if why is not None:   # what the report says of the decision
+                why[name] = f"validation {diff:+.2f} points against `{base}` over seeds {', '.join(map(str, common))}"
+                why.setdefault(base, "a baseline")
+    own = {v.name: study.seeds_of(v) for v in study.variants}   # a seed a variant plans anyway is not added
+    return {name: added for name, seeds in extra.items() if (added := tuple(s for s in seeds if s not in own[name]))}
+
+
+def comparisons(study: Study) -> list[tuple[str, str]]:
+    """(baseline, variant) of each comparison the `more_seeds` rule reads: in every group that takes
+    part, each member and `also` variant against the group's baseline (its first member by default)."""
+    out = []
+    for group in (g for g in study.questions if g not in study.without_more_seeds):
+        members = [v.name for v in study.variants if v.group == group]
+        base = study.baselines.get(group) or (members[0] if members else None)
+        out += [(base, name) for name in dict.fromkeys(members + list(study.also.get(group, ()))) if base and name != base]
+    return out
+
+
+def finished_val(study: Study, store: Store, choices: dict[str, dict]):
+    """variant -> {seed: validation accuracy} once every seed it plans (without `more_seeds`) is done
+    with a validation accuracy, else None."""
     keys: dict[str, dict[int, RunKey]] = {}
     for v, _, key in study.runs(choices):
         keys.setdefault(v.name, {})[key.seed] = key
 
+    @functools.cache   # a baseline is read once, not once per comparison
     def finished(name: str) -> dict[int, float] | None:
         rows = {seed: store.run(key) for seed, key in keys.get(name, {}).items()}
         if not rows or any(r is None or r["status"] != "done" or r["val_acc"] is None for r in rows.values()):
             return None
         return {seed: r["val_acc"] for seed, r in rows.items()}
-    extra: dict[str, tuple[int, ...]] = {}
-    for group in (g for g in study.questions if g not in study.without_more_seeds):
-        base = study.baselines.get(group) or next((v.name for v in study.variants if v.group == group), None)
-        base_val = finished(base) if base else None
-        if base_val is None:
-            continue
-        for name in dict.fromkeys([v.name for v in study.variants if v.group == group] + list(study.also.get(group, ()))):
-            val = finished(name) if name != base else None
-            common = sorted(set(val or {}) & set(base_val))
-            diff = 100 * sum(val[s] - base_val[s] for s in common) / len(common) if common else None
-            if diff is not None and abs(diff) < rule.below:
-                extra[name] = extra[base] = rule.seeds
-                if why is not None:   # what the report says of the decision
-                    why[name] = f"validation {diff:+.2f} points against `{base}` over seeds {', '.join(map(str, common))}"
-                    why.setdefault(base, "a baseline")
-    own = {v.name: study.seeds_of(v) for v in study.variants}   # a seed a variant plans anyway is not added
-    return {name: added for name, seeds in extra.items() if (added := tuple(s for s in seeds if s not in own[name]))}
+    return finished
 
 
 def with_seeds(study: Study, extra: dict[str, tuple[int, ...]]) -> Study:

@@ -85,23 +85,13 @@ def more_seeds_ceiling(study: Study, store: Store, p, rate=None) -> tuple[int, f
     """(runs, epochs, seconds or None) the `more_seeds` rule could still add if every comparison not
     decided yet (the member or its group's baseline has planned seeds unfinished) fell under its bar:
     the member and the baseline, where not added already."""
+    from cifarlab.study.plan import comparisons, finished_val
     by_name = {v.name: v for v in study.variants}
-    keys: dict[str, list] = {}
-    for v, _, key in study.runs(p.choices):
-        keys.setdefault(v.name, []).append(key)
-
-    def finished(name: str) -> bool:
-        rows = [store.run(key) for key in keys.get(name, [])]
-        return bool(rows) and all(r is not None and r["status"] == "done" and r["val_acc"] is not None for r in rows)
+    finished = finished_val(study, store, p.choices)
     could: dict[str, None] = {}
-    for g in study.questions:
-        if g in study.without_more_seeds:
-            continue
-        members = [v.name for v in study.variants if v.group == g]
-        base = study.baselines.get(g) or (members[0] if members else None)
-        for name in dict.fromkeys(members + list(study.also.get(g, ()))):
-            if name != base and base and not (finished(name) and finished(base)):
-                could.update({n: None for n in (name, base) if n in by_name and n not in p.extra})
+    for base, name in comparisons(study):
+        if finished(name) is None or finished(base) is None:
+            could.update({n: None for n in (name, base) if n not in p.extra})
     runs, epochs, seconds = 0, 0.0, 0.0
     for name in could:
         seeds = [s for s in study.more_seeds.seeds if s not in study.seeds_of(by_name[name])]
