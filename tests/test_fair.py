@@ -683,6 +683,25 @@ def test_more_seeds_go_to_a_comparison_whose_validation_difference_is_small_once
     assert plan(study, store).extra == {}
 
 
+def test_the_most_more_seeds_may_still_add_counts_undecided_comparisons_and_hours_only_at_a_known_rate(tmp_path):
+    """`study status`'s ceiling: every comparison whose member or baseline has planned seeds
+    unfinished could still fall under the bar; its member and baseline would each train the rule's
+    seeds. Without a measured rate it says runs and epochs, no hours."""
+    from cifarlab.study.status import more_seeds_ceiling
+    study = load_study(write(tmp_path, MORE_SEEDS))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    # nothing finished: base, close and far at both budgets could each add seeds 2 and 3
+    assert more_seeds_ceiling(study, store, p) == (12, 3 * 2 * 1 + 3 * 2 * 2, None)   # variants x seeds x epochs
+    runs, epochs, seconds = more_seeds_ceiling(study, store, p, rate=lambda name: 10.0)
+    assert (runs, epochs, seconds) == (12, 18.0, 180.0)
+    for key in [k for k in p.runs if k.experiment.endswith("-1ep")]:
+        finish(store, key, p.runs[key], 0.6 if key.experiment != "far-1ep" else 0.7)
+    p = plan(study, store)   # the 1-epoch group is decided: close-1ep and base-1ep added, far-1ep not
+    assert p.extra == {"close-1ep": (2, 3), "base-1ep": (2, 3)}
+    assert more_seeds_ceiling(study, store, p) == (6, 12.0, None)
+
+
 def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_stays_last_under_group_order(tmp_path):
     text = (MORE_SEEDS.replace('baseline = "base"\n', "").replace("budgets = [1, 2]\n", "")
             + '\n[groups.h]\nquestion = "?"\n\n[[variants]]\nname = "later"\ngroup = "h"\n'
@@ -759,3 +778,38 @@ def test_the_change_of_a_comparison_across_budgets_is_paired_over_the_seeds_all_
     assert said.startswith(f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]") and said.endswith("(n=3)")
     assert ("*" in said) == (lo > 0 or hi < 0)
     assert change_cell(arm, {"5ep": base["5ep"]}, "5ep", "20ep") == "—"   # a budget the baseline lacks
+    one = {"5ep": row({0: 0.80}), "20ep": row({0: 0.90, 1: 0.9})}   # one seed shared by all four: no interval
+    assert change_cell(one, base, "5ep", "20ep") == f"{100 * ((0.90 - 0.89) - (0.80 - 0.78)):+.2f} [n<2]"
+    none = {"5ep": row({5: 0.80}), "20ep": row({5: 0.90})}   # no seed shared with the baseline
+    assert change_cell(none, base, "5ep", "20ep") == "—"
+
+
+def test_steps_per_epoch_is_said_only_where_every_arm_takes_the_same_steps(monkeypatch):
+    """The loss figure's top axis counts optimizer steps only where every row's runs take the same
+    number per epoch (images seen / epochs / batch, the last batch short); otherwise, or where no run
+    records its images, there is no axis (None)."""
+    from types import SimpleNamespace
+    from cifarlab.report import summary
+
+    batch = {"a": 100, "b": 100, "c": 50}
+    monkeypatch.setattr(summary, "experiment_config",
+                        lambda runs, name: SimpleNamespace(train=SimpleNamespace(batch_size=batch[name])))
+
+    class Store:   # 3 epochs of 950 images per run: 10 steps per epoch at batch 100, 19 at batch 50
+        def __init__(self, seen):
+            self.seen = seen
+
+        def runs(self):
+            return []
+
+        def run_metrics(self, ids):
+            return {i: {"images_seen": self.seen} for i in ids if self.seen is not None}
+
+        def epochs(self, ids):
+            return [{"run_id": i} for i in ids for _ in range(3)]
+
+    rows = {name: {"experiment": name, "run_ids": [i]} for i, name in enumerate(batch)}
+    assert R.steps_per_epoch(Store(3 * 950), [rows["a"], rows["b"]]) == 10
+    assert R.steps_per_epoch(Store(3 * 950), [rows["a"], rows["c"]]) is None   # 10 against 19
+    assert R.steps_per_epoch(Store(None), [rows["a"], rows["b"]]) is None      # nothing recorded
+    assert R.steps_per_epoch(Store(3 * 950), [{"experiment": "a", "run_ids": []}]) is None   # no finished run
