@@ -222,6 +222,12 @@ def build_parser() -> Parser:
     flops = show_sub.add_parser("flops", help="a config's training compute before it runs: parameters, FLOPs "
                                 "per training image (forward + backward) and per run")
     add_config_args(flops)
+    conf = show_sub.add_parser("config", help="the resolved config an experiment file (or a run directory) "
+                               "trains with, as TOML; with a second one, only the keys whose values differ")
+    conf.add_argument("experiment", help="experiment TOML file, or a run directory (its config.toml)")
+    conf.add_argument("other", nargs="?", help="a second experiment file or run directory to compare with")
+    conf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                      help="override a key of the first config, e.g. --set optim.lr=0.01 (repeatable)")
     feats = show_sub.add_parser("features", help="test images' features of trained runs, projected by PCA, "
                                 "coloured by class (e.g. a SupCon and a cross-entropy encoder side by side)")
     feats.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with a checkpoint")
@@ -675,6 +681,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from cifarlab.show import augment_grid
     if args.show == "features":
         return show_features(args)
+    if args.show == "config":
+        return show_config(args)
     if args.show == "flops":
         from cifarlab import config as C
         from cifarlab.flops import classes_of, planned, size_of
@@ -699,6 +707,17 @@ def cmd_show(args: argparse.Namespace) -> int:
             raise UserError(f"--{name} must be >= 1, got {getattr(args, name)}")
     cfg, splits = load_experiment(args, progress=False)
     print(f"wrote {augment_grid(cfg, splits, Path(args.out), args.images, args.draws)}")
+    return 0
+
+
+def show_config(args: argparse.Namespace) -> int:
+    """`cifarlab show config A [B]`: A's resolved config as TOML, or the keys where A and B differ."""
+    from cifarlab import config as C
+    first = C.load_file_or_run(args.experiment, args.overrides)
+    if args.other is None:
+        print(C.to_toml(first), end="")
+        return 0
+    print("\n".join(C.diff_lines(first, C.load_file_or_run(args.other), args.experiment, args.other)))
     return 0
 
 

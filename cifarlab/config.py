@@ -110,6 +110,18 @@ def load_resolved(path: str | Path) -> ExperimentConfig:
     return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")))
 
 
+def load_file_or_run(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
+    """The resolved config of an experiment file (with `overrides`), or of a run directory: the
+    config.toml it trained with."""
+    if Path(path).is_dir():
+        if overrides:
+            raise ConfigError(f"--set applies to an experiment file, not to the run directory {path}")
+        if not (Path(path) / "config.toml").exists():
+            raise ConfigError(f"{path} is not a run directory (no config.toml); give an experiment file or a run directory")
+        return load_resolved(Path(path) / "config.toml")
+    return load(path, overrides)
+
+
 def read_toml(path: Path, kind: str, example: str) -> dict:
     """The table in the TOML file at `path`, or a one-line ConfigError naming the `kind` of file
     expected ("experiment", "study") and an `example` of one."""
@@ -378,6 +390,15 @@ def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]
             if db[section][k] != v:
                 out[f"{section}.{k}"] = (v, db[section][k])
     return out
+
+
+def diff_lines(a: ExperimentConfig, b: ExperimentConfig, a_name: str, b_name: str) -> list[str]:
+    """`section.key  a -> b` for each key whose value differs (TOML values), then a count line."""
+    changed = diff(a, b)
+    width = max((len(k) for k in changed), default=0)
+    lines = [f"{key:<{width}}  {toml_value(x)} -> {toml_value(y)}" for key, (x, y) in changed.items()]
+    return lines + [f"{len(changed)} key(s) differ between {a_name} and {b_name}" if changed
+                    else f"no key differs between {a_name} and {b_name}"]
 
 
 def key_comments(cls: type) -> dict[str, str]:

@@ -363,3 +363,30 @@ def test_show_flops_prints_the_counted_flops_of_a_config(tmp_path, repo_experime
     assert f"{per / 1e6:,.1f} MFLOP per training image" in r.stdout
     images = 50000 - cfg.data.val_size
     assert f"{per * images * 2 / 1e15:.3f} PFLOP of training" in r.stdout
+
+
+def test_show_config_prints_the_resolved_config_and_the_keys_two_configs_differ_in(tmp_path, repo_experiment):
+    """One config: its resolved TOML, loadable again as the same config. Two (experiment files or run
+    directories): only the keys that differ, first -> second, with --set applied to the first."""
+    from cifarlab import config as C
+    r = cli("show", "config", repo_experiment, "--set", "optim.lr=0.123", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "resolved.toml").write_text(r.stdout)
+    assert C.load(tmp_path / "resolved.toml") == C.load(repo_experiment, ["optim.lr=0.123"])
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()   # a run directory holds the config it trained with
+    (run_dir / "config.toml").write_text(C.to_toml(C.load(repo_experiment, ["train.epochs=3", "model.norm=batch"])))
+    r = cli("show", "config", repo_experiment, run_dir, "--set", "optim.lr=0.123", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    base = C.load(repo_experiment)
+    assert [line.split()[0] for line in lines[:-1]] == ["model.norm", "optim.lr", "train.epochs"]
+    assert lines[1].split()[1:] == ["0.123", "->", C.toml_value(base.optim.lr)]
+    assert lines[-1] == f"3 key(s) differ between {repo_experiment} and {run_dir}"
+    same = cli("show", "config", repo_experiment, repo_experiment, cwd=tmp_path)
+    assert same.returncode == 0 and same.stdout.strip() == f"no key differs between {repo_experiment} and {repo_experiment}"
+    for bad, said in [((tmp_path,), "is not a run directory (no config.toml)"),
+                      ((run_dir, "--set", "optim.lr=1"), "--set applies to an experiment file"),
+                      ((repo_experiment, "--set", "optim.lrr=1"), "did you mean optim.lr?")]:
+        r = cli("show", "config", *bad, cwd=tmp_path)
+        assert r.returncode == 2 and said in r.stderr and r.stdout == ""
