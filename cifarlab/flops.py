@@ -66,15 +66,21 @@ def size_of(cfg: C.ExperimentConfig) -> int:
     return cfg.data.image_size or DATASETS.get(cfg.data.dataset).side
 
 
+def images_per_epoch(cfg: C.ExperimentConfig) -> int | None:
+    """The training images one epoch of `cfg` shows (its subset or its dataset's training images, less
+    the validation split), or None where its dataset declares no size."""
+    known = cfg.data.subset or DATASETS.get(cfg.data.dataset).train_images
+    return known - cfg.data.val_size if known else None
+
+
 def planned(cfg: C.ExperimentConfig) -> dict:
     """A config's compute before it runs: FLOPs per training image, images per epoch and the
     training FLOPs of the whole run (`training_flops` of the images its epochs will show)."""
     per = flops_per_image(cfg.model, classes_of(cfg), size_of(cfg))
-    known = DATASETS.get(cfg.data.dataset).train_images
-    if not (cfg.data.subset or known):
+    images = images_per_epoch(cfg)
+    if images is None:
         raise ConfigError(f"data.dataset = {cfg.data.dataset!r} declares no train_images (its registry entry), so "
                           "its compute cannot be planned; register it with train_images = N, or set data.subset")
-    images = (cfg.data.subset or known) - cfg.data.val_size
     seen = int(images * cfg.train.epochs)
     pretrain = images * pretrain_epochs(cfg)
     if pretrain:   # a two-phase method: the first phase's images, then the second's

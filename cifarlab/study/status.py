@@ -15,7 +15,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     `machine` (this one's name), only theirs count: machines here differ several-fold in speed.
     A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
     its epochs take twice as long); one without, by the finished runs of its training method
-    (`train.method`) where there are some; the others by the mean of all. A run in flight or
+    (`train.method`) where there are some; the others by the mean of all; each as seconds per
+    training image, times the variant's images per epoch (an epoch of a subset is shorter). A run in flight or
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
     probe) adds no epochs once one of its siblings is done or counted, nor does a tuned arm's test
@@ -39,10 +40,15 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
             if not t[4]:   # a run that stopped early timed fewer epochs than it was planned
                 own.setdefault(t[3], []).append(t)
                 by_method.setdefault(t[5], []).append(t)
+        from cifarlab.flops import images_per_epoch
+        images = {name: images_per_epoch(cfg) for name, cfg, _ in runs}   # an epoch of a subset is shorter
+        if None in images.values():   # a dataset of unknown size: every epoch counts alike
+            images = dict.fromkeys(images, 1)
 
         def rate(name: str) -> float:
-            like = own.get(name) or by_method.get(methods[name])
-            return seconds_per_epoch(like) if like else per_epoch
+            """Seconds per epoch of `name`: its timing runs' seconds per image, times its images per epoch."""
+            like = own.get(name) or by_method.get(methods[name]) or basis
+            return sum(t[0] for t in like) / sum(t[1] * images[t[3]] for t in like) * images[name]
         seconds_left = sum(epochs * rate(name) for name, _, epochs in work)
         timing = rate
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
@@ -50,7 +56,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
                     f"wall time; about {seconds_left / workers / 3600:.1f} h left with {workers} "
                     f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
-                    "theirs; one without, at its training method's)"
+                    "theirs; one without, at its training method's; each scaled to its images per epoch)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     else:
         timing = None
