@@ -763,7 +763,7 @@ def test_a_group_may_opt_out_of_more_seeds_and_only_with_false(tmp_path):
 
 def test_the_change_of_a_comparison_across_budgets_is_paired_over_the_seeds_all_four_runs_share():
     """(arm − baseline at the last budget) − (arm − baseline at the first), seed by seed; a seed that
-    one of the four lacks is left out; a * where the interval excludes 0."""
+    one of the four lacks is left out; a † where the interval excludes 0 (uncorrected)."""
     from cifarlab.report.fair import change_cell
     from cifarlab.stats import paired_diff
 
@@ -776,7 +776,7 @@ def test_the_change_of_a_comparison_across_budgets_is_paired_over_the_seeds_all_
     mean, lo, hi, n = paired_diff(last, first)
     said = change_cell(arm, base, "5ep", "20ep")
     assert said.startswith(f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]") and said.endswith("(n=3)")
-    assert ("*" in said) == (lo > 0 or hi < 0)
+    assert ("†" in said) == (lo > 0 or hi < 0) and "*" not in said   # uncorrected: not Holm's *
     assert change_cell(arm, {"5ep": base["5ep"]}, "5ep", "20ep") == "—"   # a budget the baseline lacks
     one = {"5ep": row({0: 0.80}), "20ep": row({0: 0.90, 1: 0.9})}   # one seed shared by all four: no interval
     assert change_cell(one, base, "5ep", "20ep") == f"{100 * ((0.90 - 0.89) - (0.80 - 0.78)):+.2f} [n<2]"

@@ -276,7 +276,7 @@ def budget_section(spec: StudySpec, summary: list[dict], out_dir: Path) -> list[
              + ("; a * marks a difference distinguishable after Holm's correction" if holm_on else
                 "; a * marks a CI that excludes 0") + "), how much it changed from the first budget to the last "
              "(the difference at the last minus the difference at the first, seed by seed over the seeds all four "
-             "runs share, with its 95% CI, uncorrected: does the budget change the answer?), then whether the "
+             "runs share, with its 95% CI, uncorrected, a † where it excludes 0: does the budget change the answer?), then whether the "
              "conclusion holds at every budget, flips sign, or is distinguishable only at some.", ""]
     for group, expanded in groups.items():
         labels = [label for _, label in expanded]
@@ -315,7 +315,8 @@ def budget_section(spec: StudySpec, summary: list[dict], out_dir: Path) -> list[
 
 def change_cell(arm: dict[str, dict], base: dict[str, dict], first: str, last: str) -> str:
     """(arm − baseline at `last`) − (arm − baseline at `first`), paired over the seeds all four share,
-    with its 95% CI (a * where it excludes 0): how much the budget moved the comparison."""
+    with its 95% CI (a † where it excludes 0, uncorrected; the table's * means after Holm's
+    correction): how much the budget moved the comparison."""
     rows = [arm.get(last), base.get(last), arm.get(first), base.get(first)]
     if any(r is None or not r["n"] for r in rows):
         return DASH
@@ -323,8 +324,8 @@ def change_cell(arm: dict[str, dict], base: dict[str, dict], first: str, last: s
     mean, lo, hi, n = paired_diff(seedwise(a_last, b_last), seedwise(a_first, b_first))
     if n < 2:
         return f"{100 * mean:+.2f} [n<2]" if n else DASH
-    star = "*" if lo > 0 or hi < 0 else ""
-    return f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{star} (n={n})"
+    dagger = "†" if lo > 0 or hi < 0 else ""
+    return f"{100 * mean:+.2f} [{100 * lo:+.2f}, {100 * hi:+.2f}]{dagger} (n={n})"
 
 
 def excludes(s: dict) -> bool:
