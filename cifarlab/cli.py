@@ -224,8 +224,9 @@ def build_parser() -> Parser:
     add_config_args(flops)
     conf = show_sub.add_parser("config", help="the resolved config an experiment file (or a run directory) "
                                "trains with, as TOML; with a second one, only the keys whose values differ")
-    conf.add_argument("experiment", help="experiment TOML file, or a run directory (its config.toml)")
-    conf.add_argument("other", nargs="?", help="a second experiment file or run directory to compare with")
+    conf.add_argument("experiment", help="experiment TOML file, a run directory (its config.toml), or "
+                      "STUDY.toml:VARIANT (as the study declares it, before any tuned choice)")
+    conf.add_argument("other", nargs="?", help="a second one of those to compare with")
     conf.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                       help="override a key of the first config, e.g. --set optim.lr=0.01 (repeatable)")
     feats = show_sub.add_parser("features", help="test images' features of trained runs, projected by PCA, "
@@ -713,12 +714,26 @@ def cmd_show(args: argparse.Namespace) -> int:
 def show_config(args: argparse.Namespace) -> int:
     """`cifarlab show config A [B]`: A's resolved config as TOML, or the keys where A and B differ."""
     from cifarlab import config as C
-    first = C.load_file_or_run(args.experiment, args.overrides)
+    first = config_named(args.experiment, args.overrides)
     if args.other is None:
         print(C.to_toml(first), end="")
         return 0
-    print("\n".join(C.diff_lines(first, C.load_file_or_run(args.other), args.experiment, args.other)))
+    print("\n".join(C.diff_lines(first, config_named(args.other), args.experiment, args.other)))
     return 0
+
+
+def config_named(name: str, overrides=()):
+    """An experiment file, a run directory, or STUDY.toml:VARIANT (the variant as its study declares
+    it, budgets expanded, before any tuned choice)."""
+    from cifarlab import config as C
+    study_file, sep, variant = name.rpartition(":")
+    if not (sep and study_file.endswith(".toml")):
+        return C.load_file_or_run(name, overrides)
+    from cifarlab.study import load_study
+    variants = {v.name: v for v in load_study(study_file).variants}
+    if variant not in variants:
+        raise UserError(f"{study_file} has no variant {variant!r}; its variants: {', '.join(variants)}")
+    return C.with_overrides(variants[variant].config, overrides) if overrides else variants[variant].config
 
 
 def show_features(args: argparse.Namespace) -> int:

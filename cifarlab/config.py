@@ -110,6 +110,14 @@ def load_resolved(path: str | Path) -> ExperimentConfig:
     return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")))
 
 
+def with_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str]) -> ExperimentConfig:
+    """`cfg` with `section.key=value` overrides applied, checked as a file's would be."""
+    raw = to_dict(cfg)
+    for item in overrides:
+        set_dotted(raw, *parse_override(item))
+    return from_dict(raw)
+
+
 def load_file_or_run(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentConfig:
     """The resolved config of an experiment file (with `overrides`), or of a run directory: the
     config.toml it trained with."""

@@ -385,7 +385,17 @@ def test_show_config_prints_the_resolved_config_and_the_keys_two_configs_differ_
     assert lines[-1] == f"3 key(s) differ between {repo_experiment} and {run_dir}"
     same = cli("show", "config", repo_experiment, repo_experiment, cwd=tmp_path)
     assert same.returncode == 0 and same.stdout.strip() == f"no key differs between {repo_experiment} and {repo_experiment}"
-    for bad, said in [((tmp_path,), "is not a run directory (no config.toml)"),
+    study = tmp_path / "s.toml"   # a study's variants, as declared (budgets x the reference's 100 epochs, no tuned choice)
+    study.write_text(f'experiment = "{repo_experiment}"\nseeds = [0]\nbudgets = [1, 2]\n[[variants]]\nname = "a"\n'
+                     '[[variants]]\nname = "b"\nset = { "optim.lr" = 0.5 }\n')
+    r = cli("show", "config", f"{study}:a-100ep", f"{study}:b-100ep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == [f"optim.lr  {C.toml_value(base.optim.lr)} -> 0.5",
+                                     f"1 key(s) differ between {study}:a-100ep and {study}:b-100ep"]
+    longer = cli("show", "config", f"{study}:a-100ep", f"{study}:a-200ep", cwd=tmp_path)
+    assert "train.epochs" in longer.stdout and "optim.lr" not in longer.stdout   # the schedule stretched
+    for bad, said in [((f"{study}:c",), "has no variant 'c'; its variants: a-100ep, b-100ep, a-200ep, b-200ep"),
+                      ((tmp_path,), "is not a run directory (no config.toml)"),
                       ((run_dir, "--set", "optim.lr=1"), "--set applies to an experiment file"),
                       ((repo_experiment, "--set", "optim.lrr=1"), "did you mean optim.lr?")]:
         r = cli("show", "config", *bad, cwd=tmp_path)
