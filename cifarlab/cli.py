@@ -729,11 +729,8 @@ def config_named(name: str, overrides=()):
     study_file, sep, variant = name.rpartition(":")
     if not (sep and study_file.endswith(".toml")):
         return C.load_file_or_run(name, overrides)
-    from cifarlab.study import load_study
-    variants = {v.name: v for v in load_study(study_file).variants}
-    if variant not in variants:
-        raise UserError(f"{study_file} has no variant {variant!r}; its variants: {', '.join(variants)}")
-    return C.with_overrides(variants[variant].config, overrides) if overrides else variants[variant].config
+    from cifarlab.study.spec import variant_config
+    return C.with_overrides(variant_config(study_file, variant), overrides)
 
 
 def show_features(args: argparse.Namespace) -> int:

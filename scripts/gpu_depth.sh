@@ -6,7 +6,8 @@
 # of scripts/device_data.py in $DEVDATA). CIFAR-100 studies need data/cifar100 too.
 # Usage: scripts/gpu_depth.sh SECONDS WORKERS [STUDY ...]   (default: the #44 queue below)
 # The default queue puts first what the two CPU workers cannot finish in a session or several
-# (noise_methods, about 52 process-hours on the Zen 4; augment_budget, about 73), then the rest.
+# (noise_methods, about 52 process-hours on the Zen 4; augment_budget, about 73: `cifarlab study
+# status studies/S.toml --db results/S/results.db` there), then the rest.
 # Runbook, with a device lent (its budget is about 15 minutes, start included):
 #   1. pause the CPU workers (touch logs/queue.stop; SIGTERM the `study run` processes: each gives
 #      back its claim and keeps its finished epochs), so no database changes while it is carried;

@@ -207,6 +207,15 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
                    tune, seeds)
 
 
+def variant_config(path: str | Path, name: str) -> C.ExperimentConfig:
+    """The config of the study's variant `name` as the study declares it (budgets expanded, before
+    any tuned choice), or one line naming the study's variants."""
+    variants = {v.name: v for v in load_study(path).variants}
+    if name not in variants:
+        raise ConfigError(f"{path} has no variant {name!r}; its variants: {', '.join(variants)}")
+    return variants[name].config
+
+
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     raw = C.read_toml(path, "study", "studies/basic.toml")

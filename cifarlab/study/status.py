@@ -98,13 +98,10 @@ def more_seeds_ceiling(study: Study, store: Store, p, rate=None) -> tuple[int, f
     for base, name in comparisons(study):
         if finished(name) is None or finished(base) is None:
             could.update({n: None for n in (name, base) if n not in p.extra})
-    runs, epochs, seconds = 0, 0.0, 0.0
-    for name in could:
-        seeds = [s for s in study.more_seeds.seeds if s not in study.seeds_of(by_name[name])]
-        n_epochs = len(seeds) * by_name[name].config.train.epochs
-        runs, epochs = runs + len(seeds), epochs + n_epochs
-        seconds = seconds + n_epochs * rate(name) if rate is not None and seconds is not None else None
-    return runs, epochs, seconds
+    added = {name: [s for s in study.more_seeds.seeds if s not in study.seeds_of(by_name[name])] for name in could}
+    epochs = {name: len(seeds) * by_name[name].config.train.epochs for name, seeds in added.items()}
+    seconds = None if rate is None else sum(n * rate(name) for name, n in epochs.items())
+    return sum(map(len, added.values())), float(sum(epochs.values())), seconds
 
 
 def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
