@@ -20,6 +20,8 @@ CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
 DATA_DIR=${DATA_DIR:-../shared/data}
 mkdir -p logs
 rm -f logs/queue.stop
+# the runs an earlier session's snapshot carried unfinished (results/STUDY/inflight) resume, not start over
+scripts/inflight.sh restore "$@"
 for slot in $(seq "$workers"); do
   nohup bash -c '
     for s in "$@"; do

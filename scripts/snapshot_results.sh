@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Regenerate the reports, CSV exports and the results index of live studies at one database state,
-# and stage them for a commit: every local `cifarlab` process is paused (SIGSTOP) while the pages are
-# written and resumed afterwards, so no worker finishes a run between the report and `git add`
-# (the results index test compares the committed index with one regenerated from the databases).
+# carry their unfinished runs' checkpoints (results/STUDY/inflight), and stage them for a commit:
+# every local `cifarlab` process is paused (SIGSTOP) while the pages are written and resumed
+# afterwards, so no worker finishes a run between the report and `git add` (the results index test
+# compares the committed index with one regenerated from the databases).
 #
 #   scripts/snapshot_results.sh noise_imagenette noise_cifar10    # then: git commit
 #
@@ -40,6 +41,8 @@ for s in "$@"; do
   "$CIFARLAB" results export --db "$db" --out "results/$s" --study "studies/$s.toml"
   checkpoint "$db"
 done
+# the unfinished runs' checkpoints, so that the next session's checkout resumes them (scripts/inflight.sh)
+scripts/inflight.sh carry "$@"
 "$CIFARLAB" results index --out results/README.md
 # the project report cites the databases: regenerate it at the same state (a claim the new runs no
 # longer support stops here with one line naming the sentence; fix the source, then snapshot again)

@@ -1,0 +1,122 @@
+"""scripts/inflight.sh: a session's unfinished runs carried through git to the next session's checkout."""
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inflight.sh"
+ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
+ZEN5 = "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+
+
+def checkout(tmp_path: Path, cpu: str = ZEN4) -> Path:
+    """A checkout with the script, a study file, two runs of it (one unfinished, one finished)."""
+    root = tmp_path / "repo"
+    (root / "scripts").mkdir(parents=True)
+    shutil.copy(SCRIPT, root / "scripts" / "inflight.sh")
+    (root / "studies").mkdir()
+    (root / "studies" / "s.toml").write_text('name = "s"\n')
+    (root / "cpuinfo").write_text(cpu)
+    unfinished = root / "runs" / "s" / "arm" / "seed1-abc"
+    unfinished.mkdir(parents=True)
+    (unfinished / "checkpoint.pt").write_bytes(b"weights at epoch 2")
+    (unfinished / "best.pt").write_bytes(b"best weights")
+    (unfinished / "config.toml").write_text('name = "arm"\n')
+    (unfinished / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "val_')   # paused mid-line
+    (unfinished / "checkpoint.pt.tmp").write_bytes(b"half a write")
+    done = root / "runs" / "s" / "arm" / "seed0-def"
+    done.mkdir(parents=True)
+    (done / "checkpoint.pt").write_bytes(b"last weights")
+    (done / "final.json").write_text("{}")
+    (root / "runs" / "s" / "_shared").mkdir()
+    (root / "runs" / "s" / "_shared" / "select-x-seed0.pt").write_bytes(b"shared")
+    return root
+
+
+def inflight(root: Path, *args: str, cpu: str | None = None) -> subprocess.CompletedProcess:
+    if cpu is not None:
+        (root / "cpuinfo").write_text(cpu)
+    return subprocess.run(["bash", str(root / "scripts" / "inflight.sh"), *args], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "CPUINFO": str(root / "cpuinfo")})
+
+
+def test_an_unfinished_run_is_carried_and_restored_byte_for_byte(tmp_path):
+    root = checkout(tmp_path)
+    out = inflight(root, "carry", "s")
+    assert out.returncode == 0 and "1 unfinished run(s) carried" in out.stdout, out.stderr
+    carried = root / "results" / "s" / "inflight"
+    files = sorted(str(p.relative_to(carried)) for p in carried.rglob("*") if p.is_file())
+    # only the unfinished run, without the half-written temporary file; the finished run and the
+    # shared folder stay behind
+    assert files == ["CPU", "SHA256SUMS", "arm/seed1-abc/best.pt", "arm/seed1-abc/checkpoint.pt",
+                     "arm/seed1-abc/config.toml", "arm/seed1-abc/metrics.jsonl"]
+    assert (carried / "arm/seed1-abc/metrics.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+    assert (carried / "CPU").read_text() == "AuthenticAMD 25 17\n"
+
+    shutil.rmtree(root / "runs")   # the next session's checkout: no runs/ folder
+    out = inflight(root, "restore", "s")
+    assert out.returncode == 0 and "1 unfinished run(s) restored" in out.stdout, out.stderr
+    run = root / "runs" / "s" / "arm" / "seed1-abc"
+    assert (run / "checkpoint.pt").read_bytes() == b"weights at epoch 2"
+    assert (run / "best.pt").read_bytes() == b"best weights"
+    assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
+
+
+def test_restore_keeps_a_run_directory_that_is_already_there(tmp_path):
+    root = checkout(tmp_path)
+    inflight(root, "carry", "s")
+    (root / "runs" / "s" / "arm" / "seed1-abc" / "checkpoint.pt").write_bytes(b"weights at epoch 5")
+    out = inflight(root, "restore", "s")
+    assert "0 unfinished run(s) restored" in out.stdout
+    assert (root / "runs" / "s" / "arm" / "seed1-abc" / "checkpoint.pt").read_bytes() == b"weights at epoch 5"
+
+
+@pytest.mark.parametrize("damage", ["changed", "unlisted"])
+def test_nothing_is_restored_when_a_checksum_does_not_match(tmp_path, damage):
+    root = checkout(tmp_path)
+    inflight(root, "carry", "s")
+    shutil.rmtree(root / "runs")
+    carried = root / "results" / "s" / "inflight" / "arm" / "seed1-abc"
+    if damage == "changed":
+        (carried / "checkpoint.pt").write_bytes(b"weights at epoch 9")
+    else:   # a file SHA256SUMS does not list is not restored unchecked: the list is rewritten without it
+        sums = root / "results" / "s" / "inflight" / "SHA256SUMS"
+        sums.write_text("".join(line for line in sums.read_text().splitlines(True) if "best.pt" not in line))
+        (carried / "best.pt").write_bytes(b"other weights")
+    out = inflight(root, "restore", "s")
+    if damage == "changed":
+        assert out.returncode == 0 and "does not match SHA256SUMS; nothing restored" in out.stdout
+        assert not (root / "runs").exists()
+    else:
+        assert "1 unfinished run(s) restored" in out.stdout
+        assert not (root / "runs" / "s" / "arm" / "seed1-abc" / "best.pt").exists()
+
+
+def test_a_run_carried_on_another_cpu_starts_over(tmp_path):
+    root = checkout(tmp_path)
+    inflight(root, "carry", "s")
+    shutil.rmtree(root / "runs")
+    out = inflight(root, "restore", "s", cpu=ZEN5)
+    assert out.returncode == 0
+    assert "carried on another CPU (AuthenticAMD 25 17; this one: AuthenticAMD 26 2)" in out.stdout
+    assert not (root / "runs").exists()
+
+
+def test_a_carry_with_nothing_unfinished_removes_the_last_one(tmp_path):
+    root = checkout(tmp_path)
+    inflight(root, "carry", "s")
+    (root / "runs" / "s" / "arm" / "seed1-abc" / "final.json").write_text("{}")   # it finished since
+    out = inflight(root, "carry", "s")
+    assert "0 unfinished run(s) carried" in out.stdout
+    assert not (root / "results" / "s" / "inflight").exists()
+
+
+@pytest.mark.parametrize("args, message", [(["move", "s"], "unknown action 'move'"),
+                                            (["carry", "nosuch"], "no studies/nosuch.toml; studies: s"),
+                                            (["carry"], "usage: scripts/inflight.sh")])
+def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, args, message):
+    root = checkout(tmp_path)
+    out = inflight(root, *args)
+    assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1
+    assert not (root / "results").exists()
