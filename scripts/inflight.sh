@@ -10,7 +10,9 @@
 #
 # carry copies every run directory under RUNS_DIR/STUDY (default runs/) that has a checkpoint and no
 # final.json (checkpoint.pt, metrics.jsonl up to its last whole line, config.toml, best.pt) into
-# results/STUDY/inflight/VARIANT/RUN/, replacing what an earlier carry left there, and writes
+# results/STUDY/inflight/VARIANT/RUN/, and the shared weights a run still to come will take instead
+# of training (RUNS_DIR/STUDY/_shared: `cifarlab.study.plan.shared_wanted`) into
+# results/STUDY/inflight/_shared/, replacing what an earlier carry left there, and writes
 # SHA256SUMS and CPU (vendor, family, model) beside them. restore copies a carried run back only
 # where RUNS_DIR has no directory of that name, only when every checksum matches (nothing is loaded
 # otherwise; the run then reads its checkpoint with torch.load(weights_only=True) as any resumed run
@@ -25,6 +27,7 @@ what=$1; shift
 case "$what" in carry|restore) ;; *) echo "unknown action '$what'; $usage" >&2; exit 2 ;; esac
 RUNS_DIR=${RUNS_DIR:-runs}
 CPUINFO=${CPUINFO:-/proc/cpuinfo}
+PYTHON=${PYTHON:-.venv/bin/python}   # with cifarlab installed: which shared files a later run takes
 
 cpu_id() {   # "AuthenticAMD 25 17": the CPU kind a carried run may resume on
   awk -F': *' '/^vendor_id/ && !v {v=$2} /^cpu family/ && !f {f=$2} /^model[ \t]*:/ && !m {m=$2}
@@ -57,11 +60,28 @@ for line in open(sys.argv[1], encoding="utf-8"):
 open(sys.argv[2], "w", encoding="utf-8").writelines(keep)' "$run/metrics.jsonl" "$dst/$rel/metrics.jsonl"
     n=$((n + 1))
   done
-  if [ "$n" -gt 0 ]; then
+  # the shared weights a run still to come will take instead of training (a tuning run's for its
+  # arm's test run, cross-entropy's for early stopping's): only those, the spent ones stay behind
+  local shared=0 name wanted=""
+  if [ -d "$RUNS_DIR/$s/_shared" ] && [ -f "results/$s/results.db" ]; then
+    wanted=$("$PYTHON" -c 'import sys
+from cifarlab.results import open_store
+from cifarlab.study import load_study
+from cifarlab.study.plan import shared_wanted
+print("\n".join(sorted(shared_wanted(load_study(sys.argv[1]), open_store(sys.argv[2])))))' \
+      "studies/$s.toml" "results/$s/results.db") || { echo "results/$s: $PYTHON could not list the shared files later runs take; none carried"; wanted=""; }
+    for name in $wanted; do
+      [ -f "$RUNS_DIR/$s/_shared/$name" ] && [ -f "$RUNS_DIR/$s/_shared/$name.sha256" ] || continue
+      mkdir -p "$dst/_shared"
+      cp "$RUNS_DIR/$s/_shared/$name" "$RUNS_DIR/$s/_shared/$name.sha256" "$dst/_shared/"
+      shared=$((shared + 1))
+    done
+  fi
+  if [ "$((n + shared))" -gt 0 ]; then
     (cd "$dst" && find . -type f ! -name SHA256SUMS ! -name CPU | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
     cpu_id > "$dst/CPU"
   fi
-  echo "results/$s/inflight: $n unfinished run(s) carried"
+  echo "results/$s/inflight: $n unfinished run(s) and $shared shared file(s) a later run will take carried"
 }
 
 restore() {
@@ -76,11 +96,16 @@ restore() {
     echo "$src: a file does not match SHA256SUMS; nothing restored, its runs start over"
     return 0
   fi
-  # only the files SHA256SUMS lists ("HASH  ./VARIANT/RUN/FILE"), each run only where runs/ lacks it
+  # only the files SHA256SUMS lists ("HASH  ./VARIANT/RUN/FILE", "HASH  ./_shared/FILE"), each run
+  # only where runs/ lacks it, each shared file only where runs/ lacks that file
   local -A skip=()
   while read -r _ f; do
     f=${f#./}; rel=${f%/*}
     case "$f" in /*|*..*) continue ;; esac   # inside the carried folder only
+    if [ "$rel" = _shared ]; then
+      [ -e "$RUNS_DIR/$s/$f" ] || { mkdir -p "$RUNS_DIR/$s/_shared"; cp "$src/$f" "$RUNS_DIR/$s/$f"; }
+      continue
+    fi
     if [ -z "${skip[$rel]+x}" ]; then
       if [ -e "$RUNS_DIR/$s/$rel" ]; then skip[$rel]=1; else skip[$rel]=0; n=$((n + 1)); fi
     fi

@@ -813,3 +813,33 @@ def test_steps_per_epoch_is_said_only_where_every_arm_takes_the_same_steps(monke
     assert R.steps_per_epoch(Store(3 * 950), [rows["a"], rows["c"]]) is None   # 10 against 19
     assert R.steps_per_epoch(Store(None), [rows["a"], rows["b"]]) is None      # nothing recorded
     assert R.steps_per_epoch(Store(3 * 950), [{"experiment": "a", "run_ids": []}]) is None   # no finished run
+
+
+def test_the_shared_weights_a_study_still_wants_are_its_unfinished_runs_and_its_undecided_arms_tuning_runs(tmp_path):
+    """What scripts/inflight.sh carries to the next session: a tuning run's weights while its arm may
+    still choose it, the chosen one's until its test run has taken them, nothing once all is done."""
+    from pathlib import Path
+
+    from cifarlab.study.plan import shared_wanted
+    from cifarlab.train import trained_path
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+
+    def name(cfg):
+        return trained_path(Path(), cfg).name
+
+    def tuning():
+        return {values["optim.lr"]: cfg for values, _, cfg in plan(study, store).tuning["drop"].runs}
+
+    assert {name(cfg) for cfg in tuning().values()} <= shared_wanted(study, store)   # undecided: any may win
+    while plan(study, store).tuning["drop"].choice is None:
+        for values, key, cfg in plan(study, store).tuning["drop"].runs:
+            if store.status_of(key) != "done":
+                finish(store, key, cfg, val=0.6 if values["optim.lr"] == 0.05 else 0.4)
+    assert plan(study, store).tuning["drop"].choice == {"optim.lr": 0.05}
+    wanted = shared_wanted(study, store)
+    assert name(tuning()[0.05]) in wanted and not {name(c) for lr, c in tuning().items() if lr != 0.05} & wanted
+    while pending := [(k, c) for k, c in plan(study, store).runs.items() if store.status_of(k) != "done"]:
+        for key, cfg in pending:
+            finish(store, key, cfg, val=0.5)
+    assert shared_wanted(study, store) == set()

@@ -34,17 +34,17 @@ def checkout(tmp_path: Path, cpu: str = ZEN4) -> Path:
     return root
 
 
-def inflight(root: Path, *args: str, cpu: str | None = None) -> subprocess.CompletedProcess:
+def inflight(root: Path, *args: str, cpu: str | None = None, python: str = "/bin/false") -> subprocess.CompletedProcess:
     if cpu is not None:
         (root / "cpuinfo").write_text(cpu)
     return subprocess.run(["bash", str(root / "scripts" / "inflight.sh"), *args], capture_output=True, text=True,
-                          env={"PATH": "/usr/bin:/bin", "CPUINFO": str(root / "cpuinfo")})
+                          env={"PATH": "/usr/bin:/bin", "CPUINFO": str(root / "cpuinfo"), "PYTHON": python})
 
 
 def test_an_unfinished_run_is_carried_and_restored_byte_for_byte(tmp_path):
     root = checkout(tmp_path)
     out = inflight(root, "carry", "s")
-    assert out.returncode == 0 and "1 unfinished run(s) carried" in out.stdout, out.stderr
+    assert out.returncode == 0 and "1 unfinished run(s) and 0 shared file(s) a later run will take carried" in out.stdout, out.stderr
     carried = root / "results" / "s" / "inflight"
     files = sorted(str(p.relative_to(carried)) for p in carried.rglob("*") if p.is_file())
     # only the unfinished run, without the half-written temporary file; the finished run and the
@@ -108,7 +108,7 @@ def test_a_carry_with_nothing_unfinished_removes_the_last_one(tmp_path):
     inflight(root, "carry", "s")
     (root / "runs" / "s" / "arm" / "seed1-abc" / "final.json").write_text("{}")   # it finished since
     out = inflight(root, "carry", "s")
-    assert "0 unfinished run(s) carried" in out.stdout
+    assert "0 unfinished run(s) and 0 shared file(s)" in out.stdout
     assert not (root / "results" / "s" / "inflight").exists()
 
 
@@ -120,3 +120,36 @@ def test_bad_input_is_one_line_and_exit_2_before_anything_is_written(tmp_path, a
     out = inflight(root, *args)
     assert out.returncode == 2 and message in out.stderr and len(out.stderr.splitlines()) == 1
     assert not (root / "results").exists()
+
+
+def test_only_the_shared_weights_a_later_run_takes_are_carried(tmp_path):
+    """The study's plan names the shared files runs still to come will take (`shared_wanted`, its
+    own test): a stand-in for the Python that asks it names one of the two here."""
+    root = checkout(tmp_path)
+    shared = root / "runs" / "s" / "_shared"
+    for name in ("select-a-seed0.pt", "select-b-seed0.pt"):
+        (shared / name).write_bytes(name.encode())
+        (shared / f"{name}.sha256").write_text("x\n")
+    (root / "results" / "s").mkdir(parents=True)
+    (root / "results" / "s" / "results.db").write_bytes(b"")
+    stub = tmp_path / "python"
+    stub.write_text("#!/bin/sh\necho select-a-seed0.pt\necho select-gone-seed1.pt\n")
+    stub.chmod(0o755)
+    out = inflight(root, "carry", "s", python=str(stub))
+    assert "1 unfinished run(s) and 1 shared file(s) a later run will take carried" in out.stdout, out.stderr
+    carried = root / "results" / "s" / "inflight" / "_shared"
+    assert sorted(p.name for p in carried.iterdir()) == ["select-a-seed0.pt", "select-a-seed0.pt.sha256"]
+    shutil.rmtree(root / "runs")
+    (root / "runs" / "s" / "_shared").mkdir(parents=True)   # a shared folder there already: files are added
+    out = inflight(root, "restore", "s")
+    assert (root / "runs" / "s" / "_shared" / "select-a-seed0.pt").read_bytes() == b"select-a-seed0.pt"
+    assert (root / "runs" / "s" / "arm" / "seed1-abc" / "checkpoint.pt").exists()
+
+
+def test_a_python_that_cannot_list_the_shared_files_carries_none_and_says_so(tmp_path):
+    root = checkout(tmp_path)
+    (root / "results" / "s").mkdir(parents=True)
+    (root / "results" / "s" / "results.db").write_bytes(b"")
+    out = inflight(root, "carry", "s")   # /bin/false
+    assert "could not list the shared files later runs take; none carried" in out.stdout
+    assert "1 unfinished run(s) and 0 shared file(s)" in out.stdout

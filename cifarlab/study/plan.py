@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from cifarlab import config as C
@@ -317,3 +318,17 @@ def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]
         for key in keys if len(keys) > 1 else ():
             out.setdefault(key, set()).update(k for k in keys if k != key)
     return out
+
+
+def shared_wanted(study: Study, store: Store) -> set[str]:
+    """The file names under RUNS_DIR/STUDY/_shared that a run the study still needs may take: each
+    unfinished run's, and for an arm still tuning, each of its tuning runs' (its chosen value's test
+    run, not planned yet, takes that one). The rest are spent: taken by the sibling they were left
+    for, or left by a tuning run whose value was not chosen (`scripts/inflight.sh` carries only these)."""
+    from cifarlab.methods import pretrain_epochs
+    from cifarlab.train import pretrained_path, trained_path
+    p = plan(study, store)
+    configs = [cfg for key, cfg in p.runs.items() if store.status_of(key) != "done"]
+    configs += [cfg for arm in p.undecided for _, _, cfg in p.tuning[arm].runs]
+    names = {trained_path(Path(), cfg).name for cfg in configs if cfg.data.val_size > 0}
+    return names | {pretrained_path(Path(), cfg).name for cfg in configs if pretrain_epochs(cfg)}
