@@ -32,31 +32,49 @@ from cifarlab.train import Session, build_session, train_step
 PLAIN = {"precision": "fp32", "channels_last": "off"}
 
 
-def synthetic_splits(batch_size: int, num_classes: int = 10) -> Splits:
+def synthetic_splits(batch_size: int, num_classes: int = 10, side: int = 32) -> Splits:
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (batch_size, 32, 32, 3), dtype=torch.uint8, generator=gen).permute(0, 3, 1, 2)
+    images = torch.randint(0, 256, (batch_size, side, side, 3), dtype=torch.uint8, generator=gen).permute(0, 3, 1, 2)
     split = Split(images, torch.randint(0, num_classes, (batch_size,), generator=gen))
     classes = tuple(str(i) for i in range(num_classes))
     return Splits(split, None, split, classes, (125.3, 123.0, 113.9), (63.0, 62.1, 66.7))
 
 
-def time_steps(s: Session, split: Split, steps: int, keep_memory: bool) -> tuple[float, float]:
-    """(images/s of wall time, CPU ms of this process per step) over `steps` training steps,
-    after two untimed ones. On a shared machine wall time counts the other processes' turns;
-    CPU time (all of this process's threads) does not, so it compares configurations fairly."""
+def time_steps(s: Session, split: Split, steps: int, keep_memory: bool, epoch: int = 0) -> tuple[float, float]:
+    """(images/s of wall time, CPU ms of this process per step) over `steps` training steps of
+    `epoch` (a two-phase method's phase), after two untimed ones. On a shared machine wall time
+    counts the other processes' turns; CPU time (all of this process's threads) does not, so it
+    compares configurations fairly."""
     if s.rt.device.type == "cpu":
         runtime.keep_freed_memory(keep_memory)
     gen = torch.Generator(device=s.rt.device).manual_seed(0)
     batch = whole_batch(split, s.rt.device)
     for _ in range(2):
-        train_step(s, batch, gen)
+        train_step(s, batch, gen, epoch)
     sync(s.rt.device)
     start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(steps):
-        train_step(s, batch, gen)
+        train_step(s, batch, gen, epoch)
     sync(s.rt.device)
     cpu_ms = (time.process_time() - cpu_start) / steps * 1e3
     return steps * len(batch) / (time.perf_counter() - start), cpu_ms
+
+
+def seconds_per_image(cfg: C.ExperimentConfig, steps: int = 5, threads: int = 1) -> float:
+    """Wall seconds per training image of `cfg`'s training step (augmentation, then its method's
+    forward, loss, backward and update) on a synthetic batch of its batch size, image size and
+    classes, with `threads` threads, over `steps` steps after two untimed ones; a two-phase method's
+    phases weighted by their share of its epochs. What `study status --measure` turns into hours:
+    an epoch's validation pass and data handling are not in it."""
+    from cifarlab.flops import classes_of, size_of
+    from cifarlab.methods import pretrain_epochs, total_epochs
+    cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, threads=threads))
+    splits = synthetic_splits(cfg.train.batch_size, classes_of(cfg), size_of(cfg))
+    s = build_session(cfg, splits)
+    first, total = pretrain_epochs(cfg), total_epochs(cfg)
+    phases = [(0, first / total), (first, 1 - first / total)] if first else [(0, 1.0)]
+    return sum(share / time_steps(s, splits.train, steps, keep_memory=True, epoch=epoch)[0]
+               for epoch, share in phases if share > 0)
 
 
 def whole_batch(split: Split, device: torch.device) -> Batch:

@@ -107,6 +107,9 @@ def build_parser() -> Parser:
                       help="training processes sharing the study (default 1); each gets cores/N threads")
     sstatus.add_argument("--workers", type=int, default=1,
                          help="the processes that will train the rest: the time-left estimate is shared by N")
+    sstatus.add_argument("--measure", type=int, nargs="?", const=5, default=0, metavar="STEPS",
+                         help="also time STEPS training steps (default 5) of each network left, one thread, "
+                              "here and now, and cost the rest at those rates (pause other processes first)")
     srun.add_argument("--threads", type=int, default=0,
                       help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
     srun.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -133,7 +136,8 @@ def build_parser() -> Parser:
     sstatus.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
     # What an action lacks reads as its default, so that cmd_study reads one namespace.
     defaults = {"run_dirs": [], "from_db": None, "runs_dir": "runs", "only": [], "workers": 1, "threads": 0,
-                "executor": "local", "address": None, "gpus_per_run": 0.0, "no_progress": False, "worker": False,
+                "measure": 0, "executor": "local", "address": None, "gpus_per_run": 0.0, "no_progress": False,
+                "worker": False,
                 "adopt_done_elsewhere": False,
                 "data_dir": None, "no_download": False}
     for p in (srun, sstatus, sadopt):
@@ -379,6 +383,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         check_db_path(args.from_db, "--from-db")
     if args.workers < 1 or args.threads < 0:
         raise UserError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
+    if args.measure < 0:
+        raise UserError(f"--measure takes the timed steps per network, >= 1 (0: none), got {args.measure}")
     if args.action == "adopt" and not args.run_dirs and not args.from_db:
         raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                         "or --from-db OTHER_DB (another results database)")
@@ -413,7 +419,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     if args.action == "status":
         from cifarlab.study.status import status_report
-        print(status_report(study, args.db, args.workers, args.study))
+        print(status_report(study, args.db, args.workers, args.study, args.measure))
         return 0
     store = open_store(args.db)
     if args.action == "adopt":

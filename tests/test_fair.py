@@ -843,3 +843,30 @@ def test_the_shared_weights_a_study_still_wants_are_its_unfinished_runs_and_its_
         for key, cfg in pending:
             finish(store, key, cfg, val=0.5)
     assert shared_wanted(study, store) == set()
+
+
+def test_status_measure_costs_the_steps_left_at_each_networks_rate_timed_once_per_network(tmp_path, monkeypatch):
+    """`study status --measure`: the tuning grid's runs share their network's timing (rates do not
+    change a step's time); each epoch left costs its images at that network's rate."""
+    from cifarlab import bench
+    from cifarlab.study.status import status_table
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+    real = status_table(study, store, workers=2, measure=1)   # timed for real: tiny networks, one step
+    line = next(row for row in real.splitlines() if row.startswith("measured here now"))
+    rates = re.findall(r"([\w.-]+) ([\d,]+) \(([\d,]+) s per epoch\)", line)
+    assert [name for name, _, _ in rates] == ["drop-tune-lr0.02", "base-1ep"] and all(int(r.replace(",", "")) > 0 for _, r, _ in rates)
+    timed = []
+    monkeypatch.setattr(bench, "seconds_per_image", lambda cfg, steps, threads: timed.append(cfg.name) or 3600 / 800)
+    out = status_table(study, store, workers=2, measure=1)   # 800 training images an epoch: an hour each
+    epochs = float(re.search(r"([\d.]+) epochs and about", out).group(1))
+    assert f"about {epochs:.1f} process-hours of training steps left, {epochs / 2:.1f} h with 2 worker(s)" in out
+    assert len(timed) == 2 and "training images/s: drop-tune-lr0.02 0 (3,600 s per epoch), base-1ep 0 (3,600 s per epoch)" in out
+
+
+def test_status_measure_refuses_a_negative_step_count(tmp_path):
+    path = write(tmp_path)
+    out = subprocess.run(cli_command("study", "status", str(path), "--db", str(tmp_path / "r.db"), "--measure", "-1"),
+                         capture_output=True, text=True, env=cli_env())
+    assert out.returncode == 2 and "--measure takes the timed steps per network, >= 1 (0: none), got -1" in out.stderr
+    assert not (tmp_path / "r.db").exists()

@@ -7,7 +7,7 @@ from cifarlab.study.spec import Study
 
 
 def status_table(study: Study, store: Store, workers: int = 1, machine: str | None = None,
-                 others: list | None = None) -> str:
+                 others: list | None = None, measure: int = 0) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
     estimate of the training time left: the finished runs' mean wall time per epoch times the
     epochs left (variants may train different budgets), shared by `workers` processes (the mean
@@ -22,7 +22,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     probe) adds no epochs once one of its siblings is done or counted, nor does a tuned arm's test
     run that will test a tuning run's weights (`plan.pending_tests`). With no finished run yet, the
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
-    studies), where it finished runs there."""
+    studies), where it finished runs there. `measure` > 0: also the hours the training steps left
+    take at rates timed here now, `measure` steps per network (`measured_line`)."""
     from cifarlab.study.plan import plan
     p = plan(study, store)   # planned once: tally and the tuning lines read the same plan
     runs, counts, timed, work, methods, left = tally(study, store, p)
@@ -62,6 +63,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         timing = None
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs in work], total, workers,
                                     machine_rate(others or [], machine)))
+    if measure and work:
+        rows.append(measured_line(work, workers, measure, machine))
     if study.order == "group" and work:
         rows.append(group_shares(study, work, p))
     if study.tuned:
@@ -69,6 +72,45 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     if study.more_seeds is not None:
         rows.append(more_seeds_line(study, store, p, timing, workers))
     return "\n".join(rows)
+
+
+def speed_key(cfg) -> str:
+    """What a training step's time depends on: the network, augmentation, loss, batch, method and its
+    phases, data shape and precision; not the rates, schedule, seeds or budget, so a grid over
+    those is timed once."""
+    import json
+
+    from cifarlab import config as C
+    from cifarlab.methods import pretrain_epochs, total_epochs
+    d = C.to_dict(cfg)
+    train = {k: d["train"].get(k) for k in ("batch_size", "method", "precision", "channels_last")}
+    data = {k: d["data"].get(k) for k in ("dataset", "image_size", "labels")}
+    return json.dumps([d["model"], d["augment"], d["loss"].get("name"), data, train,
+                       pretrain_epochs(cfg) / total_epochs(cfg)], sort_keys=True, default=str)
+
+
+def measured_line(work: list[tuple], workers: int, steps: int, machine: str | None, threads: int = 1) -> str:
+    """The training steps left in `work` ((name, config, epochs left) per run) in hours at the rate
+    each network trains here now (`bench.seconds_per_image`: `steps` timed steps on a synthetic batch,
+    `threads` threads, as a study worker runs), with the rate of each network timed. Other processes
+    on this machine slow it: pause them first. An epoch's validation pass and data handling add to it."""
+    from cifarlab.bench import seconds_per_image
+    from cifarlab.flops import images_per_epoch
+    if any(images_per_epoch(cfg) is None for _, cfg, _ in work):
+        return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
+    timed: dict[str, tuple[str, float]] = {}
+    for name, cfg, _ in work:
+        key = speed_key(cfg)
+        if key not in timed:
+            timed[key] = (name, seconds_per_image(cfg, steps, threads))
+    hours = sum(left * timed[speed_key(cfg)][1] * images_per_epoch(cfg) for _, cfg, left in work) / 3600
+    first = {speed_key(cfg): cfg for _, cfg, _ in reversed(work)}   # the config each network was timed by
+    rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(first[key]):,.0f} s per epoch)"
+                      for key, (name, s) in timed.items())
+    return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
+            f"network on synthetic batches; other processes here slow it): about {hours:,.1f} process-hours of "
+            f"training steps left, {hours / workers:,.1f} h with {workers} worker(s); training images/s: {rates} "
+            "(validation passes and data handling add to it)")
 
 
 def more_seeds_line(study: Study, store: Store, p, rate=None, workers: int = 1) -> str:
@@ -156,7 +198,7 @@ def group_shares(study: Study, work: list[tuple], p) -> str:
             + ", ".join(f"{g} {100 * left[g] / total:.0f} %" for g in order))
 
 
-def status_report(study: Study, db: str, workers: int, study_arg: str) -> str:
+def status_report(study: Study, db: str, workers: int, study_arg: str, measure: int = 0) -> str:
     """`study status`: the table and estimate of `status_table` for the database `db`, timed at this
     machine (its CPU or GPU name); with no finished run to time by, costed at this machine's rate in
     the other studies' databases beside it (results/*/results.db). A database that does not exist yet
@@ -175,7 +217,7 @@ def status_report(study: Study, db: str, workers: int, study_arg: str) -> str:
     lines = [fresh_line] if fresh else []
     here_db = Path(db).resolve()
     others = [other for other in here_db.parent.parent.glob("*/results.db") if other != here_db]
-    lines.append(status_table(study, store, workers, machine=here, others=others))
+    lines.append(status_table(study, store, workers, machine=here, others=others, measure=measure))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
     return "\n".join(lines + ([note] if note else []))
 
