@@ -107,9 +107,11 @@ def build_parser() -> Parser:
                       help="training processes sharing the study (default 1); each gets cores/N threads")
     sstatus.add_argument("--workers", type=int, default=1,
                          help="the processes that will train the rest: the time-left estimate is shared by N")
-    sstatus.add_argument("--measure", type=int, nargs="?", const=5, default=0, metavar="STEPS",
-                         help="also time STEPS training steps (default 5) of each network left, one thread, "
-                              "here and now, and cost the rest at those rates (pause other processes first)")
+    sstatus.add_argument("--measure", action="store_true",
+                         help="also time training steps of each network left, one thread, here and now, and "
+                              "cost the rest at those rates (pause other processes first)")
+    sstatus.add_argument("--measure-steps", type=int, default=5, metavar="STEPS",
+                         help="timed steps per network for --measure (default 5, after 2 untimed)")
     srun.add_argument("--threads", type=int, default=0,
                       help="CPU threads per process (default: PyTorch's, or cores/N with --workers)")
     srun.add_argument("--executor", choices=("local", "ray"), default="local",
@@ -136,10 +138,9 @@ def build_parser() -> Parser:
     sstatus.add_argument("--runs-dir", default="runs", help=argparse.SUPPRESS)
     # What an action lacks reads as its default, so that cmd_study reads one namespace.
     defaults = {"run_dirs": [], "from_db": None, "runs_dir": "runs", "only": [], "workers": 1, "threads": 0,
-                "measure": 0, "executor": "local", "address": None, "gpus_per_run": 0.0, "no_progress": False,
-                "worker": False,
-                "adopt_done_elsewhere": False,
-                "data_dir": None, "no_download": False}
+                "measure": False, "measure_steps": 5, "executor": "local", "address": None, "gpus_per_run": 0.0,
+                "no_progress": False, "worker": False, "adopt_done_elsewhere": False, "data_dir": None,
+                "no_download": False}
     for p in (srun, sstatus, sadopt):
         p.set_defaults(**{k: v for k, v in defaults.items() if not any(a.dest == k for a in p._actions)})
 
@@ -383,8 +384,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         check_db_path(args.from_db, "--from-db")
     if args.workers < 1 or args.threads < 0:
         raise UserError(f"--workers must be >= 1 and --threads >= 0, got {args.workers} and {args.threads}")
-    if args.measure < 0:
-        raise UserError(f"--measure takes the timed steps per network, >= 1 (0: none), got {args.measure}")
+    if args.measure_steps < 1:
+        raise UserError(f"--measure-steps must be >= 1 (timed steps per network), got {args.measure_steps}")
     if args.action == "adopt" and not args.run_dirs and not args.from_db:
         raise UserError("study adopt needs at least one RUN_DIR (a finished `cifarlab run` directory) "
                         "or --from-db OTHER_DB (another results database)")
@@ -419,7 +420,7 @@ def cmd_study(args: argparse.Namespace) -> int:
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     if args.action == "status":
         from cifarlab.study.status import status_report
-        print(status_report(study, args.db, args.workers, args.study, args.measure))
+        print(status_report(study, args.db, args.workers, args.study, args.measure_steps if args.measure else 0))
         return 0
     store = open_store(args.db)
     if args.action == "adopt":

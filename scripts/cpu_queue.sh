@@ -20,8 +20,13 @@ CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
 DATA_DIR=${DATA_DIR:-../shared/data}
 mkdir -p logs
 rm -f logs/queue.stop
-# the runs an earlier session's snapshot carried unfinished (results/STUDY/inflight) resume, not start over
-scripts/inflight.sh restore "$@"
+# the runs an earlier session's snapshot carried unfinished (results/STUDY/inflight) resume, not start
+# over; not while study workers run here (one may be about to start a run whose directory it found empty)
+if pgrep -f "cifarlab(\.cli)?\"? (study run|run) " > /dev/null; then
+  echo "study workers are running here: carried runs not restored (scripts/inflight.sh restore STUDY once they stop)"
+else
+  scripts/inflight.sh restore "$@"
+fi
 for slot in $(seq "$workers"); do
   nohup bash -c '
     for s in "$@"; do

@@ -9,16 +9,20 @@
 #                                                   # scripts/cpu_queue.sh before its workers start)
 #
 # carry copies every run directory under RUNS_DIR/STUDY (default runs/) that has a checkpoint and no
-# final.json (checkpoint.pt, metrics.jsonl up to its last whole line, config.toml, best.pt) into
-# results/STUDY/inflight/VARIANT/RUN/, and the shared weights a run still to come will take instead
-# of training (RUNS_DIR/STUDY/_shared: `cifarlab.study.plan.shared_wanted`) into
-# results/STUDY/inflight/_shared/, replacing what an earlier carry left there, and writes
-# SHA256SUMS and CPU (vendor, family, model) beside them. restore copies a carried run back only
-# where RUNS_DIR has no directory of that name, only when every checksum matches (nothing is loaded
-# otherwise; the run then reads its checkpoint with torch.load(weights_only=True) as any resumed run
-# does) and only on a CPU of the same vendor, family and model: a run finishes on the kind of CPU it
-# started on, so its precision (bf16 where the CPU has it, fp32 on AVX2) and its wall time stay one
-# machine's. A run whose study already holds it done is never claimed again, so a stale copy is inert.
+# final.json (checkpoint.pt, metrics.jsonl, config.toml, best.pt; each written atomically by the run)
+# into results/STUDY/inflight/VARIANT/RUN/ with a file CPU (vendor, family, model and the widest
+# extension, which decides bf16 or fp32), and the shared weights a run still to come will take
+# instead of training (RUNS_DIR/STUDY/_shared: `cifarlab.study.plan.shared_wanted`) into
+# results/STUDY/inflight/_shared/, then SHA256SUMS over them all. It replaces what an earlier carry
+# left, except a run carried earlier that this checkout has no directory for (never restored here:
+# another CPU, or a queue without its study): that one stays carried. restore copies back only the
+# files SHA256SUMS lists, only when every checksum matches (nothing is loaded otherwise; a run then
+# reads its checkpoint with torch.load(weights_only=True) as any resumed run does, a shared file is
+# checked again against its own .sha256), a run only where RUNS_DIR has no directory of that name
+# and only on a CPU of the kind it was carried from, so that it keeps one precision and one
+# machine's wall time. A run its study already holds done is never claimed again: a stale copy is
+# inert. Each snapshot commits new checkpoint bytes (about 2.4 MB per run of a 0.3 M-parameter
+# network, twice that with a best.pt), so git history grows by that much per carried run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: scripts/inflight.sh carry|restore STUDY [STUDY ...]"
@@ -29,40 +33,42 @@ RUNS_DIR=${RUNS_DIR:-runs}
 CPUINFO=${CPUINFO:-/proc/cpuinfo}
 PYTHON=${PYTHON:-.venv/bin/python}   # with cifarlab installed: which shared files a later run takes
 
-cpu_id() {   # "AuthenticAMD 25 17": the CPU kind a carried run may resume on
+cpu_id() {   # "AuthenticAMD 25 17 avx512_bf16"
   awk -F': *' '/^vendor_id/ && !v {v=$2} /^cpu family/ && !f {f=$2} /^model[ \t]*:/ && !m {m=$2}
-               END {print v, f, m}' "$CPUINFO"
+               /^flags/ && !x {x = "other"; if ($2 ~ /avx2/) x = "avx2"; if ($2 ~ /avx512f/) x = "avx512f"
+                               if ($2 ~ /avx512_bf16/) x = "avx512_bf16"; if ($2 ~ /amx_bf16/) x = "amx_bf16"}
+               END {print v, f, m, x}' "$CPUINFO"
 }
 
 carry() {
-  local s=$1 dst="results/$1/inflight" n=0 run rel f
+  local s=$1 dst="results/$1/inflight" n=0 kept=0 shared=0 run rel f name wanted="" old
+  old=$(mktemp -d)
+  for run in "$dst"/*/*/; do   # carried earlier, not restored here: kept
+    run=${run%/}; rel=${run#"$dst/"}
+    [ -d "$run" ] && [ ! -L "$run" ] && [ "${rel%%/*}" != _shared ] && [ ! -e "$RUNS_DIR/$s/$rel" ] || continue
+    mkdir -p "$old/${rel%/*}"; cp -r "$run" "$old/$rel"
+  done
   rm -rf "$dst"
   for run in "$RUNS_DIR/$s"/*/*/; do
     run=${run%/}
     [ -f "$run/checkpoint.pt" ] && [ ! -e "$run/final.json" ] || continue
     rel=${run#"$RUNS_DIR/$s/"}
     mkdir -p "$dst/$rel"
-    for f in checkpoint.pt config.toml best.pt; do
+    for f in checkpoint.pt config.toml best.pt metrics.jsonl; do
       [ ! -f "$run/$f" ] || cp "$run/$f" "$dst/$rel/$f"
     done
-    # a paused writer may have left half a line: keep the whole ones (resume drops rows past the checkpoint)
-    [ ! -f "$run/metrics.jsonl" ] || python3 -c '
-import json, sys
-keep = []
-for line in open(sys.argv[1], encoding="utf-8"):
-    try:
-        json.loads(line)
-    except ValueError:
-        break
-    if not line.endswith("\n"):
-        break
-    keep.append(line)
-open(sys.argv[2], "w", encoding="utf-8").writelines(keep)' "$run/metrics.jsonl" "$dst/$rel/metrics.jsonl"
+    cpu_id > "$dst/$rel/CPU"
     n=$((n + 1))
   done
+  for run in "$old"/*/*/; do
+    [ -d "$run" ] || continue
+    run=${run%/}; rel=${run#"$old/"}
+    mkdir -p "$dst/${rel%/*}"; cp -r "$run" "$dst/$rel"
+    kept=$((kept + 1))
+  done
+  rm -rf "$old"
   # the shared weights a run still to come will take instead of training (a tuning run's for its
   # arm's test run, cross-entropy's for early stopping's): only those, the spent ones stay behind
-  local shared=0 name wanted=""
   if [ -d "$RUNS_DIR/$s/_shared" ] && [ -f "results/$s/results.db" ]; then
     wanted=$("$PYTHON" -c 'import sys
 from cifarlab.results import open_store
@@ -77,37 +83,43 @@ print("\n".join(sorted(shared_wanted(load_study(sys.argv[1]), open_store(sys.arg
       shared=$((shared + 1))
     done
   fi
-  if [ "$((n + shared))" -gt 0 ]; then
-    (cd "$dst" && find . -type f ! -name SHA256SUMS ! -name CPU | LC_ALL=C sort | xargs sha256sum > SHA256SUMS)
-    cpu_id > "$dst/CPU"
+  if [ "$((n + kept + shared))" -gt 0 ]; then
+    (cd "$dst" && find . -type f ! -name SHA256SUMS -print0 | LC_ALL=C sort -z | xargs -0 sha256sum > SHA256SUMS)
   fi
-  echo "results/$s/inflight: $n unfinished run(s) and $shared shared file(s) a later run will take carried"
+  local said="results/$s/inflight: $n unfinished run(s) and $shared shared file(s) a later run will take carried"
+  [ "$kept" = 0 ] || said="$said; $kept carried earlier and not restored here kept"
+  echo "$said"
 }
 
 restore() {
-  local s=$1 src="results/$1/inflight" n=0 f rel here there
+  local s=$1 src="results/$1/inflight" n=0 other=0 f rel here
   [ -f "$src/SHA256SUMS" ] || return 0
-  here=$(cpu_id); there=$(cat "$src/CPU" 2>/dev/null || echo unknown)
-  if [ "$here" != "$there" ]; then
-    echo "$src: carried on another CPU ($there; this one: $here); its runs start over here"
-    return 0
-  fi
   if ! (cd "$src" && sha256sum --check --quiet --strict SHA256SUMS >/dev/null 2>&1); then
     echo "$src: a file does not match SHA256SUMS; nothing restored, its runs start over"
     return 0
   fi
-  # only the files SHA256SUMS lists ("HASH  ./VARIANT/RUN/FILE", "HASH  ./_shared/FILE"), each run
-  # only where runs/ lacks it, each shared file only where runs/ lacks that file
+  here=$(cpu_id)
+  # only the files SHA256SUMS lists ("HASH  ./VARIANT/RUN/FILE", "HASH  ./_shared/FILE"): each run
+  # only where runs/ lacks it and its CPU file names this CPU's kind, each shared file where runs/
+  # lacks that file
   local -A skip=()
   while read -r _ f; do
     f=${f#./}; rel=${f%/*}
-    case "$f" in /*|*..*) continue ;; esac   # inside the carried folder only
+    case "$f" in /*|*..*|*/*/*/*) continue ;; esac   # inside the carried folder, two levels at most
+    [ "$rel" != "$f" ] && [ ! -L "$src/$f" ] || continue
     if [ "$rel" = _shared ]; then
       [ -e "$RUNS_DIR/$s/$f" ] || { mkdir -p "$RUNS_DIR/$s/_shared"; cp "$src/$f" "$RUNS_DIR/$s/$f"; }
       continue
     fi
     if [ -z "${skip[$rel]+x}" ]; then
-      if [ -e "$RUNS_DIR/$s/$rel" ]; then skip[$rel]=1; else skip[$rel]=0; n=$((n + 1)); fi
+      if [ -e "$RUNS_DIR/$s/$rel" ]; then
+        skip[$rel]=1
+      elif [ "$(cat "$src/$rel/CPU" 2>/dev/null)" != "$here" ]; then
+        skip[$rel]=1; other=$((other + 1))
+        echo "$src/$rel: carried from another CPU ($(cat "$src/$rel/CPU" 2>/dev/null || echo unknown); this one: $here); it starts over here"
+      else
+        skip[$rel]=0; n=$((n + 1))
+      fi
     fi
     [ "${skip[$rel]}" = 0 ] || continue
     mkdir -p "$RUNS_DIR/$s/$rel"

@@ -19,7 +19,7 @@ for s in "$@"; do
 done
 # `study run` processes, their `--workers N` children (python -m cifarlab.cli study run ... --worker)
 # and single `cifarlab run`s
-PIDS=$(pgrep -f "cifarlab(\.cli)? (study run|run) " || true)
+PIDS=$(pgrep -f "cifarlab(\.cli)?\"? (study run|run) " || true)   # and scripts/cpu_queue.sh's loops (cifarlab" study run)
 resume() { [ -z "$PIDS" ] || kill -CONT $PIDS 2>/dev/null || true; }
 trap resume EXIT
 [ -z "$PIDS" ] || kill -STOP $PIDS
@@ -39,10 +39,11 @@ for s in "$@"; do
   # shellcheck disable=SC2086
   "$CIFARLAB" report "studies/$s.toml" --db "$db" --out "results/$s" --data-dir "$DATA_DIR" $extra
   "$CIFARLAB" results export --db "$db" --out "results/$s" --study "studies/$s.toml"
+  # the unfinished runs' checkpoints, so that the next session's checkout resumes them (it reads the
+  # database, so before the last fold)
+  scripts/inflight.sh carry "$s"
   checkpoint "$db"
 done
-# the unfinished runs' checkpoints, so that the next session's checkout resumes them (scripts/inflight.sh)
-scripts/inflight.sh carry "$@"
 "$CIFARLAB" results index --out results/README.md
 # the project report cites the databases: regenerate it at the same state (a claim the new runs no
 # longer support stops here with one line naming the sentence; fix the source, then snapshot again)

@@ -836,6 +836,9 @@ def test_the_shared_weights_a_study_still_wants_are_its_unfinished_runs_and_its_
         for values, key, cfg in plan(study, store).tuning["drop"].runs:
             if store.status_of(key) != "done":
                 finish(store, key, cfg, val=0.6 if values["optim.lr"] == 0.05 else 0.4)
+        if plan(study, store).tuning["drop"].choice is None:   # the grid grew past 0.05: the finished
+            done = {lr: c for lr, c in tuning().items() if lr in (0.02, 0.05)}   # runs may still win
+            assert len(done) == 2 and {name(c) for c in done.values()} <= shared_wanted(study, store)
     assert plan(study, store).tuning["drop"].choice == {"optim.lr": 0.05}
     wanted = shared_wanted(study, store)
     assert name(tuning()[0.05]) in wanted and not {name(c) for lr, c in tuning().items() if lr != 0.05} & wanted
@@ -864,9 +867,31 @@ def test_status_measure_costs_the_steps_left_at_each_networks_rate_timed_once_pe
     assert len(timed) == 2 and "training images/s: drop-tune-lr0.02 0 (3,600 s per epoch), base-1ep 0 (3,600 s per epoch)" in out
 
 
-def test_status_measure_refuses_a_negative_step_count(tmp_path):
+def test_status_measure_times_each_optimizer_apart_and_costs_a_two_phase_run_for_both_phases(tmp_path, monkeypatch):
+    """An optimizer or a method changes a step's time, a rate does not; a SupCon run's epochs left
+    count its probe's epochs too (the timing averages the two phases)."""
+    from cifarlab import bench
+    from cifarlab.study.status import speed_key, status_table
+    study = load_study(write(tmp_path, 'name = "opt"\nexperiment = "tiny.toml"\nseeds = [0]\n'
+                                       '[[variants]]\nname = "sgd"\n\n'
+                                       '[[variants]]\nname = "sgd-fast"\nset = { "optim.lr" = 0.2 }\n\n'
+                                       '[[variants]]\nname = "adam"\nset = { "optim.name" = "adam", "optim.lr" = 0.001 }\n\n'
+                                       '[[variants]]\nname = "supcon"\nset = { "train.method" = "supcon", '
+                                       '"train.epochs" = 3, "supcon.probe_epochs" = 2 }\n', "opt.toml"))
+    cfg = {v.name: v.config for v in study.variants}
+    assert speed_key(cfg["sgd"]) == speed_key(cfg["sgd-fast"]) != speed_key(cfg["adam"])
+    timed = []
+    monkeypatch.setattr(bench, "seconds_per_image",
+                        lambda c, steps, threads: timed.append(c.name) or 3600 / 800)   # an epoch of 800 images: 1 h
+    out = status_table(study, open_store(tmp_path / "r.db"), measure=1)
+    assert len(timed) == 3   # sgd and sgd-fast share a timing
+    # sgd, sgd-fast, adam: 1 epoch each; supcon: 3 epochs of pre-training and 2 of its probe
+    assert "about 8.0 process-hours of training steps left" in out, out
+
+
+def test_status_measure_refuses_a_step_count_under_one(tmp_path):
     path = write(tmp_path)
-    out = subprocess.run(cli_command("study", "status", str(path), "--db", str(tmp_path / "r.db"), "--measure", "-1"),
-                         capture_output=True, text=True, env=cli_env())
-    assert out.returncode == 2 and "--measure takes the timed steps per network, >= 1 (0: none), got -1" in out.stderr
+    out = subprocess.run(cli_command("study", "status", "--measure", str(path), "--db", str(tmp_path / "r.db"),
+                                     "--measure-steps", "0"), capture_output=True, text=True, env=cli_env())
+    assert out.returncode == 2 and "--measure-steps must be >= 1 (timed steps per network), got 0" in out.stderr
     assert not (tmp_path / "r.db").exists()

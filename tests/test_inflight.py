@@ -6,8 +6,9 @@ from pathlib import Path
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "inflight.sh"
-ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\n"
-ZEN5 = "vendor_id\t: AuthenticAMD\ncpu family\t: 26\nmodel\t\t: 2\nmodel name\t: AMD EPYC\n"
+ZEN4 = "vendor_id\t: AuthenticAMD\ncpu family\t: 25\nmodel\t\t: 17\nmodel name\t: AMD EPYC\nflags\t\t: fpu avx2 avx512f avx512_bf16\n"
+ZEN5 = ZEN4.replace(": 25", ": 26").replace(": 17", ": 2")
+ZEN4_NO_BF16 = ZEN4.replace(" avx512_bf16", "")   # the same model with AVX512-BF16 masked: fp32, not bf16
 
 
 def checkout(tmp_path: Path, cpu: str = ZEN4) -> Path:
@@ -23,7 +24,7 @@ def checkout(tmp_path: Path, cpu: str = ZEN4) -> Path:
     (unfinished / "checkpoint.pt").write_bytes(b"weights at epoch 2")
     (unfinished / "best.pt").write_bytes(b"best weights")
     (unfinished / "config.toml").write_text('name = "arm"\n')
-    (unfinished / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 3, "val_')   # paused mid-line
+    (unfinished / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
     (unfinished / "checkpoint.pt.tmp").write_bytes(b"half a write")
     done = root / "runs" / "s" / "arm" / "seed0-def"
     done.mkdir(parents=True)
@@ -49,10 +50,9 @@ def test_an_unfinished_run_is_carried_and_restored_byte_for_byte(tmp_path):
     files = sorted(str(p.relative_to(carried)) for p in carried.rglob("*") if p.is_file())
     # only the unfinished run, without the half-written temporary file; the finished run and the
     # shared folder stay behind
-    assert files == ["CPU", "SHA256SUMS", "arm/seed1-abc/best.pt", "arm/seed1-abc/checkpoint.pt",
+    assert files == ["SHA256SUMS", "arm/seed1-abc/CPU", "arm/seed1-abc/best.pt", "arm/seed1-abc/checkpoint.pt",
                      "arm/seed1-abc/config.toml", "arm/seed1-abc/metrics.jsonl"]
-    assert (carried / "arm/seed1-abc/metrics.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
-    assert (carried / "CPU").read_text() == "AuthenticAMD 25 17\n"
+    assert (carried / "arm/seed1-abc/CPU").read_text() == "AuthenticAMD 25 17 avx512_bf16\n"
 
     shutil.rmtree(root / "runs")   # the next session's checkout: no runs/ folder
     out = inflight(root, "restore", "s")
@@ -93,14 +93,30 @@ def test_nothing_is_restored_when_a_checksum_does_not_match(tmp_path, damage):
         assert not (root / "runs" / "s" / "arm" / "seed1-abc" / "best.pt").exists()
 
 
-def test_a_run_carried_on_another_cpu_starts_over(tmp_path):
+@pytest.mark.parametrize("cpu, kind", [(ZEN5, "AuthenticAMD 26 2 avx512_bf16"), (ZEN4_NO_BF16, "AuthenticAMD 25 17 avx512f")])
+def test_a_run_carried_from_another_kind_of_cpu_starts_over_and_stays_carried(tmp_path, cpu, kind):
     root = checkout(tmp_path)
     inflight(root, "carry", "s")
     shutil.rmtree(root / "runs")
-    out = inflight(root, "restore", "s", cpu=ZEN5)
-    assert out.returncode == 0
-    assert "carried on another CPU (AuthenticAMD 25 17; this one: AuthenticAMD 26 2)" in out.stdout
-    assert not (root / "runs").exists()
+    out = inflight(root, "restore", "s", cpu=cpu)
+    assert out.returncode == 0 and "0 unfinished run(s) restored" in out.stdout
+    assert f"carried from another CPU (AuthenticAMD 25 17 avx512_bf16; this one: {kind}); it starts over here" in out.stdout
+    assert not (root / "runs" / "s" / "arm").exists()
+    # a snapshot here, before a worker starts the run over, keeps it carried for a session on its CPU
+    out = inflight(root, "carry", "s")
+    assert "0 unfinished run(s)" in out.stdout and "1 carried earlier and not restored here kept" in out.stdout
+    out = inflight(root, "restore", "s", cpu=ZEN4)
+    assert "1 unfinished run(s) restored" in out.stdout
+    assert (root / "runs" / "s" / "arm" / "seed1-abc" / "checkpoint.pt").read_bytes() == b"weights at epoch 2"
+
+
+def test_a_run_carried_earlier_and_trained_here_since_is_carried_anew(tmp_path):
+    root = checkout(tmp_path)
+    inflight(root, "carry", "s")
+    (root / "runs" / "s" / "arm" / "seed1-abc" / "checkpoint.pt").write_bytes(b"weights at epoch 7")
+    out = inflight(root, "carry", "s")
+    assert "1 unfinished run(s)" in out.stdout and "kept" not in out.stdout
+    assert (root / "results" / "s" / "inflight" / "arm" / "seed1-abc" / "checkpoint.pt").read_bytes() == b"weights at epoch 7"
 
 
 def test_a_carry_with_nothing_unfinished_removes_the_last_one(tmp_path):

@@ -74,19 +74,32 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     return "\n".join(rows)
 
 
+# What a training step's time does not depend on: rates, momenta, decay, the schedule, seeds, the
+# budget, what is tested and how, where files go, the noise on the labels and the loss's constants.
+# Everything else (the network, augmentation, loss, optimizer, batch, method, precision) keys a timing.
+NOT_TIMED = {"data": {"val_size", "split_seed", "subset", "noise", "noise_rate", "noise_seed", "label_column"},
+             "optim": {"lr", "momentum", "nesterov", "weight_decay", "bias_lr", "muon_lr", "muon_momentum"},
+             "schedule": None,
+             "loss": {"label_smoothing", "gce_q", "sce_alpha", "sce_beta", "elr_beta", "elr_lambda"},
+             "supcon": {"temperature", "probe_epochs", "probe_lr"},
+             "train": {"epochs", "seed", "device", "threads", "eval_batch_size", "tta", "forget_rate", "forget_epochs",
+                       "lookahead_alpha", "lookahead_ramp", "select", "checkpoint_every", "tensorboard", "mlflow",
+                       "test"}}
+
+
 def speed_key(cfg) -> str:
-    """What a training step's time depends on: the network, augmentation, loss, batch, method and its
-    phases, data shape and precision; not the rates, schedule, seeds or budget, so a grid over
-    those is timed once."""
+    """A config without the keys a training step's time does not depend on (`NOT_TIMED`), with the
+    share of its epochs in a two-phase method's first phase: runs of one key are timed once (a
+    grid over rates is one network)."""
     import json
 
     from cifarlab import config as C
     from cifarlab.methods import pretrain_epochs, total_epochs
     d = C.to_dict(cfg)
-    train = {k: d["train"].get(k) for k in ("batch_size", "method", "precision", "channels_last")}
-    data = {k: d["data"].get(k) for k in ("dataset", "image_size", "labels")}
-    return json.dumps([d["model"], d["augment"], d["loss"].get("name"), data, train,
-                       pretrain_epochs(cfg) / total_epochs(cfg)], sort_keys=True, default=str)
+    kept = {section: {k: v for k, v in values.items() if NOT_TIMED.get(section, set()) is not None
+                      and k not in NOT_TIMED.get(section, set())}
+            for section, values in d.items() if isinstance(values, dict)}
+    return json.dumps([kept, pretrain_epochs(cfg) / total_epochs(cfg)], sort_keys=True, default=str)
 
 
 def measured_line(work: list[tuple], workers: int, steps: int, machine: str | None, threads: int = 1) -> str:
@@ -96,6 +109,7 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     on this machine slow it: pause them first. An epoch's validation pass and data handling add to it."""
     from cifarlab.bench import seconds_per_image
     from cifarlab.flops import images_per_epoch
+    from cifarlab.methods import total_epochs
     if any(images_per_epoch(cfg) is None for _, cfg, _ in work):
         return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
     timed: dict[str, tuple[str, float]] = {}
@@ -103,7 +117,9 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
         key = speed_key(cfg)
         if key not in timed:
             timed[key] = (name, seconds_per_image(cfg, steps, threads))
-    hours = sum(left * timed[speed_key(cfg)][1] * images_per_epoch(cfg) for _, cfg, left in work) / 3600
+    # `left` counts train.epochs (a two-phase run's first phase); the timing averages every phase
+    hours = sum(left * total_epochs(cfg) / cfg.train.epochs * timed[speed_key(cfg)][1] * images_per_epoch(cfg)
+                for _, cfg, left in work if cfg.train.epochs) / 3600
     first = {speed_key(cfg): cfg for _, cfg, _ in reversed(work)}   # the config each network was timed by
     rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(first[key]):,.0f} s per epoch)"
                       for key, (name, s) in timed.items())
