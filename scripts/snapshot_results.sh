@@ -31,9 +31,20 @@ if busy or log != done:
     sys.exit(f"{sys.argv[1]}: the write-ahead log could not be folded in (a paused process holds it); try again")
 PY
 }
+finished() {   # how many runs the database holds done
+  python3 -c 'import sqlite3, sys; print(sqlite3.connect(sys.argv[1]).execute("SELECT count(*) FROM runs WHERE status = ?", ("done",)).fetchone()[0])' "$1"
+}
+stage=()
 for s in "$@"; do
   db="results/$s/results.db"
   checkpoint "$db"
+  if [ "$(finished "$db")" = 0 ]; then   # a study just begun: no report yet, its database stays out of git
+    scripts/inflight.sh carry "$s"
+    [ ! -d "results/$s/inflight" ] || stage+=("results/$s/inflight")
+    echo "results/$s: no finished run yet; only its unfinished runs staged"
+    continue
+  fi
+  stage+=("results/$s")
   # the page's own extra sections (--grids, --features), as its "Regenerate" command names them
   extra=$(grep -m1 "^cifarlab report studies/$s.toml" "results/$s/README.md" 2>/dev/null | grep -o -- "--grids\|--features" | tr '\n' ' ' || true)
   # shellcheck disable=SC2086
@@ -48,5 +59,5 @@ done
 # the project report cites the databases: regenerate it at the same state (a claim the new runs no
 # longer support stops here with one line naming the sentence; fix the source, then snapshot again)
 "$CIFARLAB" paper
-git add results/README.md docs/REPORT.md docs/REPORT.html $(printf 'results/%s ' "$@")
+git add results/README.md docs/REPORT.md docs/REPORT.html "${stage[@]}"
 echo "staged $*; the paused workers resume now"
