@@ -112,17 +112,16 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     from cifarlab.methods import total_epochs
     if any(images_per_epoch(cfg) is None for _, cfg, _ in work):
         return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
-    timed: dict[str, tuple[str, float]] = {}
-    for name, cfg, _ in work:
-        key = speed_key(cfg)
+    keys = [speed_key(cfg) for _, cfg, _ in work]
+    timed: dict[str, tuple[str, object, float]] = {}   # key -> (name, config, seconds per image) it was timed by
+    for (name, cfg, _), key in zip(work, keys):
         if key not in timed:
-            timed[key] = (name, seconds_per_image(cfg, steps, threads))
+            timed[key] = (name, cfg, seconds_per_image(cfg, steps, threads))
     # `left` counts train.epochs (a two-phase run's first phase); the timing averages every phase
-    hours = sum(left * total_epochs(cfg) / cfg.train.epochs * timed[speed_key(cfg)][1] * images_per_epoch(cfg)
-                for _, cfg, left in work if cfg.train.epochs) / 3600
-    first = {speed_key(cfg): cfg for _, cfg, _ in reversed(work)}   # the config each network was timed by
-    rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(first[key]):,.0f} s per epoch)"
-                      for key, (name, s) in timed.items())
+    hours = sum(left * total_epochs(cfg) / cfg.train.epochs * timed[key][2] * images_per_epoch(cfg)
+                for (_, cfg, left), key in zip(work, keys) if cfg.train.epochs) / 3600
+    rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(cfg):,.0f} s per epoch)"
+                      for name, cfg, s in timed.values())
     return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
             f"network on synthetic batches; other processes here slow it): about {hours:,.1f} process-hours of "
             f"training steps left, {hours / workers:,.1f} h with {workers} worker(s); training images/s: {rates} "
