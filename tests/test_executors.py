@@ -149,12 +149,15 @@ def test_auto_without_a_cluster_is_one_line(study_dir):  # noqa: F811
 
 
 def test_sigterm_to_the_ray_driver_gives_its_runs_back(study_dir):  # noqa: F811
-    from test_study import running
+    from test_study import EXPERIMENT, running
+    # runs long enough that the signal lands inside them (test_study.test_sigterm_releases_the_claim)
+    (study_dir / "tiny.toml").write_text(EXPERIMENT.replace("epochs = 2", "epochs = 12"))
     proc = study(study_dir, "run", *RAY, db="ray.db", wait=False)
     deadline = time.monotonic() + 300
     try:
         while not running(study_dir / "ray.db") and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.1)
+        assert running(study_dir / "ray.db"), "no run was claimed on Ray"
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
     finally:

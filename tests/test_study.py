@@ -391,11 +391,15 @@ def test_reading_a_current_database_leaves_its_bytes_as_they_were(tmp_path):
 
 
 def test_sigterm_releases_the_claim(study_dir):
+    # Runs long enough that the signal lands inside one: at two epochs the whole study can finish
+    # between two polls on a busy machine, and the signal then finds no process (exit 0; CI, stop 55).
+    (study_dir / "tiny.toml").write_text(EXPERIMENT.replace("epochs = 2", "epochs = 500"))
     proc = study(study_dir, "run", wait=False)
     db = study_dir / "results.db"
     deadline = time.time() + 120
     while time.time() < deadline and not running(db):  # wait until a run is claimed
         time.sleep(0.2)
+    assert running(db), "no run was claimed within 120 s"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
@@ -562,11 +566,15 @@ def test_a_copy_of_the_database_file_holds_every_finished_run(tmp_path):
 
 
 def test_sigterm_stops_every_worker_and_releases_their_claims(study_dir):
+    # Runs long enough that the signal lands inside them (see test_sigterm_releases_the_claim), short
+    # enough for the resumed study to finish them.
+    (study_dir / "tiny.toml").write_text(EXPERIMENT.replace("epochs = 2", "epochs = 12"))
     proc = study(study_dir, "run", "--workers", "2", wait=False)
     db = study_dir / "results.db"
     deadline = time.time() + 120
     while time.time() < deadline and not running(db):
         time.sleep(0.2)
+    assert running(db), "no run was claimed within 120 s"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in err
