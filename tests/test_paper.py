@@ -243,7 +243,7 @@ def test_published_figures_render_as_a_table_and_by_key(lab, capsys):
 
 
 def test_hand_typed_numbers_are_found_and_names_years_and_citations_allowed():
-    text = ("CIFAR-10 on ResNet-18 with `ce-sym40`, airbench94 and L2 (He et al. 2016 [3]), 3x3 convs.\n"
+    text = ("CIFAR-10 on ResNet-18 with `ce-sym40`, airbench94 and L2 (He et al. 2016 [3]), 3x3 convs, since 2026-12-06.\n"
             "It trains 12 epochs at 0.4 and gains -1.5 points {{s/base}}, twice [link](../a/12.png).\n"
             "1. a list item of 2 words\n<!-- a comment with 7 -->\n```\ncode 5\n```\n")
     assert hand_typed_numbers(text) == [(2, "12"), (2, "0.4"), (2, "1.5"), (3, "2")]
@@ -308,3 +308,39 @@ def test_a_change_in_a_difference_is_paired_over_the_seeds_all_four_share(lab, c
     write_src(lab, "# Paper\n\nMixed: {{claim s: flip - base > same}}.\n")
     code, err = paper(lab, capsys)
     assert code == 2 and 'compare a variant with a variant, or a difference "x - y" with a difference' in err
+
+
+def test_a_claim_after_holm_is_checked_as_the_study_reports_finding_corrects_it(lab, capsys):
+    """`{{claim S: A > B after holm}}` holds only where the study's report, correcting over the group's
+    comparisons with its baseline, calls the difference resolved: flip's uncorrected interval here
+    excludes zero (p 0.035) but Holm's correction over two comparisons doubles its p (0.070)."""
+    text = STUDY.replace('seeds = [0, 1, 2]\n', 'seeds = [0, 1, 2]\ncorrection = "holm"\n\n[groups.g]\n'
+                         'question = "Does anything help?"\nbaseline = "base"\n')
+    for name in ("base", "flip", "same"):
+        text = text.replace(f'name = "{name}"\n', f'name = "{name}"\ngroup = "g"\n')
+    (lab / "studies" / "s.toml").write_text(text)
+    flip = {0: 0.72, 1: 0.73, 2: 0.725}
+    conn = sqlite3.connect(lab / "results" / "s" / "results.db")
+    for seed, acc in flip.items():
+        conn.execute("UPDATE runs SET test_acc = ? WHERE experiment = 'flip' AND seed = ?", (acc, seed))
+    conn.commit()
+    conn.close()
+    write_src(lab, "# Paper\n\nUncorrected, flips help ({{claim s: flip > base}}); after the correction "
+                   "they do not ({{claim s: flip ~ base after holm}}), nor does the rate "
+                   "({{claim s: base ~ same after holm}}).\n")
+    code, err = paper(lab, capsys)
+    assert (code, err) == (0, ""), err
+    out = (lab / "docs" / "REPORT.md").read_text()
+    assert (f"they do not ({delta_by_hand(flip, TEST['base'])}; p = 0.070 after Holm's correction over the 2 "
+            "comparisons of group `g`)") in out
+    write_src(lab, "# Paper\n\nFlips help {{claim s: flip > base after holm}}.\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and 'claim "s: flip > base after holm" is not supported by the data' in err
+    assert "p = 0.070 after Holm's correction" in err
+    write_src(lab, "# Paper\n\nNot a pair with the baseline: {{claim s: flip > same after holm}}.\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and "no group of study s has one of the two as its baseline" in err
+    (lab / "studies" / "s.toml").write_text(STUDY)   # a study without the correction
+    write_src(lab, "# Paper\n\n{{claim s: same ~ base after holm}}.\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and 'applies no correction (its file has no correction = "holm")' in err

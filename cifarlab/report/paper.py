@@ -80,7 +80,7 @@ VALUE_REF = re.compile(rf"({NAME})/({NAME})(?::(\S+))?")
 SIDE = rf"{NAME}(?:\s+-\s+{NAME})?"    # a variant, or a difference of two ("a - b": spaces round the minus)
 DELTA_REF = re.compile(rf"delta\s+({NAME})\s+({NAME})\s+({NAME})(?::(\S+))?")
 CHANGE_REF = re.compile(rf"delta\s+({NAME})\s+({NAME}\s+-\s+{NAME})\s+vs\s+({NAME}\s+-\s+{NAME})(?::(\S+))?")
-CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})")
+CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})(\s+after\s+holm)?")
 FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
 STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
@@ -364,20 +364,52 @@ class Renderer:
         data = self.data(folder)
         return delta_text(*paired(data, a, b, what or data.spec.metric))
 
-    def claim(self, folder: str, what: str | None, a: str, op: str, b: str) -> str:
+    def claim(self, folder: str, what: str | None, a: str, op: str, b: str, holm: str | None = None) -> str:
+        said = f"claim \"{folder}: {a} {op} {b}{' after holm' if holm else ''}\""
         if (" - " in a) != (" - " in b):
-            raise PaperError(f"claim \"{folder}: {a} {op} {b}\": compare a variant with a variant, or a "
-                             "difference \"x - y\" with a difference")
+            raise PaperError(f"{said}: compare a variant with a variant, or a difference \"x - y\" with a difference")
+        if holm and (" - " in a or what):
+            raise PaperError(f"{said}: a claim after Holm's correction compares two variants on the study's "
+                             "metric, as its report's findings do")
         data = self.data(folder)
         mean, lo, hi, n = paired(data, a, b, what or data.spec.metric)
         evidence = delta_text(mean, lo, hi, n)
         if n < 2:
-            raise ClaimFailed(f"claim \"{folder}: {a} {op} {b}\" cannot be checked: it needs 2 or more common "
-                              f"seeds, there are {n}")
-        holds = {">": lo > 0, "<": hi < 0, "~": lo <= 0 <= hi}[op]
+            raise ClaimFailed(f"{said} cannot be checked: it needs 2 or more common seeds, there are {n}")
+        if holm:
+            from cifarlab.report.fair import ALPHA
+            q, k, group = self.holm_p(data, said, a, b)
+            evidence += f"; p = {q:.3f} after Holm's correction over the {k} comparisons of group `{group}`"
+            holds = {">": q < ALPHA and mean > 0, "<": q < ALPHA and mean < 0, "~": q >= ALPHA}[op]
+        else:
+            holds = {">": lo > 0, "<": hi < 0, "~": lo <= 0 <= hi}[op]
         if not holds:
-            raise ClaimFailed(f"claim \"{folder}: {a} {op} {b}\" is not supported by the data ({evidence})")
+            raise ClaimFailed(f"{said} is not supported by the data ({evidence})")
         return evidence
+
+    def holm_p(self, data: StudyData, said: str, a: str, b: str) -> tuple[float, int, str]:
+        """The Holm-adjusted p of a against b as the study report's finding computes it: within the
+        group whose baseline is one of the two and whose members include the other; with the number
+        of comparisons in that family and the group's name."""
+        from cifarlab.report.fair import corrected
+        from cifarlab.report.summary import summarize
+        if data.spec.correction != "holm":
+            raise PaperError(f"{said}: study {data.folder} applies no correction (its file has no "
+                             "correction = \"holm\"); claim without \"after holm\"")
+        by_exp = None
+        for group in data.spec.questions:
+            names = data.spec.members(group)
+            if a == b or not names or names[0] not in (a, b) or a not in names or b not in names:
+                continue
+            by_exp = by_exp or {s["experiment"]: s for s in summarize(data.store, data.spec)}
+            rows = corrected([by_exp[e] for e in names])
+            other = next(r for r in rows if r["experiment"] == (a if names[0] == b else b))
+            if other["p_holm"] != other["p_holm"]:   # nan: unstable, or under two common seeds
+                raise ClaimFailed(f"{said} cannot be checked: the study report does not compare them "
+                                  "(a variant unstable, or under two common seeds)")
+            return other["p_holm"], sum(1 for r in rows if r["p"] == r["p"]), group
+        raise PaperError(f"{said}: no group of study {data.folder} has one of the two as its baseline and "
+                         "the other as a member; Holm's correction is over a group's comparisons with its baseline")
 
     def figure(self, folder: str, file: str) -> str:
         self.paper.cited.add(folder)
@@ -574,6 +606,7 @@ def render(source: str, src: str, results: Results, out_dir: Path) -> tuple[str,
 # ----------------------------------------------------------------------------- digits typed by hand
 
 YEAR = re.compile(r"(19|20)\d\d")
+DATE = re.compile(r"\b(?:19|20)\d\d-[01]\d-[0-3]\d\b")
 ALLOWED = re.compile(r"\d+x\d+|95 % (?:CI|t-interval|Student-t)")  # kernel shapes (3x3), the CI's level
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
@@ -581,8 +614,8 @@ NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 def hand_typed_numbers(source: str) -> list[tuple[int, str]]:
     """(line, token) of every number the source types outside references, fenced blocks, HTML
     comments and link targets. Allowed: digits inside a name (airbench94, `ce-sym40`, CIFAR-10,
-    ResNet-18, L2), years, citation numbers [3], issue numbers #44, kernel shapes (3x3), the
-    confidence level of "95 % CI" and ordered-list markers."""
+    ResNet-18, L2), years and dates (2026-12-06), citation numbers [3], issue numbers #44, kernel
+    shapes (3x3), the confidence level of "95 % CI" and ordered-list markers."""
     found, fence = [], None
     text = re.sub(r"<!--.*?-->", lambda m: "\n" * m.group(0).count("\n"), source, flags=re.S)
     for number, line in enumerate(text.splitlines(), 1):
@@ -594,6 +627,7 @@ def hand_typed_numbers(source: str) -> list[tuple[int, str]]:
         line = REF.sub(" ", line)
         line = re.sub(r"\]\([^)]*\)", "]", line)      # link targets
         line = re.sub(r"\[\d+\]|#\d+", " ", line)    # citation and issue numbers
+        line = DATE.sub(" ", line)                     # a date: running since 2026-12-06
         line = re.sub(r"^\s*\d+\.\s", " ", line)      # an ordered list's marker
         for m in NUMBER.finditer(line):
             before = line[:m.start()]
