@@ -613,6 +613,8 @@ def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(t
     renderer = Renderer(Results(tmp_path / "results", studies), tmp_path / "docs")
     assert renderer.choices("fair") == ("of 1 choices made on 1 tuning seed(s), 1 within the noise (`drop`); 1 still "
                                         "at its grid's edge, the best value possibly beyond (`drop`)")   # no growth allowed
+    # `{{runs STUDY}}` of a tuned study counts its test runs and says so: its tuning runs are not in it
+    assert re.fullmatch(r"3 of \d+ test runs", renderer.study("runs", "fair"))
 
 
 MORE_SEEDS = """

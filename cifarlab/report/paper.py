@@ -461,7 +461,8 @@ class Renderer:
         if kind == "hours":
             return f"{sum(r['wall_seconds'] or 0.0 for r in used) / 3600:.1f} process-hours"
         planned = sum(len(data.spec.planned(e)) for e in data.spec.experiments)
-        return f"{len(used)} of {planned} runs"
+        # a study that tunes its arms also trains tuning runs, which this count leaves out
+        return f"{len(used)} of {planned} {'test runs' if data.spec.tuning else 'runs'}"
 
     def costs(self, names: str) -> str:
         """A table of what each study (studies/NAME.toml) has left to train: runs (tuning runs
