@@ -615,6 +615,15 @@ def test_the_papers_choices_reference_counts_arms_by_how_clear_their_choice_is(t
                                         "at its grid's edge, the best value possibly beyond (`drop`)")   # no growth allowed
     # `{{runs STUDY}}` of a tuned study counts its test runs and says so: its tuning runs are not in it
     assert re.fullmatch(r"3 of \d+ test runs", renderer.study("runs", "fair"))
+    # and its report, not complete, says how many of each are done before its first table
+    from cifarlab.study.plan import study_spec
+    store = open_store(tmp_path / "results" / "fair" / "results.db")
+    spec = study_spec(study, store)
+    readme = write_report(store, spec, tmp_path / "report", "cmd").read_text()
+    store.close()
+    planned = sum(len(spec.planned(e)) for e in spec.experiments)
+    tuning = sum(t["runs"] for t in spec.tuning.values())
+    assert f"**Not complete**: 3 of {planned} test runs done, and {tuning} of {tuning} tuning runs so far" in readme
 
 
 MORE_SEEDS = """

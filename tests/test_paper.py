@@ -327,7 +327,7 @@ def test_a_claim_after_holm_is_checked_as_the_study_reports_finding_corrects_it(
     conn.close()
     write_src(lab, "# Paper\n\nUncorrected, flips help ({{claim s: flip > base}}); after the correction "
                    "they do not ({{claim s: flip ~ base after holm}}), nor does the rate "
-                   "({{claim s: base ~ same after holm}}).\n")
+                   "({{claim s: base ~ same after Holm}}).\n")
     code, err = paper(lab, capsys)
     assert (code, err) == (0, ""), err
     out = (lab / "docs" / "REPORT.md").read_text()

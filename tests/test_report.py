@@ -196,6 +196,15 @@ def test_runs_the_study_plans_but_the_database_lacks_count_as_not_started(store,
     assert "- run status: done 7, running 1, pending 0, failed 1, not started 7\n" in text
 
 
+def test_a_study_not_complete_says_so_before_its_first_table_and_a_complete_one_does_not(store, tmp_path):
+    text = write_report(store, dataclasses.replace(SPEC, seeds=(0, 1, 2)), tmp_path, "cmd").read_text()
+    banner = "**Not complete**: 7 of 12 runs done. The tables and findings below cover the finished runs only"
+    assert banner in text and text.index(banner) < text.index("## Results")
+    complete = dataclasses.replace(SPEC, seeds=(0, 1, 2), experiments=("base", "flip"),
+                                   hashes={"base": "hb", "flip": "hf"}, targets={})
+    assert "Not complete" not in write_report(store, complete, tmp_path, "cmd").read_text()
+
+
 def test_a_selection_study_reports_validation_accuracy_and_never_test(store, tmp_path):
     spec = dataclasses.replace(SPEC, selection=True, description="Chooses the flip setting.")
     text = write_report(store, spec, tmp_path, "cmd").read_text(encoding="utf-8")

@@ -1,5 +1,6 @@
 """Studies end to end: run, resume after SIGKILL, share one database between processes."""
 
+import contextlib
 import json
 import os
 import random
@@ -396,15 +397,39 @@ def test_sigterm_releases_the_claim(study_dir):
     (study_dir / "tiny.toml").write_text(EXPERIMENT.replace("epochs = 2", "epochs = 500"))
     proc = study(study_dir, "run", wait=False)
     db = study_dir / "results.db"
-    deadline = time.time() + 120
-    while time.time() < deadline and not running(db):  # wait until a run is claimed
-        time.sleep(0.2)
-    assert running(db), "no run was claimed within 120 s"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    with stopped_at_the_end(proc):
+        err = signalled_once_claimed(proc, db)
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
     assert "rerun the same command" in err and "--resume" not in err  # `study run` has no --resume
     assert not running(db)
+
+
+def signalled_once_claimed(proc, db) -> str:
+    """SIGTERM to `proc` once a run of its study is claimed (within 120 s); its stderr."""
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None and not running(db):
+        time.sleep(0.2)
+    if not running(db):
+        proc.kill()
+        raise AssertionError(f"no run was claimed within 120 s: {proc.communicate()[1]}")
+    proc.send_signal(signal.SIGTERM)
+    return proc.communicate(timeout=60)[1]
+
+
+@contextlib.contextmanager
+def stopped_at_the_end(proc):
+    """Leave no study process behind when a test fails midway: SIGTERM, which stops its workers too,
+    then SIGKILL if it lingers."""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.communicate()
 
 
 def running(db) -> bool:
@@ -571,12 +596,8 @@ def test_sigterm_stops_every_worker_and_releases_their_claims(study_dir):
     (study_dir / "tiny.toml").write_text(EXPERIMENT.replace("epochs = 2", "epochs = 12"))
     proc = study(study_dir, "run", "--workers", "2", wait=False)
     db = study_dir / "results.db"
-    deadline = time.time() + 120
-    while time.time() < deadline and not running(db):
-        time.sleep(0.2)
-    assert running(db), "no run was claimed within 120 s"
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
+    with stopped_at_the_end(proc):
+        err = signalled_once_claimed(proc, db)
     assert proc.returncode == 130 and "Traceback" not in err
     assert not running(db)
     resumed = study(study_dir, "run")  # nothing was lost: the study finishes from where it stopped

@@ -34,6 +34,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              "Regenerate this page (figures included) with:", "", "```", command, "```", "",
              "Every number on this page is read from the results database; only the targets "
              "(published figures) come from the study definition.", "",
+             *progress_lines(spec, summary),
              *(["**A selection study**: it exists to choose settings, so this page compares validation "
                 "accuracy only; the test accuracy its runs record at their end is neither shown nor used "
                 "for a choice.", ""] if spec.selection else []),
@@ -52,6 +53,22 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
+
+
+def progress_lines(spec: StudySpec, summary: list[dict]) -> list[str]:
+    """A study not yet complete says so before its first table: how many of its runs (and of its
+    tuning runs) are done, and that its findings cover the finished runs only. Nothing once complete."""
+    planned = sum(len(spec.planned(e)) for e in spec.experiments)
+    done = sum(min(s["n"], len(spec.planned(s["experiment"]))) for s in summary)
+    tune_planned = sum(t["runs"] for t in spec.tuning.values())
+    tune_done = sum(n for t in spec.tuning.values() for _, _, n in t["scores"])
+    if done >= planned and tune_done >= tune_planned:
+        return []
+    tuning = (f", and {tune_done} of {tune_planned} tuning runs so far (a grid that grows adds runs)"
+              if tune_planned else "")
+    return [f"**Not complete**: {done} of {planned} {'test runs' if tune_planned else 'runs'} done{tuning}. The "
+            "tables and findings below cover the finished runs only; an arm or a seed still missing is not yet "
+            "part of any answer.", ""]
 
 
 NOISE_KINDS = {"none": "", "symmetric": "a flipped label is any other class",   # column order, and what each is
@@ -119,6 +136,8 @@ def phases_section(store: Store, summary: list[dict], rows: list[sqlite3.Row]) -
         for r in store.epochs(s["run_ids"]):
             spent = per_run.setdefault(r["run_id"], [0.0, 0.0])
             spent[1 if supcon and r["epoch"] > first_phase else 0] += r["seconds"] or 0.0
+        if not per_run:   # done runs that recorded no epochs: nothing to time
+            continue
         first, second = (sum(x[i] for x in per_run.values()) / len(per_run) for i in (0, 1))
         table.append((s["experiment"], supcon, cfg, first, second))
     if not any(supcon for _, supcon, *_ in table):

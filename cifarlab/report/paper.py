@@ -80,7 +80,7 @@ VALUE_REF = re.compile(rf"({NAME})/({NAME})(?::(\S+))?")
 SIDE = rf"{NAME}(?:\s+-\s+{NAME})?"    # a variant, or a difference of two ("a - b": spaces round the minus)
 DELTA_REF = re.compile(rf"delta\s+({NAME})\s+({NAME})\s+({NAME})(?::(\S+))?")
 CHANGE_REF = re.compile(rf"delta\s+({NAME})\s+({NAME}\s+-\s+{NAME})\s+vs\s+({NAME}\s+-\s+{NAME})(?::(\S+))?")
-CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})(\s+after\s+holm)?")
+CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})(\s+after\s+(?i:holm))?")
 FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
 STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
@@ -379,7 +379,8 @@ class Renderer:
         if holm:
             from cifarlab.report.fair import ALPHA
             q, k, group = self.holm_p(data, said, a, b)
-            evidence += f"; p = {q:.3f} after Holm's correction over the {k} comparisons of group `{group}`"
+            evidence += (f"; p = {q:.3f} after Holm's correction over the {k} comparison{'s' if k != 1 else ''} "
+                         f"of group `{group}`")
             holds = {">": q < ALPHA and mean > 0, "<": q < ALPHA and mean < 0, "~": q >= ALPHA}[op]
         else:
             holds = {">": lo > 0, "<": hi < 0, "~": lo <= 0 <= hi}[op]
@@ -396,7 +397,7 @@ class Renderer:
         if data.spec.correction != "holm":
             raise PaperError(f"{said}: study {data.folder} applies no correction (its file has no "
                              "correction = \"holm\"); claim without \"after holm\"")
-        by_exp = None
+        by_exp, found = None, []
         for group in data.spec.questions:
             names = data.spec.members(group)
             if a == b or not names or names[0] not in (a, b) or a not in names or b not in names:
@@ -404,12 +405,18 @@ class Renderer:
             by_exp = by_exp or {s["experiment"]: s for s in summarize(data.store, data.spec)}
             rows = corrected([by_exp[e] for e in names])
             other = next(r for r in rows if r["experiment"] == (a if names[0] == b else b))
-            if other["p_holm"] != other["p_holm"]:   # nan: unstable, or under two common seeds
-                raise ClaimFailed(f"{said} cannot be checked: the study report does not compare them "
-                                  "(a variant unstable, or under two common seeds)")
-            return other["p_holm"], sum(1 for r in rows if r["p"] == r["p"]), group
-        raise PaperError(f"{said}: no group of study {data.folder} has one of the two as its baseline and "
-                         "the other as a member; Holm's correction is over a group's comparisons with its baseline")
+            found.append((other["p_holm"], sum(1 for r in rows if r["p"] == r["p"]), group))
+        if not found:
+            raise PaperError(f"{said}: no group of study {data.folder} has one of the two as its baseline and the "
+                             "other as a member; Holm's correction is over a group's comparisons with its baseline")
+        if len(found) > 1:   # two families correct the same pair differently: which one the prose means is unclear
+            raise PaperError(f"{said}: the pair is corrected in groups {', '.join(g for *_, g in found)}; "
+                             "a claim after Holm needs the pair in one group only")
+        q, k, group = found[0]
+        if q != q:   # nan: a variant unstable, or under two common seeds
+            raise ClaimFailed(f"{said} cannot be checked: the study report does not compare them "
+                              "(a variant unstable, or under two common seeds)")
+        return q, k, group
 
     def figure(self, folder: str, file: str) -> str:
         self.paper.cited.add(folder)
@@ -607,7 +614,7 @@ def render(source: str, src: str, results: Results, out_dir: Path) -> tuple[str,
 # ----------------------------------------------------------------------------- digits typed by hand
 
 YEAR = re.compile(r"(19|20)\d\d")
-DATE = re.compile(r"\b(?:19|20)\d\d-[01]\d-[0-3]\d\b")
+DATE = re.compile(r"\b(?:19|20)\d\d-(?:0[1-9]|1[0-2])-(?:0[1-9]|[12]\d|3[01])\b")
 ALLOWED = re.compile(r"\d+x\d+|95 % (?:CI|t-interval|Student-t)")  # kernel shapes (3x3), the CI's level
 NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 
