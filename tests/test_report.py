@@ -663,7 +663,8 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
     assert ("- `stop-40`: early stopping; epoch tested (first of best validation accuracy) 2 of 3, 2 of 3 "
             "(seeds 0, 1)") in text
     # the literature's layout: methods by noise setting, the published figures beneath their method
-    table = text.split("## By noise setting and method", 1)[1].split("## Findings", 1)[0]
+    section = text.split("## By noise setting and method", 1)[1].split("## Findings", 1)[0]
+    table, memorised = section.split("Memorisation, in the same layout", 1)
     assert "mean ± std over 2 seeds" in table and "(symmetric: a flipped label is any other class)" in table
     assert [line for line in table.splitlines() if line.startswith("| ")] == [
         "| method | clean | symmetric 20 % | symmetric 40 % |",
@@ -671,6 +672,12 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
         "| ce: target | — | 85.00 | 80.00 |",
         "| gce | — | — | 70.00 ± 0.00 |",
         "| ce + early stopping | — | — | 70.00 ± 0.00 |"]
+    # and how far each training memorised: the last epoch's agreement of the flipped samples with their
+    # noisy labels; early stopping trains cross-entropy's run, so it has no row of its own
+    assert [line for line in memorised.splitlines() if line.startswith("| ")] == [
+        "| method | clean | symmetric 20 % | symmetric 40 % |",
+        "| ce | — | 30.00 ± 0.00 | 30.00 ± 0.00 |",
+        "| gce | — | — | 30.00 ± 0.00 |"]
     from cifarlab.report.markdown import noise_table
     from cifarlab.report.summary import counted_rows
     st.conn.execute("UPDATE runs SET config = (SELECT config FROM runs WHERE experiment = 'ce-40' LIMIT 1) "

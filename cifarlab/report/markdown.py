@@ -14,6 +14,7 @@ from cifarlab.report import fair
 from cifarlab.results.store import Store
 from cifarlab.report.figures import (noise_figures, noise_method, plot_accuracy, plot_learning_curves,
                                      plot_val_curves, pretraining_figure)
+from cifarlab.stats import mean_std
 from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
                                      experiment_config, latest_done, noise_setting, ok, present, setting_name, shows_clean_val,
                                      shows_top5, summarize)
@@ -38,7 +39,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              *(["**A selection study**: it exists to choose settings, so this page compares validation "
                 "accuracy only; the test accuracy its runs record at their end is neither shown nor used "
                 "for a choice.", ""] if spec.selection else []),
-             *results_table(spec, summary), "", *noise_table(spec, summary, rows),
+             *results_table(spec, summary), "", *noise_table(spec, summary, rows, store),
              *(fair.tuning_section(spec, summary, out_dir) if spec.fair else []),
              *findings_section(store, spec, summary, out_dir),
              *(fair.budget_section(spec, summary, out_dir) if spec.fair else []),
@@ -76,7 +77,7 @@ NOISE_KINDS = {"none": "", "symmetric": "a flipped label is any other class",   
                "noisy_labels": "the dataset's published noisy labels"}
 
 
-def noise_table(spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row]) -> list[str]:
+def noise_table(spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row], store: Store | None = None) -> list[str]:
     """Label-noise studies: the score per method (row) and noise setting (column), the layout of
     the literature's tables, with each method's targets (published figures) in a row beneath it.
     Nothing unless the study has more than one noise setting, or where two experiments share a
@@ -115,7 +116,51 @@ def noise_table(spec: StudySpec, summary: list[dict], rows: list[sqlite3.Row]) -
         targets = [pct(by[k]["target"]) if k in by and ok(by[k].get("target")) else DASH for k in settings]
         if any(t != DASH for t in targets):
             lines.append(f"| {method}: target | " + " | ".join(targets) + " |")
-    return lines + [""]
+    return lines + ["", *memorisation_table(store, cells, settings, rows)]
+
+
+def memorisation_table(store: Store | None, cells: dict[str, dict[tuple, dict]], settings: list[tuple],
+                       rows: list[sqlite3.Row]) -> list[str]:
+    """Under label noise: how far each method's training memorised, per noise setting, in the noise
+    table's layout: the flipped training samples' agreement with their noisy labels in the last
+    epoch, mean over seeds. A method whose training another row already shows (early stopping tests
+    cross-entropy's run at another epoch) is left out. Nothing without that curve."""
+    from cifarlab.report.figures import noise_rows, training
+    if store is None:
+        return []
+    names = {s["experiment"] for by in cells.values() for s in by.values()}
+    configs = {e: experiment_config(rows, e) for e in names}
+    table, seen = [], set()
+    for method, by in cells.items():
+        line, any_value = [], False
+        for k in settings:
+            s = by.get(k)
+            if s is None or training(s["experiment"], configs) in seen:
+                line.append(DASH)
+                continue
+            seen.add(training(s["experiment"], configs))
+            last: dict[int, tuple[int, float]] = {}
+            for r in noise_rows(store, s["run_ids"]):
+                if r["flipped_acc_noisy"] is not None and r["epoch"] >= last.get(r["run_id"], (0, 0.0))[0]:
+                    last[r["run_id"]] = (r["epoch"], r["flipped_acc_noisy"])
+            values = [v for _, v in last.values()]
+            if not values:
+                line.append(DASH)
+                continue
+            any_value = True
+            mean, std = mean_std(values)
+            line.append(pm(mean, std) + ("" if len(values) == s["n"] else f" (n={len(values)})"))
+        if any_value:
+            table.append(f"| {method} | " + " | ".join(line) + " |")
+    if not table:
+        return []
+    names_row = [setting_name(k) for k in settings]
+    return ["Memorisation, in the same layout: the flipped training samples' agreement with their noisy labels "
+            "in the last epoch, in %, mean ± std over seeds (a network that predicts each sample's true class "
+            "scores 0 here, one that guesses at random about a tenth; a method that resists memorisation keeps it "
+            "low). A row whose training another row shows "
+            "(early stopping tests cross-entropy's run at its best epoch) has no cells of its own.", "",
+            "| method | " + " | ".join(names_row) + " |", "|---|" + "---:|" * len(names_row), *table, ""]
 
 
 PROBES = {"mlp": "MLP probe", "linear": "linear probe"}
