@@ -383,6 +383,10 @@ def more_seeds_said(spec: StudySpec) -> list[str]:
 def group_section(store: Store, spec: StudySpec, by_exp: dict[str, dict], group: str, out_dir: Path) -> list[str]:
     names = spec.members(group)
     base = by_exp[names[0]]
+    if not any(by_exp[e]["n"] for e in names):   # nothing finished: no empty table or blank figures
+        return [f"### `{group}`", "", f"**Question.** {spec.questions[group]}", "",
+                f"Its experiments, {', '.join(f'`{e}`' for e in names)}, have no finished run: no table or "
+                "figures yet.", "", "**Finding.** No finished runs yet.", ""]
     rows = [versus(by_exp[e], base) for e in names]
     plot_accuracy(rows, out_dir / f"group_{group}.png", spec.label,
                   f"{group}: {spec.label} accuracy, mean over seeds, 95% CI")
