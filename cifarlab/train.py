@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Callable
@@ -15,6 +14,7 @@ from tqdm import tqdm
 
 from cifarlab import config as C
 from cifarlab import distributed, runtime
+from cifarlab.clock import clock as wall   # wall time less the time the process was paused
 from cifarlab.augment import build_pipeline
 from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
@@ -134,7 +134,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         gen = torch.Generator(device=s.rt.device).manual_seed(seed * 1_009 + s.world.rank)
     loss_sum = torch.zeros((), device=s.rt.device)
     correct = torch.zeros((), dtype=torch.long, device=s.rt.device)
-    seen, counted, start = 0, 0, time.perf_counter()
+    seen, counted, start = 0, 0, wall()
     if s.lookahead is not None:
         s.lookahead.start(s.model)
     last = min(s.steps_per_epoch, s.total_steps - epoch * s.steps_per_epoch) - 1  # this epoch's final step
@@ -169,10 +169,10 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
             counted += len(labels)
         seen += len(batch)
         if i % 20 == 0:
-            rate = seen / (time.perf_counter() - start)
+            rate = seen / (wall() - start)
             bar.set_postfix(loss=f"{loss.item():.3f}", acc=f"{correct.item() / max(counted, 1):.3f}",
                             img_s=f"{rate:.0f}")
-    seconds = time.perf_counter() - start
+    seconds = wall() - start
     total_loss, hits, seen, counted = distributed.all_sum(  # one process: the values themselves
         [loss_sum.item(), float(correct.item()), float(seen), float(counted)], s.world, s.rt.device)
     return {"train_loss": total_loss / seen, "train_acc": hits / counted if counted else None,
@@ -288,9 +288,9 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
     if pretrain_epochs(s.cfg):
         row["phase"] = "probe"
     if splits.val is not None:
-        t = time.perf_counter()
+        t = wall()
         val = evaluate(s.evaluated, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
-        row.update(val_loss=val["loss"], val_acc=val["acc"], val_top5=val["top5"], val_seconds=time.perf_counter() - t)
+        row.update(val_loss=val["loss"], val_acc=val["acc"], val_top5=val["top5"], val_seconds=wall() - t)
     row.update(noise_metrics(s, splits))
     return row
 
@@ -361,14 +361,14 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     try:
         train_split = splits.train.to(s.rt.device)
         # Wall clock of the run since it began, time before an interruption included.
-        clock = time.perf_counter() - (history[-1]["elapsed"] if history else 0.0)
+        clock = wall() - (history[-1]["elapsed"] if history else 0.0)
         bar = tqdm(total=s.total_steps, initial=min(start * s.steps_per_epoch, s.total_steps),
                    disable=not progress or not writes, unit="step", dynamic_ncols=True, leave=False, position=progress_row)
         for epoch in range(start, s.epochs):
             if history and diverged(history[-1]):
                 break  # resuming a run that diverged: its weights are not numbers any more
             row = run_epoch(s, splits, train_split, epoch, bar)
-            row["elapsed"] = time.perf_counter() - clock
+            row["elapsed"] = wall() - clock
             if pretrained_by is not None:
                 row["pretrained_by"] = pretrained_by   # a resumed run still knows whose pre-training it probes
             history.append(row)
@@ -441,10 +441,10 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
 
     A run that diverged ends at its first epoch with a non-finite training loss; `stopped` says
     so, and its accuracies are those of the diverged model (chance), honestly recorded."""
-    t = time.perf_counter()
+    t = wall()
     test = (evaluate(s.evaluated, splits.test, s.prep, s.rt, s.cfg.train, splits.num_classes) if s.cfg.train.test
             else dict.fromkeys(("acc", "loss", "per_class_acc", "top5")))   # a tuning run: the test set is never read
-    test_seconds = time.perf_counter() - t
+    test_seconds = wall() - t
     train_seconds = sum(h["train_seconds"] for h in history)
     steps = min(len(history) * s.steps_per_epoch, s.total_steps)
     images_seen = images_in(s, steps, len(splits.train))
@@ -464,7 +464,7 @@ def finish(s: Session, splits: Splits, history: list[dict], clock: float) -> dic
         "images_seen": images_seen,
         "train_flops": training_flops(s.cfg, splits.num_classes, splits.image_size, images_seen, pretrain_images),
         # everything after the data is in memory: training, augmentation, evaluation, checkpoints
-        "wall_seconds": time.perf_counter() - clock,
+        "wall_seconds": wall() - clock,
         "images_per_s": sum(h["images_per_s"] * h["train_seconds"] for h in history) / train_seconds,
         "runtime": s.rt.describe(),
         **s.provenance,

@@ -1,0 +1,48 @@
+"""cifarlab.clock: wall times leave out the time the process was stopped (SIGSTOP ... SIGCONT), as a
+study worker is while the test suite or a snapshot runs, and keep the time it merely waited."""
+
+import signal
+import subprocess
+import sys
+import time
+
+from cifarlab.clock import GAP, PauseWatch, clock, paused_seconds
+
+CHILD = """
+import sys, time
+from cifarlab.clock import clock, paused_seconds
+start_wall, start = time.perf_counter(), clock()
+print("ready", flush=True)
+sys.stdin.readline()            # the parent stops us, waits, resumes us, then writes a line
+time.sleep(0.6)                 # the watching thread wakes at least once after the pause
+print(f"{time.perf_counter() - start_wall:.3f} {clock() - start:.3f} {paused_seconds():.3f}", flush=True)
+"""
+
+
+def test_a_stopped_process_leaves_its_pause_out_of_the_clock():
+    child = subprocess.Popen([sys.executable, "-c", CHILD], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert child.stdout.readline().strip() == "ready"
+        child.send_signal(signal.SIGSTOP)
+        time.sleep(GAP + 2.0)
+        child.send_signal(signal.SIGCONT)
+        out, _ = child.communicate("go\n", timeout=60)
+    finally:
+        if child.poll() is None:
+            child.kill()
+    wall, measured, paused = map(float, out.split())
+    assert wall > GAP + 2.0                  # the pause happened on the monotonic clock
+    assert paused > GAP + 1.0                # and was seen
+    assert abs(measured - (wall - paused)) < 0.05
+    assert measured < wall - GAP             # the clock left it out
+
+
+def test_a_running_process_counts_every_second_and_a_short_wait_is_not_a_pause():
+    before, t0 = clock(), time.perf_counter()
+    time.sleep(0.5)
+    assert abs((clock() - before) - (time.perf_counter() - t0)) < 0.05
+    assert paused_seconds() == 0.0
+    watch = PauseWatch(tick=0.01, gap=1.0)   # a late wake-up under the gap is wall time, not a pause
+    watch.start()
+    time.sleep(0.2)
+    assert watch.paused == 0.0
