@@ -3,11 +3,15 @@
 A study worker paused with SIGSTOP (for the test suite, or while `scripts/snapshot_results.sh`
 commits its database) keeps its monotonic clock running, so an epoch that spans a pause would
 record minutes it never trained, and the run's wall time and images/s would read slower than the
-machine is. `clock()` is `time.perf_counter()` less the seconds the process was seen stopped: a
-daemon thread sleeps `TICK` seconds at a time, and a wake-up later than `GAP` seconds can only
-mean that the whole process was not scheduled (stopped, or its machine suspended); a thread merely
-waiting for a busy core or the GIL is late by milliseconds. A pause shorter than `GAP` counts as
-wall time, and the clock learns of a pause within `TICK` seconds of the process resuming.
+machine is. `clock()` is `time.perf_counter()` less the seconds the process was seen stopped.
+
+How a pause is seen: a daemon thread looks at the clock every `TICK` seconds, and so does every
+reading of `clock()`. A look later than `GAP` seconds after the previous one means the thread could
+not run; of that delay, the part in which the process used no CPU time (`time.process_time()`) is a
+pause. A thread kept waiting by a busy core is late by milliseconds, and one kept from the GIL by
+a long computation is late while the process computes, which is not counted. A pause shorter than
+`GAP` counts as wall time; a pause is counted by the first look after the process resumes, so a
+reading taken then already leaves it out.
 """
 
 from __future__ import annotations
@@ -17,32 +21,46 @@ import threading
 import time
 
 TICK = 0.25   # seconds the watching thread sleeps between looks at the clock
-GAP = 2.0     # a wake-up later than this is a pause of the process, not a busy machine
+GAP = 2.0     # a look later than this may hold a pause of the process
 
 
 class PauseWatch:
-    """Seconds the process spent stopped since `start`, counted by a daemon thread."""
+    """Seconds the process spent stopped since `start`, counted by a daemon thread's looks and by
+    every reading's."""
 
     def __init__(self, tick: float = TICK, gap: float = GAP):
         self.tick, self.gap = tick, gap
         self.paused = 0.0
         self.pid: int | None = None   # the process whose thread counts: a forked child starts its own
+        self.lock = threading.Lock()
+        self.last = self.cpu = 0.0
+        self.done = threading.Event()
 
     def start(self) -> None:
-        if self.pid == os.getpid():
-            return
-        self.pid, self.paused = os.getpid(), 0.0
+        with self.lock:
+            if self.pid == os.getpid():
+                return
+            self.pid, self.paused = os.getpid(), 0.0
+            self.last, self.cpu = time.perf_counter(), time.process_time()
+            self.done = threading.Event()
         threading.Thread(target=self._watch, name="cifarlab-pause-watch", daemon=True).start()
 
-    def _watch(self) -> None:
-        last = time.perf_counter()
-        while True:
-            time.sleep(self.tick)
-            now = time.perf_counter()
-            late = now - last - self.tick
+    def look(self) -> float:
+        """`time.perf_counter()` now less the pauses, one that ended since the previous look counted."""
+        with self.lock:
+            now, cpu = time.perf_counter(), time.process_time()
+            late = now - self.last - self.tick
             if late > self.gap:
-                self.paused += late   # one writer: this thread; readers take a float, atomic in CPython
-            last = now
+                self.paused += max(0.0, late - (cpu - self.cpu))
+            self.last, self.cpu = now, cpu
+            return now - self.paused
+
+    def stop(self) -> None:
+        self.done.set()
+
+    def _watch(self) -> None:
+        while not self.done.wait(self.tick):
+            self.look()
 
 
 _WATCH = PauseWatch()
@@ -52,7 +70,7 @@ def clock() -> float:
     """Seconds on `time.perf_counter()`'s scale less the time this process spent stopped since its
     first call: differences of two readings are wall time without pauses."""
     _WATCH.start()
-    return time.perf_counter() - _WATCH.paused
+    return _WATCH.look()
 
 
 def paused_seconds() -> float:

@@ -38,11 +38,22 @@ def test_a_stopped_process_leaves_its_pause_out_of_the_clock():
 
 
 def test_a_running_process_counts_every_second_and_a_short_wait_is_not_a_pause():
-    before, t0 = clock(), time.perf_counter()
+    before, t0, p0 = clock(), time.perf_counter(), paused_seconds()
     time.sleep(0.5)
     assert abs((clock() - before) - (time.perf_counter() - t0)) < 0.05
-    assert paused_seconds() == 0.0
-    watch = PauseWatch(tick=0.01, gap=1.0)   # a late wake-up under the gap is wall time, not a pause
+    assert paused_seconds() == p0
+
+
+def test_a_computation_that_holds_the_gil_past_the_gap_is_not_a_pause():
+    watch = PauseWatch(tick=0.02, gap=0.1)
     watch.start()
-    time.sleep(0.2)
-    assert watch.paused == 0.0
+    try:
+        time.sleep(0.1)
+        t0 = time.perf_counter()
+        sum(range(40_000_000))   # one C call that keeps the GIL: the watching thread cannot look meanwhile
+        held = time.perf_counter() - t0
+        time.sleep(0.1)
+        assert held > 0.15            # longer than tick + gap: the watching thread was late
+        assert watch.paused < 0.05    # but the process was computing all along, so no pause
+    finally:
+        watch.stop()
