@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Carry a study's unfinished runs from one session's checkout to the next: the checkpoints of the
-# runs that workers were training when a session ended would otherwise be lost with the machine's
-# runs/ folder (only what git holds comes back), and those runs would start over.
+# Keep a study's unfinished runs for the next session where the working directory survives it:
+# a checksummed, CPU-labelled copy of the checkpoints of the runs workers were training. The copy is
+# ignored by git (checkpoints stay out of the repository), so a fresh checkout starts them over.
 #
-#   scripts/inflight.sh carry STUDY [STUDY ...]     # runs/STUDY -> results/STUDY/inflight (staged by
+#   scripts/inflight.sh carry STUDY [STUDY ...]     # runs/STUDY -> results/STUDY/inflight (by
 #                                                   # scripts/snapshot_results.sh, workers paused)
 #   scripts/inflight.sh restore STUDY [STUDY ...]   # results/STUDY/inflight -> runs/STUDY (called by
 #                                                   # scripts/cpu_queue.sh before its workers start)
@@ -21,8 +21,7 @@
 # checked again against its own .sha256), a run only where RUNS_DIR has no directory of that name
 # and only on a CPU of the kind it was carried from, so that it keeps one precision and one
 # machine's wall time. A run its study already holds done is never claimed again: a stale copy is
-# inert. Each snapshot commits new checkpoint bytes (about 2.4 MB per run of a 0.3 M-parameter
-# network, twice that with a best.pt), so git history grows by that much per carried run.
+# inert.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 usage="usage: scripts/inflight.sh carry|restore STUDY [STUDY ...]"

@@ -9,14 +9,12 @@
 #
 # Each name is a study: studies/NAME.toml with its database results/NAME/results.db.
 # DATA_DIR (default ../shared/data) is passed to the reports; CIFARLAB (default .venv/bin/cifarlab).
-# INFLIGHT=0 leaves results/STUDY/inflight as it is: each carry commits the unfinished runs'
-# checkpoints anew (a few MB a run, for good in git history), so a snapshot within a session may skip
-# it and the session's last one carries (a run carried earlier and finished since is inert there).
+# The carried checkpoints (results/STUDY/inflight) are ignored by git: checkpoints stay out of the
+# repository, so they resume a run only where this working directory survives to the next session.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 1 ] || { echo "usage: scripts/snapshot_results.sh STUDY [STUDY ...] (studies/STUDY.toml, results/STUDY/results.db)" >&2; exit 2; }
 CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
-INFLIGHT=${INFLIGHT:-1}
 DATA_DIR=${DATA_DIR:-../shared/data}
 for s in "$@"; do
   [ -f "studies/$s.toml" ] && [ -f "results/$s/results.db" ] || { echo "no studies/$s.toml or results/$s/results.db" >&2; exit 2; }
@@ -43,9 +41,8 @@ for s in "$@"; do
   db="results/$s/results.db"
   checkpoint "$db"
   if [ "$(finished "$db")" = 0 ]; then   # a study just begun: no report yet, its database stays out of git
-    [ "$INFLIGHT" = 0 ] || scripts/inflight.sh carry "$s"
-    [ ! -d "results/$s/inflight" ] || stage+=("results/$s/inflight")
-    echo "results/$s: no finished run yet; only its unfinished runs staged"
+    scripts/inflight.sh carry "$s"
+    echo "results/$s: no finished run yet; its unfinished runs carried, nothing staged"
     continue
   fi
   stage+=("results/$s")
@@ -56,7 +53,7 @@ for s in "$@"; do
   "$CIFARLAB" results export --db "$db" --out "results/$s" --study "studies/$s.toml"
   # the unfinished runs' checkpoints, so that the next session's checkout resumes them (it reads the
   # database, so before the last fold)
-  [ "$INFLIGHT" = 0 ] || scripts/inflight.sh carry "$s"
+  scripts/inflight.sh carry "$s"
   checkpoint "$db"
 done
 "$CIFARLAB" results index --out results/README.md

@@ -1,4 +1,4 @@
-"""scripts/inflight.sh: a session's unfinished runs carried through git to the next session's checkout."""
+"""scripts/inflight.sh: a session's unfinished runs carried, checksummed, to the next session's working directory."""
 import shutil
 import subprocess
 from pathlib import Path
