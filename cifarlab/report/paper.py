@@ -289,6 +289,7 @@ class Paper:
 class Renderer:
     def __init__(self, results: Results, out_dir: Path):
         self.results, self.out_dir, self.paper = results, Path(out_dir), Paper()
+        self.summaries: dict[str, dict[str, dict]] = {}   # folder -> experiment -> its report summary row
 
     def data(self, folder: str) -> StudyData:
         self.paper.cited.add(folder)
@@ -397,12 +398,14 @@ class Renderer:
         if data.spec.correction != "holm":
             raise PaperError(f"{said}: study {data.folder} applies no correction (its file has no "
                              "correction = \"holm\"); claim without \"after holm\"")
-        by_exp, found = None, []
+        found = []
         for group in data.spec.questions:
             names = data.spec.members(group)
             if a == b or not names or names[0] not in (a, b) or a not in names or b not in names:
                 continue
-            by_exp = by_exp or {s["experiment"]: s for s in summarize(data.store, data.spec)}
+            if data.folder not in self.summaries:   # summarised once per study, not once per claim
+                self.summaries[data.folder] = {s["experiment"]: s for s in summarize(data.store, data.spec)}
+            by_exp = self.summaries[data.folder]
             rows = corrected([by_exp[e] for e in names])
             other = next(r for r in rows if r["experiment"] == (a if names[0] == b else b))
             found.append((other["p_holm"], sum(1 for r in rows if r["p"] == r["p"]), group))
