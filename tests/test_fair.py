@@ -713,7 +713,9 @@ def test_the_most_more_seeds_may_still_add_counts_undecided_comparisons_and_hour
     assert more_seeds_ceiling(study, store, p) == (6, 12.0, None)
 
 
-def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_stays_last_under_group_order(tmp_path):
+def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_closes_its_group_under_group_order(tmp_path):
+    """Under `order = "group"` a group's added seeds are claimed when its planned runs are done, before
+    the next group's runs: the first question's answer does not wait for the whole study."""
     text = (MORE_SEEDS.replace('baseline = "base"\n', "").replace("budgets = [1, 2]\n", "")
             + '\n[groups.h]\nquestion = "?"\n\n[[variants]]\nname = "later"\ngroup = "h"\n'
               'set = { "optim.lr" = 0.01 }\n')
@@ -726,6 +728,11 @@ def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_stay
     p = plan(study, store)
     assert p.extra == {"close": (2, 3), "base": (2, 3)}
     order = [(k.experiment, k.seed) for k in p.runs]
+    assert order[-8:] == [("base", 2), ("close", 2), ("base", 3), ("close", 3),
+                          ("later", 0), ("later", 1), ("alone", 0), ("alone", 1)]   # `alone`: in no group
+    (tmp_path / "seed").mkdir()
+    seed_major = load_study(write(tmp_path / "seed", text))   # the same study without group order: they stay last
+    order = [(k.experiment, k.seed) for k in plan(seed_major, store).runs]
     assert order.index(("later", 1)) < order.index(("base", 2)) and order[-4:] == [
         ("base", 2), ("close", 2), ("base", 3), ("close", 3)]
 

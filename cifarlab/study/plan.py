@@ -144,8 +144,9 @@ def setting(values: dict) -> str:
 
 def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     """The runs the study needs now (`only`: of those variants and their arms' tuning), in claim
-    order: every tuning run first, then the test runs, seed-major (with `order = "group"`, that order
-    within each group, group after group: `claim_groups`). Without a store, the plan of an empty one."""
+    order: every tuning run first, then the test runs, seed-major, then the seeds `more_seeds` added
+    (with `order = "group"`, that order within each group, group after group: `claim_groups`; a
+    group's added seeds close it). Without a store, the plan of an empty one."""
     recorded = store.choices(study.name) if store is not None else {}
     wanted = {v.arm or v.name for v in study.variants if not only or v.name in only}
     tuning = {arm: tune_arm(study, arm, v, store, recorded) for arm, v in tuned_arms(study).items() if arm in wanted}
@@ -156,7 +157,7 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     choices = {arm: t.choice for arm, t in tuning.items() if t.choice is not None}
     why: dict[str, str] = {}
     extra = more_seeds(study, store, choices, why)
-    later = []   # the seeds `more_seeds` added come after every planned seed of every budget
+    later = []   # the seeds `more_seeds` added come after every planned seed of every budget (of the group)
     for v, cfg, key in with_seeds(study, extra).runs(choices):
         if not only or v.name in only:
             if key.seed in extra.get(v.name, ()):
@@ -168,10 +169,10 @@ def plan(study: Study, store: Store | None, only: tuple[str, ...] = ()) -> Plan:
     if study.order == "group":
         groups = list(study.questions)
         group = claim_groups(study, tuning)
-        added = {key for key, _, _ in later}   # the seeds `more_seeds` added stay last
+        added = {key for key, _, _ in later}   # a group's added seeds close that group, before the next one
         runs = {key: runs[key] for key in sorted(
-            runs, key=lambda k: (k in added, groups.index(group[names[k]]) if group.get(names[k]) in groups
-                                 else len(groups)))}
+            runs, key=lambda k: (groups.index(group[names[k]]) if group.get(names[k]) in groups
+                                 else len(groups), k in added))}
     return Plan(runs, tuning, names, extra, why)
 
 
