@@ -55,6 +55,8 @@ def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,
     items = overrides.items() if isinstance(overrides, Mapping) else (C.parse_override(o) for o in overrides)
     for key, value in items:
         C.set_dotted(raw, key, value)
+    if plugins:   # recorded in the config (not hashed): its run's config.toml and model.pt load again
+        raw["plugins"] = list(dict.fromkeys(list(raw.get("plugins") or []) + list(plugins)))
     return C.from_dict(raw)
 
 
@@ -75,11 +77,12 @@ class TrainResult:
     final: dict   # everything final.json holds
 
 
-def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str | Path = "data",
+def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str | Path | None = None,
           download: bool = True, resume: bool = False, progress: bool = False,
           seed: int | None = None) -> TrainResult:
     """Train one run of `cfg` (resolved with `config`) into `out` (default runs/<name>/seed<k>) and
-    return its result. `resume` continues a run that `out` holds; the data loads from `data_dir`."""
+    return its result. `resume` continues a run that `out` holds; the data loads from `data_dir`
+    (default: $CIFARLAB_DATA, else ./data, as the command line's --data-dir)."""
     from cifarlab.data import load_dataset
     from cifarlab.data.loader import make_splits
     from cifarlab.runs import RunDir
@@ -89,7 +92,7 @@ def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str
     if seed is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
     run = RunDir(Path(out)) if out is not None else RunDir.for_config(cfg)
-    arrays = load_dataset(cfg.data.dataset, str(data_dir), download=download, progress=progress,
+    arrays = load_dataset(cfg.data.dataset, None if data_dir is None else str(data_dir), download=download, progress=progress,
                           image_size=cfg.data.image_size, label_column=cfg.data.label_column)
     final = train_run(cfg, make_splits(arrays, cfg.data), run, resume=resume, progress=progress)
     return TrainResult(run.path, cfg.name, cfg.train.seed, final["config_hash"], final["val_acc"], final["test_acc"],

@@ -42,7 +42,8 @@ def add_data_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", default="results/cifarlab.db", help="results database (SQLite)")
+    p.add_argument("--db", default="results/cifarlab.db", help="results database (SQLite; default %(default)s; "
+                   "by convention a study keeps its own, results/STUDY/results.db)")
 
 
 def add_config_args(p: argparse.ArgumentParser) -> None:
@@ -264,7 +265,11 @@ def build_parser() -> Parser:
     exp.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory (it holds model.pt)")
     exp.add_argument("--format", required=True, help="torchscript | safetensors | onnx (onnx, safetensors: "
                      "pip install 'cifarlab[export]')")
-    exp.add_argument("--out", help="the file to write (default: RUN_DIR/model.<format's suffix>)")
+    exp.add_argument("--out", help="the file to write (default: RUN_DIR/model.torchscript.pt, "
+                     "RUN_DIR/model.safetensors or RUN_DIR/model.onnx)")
+    exp.add_argument("--tta", choices=["none", "flip", "flip-translate"],
+                     help="test-time augmentation inside the exported model (default: the run's train.tta, "
+                          "so it computes what the run's test did)")
     add_plugin_option(parser)
     return parser
 
@@ -291,13 +296,13 @@ def add_plugin_option(parser: argparse.ArgumentParser) -> None:
 
 def load_plugins(args: argparse.Namespace) -> None:
     """Import the --plugin modules (and those a parent process passed on in CIFARLAB_PLUGINS, so a
-    study's workers know the same names), and pass them on to the processes this one starts."""
-    from cifarlab.config import import_plugin
+    study's workers know the same names), record them in the configs built from here on
+    (`config.use_plugins`), and pass them on to the processes this one starts."""
+    from cifarlab.config import use_plugins
     inherited = [n for n in os.environ.get("CIFARLAB_PLUGINS", "").split(",") if n]
     names = list(dict.fromkeys(inherited + (getattr(args, "plugins_first", None) or [])
                                + (getattr(args, "plugins", None) or [])))
-    for name in names:
-        import_plugin(name, "--plugin")
+    use_plugins(names)   # and every config built from here on names them: its run reloads without --plugin
     if names:
         os.environ["CIFARLAB_PLUGINS"] = ",".join(names)
 
@@ -811,11 +816,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from cifarlab.predict import check_export, export, load_run, suffix
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{suffix(args.format)}"
-    check_export(args.format, out)         # the format first; before the model loads: nothing written on a refusal
+    check_export(args.format, out, Path(args.run_dir))   # before the model loads: nothing written on a refusal
     run = load_run(args.run_dir)
-    written = export(run, args.format, out)
+    written = export(run, args.format, out, args.tta)
+    tta = args.tta or run.config.train.tta
     print(f"wrote {written} ({args.format}: {run.config.name}, {len(run.classes)} classes, "
-          f"{run.image_size} x {run.image_size} uint8 input)")
+          f"{run.image_size} x {run.image_size} uint8 input, test-time augmentation {tta})")
     return 0
 
 

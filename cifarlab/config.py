@@ -154,6 +154,9 @@ def read_toml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
         return raw
     if not isinstance(parent, str):
         raise ConfigError(f"{path}: `extends` must be a file path string")
+    if not (path.parent / parent).exists():
+        raise ConfigError(f"{path}: extends = {parent!r}, but {(path.parent / parent).resolve()} does not exist "
+                          "(the path is relative to this file's folder)")
     base = read_toml_chain(path.parent / parent, (*seen, path))
     base.pop("name", None)  # a child is its own experiment
     return merge(base, raw)
@@ -196,10 +199,12 @@ def from_dict(raw: dict) -> ExperimentConfig:
         kwargs["plugins"] = coerce(raw.pop("plugins"), tuple[str, ...], "plugins")
         for name in kwargs["plugins"]:
             import_plugin(name, "plugins")
+    if SESSION_PLUGINS:   # --plugin's modules go into every config this process builds, so its runs' config.toml reloads
+        kwargs["plugins"] = tuple(dict.fromkeys(kwargs.get("plugins", ()) + SESSION_PLUGINS))
     for section, value in raw.items():
         if section not in SECTIONS:
             raise ConfigError(f"unknown config section {section!r}; valid: name, {', '.join(SECTIONS)}, plugins"
-                              + did_you_mean(str(section), SECTIONS))
+                              + did_you_mean(str(section), ["name", *SECTIONS, "plugins"]))
         if not isinstance(value, dict):
             raise ConfigError(f"{section!r} must be a table of keys")
         kwargs[section] = build_section(SECTIONS[section], section, value)
@@ -219,15 +224,25 @@ def check_names(sections: dict[str, Any]) -> None:
             for name in value:
                 if name not in registry:
                     raise ConfigError(f"{section}.{key}: unknown {registry.kind} {name!r}; valid: "
-                                      f"{', '.join(registry.names())}" + did_you_mean(str(name), registry.names()))
+                                      f"{', '.join(registry.names())}" + unknown_hint(str(name), registry.names(), registry.kind))
         elif value not in registry:
             raise ConfigError(f"{section}.{key} = {value!r} is invalid; valid: {', '.join(registry.choices())}"
-                              + did_you_mean(str(value), registry.choices()))
+                              + unknown_hint(str(value), registry.choices(), registry.kind))
     data = sections.get("data")
     if data is not None and data.labels == "coarse" and not DATASETS.get(data.dataset).coarse_classes:
         coarse = [n for n in DATASETS.names() if DATASETS.get(n).coarse_classes]
         raise ConfigError(f"data.labels = 'coarse' needs a dataset with superclasses (data.dataset = "
                           f"{' or '.join(map(repr, coarse))}), got data.dataset = {data.dataset!r}; valid for it: 'fine'")
+
+
+PLUGGABLE = ("model", "loss", "augmentation", "method", "dataset")   # the kinds a plug-in registers
+
+
+def unknown_hint(name: str, valid, kind: str) -> str:
+    """The closest valid name, or else, for a kind plug-ins register, where a plug-in's name comes
+    from (a run trained with `--plugin` before plug-ins were recorded in its config needs the flag)."""
+    return did_you_mean(name, valid) or ("; a plug-in's? import its module: --plugin MODULE, or plugins = "
+                                         "[\"MODULE\"] in the experiment (docs/EXTENDING.md)" if kind in PLUGGABLE else "")
 
 
 def check_method(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -275,17 +290,35 @@ def check_preset(model: ModelConfig) -> None:
                           f"cifarlab.api.config(model={model.name!r}) or read it from a TOML file")
 
 
+SESSION_PLUGINS: tuple[str, ...] = ()   # the command line's --plugin modules (`use_plugins`)
+
+
+def use_plugins(names: typing.Sequence[str], where: str = "--plugin") -> None:
+    """Import the command line's plug-ins and record them: every config built afterwards in this
+    process names them in its `plugins` (not hashed), so a run's config.toml, model.pt and stored
+    config load again without the flag."""
+    global SESSION_PLUGINS
+    for name in names:
+        import_plugin(name, where)
+    SESSION_PLUGINS = tuple(dict.fromkeys(names))   # this command's: a later in-process command sets its own
+
+
 def import_plugin(name: str, where: str) -> None:
     """Import a plug-in module (it registers models, losses, augmentations or methods); one line if
-    it cannot be imported."""
+    it cannot be imported or fails while it is (a syntax error, a name registered twice)."""
     import importlib
     if not isinstance(name, str) or not name:
         raise ConfigError(f"{where}: a plug-in is a module name such as 'mylab.models'; got {name!r}")
     try:
         importlib.import_module(name)
-    except ImportError as e:
+    except ModuleNotFoundError as e:
         raise ConfigError(f"{where}: plug-in module {name!r} cannot be imported ({e}); put its package on "
-                          "PYTHONPATH or install it") from None
+                          "PYTHONPATH (e.g. PYTHONPATH=. from the folder that holds it) or install it") from None
+    except Exception as e:   # the plug-in's own error: one line naming the module, not a traceback
+        first = (str(e).splitlines() or [""])[0][:300]
+        at = f" at line {e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""
+        raise ConfigError(f"{where}: plug-in module {name!r} failed while importing{at} "
+                          f"({type(e).__name__}: {first})") from None
 
 
 def build_section(cls: type, section: str, values: dict) -> Any:
@@ -294,7 +327,7 @@ def build_section(cls: type, section: str, values: dict) -> Any:
         name = coerce(values["name"], str, "model.name")
         if name not in MODELS:
             raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS.names())}"
-                              + did_you_mean(name, MODELS.names()))
+                              + unknown_hint(name, MODELS.names(), MODELS.kind))
         values = {**MODELS.get(name).keys, **values}
     out = {}
     for key, value in values.items():
@@ -307,9 +340,16 @@ def build_section(cls: type, section: str, values: dict) -> Any:
                               'augment.pipeline = ["flip", "translate"] (flip, then translate if augment.translate > 0)')
         if key not in hints:
             raise ConfigError(f"unknown key {section}.{key}; valid keys of [{section}]: {', '.join(hints)}"
-                              + did_you_mean(str(key), hints, lambda k: f"{section}.{k}"))
+                              + (did_you_mean(str(key), hints, lambda k: f"{section}.{k}") or elsewhere(section, str(key))))
         out[key] = coerce(value, hints[key], f"{section}.{key}")
     return cls(**out)
+
+
+def elsewhere(section: str, key: str) -> str:
+    """"; did you mean optim.lr?" for a key that exists, under that name, in another section."""
+    found = [f"{other}.{key}" for other, cls in SECTIONS.items()
+             if other != section and key in typing.get_type_hints(cls)]
+    return f"; did you mean {' or '.join(found)}?" if found else ""
 
 
 def coerce(value: Any, hint: Any, where: str) -> Any:
@@ -317,7 +357,10 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
     if typing.get_origin(hint) is tuple:
         item = typing.get_args(hint)[0]
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where} must be a list of {item.__name__}, got {value!r}")
+            raise ConfigError(f"{where} must be a list of {item.__name__}, got {value!r}"
+                              + (f"; on the command line a list is TOML, quoted for the shell: --set '{where}="
+                                 f"{toml_value([w.strip() for w in value.strip().strip('[]').split(',') if w.strip()])}'"
+                                 if isinstance(value, str) and value.lstrip().startswith("[") and item is str else ""))
         return tuple(coerce(v, item, where) for v in value)
     if hint is Options:   # a plug-in's own keys: a table of plain values
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):

@@ -10,8 +10,9 @@ names and the image size, with a SHA-256 checked before the file is read (and th
     pred.labels, pred.probabilities, pred.top(3)
 
 Images of another size are resized (bilinear, antialiased) to the model's. `export` writes the
-network with its preprocessing folded in (uint8 N x 3 x S x S in, logits out) as TorchScript or
-ONNX, or its weights and metadata as safetensors.
+network with its preprocessing and its test-time augmentation folded in (uint8 N x 3 x S x S in,
+logits out: what the run's test and `predict` compute) as TorchScript or ONNX, or its weights and
+metadata as safetensors.
 """
 
 from __future__ import annotations
@@ -32,7 +33,8 @@ from cifarlab.errors import UserError
 from cifarlab.evaluate import predict as predict_logits
 from cifarlab.runs import MODEL_FILE, load_verified
 
-FORMATS = {"torchscript": "pt", "safetensors": "safetensors", "onnx": "onnx"}   # export format -> file suffix
+FORMATS = {"torchscript": "torchscript.pt", "safetensors": "safetensors", "onnx": "onnx"}   # format -> file suffix
+TTAS = ("none", "flip", "flip-translate")   # train.tta's values
 
 
 @dataclass(frozen=True)
@@ -52,17 +54,20 @@ class Prediction:
 
 
 class Normalized(nn.Module):
-    """The network with its input scaling folded in: uint8 (or 0-255 float) images -> logits."""
+    """The network with its input scaling and test-time augmentation `tta` (train.tta's values)
+    folded in: uint8 (or 0-255 float) images -> logits."""
 
-    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], standard: bool):
+    def __init__(self, network: nn.Module, mean: Sequence[float], std: Sequence[float], standard: bool,
+                 tta: str = "none"):
         super().__init__()
         self.network = network
+        self.tta = tta
         channels = len(mean)
         self.register_buffer("mean", torch.tensor(list(mean) if standard else [0.0] * channels).view(1, -1, 1, 1))
         self.register_buffer("scale", 1 / torch.tensor(list(std) if standard else [255.0] * channels).view(1, -1, 1, 1))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.network((images.float() - self.mean) * self.scale).float()
+        return predict_logits(self.network, (images.float() - self.mean) * self.scale, self.tta).float()
 
 
 @dataclass
@@ -76,7 +81,7 @@ class TrainedModel:
     image_size: int
     epoch: int
     network: nn.Module          # preprocessed float input -> logits
-    model: Normalized           # uint8 images -> logits (what `export` writes)
+    model: Normalized           # uint8 images -> logits, no test-time augmentation (`export` adds the run's)
 
     def inputs(self, images: Any) -> torch.Tensor:
         """uint8 images (N x H x W x C NumPy, N x C x H x W torch, or one image) -> float N x C x S x S."""
@@ -87,8 +92,7 @@ class TrainedModel:
         """Logits of each image; `tta` as train.tta (default: the run's own, as its test used)."""
         x = self.inputs(images)
         tta = self.config.train.tta if tta is None else tta
-        if tta not in ("none", "flip", "flip-translate"):
-            raise UserError(f"tta {tta!r} is invalid; valid: none, flip, flip-translate")
+        check_tta(tta)
         scaled = [(x[i:i + batch_size] - self.model.mean) * self.model.scale for i in range(0, len(x), batch_size)]
         return torch.cat([predict_logits(self.network, chunk, tta) for chunk in scaled]) if scaled else \
             torch.empty(0, len(self.classes))
@@ -100,7 +104,9 @@ class TrainedModel:
 
 def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
     """uint8 images in either layout -> float N x C x size x size on the 0-255 scale."""
-    x = torch.from_numpy(np.ascontiguousarray(images)) if isinstance(images, np.ndarray) else images
+    if isinstance(images, np.ndarray):   # a read-only array (Pillow's) is copied: torch wants a writable one
+        images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images, order="C")
+    x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
         kind = f"{type(images).__name__} of {getattr(images, 'dtype', '?')}"
         raise UserError(f"images must be uint8 (0-255), as a NumPy array (N x H x W x C) or a torch tensor "
@@ -122,6 +128,9 @@ def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
 def load_run(run_dir: str | Path) -> TrainedModel:
     """The model of a finished run directory (one with `model.pt`); one line if it has none."""
     path = Path(run_dir)
+    if path.is_file():
+        raise UserError(f"{path} is a file; give the finished run's directory that holds it"
+                        + (f" ({path.parent})" if path.name == MODEL_FILE else ""))
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; give a finished run's directory "
                         "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")
@@ -169,8 +178,14 @@ def read_images(paths: Sequence[str | Path]) -> list[np.ndarray]:
     return out
 
 
-def check_export(fmt: str, out: Path) -> None:
-    """What `export` can refuse before it loads anything: the format, its package, the output folder."""
+def check_tta(tta: str) -> None:
+    if tta not in TTAS:
+        raise UserError(f"tta {tta!r} is invalid; valid: {', '.join(TTAS)}")
+
+
+def check_export(fmt: str, out: Path, run_dir: Path | None = None) -> None:
+    """What `export` can refuse before it loads anything: the format, its package, the output file
+    (its folder must exist; it must not be the run's own model.pt, which `predict` and `export` read)."""
     if fmt not in FORMATS:
         raise UserError(f"--format {fmt!r} is invalid; valid: {', '.join(FORMATS)}")
     need = {"safetensors": "safetensors", "onnx": "onnx"}.get(fmt)
@@ -182,6 +197,9 @@ def check_export(fmt: str, out: Path) -> None:
         raise UserError(f"--out {out} is a folder; give a file, e.g. {out / ('model.' + suffix(fmt))}")
     if not out.parent.is_dir():
         raise UserError(f"--out {out}: the folder {out.parent} does not exist; create it first")
+    if run_dir is not None and out.resolve() == (Path(run_dir) / MODEL_FILE).resolve():
+        raise UserError(f"--out {out} is the run's own {MODEL_FILE}, which predict and export read; "
+                        f"give another file, e.g. {Path(run_dir) / ('model.' + suffix(fmt))}")
 
 
 def suffix(fmt: str) -> str:
@@ -196,22 +214,32 @@ def metadata(run: TrainedModel) -> dict[str, str]:
             "image_size": str(run.image_size), "input": "uint8 N x 3 x S x S, 0-255; output: logits"}
 
 
-def export(run: TrainedModel, fmt: str, out: str | Path) -> Path:
-    """Write the run's model as `fmt` (torchscript, onnx: uint8 images -> logits, preprocessing
-    inside; safetensors: the network's weights with the metadata). Returns the path written."""
+def with_tta(run: TrainedModel, tta: str) -> Normalized:
+    """The run's uint8 -> logits module with test-time augmentation `tta` inside."""
+    return Normalized(run.network, run.mean, run.std, run.config.data.normalize == "standard", tta).eval()
+
+
+def export(run: TrainedModel, fmt: str, out: str | Path, tta: str | None = None) -> Path:
+    """Write the run's model as `fmt` (torchscript, onnx: uint8 images -> logits, preprocessing and
+    test-time augmentation `tta` inside, by default the run's train.tta, so the file computes what
+    the run's test did; safetensors: the network's weights with the metadata, `tta` recorded there).
+    Returns the path written."""
     out = Path(out)
-    check_export(fmt, out)
+    check_export(fmt, out, run.run_dir)
+    tta = run.config.train.tta if tta is None else tta
+    check_tta(tta)
+    model = with_tta(run, tta)
     example = torch.randint(0, 256, (2, len(run.mean), run.image_size, run.image_size), dtype=torch.uint8)
     if fmt == "torchscript":
         with torch.no_grad():
-            traced = torch.jit.trace(run.model, example, check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(metadata(run))})
+            traced = torch.jit.trace(model, example, check_trace=False)
+        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(metadata(run) | {"tta": tta})})
     elif fmt == "safetensors":
         from safetensors.torch import save_file
         save_file({k: v.detach().contiguous().clone() for k, v in run.network.state_dict().items()}, str(out),
-                  metadata=metadata(run))
+                  metadata=metadata(run) | {"tta": tta})
     else:
-        torch.onnx.export(run.model, (example,), str(out), input_names=["images"], output_names=["logits"],
+        torch.onnx.export(model, (example,), str(out), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
     return out
 

@@ -45,9 +45,10 @@ def registries():
 
 
 @pytest.fixture
-def trained(tmp_path, data_root):
+def trained(tmp_path, data_root, monkeypatch):
     cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard"})
-    return api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
+    monkeypatch.setenv("CIFARLAB_DATA", str(data_root))   # no data_dir: the data root comes from the environment
+    return api.train(cfg, out=tmp_path / "run", download=False)
 
 
 def test_config_applies_presets_however_it_is_built():
@@ -98,8 +99,15 @@ def test_exports_give_the_models_outputs(trained, tmp_path):
     run = api.load_run(trained.run_dir)
     x = torch.from_numpy(synthetic_arrays()["test_images"][:16]).permute(0, 3, 1, 2).contiguous()
     want = run.logits(x, tta="none")
-    scripted = torch.jit.load(str(api.export(run, "torchscript", tmp_path / "m.pt")))
+    scripted = torch.jit.load(str(api.export(run, "torchscript", tmp_path / "m.pt", tta="none")))
     assert torch.allclose(scripted(x), want, atol=1e-4)
+    # by default the file computes what the run's test did: its test-time augmentation is inside
+    assert torch.allclose(torch.jit.load(str(api.export(run, "torchscript", tmp_path / "own.pt")))(x), run.logits(x),
+                          atol=1e-4)
+    for tta in ("flip", "flip-translate"):
+        assert not torch.allclose(run.logits(x, tta=tta), want, atol=1e-4)   # the views change the logits here
+        scripted = torch.jit.load(str(api.export(run, "torchscript", tmp_path / f"{tta}.pt", tta=tta)))
+        assert torch.allclose(scripted(x), run.logits(x, tta=tta), atol=1e-4)
     pytest.importorskip("safetensors")
     from cifarlab.predict import load_safetensors
     back = load_safetensors(api.export(run, "safetensors", tmp_path / "m.safetensors"))
@@ -116,15 +124,25 @@ def test_predict_and_export_on_the_command_line(trained, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert len(r.stdout.splitlines()) == 2 and all(line.count("class") == 2 for line in r.stdout.splitlines())
+    assert "Warning" not in r.stderr, r.stderr   # Pillow's read-only arrays are copied, not warned about
     out = tmp_path / "exported.pt"
     r = subprocess.run(cli_command("export", trained.run_dir, "--format", "torchscript", "--out", out),
                        env=cli_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and out.exists(), r.stderr
+    # without --out the file goes beside the run's own model.pt, which stays usable
+    r = subprocess.run(cli_command("export", trained.run_dir, "--format", "torchscript"),
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and (trained.run_dir / "model.torchscript.pt").exists(), r.stderr
+    assert api.load_run(trained.run_dir).classes == CLASSES
     for args, message in [(("predict", trained.run_dir, tmp_path / "none.png"), "does not exist"),
                           (("predict", tmp_path / "norun", paths[0]), "does not exist"),
                           (("export", trained.run_dir, "--format", "tflite"), "valid: torchscript"),
                           (("export", trained.run_dir, "--format", "torchscript", "--out", tmp_path / "no" / "m.pt"),
-                           "does not exist")]:
+                           "does not exist"),
+                          (("export", trained.run_dir, "--format", "torchscript", "--out", trained.run_dir / "model.pt"),
+                           "is the run's own model.pt"),
+                          (("predict", trained.run_dir / "model.pt", paths[0]), f"give the finished run's directory "
+                           f"that holds it ({trained.run_dir})")]:
         r = subprocess.run(cli_command(*args), env=cli_env(), capture_output=True, text=True, timeout=300)
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.splitlines()) == 1, r.stderr
     assert not (tmp_path / "no").exists()
@@ -189,21 +207,29 @@ def test_a_plugin_model_and_loss_train_from_the_command_line(tmp_path, data_root
                                    "--data-dir", data_root, "--no-download", "--no-progress"),
                        env=env, capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
-    check = ("import numpy as np; from cifarlab import api; run = api.load_run(r'%s'); "
-             "print(run.predict(np.zeros((2, 32, 32, 3), np.uint8)).probabilities.shape)" % (tmp_path / "run"))
-    r = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0 and "(2, 10)" in r.stdout, r.stderr
+    assert 'plugins = ["mylab.models"]' in (tmp_path / "run2" / "config.toml").read_text()   # --plugin is recorded
+    for run in ("run", "run2"):   # so either run loads in a process that names no plug-in
+        check = ("import numpy as np; from cifarlab import api; run = api.load_run(r'%s'); "
+                 "print(run.predict(np.zeros((2, 32, 32, 3), np.uint8)).probabilities.shape)" % (tmp_path / run))
+        r = subprocess.run([sys.executable, "-c", check], env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0 and "(2, 10)" in r.stdout, r.stderr
     r = subprocess.run(cli_command("run", tmp_path / "exp2.toml", "--data-dir", data_root), env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "tiny_mlp" in r.stderr and len(r.stderr.splitlines()) == 1   # without the plug-in
     r = subprocess.run(cli_command("run", tmp_path / "exp2.toml", "--plugin", "mylab.nothing"), env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and "cannot be imported" in r.stderr
+    (path / "mylab" / "broken.py").write_text("def broken(:\n")   # a plug-in's own error: one line, not a traceback
+    r = subprocess.run(cli_command("run", tmp_path / "exp2.toml", "--plugin", "mylab.broken"), env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
+    assert "plug-in module 'mylab.broken' failed while importing at line 1 (SyntaxError" in r.stderr
 
 
 def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch, registries):
     monkeypatch.syspath_prepend(str(write_plugin(tmp_path)))
     cfg = api.config({"name": "plug", **TINY, "model": {"name": "tiny_mlp"}}, plugins=["mylab.models"])
+    assert cfg.plugins == ("mylab.models",)   # recorded: the run's config.toml names it
     result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
     assert result.epochs == 1 and api.load_run(result.run_dir).network[1].out_features == 32
 

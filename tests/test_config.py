@@ -39,6 +39,12 @@ def test_hash_and_diff_see_one_key():
 @pytest.mark.parametrize("raw, message", [
     ({"optim": {"lrr": 0.1}}, "unknown key optim.lrr; valid keys of [optim]: name, lr,"),
     ({"optimizer": {}}, "unknown config section 'optimizer'; valid: name, data,"),
+    ({"nmae": "x"}, "did you mean 'name'?"),
+    ({"train": {"lr": 0.1}}, "unknown key train.lr; valid keys of [train]: "),
+    ({"train": {"lr": 0.1}}, "; did you mean optim.lr?"),   # the key exists in another section
+    ({"augment": {"pipeline": "[flip,cutot]"}}, """a list is TOML, quoted for the shell: --set 'augment.pipeline=["flip", "cutot"]'"""),
+    ({"model": {"name": "tiny_mlp"}}, "a plug-in's? import its module: --plugin MODULE"),
+    ({"optim": {"name": "lion"}}, "optim.name = 'lion' is invalid; valid: "),
     ({"optim": {"lr": "fast"}}, "optim.lr must be float, got str"),
     ({"train": {"batch_size": 6.5}}, "train.batch_size must be int"),
     ({"model": {"dropout_before_bn": 1}}, "model.dropout_before_bn must be bool"),
@@ -65,6 +71,14 @@ def test_bad_override_and_extends_cycle(tmp_path):
     write(tmp_path / "b.toml", 'extends = "a.toml"\n')
     with pytest.raises(ConfigError, match="cycle"):
         C.load(tmp_path / "a.toml")
+    (tmp_path / "sub").mkdir()
+    write(tmp_path / "sub" / "mine.toml", 'extends = "../fast/baseline.toml"\n')   # a missing parent names its child
+    with pytest.raises(ConfigError, match=r"mine.toml: extends = '../fast/baseline.toml', but .*fast/baseline.toml "
+                                          r"does not exist \(the path is relative to this file's folder\)"):
+        C.load(tmp_path / "sub" / "mine.toml")
+    with pytest.raises(ConfigError) as e:   # a kind no plug-in registers gets no plug-in hint
+        C.from_dict({"optim": {"name": "lion"}})
+    assert "plug-in" not in str(e.value)
 
 
 def test_shipped_experiments_load():

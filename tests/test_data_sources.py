@@ -180,6 +180,15 @@ def test_failed_download_names_every_path_tried(tmp_path, monkeypatch):
     assert not list(root.glob("*.part"))
 
 
+def test_a_data_root_one_level_too_deep_names_its_parent(tmp_path, monkeypatch):
+    root, _ = _root_with_archive(tmp_path, "cifar10", monkeypatch)
+    (root / "cifar10").mkdir(exist_ok=True)
+    with pytest.raises(DataError) as err:   # --data-dir ROOT/cifar10 instead of ROOT: nothing downloaded there
+        datasets.load_dataset("cifar10", root / "cifar10", progress=False)
+    assert f"give --data-dir (or $CIFARLAB_DATA) {root}" in str(err.value) and "\n" not in str(err.value)
+    assert list((root / "cifar10").iterdir()) == []
+
+
 def test_download_disabled_says_so(tmp_path):
     with pytest.raises(DataError, match="downloading was disabled") as err:
         datasets.load_dataset("cifar100", tmp_path, download=False)

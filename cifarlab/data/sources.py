@@ -136,6 +136,9 @@ def load_cifar(name: str, data_dir: str | os.PathLike | None = None, *,
     """Load CIFAR `name` from the first source found under the data root (see module doc)."""
     spec, root = _spec(name), resolve_data_dir(data_dir)
     found = locate(name, root)
+    if found is None and root.parent != root and locate(name, root.parent) is not None:
+        raise DataError(f"{spec.title} is not under the data root {root} but under its parent: the data root is "
+                        f"the folder that holds {name}/, so give --data-dir (or $CIFARLAB_DATA) {root.parent}")
     reason = "downloading was disabled"
     archive = root / spec.archive_name
     if found is None and download:

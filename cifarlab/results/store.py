@@ -346,10 +346,12 @@ class Store:
         row = self.run(key)
         return row["status"] if row else None
 
-    def runs(self, study: str | None = None) -> list[sqlite3.Row]:
+    def runs(self, study=None) -> list[sqlite3.Row]:
+        """Every recorded run (done, running, failed), of one study if given (its name, or a loaded
+        `Study`): rows with the runs table's columns (experiment, seed, status, val_acc, test_acc, ...)."""
         q, args = "SELECT * FROM runs", ()
         if study is not None:
-            q, args = q + " WHERE study=?", (study,)
+            q, args = q + " WHERE study=?", (getattr(study, "name", study),)
         return self.conn.execute(q + " ORDER BY study, experiment, seed, id", args).fetchall()
 
     def epochs(self, run_ids: list[int]) -> list[sqlite3.Row]:

@@ -183,7 +183,11 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     if not isinstance(item, dict) or not isinstance(item.get("name"), str) or not item["name"]:
         raise ConfigError(f"{where}: each [[variants]] entry needs a name")
     check_keys(item, VARIANT_KEYS, where)
+    key = "extends" if "extends" in item else "experiment"
     base = path.parent / item.get("extends", study["experiment"])
+    if isinstance(item.get(key, study["experiment"]), str) and not base.exists():
+        raise ConfigError(f"{where} ({item['name']}): {key} = {item.get(key, study['experiment'])!r}, but "
+                          f"{base.resolve()} does not exist (the path is relative to the study file's folder)")
     raw = apply_set(C.read_toml_chain(base), study.get("set", {}), str(path))
     raw = apply_set(raw, item.get("set", {}), f"{where} ({item['name']})")
     raw["name"] = item["name"]
