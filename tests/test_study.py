@@ -235,6 +235,10 @@ def grouped(table: str, group: str = "reg") -> str:
     (STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nconvergence = 80"),
      "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
+    (STUDY.replace('experiment = "tiny.toml"', 'experiment = "../fast/tiny.toml"'),
+     "variant 1 .baseline.: experiment = '../fast/tiny.toml', but "),   # names the study file that refers to it
+    (STUDY.replace('name = "dropout"', 'name = "dropout"\nextends = "other.toml"'),
+     "variant 2 .dropout.: extends = 'other.toml', but "),
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nselection = "yes"'), "`selection` must be true or false"),
     (STUDY.replace('name = "dropout"', 'name = "../dropout"'), "experiment name '../dropout' is not a valid name"),
     (STUDY.replace('name = "tiny"', 'name = "a/b"'), "study name 'a/b' is not a valid name"),
