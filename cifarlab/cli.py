@@ -447,7 +447,8 @@ def cmd_study(args: argparse.Namespace) -> int:
                          only=tuple(args.only), threads=args.threads,
                          adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None)
     print(f"study {study.name}: {finished} run(s) finished by this process")
-    print(status_table(study, store))
+    if not args.worker:   # a worker's parent prints the table once, when every worker is done
+        print(status_table(study, store))
     return 0
 
 
@@ -506,8 +507,13 @@ def run_on_ray(args: argparse.Namespace, study, ray) -> int:
 def run_workers(args: argparse.Namespace, name: str) -> int:
     """`study run --workers N` (`cifarlab.study.executors.spawn_workers`)."""
     from cifarlab.study.executors import spawn_workers
-    return spawn_workers(args.study, args.db, args.runs_dir, args.workers, args.threads, tuple(args.only),
+    code = spawn_workers(args.study, args.db, args.runs_dir, args.workers, args.threads, tuple(args.only),
                          args.data_dir, not args.no_download, name, args.adopt_done_elsewhere)
+    from cifarlab.results import open_store
+    from cifarlab.study import load_study
+    from cifarlab.study.status import status_table
+    print(status_table(load_study(args.study), open_store(args.db), args.workers))
+    return code
 
 
 def cmd_report(args: argparse.Namespace) -> int:

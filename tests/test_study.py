@@ -482,6 +482,7 @@ def test_workers_share_the_study_and_adopt_records_an_outside_run(study_dir):
     r = study(study_dir, "run", "--workers", "2")
     assert r.returncode == 0, r.stderr
     assert "2 workers x 1 thread(s)" in r.stdout
+    assert r.stdout.count("runs done") == 1 and "4 of 4 runs done" in r.stdout   # one table, once every worker is done
     runs, epochs = results(study_dir / "results.db")
     assert len(runs) == 4 and all(row[2] == "done" for row in runs) and len(epochs) == 8
     adopted = [row for row in runs if row[:2] == ("baseline", 1)][0]
