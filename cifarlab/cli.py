@@ -129,6 +129,10 @@ def build_parser() -> Parser:
                       help="before each run, adopt the runs that another results database beside this one "
                            "(results/*/results.db) holds done with the same config and seed, instead of "
                            "training them again (as `study adopt` does; local executor)")
+    srun.add_argument("--until", metavar="HH:MM|YYYY-MM-DDTHH:MM",
+                      help="claim only runs expected to finish by then (local time; the finished runs' rates "
+                           "of `study status`, with a margin), then stop: for a session or cluster job that "
+                           "ends at a known time, so nothing is left half-trained")
     srun.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # set by --workers N
     add_data_args(srun)
     # Accepted and unused (hidden), so that one set of options serves every action in a script.
@@ -141,7 +145,7 @@ def build_parser() -> Parser:
     defaults = {"run_dirs": [], "from_db": None, "runs_dir": "runs", "only": [], "workers": 1, "threads": 0,
                 "measure": False, "measure_steps": 5, "executor": "local", "address": None, "gpus_per_run": 0.0,
                 "no_progress": False, "worker": False, "adopt_done_elsewhere": False, "data_dir": None,
-                "no_download": False}
+                "no_download": False, "until": None}
     for p in (srun, sstatus, sadopt):
         p.set_defaults(**{k: v for k, v in defaults.items() if not any(a.dest == k for a in p._actions)})
 
@@ -404,6 +408,9 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError("--address and --gpus-per-run are for --executor ray")
     if args.gpus_per_run < 0:
         raise UserError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
+    until = parse_until(args.until) if args.until else None
+    if until is not None and args.executor == "ray":
+        raise UserError("--until works with the local executor")
     study = load_study(find_study(args.study))
     if args.action == "run" and not args.worker:  # the parent warns once, not every worker
         warn_study(study)
@@ -445,11 +452,29 @@ def cmd_study(args: argparse.Namespace) -> int:
     data = DataCache(args.data_dir, not args.no_download, not args.no_progress)
     finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
                          only=tuple(args.only), threads=args.threads,
-                         adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None)
+                         adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None,
+                         until=until)
     print(f"study {study.name}: {finished} run(s) finished by this process")
     if not args.worker:   # a worker's parent prints the table once, when every worker is done
         print(status_table(study, store))
     return 0
+
+
+def parse_until(text: str) -> float:
+    """`--until`: HH:MM today or YYYY-MM-DDTHH:MM, local time, as a UNIX time; one line if it is not
+    one of those or has passed."""
+    import datetime as dt
+    now = dt.datetime.now()
+    try:
+        when = (dt.datetime.combine(now.date(), dt.time.fromisoformat(text)) if len(text) <= 5
+                else dt.datetime.fromisoformat(text))
+    except ValueError:
+        raise UserError(f"--until {text!r} is not a time; give HH:MM (today) or YYYY-MM-DDTHH:MM, local time") from None
+    if when.tzinfo is not None:
+        when = when.astimezone().replace(tzinfo=None)
+    if when <= now:
+        raise UserError(f"--until {text} has passed (it is {now:%Y-%m-%d %H:%M} here); give a later time")
+    return when.timestamp()
 
 
 def check_db_path(db: str, option: str = "--db", create: bool = False) -> None:
@@ -508,7 +533,7 @@ def run_workers(args: argparse.Namespace, name: str) -> int:
     """`study run --workers N` (`cifarlab.study.executors.spawn_workers`)."""
     from cifarlab.study.executors import spawn_workers
     code = spawn_workers(args.study, args.db, args.runs_dir, args.workers, args.threads, tuple(args.only),
-                         args.data_dir, not args.no_download, name, args.adopt_done_elsewhere)
+                         args.data_dir, not args.no_download, name, args.adopt_done_elsewhere, args.until)
     from cifarlab.results import open_store
     from cifarlab.study import load_study
     from cifarlab.study.status import status_table
@@ -836,7 +861,7 @@ COMMANDS = {"predict": cmd_predict, "export": cmd_export, "run": cmd_run, "study
 
 
 KEY_VALUE = re.compile(r"[A-Za-z_]\w*\.\w+=.*")
-STUDY_OPTIONS = {"run": ("--only", "--workers", "--threads", "--executor", "--address", "--gpus-per-run"),
+STUDY_OPTIONS = {"run": ("--only", "--workers", "--threads", "--executor", "--address", "--gpus-per-run", "--until"),
                  "status": ("--workers",), "adopt": ("--from-db",)}
 
 

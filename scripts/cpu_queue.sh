@@ -6,8 +6,11 @@
 # queue in a later session; a run another study's database holds done (the same config and seed) is
 # adopted, not trained again (--adopt-done-elsewhere). Logs: logs/STUDY_SLOT.log. Stop after the current study: touch
 # logs/queue.stop (removed at the next start); stop now: SIGTERM the `study run` processes (each gives
-# back its claim and keeps its finished epochs).
+# back its claim and keeps its finished epochs). UNTIL=HH:MM (local time): each `study run` claims only
+# runs expected to end by then (`--until`), so a session that ends at a known time leaves nothing
+# half-trained; a study with no run that fits hands the slot to the next study of the queue.
 #   scripts/cpu_queue.sh 2 resnetify_fair norms_fair norms_batch
+#   UNTIL=18:40 scripts/cpu_queue.sh 2 noise_methods augment_budget patchify_flops
 set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -ge 2 ] || { echo "usage: scripts/cpu_queue.sh WORKERS STUDY [STUDY ...] (studies/STUDY.toml)" >&2; exit 2; }
@@ -17,6 +20,8 @@ for s in "$@"; do
   [ -f "studies/$s.toml" ] || { echo "no studies/$s.toml; studies: $(ls studies | sed 's/\.toml$//' | tr '\n' ' ')" >&2; exit 2; }
 done
 CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
+UNTIL=${UNTIL:-}
+[ -z "$UNTIL" ] || [[ "$UNTIL" =~ ^[0-9]{1,2}:[0-9]{2}$ ]] || { echo "UNTIL must be HH:MM, got '$UNTIL'" >&2; exit 2; }
 DATA_DIR=${DATA_DIR:-../shared/data}
 mkdir -p logs
 rm -f logs/queue.stop
@@ -33,7 +38,8 @@ for slot in $(seq "$workers"); do
       [ -e logs/queue.stop ] && exit 0
       mkdir -p "results/$s"
       "'"$CIFARLAB"'" study run "studies/$s.toml" --db "results/$s/results.db" --workers 1 --threads 1 \
-        --no-progress --adopt-done-elsewhere --data-dir "'"$DATA_DIR"'" >> "logs/${s}_'"$slot"'.log" 2>&1 || true
+        --no-progress --adopt-done-elsewhere --data-dir "'"$DATA_DIR"'" '"${UNTIL:+--until $UNTIL}"' \
+        >> "logs/${s}_'"$slot"'.log" 2>&1 || true
     done' queue "$@" > /dev/null 2>&1 &
   echo "slot $slot: $* (pid $!)"
   sleep 2   # the slots' first claims one after another

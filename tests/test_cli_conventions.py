@@ -58,6 +58,17 @@ def test_study_run_with_an_unknown_variant_makes_no_database(tmp_path, capsys):
     assert files(tmp_path) == []
 
 
+@pytest.mark.parametrize("until, message", [
+    ("25:00", "--until '25:00' is not a time; give HH:MM (today) or YYYY-MM-DDTHH:MM, local time"),
+    ("soon", "--until 'soon' is not a time"),
+    ("2020-01-01T00:00", "--until 2020-01-01T00:00 has passed (it is "),
+])
+def test_study_run_until_takes_a_time_to_come(tmp_path, capsys, until, message):
+    err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "r.db", "--until", until,
+                  "--runs-dir", tmp_path / "runs")
+    assert message in err and files(tmp_path) == []
+
+
 def test_study_run_makes_no_folder_for_its_database(tmp_path, capsys):
     err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "new" / "r.db", "--runs-dir", tmp_path / "runs")
     assert f"the folder {tmp_path / 'new'} does not exist; create it first (mkdir -p" in err

@@ -913,3 +913,30 @@ def test_status_measure_refuses_a_step_count_under_one(tmp_path):
                                      "--measure-steps", "0"), capture_output=True, text=True, env=cli_env())
     assert out.returncode == 2 and "--measure-steps must be >= 1 (timed steps per network), got 0" in out.stderr
     assert not (tmp_path / "r.db").exists()
+
+
+def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
+    """`study run --until`: a run fits when its estimate (the finished runs' seconds per epoch times
+    the epochs it has left) with the margin ends before the deadline; with no finished run to time
+    by, nothing that trains fits; a worker with nothing that fits claims nothing and stops."""
+    import time
+
+    from cifarlab.study.run import MARGIN, fitting, run_study
+    from cifarlab.study.status import seconds_left
+    study = load_study(write(tmp_path, MORE_SEEDS.replace("more_seeds = { below = 0.5, seeds = [2, 3] }\n", "")))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    assert seconds_left(study, store, None) is None   # nothing finished: nothing times the rest
+    order = [k for k in p.runs]
+    assert fitting(order, None, 1e9) == ([], len(order))
+    first = next(k for k in p.runs if k.experiment == "base-1ep")
+    finish(store, first, p.runs[first], 0.6)   # 1 epoch in 1.0 s
+    left = seconds_left(study, store, None)
+    assert first not in left and {round(left[k], 6) for k in left} == {1.0, 2.0}   # 1- and 2-epoch runs
+    rest = [k for k in order if k != first]
+    one = [k for k in rest if k.experiment.endswith("-1ep")]
+    assert fitting(rest, left, 1.0 * MARGIN[0] + MARGIN[1] + 0.01) == (one, len(rest) - len(one))
+    assert fitting(rest, left, 1e9) == (rest, 0)
+    assert run_study(study, store, None, tmp_path / "runs", progress=False, until=time.time() + 30) == 0
+    assert "none expected to end before --until" in capsys.readouterr().out
+    assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed

@@ -714,9 +714,14 @@ def test_status_times_a_variant_without_runs_by_its_training_method(tmp_path):
     # left: cot-low, 2 epochs at co-teaching's 3600 s (the mean of all, 2700 s, would say 1.5 h)
     text = status_table(plan, store)
     assert "2 of 3 runs done" in text and "about 2.0 h left with 1 worker(s)" in text, text
-    # a run that stopped early timed fewer epochs than planned: it times no variant or method of its own
-    store.conn.execute("UPDATE runs SET stopped='diverged' WHERE experiment='cot-high'")
-    assert "about 1.5 h left with 1 worker(s)" in status_table(plan, store)
+    # a run that stopped early timed fewer epochs than planned: it times no variant or method of its
+    # own, only the mean of all, per network-epoch (7200 s over 2 + 2 x 2 of them: 1200 s; cot-low's
+    # 2 x 2 take 1.3 h, where co-teaching's own stopped run, 3600 s over 4, would say 1.0 h)
+    store.conn.execute("UPDATE runs SET stopped='diverged', wall_seconds=3600 WHERE experiment='cot-high'")
+    assert "about 1.3 h left with 1 worker(s)" in status_table(plan, store)
+    # with no co-teaching run to time by at all, the others' seconds per epoch count its two networks
+    store.conn.execute("UPDATE runs SET status='pending', wall_seconds=NULL WHERE experiment='cot-high'")
+    assert "about 4.0 h left with 1 worker(s)" in status_table(plan, store)   # 2 runs x 2 epochs x 2 x 1800 s
 
 
 def test_status_scales_a_variants_epochs_by_the_images_each_shows(tmp_path):

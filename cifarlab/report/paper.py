@@ -500,8 +500,8 @@ class Renderer:
                 store.close()
             if db.is_file():
                 self.paper.cited.add(name)
-            flops = flops_left([(cfg, epochs) for _, cfg, epochs in work])
-            cells = [f"`studies/{name}.toml`", f"{left} of {len(runs)}", f"{sum(e for *_, e in work):,.0f}",
+            flops = flops_left([(cfg, epochs) for _, cfg, epochs, _ in work])
+            cells = [f"`studies/{name}.toml`", f"{left} of {len(runs)}", f"{sum(e for _, _, e, _ in work):,.0f}",
                      f"{flops / 1e15:,.1f} PFLOP"]
             cells += [f"{flops / (rate * 1e12) / 3600:,.1f}" for rate, _, _ in cpus.values()]
             lines.append("| " + " | ".join(cells) + " |")

@@ -198,7 +198,8 @@ def check_resources(have: dict, cpus: int, gpus: float, local: bool) -> None:
 
 
 def spawn_workers(study_path: str, db: str, runs_dir: str, workers: int, threads: int, only: tuple[str, ...],
-                  data_dir: str | None, download: bool, name: str, adopt: bool = False) -> int:
+                  data_dir: str | None, download: bool, name: str, adopt: bool = False,
+                  until: str | None = None) -> int:
     """`study run --workers N`: N worker processes claim the study's runs from the shared store.
 
     On a small CPU, N single-threaded processes train more images per second in total than one
@@ -212,6 +213,7 @@ def spawn_workers(study_path: str, db: str, runs_dir: str, workers: int, threads
     argv += [f"--only={v}" for v in only]
     argv += (["--data-dir", data_dir] if data_dir else []) + ([] if download else ["--no-download"])
     argv += ["--adopt-done-elsewhere"] if adopt else []
+    argv += ["--until", until] if until else []
     print(f"study {name}: {workers} workers x {threads} thread(s)", flush=True)
     procs = [subprocess.Popen(argv) for _ in range(workers)]
     try:

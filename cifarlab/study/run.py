@@ -75,19 +75,52 @@ def drive_ray(ray, study, store: Store, runs_root: Path, *, only: tuple[str, ...
         plan = grown
 
 
+MARGIN = 1.15, 60.0   # --until: a run fits when its estimate x 1.15 + 60 s ends before the deadline
+
+
+def fitting(order: list[RunKey], left: dict[RunKey, float] | None, seconds: float) -> tuple[list[RunKey], int]:
+    """(the runs of `order` expected to end within `seconds`, how many are not): a run's estimate is
+    `left`'s (`status.seconds_left`) with `MARGIN`; one that trains nothing of its own (it tests a
+    tuning run's weights or takes a sibling's work) fits; with no estimate at all (no finished run
+    to time by), none that trains does."""
+    fit = [] if left is None else [k for k in order if k not in left or left[k] * MARGIN[0] + MARGIN[1] <= seconds]
+    return fit, len(order) - len(fit)
+
+
+def claimable(store: Store, order: list[RunKey]) -> list[RunKey]:
+    """The runs of `order` a claim could take now: not done, and not held by a live process."""
+    from cifarlab.results.store import claim_is_dead
+    now, out = time.time(), []
+    for key in order:
+        row = store.run(key)
+        if row is None or row["status"] in ("pending", "failed") or (
+                row["status"] == "running" and claim_is_dead(row["claimed_by"], row["heartbeat"], now)):
+            out.append(key)
+    return out
+
+
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
-              only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None) -> int:
+              only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None,
+              until: float | None = None) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
 
     `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
     the runs stay the study's runs whatever the thread count. `adopt`: called before each claim, it
     records runs made elsewhere and says which (`study run --adopt-done-elsewhere` passes
     `adopt.adopt_elsewhere`: runs a sibling results database holds done), so they are not trained.
+    `until` (a UNIX time): claim only the runs expected to end by then (`fitting`), and stop when
+    none is left that does.
     """
     from cifarlab.study.executors import train_one
 
     plan = threaded(plan_runs(study, store, only), threads)
     dynamic = study.tuned or study.more_seeds is not None   # the plan grows as runs finish
+    if until is not None:
+        import torch
+
+        from cifarlab.runtime import machine_name
+        from cifarlab.study.status import seconds_left
+        machine = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     done = sum(1 for key in plan if store.status_of(key) == "done")
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
@@ -99,7 +132,14 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             if dynamic:   # an adopted tuning run may decide an arm (or a comparison add seeds)
                 plan = threaded(plan_runs(study, store, only), threads)
         share = sharing(plan)
-        row = store.claim(study.name, claim_order(plan, share, store))
+        order, unfit = claim_order(plan, share, store), 0
+        if until is not None:
+            order, unfit = fitting(claimable(store, order), seconds_left(study, store, machine), until - time.time())
+        row = store.claim(study.name, order)
+        if row is None and unfit:
+            tqdm.write(f"{study.name}: {unfit} run(s) left, none expected to end before --until "
+                       f"{time.strftime('%H:%M', time.localtime(until))}; stopping")
+            break
         if row is None:
             if not dynamic:
                 break

@@ -16,7 +16,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     A variant with finished runs of its own is timed by them (co-teaching trains two networks, so
     its epochs take twice as long); one without, by the finished runs of its training method
     (`train.method`) where there are some; the others by the mean of all; each as seconds per
-    training image, times the variant's images per epoch (an epoch of a subset is shorter). A run in flight or
+    training image and network, times the variant's images per epoch (an epoch of a subset is
+    shorter) and networks (`epoch_rate`). A run in flight or
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
     probe) adds no epochs once one of its siblings is done or counted, nor does a tuned arm's test
@@ -34,34 +35,21 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     total = len(runs)
     if timed:
         here = [t for t in timed if t[2] == machine]
-        basis = here or timed
-        per_epoch = seconds_per_epoch(basis)
-        own, by_method = {}, {}
-        for t in basis:
-            if not t[4]:   # a run that stopped early timed fewer epochs than it was planned
-                own.setdefault(t[3], []).append(t)
-                by_method.setdefault(t[5], []).append(t)
-        from cifarlab.flops import images_per_epoch
-        images = {name: images_per_epoch(cfg) for name, cfg, _ in runs}   # an epoch of a subset is shorter
-        if None in images.values():   # a dataset of unknown size: every epoch counts alike
-            images = dict.fromkeys(images, 1)
-
-        def rate(name: str) -> float:
-            """Seconds per epoch of `name`: its timing runs' seconds per image, times its images per epoch."""
-            like = own.get(name) or by_method.get(methods[name]) or basis
-            return sum(t[0] for t in like) / sum(t[1] * images[t[3]] for t in like) * images[name]
-        seconds_left = sum(epochs * rate(name) for name, _, epochs in work)
+        per_epoch = seconds_per_epoch(here or timed)
+        rate = epoch_rate(runs, timed, methods, machine)
+        seconds_left = sum(epochs * rate(name) for name, _, epochs, _ in work)
         timing = rate
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
                     f"wall time; about {seconds_left / workers / 3600:.1f} h left with {workers} "
                     f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
-                    "theirs; one without, at its training method's; each scaled to its images per epoch)"
+                    "theirs; one without, at its training method's; each scaled to its images per epoch "
+                    "and its networks)"
                     + ("" if workers > 1 else "; --workers N divides it by N"))
     else:
         timing = None
-        rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs in work], total, workers,
+        rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs, _ in work], total, workers,
                                     machine_rate(others or [], machine)))
     if measure and work:
         rows.append(measured_line(work, workers, measure, machine))
@@ -110,16 +98,16 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     from cifarlab.bench import seconds_per_image
     from cifarlab.flops import images_per_epoch
     from cifarlab.methods import total_epochs
-    if any(images_per_epoch(cfg) is None for _, cfg, _ in work):
+    if any(images_per_epoch(cfg) is None for _, cfg, *_ in work):
         return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
-    keys = [speed_key(cfg) for _, cfg, _ in work]
+    keys = [speed_key(cfg) for _, cfg, *_ in work]
     timed: dict[str, tuple[str, object, float]] = {}   # key -> (name, config, seconds per image) it was timed by
-    for (name, cfg, _), key in zip(work, keys):
+    for (name, cfg, *_), key in zip(work, keys):
         if key not in timed:
             timed[key] = (name, cfg, seconds_per_image(cfg, steps, threads))
     # `left` counts train.epochs (a two-phase run's first phase); the timing averages every phase
     hours = sum(left * total_epochs(cfg) / cfg.train.epochs * timed[key][2] * images_per_epoch(cfg)
-                for (_, cfg, left), key in zip(work, keys) if cfg.train.epochs) / 3600
+                for (_, cfg, left, *_), key in zip(work, keys) if cfg.train.epochs) / 3600
     rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(cfg):,.0f} s per epoch)"
                       for name, cfg, s in timed.values())
     return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
@@ -161,16 +149,50 @@ def more_seeds_ceiling(study: Study, store: Store, p, rate=None) -> tuple[int, f
     return sum(map(len, added.values())), float(sum(epochs.values())), seconds
 
 
+def epoch_rate(runs: list, timed: list, methods: dict, machine: str | None):
+    """`rate(variant)`: seconds per epoch of a variant not done, from `tally`'s finished runs (those
+    on `machine` where there are some): its own finished runs, else its training method's, else all
+    of them, as seconds per training image and network (co-teaching trains two) times its images
+    per epoch and networks."""
+    from cifarlab.flops import images_per_epoch, method_factor
+    nets = {name: method_factor(cfg) for name, cfg, _ in runs}
+    basis = [t for t in timed if t[2] == machine] or timed
+    own, by_method = {}, {}
+    for t in basis:
+        if not t[4]:   # a run that stopped early timed fewer epochs than it was planned
+            own.setdefault(t[3], []).append(t)
+            by_method.setdefault(t[5], []).append(t)
+    images = {name: images_per_epoch(cfg) for name, cfg, _ in runs}   # an epoch of a subset is shorter
+    if None in images.values():   # a dataset of unknown size: every epoch counts alike
+        images = dict.fromkeys(images, 1)
+
+    def rate(name: str) -> float:
+        like = own.get(name) or by_method.get(methods[name]) or basis
+        return sum(t[0] for t in like) / sum(t[1] * images[t[3]] * nets[t[3]] for t in like) * images[name] * nets[name]
+    return rate
+
+
+def seconds_left(study: Study, store: Store, machine: str | None):
+    """{run key: seconds it still needs} of each run not done that trains, at `epoch_rate` (the
+    epochs it has not recorded, an interrupted one's after its last checkpoint), as `study status`
+    estimates them; None where no finished run times them yet."""
+    runs, _, timed, work, methods, _ = tally(study, store)
+    if not timed:
+        return None
+    rate = epoch_rate(runs, timed, methods, machine)
+    return {key: epochs * rate(name) for name, _, epochs, key in work}
+
+
 def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
     """(runs, counts, timed, work, methods, left) of `status_table`: every run `entries` lists;
     {variant: {status: n}}; (wall seconds, epochs, machine, variant, stopped, method) of each done
-    run; (variant, config, epochs left) of each run not done that trains; {variant: train.method}
+    run; (variant, config, epochs left, run key) of each run not done that trains; {variant: train.method}
     of those not done; how many are not done. `p`: the study's `plan.plan`, if already made."""
     from cifarlab.study.plan import sharing
     runs, repeats = entries(study, store, p)
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
     left, methods = 0, {}  # runs not done; variant -> its train.method
-    work: list[tuple] = []   # (variant, config, epochs left) of each run not done that trains
+    work: list[tuple] = []   # (variant, config, epochs left, key) of each run not done that trains
     counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
     share = sharing({key: cfg for _, cfg, key in runs})
     trains: set = set()  # runs done or counted as training: their siblings take their work
@@ -190,7 +212,7 @@ def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, d
                 trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
                 if status != "running":
                     trained -= trained % max(1, int(cfg.train.checkpoint_every))
-                work.append((name, cfg, max(0, cfg.train.epochs - trained)))
+                work.append((name, cfg, max(0, cfg.train.epochs - trained), key))
             methods[name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
@@ -204,7 +226,7 @@ def group_shares(study: Study, work: list[tuple], p) -> str:
     from cifarlab.study.plan import claim_groups
     group = claim_groups(study, p.tuning)
     left: dict[str, float] = {}
-    for name, cfg, epochs in work:
+    for name, cfg, epochs, *_ in work:
         g = group.get(name, "(no group)")
         left[g] = left.get(g, 0.0) + flops_left([(cfg, epochs)])
     total = sum(left.values()) or 1.0
