@@ -355,8 +355,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
     test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
+    length = (f"{final['epochs']} epochs" if float(cfg.train.epochs).is_integer() or final.get("steps") is None
+              else f"{cfg.train.epochs:g} epochs: {final['steps']} step(s)")   # a fraction ends mid-epoch
     print(f"{cfg.name} seed {cfg.train.seed}: {val}{test}"
-          f"({final['epochs']} epochs, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s, "
+          f"({length}, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s, "
           f"{flops_rate(final)})  -> {run.path}")
     if final.get("stopped"):
         print(f"stopped early: {final['stopped']}")
