@@ -413,6 +413,9 @@ def cmd_study(args: argparse.Namespace) -> int:
     until = parse_until(args.until) if args.until else None
     if until is not None and args.executor == "ray":
         raise UserError("--until works with the local executor")
+    if until is not None:   # its workers, and a later study of a queue, read one fixed time
+        import datetime as dt
+        args.until = dt.datetime.fromtimestamp(until).isoformat(timespec="minutes")
     study = load_study(find_study(args.study))
     if args.action == "run" and not args.worker:  # the parent warns once, not every worker
         warn_study(study)
@@ -455,23 +458,32 @@ def cmd_study(args: argparse.Namespace) -> int:
     finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
                          only=tuple(args.only), threads=args.threads,
                          adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None,
-                         until=until)
+                         until=until, others=sibling_databases(args.db))
     print(f"study {study.name}: {finished} run(s) finished by this process")
     if not args.worker:   # a worker's parent prints the table once, when every worker is done
         print(status_table(study, store))
     return 0
 
 
+def sibling_databases(db: str) -> list[Path]:
+    """The other results databases beside `db`'s folder (results/*/results.db), as `study status` reads them."""
+    here = Path(db).resolve()
+    return [other for other in here.parent.parent.glob("*/results.db") if other != here]
+
+
 def parse_until(text: str) -> float:
-    """`--until`: HH:MM today or YYYY-MM-DDTHH:MM, local time, as a UNIX time; one line if it is not
-    one of those or has passed."""
+    """`--until`: HH:MM (the next such time: today, or tomorrow once it has passed today) or
+    YYYY-MM-DDTHH:MM, local time, as a UNIX time; one line if it is not one of those or has passed."""
     import datetime as dt
     now = dt.datetime.now()
     try:
-        when = (dt.datetime.combine(now.date(), dt.time.fromisoformat(text)) if len(text) <= 5
-                else dt.datetime.fromisoformat(text))
+        if len(text) <= 5:
+            when = dt.datetime.combine(now.date(), dt.time.fromisoformat(text.zfill(5)))
+            when += dt.timedelta(days=1) if when <= now else dt.timedelta()
+        else:
+            when = dt.datetime.fromisoformat(text)
     except ValueError:
-        raise UserError(f"--until {text!r} is not a time; give HH:MM (today) or YYYY-MM-DDTHH:MM, local time") from None
+        raise UserError(f"--until {text!r} is not a time; give HH:MM or YYYY-MM-DDTHH:MM, local time") from None
     if when.tzinfo is not None:
         when = when.astimezone().replace(tzinfo=None)
     if when <= now:
@@ -539,7 +551,7 @@ def run_workers(args: argparse.Namespace, name: str) -> int:
     from cifarlab.results import open_store
     from cifarlab.study import load_study
     from cifarlab.study.status import status_table
-    print(status_table(load_study(args.study), open_store(args.db), args.workers))
+    print(status_table(load_study(find_study(args.study)), open_store(args.db), args.workers))
     return code
 
 

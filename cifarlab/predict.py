@@ -17,6 +17,7 @@ metadata as safetensors.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import tomllib
 from dataclasses import dataclass
@@ -250,6 +251,9 @@ def load_safetensors(path: str | Path) -> TrainedModel:
     from safetensors.torch import load_file
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
-    return assemble(Path(path), C.from_dict(tomllib.loads(meta["config"])), json.loads(meta["classes"]),
+    cfg = C.from_dict(tomllib.loads(meta["config"]))
+    if meta.get("tta", cfg.train.tta) != cfg.train.tta:   # exported with --tta: predict as the file says
+        cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tta=meta["tta"]))
+    return assemble(Path(path), cfg, json.loads(meta["classes"]),
                     json.loads(meta["mean"]), json.loads(meta["std"]), int(meta["image_size"]), -1,
                     load_file(str(path)))

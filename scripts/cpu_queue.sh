@@ -6,7 +6,7 @@
 # queue in a later session; a run another study's database holds done (the same config and seed) is
 # adopted, not trained again (--adopt-done-elsewhere). Logs: logs/STUDY_SLOT.log. Stop after the current study: touch
 # logs/queue.stop (removed at the next start); stop now: SIGTERM the `study run` processes (each gives
-# back its claim and keeps its finished epochs). UNTIL=HH:MM (local time): each `study run` claims only
+# back its claim and keeps its finished epochs). UNTIL=HH:MM (local time, the next such): each `study run` claims only
 # runs expected to end by then (`--until`), so a session that ends at a known time leaves nothing
 # half-trained; a study with no run that fits hands the slot to the next study of the queue.
 #   scripts/cpu_queue.sh 2 resnetify_fair norms_fair norms_batch
@@ -21,7 +21,12 @@ for s in "$@"; do
 done
 CIFARLAB=${CIFARLAB:-.venv/bin/cifarlab}
 UNTIL=${UNTIL:-}
-[ -z "$UNTIL" ] || [[ "$UNTIL" =~ ^[0-9]{1,2}:[0-9]{2}$ ]] || { echo "UNTIL must be HH:MM, got '$UNTIL'" >&2; exit 2; }
+if [ -n "$UNTIL" ]; then   # one fixed date and time for every slot and study: the next $UNTIL (tomorrow's once it passed)
+  [[ "$UNTIL" =~ ^([01]?[0-9]|2[0-3]):[0-5][0-9]$ ]] || { echo "UNTIL must be HH:MM (00:00-23:59), got '$UNTIL'" >&2; exit 2; }
+  at=$(date -d "$UNTIL" +%s); [ "$at" -gt "$(date +%s)" ] || at=$((at + 86400))
+  UNTIL=$(date -d "@$at" +%Y-%m-%dT%H:%M)
+  echo "until $UNTIL (local time): each study run claims only runs expected to end by then"
+fi
 DATA_DIR=${DATA_DIR:-../shared/data}
 mkdir -p logs
 rm -f logs/queue.stop

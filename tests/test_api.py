@@ -112,6 +112,8 @@ def test_exports_give_the_models_outputs(trained, tmp_path):
     from cifarlab.predict import load_safetensors
     back = load_safetensors(api.export(run, "safetensors", tmp_path / "m.safetensors"))
     assert back.classes == run.classes and torch.allclose(back.logits(x, tta="none"), want, atol=1e-5)
+    back = load_safetensors(api.export(run, "safetensors", tmp_path / "flip.safetensors", tta="flip"))
+    assert back.config.train.tta == "flip" and torch.allclose(back.logits(x), run.logits(x, tta="flip"), atol=1e-5)
 
 
 def test_predict_and_export_on_the_command_line(trained, tmp_path):

@@ -59,7 +59,7 @@ def test_study_run_with_an_unknown_variant_makes_no_database(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("until, message", [
-    ("25:00", "--until '25:00' is not a time; give HH:MM (today) or YYYY-MM-DDTHH:MM, local time"),
+    ("25:00", "--until '25:00' is not a time; give HH:MM or YYYY-MM-DDTHH:MM, local time"),
     ("soon", "--until 'soon' is not a time"),
     ("2020-01-01T00:00", "--until 2020-01-01T00:00 has passed (it is "),
 ])
@@ -67,6 +67,15 @@ def test_study_run_until_takes_a_time_to_come(tmp_path, capsys, until, message):
     err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "r.db", "--until", until,
                   "--runs-dir", tmp_path / "runs")
     assert message in err and files(tmp_path) == []
+
+
+def test_until_at_a_time_of_day_means_the_next_one():
+    import datetime as dt
+    now = dt.datetime.now().replace(second=0, microsecond=0)
+    past, soon = now - dt.timedelta(minutes=1), now + dt.timedelta(minutes=2)
+    assert dt.datetime.fromtimestamp(cli.parse_until(f"{past:%H:%M}")) == past + dt.timedelta(days=1)   # tomorrow's
+    assert dt.datetime.fromtimestamp(cli.parse_until(f"{soon:%H:%M}")) == soon   # (across midnight: tomorrow's too)
+    assert dt.datetime.fromtimestamp(cli.parse_until(f"{soon.hour}:{soon:%M}")).time() == soon.time()   # H:MM
 
 
 def test_study_run_makes_no_folder_for_its_database(tmp_path, capsys):

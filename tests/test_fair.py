@@ -923,7 +923,8 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
 
     from cifarlab.study.run import MARGIN, fitting, run_study
     from cifarlab.study.status import seconds_left
-    study = load_study(write(tmp_path, MORE_SEEDS.replace("more_seeds = { below = 0.5, seeds = [2, 3] }\n", "")))
+    study = load_study(write(tmp_path, MORE_SEEDS.replace("more_seeds = { below = 0.5, seeds = [2, 3] }\n", "")
+                             + '\n[[variants]]\nname = "pick"\nset = { "train.select" = "best_val" }\n'))   # base's training
     store = open_store(tmp_path / "r.db")
     p = plan(study, store)
     assert seconds_left(study, store, None) is None   # nothing finished: nothing times the rest
@@ -932,7 +933,9 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     first = next(k for k in p.runs if k.experiment == "base-1ep")
     finish(store, first, p.runs[first], 0.6)   # 1 epoch in 1.0 s
     left = seconds_left(study, store, None)
-    assert first not in left and {round(left[k], 6) for k in left} == {1.0, 2.0}   # 1- and 2-epoch runs
+    assert first not in left and {round(left[k], 6) for k in left} == {0.0, 1.0, 2.0}   # 1- and 2-epoch runs
+    picks = {k.seed: left[k] for k in left if k.experiment == "pick-1ep"}
+    assert picks == {0: 0.0, 1: 1.0}   # seed 0 takes base's finished training; seed 1's sibling is not done
     rest = [k for k in order if k != first]
     one = [k for k in rest if k.experiment.endswith("-1ep")]
     assert fitting(rest, left, 1.0 * MARGIN[0] + MARGIN[1] + 0.01) == (one, len(rest) - len(one))

@@ -80,10 +80,9 @@ MARGIN = 1.15, 60.0   # --until: a run fits when its estimate x 1.15 + 60 s ends
 
 def fitting(order: list[RunKey], left: dict[RunKey, float] | None, seconds: float) -> tuple[list[RunKey], int]:
     """(the runs of `order` expected to end within `seconds`, how many are not): a run's estimate is
-    `left`'s (`status.seconds_left`) with `MARGIN`; one that trains nothing of its own (it tests a
-    tuning run's weights or takes a sibling's work) fits; with no estimate at all (no finished run
-    to time by), none that trains does."""
-    fit = [] if left is None else [k for k in order if k not in left or left[k] * MARGIN[0] + MARGIN[1] <= seconds]
+    `left`'s (`status.seconds_left`: 0 for one that takes a finished sibling's training) with
+    `MARGIN`; with no estimate at all (nothing to time the study by), none fits."""
+    fit = [] if left is None else [k for k in order if k in left and left[k] * MARGIN[0] + MARGIN[1] <= seconds]
     return fit, len(order) - len(fit)
 
 
@@ -101,15 +100,16 @@ def claimable(store: Store, order: list[RunKey]) -> list[RunKey]:
 
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None,
-              until: float | None = None) -> int:
+              until: float | None = None, others: list = ()) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
 
     `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
     the runs stay the study's runs whatever the thread count. `adopt`: called before each claim, it
     records runs made elsewhere and says which (`study run --adopt-done-elsewhere` passes
     `adopt.adopt_elsewhere`: runs a sibling results database holds done), so they are not trained.
-    `until` (a UNIX time): claim only the runs expected to end by then (`fitting`), and stop when
-    none is left that does.
+    `until` (a UNIX time): claim only the runs expected to end by then (`fitting`; `others`: results
+    databases whose runs of this machine time a study with no finished run), and stop when none
+    is left that does.
     """
     from cifarlab.study.executors import train_one
 
@@ -134,11 +134,14 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         share = sharing(plan)
         order, unfit = claim_order(plan, share, store), 0
         if until is not None:
-            order, unfit = fitting(claimable(store, order), seconds_left(study, store, machine), until - time.time())
+            left = seconds_left(study, store, machine, others)
+            order, unfit = fitting(claimable(store, order), left, until - time.time())
         row = store.claim(study.name, order)
         if row is None and unfit:
-            tqdm.write(f"{study.name}: {unfit} run(s) left, none expected to end before --until "
-                       f"{time.strftime('%H:%M', time.localtime(until))}; stopping")
+            tqdm.write(f"{study.name}: {unfit} run(s) left, " + (
+                "none expected to end before --until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
+                if left is not None else "and no finished run of it or of this machine in the databases beside "
+                "it to time them by, so none under --until") + "; stopping")
             break
         if row is None:
             if not dynamic:

@@ -172,15 +172,48 @@ def epoch_rate(runs: list, timed: list, methods: dict, machine: str | None):
     return rate
 
 
-def seconds_left(study: Study, store: Store, machine: str | None):
-    """{run key: seconds it still needs} of each run not done that trains, at `epoch_rate` (the
-    epochs it has not recorded, an interrupted one's after its last checkpoint), as `study status`
-    estimates them; None where no finished run times them yet."""
-    runs, _, timed, work, methods, _ = tally(study, store)
-    if not timed:
-        return None
-    rate = epoch_rate(runs, timed, methods, machine)
-    return {key: epochs * rate(name) for name, _, epochs, key in work}
+def seconds_left(study: Study, store: Store, machine: str | None, others: list = ()):
+    """{run key: seconds it still needs} of each planned run not done: 0 for one whose sibling is
+    done (it takes the sibling's training: a choice of weights, a tuning run's, a pre-training), else
+    the epochs it has not recorded (an interrupted run's or a dead claim's after its last
+    checkpoint) at `epoch_rate`, as `study status` estimates them; with no finished run of the study,
+    its training FLOPs at `machine`'s median rate in the databases `others` (`machine_rate`); None
+    where neither times it."""
+    from cifarlab.study.plan import sharing
+    runs, _, timed, _, methods, _ = tally(study, store)
+    if timed:
+        rate = epoch_rate(runs, timed, methods, machine)
+        seconds = lambda name, cfg, epochs: epochs * rate(name)   # noqa: E731
+    else:
+        flop_rate = machine_rate(list(others), machine)
+        if flop_rate is None:
+            return None
+        seconds = lambda name, cfg, epochs: flops_left([(cfg, epochs)]) / (flop_rate[0] * 1e12)   # noqa: E731
+    share = sharing({key: cfg for _, cfg, key in runs})
+    out = {}
+    for name, cfg, key in runs:
+        row = store.run(key)
+        if row is not None and row["status"] == "done":
+            continue
+        if any(store.status_of(k) == "done" for k in share.get(key, ())):
+            out[key] = 0.0
+        else:
+            out[key] = seconds(name, cfg, epochs_left(row, cfg, store))
+    return out
+
+
+def epochs_left(row, cfg, store: Store) -> float:
+    """The epochs a run not done has still to train: those it has not recorded, where it resumes from
+    its last checkpoint (every `train.checkpoint_every` epochs) unless its claim is live."""
+    from cifarlab.results.store import claim_is_dead
+    import time
+    if row is None:
+        return cfg.train.epochs
+    trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0)
+    live = row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())
+    if not live:
+        trained -= trained % max(1, int(cfg.train.checkpoint_every))
+    return max(0, cfg.train.epochs - trained)
 
 
 def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
@@ -208,11 +241,7 @@ def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, d
         elif status != "done":
             left += 1
             if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
-                # resumes from its last checkpoint, every `train.checkpoint_every` epochs
-                trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0) if row else 0
-                if status != "running":
-                    trained -= trained % max(1, int(cfg.train.checkpoint_every))
-                work.append((name, cfg, max(0, cfg.train.epochs - trained), key))
+                work.append((name, cfg, epochs_left(row, cfg, store), key))   # from its last checkpoint
             methods[name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
