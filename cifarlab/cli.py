@@ -458,11 +458,23 @@ def cmd_study(args: argparse.Namespace) -> int:
     finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
                          only=tuple(args.only), threads=args.threads,
                          adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None,
-                         until=until, others=sibling_databases(args.db))
+                         until=until, estimate=until and estimator(study, store, args.db, Path(args.runs_dir)))
     print(f"study {study.name}: {finished} run(s) finished by this process")
     if not args.worker:   # a worker's parent prints the table once, when every worker is done
         print(status_table(study, store))
     return 0
+
+
+def estimator(study, store, db: str, runs_dir: Path):
+    """`study run --until`'s estimate: the seconds each run of the study still needs on this machine
+    (one that takes a finished sibling's training counts nothing only where its files are here)."""
+    import torch
+
+    from cifarlab.runtime import machine_name
+    from cifarlab.study.status import seconds_left
+    machine = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    shared = runs_dir / study.name / "_shared"
+    return lambda: seconds_left(study, store, machine, sibling_databases(db), shared)
 
 
 def sibling_databases(db: str) -> list[Path]:

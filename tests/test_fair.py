@@ -936,10 +936,24 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     assert first not in left and {round(left[k], 6) for k in left} == {0.0, 1.0, 2.0}   # 1- and 2-epoch runs
     picks = {k.seed: left[k] for k in left if k.experiment == "pick-1ep"}
     assert picks == {0: 0.0, 1: 1.0}   # seed 0 takes base's finished training; seed 1's sibling is not done
+    # ... where its files are here: on a fresh checkout the shared folder is empty and it trains
+    from cifarlab.study.run import claim_order
+    from cifarlab.study.plan import sharing
+    from cifarlab.train import trained_path
+    shared = tmp_path / "runs" / study.name / "_shared"
+    pick0 = next(k for k in left if k.experiment == "pick-1ep" and k.seed == 0)
+    assert seconds_left(study, store, None, shared=shared)[pick0] == 1.0
+    assert claim_order(p.runs, sharing(p.runs), store, shared)[0] != pick0
+    shared.mkdir(parents=True)
+    trained_path(shared, p.runs[pick0]).write_bytes(b"weights")
+    assert seconds_left(study, store, None, shared=shared)[pick0] == 0.0
+    assert claim_order(p.runs, sharing(p.runs), store, shared)[0] == pick0   # a test pass now: first
+    trained_path(shared, p.runs[pick0]).unlink()
     rest = [k for k in order if k != first]
     one = [k for k in rest if k.experiment.endswith("-1ep")]
     assert fitting(rest, left, 1.0 * MARGIN[0] + MARGIN[1] + 0.01) == (one, len(rest) - len(one))
     assert fitting(rest, left, 1e9) == (rest, 0)
-    assert run_study(study, store, None, tmp_path / "runs", progress=False, until=time.time() + 30) == 0
+    assert run_study(study, store, None, tmp_path / "runs", progress=False, until=time.time() + 30,
+                     estimate=lambda: seconds_left(study, store, None)) == 0
     assert "none expected to end before --until" in capsys.readouterr().out
     assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed

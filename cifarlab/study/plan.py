@@ -321,6 +321,16 @@ def sharing(plan: dict[RunKey, C.ExperimentConfig]) -> dict[RunKey, set[RunKey]]
     return out
 
 
+def takes_here(cfg: C.ExperimentConfig, shared: Path) -> bool:
+    """Whether the shared folder `shared` (RUNS_DIR/STUDY/_shared) holds the training a run of `cfg`
+    would take instead of repeating it (a sibling's or a tuning run's weights, a pre-training): files
+    of an earlier session's working directory are not there on a fresh checkout."""
+    from cifarlab.methods import pretrain_epochs
+    from cifarlab.train import pretrained_path, trained_path
+    return ((cfg.data.val_size > 0 and trained_path(shared, cfg).is_file())
+            or bool(pretrain_epochs(cfg)) and pretrained_path(shared, cfg).is_file())
+
+
 def shared_wanted(study: Study, store: Store) -> set[str]:
     """The file names under RUNS_DIR/STUDY/_shared that a run the study still needs may take: each
     unfinished run's, and for an arm still tuning, each of its tuning runs' (its chosen value's test

@@ -16,7 +16,7 @@ from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
 from cifarlab.study.data import DataCache, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
-from cifarlab.study.plan import shares, sharing
+from cifarlab.study.plan import shares, sharing, takes_here
 from cifarlab.study.spec import Study
 
 WAIT_S = 20.0  # how often a worker with nothing to claim looks again while an arm finishes tuning elsewhere
@@ -43,12 +43,18 @@ def waiting(study: Study, store: Store, only: tuple[str, ...] = ()) -> bool:
     return any(store.status_of(key) == "running" for arm in p.undecided for _, key, _ in p.tuning[arm].runs)
 
 
-def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[RunKey]], store: Store) -> list[RunKey]:
+def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[RunKey]], store: Store,
+                shared: Path | None = None) -> list[RunKey]:
     """The plan's keys in study order, except that a run whose sibling is training now comes last:
-    started later, it finds the sibling's shared work instead of repeating it."""
+    started later, it finds the sibling's shared work instead of repeating it; and that a run whose
+    sibling is done and whose shared folder `shared` holds the sibling's training comes first: it
+    is a test pass now, and a full run once the working directory is gone (a fresh checkout)."""
     running = {k for k in {s for sibs in share.values() for s in sibs} if store.status_of(k) == "running"}
     later = [k for k in plan if share.get(k, set()) & running]
-    return [k for k in plan if k not in later] + later
+    first = [] if shared is None else [
+        k for k in plan if k not in later and store.status_of(k) != "done"
+        and any(store.status_of(s) == "done" for s in share.get(k, ())) and takes_here(plan[k], shared)]
+    return first + [k for k in plan if k not in later and k not in first] + later
 
 
 def threaded(plan: dict[RunKey, C.ExperimentConfig], threads: int) -> dict[RunKey, C.ExperimentConfig]:
@@ -100,27 +106,23 @@ def claimable(store: Store, order: list[RunKey]) -> list[RunKey]:
 
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None,
-              until: float | None = None, others: list = ()) -> int:
+              until: float | None = None, estimate: Callable[[], dict | None] | None = None) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
 
     `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
     the runs stay the study's runs whatever the thread count. `adopt`: called before each claim, it
     records runs made elsewhere and says which (`study run --adopt-done-elsewhere` passes
     `adopt.adopt_elsewhere`: runs a sibling results database holds done), so they are not trained.
-    `until` (a UNIX time): claim only the runs expected to end by then (`fitting`; `others`: results
-    databases whose runs of this machine time a study with no finished run), and stop when none
-    is left that does.
+    `until` (a UNIX time): claim only the runs expected to end by then (`fitting` of `estimate()`'s
+    seconds per run, `status.seconds_left` as the command line wires it), and stop when none is
+    left that does.
     """
     from cifarlab.study.executors import train_one
 
     plan = threaded(plan_runs(study, store, only), threads)
     dynamic = study.tuned or study.more_seeds is not None   # the plan grows as runs finish
-    if until is not None:
-        import torch
-
-        from cifarlab.runtime import machine_name
-        from cifarlab.study.status import seconds_left
-        machine = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
+    if until is not None and estimate is None:
+        raise ValueError("run_study: `until` needs `estimate`, the seconds each run still needs")
     done = sum(1 for key in plan if store.status_of(key) == "done")
     outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
@@ -132,9 +134,9 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             if dynamic:   # an adopted tuning run may decide an arm (or a comparison add seeds)
                 plan = threaded(plan_runs(study, store, only), threads)
         share = sharing(plan)
-        order, unfit = claim_order(plan, share, store), 0
+        order, unfit = claim_order(plan, share, store, runs_root / study.name / "_shared"), 0
         if until is not None:
-            left = seconds_left(study, store, machine, others)
+            left = estimate()
             order, unfit = fitting(claimable(store, order), left, until - time.time())
         row = store.claim(study.name, order)
         if row is None and unfit:

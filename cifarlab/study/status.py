@@ -172,14 +172,15 @@ def epoch_rate(runs: list, timed: list, methods: dict, machine: str | None):
     return rate
 
 
-def seconds_left(study: Study, store: Store, machine: str | None, others: list = ()):
+def seconds_left(study: Study, store: Store, machine: str | None, others: list = (), shared=None):
     """{run key: seconds it still needs} of each planned run not done: 0 for one whose sibling is
-    done (it takes the sibling's training: a choice of weights, a tuning run's, a pre-training), else
+    done (it takes the sibling's training: a choice of weights, a tuning run's, a pre-training) where
+    the shared folder `shared` holds that training (`plan.takes_here`; None: assumed), else
     the epochs it has not recorded (an interrupted run's or a dead claim's after its last
     checkpoint) at `epoch_rate`, as `study status` estimates them; with no finished run of the study,
     its training FLOPs at `machine`'s median rate in the databases `others` (`machine_rate`); None
     where neither times it."""
-    from cifarlab.study.plan import sharing
+    from cifarlab.study.plan import sharing, takes_here
     runs, _, timed, _, methods, _ = tally(study, store)
     if timed:
         rate = epoch_rate(runs, timed, methods, machine)
@@ -195,7 +196,7 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
         row = store.run(key)
         if row is not None and row["status"] == "done":
             continue
-        if any(store.status_of(k) == "done" for k in share.get(key, ())):
+        if any(store.status_of(k) == "done" for k in share.get(key, ())) and (shared is None or takes_here(cfg, shared)):
             out[key] = 0.0
         else:
             out[key] = seconds(name, cfg, epochs_left(row, cfg, store))
