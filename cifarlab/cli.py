@@ -471,16 +471,10 @@ def estimator(study, store, db: str, runs_dir: Path):
     import torch
 
     from cifarlab.runtime import machine_name
-    from cifarlab.study.status import seconds_left
+    from cifarlab.study.status import seconds_left, sibling_databases
     machine = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     shared = runs_dir / study.name / "_shared"
     return lambda: seconds_left(study, store, machine, sibling_databases(db), shared)
-
-
-def sibling_databases(db: str) -> list[Path]:
-    """The other results databases beside `db`'s folder (results/*/results.db), as `study status` reads them."""
-    here = Path(db).resolve()
-    return [other for other in here.parent.parent.glob("*/results.db") if other != here]
 
 
 def parse_until(text: str) -> float:

@@ -331,6 +331,14 @@ def takes_here(cfg: C.ExperimentConfig, shared: Path) -> bool:
             or bool(pretrain_epochs(cfg)) and pretrained_path(shared, cfg).is_file())
 
 
+def takes_done_sibling(key: RunKey, cfg: C.ExperimentConfig, share: dict[RunKey, set[RunKey]], store: Store,
+                       shared: Path | None) -> bool:
+    """Whether the run of `key` only tests training a finished sibling left (`sharing`), its files in
+    `shared` (`takes_here`; None: assumed there)."""
+    return (any(store.status_of(k) == "done" for k in share.get(key, ()))
+            and (shared is None or takes_here(cfg, shared)))
+
+
 def shared_wanted(study: Study, store: Store) -> set[str]:
     """The file names under RUNS_DIR/STUDY/_shared that a run the study still needs may take: each
     unfinished run's, and for an arm still tuning, each of its tuning runs' (its chosen value's test

@@ -16,7 +16,7 @@ from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
 from cifarlab.study.data import DataCache, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
-from cifarlab.study.plan import shares, sharing, takes_here
+from cifarlab.study.plan import shares, sharing, takes_done_sibling
 from cifarlab.study.spec import Study
 
 WAIT_S = 20.0  # how often a worker with nothing to claim looks again while an arm finishes tuning elsewhere
@@ -51,9 +51,8 @@ def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[
     is a test pass now, and a full run once the working directory is gone (a fresh checkout)."""
     running = {k for k in {s for sibs in share.values() for s in sibs} if store.status_of(k) == "running"}
     later = [k for k in plan if share.get(k, set()) & running]
-    first = [] if shared is None else [
-        k for k in plan if k not in later and store.status_of(k) != "done"
-        and any(store.status_of(s) == "done" for s in share.get(k, ())) and takes_here(plan[k], shared)]
+    first = [] if shared is None else [k for k in plan if k not in later and store.status_of(k) != "done"
+                                       and takes_done_sibling(k, plan[k], share, store, shared)]
     return first + [k for k in plan if k not in later and k not in first] + later
 
 

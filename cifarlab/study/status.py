@@ -180,7 +180,7 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
     checkpoint) at `epoch_rate`, as `study status` estimates them; with no finished run of the study,
     its training FLOPs at `machine`'s median rate in the databases `others` (`machine_rate`); None
     where neither times it."""
-    from cifarlab.study.plan import sharing, takes_here
+    from cifarlab.study.plan import sharing, takes_done_sibling
     runs, _, timed, _, methods, _ = tally(study, store)
     if timed:
         rate = epoch_rate(runs, timed, methods, machine)
@@ -196,7 +196,7 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
         row = store.run(key)
         if row is not None and row["status"] == "done":
             continue
-        if any(store.status_of(k) == "done" for k in share.get(key, ())) and (shared is None or takes_here(cfg, shared)):
+        if takes_done_sibling(key, cfg, share, store, shared):
             out[key] = 0.0
         else:
             out[key] = seconds(name, cfg, epochs_left(row, cfg, store))
@@ -282,11 +282,16 @@ def status_report(study: Study, db: str, workers: int, study_arg: str, measure: 
     store = open_store(":memory:" if fresh else db)
     fresh_line = f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"
     lines = [fresh_line] if fresh else []
-    here_db = Path(db).resolve()
-    others = [other for other in here_db.parent.parent.glob("*/results.db") if other != here_db]
-    lines.append(status_table(study, store, workers, machine=here, others=others, measure=measure))
+    lines.append(status_table(study, store, workers, machine=here, others=sibling_databases(db), measure=measure))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
     return "\n".join(lines + ([note] if note else []))
+
+
+def sibling_databases(db) -> list:
+    """The other results databases beside `db`'s folder (results/*/results.db)."""
+    from pathlib import Path
+    here = Path(db).resolve()
+    return [other for other in here.parent.parent.glob("*/results.db") if other != here]
 
 
 def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple | None = None) -> str:
