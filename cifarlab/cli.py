@@ -412,7 +412,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         raise UserError(f"--gpus-per-run must be >= 0, got {args.gpus_per_run}")
     until = parse_until(args.until) if args.until else None
     if until is not None and args.executor == "ray":
-        raise UserError("--until works with the local executor")
+        raise UserError("--until works with --executor local only (a Ray cluster has no session end to stop by); drop --until or use --executor local")
     if until is not None:   # its workers, and a later study of a queue, read one fixed time
         import datetime as dt
         args.until = dt.datetime.fromtimestamp(until).isoformat(timespec="minutes")
@@ -437,7 +437,8 @@ def cmd_study(args: argparse.Namespace) -> int:
     source = open_store(args.from_db, must_exist=True, option="--from-db") if args.from_db else None
     if args.action == "status":
         from cifarlab.study.status import status_report
-        print(status_report(study, args.db, args.workers, args.study, args.measure_steps if args.measure else 0))
+        print(status_report(study, args.db, args.workers, args.study, args.measure_steps if args.measure else 0,
+                            Path(args.runs_dir)))
         return 0
     store = open_store(args.db)
     if args.action == "adopt":

@@ -69,6 +69,12 @@ def test_study_run_until_takes_a_time_to_come(tmp_path, capsys, until, message):
     assert message in err and files(tmp_path) == []
 
 
+def test_study_run_until_is_refused_with_ray(tmp_path, capsys):
+    err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "r.db", "--until", "23:59",
+                  "--executor", "ray", "--runs-dir", tmp_path / "runs")
+    assert "--until works with --executor local only" in err and files(tmp_path) == []
+
+
 def test_until_at_a_time_of_day_means_the_next_one():
     import datetime as dt
     now = dt.datetime.now().replace(second=0, microsecond=0)
@@ -157,3 +163,15 @@ def test_key_value_without_set_says_to_use_set(tmp_path, capsys):
     err = refused(capsys, "run", EXPERIMENT, "stray", "--out", tmp_path / "r")
     assert "unrecognized arguments: stray" in err
     assert files(tmp_path) == []
+
+
+@pytest.mark.parametrize("until", ["24:00", "9", "noon", "12:60"])
+def test_the_cpu_queue_refuses_an_until_that_is_not_a_time_of_day(until):
+    """scripts/cpu_queue.sh checks UNTIL before it starts anything (no logs/, no worker)."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", str(root / "scripts" / "cpu_queue.sh"), "2", "fast_baseline"], capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "UNTIL": until, "CIFARLAB": "false"})
+    assert out.returncode == 2 and out.stderr == f"UNTIL must be HH:MM (00:00-23:59), got '{until}'\n"
+    assert out.stdout == ""

@@ -943,10 +943,14 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     shared = tmp_path / "runs" / study.name / "_shared"
     pick0 = next(k for k in left if k.experiment == "pick-1ep" and k.seed == 0)
     assert seconds_left(study, store, None, shared=shared)[pick0] == 1.0
+    from cifarlab.study.status import tally
+    work = lambda where: {k for *_, k in tally(study, store, shared=where)[3]}   # noqa: E731
+    assert pick0 not in work(None) and pick0 in work(shared)   # `study status` counts its epoch too
     assert claim_order(p.runs, sharing(p.runs), store, shared)[0] != pick0
     shared.mkdir(parents=True)
     trained_path(shared, p.runs[pick0]).write_bytes(b"weights")
     assert seconds_left(study, store, None, shared=shared)[pick0] == 0.0
+    assert pick0 not in work(shared)
     assert claim_order(p.runs, sharing(p.runs), store, shared)[0] == pick0   # a test pass now: first
     trained_path(shared, p.runs[pick0]).unlink()
     rest = [k for k in order if k != first]

@@ -7,7 +7,7 @@ from cifarlab.study.spec import Study
 
 
 def status_table(study: Study, store: Store, workers: int = 1, machine: str | None = None,
-                 others: list | None = None, measure: int = 0) -> str:
+                 others: list | None = None, measure: int = 0, shared=None) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
     estimate of the training time left: the finished runs' mean wall time per epoch times the
     epochs left (variants may train different budgets), shared by `workers` processes (the mean
@@ -20,14 +20,15 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     shorter) and networks (`epoch_rate`). A run in flight or
     interrupted counts only the epochs it has not recorded yet (an interrupted one: after its last
     checkpoint). A run that takes a sibling's shared work (`run.sharing`: a choice of weights, a
-    probe) adds no epochs once one of its siblings is done or counted, nor does a tuned arm's test
+    probe) adds no epochs once one of its siblings is done or counted (a done one's files in the
+    shared folder `shared`, RUNS_DIR/STUDY/_shared: `plan.takes_here`; None: assumed), nor does a tuned arm's test
     run that will test a tuning run's weights (`plan.pending_tests`). With no finished run yet, the
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
     studies), where it finished runs there. `measure` > 0: also the hours the training steps left
     take at rates timed here now, `measure` steps per network (`measured_line`)."""
     from cifarlab.study.plan import plan
     p = plan(study, store)   # planned once: tally and the tuning lines read the same plan
-    runs, counts, timed, work, methods, left = tally(study, store, p)
+    runs, counts, timed, work, methods, left = tally(study, store, p, shared)
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
     for name, c in counts.items():
@@ -217,12 +218,14 @@ def epochs_left(row, cfg, store: Store) -> float:
     return max(0, cfg.train.epochs - trained)
 
 
-def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, dict, int]:
+def tally(study: Study, store: Store, p=None, shared=None) -> tuple[list, dict, list, list, dict, int]:
     """(runs, counts, timed, work, methods, left) of `status_table`: every run `entries` lists;
     {variant: {status: n}}; (wall seconds, epochs, machine, variant, stopped, method) of each done
     run; (variant, config, epochs left, run key) of each run not done that trains; {variant: train.method}
-    of those not done; how many are not done. `p`: the study's `plan.plan`, if already made."""
-    from cifarlab.study.plan import sharing
+    of those not done; how many are not done. `p`: the study's `plan.plan`, if already made. A run
+    whose siblings (`plan.sharing`) are all done takes their training only where the shared folder
+    `shared` holds it (`plan.takes_here`; None: assumed): a fresh checkout has none, and it trains."""
+    from cifarlab.study.plan import sharing, takes_here
     runs, repeats = entries(study, store, p)
     timed: list[tuple] = []  # (wall seconds, epochs, machine, variant, stopped, method) of each done run
     left, methods = 0, {}  # runs not done; variant -> its train.method
@@ -230,11 +233,14 @@ def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, d
     counts = {name: {"done": 0, "running": 0, "pending": 0, "failed": 0} for name, _, _ in runs}
     share = sharing({key: cfg for _, cfg, key in runs})
     trains: set = set()  # runs done or counted as training: their siblings take their work
+    done: set = set()
     for name, cfg, key in runs:
         row = store.run(key)
         status = row["status"] if row else "pending"
         counts[name][status] += 1
-        takes = bool(share.get(key, set()) & trains) or key in repeats
+        siblings = share.get(key, set()) & trains
+        takes = (bool(siblings) and (shared is None or bool(siblings - done) or takes_here(cfg, shared))
+                 or key in repeats)
         if status == "done" and row["wall_seconds"] is not None:
             # an early-stopped run makes the epochs a slight overestimate
             timed.append((row["wall_seconds"], cfg.train.epochs, row["machine"], name, row["stopped"],
@@ -246,6 +252,8 @@ def tally(study: Study, store: Store, p=None) -> tuple[list, dict, list, list, d
             methods[name] = cfg.train.method
         if status == "done" or not takes:
             trains.add(key)
+        if status == "done":
+            done.add(key)
     return runs, counts, timed, work, methods, left
 
 
@@ -265,11 +273,13 @@ def group_shares(study: Study, work: list[tuple], p) -> str:
             + ", ".join(f"{g} {100 * left[g] / total:.0f} %" for g in order))
 
 
-def status_report(study: Study, db: str, workers: int, study_arg: str, measure: int = 0) -> str:
+def status_report(study: Study, db: str, workers: int, study_arg: str, measure: int = 0, runs_dir=None) -> str:
     """`study status`: the table and estimate of `status_table` for the database `db`, timed at this
     machine (its CPU or GPU name); with no finished run to time by, costed at this machine's rate in
     the other studies' databases beside it (results/*/results.db). A database that does not exist yet
-    is planned whole and left unwritten. Last, a note where runs of the study were trained elsewhere."""
+    is planned whole and left unwritten. A run that only tests a done sibling's training counts as
+    free only where `runs_dir`/STUDY/_shared holds it (None: assumed). Last, a note where runs of the
+    study were trained elsewhere."""
     from pathlib import Path
 
     import torch
@@ -282,7 +292,9 @@ def status_report(study: Study, db: str, workers: int, study_arg: str, measure: 
     store = open_store(":memory:" if fresh else db)
     fresh_line = f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"
     lines = [fresh_line] if fresh else []
-    lines.append(status_table(study, store, workers, machine=here, others=sibling_databases(db), measure=measure))
+    shared = None if runs_dir is None else Path(runs_dir) / study.name / "_shared"
+    lines.append(status_table(study, store, workers, machine=here, others=sibling_databases(db), measure=measure,
+                              shared=shared))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
     return "\n".join(lines + ([note] if note else []))
 
