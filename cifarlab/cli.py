@@ -779,11 +779,27 @@ def show_config(args: argparse.Namespace) -> int:
     """`cifarlab show config A [B]`: A's resolved config as TOML, or the keys where A and B differ."""
     from cifarlab import config as C
     first = config_named(args.experiment, args.overrides)
+    notes = [n for n in (tuned_note(args.experiment), tuned_note(args.other)) if n]
     if args.other is None:
         print(C.to_toml(first), end="")
-        return 0
-    print("\n".join(C.diff_lines(first, config_named(args.other), args.experiment, args.other)))
+    else:
+        print("\n".join(C.diff_lines(first, config_named(args.other), args.experiment, args.other)))
+    for note in notes:
+        print(f"# {note}")
     return 0
+
+
+def tuned_note(name: str | None) -> str | None:
+    """For STUDY.toml:VARIANT of an arm that chooses keys on validation: which, and where the choice is."""
+    study_file, sep, variant = (name or "").rpartition(":")
+    if not (sep and study_file.endswith(".toml")):
+        return None
+    from cifarlab.study.spec import study_variant
+    tune = study_variant(study_file, variant).tune
+    if tune is None:
+        return None
+    return (f"{variant} tunes {', '.join(tune.keys)} on validation: shown at the untuned value; its test "
+            "runs train at the choice its results database records (`study status`, the report's Tuning section)")
 
 
 def config_named(name: str, overrides=()):

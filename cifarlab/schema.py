@@ -28,7 +28,7 @@ class DataConfig:
     labels: str = "fine"         # fine | coarse: CIFAR-100's 20 superclasses instead of its 100 classes
     val_size: int = 5000         # training images held out for validation (stratified); 0 = no validation
     split_seed: int = 0          # seed of the train/validation split; fixed across training seeds
-    subset: int = 0              # use only this many training images (stratified), 0 = all; for smoke tests
+    subset: int = 0              # use only this many training images (stratified), 0 = all; data.val_size comes out of them
     normalize: str = "unit"      # unit: pixels/255 in [0,1] | standard: per-channel zero mean, unit std (train split stats)
     noise: str = "none"          # label noise on the training images (train and validation splits; never test): none | symmetric | asymmetric | pairflip
     noise_rate: float = 0.0      # probability that a label is flipped, in [0, 1)
@@ -291,6 +291,10 @@ def validate(cfg: ExperimentConfig) -> None:
         raise ConfigError(f"augment.translate = {cfg.augment.translate} must be below 1: it is the largest shift "
                           "as a fraction of the image width (the tutorial's is 0.1)")
     validate_augment(cfg.augment)
+    if cfg.data.subset and cfg.data.val_size >= cfg.data.subset:   # the validation split comes out of the subset
+        raise ConfigError(f"data.val_size = {cfg.data.val_size} must be smaller than the {cfg.data.subset} training "
+                          f"images of data.subset = {cfg.data.subset}; set data.val_size too, e.g. "
+                          f"{max(1, cfg.data.subset // 10)}")
     if cfg.train.select == "best_val" and cfg.data.val_size == 0:
         raise ConfigError("train.select = 'best_val' chooses an epoch on the validation split: data.val_size is 0; set it > 0")
     if (cfg.data.noise == "none") != (cfg.data.noise_rate == 0):

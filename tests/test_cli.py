@@ -394,7 +394,17 @@ def test_show_config_prints_the_resolved_config_and_the_keys_two_configs_differ_
                                      f"1 key(s) differ between {study}:a-100ep and {study}:b-100ep"]
     longer = cli("show", "config", f"{study}:a-100ep", f"{study}:a-200ep", cwd=tmp_path)
     assert "train.epochs" in longer.stdout and "optim.lr" not in longer.stdout   # the schedule stretched
+    tuned = tmp_path / "t.toml"   # an arm that tunes its rate: the note says the value shown is not the one it trains at
+    tuned.write_text(study.read_text().replace("seeds = [0]", 'seeds = [0]\ntune = { "optim.lr" = [0.1, 0.2] }')
+                     .replace('set = { "optim.lr" = 0.5 }', 'set = { "model.dense" = [32] }\ntune = {}'))
+    r = cli("show", "config", f"{tuned}:a-100ep", f"{tuned}:b-100ep", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines()[-1] == ("# a-100ep tunes optim.lr on validation: shown at the untuned value; its test "
+                                         "runs train at the choice its results database records (`study status`, "
+                                         "the report's Tuning section)")
+    assert "b-100ep tunes" not in r.stdout
     for bad, said in [((f"{study}:c",), "has no variant 'c'; its variants: a-100ep, b-100ep, a-200ep, b-200ep"),
+                      ((f"{study}:a-10ep",), "did you mean 'a-100ep'?"),
                       ((tmp_path,), "is not a run directory (no config.toml)"),
                       ((run_dir, "--set", "optim.lr=1"), "--set applies to an experiment file"),
                       ((repo_experiment, "--set", "optim.lrr=1"), "did you mean optim.lr?")]:

@@ -175,3 +175,16 @@ def test_the_cpu_queue_refuses_an_until_that_is_not_a_time_of_day(until):
                          text=True, env={"PATH": "/usr/bin:/bin", "UNTIL": until, "CIFARLAB": "false"})
     assert out.returncode == 2 and out.stderr == f"UNTIL must be HH:MM (00:00-23:59), got '{until}'\n"
     assert out.stdout == ""
+
+
+@pytest.mark.parametrize("action", ["status", "run"])
+def test_a_study_whose_subset_cannot_hold_its_validation_split_is_refused_before_anything_is_written(
+        tmp_path, capsys, action):
+    """A variant's data.val_size must fit in its data.subset: found when the study is read, not when
+    its first run has been claimed (which left a database and a failed run behind)."""
+    study = tmp_path / "s.toml"
+    study.write_text(f'name = "s"\nexperiment = "{EXPERIMENT}"\nseeds = [0]\n[[variants]]\nname = "small"\n'
+                     'set = { "data.subset" = 2000 }\n')
+    err = refused(capsys, "study", action, study, "--db", tmp_path / "r.db", "--runs-dir", tmp_path / "runs")
+    assert "data.val_size = 5000 must be smaller than the 2000 training images of data.subset = 2000" in err
+    assert files(tmp_path) == ["s.toml"]

@@ -961,3 +961,30 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
                      estimate=lambda: seconds_left(study, store, None)) == 0
     assert "none expected to end before --until" in capsys.readouterr().out
     assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed
+
+
+def test_adopting_a_tuned_studys_database_takes_every_stage_in_one_call(tmp_path):
+    """`study adopt --from-db`: the adopted tuning runs decide the arms, whose test runs then join the
+    plan and are adopted by the same call (they used to wait for a second and a third call)."""
+    from cifarlab.study.adopt import adopt_database
+    study = load_study(write(tmp_path))
+    source = open_store(tmp_path / "source.db")
+    while True:   # the source database: every run of every stage done
+        p = plan(study, source)
+        todo = [k for k in p.runs if source.status_of(k) != "done"]
+        if not todo:
+            break
+        for key in todo:
+            finish(source, key, p.runs[key], 0.6 if key.experiment.endswith("0.05") else 0.4)
+    store = open_store(tmp_path / "r.db")
+    lines = adopt_database(study, store, source)
+    p = plan(study, store)
+    assert p.undecided == [] and all(store.status_of(k) == "done" for k in p.runs), lines
+    assert len(lines) == len(p.runs) and all("adopted from" in line for line in lines)
+
+
+def test_a_variant_that_sets_a_key_it_tunes_is_refused(tmp_path):
+    bad = TUNED.replace('set = { "model.dropout" = [0.2, 0.2] }', 'set = { "model.dropout" = [0.2, 0.2], "optim.lr" = 0.3 }')
+    with pytest.raises(ConfigError, match=r"\(drop\): set gives optim.lr, which this variant tunes"):
+        load_study(write(tmp_path, bad))
+    load_study(write(tmp_path, bad.replace('"optim.lr" = 0.3 }', '"optim.lr" = 0.3 }\ntune = {}')))   # untuned: fine

@@ -756,6 +756,21 @@ def test_status_counts_no_epochs_for_a_run_that_takes_its_siblings_training(tmp_
     assert "1 of 4 runs done, 1.0 h of training wall time; about 1.0 h left with 1 worker(s)" in status_table(plan, store)
 
 
+def test_status_says_why_a_run_failed(tmp_path):
+    from cifarlab.study import plan_runs, status_table
+    (tmp_path / "tiny.toml").write_text(EXPERIMENT)
+    (tmp_path / "study.toml").write_text(STUDY)
+    plan = load_study(tmp_path / "study.toml")
+    store = open_store(tmp_path / "results.db")
+    plan_runs(plan, store)
+    first = next(key for v, _, key in plan.runs() if v.name == "baseline")
+    store.fail(store.claim(plan.name, [first])["id"], "RuntimeError: out of memory\nand a second line")
+    text = status_table(plan, store)
+    assert f"failed: baseline seed {first.seed}: RuntimeError: out of memory\n(`study run` claims a failed run again" \
+        in text, text
+    assert "and a second line" not in text
+
+
 @pytest.mark.parametrize("path", sorted((Path(__file__).parent.parent / "studies").glob("*.toml")), ids=lambda p: p.stem)
 def test_every_committed_study_loads_and_resolves_every_run(path):
     from cifarlab.study import load_study

@@ -79,23 +79,27 @@ def adopt_database(study: Study, store: Store, source: Store) -> list[str]:
             best = found.get((row["config_hash"], row["seed"]))
             if best is None or (row["finished"] or 0) > (best["finished"] or 0):
                 found[(row["config_hash"], row["seed"])] = row
-    lines = []
-    for key in plan_runs(study, store):
-        row = found.get((key.config_hash, key.seed))
-        if row is None:
-            continue
-        where = f"{key.experiment} seed {key.seed}"
-        if store.status_of(key) == "done":
-            lines.append(f"{where}: already done; left as it is")
-            continue
-        claimed = store.claim(study.name, [key])
-        if claimed is None:
-            lines.append(f"{where}: being run by another process; not adopted")
-            continue
-        store.copy_done(claimed["id"], row, source.epochs([row["id"]]), source.run_metrics([row["id"]])[row["id"]],
-                        source.epoch_metrics(row["id"]))
-        lines.append(f"{where}: adopted from {source.path} (study {row['study']}, {row['experiment']} "
-                     f"seed {row['seed']})")
+    lines, seen, grown = [], set(), True
+    while grown:   # an adopted tuning run may decide its arm: the arm's test runs join the plan, and are adopted too
+        grown = False
+        for key in plan_runs(study, store):
+            row = found.get((key.config_hash, key.seed))
+            if row is None or key in seen:
+                continue
+            seen.add(key)
+            where = f"{key.experiment} seed {key.seed}"
+            if store.status_of(key) == "done":
+                lines.append(f"{where}: already done; left as it is")
+                continue
+            claimed = store.claim(study.name, [key])
+            if claimed is None:
+                lines.append(f"{where}: being run by another process; not adopted")
+                continue
+            store.copy_done(claimed["id"], row, source.epochs([row["id"]]), source.run_metrics([row["id"]])[row["id"]],
+                            source.epoch_metrics(row["id"]))
+            lines.append(f"{where}: adopted from {source.path} (study {row['study']}, {row['experiment']} "
+                         f"seed {row['seed']})")
+            grown = True
     return lines or [f"{source.path} holds no done run equal to a run of study {study.name}"]
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cifarlab import config as C
-from cifarlab.errors import ConfigError
+from cifarlab.errors import ConfigError, did_you_mean
 from cifarlab.results.store import RunKey
 from cifarlab.study import fair
 from cifarlab.study.fair import Budget, Tune
@@ -203,6 +203,11 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     tune = None
     if "tune" in item or "tune" in study:
         tune = fair.load_tune(item.get("tune", study.get("tune")), raw, tune_settings, f"{where} ({item['name']})")
+        both = [k for k in (tune.keys if tune is not None else ()) if k in item.get("set", {})]
+        if both:   # the grid's values replace it in every run: the set value would be silently ignored
+            raise ConfigError(f"{where} ({item['name']}): set gives {both[0]}, which this variant tunes (its grid's "
+                              f"values replace it in every run); drop it from set, or give the variant tune = {{}} "
+                              "to run it at that value untuned")
         if tune is not None and cfg.data.val_size == 0:
             raise ConfigError(f"{where} ({item['name']}): a tuned variant chooses on the validation split, but "
                               "data.val_size is 0; give it a validation split (e.g. data.val_size = 5000)")
@@ -214,10 +219,16 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
 def variant_config(path: str | Path, name: str) -> C.ExperimentConfig:
     """The config of the study's variant `name` as the study declares it (budgets expanded, before
     any tuned choice), or one line naming the study's variants."""
+    return study_variant(path, name).config
+
+
+def study_variant(path: str | Path, name: str) -> Variant:
+    """The study's variant `name`, or one line naming the study's variants (and the closest)."""
     variants = {v.name: v for v in load_study(path).variants}
     if name not in variants:
-        raise ConfigError(f"{path} has no variant {name!r}; its variants: {', '.join(variants)}")
-    return variants[name].config
+        raise ConfigError(f"{path} has no variant {name!r}; its variants: {', '.join(variants)}"
+                          + did_you_mean(name, list(variants)))
+    return variants[name]
 
 
 def load_study(path: str | Path) -> Study:

@@ -34,6 +34,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     for name, c in counts.items():
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
     total = len(runs)
+    rows += failed_lines(runs, store)
     if timed:
         here = [t for t in timed if t[2] == machine]
         per_epoch = seconds_per_epoch(here or timed)
@@ -271,6 +272,20 @@ def group_shares(study: Study, work: list[tuple], p) -> str:
     order = [g for g in study.questions if g in left] + [g for g in left if g not in study.questions]
     return ("claimed group by group (order = \"group\"); share of the training left: "
             + ", ".join(f"{g} {100 * left[g] / total:.0f} %" for g in order))
+
+
+def failed_lines(runs: list, store: Store, most: int = 5) -> list[str]:
+    """One line per failed run (the first `most`): its variant, seed and the first line of its error;
+    `study run` claims a failed run again."""
+    out = []
+    for name, _, key in runs:
+        row = store.run(key)
+        if row is not None and row["status"] == "failed":
+            error = (row["error"] or "no error recorded").strip().splitlines() or ["no error recorded"]
+            out.append(f"failed: {name} seed {key.seed}: {error[0][:200]}")
+    more = f"; {len(out) - most} more" if len(out) > most else ""
+    return out[:most] + ([f"(`study run` claims a failed run again{more}; `results export` keeps each whole error)"]
+                         if out else [])
 
 
 def status_report(study: Study, db: str, workers: int, study_arg: str, measure: int = 0, runs_dir=None) -> str:
