@@ -616,12 +616,13 @@ def cmd_results(args: argparse.Namespace) -> int:
         from cifarlab.study.plan import study_spec
         study = load_study(find_study(args.study))
         spec = study_spec(study, open_store(args.db, must_exist=True))   # study.spec() where nothing is planned
-        name, current, selection = spec.name, spec.hashes, spec.selection
+        name, selection = spec.name, spec.selection
+        current = {(e, h, seed) for e, h in spec.hashes.items()
+                   for seed in (*spec.planned(e), *spec.added.get(e, ()))}
         if study.tuned:   # the tuning runs the report's tuning section counts are current too
             from cifarlab.study.plan import plan
-            current = {**current, **{key.experiment: key.config_hash for arm in
-                                     plan(study, open_store(args.db, must_exist=True)).tuning.values()
-                                     for _, key, _ in arm.runs}}
+            current |= {(key.experiment, key.config_hash, key.seed) for arm in
+                        plan(study, open_store(args.db, must_exist=True)).tuning.values() for _, key, _ in arm.runs}
     if args.action == "compare":
         from cifarlab.results.compare import compare
 

@@ -520,11 +520,25 @@ def test_export_csv_rows_and_columns(store, tmp_path):
     with pytest.raises(UserError, match="no runs"):
         export_csv(store, tmp_path, "other")
     assert "current" not in runs[0]
-    runs_path, _ = export_csv(store, tmp_path / "cur", "s", current=SPEC.hashes)
+    current = {(e, h, seed) for e, h in SPEC.hashes.items() for seed in range(3)}
+    runs_path, _ = export_csv(store, tmp_path / "cur", "s", current=current)
     with runs_path.open(newline="") as f:
         marked = {(r["experiment"], r["seed"], r["config_hash"]): r["current"] for r in csv.DictReader(f)}
     assert marked[("flip", "0", "old")] == "0" and marked[("flip", "0", "hf")] == "1"
     assert sum(v == "1" for v in marked.values()) == 9  # all but the superseded flip row
+    runs_path, _ = export_csv(store, tmp_path / "two", "s", current={c for c in current if c[2] < 2})
+    with runs_path.open(newline="") as f:
+        assert sum(r["current"] == "1" for r in csv.DictReader(f)) == 6   # seed 2 is not planned
+
+
+def test_a_report_counts_only_the_seeds_its_study_plans(store):
+    """Another study file of the same name may have added seeds to the database: a study of seeds 0
+    and 1 counts those two (and a seed `more_seeds` added), not the rest."""
+    two = dataclasses.replace(SPEC, seeds=(0, 1))
+    by = {s["experiment"]: s for s in summarize(store, two)}
+    assert by["base"]["seeds"] == [0, 1]
+    added = dataclasses.replace(two, added={"base": (2,)})
+    assert {s["experiment"]: s for s in summarize(store, added)}["base"]["seeds"] == [0, 1, 2]
 
 
 # ----------------------------------------------------------------------------- replicates

@@ -117,9 +117,14 @@ class StudySpec:
 # ----------------------------------------------------------------------------- selection
 
 def counted_rows(store: Store, spec: StudySpec) -> list[sqlite3.Row]:
-    """Rows of the spec's experiments; rows of superseded configs are left out when hashes are given."""
+    """Rows of the spec's experiments; rows of superseded configs are left out when hashes are given,
+    and rows of seeds the study does not plan (its seeds, a variant's own, those `more_seeds` added)
+    when its seeds are known: another study file of the same name may have added runs to the database."""
     wanted = set(spec.experiments)
-    return [r for r in store.runs(spec.name) if r["experiment"] in wanted
+
+    def planned(r) -> bool:
+        return not spec.seeds or r["seed"] in spec.planned(r["experiment"]) or r["seed"] in spec.added.get(r["experiment"], ())
+    return [r for r in store.runs(spec.name) if r["experiment"] in wanted and planned(r)
             and (spec.hashes is None or r["config_hash"] == spec.hashes[r["experiment"]])]
 
 

@@ -14,11 +14,13 @@ from cifarlab.results.store import Store
 EPOCH_METRICS = ("train_loss", "train_acc", "val_loss", "val_acc", "lr", "seconds")
 
 
-def export_csv(store: Store, out_dir: Path, study: str | None, current: dict[str, str] | None = None) -> list[Path]:
+def export_csv(store: Store, out_dir: Path, study: str | None, current: set[tuple[str, str, int]] | None = None
+               ) -> list[Path]:
     """Write runs.csv and epochs.csv (one study, or all) to out_dir; returns their paths.
 
-    With `current` (experiment -> the config hash its study file defines now), runs.csv gets a
-    `current` column: 1 for the rows the study's report counts, 0 for superseded configs."""
+    With `current` ((experiment, config hash, seed) of each run its study file plans now), runs.csv
+    gets a `current` column: 1 for the rows the study's report counts, 0 for superseded configs and
+    seeds the study does not plan."""
     runs = store.runs(study)
     if study is not None and not runs:
         raise UserError(f"no runs recorded for study {study!r}; studies in the database: "
@@ -32,7 +34,7 @@ def export_csv(store: Store, out_dir: Path, study: str | None, current: dict[str
 
 
 def write_runs_csv(runs: list[sqlite3.Row], all_columns: list[str], path: Path,
-                   current: dict[str, str] | None = None) -> Path:
+                   current: set[tuple[str, str, int]] | None = None) -> Path:
     versions = [json.loads(r["versions"]) if r["versions"] else {} for r in runs]
     version_keys = sorted({k for v in versions for k in v})
     columns = [c for c in all_columns if c != "versions"]
@@ -40,7 +42,7 @@ def write_runs_csv(runs: list[sqlite3.Row], all_columns: list[str], path: Path,
         w = csv.writer(f, lineterminator="\n")
         w.writerow(columns + ([] if current is None else ["current"]) + [f"version_{k}" for k in version_keys])
         for r, v in zip(runs, versions):
-            now = [] if current is None else [int(current.get(r["experiment"]) == r["config_hash"])]
+            now = [] if current is None else [int((r["experiment"], r["config_hash"], r["seed"]) in current)]
             w.writerow([r[c] for c in columns] + now + [v.get(k) for k in version_keys])
     return path
 
