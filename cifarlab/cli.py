@@ -420,6 +420,10 @@ def cmd_study(args: argparse.Namespace) -> int:
     if args.action == "run" and not args.worker:  # the parent warns once, not every worker
         warn_study(study)
     check_only(study, args.only)
+    if until is not None and not args.worker:   # a time of day already past today means tomorrow's: say so
+        import datetime as dt
+        day = "today" if dt.date.fromtimestamp(until) == dt.date.today() else f"{dt.date.fromtimestamp(until):%A}"
+        print(f"until {args.until.replace('T', ' ')} ({day}, local time): claims only runs expected to end by then")
     if args.action in ("run", "adopt"):  # before the database is opened or a run registered
         from cifarlab.runs import ensure_writable
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")

@@ -75,6 +75,20 @@ def test_study_run_until_is_refused_with_ray(tmp_path, capsys):
     assert "--until works with --executor local only" in err and files(tmp_path) == []
 
 
+def test_study_run_until_says_the_date_and_time_it_stops_claiming_by(tmp_path, capsys):
+    """A time of day already past means tomorrow's: the line says which day (a job script a minute late
+    would otherwise claim runs for a day). With nothing to time the study by, nothing is claimed."""
+    import datetime as dt
+    at = dt.datetime.now().replace(second=0, microsecond=0) - dt.timedelta(minutes=1)   # tomorrow's
+    (tmp_path / "mine").mkdir()
+    assert cli.main(["study", "run", STUDY, "--db", str(tmp_path / "mine" / "results.db"), "--until", f"{at:%H:%M}",
+                     "--runs-dir", str(tmp_path / "runs"), "--no-progress"]) == 0
+    tomorrow = at + dt.timedelta(days=1)
+    out = capsys.readouterr().out
+    assert f"until {tomorrow:%Y-%m-%d %H:%M} ({tomorrow:%A}, local time): claims only runs expected to end by" in out
+    assert "so none under --until" in out
+
+
 def test_until_at_a_time_of_day_means_the_next_one():
     import datetime as dt
     now = dt.datetime.now().replace(second=0, microsecond=0)

@@ -959,7 +959,8 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     assert fitting(rest, left, 1e9) == (rest, 0)
     assert run_study(study, store, None, tmp_path / "runs", progress=False, until=time.time() + 30,
                      estimate=lambda: seconds_left(study, store, None)) == 0
-    assert "none expected to end before --until" in capsys.readouterr().out
+    assert "none expected to end before --until" in (out := capsys.readouterr().out)
+    assert "(the shortest needs about 1 min with the margin)" in out   # pick seed 0: 0 s + 60 s of margin
     assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed
 
 

@@ -563,6 +563,12 @@ def test_compare_pairs_runs_by_experiment_seed_and_config_only(store, tmp_path):
     assert "3 paired run(s)" in compare(store, other, "s") and "median +1.00" in compare(store, other, "s")
     with pytest.raises(UserError, match="no done run of study 'nope' is in both databases"):
         compare(store, other, "nope")
+    tuning, again = open_store(tmp_path / "t1.db"), open_store(tmp_path / "t2.db")   # runs without a test accuracy
+    for db in (tuning, again):
+        add_run(db, "base-tune", 0, "ht", cfg("base", 0), val_acc=0.5)
+    with pytest.raises(UserError, match="1 are in both but have no test_acc .*: give --metric val"):
+        compare(tuning, again, "s")
+    assert "1 paired run(s)" in compare(tuning, again, "s", metric="val")
 
 
 # ----------------------------------------------------------------------------- index

@@ -35,8 +35,11 @@ def compare(this: Store, other: Store, study: str | None, metric: str = "test") 
     keys = sorted(k for k in set(a) & set(b) if a[k][column] is not None and b[k][column] is not None)
     if not keys:
         where = f"study {study!r}" if study else "any study"
+        shared = set(a) & set(b)
+        why = (f"; {len(shared)} are in both but have no {column} (tuning or selection runs never read the "
+               "test set): give --metric val" if shared and metric == "test" else "; nothing to compare")
         raise UserError(f"no done run of {where} is in both databases with the same config and seed "
-                        f"({len(a)} and {len(b)} done runs); nothing to compare")
+                        f"and a {column} ({len(a)} and {len(b)} done runs){why}")
     width = max(10, *(len(k[1]) for k in keys))
     lines = [f"this:  {this.path} ({machines(a[k] for k in keys)})",
              f"other: {other.path} ({machines(b[k] for k in keys)})", "",

@@ -135,12 +135,15 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         share = sharing(plan)
         order, unfit = claim_order(plan, share, store, runs_root / study.name / "_shared"), 0
         if until is not None:
-            left = estimate()
-            order, unfit = fitting(claimable(store, order), left, until - time.time())
+            left, candidates = estimate(), claimable(store, order)
+            order, unfit = fitting(candidates, left, until - time.time())
         row = store.claim(study.name, order)
         if row is None and unfit:
+            shortest = min((left[k] * MARGIN[0] + MARGIN[1] for k in candidates if k in left), default=None) \
+                if left is not None else None
             tqdm.write(f"{study.name}: {unfit} run(s) left, " + (
                 "none expected to end before --until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
+                + ("" if shortest is None else f" (the shortest needs about {shortest / 60:.0f} min with the margin)")
                 if left is not None else "and no finished run of it or of this machine in the databases beside "
                 "it to time them by, so none under --until") + "; stopping")
             break
