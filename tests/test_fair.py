@@ -405,6 +405,8 @@ set = { "model.widths" = [4, 8] }
     ("more_seeds = { below = 0, seeds = [3] }", "more_seeds.below must be points"),
     ("more_seeds = { below = 0.5, seeds = [0, 3] }", "not among the study's seeds [0]"),
     ("more_seeds = { below = 0.5, seeds = [3] }", "more_seeds compares each group's variants"),
+    ('tune_seed = [0]', "unknown key 'tune_seed' in "),
+    ('tune_seed = [0]', "did you mean 'tune_seeds'?"),
 ])
 def test_bad_fair_keys_are_one_line(tmp_path, extra, message):
     path = write(tmp_path, f'experiment = "tiny.toml"\nseeds = [0]\n{extra}\n[[variants]]\nname = "a"\n')
@@ -418,6 +420,7 @@ def test_a_bad_tune_key_exits_2_before_a_database_exists(tmp_path):
     out = subprocess.run(cli_command("study", "run", path, "--db", tmp_path / "r.db"), cwd=tmp_path, env=cli_env(),
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "optim.lrr" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+    assert "did you mean optim.lr?" in out.stderr
     assert not (tmp_path / "r.db").exists()
 
 
@@ -495,6 +498,10 @@ def test_a_grid_grows_only_to_values_the_config_accepts(tmp_path, grid, best):
     else:
         assert len(grew) == 2 and p.choices == {"a": {key: best}}
         assert "still at the grid's edge" in store.choices(study.name)[next(iter(store.choices(study.name)))][1]
+        from cifarlab.study.status import tuning_lines   # `study status` says so too, not only the report
+        line, = tuning_lines(study, store)   # (0 of 2 steps: the values past the edge are not valid)
+        assert line == f"tuning a: chose {key} = {best:g}; still at the grid's edge in {key} after 0 of 2 step(s): " \
+                       "the best value may lie beyond"
 
 
 def fair_value(cfg, key):

@@ -82,7 +82,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert bad.returncode == 2 and "--only 'nope' is not a variant of tiny; valid: baseline, dropout" in bad.stderr
     first = study(study_dir, "run", "--only", "dropout")
     assert "2 run(s) finished by this process" in first.stdout, first.stderr
-    assert "2 of 4 runs done" in first.stdout and "h left with 1 worker(s)" in first.stdout
+    assert "2 of 4 runs done" in first.stdout and " left with 1 worker(s)" in first.stdout
     r = study(study_dir, "run")
     assert r.returncode == 0, r.stderr
     assert "2 run(s) finished by this process" in r.stdout
@@ -92,7 +92,7 @@ def test_tiny_study_runs_end_to_end_and_skips_finished_runs(study_dir):
     assert "0 run(s) finished" in again.stdout
     status = study(study_dir, "status")
     assert status.returncode == 0 and "baseline                 2" in status.stdout
-    assert "4 of 4 runs done" in status.stdout and "about 0.0 h left" in status.stdout
+    assert "4 of 4 runs done" in status.stdout and "about 0 s left" in status.stdout
     assert "left with 2 worker(s)" in study(study_dir, "status", "--workers", "2").stdout
     runtimes = sqlite3.connect(study_dir / "results.db").execute("SELECT DISTINCT runtime FROM runs").fetchall()
     assert len(runtimes) == 1 and runtimes[0][0].startswith("cpu") and runtimes[0][0].endswith("1 threads")
@@ -620,7 +620,7 @@ def test_reading_commands_refuse_a_missing_database(study_dir):
     # not exist (a typo shows there) and writes nothing; the other reading commands refuse
     status = study(study_dir, "status", db="typo.db")
     assert status.returncode == 0 and "typo.db does not exist yet" in status.stdout, status.stderr
-    assert "0 of 4 runs done" in status.stdout and "PFLOP" in status.stdout
+    assert "0 of 4 runs done" in status.stdout and "TFLOP of training left" in status.stdout   # a tiny study: TFLOP, not 0.0 PFLOP
     for args in (("report", "study.toml", "--out", "report"), ("results", "export", "--out", "csv")):
         r = subprocess.run(cli_command(*args, "--db", "typo.db"), cwd=study_dir, env=cli_env(),
                            capture_output=True, text=True, timeout=600)
@@ -943,3 +943,8 @@ def test_run_adopts_runs_done_in_a_sibling_database_instead_of_training_them(tmp
                          adopt=lambda: adopt_elsewhere(b, store_b))
     (_, _, key_b), = b.runs()
     assert finished == 0 and store_b.status_of(key_b) == "done" and store_b.run(key_b)["test_acc"] == 0.6
+
+
+def test_status_gives_a_small_studys_times_in_minutes_or_seconds():
+    from cifarlab.study.status import span
+    assert [span(s) for s in (0, 42, 150, 359, 360, 5400)] == ["0 s", "42 s", "2 min", "6 min", "0.1 h", "1.5 h"]

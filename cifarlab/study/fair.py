@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cifarlab import config as C
-from cifarlab.errors import ConfigError
+from cifarlab.errors import ConfigError, did_you_mean
 
 # Epoch-valued keys: a budget multiplies them all, so the schedule keeps its shape.
 STRETCHED = (("train", "epochs"), ("schedule", "warmup"), ("schedule", "step_every"),
@@ -103,10 +103,13 @@ UNTUNABLE = ("train.seed", "train.epochs", "train.test", "data.dataset", "data.l
 def check_key(key: str, where: str) -> None:
     section, _, leaf = key.partition(".")
     fields = {f.name for f in dataclasses.fields(C.SECTIONS[section])} if section in C.SECTIONS else set()
-    if leaf not in fields or key in UNTUNABLE:
-        raise ConfigError(f"{where}: tune key {key!r} is not a config key a study can tune; give section.key "
-                          f"of `cifarlab list keys`, not {', '.join(UNTUNABLE)} (the budget sets the epochs; a "
-                          "choice is made on one data set and validation split)")
+    if key in UNTUNABLE:
+        raise ConfigError(f"{where}: tune key {key!r} is not a key a study can tune: not {', '.join(UNTUNABLE)} "
+                          "(the budget sets the epochs; a choice is made on one data set and validation split)")
+    if leaf not in fields:
+        every = [f"{name}.{f.name}" for name, sec in C.SECTIONS.items() for f in dataclasses.fields(sec)]
+        raise ConfigError(f"{where}: tune key {key!r} is not a config key; give section.key of `cifarlab list keys`"
+                          + did_you_mean(key, [k for k in every if k not in UNTUNABLE], show=str))
 
 
 def load_tune_settings(raw: dict, seeds: tuple[int, ...], where: str) -> tuple[tuple[int, ...], float | None, int]:

@@ -174,7 +174,8 @@ def apply_set(raw: dict, overrides: Any, where: str) -> dict:
 def check_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
     unknown = sorted(set(table) - set(valid))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid: {', '.join(valid)}")
+        raise ConfigError(f"unknown key {unknown[0]!r} in {where}; valid: {', '.join(valid)}"
+                          + did_you_mean(unknown[0], valid))
 
 
 def load_variant(item: Any, study: dict, path: Path, index: int,

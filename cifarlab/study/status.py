@@ -43,8 +43,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         timing = rate
         whose = (f"the mean of the {len(here)} finished run(s) on this machine" if here else
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
-        rows.append(f"{total - left} of {total} runs done, {sum(t[0] for t in timed) / 3600:.1f} h of training "
-                    f"wall time; about {seconds_left / workers / 3600:.1f} h left with {workers} "
+        rows.append(f"{total - left} of {total} runs done, {span(sum(t[0] for t in timed))} of training "
+                    f"wall time; about {span(seconds_left / workers)} left with {workers} "
                     f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
                     "theirs; one without, at its training method's; each scaled to its images per epoch "
                     "and its networks)"
@@ -327,8 +327,9 @@ def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple
     (`machine_rate`) where there is one."""
     epochs = sum(left for _, left in work)
     flops = flops_left(work)
+    amount = f"{flops / 1e15:,.1f} PFLOP" if flops >= 1e14 else f"{flops / 1e12:,.1f} TFLOP"
     line = (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
-            f"{flops / 1e15:,.1f} PFLOP of training left (forward + backward)")
+            f"{amount} of training left (forward + backward)")
     if rate is None:
         return line + "; one finished run here, or `cifarlab bench peak`, turns it into hours"
     per_process, n_runs, n_dbs = rate
@@ -406,10 +407,20 @@ def tuning_lines(study: Study, store: Store, p=None) -> list[str]:
     grows = {v.arm or v.name: v.tune.extend > 0 for v in study.variants if v.tune is not None}
     for arm, t in (p or plan(study, store)).tuning.items():
         done = sum(1 for _, key, _ in t.runs if store.status_of(key) == "done")
-        lines.append(f"tuning {arm}: " + (f"chose {setting(t.choice)}" if t.choice is not None else
+        edge = (t.reason or "").partition("; still at the grid's edge")[2]   # after the grid grew as far as allowed
+        lines.append(f"tuning {arm}: " + (f"chose {setting(t.choice)}" + (f"; still at the grid's edge{edge}" if edge else "")
+                                          if t.choice is not None else
                                           f"{done} of {len(t.runs)} tuning runs done"
                                           + (" (the grid may grow)" if grows.get(arm, True) else "")))
     return lines
+
+
+def span(seconds: float) -> str:
+    """A duration in hours to a tenth, or below a tenth of an hour in whole minutes or seconds (a
+    small study's estimate would otherwise read 0.0 h)."""
+    if seconds >= 360:
+        return f"{seconds / 3600:,.1f} h"
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def seconds_per_epoch(timed: list[tuple]) -> float:
