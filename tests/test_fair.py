@@ -268,6 +268,9 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert "Margin over the runner-up" in readme and "fewer than 3 seeds of `drop-1ep` at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
     assert "| change of Δ, 2ep − 1ep | conclusion |" in readme
+    tuned = [r for name, r in rows.items() if "-tune-" in name]   # what choosing the settings cost, beside the rest
+    assert f"- the tuning runs (validation only, not counted above) on `{tuned[0]['machine']}`: " in readme
+    assert f"over {len(tuned)} runs (" in readme and "% of it choosing the arms' settings" in readme
     assert (tmp_path / "report" / "train_loss_g-2ep.png").exists() and "train_loss_g-1ep.png" in readme
     from cifarlab.report.fair import steps_per_epoch   # the loss figure's top axis: steps, the last batch short
     batch = json.loads(rows["drop-2ep"]["config"])["train"]["batch_size"]

@@ -50,7 +50,7 @@ def write_report(store: Store, spec: StudySpec, out_dir: Path, command: str,
              *pretraining_figure(store, summary, rows, out_dir), *phases_section(store, summary, rows),
              *features_section(features),
              *grid_section(grids or {}),
-             *config_section(spec, summary), "", *provenance_section(used, rows, spec)]
+             *config_section(spec, summary), "", *provenance_section(used, rows, spec, tuning_rows(store, spec))]
     readme = out_dir / "README.md"
     readme.write_text("\n".join(lines) + "\n", encoding="utf-8", newline="\n")
     return readme
@@ -519,12 +519,22 @@ def config_section(spec: StudySpec, summary: list[dict]) -> list[str]:
     return lines[:-1]
 
 
-def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: StudySpec) -> list[str]:
-    """Where the counted numbers came from, and how far the study has got."""
+def tuning_rows(store: Store, spec: StudySpec) -> list[sqlite3.Row]:
+    """The done runs of the tuned arms' grids (validation only; the tables do not count them)."""
+    keys = {tuple(k) for t in spec.tuning.values() for k in t.get("run_keys", ())}
+    return [r for r in store.runs(spec.name) if r["status"] == "done"
+            and (r["experiment"], r["config_hash"], r["seed"]) in keys] if keys else []
+
+
+def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: StudySpec,
+                       tuned: list[sqlite3.Row] = ()) -> list[str]:
+    """Where the counted numbers came from, and how far the study has got; with `tuned` (the done
+    tuning runs), what choosing each arm's setting cost beside it."""
     commits = unique(f"{r['git_commit'] or 'unknown'}{' (dirty)' if r['git_dirty'] else ''}" for r in used)
     torches = unique(json.loads(r["versions"]).get("torch") for r in used if r["versions"])
     machines = unique(r["machine"] for r in used)
     wall = math.fsum(present(r["wall_seconds"] for r in used))
+    tune = math.fsum(present(r["wall_seconds"] for r in tuned))
     counts = Counter(r["status"] for r in rows)
     planned = sum(len(spec.planned(e)) for e in spec.experiments)
     registered = len({(r["experiment"], r["seed"]) for r in rows if r["seed"] in spec.planned(r["experiment"])})
@@ -539,6 +549,10 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: S
             f"{hours_minutes(wall)} over {len(used)} runs ({wall / 3600:.2f} process-hours, summed over the "
             "counted runs; runs trained side by side by `study run --workers N` overlap, so the study's "
             "elapsed time is shorter)",
+            *([f"- the tuning runs (validation only, not counted above) on {listing(unique(r['machine'] for r in tuned))}: "
+               f"{hours_minutes(tune)} over {len(tuned)} "
+               f"runs ({tune / 3600:.2f} process-hours); with them, {(wall + tune) / 3600:.2f} process-hours, "
+               f"{100 * tune / (wall + tune):.0f} % of it choosing the arms' settings"] if tune > 0 else []),
             "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES) + not_started]
 
 

@@ -280,7 +280,8 @@ def study_spec(study: Study, store: Store | None):
                     "chosen": setting(t.choice) if t.choice is not None else None,
                     "scores": [(setting(values), acc, n) for values, acc, n in t.scores], "runs": len(t.runs),
                     "values": [values for values, _, _ in t.scores],
-                    "twin": twin(study, arm, t.epochs)}
+                    "twin": twin(study, arm, t.epochs),
+                    "run_keys": [(key.experiment, key.config_hash, key.seed) for _, key, _ in t.runs]}
               for arm, t in p.tuning.items()}
     return with_seeds(study, p.extra).spec(p.choices, tuning, p.extra, p.why)
 
