@@ -924,7 +924,8 @@ def take_extra(parser: Parser, args: argparse.Namespace, extra: list[str]) -> No
     override = next((e for e in extra if KEY_VALUE.fullmatch(e)), None)
     if override is not None and hasattr(args, "overrides"):
         raise UserError(f"unrecognized argument {override!r}: to override a config key, write --set {override}")
-    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    command = " ".join(str(getattr(args, a)) for a in ("command", "action") if getattr(args, a, None))
+    raise UserError(f"unrecognized arguments: {' '.join(extra)} (see `cifarlab {command} --help`)")
 
 
 def check_experiment_arg(args: argparse.Namespace) -> None:

@@ -175,7 +175,9 @@ def test_key_value_without_set_says_to_use_set(tmp_path, capsys):
     assert "'optim.lr=0.1' is a config override, not an experiment file: give the experiment file first, " \
            "then --set optim.lr=0.1" in err
     err = refused(capsys, "run", EXPERIMENT, "stray", "--out", tmp_path / "r")
-    assert "unrecognized arguments: stray" in err
+    assert "unrecognized arguments: stray (see `cifarlab run --help`)" in err
+    err = refused(capsys, "study", "status", STUDY, "--db", tmp_path / "r.db", "--bogus")
+    assert "unrecognized arguments: --bogus (see `cifarlab study status --help`)" in err   # the action's help
     assert files(tmp_path) == []
 
 
