@@ -180,7 +180,8 @@ def test_a_claim_the_data_do_not_support_stops_the_build_in_one_line(lab, capsys
     ("{{delta s flip ghost}}", "no variant 'ghost'"), ("{{fig s/other.png}}", "its figures: fig.png"),
     ("{{s/flip:target}}", "no published target"), ("{{pub nothing}}", "no published figure"),
     ("{{hello there}}", "not a reference"), ("text {{fig s/fig.png}}", "stands alone"),
-    ("{{costs: s, nosuch}}", "no study file studies/nosuch.toml"), ("{{choices s}}", "tunes no arm")])
+    ("{{costs: s, nosuch}}", "no study file studies/nosuch.toml"), ("{{choices s}}", "tunes no arm"),
+    ("{{tuning s}}", "s has no finished tuning run")])
 def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, ref, says):
     (lab / "docs").mkdir()
     (lab / "docs" / "REPORT.md").write_text("old")
@@ -189,6 +190,34 @@ def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, re
     assert code == 2 and err.count("\n") == 1 and says in err
     assert err.startswith("cifarlab: error: docs/REPORT.src.md:5: ")
     assert (lab / "docs" / "REPORT.md").read_text() == "old" and not (lab / "docs" / "REPORT.html").exists()
+
+
+FINAL = {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
+         "platform": "p", "machine": "m", "images_per_s": 1.0, "val_acc": 0.5, "val_loss": 1.0, "test_loss": 1.0,
+         "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}
+
+
+def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, capsys):
+    from cifarlab.study.plan import plan
+    (lab / "studies" / "t.toml").write_text('name = "t"\nexperiment = "../tiny.toml"\nseeds = [0, 1]\n'
+                                            'tune = { "optim.lr" = [0.02, 0.05] }\ntune_extend = 0\n'
+                                            '[[variants]]\nname = "base"\n')
+    (lab / "results" / "t").mkdir()
+    study, store = load_study(lab / "studies" / "t.toml"), open_store(lab / "results" / "t" / "results.db")
+    for _ in range(2):   # the tuning runs (100 s each), then the test runs (300 s each) once the arm has chosen
+        p = plan(study, store)
+        for key, cfg in p.runs.items():
+            if store.status_of(key) != "done":
+                store.register(key, C.to_dict(cfg))
+                row = store.claim(key.study, [key])
+                tuning = "-tune-" in key.experiment
+                store.finish(row["id"], {**FINAL, "wall_seconds": 100.0 if tuning else 300.0,
+                                         "test_acc": None if tuning else 0.6}, "nowhere", 3)
+    store.close()
+    write_src(lab, "# Paper\n\nChoosing cost {{tuning t}}; {{study s}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    # seed 0's test run tests the chosen tuning run's weights, but is recorded as run: 2 x 100 s of 2 x 100 + 2 x 300
+    assert "Choosing cost 0.1 process-hours over 2 tuning runs, 25 % of the study's;" in (lab / "docs" / "REPORT.md").read_text()
 
 
 def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_measured_rate(lab, capsys, monkeypatch):

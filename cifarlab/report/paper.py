@@ -39,6 +39,8 @@ study's variants, as its report names them):
     {{runs STUDY}}                  "51 of 60 runs": done runs the report counts, of those it plans
     {{hours STUDY}}                 "8.4 process-hours": the wall time of those runs, summed
     {{machines STUDY}}              the machines those runs trained on, as their reports name them
+    {{tuning STUDY}}                "2.6 process-hours over 19 tuning runs, 20 % of the study's": what
+                                    choosing a tuned study's settings on validation cost, beside its runs
     {{pub KEY}}                     a published figure from a `published` block of the source
     {{costs: S1, S2}}               (alone on a line) what each study file studies/S.toml has left to
                                     train (runs, epochs, PFLOP, from its database if it has one) and
@@ -83,7 +85,7 @@ CHANGE_REF = re.compile(rf"delta\s+({NAME})\s+({NAME}\s+-\s+{NAME})\s+vs\s+({NAM
 CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})(\s+after\s+(?i:holm))?")
 FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
-STUDY_REF = re.compile(rf"(study|runs|machines|hours)\s+({NAME})")
+STUDY_REF = re.compile(rf"(study|runs|machines|hours|tuning)\s+({NAME})")
 PUB_REF = re.compile(rf"pub\s+({NAME})")
 COSTS_REF = re.compile(rf"costs:\s+({NAME}(?:\s*,\s*{NAME})*)")
 CHOICES_REF = re.compile(rf"choices\s+({NAME})")
@@ -470,6 +472,14 @@ class Renderer:
             return ", ".join(unique(r["machine"] for r in used)) or "none yet"
         if kind == "hours":
             return f"{sum(r['wall_seconds'] or 0.0 for r in used) / 3600:.1f} process-hours"
+        if kind == "tuning":
+            from cifarlab.report.markdown import tuning_rows
+            tuned = tuning_rows(data.store, data.spec)
+            if not tuned:
+                raise PaperError(f"{folder} has no finished tuning run (a study that tunes its arms: `tune`)")
+            tune, wall = (sum(r["wall_seconds"] or 0.0 for r in rows) for rows in (tuned, used))
+            return (f"{tune / 3600:.1f} process-hours over {len(tuned)} tuning runs, "
+                    f"{100 * tune / (tune + wall):.0f} % of the study's")
         planned = sum(len(data.spec.planned(e)) for e in data.spec.experiments)
         # a study that tunes its arms also trains tuning runs, which this count leaves out
         return f"{len(used)} of {planned} {'test runs' if data.spec.tuning else 'runs'}"
