@@ -192,6 +192,19 @@ def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, re
     assert (lab / "docs" / "REPORT.md").read_text() == "old" and not (lab / "docs" / "REPORT.html").exists()
 
 
+def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_nothing(lab, capsys):
+    write_src(lab, "# Paper\n\nFlip {{claim s: flip > base after holm over flip, same}}; "
+                   "same {{claim s: same ~ base after holm over flip, same}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    assert "after Holm's correction over the 2 comparisons with `base`" in text
+    for bad, says in [("{{claim s: flip > base over flip, same}}", "names the family of a claim \"after holm\""),
+                      ("{{claim s: flip > base after holm over same}}", "lists flip and not base")]:
+        write_src(lab, f"# Paper\n\n{bad}\n")
+        code, err = paper(lab, capsys)
+        assert code == 2 and says in err, err
+
+
 FINAL = {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
          "platform": "p", "machine": "m", "images_per_s": 1.0, "val_acc": 0.5, "val_loss": 1.0, "test_loss": 1.0,
          "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}

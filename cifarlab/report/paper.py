@@ -31,6 +31,8 @@ study's variants, as its report names them):
     {{claim STUDY: A - B < C - D}}  0; it prints the evidence, as delta does. A claim the data do not
                                     support stops the build with one line naming the file, line and
                                     sentence (exit 2); so does one with fewer than 2 common seeds.
+    {{claim S: A > B after holm over A, C}}  the same, Holm-corrected over the comparisons of each
+                                    named variant with B (a study whose file corrects nothing)
     {{fig STUDY/FILE.png}}          (alone on a line) the study's committed figure results/STUDY/FILE.png:
                                     linked from the Markdown, embedded in the HTML
     {{table STUDY: A, B, C}}        (alone on a line) a table of the variants: n, the metric (or
@@ -82,7 +84,8 @@ VALUE_REF = re.compile(rf"({NAME})/({NAME})(?::(\S+))?")
 SIDE = rf"{NAME}(?:\s+-\s+{NAME})?"    # a variant, or a difference of two ("a - b": spaces round the minus)
 DELTA_REF = re.compile(rf"delta\s+({NAME})\s+({NAME})\s+({NAME})(?::(\S+))?")
 CHANGE_REF = re.compile(rf"delta\s+({NAME})\s+({NAME}\s+-\s+{NAME})\s+vs\s+({NAME}\s+-\s+{NAME})(?::(\S+))?")
-CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})(\s+after\s+(?i:holm))?")
+CLAIM_REF = re.compile(rf"claim\s+({NAME})(?::(\S+))?:\s+({SIDE})\s*([<>~])\s*({SIDE})"
+                       rf"(\s+after\s+(?i:holm))?(?:\s+over\s+({NAME}(?:\s*,\s*{NAME})*))?")
 FIG_REF = re.compile(rf"fig\s+({NAME})/([A-Za-z0-9_.-]+\.png)")
 TABLE_REF = re.compile(rf"table\s+({NAME})(?::(\S+))?:\s+({NAME}(?:\s*,\s*{NAME})*)")
 STUDY_REF = re.compile(rf"(study|runs|machines|hours|tuning)\s+({NAME})")
@@ -367,8 +370,11 @@ class Renderer:
         data = self.data(folder)
         return delta_text(*paired(data, a, b, what or data.spec.metric))
 
-    def claim(self, folder: str, what: str | None, a: str, op: str, b: str, holm: str | None = None) -> str:
-        said = f"claim \"{folder}: {a} {op} {b}{' after holm' if holm else ''}\""
+    def claim(self, folder: str, what: str | None, a: str, op: str, b: str, holm: str | None = None,
+              over: str | None = None) -> str:
+        said = f"claim \"{folder}: {a} {op} {b}{' after holm' if holm else ''}{f' over {over}' if over else ''}\""
+        if over and not holm:
+            raise PaperError(f"{said}: \"over\" names the family of a claim \"after holm\"")
         if (" - " in a) != (" - " in b):
             raise PaperError(f"{said}: compare a variant with a variant, or a difference \"x - y\" with a difference")
         if holm and (" - " in a or what):
@@ -381,15 +387,36 @@ class Renderer:
             raise ClaimFailed(f"{said} cannot be checked: it needs 2 or more common seeds, there are {n}")
         if holm:
             from cifarlab.report.fair import ALPHA
-            q, k, group = self.holm_p(data, said, a, b)
-            evidence += (f"; p = {q:.3f} after Holm's correction over the {k} comparison{'s' if k != 1 else ''} "
-                         f"of group `{group}`")
+            if over:   # a family the prose names: each of its variants against b (a study that corrects none)
+                q, k = self.holm_over(data, said, a, b, [v.strip() for v in over.split(",")])
+                evidence += f"; p = {q:.3f} after Holm's correction over the {k} comparisons with `{b}`"
+            else:
+                q, k, group = self.holm_p(data, said, a, b)
+                evidence += (f"; p = {q:.3f} after Holm's correction over the {k} comparison{'s' if k != 1 else ''} "
+                             f"of group `{group}`")
             holds = {">": q < ALPHA and mean > 0, "<": q < ALPHA and mean < 0, "~": q >= ALPHA}[op]
         else:
             holds = {">": lo > 0, "<": hi < 0, "~": lo <= 0 <= hi}[op]
         if not holds:
             raise ClaimFailed(f"{said} is not supported by the data ({evidence})")
         return evidence
+
+    def holm_over(self, data: StudyData, said: str, a: str, b: str, family: list[str]) -> tuple[float, int]:
+        """The Holm-adjusted p of a against b among the comparisons of each variant of `family` with b
+        (paired over common seeds, the study's metric); with the family's size. For a study whose
+        file corrects nothing, so that prose can say which of its findings survive a correction."""
+        from cifarlab import stats
+        if a not in family or b in family:
+            raise PaperError(f"{said}: the family after \"over\" lists {a} and not {b} (each of its variants "
+                             f"is compared with {b})")
+        base = data.scores(b, data.spec.metric)
+        ps = []
+        for v in family:
+            mine = data.scores(v, data.spec.metric)
+            if len(set(mine) & set(base)) < 2:
+                raise ClaimFailed(f"{said} cannot be checked: {v} and {b} share under 2 seeds")
+            ps.append(stats.paired_p(mine, base))
+        return stats.holm(ps)[family.index(a)], len(family)
 
     def holm_p(self, data: StudyData, said: str, a: str, b: str) -> tuple[float, int, str]:
         """The Holm-adjusted p of a against b as the study report's finding computes it: within the
