@@ -192,6 +192,19 @@ def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, re
     assert (lab / "docs" / "REPORT.md").read_text() == "old" and not (lab / "docs" / "REPORT.html").exists()
 
 
+def test_epochs_to_reads_the_first_epoch_at_the_studys_convergence_threshold(lab, capsys):
+    write_src(lab, "# Paper\n\nBase {{s/base:epochs_to}}.\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and "sets no convergence threshold" in err
+    study = lab / "studies" / "s.toml"
+    study.write_text(study.read_text().replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nconvergence = 0.6"))
+    assert paper(lab, capsys) == (0, "")   # every epoch's validation accuracy is above 0.6
+    assert "Base 1.0 ± 0.0 epochs." in (lab / "docs" / "REPORT.md").read_text()
+    study.write_text(study.read_text().replace("convergence = 0.6", "convergence = 0.9"))
+    assert paper(lab, capsys) == (0, "")
+    assert "Base never (3 seeds)." in (lab / "docs" / "REPORT.md").read_text()
+
+
 def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_nothing(lab, capsys):
     write_src(lab, "# Paper\n\nFlip {{claim s: flip > base after holm over flip, same}}; "
                    "same {{claim s: same ~ base after holm over flip, same}}.\n")

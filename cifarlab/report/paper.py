@@ -100,7 +100,7 @@ PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 # ends (the flipped training samples against their noisy and clean labels, clean validation labels).
 LAST_EPOCH = ("train_acc", "flipped_acc_noisy", "flipped_acc_clean", "val_acc_clean")
 ACCURACIES = ("test_acc", "val_acc", "test_top5", "val_top5", "val_acc_max") + LAST_EPOCH
-FIELDS = ACCURACIES + ("n", "wall", "machine", "params", "target", "target_diff", "at_chance")
+FIELDS = ACCURACIES + ("n", "wall", "machine", "params", "target", "target_diff", "at_chance", "epochs_to")
 BLOCKS = ("fig", "table", "costs")  # references that stand alone on their line
 
 
@@ -340,6 +340,16 @@ class Renderer:
             chance = at_chance(runs, epochs_by_run(data.store, [r["id"] for r in runs.values()]),
                                clean_val_by_run(data.store, runs))
             return f"{len(chance)} of {len(runs)} seeds"
+        if what == "epochs_to":   # the study's `convergence` threshold: first epoch whose validation reaches it
+            from cifarlab.report.summary import convergence_numbers, epochs_by_run
+            if data.spec.convergence is None:
+                raise PaperError(f"{folder} sets no convergence threshold (`convergence` in its study file)")
+            ids = [r["id"] for r in runs.values()]
+            c = convergence_numbers(epochs_by_run(data.store, ids), ids, data.spec.convergence)
+            if not c["threshold_reached"]:
+                return f"never ({len(ids)} seeds)"
+            never = f", {c['threshold_never']} of {len(ids)} seeds never" if c["threshold_never"] else ""
+            return f"{c['epochs_to_threshold_mean']:.1f} ± {c['epochs_to_threshold_std']:.1f} epochs{never}"
         if what == "params":
             from cifarlab.report.summary import parameter_count
             count = parameter_count(data.rows, name)
