@@ -907,7 +907,7 @@ STUDY_OPTIONS = {"run": ("--only", "--workers", "--threads", "--executor", "--ad
                  "status": ("--workers",), "adopt": ("--from-db",)}
 
 
-def take_extra(parser: Parser, args: argparse.Namespace, extra: list[str]) -> None:
+def take_extra(args: argparse.Namespace, extra: list[str]) -> None:
     """Arguments the command's parser did not take: RUN_DIRs after an option (`study adopt S.toml
     --db D dir`), else one line saying which command takes them, or that KEY=VALUE wants --set."""
     if args.command == "study" and args.action == "adopt" and not any(e.startswith("-") for e in extra):
@@ -947,7 +947,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         if extra:
-            take_extra(parser, args, extra)
+            take_extra(args, extra)
         load_plugins(args)
         check_experiment_arg(args)
         return COMMANDS[args.command](args)
