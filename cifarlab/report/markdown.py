@@ -526,6 +526,12 @@ def tuning_rows(store: Store, spec: StudySpec) -> list[sqlite3.Row]:
             and (r["experiment"], r["config_hash"], r["seed"]) in keys] if keys else []
 
 
+def tuning_cost(tuned, used) -> tuple[float, float]:
+    """(wall seconds of the tuning runs `tuned`, their share of theirs and the counted runs' `used`)."""
+    tune, wall = (math.fsum(present(r["wall_seconds"] for r in rows)) for rows in (tuned, used))
+    return tune, tune / (tune + wall) if tune > 0 else 0.0
+
+
 def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: StudySpec,
                        tuned: list[sqlite3.Row] = ()) -> list[str]:
     """Where the counted numbers came from, and how far the study has got; with `tuned` (the done
@@ -534,7 +540,7 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: S
     torches = unique(json.loads(r["versions"]).get("torch") for r in used if r["versions"])
     machines = unique(r["machine"] for r in used)
     wall = math.fsum(present(r["wall_seconds"] for r in used))
-    tune = math.fsum(present(r["wall_seconds"] for r in tuned))
+    tune, share = tuning_cost(tuned, used)
     counts = Counter(r["status"] for r in rows)
     planned = sum(len(spec.planned(e)) for e in spec.experiments)
     registered = len({(r["experiment"], r["seed"]) for r in rows if r["seed"] in spec.planned(r["experiment"])})
@@ -552,7 +558,7 @@ def provenance_section(used: list[sqlite3.Row], rows: list[sqlite3.Row], spec: S
             *([f"- the tuning runs (validation only, not counted above) on {listing(unique(r['machine'] for r in tuned))}: "
                f"{hours_minutes(tune)} over {len(tuned)} "
                f"runs ({tune / 3600:.2f} process-hours); with them, {(wall + tune) / 3600:.2f} process-hours, "
-               f"{100 * tune / (wall + tune):.0f} % of it choosing the arms' settings"] if tune > 0 else []),
+               f"{100 * share:.0f} % of it choosing the arms' settings"] if tune > 0 else []),
             "- run status: " + ", ".join(f"{st} {counts.get(st, 0)}" for st in STATUSES) + not_started]
 
 

@@ -510,13 +510,12 @@ class Renderer:
         if kind == "hours":
             return f"{sum(r['wall_seconds'] or 0.0 for r in used) / 3600:.1f} process-hours"
         if kind == "tuning":
-            from cifarlab.report.markdown import tuning_rows
+            from cifarlab.report.markdown import tuning_cost, tuning_rows
             tuned = tuning_rows(data.store, data.spec)
             if not tuned:
                 raise PaperError(f"{folder} has no finished tuning run (a study that tunes its arms: `tune`)")
-            tune, wall = (sum(r["wall_seconds"] or 0.0 for r in rows) for rows in (tuned, used))
-            return (f"{tune / 3600:.1f} process-hours over {len(tuned)} tuning runs, "
-                    f"{100 * tune / (tune + wall):.0f} % of the study's")
+            tune, share = tuning_cost(tuned, used)
+            return f"{tune / 3600:.1f} process-hours over {len(tuned)} tuning runs, {100 * share:.0f} % of the study's"
         planned = sum(len(data.spec.planned(e)) for e in data.spec.experiments)
         # a study that tunes its arms also trains tuning runs, which this count leaves out
         return f"{len(used)} of {planned} {'test runs' if data.spec.tuning else 'runs'}"
