@@ -444,6 +444,16 @@ def cmd_study(args: argparse.Namespace) -> int:
         print(status_report(study, args.db, args.workers, args.study, args.measure_steps if args.measure else 0,
                             Path(args.runs_dir)))
         return 0
+    if args.action == "run" and until is not None and not Path(args.db).exists():
+        from cifarlab.results.store import empty_store
+        from cifarlab.study.adopt import adopt_elsewhere
+        from cifarlab.study.run import none_fit
+        blank = empty_store(args.db)   # nothing fits and nothing to adopt: the database is not created
+        line = none_fit(study, blank, until, estimator(study, blank, args.db, Path(args.runs_dir)), tuple(args.only),
+                        (lambda: adopt_elsewhere(study, blank)) if args.adopt_done_elsewhere else None)
+        if line:
+            print(f"{line}; {args.db} not created")
+            return 0
     store = open_store(args.db)
     if args.action == "adopt":
         for path in args.run_dirs:

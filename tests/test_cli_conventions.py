@@ -87,6 +87,7 @@ def test_study_run_until_says_the_date_and_time_it_stops_claiming_by(tmp_path, c
     out = capsys.readouterr().out
     assert f"until {tomorrow:%Y-%m-%d %H:%M} ({tomorrow:%A}, local time): claims only runs expected to end by" in out
     assert "so none under --until" in out
+    assert f"{tmp_path / 'mine' / 'results.db'} not created" in out and not (tmp_path / "mine" / "results.db").exists()
 
 
 def test_until_at_a_time_of_day_means_the_next_one():

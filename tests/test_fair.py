@@ -974,6 +974,24 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed
 
 
+def test_until_reads_a_database_not_yet_written_in_memory(tmp_path):
+    """`study run --until` on a study with no database yet: `none_fit` reads an empty store in memory
+    and gives the stopping line only when no run fits and nothing is adopted; the file stays unwritten."""
+    import time
+
+    from cifarlab.results.store import empty_store
+    from cifarlab.study.run import none_fit
+    study = load_study(write(tmp_path, MORE_SEEDS))
+    blank = empty_store(tmp_path / "new" / "results.db")
+    line = none_fit(study, blank, time.time() + 3600, lambda: None)
+    assert line.startswith(f"{study.name}: ") and "so none under --until" in line
+    everything = lambda: {k: 1.0 for k in plan(study, blank).runs}   # noqa: E731
+    assert none_fit(study, blank, time.time() + 3600, everything) is None   # a run fits: the database is made
+    assert "none expected to end before --until" in none_fit(study, blank, time.time() + 30, everything)
+    assert none_fit(study, blank, time.time() + 30, lambda: None, adopt=lambda: ["base seed 0: adopted"]) is None
+    assert not (tmp_path / "new").exists()
+
+
 def test_adopting_a_tuned_studys_database_takes_every_stage_in_one_call(tmp_path):
     """`study adopt --from-db`: the adopted tuning runs decide the arms, whose test runs then join the
     plan and are adopted by the same call (they used to wait for a second and a third call)."""

@@ -442,6 +442,15 @@ def copy_store(path: str | Path) -> Store:
     return Store(conn, path)
 
 
+def empty_store(path: str | Path) -> Store:
+    """A new, empty database in memory standing for the one `path` would hold, created nowhere: for
+    reading what a command would do before it writes the file."""
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    migrate(conn, Path(path))
+    return Store(conn, Path(path))
+
+
 def require_database(path: str | Path, option: str = "--db") -> None:
     """One line when `path` is no file, before anything is opened, created or migrated."""
     if not Path(path).is_file():

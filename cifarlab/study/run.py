@@ -91,6 +91,33 @@ def fitting(order: list[RunKey], left: dict[RunKey, float] | None, seconds: floa
     return fit, len(order) - len(fit)
 
 
+def unfit_line(name: str, unfit: int, candidates: list[RunKey], left: dict[RunKey, float] | None,
+               until: float) -> str:
+    """The line `study run --until` stops with when no run it could claim fits before `until`."""
+    if left is None:
+        why = ("and no finished run of it or of this machine in the databases beside it to time them by, "
+               "so none under --until")
+    else:
+        shortest = min((left[k] * MARGIN[0] + MARGIN[1] for k in candidates if k in left), default=None)
+        why = ("none expected to end before --until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
+               + ("" if shortest is None else f" (the shortest needs about {shortest / 60:.0f} min with the margin)"))
+    return f"{name}: {unfit} run(s) left, {why}; stopping"
+
+
+def none_fit(study: Study, store: Store, until: float, estimate: Callable[[], dict | None],
+             only: tuple[str, ...] = (), adopt: Callable[[], list[str]] | None = None) -> str | None:
+    """For a study whose database is not written yet, read against `store`, an empty one in memory
+    (`results.store.empty_store`): `run_study`'s stopping line when it would claim nothing before
+    `until` (no run fits, and `adopt` finds none done elsewhere), else None. `study run --until`
+    then leaves the database uncreated: a queue's slot that only looks in does not add the study."""
+    if adopt is not None and adopt():
+        return None
+    candidates = claimable(store, list(plan_runs(study, store, only)))
+    left = estimate()
+    fit, unfit = fitting(candidates, left, until - time.time())
+    return None if fit or not unfit else unfit_line(study.name, unfit, candidates, left, until)
+
+
 def claimable(store: Store, order: list[RunKey]) -> list[RunKey]:
     """The runs of `order` a claim could take now: not done, and not held by a live process."""
     from cifarlab.results.store import claim_is_dead
@@ -139,13 +166,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             order, unfit = fitting(candidates, left, until - time.time())
         row = store.claim(study.name, order)
         if row is None and unfit:
-            shortest = min((left[k] * MARGIN[0] + MARGIN[1] for k in candidates if k in left), default=None) \
-                if left is not None else None
-            tqdm.write(f"{study.name}: {unfit} run(s) left, " + (
-                "none expected to end before --until " + time.strftime("%Y-%m-%d %H:%M", time.localtime(until))
-                + ("" if shortest is None else f" (the shortest needs about {shortest / 60:.0f} min with the margin)")
-                if left is not None else "and no finished run of it or of this machine in the databases beside "
-                "it to time them by, so none under --until") + "; stopping")
+            tqdm.write(unfit_line(study.name, unfit, candidates, left, until))
             break
         if row is None:
             if not dynamic:
