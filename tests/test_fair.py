@@ -723,6 +723,23 @@ def test_the_most_more_seeds_may_still_add_counts_undecided_comparisons_and_hour
     assert more_seeds_ceiling(study, store, p) == (6, 12.0, None)
 
 
+def test_status_times_what_more_seeds_may_add_to_a_baseline_whose_runs_are_all_done(tmp_path):
+    """A baseline done at a budget whose member is not may still train the rule's seeds: `study
+    status` times them at its training method's rate on this machine (it raised KeyError where none
+    of the baseline's runs was this machine's: only variants with runs left had a method on record)."""
+    from cifarlab.study.status import status_table
+    study = load_study(write(tmp_path, MORE_SEEDS))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    for key in [k for k in p.runs if k.experiment == "base-1ep"]:
+        finish(store, key, p.runs[key], 0.6)   # on machine "m"
+    far = next(k for k in p.runs if k.experiment == "far-1ep")
+    finish(store, far, p.runs[far], 0.6)
+    store.conn.execute("UPDATE runs SET machine = 'here' WHERE experiment = 'far-1ep'")
+    said = status_table(study, store, machine="here")   # base-1ep's runs are not this machine's
+    assert "it may add up to 12 more run(s), 18 epochs, about" in said and "h with 1 worker(s)" in said
+
+
 def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_closes_its_group_under_group_order(tmp_path):
     """Under `order = "group"` a group's added seeds are claimed when its planned runs are done, before
     the next group's runs: the first question's answer does not wait for the whole study."""

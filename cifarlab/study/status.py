@@ -250,7 +250,7 @@ def tally(study: Study, store: Store, p=None, shared=None) -> tuple[list, dict, 
             left += 1
             if not takes:   # a run in flight goes on after the epochs it recorded; an interrupted one
                 work.append((name, cfg, epochs_left(row, cfg, store), key))   # from its last checkpoint
-            methods[name] = cfg.train.method
+        methods[name] = cfg.train.method   # a done variant's too: more_seeds may add runs to it
         if status == "done" or not takes:
             trains.add(key)
         if status == "done":
