@@ -162,6 +162,26 @@ tune = { "optim.lr" = [0.02, 0.03] }
 """
 
 
+def test_the_progress_bars_total_counts_an_undecided_arms_test_runs_and_holds_still_as_it_chooses(tmp_path):
+    """`run_study`'s bar: the plan's runs and the test runs a tuning arm will add (4: drop at two budgets
+    and two seeds), so its percentage does not go back when the arm decides; a grid grown at its edge
+    adds its run; with --only, another variant's pending test runs are not counted."""
+    from cifarlab.study.run import bar_total, plan_runs
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+    p = plan_runs(study, store)
+    assert bar_total(study, store, p) == len(p) + 4 == 2 + 4 + 4   # 2 tuning, base's 4, drop's 4 to come
+    assert bar_total(study, store, plan_runs(study, store, ("base-1ep",)), ("base-1ep",)) == 2
+    for key in [k for k in p if "-tune-" in k.experiment]:
+        finish(store, key, p[key], 0.6 if key.experiment.endswith("0.02") else 0.4)   # 0.02: the grid's edge
+    p = plan_runs(study, store)
+    assert len(p) == 7 and bar_total(study, store, p) == 11   # the grid grew to 0.008: one run more
+    grown = next(k for k in p if k.experiment == "drop-tune-lr0.008")
+    finish(store, grown, p[grown], 0.5)
+    p = plan_runs(study, store)
+    assert len(p) == 11 and bar_total(study, store, p) == 11   # chosen: the 4 joined the plan, the total held
+
+
 def test_order_group_claims_one_groups_tuning_and_test_runs_before_the_next_group(tmp_path):
     study = load_study(write(tmp_path, GROUPED))
     store = open_store(tmp_path / "r.db")

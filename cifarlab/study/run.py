@@ -56,6 +56,17 @@ def claim_order(plan: dict[RunKey, C.ExperimentConfig], share: dict[RunKey, set[
     return first + [k for k in plan if k not in later and k not in first] + later
 
 
+def bar_total(study: Study, store: Store, plan: dict, only: tuple[str, ...] = ()) -> int:
+    """The runs the progress bar counts: the plan's, and the test runs of arms still tuning, which
+    join the plan once their arm chooses (`plan.pending_tests`), so the total holds still as arms
+    decide; it grows only where a grid extends at its edge or `more_seeds` adds seeds."""
+    from cifarlab.study.plan import pending_tests
+    if not study.tuned:
+        return len(plan)
+    return len(plan) + sum(1 for name, _, _ in pending_tests(study, plan_study(study, store, only))
+                           if not only or name in only)
+
+
 def threaded(plan: dict[RunKey, C.ExperimentConfig], threads: int) -> dict[RunKey, C.ExperimentConfig]:
     if not threads:
         return plan
@@ -150,7 +161,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     if until is not None and estimate is None:
         raise ValueError("run_study: `until` needs `estimate`, the seconds each run still needs")
     done = sum(1 for key in plan if store.status_of(key) == "done")
-    outer = tqdm(total=len(plan), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
+    outer = tqdm(total=bar_total(study, store, plan, only), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
     finished = 0
     while True:
@@ -178,7 +189,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             fresh = threaded(plan_runs(study, store, only), threads)
             if set(fresh) - set(plan):
                 plan = fresh
-                outer.total = len(plan)
+                outer.total = bar_total(study, store, plan, only)
                 continue
             if not busy:
                 break
@@ -209,7 +220,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         outer.update(1)
         if dynamic:   # a finished run may decide an arm (its test runs join the plan) or add seeds (`more_seeds`)
             plan = threaded(plan_runs(study, store, only), threads)
-            outer.total = len(plan)
+            outer.total = bar_total(study, store, plan, only)
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
         tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: {val} "
                    f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")
