@@ -444,11 +444,17 @@ def diff(a: ExperimentConfig, b: ExperimentConfig) -> dict[str, tuple[Any, Any]]
 
 
 def diff_lines(a: ExperimentConfig, b: ExperimentConfig, a_name: str, b_name: str) -> list[str]:
-    """`section.key  a -> b` for each key whose value differs (TOML values), then a count line."""
+    """`section.key  a -> b` for each key whose value differs (TOML values), then a count line; a key
+    outside a run's identity that only says how it executes (`NOT_HASHED` but the seed) is marked so."""
     changed = diff(a, b)
     width = max((len(k) for k in changed), default=0)
-    lines = [f"{key:<{width}}  {toml_value(x)} -> {toml_value(y)}" for key, (x, y) in changed.items()]
-    return lines + [f"{len(changed)} key(s) differ between {a_name} and {b_name}" if changed
+    # keys that say how a run executes (threads, checkpointing, logging), not what it computes: the
+    # same run either way (the seed, also outside the hash, changes what is computed)
+    how = [k for k in changed if tuple(k.split(".")) in NOT_HASHED and k != "train.seed"]
+    lines = [f"{key:<{width}}  {toml_value(x)} -> {toml_value(y)}" + ("   # how it runs only" if key in how else "")
+             for key, (x, y) in changed.items()]
+    said = f" ({len(how)} of them only how it runs, not what it computes)" if how else ""
+    return lines + [f"{len(changed)} key(s) differ between {a_name} and {b_name}{said}" if changed
                     else f"no key differs between {a_name} and {b_name}"]
 
 

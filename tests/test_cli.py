@@ -392,6 +392,10 @@ def test_show_config_prints_the_resolved_config_and_the_keys_two_configs_differ_
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == [f"optim.lr  {C.toml_value(base.optim.lr)} -> 0.5",
                                      f"1 key(s) differ between {study}:a-100ep and {study}:b-100ep"]
+    threads = cli("show", "config", repo_experiment, repo_experiment, "--set", "train.threads=3", cwd=tmp_path)
+    assert threads.stdout.splitlines() == ["train.threads  3 -> 0   # how it runs only",
+                                           f"1 key(s) differ between {repo_experiment} and {repo_experiment} "
+                                           "(1 of them only how it runs, not what it computes)"]
     longer = cli("show", "config", f"{study}:a-100ep", f"{study}:a-200ep", cwd=tmp_path)
     assert "train.epochs" in longer.stdout and "optim.lr" not in longer.stdout   # the schedule stretched
     tuned = tmp_path / "t.toml"   # an arm that tunes its rate: the note says the value shown is not the one it trains at
