@@ -5,7 +5,7 @@
     result = api.train(cfg, out="runs/nb/seed0", data_dir="../shared/data")
     result.test_acc, result.run_dir
     run = api.load_run(result.run_dir)
-    run.predict(images).top(3)                   # uint8 images, either layout
+    run.predict(images).top(3)                   # uint8: NumPy N x H x W x 3, torch N x 3 x H x W
     api.export(run, "torchscript", "model.pt")   # uint8 images -> logits, preprocessing inside
 
 Configs are built only through `config` (or the TOML files), so a model preset's keys always apply:

@@ -85,7 +85,7 @@ class TrainedModel:
     model: Normalized           # uint8 images -> logits, no test-time augmentation (`export` adds the run's)
 
     def inputs(self, images: Any) -> torch.Tensor:
-        """uint8 images (N x H x W x C NumPy, N x C x H x W torch, or one image) -> float N x C x S x S."""
+        """uint8 images (N x H x W x C NumPy or Pillow, N x C x H x W torch, or one image) -> float N x C x S x S."""
         return to_nchw(images, self.image_size, len(self.mean))
 
     @torch.no_grad()
@@ -104,22 +104,38 @@ class TrainedModel:
 
 
 def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
-    """uint8 images in either layout -> float N x C x size x size on the 0-255 scale."""
-    if isinstance(images, np.ndarray):   # a read-only array (Pillow's) is copied: torch wants a writable one
+    """uint8 images -> float N x C x size x size on the 0-255 scale. The layout follows the type, never
+    the shape (a 3-pixel-tall image must not pass for channels-first): a NumPy array, a Pillow image
+    or a list of them is channels-last (H x W x C, or N x H x W x C); a torch tensor is channels-first
+    (C x H x W, or N x C x H x W)."""
+    given = images
+    if isinstance(images, (list, tuple)) and images and not isinstance(images[0], torch.Tensor):
+        try:
+            images = np.stack([np.asarray(i) for i in images])
+        except ValueError:
+            raise UserError("a list of images must hold images of one shape and type; resize them first, or "
+                            "call predict once per image") from None
+    elif not isinstance(images, (np.ndarray, torch.Tensor)) and hasattr(images, "__array_interface__"):
+        images = np.asarray(images)   # a Pillow image: H x W x C (H x W when grey)
+    numpy = isinstance(images, np.ndarray)
+    if numpy:   # a read-only array (Pillow's) is copied: torch wants a writable one
         images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images, order="C")
-    x = torch.from_numpy(images) if isinstance(images, np.ndarray) else images
+    x = torch.from_numpy(images) if numpy else images
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
-        kind = f"{type(images).__name__} of {getattr(images, 'dtype', '?')}"
-        raise UserError(f"images must be uint8 (0-255), as a NumPy array (N x H x W x C) or a torch tensor "
-                        f"(N x C x H x W); got {kind}")
+        kind = f"{type(given).__name__}" + (f" of {x.dtype}" if isinstance(x, torch.Tensor) else "")
+        raise UserError(f"images must be uint8 (0-255): a NumPy array or Pillow image (H x W x C, or N x H x W x C) "
+                        f"or a torch tensor (C x H x W, or N x C x H x W); got {kind}")
+    layout = "N x H x W x C (a NumPy array: channels last)" if numpy else "N x C x H x W (a torch tensor: channels first)"
     if x.dim() == 3:
         x = x.unsqueeze(0)
-    if x.dim() != 4:
-        raise UserError(f"images must have 4 dimensions (a batch) or 3 (one image); got shape {tuple(x.shape)}")
-    if x.shape[1] != channels and x.shape[-1] == channels:
+    at = -1 if numpy else 1
+    if x.dim() != 4 or x.shape[at] != channels:
+        grey = " (a grey image: give it 3 channels, e.g. Pillow's .convert('RGB'))" if channels == 3 and (
+            (numpy and images.ndim == 2) or (x.dim() == 4 and x.shape[at] == 1)) else ""
+        raise UserError(f"images must be {layout} with C = {channels}, or one image without N; got shape "
+                        f"{tuple(np.shape(images)) if numpy else tuple(images.shape)}{grey}")
+    if numpy:
         x = x.permute(0, 3, 1, 2)          # N x H x W x C -> N x C x H x W
-    if x.shape[1] != channels:
-        raise UserError(f"images must have {channels} channels; got shape {tuple(x.shape)}")
     x = x.float()
     if x.shape[-2:] != (size, size) and len(x):
         x = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False).clamp(0, 255)

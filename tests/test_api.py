@@ -73,6 +73,16 @@ def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trai
     nchw = torch.from_numpy(test).permute(0, 3, 1, 2)
     assert np.array_equal(run.predict(nchw).labels, pred.labels)              # either layout
     assert np.array_equal(run.predict(test[0]).labels, pred.labels[:1])       # one image
+    assert np.array_equal(run.predict(list(test[:3])).labels, pred.labels[:3])  # a list of images
+    banner = np.zeros((3, 120, 3), np.uint8)
+    banner[..., 0] = 255   # a red image 3 pixels tall: NumPy is channels-last whatever its shape
+    assert run.inputs(banner)[0].mean(dim=(1, 2)).tolist() == [255.0, 0.0, 0.0]
+    with pytest.raises(UserError, match=r"N x H x W x C \(a NumPy array: channels last\) with C = 3.*got shape \(2, 32, 32\)"):
+        run.predict(np.zeros((2, 32, 32), np.uint8))   # grey images without a channel axis
+    with pytest.raises(UserError, match=r"got shape \(32, 32\) \(a grey image: give it 3 channels"):
+        run.predict(np.zeros((32, 32), np.uint8))
+    with pytest.raises(UserError, match=r"N x C x H x W \(a torch tensor: channels first\)"):
+        run.predict(torch.from_numpy(test))   # a torch tensor is channels-first
     top = pred.top(3)
     assert len(top) == 40 and len(top[0]) == 3 and top[0][0][0] == CLASSES[pred.labels[0]]
     # the test accuracy the run recorded is what the saved model predicts on the same images
