@@ -23,10 +23,10 @@ from typing import Any, Mapping, Sequence
 
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
-from cifarlab.predict import Prediction, TrainedModel, export, load_run
+from cifarlab.predict import Prediction, TrainedModel, export, load_run, load_safetensors
 from cifarlab.schema import ExperimentConfig
 
-__all__ = ["config", "train", "load_run", "export", "TrainResult", "TrainedModel", "Prediction", "ExperimentConfig"]
+__all__ = ["config", "train", "load_run", "export", "load_safetensors", "TrainResult", "TrainedModel", "Prediction", "ExperimentConfig"]
 
 
 def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,

@@ -236,37 +236,60 @@ def with_tta(run: TrainedModel, tta: str) -> Normalized:
     return Normalized(run.network, run.mean, run.std, run.config.data.normalize == "standard", tta).eval()
 
 
-def export(run: TrainedModel, fmt: str, out: str | Path, tta: str | None = None) -> Path:
+def export(run: TrainedModel | str | Path, fmt: str, out: str | Path | None = None, tta: str | None = None) -> Path:
     """Write the run's model as `fmt` (torchscript, onnx: uint8 images -> logits, preprocessing and
     test-time augmentation `tta` inside, by default the run's train.tta, so the file computes what
-    the run's test did; safetensors: the network's weights with the metadata, `tta` recorded there).
-    Returns the path written."""
-    out = Path(out)
-    check_export(fmt, out, run.run_dir)
+    the run's test did; safetensors: the network's weights; each with the metadata, `tta` recorded
+    there: TorchScript's cifarlab.json, safetensors' header, ONNX's metadata_props). `run`: a loaded
+    run or a finished run's directory; `out` (default: model.<suffix> in the run's directory) is
+    checked before anything loads. Returns the path written."""
+    run_dir = run.run_dir if isinstance(run, TrainedModel) else Path(run)
+    out = Path(out) if out is not None else run_dir / f"model.{suffix(fmt)}"
+    check_export(fmt, out, run_dir)
+    run = run if isinstance(run, TrainedModel) else load_run(run_dir)
     tta = run.config.train.tta if tta is None else tta
     check_tta(tta)
     model = with_tta(run, tta)
+    meta = metadata(run) | {"tta": tta}
     example = torch.randint(0, 256, (2, len(run.mean), run.image_size, run.image_size), dtype=torch.uint8)
     if fmt == "torchscript":
         with torch.no_grad():
             traced = torch.jit.trace(model, example, check_trace=False)
-        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(metadata(run) | {"tta": tta})})
+        torch.jit.save(traced, str(out), _extra_files={"cifarlab.json": json.dumps(meta)})
     elif fmt == "safetensors":
         from safetensors.torch import save_file
         save_file({k: v.detach().contiguous().clone() for k, v in run.network.state_dict().items()}, str(out),
-                  metadata=metadata(run) | {"tta": tta})
+                  metadata=meta)
     else:
+        import onnx
         torch.onnx.export(model, (example,), str(out), input_names=["images"], output_names=["logits"],
                           dynamic_axes={"images": {0: "batch"}, "logits": {0: "batch"}}, dynamo=False)
+        graph = onnx.load(str(out))
+        for key, value in meta.items():
+            entry = graph.metadata_props.add()
+            entry.key, entry.value = key, value
+        onnx.save(graph, str(out))
     return out
 
 
 def load_safetensors(path: str | Path) -> TrainedModel:
     """A model exported as safetensors, rebuilt from its metadata (for a round trip or another tool)."""
-    from safetensors import safe_open
-    from safetensors.torch import load_file
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata()
+    try:
+        from safetensors import SafetensorError, safe_open
+        from safetensors.torch import load_file
+    except ImportError:
+        raise UserError("reading safetensors needs the safetensors package: pip install 'cifarlab[export]'") from None
+    if not Path(path).is_file():
+        raise UserError(f"{path} does not exist; give a file `cifarlab export --format safetensors` wrote")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except SafetensorError as e:
+        raise UserError(f"{path} is not a safetensors file ({e})") from None
+    missing = [k for k in ("config", "classes", "mean", "std", "image_size") if k not in meta]
+    if missing:
+        raise UserError(f"{path} lacks cifarlab's metadata ({', '.join(missing)}): it was not written by "
+                        "`cifarlab export --format safetensors`")
     cfg = C.from_dict(tomllib.loads(meta["config"]))
     if meta.get("tta", cfg.train.tta) != cfg.train.tta:   # exported with --tta: predict as the file says
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tta=meta["tta"]))

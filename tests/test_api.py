@@ -387,6 +387,26 @@ def test_onnx_export_where_onnx_is_installed(trained, tmp_path):
     model = onnx.load(str(api.export(run, "onnx", tmp_path / "m.onnx")))
     onnx.checker.check_model(model)
     assert [i.name for i in model.graph.input] == ["images"] and [o.name for o in model.graph.output] == ["logits"]
+    meta = {p.key: p.value for p in model.metadata_props}   # what TorchScript's cifarlab.json carries
+    assert json.loads(meta["classes"]) == list(run.classes) and meta["tta"] == run.config.train.tta
+    assert json.loads(meta["mean"]) == list(run.mean) and meta["image_size"] == str(run.image_size)
+
+
+def test_export_takes_a_run_directory_and_writes_beside_its_model_by_default(trained, tmp_path):
+    """`api.export` as `cifarlab export`: a run directory is loaded for it, and `out` defaults to
+    model.<suffix> in that directory."""
+    written = api.export(trained.run_dir, "torchscript")
+    try:
+        assert written == trained.run_dir / "model.torchscript.pt" and written.stat().st_size > 0
+    finally:
+        written.unlink()
+    with pytest.raises(UserError, match="--format 'tflite' is invalid"):
+        api.export(trained.run_dir, "tflite")
+    with pytest.raises(UserError, match="does not exist; give a file `cifarlab export --format safetensors` wrote"):
+        api.load_safetensors(tmp_path / "none.safetensors")
+    (tmp_path / "bad.safetensors").write_bytes(b"not a header" * 8)
+    with pytest.raises(UserError, match="is not a safetensors file"):
+        api.load_safetensors(tmp_path / "bad.safetensors")
 
 
 def test_a_plugin_method_with_two_networks_gets_its_peer(tmp_path, data_root, registries):
