@@ -312,8 +312,13 @@ def import_plugin(name: str, where: str) -> None:
     try:
         importlib.import_module(name)
     except ModuleNotFoundError as e:
+        if e.name and e.name != name and not name.startswith(e.name + "."):   # found: a module it imports is missing
+            raise ConfigError(f"{where}: plug-in module {name!r} imports {e.name!r}, which is not installed "
+                              f"({e}); install it (pip install ...) or put it on PYTHONPATH") from None
+        hint = (f"; give the module's dotted name (e.g. {name[:-3].replace('/', '.')!r}), not a file path"
+                if name.endswith(".py") or "/" in name else "")
         raise ConfigError(f"{where}: plug-in module {name!r} cannot be imported ({e}); put its package on "
-                          "PYTHONPATH (e.g. PYTHONPATH=. from the folder that holds it) or install it") from None
+                          f"PYTHONPATH (e.g. PYTHONPATH=. from the folder that holds it) or install it{hint}") from None
     except Exception as e:   # the plug-in's own error: one line naming the module, not a traceback
         first = (str(e).splitlines() or [""])[0][:300]
         at = f" at line {e.lineno}" if isinstance(e, SyntaxError) and e.lineno else ""

@@ -97,16 +97,17 @@ METHODS: Registry = Registry("method")
 def method(name: str, networks: int = 1, views: Callable[[Session, int], int] = one_view,
            pretraining: Pretraining | None = None, label: str = "", keys: tuple[str, ...] = (),
            check: Callable[[ExperimentConfig], None] | None = None, splits: bool = False,
-           legend: Callable[[ExperimentConfig, float], str] | None = None) -> Callable[[Step], Step]:
+           legend: Callable[[ExperimentConfig, float], str] | None = None, plugin: bool = False) -> Callable[[Step], Step]:
     """Register `step` as train.method `name` (networks: 2 makes the session build `s.peer` and
     `s.peer_opt`, and doubles the run's FLOPs; `pretraining`: a method of two phases; `keys`: the
     dotted config keys only this method reads, refused away from their defaults under any other;
     `check`: its own rules on a config that trains with it, raising ConfigError in one line;
     `splits`: the step is correct on each process's share of the batch with the gradients averaged
     (`update` does that), so it may train on several processes; `legend(cfg, noise_rate)`: its
-    settings as a figure's legend states them, "" where they say nothing the method's name does not)."""
+    settings as a figure's legend states them, "" where they say nothing the method's name does not;
+    `plugin`: registered by the step's module, which may register it again when reloaded)."""
     def add(step: Step) -> Step:
-        METHODS.register(name)(Method(step, networks, views, pretraining, label or name, keys, check, splits, legend))
+        METHODS.register(name, step.__module__ if plugin else None)(Method(step, networks, views, pretraining, label or name, keys, check, splits, legend))
         return step
     return add
 

@@ -36,7 +36,7 @@ def register_model(name: str, doc: str = "", **keys) -> Callable:
     `keys` are [model] keys it sets by default (as a preset's; the experiment's own keys override
     them). For `train.method = "supcon"` the module also needs `features(x)` and `feature_dim`."""
     def add(build: Callable) -> Callable:
-        preset(name, doc or (build.__doc__ or name).strip().splitlines()[0], build=build, **keys)
+        preset(name, doc or (build.__doc__ or name).strip().splitlines()[0], build=build, origin=build.__module__, **keys)
         return build
     return add
 
@@ -45,13 +45,13 @@ def register_loss(name: str) -> Callable:
     """Decorator: `build(cfg: LossConfig, num_classes) -> loss(logits, batch)` becomes loss `name`. A
     builder that also takes `num_samples` is given the training split's size and keeps per-sample
     state (`cifarlab.losses.EarlyLearningRegularized`): runs on several processes refuse it."""
-    return LOSSES.register(name)
+    return lambda build: LOSSES.register(name, build.__module__)(build)
 
 
 def register_augmentation(name: str, doc: str = "", mixes: bool = False, per_epoch: bool = False) -> Callable:
     """Decorator: `build(cfg: AugmentConfig, image_size, num_classes) -> step(batch, generator)`
     becomes augmentation `name` (an entry of augment.pipeline)."""
-    return _register_augmentation(name, doc or name, mixes, per_epoch)
+    return _register_augmentation(name, doc or name, mixes, per_epoch, plugin=True)
 
 
 def register_method(name: str, networks: int = 1, views: Callable | None = None,
@@ -67,7 +67,7 @@ def register_method(name: str, networks: int = 1, views: Callable | None = None,
     `splits`: its step is correct on each process's share of a batch with the gradients averaged
     (`cifarlab.methods.update` averages them), so it may train on several processes (default: refused
     there); `legend(cfg, noise_rate)`: its settings in a noise figure's legend ("" for none)."""
-    return method(name, networks, views or one_view, pretraining, label, keys, check, splits, legend)
+    return method(name, networks, views or one_view, pretraining, label, keys, check, splits, legend, plugin=True)
 
 
 def register_dataset(name: str, doc: str = "", *, train_images: int, classes: int, side: int = 32,
@@ -83,7 +83,7 @@ def register_dataset(name: str, doc: str = "", *, train_images: int, classes: in
     `coarse_classes` (their names)."""
     def add(load: Callable) -> Callable:
         text = doc or (load.__doc__ or name).strip().splitlines()[0]
-        DATASETS.register(name)(Dataset(
+        DATASETS.register(name, load.__module__)(Dataset(
             text, lambda root, size, column, download, progress: load(root, size),
             lambda root: f"{name}: a plug-in dataset ({text})",
             train_images=train_images, classes=classes, side=side, coarse_classes=coarse_classes))

@@ -13,12 +13,21 @@ class Registry(Generic[T]):
     def __init__(self, kind: str) -> None:
         self.kind = kind
         self._entries: dict[str, T] = {}
+        self._origin: dict[str, str | None] = {}   # name -> the plug-in module that registered it (None: built in)
 
-    def register(self, name: str) -> Callable[[T], T]:
+    def register(self, name: str, origin: str | None = None) -> Callable[[T], T]:
+        """Decorator adding `name`. `origin`: the plug-in module registering it (None: the package's
+        own). The same module registering a name again (a plug-in reloaded in a notebook) replaces
+        its entry; a built-in name, or another module's, is refused in one line."""
         def add(fn: T) -> T:
-            if name in self._entries:
-                raise ValueError(f"{self.kind} {name!r} registered twice")
+            if name in self._entries and not (origin is not None and self._origin.get(name) == origin):
+                was = self._origin.get(name)
+                raise ValueError(f"{self.kind} {name!r} is built in; register the plug-in's under another name"
+                                 if was is None and origin is not None else
+                                 f"{self.kind} {name!r} registered twice (by {was or 'cifarlab'} and by "
+                                 f"{origin or 'cifarlab'}); give one of them another name")
             self._entries[name] = fn
+            self._origin[name] = origin
             return fn
         return add
 

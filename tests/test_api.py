@@ -33,12 +33,14 @@ def registries():
     from cifarlab.losses import LOSSES
     from cifarlab.methods import METHODS
     from cifarlab.models import MODELS
-    saved = [(r, dict(r._entries)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
+    saved = [(r, dict(r._entries), dict(r._origin)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
     modules = set(_sys.modules)
     yield
-    for registry, entries in saved:
+    for registry, entries, origin in saved:
         registry._entries.clear()
         registry._entries.update(entries)
+        registry._origin.clear()
+        registry._origin.update(origin)
     for name in set(_sys.modules) - modules:
         if name.startswith("mylab"):
             del _sys.modules[name]
@@ -236,6 +238,49 @@ def test_a_plugin_model_and_loss_train_from_the_command_line(tmp_path, data_root
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1, r.stderr
     assert "plug-in module 'mylab.broken' failed while importing at line 1 (SyntaxError" in r.stderr
+
+
+RELOADABLE = """
+import torch.nn as nn
+from cifarlab.plugins import register_model
+
+
+@register_model("reloadable", "a linear model")
+def reloadable(cfg, num_classes, image_size):
+    return nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size * image_size, num_classes))
+"""
+
+
+def test_a_reloaded_plugin_replaces_its_names_and_a_builtin_or_another_modules_name_is_refused(
+        tmp_path, monkeypatch, registries):
+    """A notebook that edits its plug-in and reloads it gets the new definition (it was refused as
+    registered twice); a plug-in taking a built-in name, or another plug-in's, is one line saying so;
+    a plug-in whose own import is missing names that import, not the plug-in, as not installed."""
+    import importlib
+
+    from cifarlab.config import import_plugin
+    from cifarlab.models import MODELS
+    (tmp_path / "mylab").mkdir()
+    (tmp_path / "mylab" / "__init__.py").write_text("")
+    (tmp_path / "mylab" / "nets.py").write_text(RELOADABLE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    nets = importlib.import_module("mylab.nets")
+    first = MODELS.get("reloadable")
+    importlib.reload(nets)
+    assert MODELS.get("reloadable") is not first and MODELS.get("reloadable").build is nets.reloadable
+    (tmp_path / "mylab" / "clash.py").write_text("from cifarlab.plugins import register_loss\n\n\n"
+                                                 "@register_loss('ce')\ndef ce(cfg, num_classes):\n    return None\n")
+    with pytest.raises(ConfigError, match=r"plug-in module 'mylab.clash' failed while importing \(ValueError: loss "
+                                          r"'ce' is built in; register the plug-in's under another name\)"):
+        import_plugin("mylab.clash", "--plugin")
+    (tmp_path / "mylab" / "other.py").write_text(RELOADABLE)
+    with pytest.raises(ConfigError, match=r"model 'reloadable' registered twice \(by mylab.nets and by mylab.other\)"):
+        import_plugin("mylab.other", "--plugin")
+    (tmp_path / "mylab" / "needs.py").write_text("import nonexistent_dep_xyz\n")
+    with pytest.raises(ConfigError, match="plug-in module 'mylab.needs' imports 'nonexistent_dep_xyz', which is not installed"):
+        import_plugin("mylab.needs", "--plugin")
+    with pytest.raises(ConfigError, match=r"cannot be imported .* give the module's dotted name \(e.g. 'mylab.nets'\)"):
+        import_plugin("mylab/nets.py", "--plugin")
 
 
 def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch, registries):

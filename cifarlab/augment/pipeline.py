@@ -29,9 +29,9 @@ class Entry:
 AUGMENTS: Registry = Registry("augmentation")
 
 
-def register(name: str, doc: str, mixes: bool = False, per_epoch: bool = False):
-    def add(build: Callable[[AugmentConfig, int, int], Step]):
-        AUGMENTS.register(name)(Entry(build, doc, mixes, per_epoch))
+def register(name: str, doc: str, mixes: bool = False, per_epoch: bool = False, plugin: bool = False):
+    def add(build: Callable[[AugmentConfig, int, int], Step]):   # a plug-in's: registered by its module
+        AUGMENTS.register(name, build.__module__ if plugin else None)(Entry(build, doc, mixes, per_epoch))
         return build
     return add
 

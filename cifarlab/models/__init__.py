@@ -24,10 +24,11 @@ class Preset:
 MODELS: Registry = Registry("model")
 
 
-def preset(name: str, doc: str, build: Callable[[ModelConfig, int, int], nn.Module] | None = None, **keys) -> None:
+def preset(name: str, doc: str, build: Callable[[ModelConfig, int, int], nn.Module] | None = None,
+           origin: str | None = None, **keys) -> None:
     """Register `name`: a preset of [model] keys, built by the anatomy (`cifarlab.models.net`) or, for
-    a plug-in, by `build(cfg, num_classes, image_size)`."""
-    MODELS.register(name)(Preset(doc, keys, build))
+    a plug-in (its module: `origin`), by `build(cfg, num_classes, image_size)`."""
+    MODELS.register(name, origin)(Preset(doc, keys, build))
 
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 32) -> nn.Module:
