@@ -18,6 +18,7 @@ metadata as safetensors.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import tomllib
 from dataclasses import dataclass
@@ -153,10 +154,17 @@ def load_run(run_dir: str | Path) -> TrainedModel:
                         "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")
     state = load_verified(path / MODEL_FILE)
     if state is None:
-        why = ("its checksum is missing or does not match" if (path / MODEL_FILE).exists() else
+        check = path / (MODEL_FILE + ".sha256")
+        why = ((f"{check.name} is missing: it cannot be verified" if not check.exists() else
+                "it does not match its checksum: it changed after the run wrote it"
+                if hashlib.sha256((path / MODEL_FILE).read_bytes()).hexdigest() != check.read_text().strip() else
+                "it verifies but does not load as tensors only (weights_only): cifarlab did not write it")
+               if (path / MODEL_FILE).exists() else
                "the run has not finished" if (path / "checkpoint.pt").exists() and not (path / "final.json").exists()
                else "it was trained before runs saved their model, or it is not a run directory")
-        raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); train the run (again) with this cifarlab")
+        todo = (f"finish it: cifarlab run {path / 'config.toml'} --out {path} --resume" if why == "the run has not finished"
+                else "train the run (again) with this cifarlab")
+        raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); {todo}")
     try:
         cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])))
         return assemble(path, cfg, state["classes"], state["mean"], state["std"], int(state["image_size"]),

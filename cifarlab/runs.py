@@ -4,12 +4,14 @@
         config.toml      the fully resolved experiment (loadable with `cifarlab run`)
         metrics.jsonl    one JSON object per finished epoch
         final.json       validation/test accuracy, per-class test accuracy, timings, provenance
-        checkpoint.pt    model + optimizer state at the last finished epoch
+        checkpoint.pt    model + optimizer state at the last finished epoch (+ checkpoint.pt.sha256)
+        best.pt          the best-validation epoch's weights, under train.select = best_val (+ best.pt.sha256)
         model.pt         the tested weights, resolved config, normalisation statistics, class
                          names and image size (+ model.pt.sha256): what `cifarlab predict` reads
 
 Every file is written to a temporary name and renamed into place, so a killed
-process leaves either the old or the new file, never half of one.
+process leaves either the old or the new file, never half of one; every torch file is checked
+against its SHA-256 before it is read, and read with weights_only.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -95,32 +98,21 @@ class RunDir:
 
     def save_best(self, weights: dict[str, Any], epoch: int) -> None:
         """The weights of the epoch with the best validation accuracy so far (train.select = best_val)."""
-        buf = io.BytesIO()
-        torch.save({"model": weights, "epoch": epoch}, buf)
-        atomic_write(self.best_path, buf.getvalue())
+        save_checked(self.best_path, {"model": weights, "epoch": epoch})
 
     def load_best(self) -> dict[str, Any]:
-        try:
-            return torch.load(self.best_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001
-            raise UserError(f"{self.best_path} is unreadable ({type(e).__name__}); delete the run to start it over") from None
+        return load_checked(self.best_path, "delete the run to start it over")
 
     def save_checkpoint(self, state: dict[str, Any]) -> None:
-        buf = io.BytesIO()
-        torch.save(state, buf)
-        atomic_write(self.checkpoint_path, buf.getvalue())
+        save_checked(self.checkpoint_path, state)
 
     def load_checkpoint(self, config_hash: str, seed: int,
                         cfg: C.ExperimentConfig | None = None) -> dict[str, Any] | None:
-        """The saved state, or None if there is none; refuses a checkpoint of other settings."""
+        """The saved state, or None if there is none; refuses a checkpoint of other settings, and one
+        that no longer matches its checksum or is unreadable (`load_checked`)."""
         if not self.checkpoint_path.exists():
             return None
-        try:
-            # weights_only: tensors and plain containers only, never arbitrary pickled objects.
-            state = torch.load(self.checkpoint_path, map_location="cpu", weights_only=True)
-        except Exception as e:  # noqa: BLE001  (any unreadable file is the same user problem)
-            raise UserError(f"checkpoint {self.checkpoint_path} is unreadable ({type(e).__name__}); "
-                            "delete it to start the run over") from None
+        state = load_checked(self.checkpoint_path, "delete it to start the run over", "checkpoint ")
         if state.get("config_hash") != config_hash or state.get("seed") != seed:
             raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings"
                             f"{self.differences(cfg)}; use another --out directory or delete the old run "
@@ -139,6 +131,49 @@ class RunDir:
         changed = [f"{k}: {C.toml_value(a)} -> {C.toml_value(b)}" for k, (a, b) in C.diff(old, cfg).items()
                    if (tuple(k.split(".")) not in C.NOT_HASHED) or k == "train.seed"]
         return f" ({', '.join(changed)})" if changed else ""
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_checked(path: Path, state: dict[str, Any]) -> None:
+    """`state` as a torch file written atomically, with `<file>.sha256` beside it listing the new
+    file's SHA-256 and the file's it replaces, written first: a process killed between the two writes
+    leaves the old file, still listed, so a checkpoint written each epoch is never refused for it."""
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    data = buf.getvalue()
+    check = path.with_name(path.name + ".sha256")
+    keep = []
+    if path.exists() and check.exists():   # the file now there, if it verifies: the kill window's fallback
+        now = sha256_of(path.read_bytes())
+        keep = [now] if now in check.read_text().split() else []
+    atomic_write(check, ("\n".join([sha256_of(data)] + keep) + "\n").encode())
+    atomic_write(path, data)
+
+
+def load_checked(path: Path, remedy: str, what: str = "") -> dict[str, Any]:
+    """A file `save_checked` wrote, verified before it is unpickled (its SHA-256 must be one
+    `<file>.sha256` lists) and read as tensors and plain containers only (weights_only); one line
+    otherwise, ending with `remedy`. A file without the checksum file (written by a cifarlab from
+    before 2026-12-06, which kept none beside checkpoints) is read with weights_only alone, with a warning."""
+    check = path.with_name(path.name + ".sha256")
+    try:
+        data = path.read_bytes()
+        sums = check.read_text().split() if check.exists() else None
+    except OSError as e:
+        raise UserError(f"{what}{path} is unreadable ({e.strerror or e}); {remedy}") from None
+    if sums is None:
+        print(f"cifarlab: warning: {what}{path} has no {check.name} (written before checkpoints kept a checksum): "
+              "read as tensors only (weights_only), unverified", file=sys.stderr)
+    elif sha256_of(data) not in sums:
+        raise UserError(f"{what}{path} does not match its checksum in {check.name}: it changed after the run wrote "
+                        f"it; {remedy}")
+    try:
+        return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001  (any unreadable file is the same user problem)
+        raise UserError(f"{what}{path} is unreadable ({type(e).__name__}); {remedy}") from None
 
 
 def save_verified(path: Path, state: dict[str, Any]) -> None:

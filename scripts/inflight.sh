@@ -9,7 +9,8 @@
 #                                                   # scripts/cpu_queue.sh before its workers start)
 #
 # carry copies every run directory under RUNS_DIR/STUDY (default runs/) that has a checkpoint and no
-# final.json (checkpoint.pt, metrics.jsonl, config.toml, best.pt; each written atomically by the run)
+# final.json (checkpoint.pt, metrics.jsonl, config.toml, best.pt, the .sha256 of each torch file; each
+# written atomically by the run)
 # into results/STUDY/inflight/VARIANT/RUN/ with a file CPU (vendor, family, model and the widest
 # extension, which decides bf16 or fp32), and the shared weights a run still to come will take
 # instead of training (RUNS_DIR/STUDY/_shared: `cifarlab.study.plan.shared_wanted`) into
@@ -53,7 +54,7 @@ carry() {
     [ -f "$run/checkpoint.pt" ] && [ ! -e "$run/final.json" ] || continue
     rel=${run#"$RUNS_DIR/$s/"}
     mkdir -p "$dst/$rel"
-    for f in checkpoint.pt config.toml best.pt metrics.jsonl; do
+    for f in checkpoint.pt checkpoint.pt.sha256 config.toml best.pt best.pt.sha256 metrics.jsonl; do
       [ ! -f "$run/$f" ] || cp "$run/$f" "$dst/$rel/$f"
     done
     cpu_id > "$dst/$rel/CPU"

@@ -7,6 +7,7 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -100,8 +101,18 @@ def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trai
 
 
 def test_a_tampered_or_missing_model_is_one_line(trained, tmp_path):
-    (trained.run_dir / "model.pt").write_bytes(b"not a model")
-    with pytest.raises(UserError, match="checksum"):
+    import hashlib
+    import pickle
+    model, check = trained.run_dir / "model.pt", trained.run_dir / "model.pt.sha256"
+    model.write_bytes(b"not a model")
+    with pytest.raises(UserError, match="it does not match its checksum: it changed after the run wrote it"):
+        api.load_run(trained.run_dir)
+    model.write_bytes(pickle.dumps(Path("x")))   # verifies, but is no file of tensors
+    check.write_text(hashlib.sha256(model.read_bytes()).hexdigest() + "\n")
+    with pytest.raises(UserError, match=r"it verifies but does not load as tensors only \(weights_only\)"):
+        api.load_run(trained.run_dir)
+    check.unlink()
+    with pytest.raises(UserError, match="model.pt.sha256 is missing: it cannot be verified"):
         api.load_run(trained.run_dir)
     with pytest.raises(UserError, match="does not exist"):
         api.load_run(tmp_path / "nowhere")

@@ -22,6 +22,7 @@ def checkout(tmp_path: Path, cpu: str = ZEN4) -> Path:
     unfinished = root / "runs" / "s" / "arm" / "seed1-abc"
     unfinished.mkdir(parents=True)
     (unfinished / "checkpoint.pt").write_bytes(b"weights at epoch 2")
+    (unfinished / "checkpoint.pt.sha256").write_text("a" * 64 + "\n")   # the checksums the run checks at resume
     (unfinished / "best.pt").write_bytes(b"best weights")
     (unfinished / "config.toml").write_text('name = "arm"\n')
     (unfinished / "metrics.jsonl").write_text('{"epoch": 1}\n{"epoch": 2}\n')
@@ -51,7 +52,7 @@ def test_an_unfinished_run_is_carried_and_restored_byte_for_byte(tmp_path):
     # only the unfinished run, without the half-written temporary file; the finished run and the
     # shared folder stay behind
     assert files == ["SHA256SUMS", "arm/seed1-abc/CPU", "arm/seed1-abc/best.pt", "arm/seed1-abc/checkpoint.pt",
-                     "arm/seed1-abc/config.toml", "arm/seed1-abc/metrics.jsonl"]
+                     "arm/seed1-abc/checkpoint.pt.sha256", "arm/seed1-abc/config.toml", "arm/seed1-abc/metrics.jsonl"]
     assert (carried / "arm/seed1-abc/CPU").read_text() == "AuthenticAMD 25 17 avx512_bf16\n"
 
     shutil.rmtree(root / "runs")   # the next session's checkout: no runs/ folder
@@ -59,6 +60,7 @@ def test_an_unfinished_run_is_carried_and_restored_byte_for_byte(tmp_path):
     assert out.returncode == 0 and "1 unfinished run(s) restored" in out.stdout, out.stderr
     run = root / "runs" / "s" / "arm" / "seed1-abc"
     assert (run / "checkpoint.pt").read_bytes() == b"weights at epoch 2"
+    assert (run / "checkpoint.pt.sha256").read_text() == "a" * 64 + "\n"
     assert (run / "best.pt").read_bytes() == b"best weights"
     assert (run / "metrics.jsonl").read_text() == '{"epoch": 1}\n{"epoch": 2}\n'
 

@@ -101,6 +101,31 @@ def test_corrupt_checkpoint_is_refused(splits, tmp_path):
         run(cfg, splits, tmp_path / "r", resume=True)
 
 
+def test_a_checkpoint_is_verified_before_it_is_read_and_a_kill_between_its_two_writes_loses_nothing(tmp_path, capsys):
+    """checkpoint.pt and best.pt keep a SHA-256 list beside them (the file's and the one it replaces):
+    a changed byte is refused in one line before torch.load; the file left by a process killed after
+    the checksum's write and before the file's still verifies; one from before checksums (none beside
+    it) is read with weights_only and a warning."""
+    from cifarlab.runs import atomic_write, save_checked
+    run = RunDir(tmp_path / "r")
+    run.save_checkpoint({"config_hash": "h", "seed": 0, "w": torch.ones(3)})
+    assert run.load_checkpoint("h", 0)["w"].sum() == 3
+    first = run.checkpoint_path.read_bytes()
+    save_checked(run.checkpoint_path, {"config_hash": "h", "seed": 0, "w": torch.zeros(3)})
+    atomic_write(run.checkpoint_path, first)   # as if killed before the new file replaced the old
+    assert run.load_checkpoint("h", 0)["w"].sum() == 3
+    damaged = bytearray(first)
+    damaged[-40] ^= 1   # inside the tensor data: torch.load alone would not notice
+    run.checkpoint_path.write_bytes(bytes(damaged))
+    with pytest.raises(UserError, match=r"checkpoint .*checkpoint.pt does not match its checksum in "
+                                        r"checkpoint.pt.sha256: it changed after the run wrote it; delete it"):
+        run.load_checkpoint("h", 0)
+    run.save_best({"w": torch.ones(2)}, 4)
+    assert run.load_best()["epoch"] == 4
+    (tmp_path / "r" / "best.pt.sha256").unlink()   # a run from before checksums
+    assert run.load_best()["epoch"] == 4 and "has no best.pt.sha256" in capsys.readouterr().err
+
+
 def test_final_json_has_provenance(splits, tmp_path):
     run(C.from_dict(TINY), splits, tmp_path / "r")
     final = json.loads((tmp_path / "r" / "final.json").read_text())
