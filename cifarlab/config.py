@@ -102,12 +102,12 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentCo
     for item in overrides:
         set_dotted(raw, *parse_override(item))
     raw.setdefault("name", Path(path).stem)
-    return from_dict(raw)
+    return from_dict(raw, path)
 
 
 def load_resolved(path: str | Path) -> ExperimentConfig:
     """A run directory's config.toml, written by this cifarlab or by one before a key was renamed."""
-    return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")))
+    return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")), path)
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str]) -> ExperimentConfig:
@@ -190,15 +190,16 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def from_dict(raw: dict) -> ExperimentConfig:
+def from_dict(raw: dict, source: str | Path | None = None) -> ExperimentConfig:
     """The config of a table of sections of keys: presets applied, registry names checked, then
-    the schema's range checks and rules (on construction)."""
+    the schema's range checks and rules (on construction). `source`: the file it was read from,
+    named in a plug-in's import error (a run read back without its plug-in on the path)."""
     raw = dict(raw)
     kwargs: dict[str, Any] = {"name": coerce(raw.pop("name", "experiment"), str, "name")}
     if "plugins" in raw:   # imported first: their registry entries may be named below
         kwargs["plugins"] = coerce(raw.pop("plugins"), tuple[str, ...], "plugins")
         for name in kwargs["plugins"]:
-            import_plugin(name, "plugins")
+            import_plugin(name, f"{source}: plugins" if source else "plugins")
     if SESSION_PLUGINS:   # --plugin's modules go into every config this process builds, so its runs' config.toml reloads
         kwargs["plugins"] = tuple(dict.fromkeys(kwargs.get("plugins", ()) + SESSION_PLUGINS))
     for section, value in raw.items():

@@ -166,7 +166,7 @@ def load_run(run_dir: str | Path) -> TrainedModel:
                 else "train the run (again) with this cifarlab")
         raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); {todo}")
     try:
-        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])))
+        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])), path / MODEL_FILE)
         return assemble(path, cfg, state["classes"], state["mean"], state["std"], int(state["image_size"]),
                         int(state["epoch"]), state["model"])
     except (KeyError, RuntimeError, ValueError) as e:

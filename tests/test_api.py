@@ -292,6 +292,11 @@ def test_a_reloaded_plugin_replaces_its_names_and_a_builtin_or_another_modules_n
         import_plugin("mylab.needs", "--plugin")
     with pytest.raises(ConfigError, match=r"cannot be imported .* give the module's dotted name \(e.g. 'mylab.nets'\)"):
         import_plugin("mylab/nets.py", "--plugin")
+    (tmp_path / "run").mkdir()   # a run read back where its plug-in is not on the path: the file is named
+    (tmp_path / "run" / "config.toml").write_text('plugins = ["mylab.elsewhere"]\n')
+    with pytest.raises(ConfigError, match=f"^{tmp_path / 'run' / 'config.toml'}: plugins: plug-in module 'mylab.elsewhere' "
+                                          "cannot be imported"):
+        C.load_file_or_run(tmp_path / "run")
 
 
 def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch, registries):
