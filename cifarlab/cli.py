@@ -216,7 +216,8 @@ def build_parser() -> Parser:
     up.add_argument("folder", help="pack folder (manifest.json + parts)")
     up.add_argument("npz", help="output .npz")
 
-    show = sub.add_parser("show", help="pictures of what a config does")
+    show = sub.add_parser("show", help="what a config does: its resolved keys and differences, FLOPs, "
+                          "pictures of its augmentations, noise and features")
     show_sub = show.add_subparsers(dest="show", required=True, parser_class=Parser)
     grid = show_sub.add_parser("augment", help="a grid of a few training images and augmented draws of each")
     add_config_args(grid)
@@ -278,8 +279,8 @@ def build_parser() -> Parser:
     return parser
 
 
-PLUGIN_HELP = ("import MODULE first (a plug-in: it registers models, losses, augmentations or methods; "
-               "docs/EXTENDING.md); repeatable")
+PLUGIN_HELP = ("import MODULE first (a plug-in: it registers models, losses, augmentations, methods or "
+               "datasets; its dotted name, e.g. mylab.models, on PYTHONPATH; docs/EXTENDING.md); repeatable")
 
 
 def add_plugin_option(parser: argparse.ArgumentParser) -> None:
@@ -798,7 +799,8 @@ def show_config(args: argparse.Namespace) -> int:
     if args.other is None:
         print(C.to_toml(first), end="")
     else:
-        print("\n".join(C.diff_lines(first, config_named(args.other), args.experiment, args.other)))
+        named = f"{args.experiment} (with --set {' '.join(args.overrides)})" if args.overrides else args.experiment
+        print("\n".join(C.diff_lines(first, config_named(args.other), named, args.other)))
     for note in notes:
         print(f"# {note}")
     return 0

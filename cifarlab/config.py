@@ -453,10 +453,12 @@ def diff_lines(a: ExperimentConfig, b: ExperimentConfig, a_name: str, b_name: st
     """`section.key  a -> b` for each key whose value differs (TOML values), then a count line; a key
     outside a run's identity that only says how it executes (`NOT_HASHED` but the seed) is marked so."""
     changed = diff(a, b)
+    if a.plugins != b.plugins:   # top-level, outside the hash: the modules each config imports
+        changed["plugins"] = (list(a.plugins), list(b.plugins))
     width = max((len(k) for k in changed), default=0)
     # keys that say how a run executes (threads, checkpointing, logging), not what it computes: the
     # same run either way (the seed, also outside the hash, changes what is computed)
-    how = [k for k in changed if tuple(k.split(".")) in NOT_HASHED and k != "train.seed"]
+    how = [k for k in changed if (tuple(k.split(".")) in NOT_HASHED and k != "train.seed") or k == "plugins"]
     lines = [f"{key:<{width}}  {toml_value(x)} -> {toml_value(y)}" + ("   # how it runs only" if key in how else "")
              for key, (x, y) in changed.items()]
     said = f" ({len(how)} of them only how it runs, not what it computes)" if how else ""
@@ -489,10 +491,21 @@ def choices(section: str, key: str) -> list[str] | None:
     return list(CHOICES[section, key]) if (section, key) in CHOICES else None
 
 
+TOP_LEVEL = (   # the keys outside any section: (key, default, meaning), for `list keys` and docs/REFERENCE.md
+    ("name", '"experiment"', "the experiment's name (an experiment file's default: its file name): runs go to "
+     "runs/<name>/seed<k>, and reports label it so; not in the config hash"),
+    ("extends", "(none)", "an experiment file only: the path, relative to this file's folder, of another "
+     "experiment file whose keys this one starts from (its own keys override them; its name is not taken)"),
+    ("plugins", "[]", "modules imported before the config is read (docs/EXTENDING.md): the models, losses, "
+     "augmentations, methods and datasets they register become valid names; not in the config hash"),
+)
+
+
 def describe_keys() -> str:
     """Every key with its default and what it means, for `cifarlab list keys`; a key with a fixed
     set of values also lists them (a registry's names as registered now)."""
-    lines, defaults = [], to_dict(ExperimentConfig())
+    lines, defaults = ["(top level)"], to_dict(ExperimentConfig())
+    lines += [f"  {f'{key} = {default}':<28} # {meaning}" for key, default, meaning in TOP_LEVEL]
     for section, cls in SECTIONS.items():
         lines.append(f"[{section}]")
         comments = key_comments(cls)

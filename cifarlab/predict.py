@@ -277,6 +277,7 @@ def export(run: TrainedModel | str | Path, fmt: str, out: str | Path | None = No
             entry = graph.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(graph, str(out))
+    out.chmod(0o644)   # as every file a run writes (safetensors writes its file 0600)
     return out
 
 

@@ -35,6 +35,8 @@ def keys_section() -> list[str]:
                        "An experiment file sets a few of these under their section (`[optim]` then `lr = 0.1`); "
                        "`--set optim.lr=0.1` sets one on the command line. Values that differ from these "
                        "defaults make a run's config hash."], C.to_dict(C.ExperimentConfig())
+    lines += ["", "### Top level (before any section)", "", "| key | default | meaning |", "|---|---|---|"]
+    lines += [f"| `{key}` | `{cell(default)}` | {cell(meaning)} |" for key, default, meaning in C.TOP_LEVEL]
     for section, cls in C.SECTIONS.items():
         comments = C.key_comments(cls)
         lines += ["", f"### [{section}]", "", "| key | default | meaning | valid values |", "|---|---|---|---|"]

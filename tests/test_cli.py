@@ -1,5 +1,6 @@
 """The command line end to end: a real run, and one-line errors with exit code 2."""
 
+import dataclasses
 import json
 import subprocess
 
@@ -382,7 +383,7 @@ def test_show_config_prints_the_resolved_config_and_the_keys_two_configs_differ_
     base = C.load(repo_experiment)
     assert [line.split()[0] for line in lines[:-1]] == ["model.norm", "optim.lr", "train.epochs"]
     assert lines[1].split()[1:] == ["0.123", "->", C.toml_value(base.optim.lr)]
-    assert lines[-1] == f"3 key(s) differ between {repo_experiment} and {run_dir}"
+    assert lines[-1] == f"3 key(s) differ between {repo_experiment} (with --set optim.lr=0.123) and {run_dir}"
     same = cli("show", "config", repo_experiment, repo_experiment, cwd=tmp_path)
     assert same.returncode == 0 and same.stdout.strip() == f"no key differs between {repo_experiment} and {repo_experiment}"
     study = tmp_path / "s.toml"   # a study's variants, as declared (budgets x the reference's 100 epochs, no tuned choice)
@@ -394,8 +395,12 @@ def test_show_config_prints_the_resolved_config_and_the_keys_two_configs_differ_
                                      f"1 key(s) differ between {study}:a-100ep and {study}:b-100ep"]
     threads = cli("show", "config", repo_experiment, repo_experiment, "--set", "train.threads=3", cwd=tmp_path)
     assert threads.stdout.splitlines() == ["train.threads  3 -> 0   # how it runs only",
-                                           f"1 key(s) differ between {repo_experiment} and {repo_experiment} "
-                                           "(1 of them only how it runs, not what it computes)"]
+                                           f"1 key(s) differ between {repo_experiment} (with --set train.threads=3) and "
+                                           f"{repo_experiment} (1 of them only how it runs, not what it computes)"]
+    plugged = C.from_dict({"name": "p"})
+    assert C.diff_lines(dataclasses.replace(plugged, plugins=("mylab.models",)), plugged, "a", "b") == [
+        'plugins  ["mylab.models"] -> []   # how it runs only', "1 key(s) differ between a and b (1 of them only how "
+        "it runs, not what it computes)"]
     longer = cli("show", "config", f"{study}:a-100ep", f"{study}:a-200ep", cwd=tmp_path)
     assert "train.epochs" in longer.stdout and "optim.lr" not in longer.stdout   # the schedule stretched
     tuned = tmp_path / "t.toml"   # an arm that tunes its rate: the note says the value shown is not the one it trains at
