@@ -260,7 +260,8 @@ def build_parser() -> Parser:
     lst.add_argument("what", choices=["models", "optimizers", "schedules", "augmentations", "losses", "methods",
                                       "datasets", "keys", "reference"])
     pred = sub.add_parser("predict", help="the top classes of image files (PNG, JPEG) under a finished run's model")
-    pred.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory (it holds model.pt)")
+    pred.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory (it holds model.pt), or a "
+                      "file `cifarlab export --format safetensors` wrote")
     pred.add_argument("images", metavar="IMAGE", nargs="+", help="image files; resized to the model's input size")
     pred.add_argument("--top-k", type=int, default=3, help="classes printed per image (default 3)")
     pred.add_argument("--tta", choices=["none", "flip", "flip-translate"],
@@ -890,7 +891,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
     images = read_images(args.images)      # every file checked before the model loads
-    run = load_run(args.run_dir)
+    if Path(args.run_dir).is_file() and Path(args.run_dir).suffix == ".safetensors":
+        from cifarlab.predict import load_safetensors
+        run = load_safetensors(args.run_dir)
+    else:
+        run = load_run(args.run_dir)
     k = min(args.top_k, len(run.classes))
     for path, image in zip(args.images, images):
         top = run.predict(image, tta=args.tta).top(k)[0]

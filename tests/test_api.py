@@ -159,6 +159,14 @@ def test_predict_and_export_on_the_command_line(trained, tmp_path):
                        env=cli_env(), capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and (trained.run_dir / "model.torchscript.pt").exists(), r.stderr
     assert api.load_run(trained.run_dir).classes == CLASSES
+    predicted = subprocess.run(cli_command("predict", trained.run_dir, *paths), env=cli_env(), capture_output=True,
+                               text=True, timeout=300).stdout
+    r = subprocess.run(cli_command("export", trained.run_dir, "--format", "safetensors", "--out", tmp_path / "m.safetensors"),
+                       env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr   # an exported safetensors file predicts as its run does
+    r = subprocess.run(cli_command("predict", tmp_path / "m.safetensors", *paths), env=cli_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0 and r.stdout == predicted, r.stderr
     for args, message in [(("predict", trained.run_dir, tmp_path / "none.png"), "does not exist"),
                           (("predict", tmp_path / "norun", paths[0]), "does not exist"),
                           (("export", trained.run_dir, "--format", "tflite"), "valid: torchscript"),
