@@ -28,7 +28,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cifarlab.errors import UserError
+from cifarlab.errors import STOPPED_BY, UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -221,14 +221,14 @@ def build_parser() -> Parser:
     show_sub = show.add_subparsers(dest="show", required=True, parser_class=Parser)
     grid = show_sub.add_parser("augment", help="a grid of a few training images and augmented draws of each")
     add_config_args(grid)
-    grid.add_argument("--out", default="augment.png", help="PNG file to write (default augment.png)")
+    grid.add_argument("--out", default="augment.png", help="image file to write: PNG, or the format its suffix names (pdf, svg, jpg) (default augment.png)")
     grid.add_argument("--images", type=int, default=6, help="images, one per class (default 6)")
     grid.add_argument("--draws", type=int, default=5, help="augmented draws per image (default 5)")
     add_data_args(grid)
     noise = show_sub.add_parser("noise", help="the label noise of a config: flip rate drawn, per class, and "
                                 "the transition matrix asked for and drawn (a heat map)")
     add_config_args(noise)
-    noise.add_argument("--out", default="noise.png", help="PNG file to write (default noise.png)")
+    noise.add_argument("--out", default="noise.png", help="image file to write: PNG, or the format its suffix names (default noise.png)")
     add_data_args(noise)
     flops = show_sub.add_parser("flops", help="a config's training compute before it runs: parameters, FLOPs "
                                 "per training image (forward + backward) and per run")
@@ -243,7 +243,7 @@ def build_parser() -> Parser:
     feats = show_sub.add_parser("features", help="test images' features of trained runs, projected by PCA, "
                                 "coloured by class (e.g. a SupCon and a cross-entropy encoder side by side)")
     feats.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run directories with a checkpoint")
-    feats.add_argument("--out", default="features.png", help="PNG file to write (default features.png)")
+    feats.add_argument("--out", default="features.png", help="image file to write: PNG, or the format its suffix names (default features.png)")
     feats.add_argument("--images", type=int, default=2000, help="test images projected (default 2000)")
     add_data_args(feats)
 
@@ -954,6 +954,7 @@ def check_experiment_arg(args: argparse.Namespace) -> None:
 
 
 def interrupt(signum: int, frame: object) -> None:
+    STOPPED_BY[0] = signum
     raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finished epochs kept, study claims released
 
 
@@ -971,16 +972,25 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as e:
         print(f"cifarlab: error: {e}", file=sys.stderr)
         return 2
+    except BrokenPipeError:   # `cifarlab list keys | head`: the reader left, nothing is wrong here
+        try:   # no second error when the interpreter flushes stdout at exit
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError, AttributeError):
+            pass
+        return 128 + signal.SIGPIPE
     except OSError as e:  # a file system that refuses (read-only, full, no permission): one line, not a traceback
         where = f"{e.filename}: " if e.filename else ""
         print(f"cifarlab: error: {where}{e.strerror or e}; check that the folder is writable and has space",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        again = ("rerun the same command: it resumes unfinished runs from their checkpoints"
-                 if args is not None and args.command == "study" else "continue with --resume")
-        print(f"cifarlab: interrupted; finished epochs are saved, {again}", file=sys.stderr)
-        return 130
+        command = (args.command, getattr(args, "action", None)) if args is not None else (None, None)
+        said = {("study", "run"): "; finished epochs are saved, rerun the same command: it resumes unfinished "
+                                  "runs from their checkpoints",
+                ("run", None): "; the run keeps its last checkpoint (every train.checkpoint_every epochs, none "
+                               "before the first): continue with the same command and --resume"}
+        print(f"cifarlab: interrupted{said.get(command, '')}", file=sys.stderr)
+        return 128 + STOPPED_BY[0]
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import tomllib
 import typing
@@ -376,9 +377,11 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where}.{bad[0]} must be a number, string, boolean or list; got {value[bad[0]]!r}")
         return Options(value)
     if hint is float and isinstance(value, int) and not isinstance(value, bool):
-        return float(value)
+        value = float(value)   # 1e400 as an int (TOML's 10**400) is inf as a float: refused below
     if isinstance(value, bool) != (hint is bool) or not isinstance(value, hint):
         raise ConfigError(f"{where} must be {hint.__name__}, got {type(value).__name__} {value!r}")
+    if hint is float and not math.isfinite(value):
+        raise ConfigError(f"{where} must be a finite number, got {value!r}")
     return value
 
 

@@ -24,3 +24,8 @@ def did_you_mean(word: str, valid, show=repr) -> str:
     import difflib
     close = difflib.get_close_matches(word, [str(v) for v in valid], n=1, cutoff=0.6)
     return f"; did you mean {show(close[0])}?" if close else ""
+
+
+# The signal that stopped this process (Ctrl-C's SIGINT unless a handler notes SIGTERM): the command
+# line exits with 128 + it, as a shell reports a process a signal ended.
+STOPPED_BY = [2]

@@ -246,6 +246,9 @@ PROBABILITY = {("augment", "erase_p"), ("augment", "mix_p"), ("augment", "gray_p
 # Left out of config_hash: the seed (the seeds of one experiment share a hash) and keys that
 # change how a run executes but not what it computes, so that a run with 1 thread, or one
 # checkpointing less often, counts as the same experiment.
+SEEDS = {("train", "seed"), ("data", "split_seed"), ("data", "noise_seed")}
+SEED_MAX = 2**32 - 1   # what every generator takes (torch's seeds are 64-bit, NumPy's legacy ones 32-bit)
+
 NOT_HASHED = {("train", "seed"), ("train", "threads"), ("train", "checkpoint_every"),
               ("train", "eval_batch_size"), ("train", "tensorboard"), ("train", "mlflow")}
 
@@ -278,6 +281,8 @@ def validate(cfg: ExperimentConfig) -> None:
                 raise ConfigError(f"{section}.{f.name} = {value!r} must lie in [0, 1)")
             if key in PROBABILITY and not 0 <= value <= 1:
                 raise ConfigError(f"{section}.{f.name} = {value!r} is a probability: it must lie in [0, 1]")
+            if key in SEEDS and not value <= SEED_MAX:
+                raise ConfigError(f"{section}.{f.name} = {value!r} is too large for a seed: give one in [0, {SEED_MAX}]")
     if cfg.data.dataset in ("cifar10", "cifar100") and (cfg.data.image_size not in (0, 32) or cfg.data.label_column != "noisy_labels_0"):
         raise ConfigError(f"data.image_size and data.label_column are Imagenette's: {cfg.data.dataset} images are 32 px "
                           "(image_size 0 or 32) and have one label column")

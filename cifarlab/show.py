@@ -15,6 +15,14 @@ from cifarlab.data.loader import Splits
 from cifarlab.errors import UserError
 
 
+def save_figure(fig, out: Path) -> None:
+    """`out` in the format its suffix names (PNG, PDF, SVG, JPEG, ...); PNG, PDF and SVG without the
+    Software/date metadata, so the same data gives the same bytes (JPEG takes no metadata)."""
+    fixed = {"Software": None} if out.suffix.lower() == ".png" else {"Creator": None} if out.suffix.lower() in (
+        ".pdf", ".svg") else None
+    fig.savefig(out, dpi=110, metadata=fixed)
+
+
 def first_of_each_class(splits: Splits, count: int) -> torch.Tensor:
     """Indices of the first training image of each of the first `count` classes (fewer if absent)."""
     labels = splits.train.labels
@@ -52,7 +60,7 @@ def augment_grid(cfg: C.ExperimentConfig, splits: Splits, out: Path, images: int
     fig.suptitle(f"{cfg.name}: " + " -> ".join(cfg.augment.pipeline), fontsize=8)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, metadata={"Software": None})
+    save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -129,7 +137,7 @@ def features_figure(run_dirs: list[Path], splits: Splits, out: Path, images: int
     else:
         fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, metadata={"Software": None})
+    save_figure(fig, out)
     plt.close(fig)
     return out
 
@@ -203,6 +211,6 @@ def noise_figure(cfg: C.ExperimentConfig, splits: Splits, out: Path, drawn: np.n
     fig.suptitle(f"{cfg.name}: P(label | class), %", fontsize=9)
     fig.tight_layout()
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=110, metadata={"Software": None})
+    save_figure(fig, out)
     plt.close(fig)
     return out

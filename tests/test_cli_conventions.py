@@ -205,3 +205,41 @@ def test_a_study_whose_subset_cannot_hold_its_validation_split_is_refused_before
     err = refused(capsys, "study", action, study, "--db", tmp_path / "r.db", "--runs-dir", tmp_path / "runs")
     assert "data.val_size = 5000 must be smaller than the 2000 training images of data.subset = 2000" in err
     assert files(tmp_path) == ["s.toml"]
+
+
+def test_a_reader_that_leaves_early_is_no_disk_error(monkeypatch, capsys):
+    """`cifarlab list keys | head -1`: the pipe closes under the command; it exits as a process SIGPIPE
+    ends (141), not with 'check that the folder is writable'."""
+    class Closed:
+        def write(self, text):
+            raise BrokenPipeError(32, "Broken pipe")
+
+        def flush(self):
+            pass
+    monkeypatch.setattr("sys.stdout", Closed())
+    assert cli.main(["list", "keys"]) == 141
+    assert capsys.readouterr().err == ""
+
+
+def test_an_interrupt_says_what_is_kept_only_where_something_is(monkeypatch, capsys):
+    """Ctrl-C: `run` points to --resume, `study run` to the same command, any other command only says
+    it was interrupted; SIGTERM exits 143, Ctrl-C 130."""
+    import signal
+
+    from cifarlab.errors import STOPPED_BY
+
+    def stop(args):
+        raise KeyboardInterrupt
+    monkeypatch.setitem(cli.COMMANDS, "list", stop)
+    assert cli.main(["list", "keys"]) == 130 and capsys.readouterr().err == "cifarlab: interrupted\n"
+    monkeypatch.setitem(cli.COMMANDS, "run", stop)
+    monkeypatch.setattr(cli, "check_experiment_arg", lambda args: None)
+    assert cli.main(["run", "x.toml"]) == 130 and "--resume" in capsys.readouterr().err
+
+    def term(args):
+        cli.interrupt(signal.SIGTERM, None)
+    monkeypatch.setitem(cli.COMMANDS, "list", term)
+    try:
+        assert cli.main(["list", "keys"]) == 143
+    finally:
+        STOPPED_BY[0] = signal.SIGINT

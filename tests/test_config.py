@@ -57,6 +57,10 @@ def test_hash_and_diff_see_one_key():
     ({"name": "../elsewhere"}, "experiment name '../elsewhere' is not a valid name"),
     ({"optim": {"muon_lr": 0.1}}, "optim.muon_lr is Muon's; set optim.name = 'muon'"),
     ({"optim": {"name": "adam", "muon_momentum": 0.9}}, "optim.muon_momentum is Muon's"),
+    ({"train": {"epochs": float("inf")}}, "train.epochs must be a finite number, got inf"),
+    ({"optim": {"lr": float("nan")}}, "optim.lr must be a finite number, got nan"),
+    ({"train": {"seed": 10**20}}, "train.seed = 100000000000000000000 is too large for a seed: give one in [0, 4294967295]"),
+    ({"data": {"noise_seed": 2**32}}, "data.noise_seed = 4294967296 is too large for a seed"),
 ])
 def test_bad_configs_name_the_problem(raw, message):
     with pytest.raises(ConfigError) as e:

@@ -164,7 +164,7 @@ def test_sigterm_to_the_ray_driver_gives_its_runs_back(study_dir):  # noqa: F811
         if proc.poll() is None:
             proc.kill()
             proc.communicate()
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err, err
+    assert proc.returncode == 143 and "interrupted" in err and "Traceback" not in err, err
     assert not running(study_dir / "ray.db")
     local = study(study_dir, "run", db="ray.db")  # the local executor takes over what is left
     assert local.returncode == 0 and "4 of 4 runs done" in local.stdout, local.stderr

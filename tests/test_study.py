@@ -403,7 +403,7 @@ def test_sigterm_releases_the_claim(study_dir):
     db = study_dir / "results.db"
     with stopped_at_the_end(proc):
         err = signalled_once_claimed(proc, db)
-    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert proc.returncode == 143 and "interrupted" in err and "Traceback" not in err
     assert "rerun the same command" in err and "--resume" not in err  # `study run` has no --resume
     assert not running(db)
 
@@ -603,7 +603,7 @@ def test_sigterm_stops_every_worker_and_releases_their_claims(study_dir):
     db = study_dir / "results.db"
     with stopped_at_the_end(proc):
         err = signalled_once_claimed(proc, db)
-    assert proc.returncode == 130 and "Traceback" not in err
+    assert proc.returncode == 143 and "Traceback" not in err
     assert not running(db)
     resumed = study(study_dir, "run")  # nothing was lost: the study finishes from where it stopped
     assert resumed.returncode == 0 and "4 of 4 runs done" in resumed.stdout

@@ -249,6 +249,8 @@ class DeferredInterrupt:
         return self
 
     def note(self, signum: int, frame: object) -> None:
+        from cifarlab.errors import STOPPED_BY
+        STOPPED_BY[0] = signum
         self.pending = True
 
     def check(self) -> None:
