@@ -46,8 +46,8 @@ def add_db_arg(p: argparse.ArgumentParser) -> None:
                    "by convention a study keeps its own, results/STUDY/results.db)")
 
 
-def add_config_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("experiment", help="experiment TOML file, e.g. experiments/fast/baseline.toml")
+def add_config_args(p: argparse.ArgumentParser, what: str = "experiment TOML file, e.g. experiments/fast/baseline.toml") -> None:
+    p.add_argument("experiment", help=what)
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set optim.lr=0.01 (repeatable)")
 
@@ -59,7 +59,8 @@ def build_parser() -> Parser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="train one experiment and print its validation and test accuracy")
-    add_config_args(run)
+    add_config_args(run, "experiment TOML file, e.g. experiments/fast/baseline.toml, or a run directory (its "
+                         "config.toml, and the directory itself unless --out: `run RUN_DIR --resume`)")
     run.add_argument("--seed", type=int, help="shortcut for --set train.seed=N")
     run.add_argument("--out", help="run directory (default: runs/<name>/seed<seed>)")
     run.add_argument("--resume", action="store_true", help="continue an interrupted run from its checkpoint")
@@ -326,10 +327,20 @@ def cmd_run(args: argparse.Namespace) -> int:
     from cifarlab.runs import RunDir, ensure_writable
     from cifarlab.train import train
 
+    if Path(args.experiment).is_dir() and (Path(args.experiment) / "config.toml").exists():
+        # a run directory: its config, and (without --out) the directory itself: `run RUN_DIR --resume`
+        args.out = args.out or args.experiment
+        args.experiment = str(Path(args.experiment) / "config.toml")
     if args.threads is not None:
         args.overrides.append(f"train.threads={args.threads}")
+    seeded = [o for o in args.overrides if o.partition("=")[0].strip() == "train.seed"]
+    if args.seed is not None and seeded and C.parse_override(seeded[-1])[1] != args.seed:
+        raise UserError(f"the seed is given twice, --seed {args.seed} and --set {seeded[-1]}; give it once")
     # everything that can be refused without the data is checked before it loads
     cfg = C.load(args.experiment, list(args.overrides) + ([f"train.seed={args.seed}"] if args.seed is not None else []))
+    if cfg.train.device == "cuda":   # before the run directory is made
+        from cifarlab.runtime import setup
+        setup(cfg.train)
     warn_schedule(cfg)
     if cfg.train.mlflow:   # a missing extra is refused before the run directory exists
         from cifarlab.tracking import check_available
@@ -340,7 +351,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     world = from_env()  # under torchrun: rank 0 alone writes and prints
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     if run.checkpoint_path.exists() and not args.resume:
-        raise UserError(f"{run.path} already holds a run; pass --resume to continue it, or --out for a new one")
+        other = run.differences(cfg)
+        raise UserError(f"{run.path} already holds a run" + (
+            f" of other settings{other}; give this one its own directory (--out DIR, or --set name=NAME)" if other
+            else "; pass --resume to continue it, or --out for a new one"))
     if args.resume and not run.checkpoint_path.exists():
         raise UserError(f"--resume: {run.path} holds no checkpoint to continue"
                         + (" (it is not a run directory)" if run.path.exists() else " (it does not exist)")

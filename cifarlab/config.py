@@ -172,8 +172,8 @@ def merge(base: dict, over: dict) -> dict:
 
 def parse_override(item: str) -> tuple[str, Any]:
     key, sep, text = item.partition("=")
-    if not sep or "." not in key:
-        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=0.01")
+    if not sep or ("." not in key and key.strip() != "name"):
+        raise ConfigError(f"override {item!r} must look like section.key=value, e.g. optim.lr=0.01 (or name=NAME)")
     try:
         value = tomllib.loads(f"v = {text}")["v"]
     except tomllib.TOMLDecodeError:

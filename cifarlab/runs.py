@@ -114,10 +114,11 @@ class RunDir:
             return None
         state = load_checked(self.checkpoint_path, "delete it to start the run over", "checkpoint ")
         if state.get("config_hash") != config_hash or state.get("seed") != seed:
-            raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings"
-                            f"{self.differences(cfg)}; use another --out directory or delete the old run "
-                            "(to train a finished run longer, start a new run with the new train.epochs: "
-                            "the schedule depends on the total length)")
+            other = self.differences(cfg)
+            raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings{other}; use another "
+                            "--out directory or delete the old run" + (
+                                " (to train a finished run longer, start a new run with the new train.epochs: "
+                                "the schedule depends on the total length)" if "train.epochs:" in other else ""))
         return state
 
     def differences(self, cfg: C.ExperimentConfig | None) -> str:

@@ -272,6 +272,15 @@ def test_resume_with_changed_settings_names_the_keys(tmp_path, data_root, repo_e
     twice = cli("run", repo_experiment, *TINY, "--data-dir", tmp_path / "nothing-here", "--out", tmp_path / "r",
                 cwd=tmp_path)
     assert twice.returncode == 2 and "already holds a run; pass --resume" in twice.stderr
+    other = cli("run", repo_experiment, *TINY, "--set", "optim.lr=0.01", "--data-dir", tmp_path / "nothing-here",
+                "--out", tmp_path / "r", cwd=tmp_path)   # another config into the same directory
+    assert other.returncode == 2 and "already holds a run of other settings (optim.lr: 0.001 -> 0.01); give this " \
+        "one its own directory (--out DIR, or --set name=NAME)" in other.stderr
+    # a run directory stands for its config and itself: resuming a finished run has nothing left to train
+    resumed = cli("run", tmp_path / "r", "--resume", "--data-dir", data_root, "--no-progress", cwd=tmp_path)
+    assert resumed.returncode == 0 and f"-> {tmp_path / 'r'}" in resumed.stdout, resumed.stderr
+    seeds = cli("run", repo_experiment, "--seed", "1", "--set", "train.seed=2", cwd=tmp_path)
+    assert seeds.returncode == 2 and "the seed is given twice, --seed 1 and --set train.seed=2; give it once" in seeds.stderr
 
 
 def test_a_subset_says_which_key_to_set(tmp_path, data_root, repo_experiment):

@@ -107,3 +107,12 @@ def test_hash_ignores_how_a_run_executes():
                             "train": {"threads": 1, "checkpoint_every": 5, "eval_batch_size": 250}})
     assert C.config_hash(short) == C.config_hash(executed)
     assert C.config_hash(short) != C.config_hash(C.from_dict({"optim": {"lr": 0.03}, "train": {"threads": 1}}))
+
+
+def test_the_name_is_an_override_too(tmp_path):
+    """`--set name=NAME`: a second config of one file gets its own runs/<name>/ (list keys lists name)."""
+    (tmp_path / "mine.toml").write_text("[optim]\nlr = 0.1\n")
+    assert C.load(tmp_path / "mine.toml").name == "mine"
+    assert C.load(tmp_path / "mine.toml", ["name=mine-flip"]).name == "mine-flip"
+    with pytest.raises(ConfigError, match=r"must look like section.key=value, e.g. optim.lr=0.01 \(or name=NAME\)"):
+        C.load(tmp_path / "mine.toml", ["lr=0.1"])
