@@ -225,9 +225,10 @@ def splits_device() -> torch.device:
 
 
 def format_tta_row(row: dict, thresholds: list[float]) -> str:
+    from cifarlab.flops import amount
     cross = "  ".join(f"val>={100 * t:.0f}%: " + (f"{s:.1f} s" if s is not None else "never")
                       for t, s in row["crossed"].items())
-    flops = (f"{row['train_flops'] / 1e15:.3f} PFLOP at {row['train_flops'] / row['train_seconds'] / 1e12:.2f} TFLOP/s  "
+    flops = (f"{amount(row['train_flops'])} at {row['train_flops'] / row['train_seconds'] / 1e12:.2f} TFLOP/s  "
              if row.get("train_flops") and row.get("train_seconds") else "")
     return (f"  seed {row['seed']}: test {100 * row['test_acc']:.2f} %  wall {row['wall_seconds']:.1f} s  "
             f"{flops}{cross}")

@@ -22,6 +22,7 @@ Bad input prints one line `cifarlab: error: ...` and exits with code 2.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import signal
@@ -170,7 +171,7 @@ def build_parser() -> Parser:
     results.add_argument("--format", choices=["csv"], default="csv")
     results.add_argument("--study", help="only this study, by name or TOML file; a file adds a `current` column "
                                          "(1: counted by its report, 0: a superseded config) (default: all)")
-    results.add_argument("--out", default="results/export", help="output folder")
+    results.add_argument("--out", default="results/export", help="export: output folder; index: the README to write")
     results.add_argument("--against", metavar="DB", help="compare: the other database (e.g. a replicate on a GPU)")
     results.add_argument("--metric", choices=["test", "val"],
                          help="compare: which accuracy (default: test; val for a selection study's file)")
@@ -319,7 +320,8 @@ def flops_rate(final: dict) -> str:
     flops, seconds = final.get("train_flops"), final.get("train_seconds")
     if not flops or not seconds:
         return "FLOPs unrecorded"
-    return f"{flops / 1e15:.3f} PFLOP at {flops / seconds / 1e12:.2f} TFLOP/s"
+    from cifarlab.flops import amount
+    return f"{amount(flops)} at {flops / seconds / 1e12:.2f} TFLOP/s"
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -371,7 +373,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 0
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
     test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
-    length = (f"{final['epochs']} epochs" if float(cfg.train.epochs).is_integer() or final.get("steps") is None
+    whole = float(cfg.train.epochs).is_integer() or final.get("steps") is None
+    length = (f"{final['epochs']} epoch" + ("" if final["epochs"] == 1 else "s") if whole
               else f"{cfg.train.epochs:g} epochs: {final['steps']} step(s)")   # a fraction ends mid-epoch
     print(f"{cfg.name} seed {cfg.train.seed}: {val}{test}"
           f"({length}, {final['wall_seconds']:.1f} s, {final['images_per_s']:.0f} img/s, "
@@ -440,6 +443,7 @@ def cmd_study(args: argparse.Namespace) -> int:
         import datetime as dt
         day = "today" if dt.date.fromtimestamp(until) == dt.date.today() else f"{dt.date.fromtimestamp(until):%A}"
         print(f"until {args.until.replace('T', ' ')} ({day}, local time): claims only runs expected to end by then")
+    made = [d for d in (Path(args.runs_dir) / study.name, Path(args.runs_dir)) if not d.exists()]
     if args.action in ("run", "adopt"):  # before the database is opened or a run registered
         from cifarlab.runs import ensure_writable
         ensure_writable(Path(args.runs_dir) / study.name, "--runs-dir")
@@ -470,12 +474,23 @@ def cmd_study(args: argparse.Namespace) -> int:
         if line:
             print(f"{line}; {args.db} not created")
             return 0
+    existed = Path(args.db).exists()
     store = open_store(args.db)
     if args.action == "adopt":
-        for path in args.run_dirs:
-            print(adopt_run(study, store, Path(args.runs_dir), Path(path)))
-        if source is not None:
-            print("\n".join(adopt_database(study, store, source)))
+        try:
+            for path in args.run_dirs:
+                print(adopt_run(study, store, Path(args.runs_dir), Path(path)))
+            if source is not None:
+                print("\n".join(adopt_database(study, store, source)))
+        except UserError:
+            if not existed:   # a refusal leaves no new database behind, nor the empty folders made for it
+                store.close()
+                for leftover in (Path(args.db), Path(f"{args.db}-wal"), Path(f"{args.db}-shm")):
+                    leftover.unlink(missing_ok=True)
+                for folder in made:
+                    with contextlib.suppress(OSError):
+                        folder.rmdir()
+            raise
         return 0
     if not args.worker and not args.adopt_done_elsewhere:   # with it, they are adopted, not warned of
         from cifarlab.study.adopt import elsewhere_note
@@ -631,6 +646,13 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.results.export import export_csv
     from cifarlab.results import open_store
 
+    takes = {"export": ("--out",), "compare": ("--against", "--metric"), "index": ("--out",)}
+    given = [opt for opt, value, default in (("--out", args.out, "results/export"), ("--against", args.against, None),
+                                              ("--metric", args.metric, None)) if value != default]
+    for opt in given:
+        if opt not in takes[args.action]:
+            users = " and ".join(a for a, opts in takes.items() if opt in opts)
+            raise UserError(f"results {args.action} takes no {opt} (it is for results {users})")
     if args.action == "index":
         from cifarlab.results.index import write_index
         out = Path(args.out) if args.out != "results/export" else Path("results") / "README.md"
@@ -730,7 +752,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
     try:
         thresholds = [float(t) for t in args.thresholds.split(",") if t.strip()]
     except ValueError:
-        raise UserError(f"--thresholds must be comma-separated accuracies in [0, 1], got {args.thresholds!r}") from None
+        thresholds = []
+    if not thresholds or not all(0 <= t <= 1 for t in thresholds):
+        raise UserError(f"--thresholds must be comma-separated accuracies in [0, 1] (0.94, not 94), got "
+                        f"{args.thresholds!r}")
     cfg, splits = load_experiment(args, progress=args.progress)
     bench.time_to_accuracy(cfg, splits, args.seeds, thresholds, Path(args.out), args.progress)
     return 0
@@ -781,7 +806,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         return show_config(args)
     if args.show == "flops":
         from cifarlab import config as C
-        from cifarlab.flops import classes_of, planned, size_of
+        from cifarlab.flops import amount, classes_of, planned, size_of
         from cifarlab.models import build_model, count_parameters
         cfg = C.load(args.experiment, args.overrides)
         p = planned(cfg)
@@ -789,7 +814,7 @@ def cmd_show(args: argparse.Namespace) -> int:
               f"{p['flops_per_image'] / 1e6:,.1f} MFLOP per training image (forward + backward), "
               f"{p['images_per_epoch']:,} images x {cfg.train.epochs:g} epochs"
               + second_phase_text(cfg)
-              + f": {p['train_flops'] / 1e15:.3f} PFLOP of training")
+              + f": {amount(p['train_flops'])} of training")
         return 0
     if args.show == "noise":
         from cifarlab.show import drawn_transition, noise_figure, noise_text

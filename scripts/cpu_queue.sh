@@ -41,6 +41,7 @@ for slot in $(seq "$workers"); do
   nohup bash -c '
     for s in "$@"; do
       [ -e logs/queue.stop ] && exit 0
+      mkdir -p "results/$s"   # study run makes no folder for a database (an empty one is not tracked)
       "'"$CIFARLAB"'" study run "studies/$s.toml" --db "results/$s/results.db" --workers 1 --threads 1 \
         --no-progress --adopt-done-elsewhere --data-dir "'"$DATA_DIR"'" '"${UNTIL:+--until $UNTIL}"' \
         >> "logs/${s}_'"$slot"'.log" 2>&1 || true

@@ -243,3 +243,19 @@ def test_an_interrupt_says_what_is_kept_only_where_something_is(monkeypatch, cap
         assert cli.main(["list", "keys"]) == 143
     finally:
         STOPPED_BY[0] = signal.SIGINT
+
+
+def test_refusals_of_results_data_adopt_and_bench_write_nothing(tmp_path, capsys):
+    """Options a results action does not take, a missing .npz to pack, an adoption refused against a new
+    database, and accuracies out of [0, 1] for bench tta: one line each, exit 2, and no file left."""
+    db = tmp_path / "r.db"
+    err = refused(capsys, "results", "compare", "--db", db, "--out", tmp_path / "cmp")
+    assert "results compare takes no --out (it is for results export and index)" in err
+    err = refused(capsys, "results", "export", "--db", db, "--metric", "val")
+    assert "results export takes no --metric (it is for results compare)" in err
+    assert "nothere.npz does not exist" in refused(capsys, "data", "pack", tmp_path / "nothere.npz", tmp_path / "packs")
+    (tmp_path / "notrun").mkdir()
+    refused(capsys, "study", "adopt", STUDY, tmp_path / "notrun", "--db", db, "--runs-dir", tmp_path / "runs")
+    err = refused(capsys, "bench", "tta", EXPERIMENT, "--thresholds", "15", "--out", tmp_path / "bench")
+    assert "--thresholds must be comma-separated accuracies in [0, 1] (0.94, not 94), got '15'" in err
+    assert files(tmp_path) == ["notrun"]

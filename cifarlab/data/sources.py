@@ -170,6 +170,8 @@ def verify_and_extract(archive: Path, name: str, dest: Path) -> Path:
 def load_npz(path: str | os.PathLike) -> Arrays:
     """Load a prepared `.npz` (keys: NPZ_KEYS; uint8 NHWC images, str classes)."""
     path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path} does not exist" if not path.exists() else f"{path} is not a file; give an .npz file")
     fix = "delete it or replace it with a valid npz (keys " + ", ".join(NPZ_KEYS) + ")"
     try:
         with np.load(path, allow_pickle=False) as z:
