@@ -18,7 +18,6 @@ metadata as safetensors.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import tomllib
 from dataclasses import dataclass
@@ -33,7 +32,7 @@ from torch import nn
 from cifarlab import config as C
 from cifarlab.errors import UserError
 from cifarlab.evaluate import predict as predict_logits
-from cifarlab.runs import MODEL_FILE, load_verified
+from cifarlab.runs import MODEL_FILE, load_verified, sha256_of
 
 FORMATS = {"torchscript": "torchscript.pt", "safetensors": "safetensors", "onnx": "onnx"}   # format -> file suffix
 TTAS = ("none", "flip", "flip-translate")   # train.tta's values
@@ -157,7 +156,7 @@ def load_run(run_dir: str | Path) -> TrainedModel:
         check = path / (MODEL_FILE + ".sha256")
         why = ((f"{check.name} is missing: it cannot be verified" if not check.exists() else
                 "it does not match its checksum: it changed after the run wrote it"
-                if hashlib.sha256((path / MODEL_FILE).read_bytes()).hexdigest() != check.read_text().strip() else
+                if sha256_of((path / MODEL_FILE).read_bytes()) != check.read_text().strip() else
                 "it verifies but does not load as tensors only (weights_only): cifarlab did not write it")
                if (path / MODEL_FILE).exists() else
                "the run has not finished" if (path / "checkpoint.pt").exists() and not (path / "final.json").exists()

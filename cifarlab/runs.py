@@ -184,7 +184,7 @@ def save_verified(path: Path, state: dict[str, Any]) -> None:
     torch.save(state, buf)
     data = buf.getvalue()
     atomic_write(path, data)
-    atomic_write(path.with_name(path.name + ".sha256"), (hashlib.sha256(data).hexdigest() + "\n").encode())
+    atomic_write(path.with_name(path.name + ".sha256"), (sha256_of(data) + "\n").encode())
 
 
 def load_verified(path: Path) -> dict[str, Any] | None:
@@ -195,7 +195,7 @@ def load_verified(path: Path) -> dict[str, Any] | None:
         data, want = path.read_bytes(), check.read_text().strip()
     except OSError:
         return None
-    if hashlib.sha256(data).hexdigest() != want:
+    if sha256_of(data) != want:
         return None
     try:
         return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
