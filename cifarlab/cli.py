@@ -204,6 +204,8 @@ def build_parser() -> Parser:
     aug.add_argument("--steps", type=int, default=5, help="training steps timed for the epoch's training time")
     aug.add_argument("--images", type=int, default=45_000, help="images per epoch (default 45,000: CIFAR's training split)")
     aug.add_argument("--rounds", type=int, default=3, help="timed rounds; the median is reported")
+    aug.add_argument("--threads", type=int, default=0,
+                     help="CPU threads (shortcut for --set train.threads=N; default: the experiment's, else PyTorch's)")
 
     data = sub.add_parser("data", help="the datasets found under the data root; pack or unpack the lossless format")
     data_sub = data.add_subparsers(dest="data", required=True, parser_class=Parser)
@@ -743,9 +745,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
         return 0
     if args.bench == "augment":
         from cifarlab import config as C
-        check_counts(argparse.Namespace(steps=args.steps, images=args.images, rounds=args.rounds, threads=0),
-                     "steps", "images", "rounds")
-        bench.augment_cost(C.load(args.experiment, args.overrides), args.images, args.rounds, args.steps)
+        check_counts(args, "steps", "images", "rounds")
+        overrides = args.overrides + ([f"train.threads={args.threads}"] if args.threads else [])
+        bench.augment_cost(C.load(args.experiment, overrides), args.images, args.rounds, args.steps)
         return 0
     if args.seeds < 1:
         raise UserError(f"--seeds must be >= 1, got {args.seeds}")

@@ -225,7 +225,7 @@ def check_names(sections: dict[str, Any]) -> None:
         if isinstance(value, tuple):   # a list of names (augment.pipeline)
             for name in value:
                 if name not in registry:
-                    raise ConfigError(f"{section}.{key}: unknown {registry.kind} {name!r}; valid: "
+                    raise ConfigError(f"{section}.{key}: {name!r} is invalid; valid: "
                                       f"{', '.join(registry.names())}" + unknown_hint(str(name), registry.names(), registry.kind))
         elif value not in registry:
             raise ConfigError(f"{section}.{key} = {value!r} is invalid; valid: {', '.join(registry.choices())}"
@@ -333,7 +333,7 @@ def build_section(cls: type, section: str, values: dict) -> Any:
     if section == "model" and "name" in values:  # a model preset supplies the keys not set here
         name = coerce(values["name"], str, "model.name")
         if name not in MODELS:
-            raise ConfigError(f"unknown model {name!r}; valid: {', '.join(MODELS.names())}"
+            raise ConfigError(f"model.name = {name!r} is invalid; valid: {', '.join(MODELS.names())}"
                               + unknown_hint(name, MODELS.names(), MODELS.kind))
         values = {**MODELS.get(name).keys, **values}
     out = {}

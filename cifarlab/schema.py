@@ -28,7 +28,7 @@ class DataConfig:
     labels: str = "fine"         # fine | coarse: CIFAR-100's 20 superclasses instead of its 100 classes
     val_size: int = 5000         # training images held out for validation (stratified); 0 = no validation
     split_seed: int = 0          # seed of the train/validation split; fixed across training seeds
-    subset: int = 0              # use only this many training images (stratified), 0 = all; data.val_size comes out of them
+    subset: int = 0              # use only this many training images (stratified by the labels trained on: with data.noise, the noisy ones), 0 = all; data.val_size comes out of them
     normalize: str = "unit"      # unit: pixels/255 in [0,1] | standard: per-channel zero mean, unit std (train split stats)
     noise: str = "none"          # label noise on the training images (train and validation splits; never test): none | symmetric | asymmetric | pairflip
     noise_rate: float = 0.0      # probability that a label is flipped, in [0, 1)

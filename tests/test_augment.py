@@ -191,7 +191,7 @@ def test_dominant_label_is_what_training_accuracy_counts():
 
 
 @pytest.mark.parametrize("keys, message", [
-    ({"pipeline": ["flip", "blur"]}, "unknown augmentation 'blur'; valid: affine, altflip, cutmix"),
+    ({"pipeline": ["flip", "blur"]}, "augment.pipeline: 'blur' is invalid; valid: affine, altflip, cutmix"),
     ({"pipeline": ["flip", "flip"]}, "names an augmentation twice"),
     ({"erase_p": -0.1}, r"augment.erase_p = -0.1 is a probability: it must lie in \[0, 1\]"),
     ({"mix_p": 1.5}, "augment.mix_p = 1.5 is a probability"),

@@ -61,7 +61,7 @@ def bad_checksum(root):
     (["--set", "optim.lr=fast"], None, "optim.lr must be float"),
     (["--set", "optim.lr=-0.1"], None, "optim.lr = -0.1 must be > 0"),
     (["--seed", "-1"], None, "train.seed = -1 must be >= 0"),
-    (["--set", "model.name=resnet999"], None, "unknown model 'resnet999'; valid: airbench, preact_resnet18, resnet18, resnet9, vgg"),
+    (["--set", "model.name=resnet999"], None, "model.name = 'resnet999' is invalid; valid: airbench, preact_resnet18, resnet18, resnet9, vgg"),
     (["--set", "model.norm=batchy"], None, "model.norm = 'batchy' is invalid; valid: none, batch, group"),
     (["--set", "model.stem=big"], None, "model.stem = 'big' is invalid; valid: none, conv, patchify"),
     (["--set", "model.block=wide"], None, "model.block = 'wide' is invalid; valid: plain, basic, preact"),
@@ -187,10 +187,13 @@ def test_show_augment_writes_a_grid_and_bench_augment_times_each_step(tmp_path, 
     assert r.returncode == 0, r.stderr
     assert imread(tmp_path / "g.png").shape[0] > 200          # 3 rows of images
     r = cli("bench", "augment", repo_experiment, pipeline, "--set", "model.widths=[8, 16]", "--steps", "1",
-            "--images", "512", "--rounds", "1", cwd=tmp_path)
+            "--images", "512", "--rounds", "1", "--threads", "1", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     for name in ("flip", "affine", "cutmix", "whole pipeline", "training steps without augmentation"):
         assert name in r.stdout
+    assert ", 1 threads]" in r.stdout                         # --threads reaches the timed process
+    bad = cli("bench", "augment", repo_experiment, "--threads", "-1", cwd=tmp_path)
+    assert bad.returncode == 2 and "--threads must be >= 0" in bad.stderr
     assert "% of the training time" in r.stdout
     bad = cli("show", "augment", repo_experiment, "--set", "data.val_size=100", "--data-dir", data_root, cwd=tmp_path)
     assert bad.returncode == 2 and "has no augmentation to show" in bad.stderr

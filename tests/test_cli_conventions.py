@@ -155,7 +155,7 @@ def test_an_option_of_another_study_action_names_the_action_that_takes_it(tmp_pa
     ("optm.lr=0.1", "; did you mean 'optim'?"),
     ("model.norm=btach", "model.norm = 'btach' is invalid; valid: none, batch, group, layer, instance; did you mean "
                          "'batch'?"),
-    ("augment.pipeline=['flip', 'cutot']", "augment.pipeline: unknown augmentation 'cutot'; valid: "),
+    ("augment.pipeline=['flip', 'cutot']", "augment.pipeline: 'cutot' is invalid; valid: "),
     ("augment.pipeline=['flip', 'cutot']", "did you mean 'cutout'?"),
     ("train.tta=flp", "train.tta = 'flp' is invalid; valid: none, flip, flip-translate; did you mean 'flip'?"),
     ("optim.name=adamm", "optim.name = 'adamm' is invalid; valid: sgd, adam, adamw, muon; did you mean 'adam"),

@@ -303,7 +303,7 @@ def test_a_patch_that_does_not_divide_the_image_is_refused():
 
 
 def test_unknown_model_lists_valid_names():
-    with pytest.raises(ConfigError, match="unknown model 'resnet999'; valid: .*resnet18.*vgg"):
+    with pytest.raises(ConfigError, match="model.name = 'resnet999' is invalid; valid: .*resnet18.*vgg"):
         model_config("resnet999")
 
 
