@@ -256,7 +256,8 @@ def build_parser() -> Parser:
     paper.add_argument("--src", default="docs/REPORT.src.md", help="the source: Markdown with references "
                        "(docs/PAPER.md)")
     paper.add_argument("--out", default="docs/REPORT.md", help="the Markdown report to write")
-    paper.add_argument("--html", default="docs/REPORT.html", help="the HTML report to write, figures embedded")
+    paper.add_argument("--html", default=None, help="the HTML report to write, figures embedded (default: --out "
+                                                    "with the suffix .html, docs/REPORT.html for the default --out)")
     paper.add_argument("--results", default="results", help="folder of the studies' results (STUDY/results.db)")
     paper.add_argument("--studies", default="studies", help="folder of the study files")
 
@@ -894,7 +895,8 @@ def show_features(args: argparse.Namespace) -> int:
 
 def cmd_paper(args: argparse.Namespace) -> int:
     from cifarlab.report.paper import write_paper
-    for path in write_paper(Path(args.src), Path(args.out), Path(args.html), Path(args.results), Path(args.studies)):
+    html = Path(args.html) if args.html else Path(args.out).with_suffix(".html")   # beside --out, never over the committed one
+    for path in write_paper(Path(args.src), Path(args.out), html, Path(args.results), Path(args.studies)):
         print(f"wrote {path}")
     return 0
 

@@ -94,6 +94,16 @@ def delta_by_hand(a: dict, b: dict) -> str:
     return f"{100 * mean:+.2f} points, 95 % CI [{100 * (mean - half):+.2f}, {100 * (mean + half):+.2f}], n = {len(diffs)}"
 
 
+def test_paper_with_its_own_out_writes_the_html_beside_it_not_over_the_committed_one(lab, capsys):
+    write_src(lab, "# Paper\n\nBase {{s/base}}.\n")
+    (lab / "docs" / "REPORT.html").write_text("committed")
+    assert main(["paper", "--out", str(lab / "probe.md")]) == 0
+    assert (lab / "probe.html").is_file() and (lab / "probe.md").is_file()
+    assert (lab / "docs" / "REPORT.html").read_text() == "committed"
+    assert main(["paper"]) == 0                    # the defaults: the committed report and its HTML
+    assert (lab / "docs" / "REPORT.html").read_text() != "committed"
+
+
 # ----------------------------------------------------------------------------- references
 
 def test_references_read_the_numbers_from_the_database(lab, capsys):
