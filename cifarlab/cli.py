@@ -668,16 +668,10 @@ def cmd_results(args: argparse.Namespace) -> int:
     if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
         from cifarlab.study import load_study
 
-        from cifarlab.study.plan import study_spec
+        from cifarlab.study.plan import current_runs
         study = load_study(find_study(args.study))
-        spec = study_spec(study, open_store(args.db, must_exist=True))   # study.spec() where nothing is planned
-        name, selection = spec.name, spec.selection
-        current = {(e, h, seed) for e, h in spec.hashes.items()
-                   for seed in (*spec.planned(e), *spec.added.get(e, ()))}
-        if study.tuned:   # the tuning runs the report's tuning section counts are current too
-            from cifarlab.study.plan import plan
-            current |= {(key.experiment, key.config_hash, key.seed) for arm in
-                        plan(study, open_store(args.db, must_exist=True)).tuning.values() for _, key, _ in arm.runs}
+        name, selection = study.name, study.selection
+        current = current_runs(study, open_store(args.db, must_exist=True))
     if args.action == "compare":
         from cifarlab.results.compare import compare
 

@@ -150,6 +150,11 @@ def read_toml_chain(path: Path, seen: tuple[Path, ...] = ()) -> dict:
     if path in seen:
         raise ConfigError(f"`extends` cycle: {' -> '.join(str(p) for p in (*seen, path))}")
     raw = read_toml(path, "experiment", "experiments/fast/baseline.toml")
+    if "variants" in raw and "experiment" in raw:   # a study file where an experiment was expected
+        names = [v.get("name", "?") for v in raw["variants"] if isinstance(v, dict)]
+        raise ConfigError(f"{path} is a study file (experiment and [[variants]]), not an experiment: run it with "
+                          f"`cifarlab study run {path.name}`, or name one variant as {path.name}:VARIANT where a "
+                          f"command takes one (`show config`); its variants: {', '.join(map(str, names))}")
     parent = raw.pop("extends", None)
     if parent is None:
         return raw

@@ -355,6 +355,9 @@ def test_the_machine_field_names_each_cpu_and_its_threads_beside_a_wall_time(lab
     assert paper(lab, capsys) == (0, "")
     text = (lab / "docs" / "REPORT.md").read_text()
     assert "Base 101 s on CPU X, 2 threads; flip on CPU Y, 1 thread; CPU Z." in text
+    from cifarlab.report.paper import machines_text   # one machine, some runs without a thread count: named once
+    assert machines_text([("A", ""), ("A", "1 thread"), ("B", "2 threads"), ("A", "")]) == \
+        "A, 1 thread (not recorded for 2 of 3 runs); B, 2 threads"
 
 
 def test_a_change_in_a_difference_is_paired_over_the_seeds_all_four_share(lab, capsys):

@@ -146,6 +146,25 @@ def test_a_resumed_run_records_every_epoch_even_those_the_database_lost(study_di
     assert [(e[1], e[2]) for e in epochs] == [(0, 1), (0, 2), (1, 1), (1, 2)]
 
 
+def test_a_claim_resumed_under_another_runs_dir_resumes_from_the_checkpoint_it_left(study_dir):
+    """An interrupted `study run --runs-dir A` rerun without it: the run resumes from A's checkpoint
+    (the database recorded where its claim trained), not from epoch 1 under runs/."""
+    first = study(study_dir, "run", "--only", "baseline", "--runs-dir", "elsewhere")
+    assert "2 run(s) finished" in first.stdout, first.stderr
+    db = sqlite3.connect(study_dir / "results.db")
+    run_dir, = db.execute("SELECT run_dir FROM runs WHERE experiment='baseline' AND seed=1").fetchone()
+    assert "elsewhere" in run_dir and (Path(study_dir / run_dir) / "checkpoint.pt").is_file()
+    with db:   # as an interrupt leaves it: pending again, its claim's directory recorded (absolute)
+        db.execute("UPDATE runs SET status='pending', claimed_by=NULL, run_dir=? WHERE experiment='baseline' "
+                   "AND seed=1", (str((study_dir / run_dir).resolve()),))
+    again = study(study_dir, "run", "--only", "baseline")
+    assert "1 run(s) finished" in again.stdout, again.stderr
+    assert "resumes from its checkpoint in" in again.stdout and "elsewhere" in again.stdout
+    assert not (study_dir / "runs" / "tiny" / "baseline").exists()     # nothing trained again under runs/
+    from cifarlab.study.data import resume_dir
+    assert resume_dir(None, study_dir / "runs") is None
+
+
 def test_sigkill_at_random_moments_loses_nothing(study_dir, tmp_path):
     reference = tmp_path / "straight"
     reference.mkdir()
@@ -627,6 +646,47 @@ def test_reading_commands_refuse_a_missing_database(study_dir):
         assert r.returncode == 2 and "results database not found: typo.db" in r.stderr, r.stderr
         assert "Traceback" not in r.stderr
     assert not (study_dir / "typo.db").exists() and not (study_dir / "report").exists()
+
+
+def test_status_reads_without_writing_and_points_at_a_database_or_runs_it_did_not_expect(study_dir):
+    """`study status` opens an existing database read-only (the runs it plans go in a copy); it notes a
+    database holding only another study's runs, a missing --db whose neighbour holds this study, and
+    finished runs its file no longer plans (a variant renamed after they ran)."""
+    assert study(study_dir, "run", "--only", "baseline").returncode == 0
+    db = study_dir / "results.db"
+    count = lambda: sqlite3.connect(db).execute("SELECT COUNT(*) FROM runs").fetchone()[0]
+    before, stamp = count(), db.stat().st_mtime_ns
+    renamed = study_dir / "renamed.toml"
+    renamed.write_text(STUDY.replace('name = "baseline"', 'name = "plain"'))
+    r = subprocess.run(cli_command("study", "status", "renamed.toml", "--db", "results.db"), cwd=study_dir,
+                       env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "2 finished run(s) of this study in results.db are not part of it as renamed.toml now stands" in r.stdout
+    assert "baseline (2)" in r.stdout and "results export --study renamed.toml" in r.stdout
+    other = study_dir / "other.toml"
+    other.write_text(STUDY.replace('name = "tiny"\nexperiment', 'name = "another"\nexperiment'))
+    r = subprocess.run(cli_command("study", "status", "other.toml", "--db", "results.db"), cwd=study_dir,
+                       env=cli_env(), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0 and "results.db holds no run of study another (it holds tiny)" in r.stdout, r.stdout
+    assert count() == before and db.stat().st_mtime_ns == stamp          # nothing planned into the file
+    typo = study(study_dir, "status", db="results.dbb")
+    assert "did you mean --db results.db?" in typo.stdout and "holds 2 finished run(s) of it" in typo.stdout
+    assert not (study_dir / "results.dbb").exists()
+
+
+def test_a_study_file_and_an_experiment_file_given_for_each_other_are_named(study_dir):
+    r = subprocess.run(cli_command("run", "study.toml"), cwd=study_dir, env=cli_env(), capture_output=True,
+                       text=True, timeout=600)
+    assert r.returncode == 2 and "study.toml is a study file (experiment and [[variants]]), not an experiment" \
+        in r.stderr and "its variants: baseline, dropout" in r.stderr, r.stderr
+    r = subprocess.run(cli_command("study", "status", "tiny.toml", "--db", "x.db"), cwd=study_dir, env=cli_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "tiny.toml is an experiment file (data, model, optim, train), not a study" \
+        in r.stderr, r.stderr
+    (study_dir / "typo.toml").write_text(STUDY.replace('seeds = [0, 1]', 'seeds = [0, 1]\nset = { "train.epoch" = 3 }'))
+    r = subprocess.run(cli_command("study", "status", "typo.toml", "--db", "x.db"), cwd=study_dir, env=cli_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "typo.toml: the study's set (train.epoch, given to every variant)" in r.stderr, r.stderr
 
 
 def test_study_run_warns_once_about_a_schedule_that_stops_mid_cycle(study_dir):

@@ -218,6 +218,23 @@ class Results:
 
 # ----------------------------------------------------------------------------- formatting
 
+def machines_text(runs: list[tuple[str, str]]) -> str:
+    """Each machine once, in first-seen order, with the thread counts its runs recorded ("CPU X, 2
+    threads; CPU Y"); where only some of a machine's runs recorded theirs, how many did not."""
+    by_machine: dict[str, list[str]] = {}
+    for machine, threads in runs:
+        by_machine.setdefault(machine, []).append(threads)
+    said = []
+    for machine, threads in by_machine.items():
+        known = list(dict.fromkeys(t for t in threads if t))
+        missing = threads.count("")
+        text = f"{machine}, {' or '.join(known)}" if known else machine
+        if known and missing:
+            text += f" (not recorded for {missing} of {len(threads)} runs)"
+        said.append(text)
+    return "; ".join(said)
+
+
 def threads_of(runtime: str | None) -> str:
     """"2 threads" from a run's recorded runtime ("cpu (...), bfloat16, channels_last, 2 threads"), or ""."""
     m = re.search(r"(\d+) threads?\b", runtime or "")
@@ -329,12 +346,10 @@ class Renderer:
                 raise PaperError(f"{folder}/{name} recorded no wall time")
             return f"{mean_std(walls)[0]:,.0f} s"
         if what == "machine":   # where its wall times were measured: the CPU or GPU, and threads per run
-            from cifarlab.report.markdown import unique
-            said = unique(f"{r['machine']}, {threads_of(r['runtime'])}" if threads_of(r["runtime"]) else r["machine"]
-                          for r in runs.values() if r["machine"])
+            said = machines_text([(r["machine"], threads_of(r["runtime"])) for r in runs.values() if r["machine"]])
             if not said:
                 raise PaperError(f"{folder}/{name} recorded no machine")
-            return "; ".join(said)
+            return said
         if what == "at_chance":
             from cifarlab.report.summary import at_chance, clean_val_by_run, epochs_by_run
             chance = at_chance(runs, epochs_by_run(data.store, [r["id"] for r in runs.values()]),

@@ -331,6 +331,11 @@ class Store:
         with self.transaction() as c:
             c.execute("UPDATE runs SET status='failed', error=?, claimed_by=NULL WHERE id=?", (error, run_id))
 
+    def claimed_dir(self, run_id: int, run_dir: str) -> None:
+        """Record where a claimed run trains (its checkpoint lives there), before its first epoch."""
+        with self.transaction() as c:
+            c.execute("UPDATE runs SET run_dir=? WHERE id=? AND status='running'", (run_dir, run_id))
+
     def release(self, run_id: int) -> None:
         """Give a claim back (interrupted): the next study process resumes it."""
         with self.transaction() as c:
@@ -446,6 +451,23 @@ def empty_store(path: str | Path) -> Store:
     """A new, empty database in memory standing for the one `path` would hold, created nowhere: for
     reading what a command would do before it writes the file."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    migrate(conn, Path(path))
+    return Store(conn, Path(path))
+
+
+def copy_store(path: str | Path) -> Store:
+    """The database at `path` copied into memory, the file opened read-only: for a command that
+    only reads (`study status` plans pending runs in the copy, never in the file)."""
+    source = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=60)
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    try:
+        source.backup(conn)
+    except sqlite3.DatabaseError as e:
+        conn.close()
+        raise UserError(f"{path} is not a readable results database ({e})") from None
+    finally:
+        source.close()
     conn.row_factory = sqlite3.Row
     migrate(conn, Path(path))
     return Store(conn, Path(path))

@@ -33,3 +33,15 @@ class DataCache:
 
 def run_dir_for(runs_root: Path, key: RunKey) -> Path:
     return runs_root / key.study / key.experiment / f"seed{key.seed}-{key.config_hash}"
+
+
+def resume_dir(claimed_before: str | None, run_dir: Path) -> Path | None:
+    """Where an interrupted claim of this run left its checkpoint, when that is not `run_dir` (an
+    earlier `study run` under another --runs-dir) and `run_dir` holds none: the run resumes there
+    rather than start again. `claimed_before`: the directory the database recorded at that claim."""
+    if not claimed_before:
+        return None
+    earlier = Path(claimed_before)
+    if earlier.resolve() == run_dir.resolve() or (run_dir / "checkpoint.pt").is_file():
+        return None
+    return earlier if (earlier / "checkpoint.pt").is_file() else None

@@ -352,3 +352,15 @@ def shared_wanted(study: Study, store: Store) -> set[str]:
     configs += [cfg for arm in p.undecided for _, _, cfg in p.tuning[arm].runs]
     names = {trained_path(Path(), cfg).name for cfg in configs if cfg.data.val_size > 0}
     return names | {pretrained_path(Path(), cfg).name for cfg in configs if pretrain_epochs(cfg)}
+
+
+def current_runs(study: Study, store: Store) -> set[tuple[str, str, int]]:
+    """(experiment, config hash, seed) of every run the study file plans now, its tuning runs
+    included: what its report counts. A finished run of the study outside it belongs to a variant
+    renamed or changed since it ran (`results export --study` marks it current = 0)."""
+    spec = study_spec(study, store)
+    current = {(e, h, seed) for e, h in spec.hashes.items() for seed in (*spec.planned(e), *spec.added.get(e, ()))}
+    if study.tuned:
+        current |= {(key.experiment, key.config_hash, key.seed)
+                    for arm in plan(study, store).tuning.values() for _, key, _ in arm.runs}
+    return current

@@ -14,7 +14,7 @@ from tqdm import tqdm
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
-from cifarlab.study.data import DataCache, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
+from cifarlab.study.data import DataCache, resume_dir, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
 from cifarlab.study.plan import shares, sharing, takes_done_sibling
 from cifarlab.study.spec import Study
@@ -197,8 +197,15 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             continue
         key = RunKey(row["study"], row["experiment"], row["seed"], row["config_hash"])
         cfg = plan[key]
+        run_dir = run_dir_for(runs_root, key)
+        earlier = resume_dir(row["run_dir"], run_dir)
+        if earlier is not None:
+            tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: resumes from its checkpoint in {earlier} "
+                       f"(an earlier study run's --runs-dir), not from the start under {runs_root}")
+            run_dir = earlier
+        store.claimed_dir(row["id"], str(run_dir.resolve()))   # where a later claim finds its checkpoint
         try:
-            result = train_one(key, cfg, data.get(cfg.data), run_dir_for(runs_root, key), progress=progress,
+            result = train_one(key, cfg, data.get(cfg.data), run_dir, progress=progress,
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),
                                share=shares(key, cfg, share, study.tuned))
         except KeyboardInterrupt:

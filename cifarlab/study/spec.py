@@ -200,6 +200,9 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     try:
         cfg = C.from_dict(raw)
     except ConfigError as e:
+        ours = [k for k in study.get("set", {}) if k not in item.get("set", {}) and k in str(e)]
+        if ours:   # a key of the study's own `set`, which every variant inherits: name it, not this variant
+            raise ConfigError(f"{path}: the study's set ({ours[0]}, given to every variant): {e}") from None
         raise ConfigError(f"{where} ({item['name']}): {e}") from None
     tune = None
     if "tune" in item or "tune" in study:
@@ -235,6 +238,10 @@ def study_variant(path: str | Path, name: str) -> Variant:
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     raw = C.read_toml(path, "study", "studies/basic.toml")
+    if "experiment" not in raw and "variants" not in raw and (set(raw) & (set(C.SECTIONS) | {"extends"})):
+        raise ConfigError(f"{path} is an experiment file ({', '.join(sorted(set(raw) & (set(C.SECTIONS) | {'extends'})))}"
+                          f"), not a study: train it with `cifarlab run {path}`; a study file names one as "
+                          "experiment = \"...\" and lists [[variants]] (docs/STUDIES.md, e.g. studies/basic.toml)")
     check_keys(raw, STUDY_KEYS, str(path))
     if not isinstance(raw.get("experiment"), str):
         raise ConfigError(f"{path}: `experiment` (the reference experiment file) is required")

@@ -48,7 +48,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                     f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
                     "theirs; one without, at its training method's; each scaled to its images per epoch "
                     "and its networks)"
-                    + ("" if workers > 1 else "; --workers N divides it by N"))
+                    + ("" if workers > 1 or not seconds_left else "; --workers N divides it by N"))
     else:
         timing = None
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs, _ in work], total, workers,
@@ -299,19 +299,58 @@ def status_report(study: Study, db: str, workers: int, study_arg: str, measure: 
 
     import torch
 
-    from cifarlab.results import open_store
+    from cifarlab.results.store import copy_store, empty_store
     from cifarlab.runtime import machine_name
     from cifarlab.study.adopt import elsewhere_note
     here = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     fresh = not Path(db).is_file()   # a study not started: every run pending, nothing written
-    store = open_store(":memory:" if fresh else db)
-    fresh_line = f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"
-    lines = [fresh_line] if fresh else []
+    store = empty_store(db) if fresh else copy_store(db)   # read only: the runs it plans go in a copy
+    lines = [fresh_line(db, study.name)] if fresh else []
+    if not fresh and not store.runs(study.name) and store.studies():
+        lines.append(f"note: {db} holds no run of study {study.name} (it holds {', '.join(store.studies())}); "
+                     f"if that is not meant, give the study's own --db (e.g. results/{study.name}/results.db)")
     shared = None if runs_dir is None else Path(runs_dir) / study.name / "_shared"
     lines.append(status_table(study, store, workers, machine=here, others=sibling_databases(db), measure=measure,
                               shared=shared))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
-    return "\n".join(lines + ([note] if note else []))
+    return "\n".join(lines + ([note] if note else []) + ([] if fresh else outside_lines(study, store, db, study_arg)))
+
+
+def outside_lines(study: Study, store: Store, db, study_arg: str) -> list[str]:
+    """A line when finished runs of the study lie outside what its file plans now (a variant renamed
+    or changed after they ran): its report leaves them out, so say which, and how to see them."""
+    from collections import Counter
+
+    from cifarlab.study.plan import current_runs
+    current = current_runs(study, store)
+    outside = Counter(r["experiment"] for r in store.runs(study.name) if r["status"] == "done"
+                      and (r["experiment"], r["config_hash"], r["seed"]) not in current)
+    if not outside:
+        return []
+    names = ", ".join(f"{name} ({n})" for name, n in sorted(outside.items()))
+    return [f"note: {sum(outside.values())} finished run(s) of this study in {db} are not part of it as "
+            f"{study_arg} now stands, so its report leaves them out: {names}; a variant renamed or changed "
+            f"after they ran? `cifarlab results export --study {study_arg} --db {db}` lists them (current = 0)"]
+
+
+def fresh_line(db, name: str) -> str:
+    """What `study status` says of a database that does not exist, naming any database beside it (or
+    the study's usual one) that holds runs of the study: a mistyped --db is not a study not started."""
+    from pathlib import Path
+
+    from cifarlab.results.store import copy_store
+    line = f"{db} does not exist yet: nothing of this study has run; the estimate is the whole study's"
+    here = Path(db).parent
+    candidates = sorted(here.glob("*.db")) if here.is_dir() else []
+    candidates += [p for p in [Path("results") / name / "results.db"] if p.is_file() and p not in candidates]
+    for other in candidates:
+        try:
+            done = len([r for r in copy_store(other).runs(name) if r["status"] == "done"])
+        except Exception:   # noqa: BLE001 - not a results database: not a candidate
+            continue
+        if done:
+            return line + f" (but {other} holds {done} finished run(s) of it: did you mean --db {other}?)"
+    return line
 
 
 def sibling_databases(db) -> list:
