@@ -81,13 +81,13 @@ def load_tune(table: Any, raw: dict, settings: tuple[tuple[int, ...], float | No
     for key, values in table.items():
         if not isinstance(values, list) or not values:
             raise ConfigError(f"{where}: tune grid {key!r} must be a non-empty list of values, got {values!r}")
+        check_key(key, where)   # an unknown key first: the likelier mistake
         if len(values) == 1:
             raise ConfigError(f"{where}: tune grid {key!r} has one value, {values[0]!r}: the arm would choose "
                               f"nothing and spend a tuning run on it; give two or more values, or set "
                               f"{{ {json.dumps(key)} = {json.dumps(values[0])} }} instead")
         if len(set(map(json.dumps, values))) != len(values):
             raise ConfigError(f"{where}: tune grid {key!r} lists a value twice: {values}")
-        check_key(key, where)
         for v in values:
             try:
                 C.from_dict(with_values(raw, {key: v}))
