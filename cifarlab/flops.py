@@ -19,7 +19,6 @@ from cifarlab.errors import ConfigError
 from cifarlab.methods import METHODS, pretrain_epochs, total_epochs
 
 
-@lru_cache(maxsize=64)
 def amount(flops: float) -> str:
     """A FLOP count in the unit that shows it: PFLOP from 0.1 PFLOP, else TFLOP, else GFLOP (a small
     run's 0.000 PFLOP said nothing)."""
@@ -28,6 +27,7 @@ def amount(flops: float) -> str:
     return f"{flops / 1e12:.2f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
 
 
+@lru_cache(maxsize=64)
 def flops_per_image(model: C.ModelConfig, num_classes: int, image_size: int) -> int:
     """Forward + backward FLOPs of one image through the network (training mode, fp32), the mean
     over a batch of two so that BatchNorm trains as it does in a run."""

@@ -669,9 +669,16 @@ def test_status_reads_without_writing_and_points_at_a_database_or_runs_it_did_no
                        env=cli_env(), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0 and "results.db holds no run of study another (it holds tiny)" in r.stdout, r.stdout
     assert count() == before and db.stat().st_mtime_ns == stamp          # nothing planned into the file
+    (study_dir / "notes.db").write_text("not a database")          # a neighbour that is none: passed over
     typo = study(study_dir, "status", db="results.dbb")
     assert "did you mean --db results.db?" in typo.stdout and "holds 2 finished run(s) of it" in typo.stdout
     assert not (study_dir / "results.dbb").exists()
+    from cifarlab.errors import UserError
+    from cifarlab.results.store import copy_store
+    with pytest.raises(UserError, match="notes.db is not a readable results database"):
+        copy_store(study_dir / "notes.db")
+    broken = study(study_dir, "status", db="notes.db")
+    assert broken.returncode == 2 and "is not a readable results database" in broken.stderr, broken.stderr
 
 
 def test_a_study_file_and_an_experiment_file_given_for_each_other_are_named(study_dir):

@@ -447,10 +447,12 @@ def copy_store(path: str | Path) -> Store:
     return Store(conn, path)
 
 
-def empty_store(path: str | Path) -> Store:
-    """A new, empty database in memory standing for the one `path` would hold, created nowhere: for
-    reading what a command would do before it writes the file."""
+def empty_store(path: str | Path, source: sqlite3.Connection | None = None) -> Store:
+    """A database in memory standing for the one at `path`, written nowhere: empty (what a command
+    would do before it creates the file), or a copy of `source`'s contents."""
     conn = sqlite3.connect(":memory:", isolation_level=None)
+    if source is not None:
+        source.backup(conn)
     conn.row_factory = sqlite3.Row
     migrate(conn, Path(path))
     return Store(conn, Path(path))
@@ -460,17 +462,12 @@ def copy_store(path: str | Path) -> Store:
     """The database at `path` copied into memory, the file opened read-only: for a command that
     only reads (`study status` plans pending runs in the copy, never in the file)."""
     source = sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-    conn = sqlite3.connect(":memory:", isolation_level=None)
     try:
-        source.backup(conn)
+        return empty_store(path, source)
     except sqlite3.DatabaseError as e:
-        conn.close()
         raise UserError(f"{path} is not a readable results database ({e})") from None
     finally:
         source.close()
-    conn.row_factory = sqlite3.Row
-    migrate(conn, Path(path))
-    return Store(conn, Path(path))
 
 
 def require_database(path: str | Path, option: str = "--db") -> None:

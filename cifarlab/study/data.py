@@ -41,7 +41,8 @@ def resume_dir(claimed_before: str | None, run_dir: Path) -> Path | None:
     rather than start again. `claimed_before`: the directory the database recorded at that claim."""
     if not claimed_before:
         return None
+    from cifarlab.runs import RunDir
     earlier = Path(claimed_before)
-    if earlier.resolve() == run_dir.resolve() or (run_dir / "checkpoint.pt").is_file():
+    if earlier.resolve() == run_dir.resolve() or RunDir(run_dir).checkpoint_path.is_file():
         return None
-    return earlier if (earlier / "checkpoint.pt").is_file() else None
+    return earlier if RunDir(earlier).checkpoint_path.is_file() else None
