@@ -384,6 +384,10 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{flops_rate(final)})  -> {run.path}")
     if final.get("stopped"):
         print(f"stopped early: {final['stopped']}")
+    from cifarlab.stats import chance_warning
+    warning = chance_warning(final, run.read_metrics())
+    if warning:
+        print(f"cifarlab: warning: {warning}", file=sys.stderr)
     return 0
 
 
@@ -642,6 +646,11 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cifarlab.study.plan import study_spec
     readme = write_report(store, study_spec(study, store), out, command, grids, features)
     print(f"wrote {readme}")
+    rows = store.runs(study.name)
+    if not any(r["status"] == "done" for r in rows):   # a study just started: registered, none finished
+        print(f"cifarlab: note: none of the {len(rows)} run(s) of study {study.name} in {args.db} has finished yet, so "
+              f"the report holds no result; `cifarlab study status {path} --db {args.db}` shows their progress",
+              file=sys.stderr)
     return 0
 
 

@@ -82,6 +82,31 @@ def best_epoch(history: list[Mapping]) -> int | None:
 
 # ----------------------------------------------------------------------------- tests and corrections
 
+CHANCE_MARGIN = 0.02  # a run whose best validation accuracy stays below chance + this never learned
+
+
+def near_chance(best: float, classes: int) -> bool:
+    """Whether an accuracy stays within `CHANCE_MARGIN` of chance (1 / classes): a network that
+    diverged or died at the start."""
+    return bool(classes) and best < 1 / classes + CHANCE_MARGIN
+
+
+def chance_warning(final: Mapping, epochs: list[Mapping]) -> str | None:
+    """A run's warning that it never rose above chance in any epoch (on the clean labels where the
+    run recorded them: under label noise a network that learned stays near chance on the noisy
+    ones), or at the end on the test set where it held out no validation split; None otherwise.
+    The report's rule (`report.summary.at_chance`) for one run, said when it ends."""
+    accs = [e.get("val_acc_clean", e.get("val_acc")) for e in epochs]
+    accs = [a for a in accs if a is not None]
+    best, where = (max(accs), "best validation accuracy") if accs else (final.get("test_acc"), "test accuracy")
+    classes = len(final.get("classes") or ())
+    if best is None or not near_chance(best, classes):
+        return None
+    return (f"this run never rose above chance ({where} {100 * best:.1f} % with {classes} classes, chance "
+            f"{100 / classes:.1f} %): the network diverged or died at the start; a lower learning rate or a "
+            "warm-up usually helps")
+
+
 def _betacf(a: float, b: float, x: float) -> float:
     """Continued fraction of the regularised incomplete beta function (modified Lentz's method)."""
     tiny, c, d = 1e-300, 1.0, 1.0 - (a + b) * x / (a + 1)

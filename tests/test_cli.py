@@ -367,6 +367,16 @@ def test_bench_peak_prints_both_precisions_and_refuses_bad_sizes(tmp_path):
     assert bad.returncode == 2 and "--size" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
 
 
+def test_bench_peak_times_bf16_only_where_the_cpu_has_its_instructions(monkeypatch, capsys):
+    from cifarlab import bench, runtime
+    for native in (True, False):
+        monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda info=None, native=native: native)
+        rates = bench.peak(size=64, seconds=0.01, threads=1)
+        out = capsys.readouterr().out
+        assert sorted(rates) == (["bfloat16", "float32"] if native else ["float32"])
+        assert ("bfloat16 not timed (no bf16 instructions on this CPU" in out) is (not native), out
+
+
 def test_show_flops_prints_the_counted_flops_of_a_config(tmp_path, repo_experiment):
     from cifarlab import config as C
     from cifarlab.flops import flops_per_image

@@ -50,6 +50,19 @@ def test_report_and_export_of_a_database_without_the_studys_runs_are_refused(tmp
     assert not (tmp_path / "report").exists() and not (tmp_path / "csv").exists()
 
 
+def test_a_report_of_a_study_with_no_finished_run_says_so(tmp_path, capsys):
+    """A database whose runs are all registered and none finished (a study just started) gives a
+    report of nothing: written, with a note that says why and where to see progress."""
+    from cifarlab.study import load_study, plan_runs
+    store = open_store(tmp_path / "r.db")
+    plan_runs(load_study(STUDY), store)
+    store.close()
+    assert cli.main(["report", STUDY, "--db", str(tmp_path / "r.db"), "--out", str(tmp_path / "report")]) == 0
+    err = capsys.readouterr().err
+    assert "note: none of the 3 run(s) of study fast_baseline in " in err and "study status" in err, err
+    assert (tmp_path / "report" / "README.md").is_file()
+
+
 def test_study_run_with_an_unknown_variant_makes_no_database(tmp_path, capsys):
     err = refused(capsys, "study", "run", STUDY, "--db", tmp_path / "r.db", "--only", "fast-basline",
                   "--runs-dir", tmp_path / "runs")

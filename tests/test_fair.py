@@ -288,6 +288,11 @@ def test_a_tuned_study_trains_and_its_tuning_runs_never_read_the_test_set(tmp_pa
     assert "Margin over the runner-up" in readme and "fewer than 3 seeds of `drop-1ep` at the tuning length" in readme
     assert "Holm" in readme and "## Compute" in readme and (tmp_path / "report" / "budgets_g.png").exists()
     assert "| change of Δ, 2ep − 1ep | conclusion |" in readme
+    # the compute table's FLOP column is in the unit that shows this tiny study's counts (not 0.000 PFLOP)
+    compute = readme[readme.index("## Compute"):]
+    assert "| training GFLOP | wall time (s) |" in compute.splitlines()[4], compute[:600]
+    row = next(line for line in compute.splitlines() if line.startswith("| `drop-2ep` |"))
+    assert float(row.split("|")[4].replace(",", "")) > 1, row
     tuned = [r for name, r in rows.items() if "-tune-" in name]   # what choosing the settings cost, beside the rest
     assert f"- the tuning runs (validation only, not counted above) on `{tuned[0]['machine']}`: " in readme
     assert f"over {len(tuned)} runs (" in readme and "% of it choosing the arms' settings" in readme
@@ -351,7 +356,7 @@ def row(name, scores, at_chance=None):
     xs = list(scores.values())
     mean = float(np.mean(xs))
     return {"experiment": name, "n": len(xs), "score_by_seed": dict(scores), "score_mean": mean,
-            "score_std": float(np.std(xs, ddof=1)), "score_lo": mean - 0.01, "score_hi": mean + 0.01,
+            "score_std": float(np.std(xs, ddof=1)), "score_median": float(np.median(xs)), "score_lo": mean - 0.01, "score_hi": mean + 0.01,
             "at_chance": at_chance or {}, "diff_mean": 0.0, "diff_lo": float("nan"), "diff_hi": float("nan"),
             "diff_n": 0}
 
@@ -372,7 +377,8 @@ def test_a_variant_with_seeds_at_chance_is_unstable_not_a_difference():
     base = row("base", {0: 0.80, 1: 0.81, 2: 0.79})
     split = row("split", {0: 0.10, 1: 0.82, 2: 0.10}, at_chance={0: 0.1, 2: 0.1})
     text = R.finding_holm([R.versus(s, base) for s in (base, split)])
-    assert "unstable, not compared: `split` (2 of 3 seeds at chance)" in text
+    # named with its accuracy, mean and median (a bimodal set), so that a reader sees what it reached
+    assert "unstable, not compared: `split` (2 of 3 seeds at chance; 34.00 ± 41.57 %, median 10.00 %)" in text
     assert "not distinguishable" not in text
 
 
@@ -1055,3 +1061,9 @@ def test_a_variant_that_sets_a_key_it_tunes_is_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"\(drop\): set gives optim.lr, which this variant tunes"):
         load_study(write(tmp_path, bad))
     load_study(write(tmp_path, bad.replace('"optim.lr" = 0.3 }', '"optim.lr" = 0.3 }\ntune = {}')))   # untuned: fine
+
+
+def test_a_flop_column_takes_the_unit_of_its_largest_count():
+    from cifarlab.report.fair import flop_unit
+    assert flop_unit(2.2e14) == ("PFLOP", 1e15) and flop_unit(0.0) == ("PFLOP", 1e15)
+    assert flop_unit(9.9e13) == ("TFLOP", 1e12) and flop_unit(5e10) == ("GFLOP", 1e9)

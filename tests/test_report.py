@@ -473,6 +473,20 @@ def test_under_label_noise_chance_is_judged_on_the_clean_labels():
     assert at_chance(runs, epochs, {1: {}}) == {0: pytest.approx(0.110)}   # no clean record: the labels were clean
 
 
+def test_a_run_that_ends_at_chance_is_warned_of_by_the_reports_rule():
+    from cifarlab.stats import chance_warning
+    final = {"classes": [f"c{i}" for i in range(10)], "test_acc": 0.45}
+    assert chance_warning(final, [{"val_acc": 0.10}, {"val_acc": 0.115}]) == (
+        "this run never rose above chance (best validation accuracy 11.5 % with 10 classes, chance 10.0 %): the "
+        "network diverged or died at the start; a lower learning rate or a warm-up usually helps")
+    assert chance_warning(final, [{"val_acc": 0.10}, {"val_acc": 0.125}]) is None     # 2.5 points above chance
+    # under label noise the clean labels count: 19.8 % on them is a network that learned
+    assert chance_warning(final, [{"val_acc": 0.11, "val_acc_clean": 0.198}]) is None
+    # no validation split: its test accuracy at the end, 45 %, is far above chance; 10.5 % is not
+    assert chance_warning(final, [{"val_acc": None}]) is None
+    assert "(test accuracy 10.5 % with 10 classes" in chance_warning({**final, "test_acc": 0.105}, [{"val_acc": None}])
+
+
 def test_a_run_without_a_validation_split_is_judged_at_chance_on_its_test_accuracy():
     from cifarlab.report.summary import at_chance
     classes = json.dumps([f"c{i}" for i in range(10)])

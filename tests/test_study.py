@@ -157,6 +157,14 @@ def test_a_claim_resumed_under_another_runs_dir_resumes_from_the_checkpoint_it_l
     with db:   # as an interrupt leaves it: pending again, its claim's directory recorded (absolute)
         db.execute("UPDATE runs SET status='pending', claimed_by=NULL, run_dir=? WHERE experiment='baseline' "
                    "AND seed=1", (str((study_dir / run_dir).resolve()),))
+    # `study status` says where it resumes; without its checkpoint, that it starts over
+    status = study(study_dir, "status")
+    assert "resumes: baseline seed 1 after epoch 2 of 2 (its checkpoint in " in status.stdout, status.stdout + status.stderr
+    checkpoint = Path(study_dir / run_dir) / "checkpoint.pt"
+    checkpoint.rename(checkpoint.with_name("moved.pt"))
+    assert ("starts over: baseline seed 1 recorded 2 epoch(s), but no checkpoint of it is under runs (nor where "
+            "its last claim trained)") in study(study_dir, "status").stdout
+    checkpoint.with_name("moved.pt").rename(checkpoint)
     again = study(study_dir, "run", "--only", "baseline")
     assert "1 run(s) finished" in again.stdout, again.stderr
     assert "resumes from its checkpoint in" in again.stdout and "elsewhere" in again.stdout
@@ -736,6 +744,10 @@ def test_status_estimates_the_time_left_per_epoch_so_longer_variants_count_longe
     text = status_table(plan, store, machine="fast box")
     assert "about 0.6 h left with 1 worker(s), at 180 s per epoch (the mean of the 1 finished run(s) on this " \
            "machine" in text, text
+    # a small study's epoch keeps two significant figures (it read "0 s per epoch")
+    store.conn.execute("UPDATE runs SET wall_seconds=0.8 WHERE id=?", (row["id"],))
+    assert "at 0.4 s per epoch (the mean of the 1 finished run(s)" in status_table(plan, store, machine="fast box")
+    store.conn.execute("UPDATE runs SET wall_seconds=360 WHERE id=?", (row["id"],))
     # a variant with finished runs of its own is timed by them: dropout's first run took 3x baseline's epochs
     first_dropout = next(key for v, _, key in plan.runs() if v.name == "dropout")
     store.conn.execute("UPDATE runs SET status='done', wall_seconds=3240, machine='fast box' WHERE id=?",

@@ -179,14 +179,16 @@ def finding_holm(rows: list[dict]) -> str:
     said = (f"Best in this group: `{best['experiment']}` at {pm(best)} % (n={best['n']})"
             + (", the baseline itself." if best is base else "."))
     if unstable(base):
-        return said + f" The baseline `{base['experiment']}` is unstable ({unstable(base)}), so nothing is compared with it."
+        return said + (f" The baseline `{base['experiment']}` is unstable ({unstable(base)}; {pm(base)} %, median "
+                       f"{100 * base['score_median']:.2f} %), so nothing is compared with it.")
     groups = {"distinguishable after Holm's correction": [], "not distinguishable": [], "fewer than 2 common seeds": [],
               "unstable, not compared": []}
     for s in ran:
         if s is base:
             continue
         if unstable(s):
-            groups["unstable, not compared"].append(f"`{s['experiment']}` ({unstable(s)})")
+            groups["unstable, not compared"].append(f"`{s['experiment']}` ({unstable(s)}; {pm(s)} %, median "
+                                                    f"{100 * s['score_median']:.2f} %)")
         elif not ok(s["p"]):
             groups["fewer than 2 common seeds"].append(f"`{s['experiment']}`")
         elif apart(s):
@@ -414,21 +416,34 @@ def steps_per_epoch(store: Store, rows: list[dict]) -> int | None:
 # ----------------------------------------------------------------------------- compute
 
 def compute_section(store: Store, spec: StudySpec, summary: list[dict]) -> list[str]:
-    """Each experiment's compute: epochs, images seen, training FLOPs and wall time, mean over seeds."""
-    lines = ["## Compute", "",
-             "Training compute per run, mean over the counted seeds: FLOPs are forward + backward of one image "
-             "through the network, counted once per network and image size by `torch.utils.flop_counter`, times "
-             "the images seen (co-teaching: two networks)"
-             + ("; arms are matched by FLOPs at each budget (`match = \"flops\"`)" if spec.match == "flops" else "")
-             + ".", "", "| experiment | epochs | images seen | training PFLOP | wall time (s) |", "|---|---:|---:|---:|---:|"]
+    """Each experiment's compute: epochs, images seen, training FLOPs and wall time, mean over seeds.
+    The FLOP column's unit is the one that shows the table's largest count (`flop_unit`)."""
+    rows = []
     for s in summary:
         extra = store.run_metrics(s["run_ids"]) if s["run_ids"] else {}
         flops = [m["train_flops"] for m in extra.values() if m.get("train_flops") is not None]
         seen = [m["images_seen"] for m in extra.values() if m.get("images_seen") is not None]
         epochs = [len(store.epochs([i])) for i in s["run_ids"]]
+        rows.append((s, epochs, seen, flops))
+    unit, scale = flop_unit(max((f for *_, flops in rows for f in flops), default=0.0))
+    lines = ["## Compute", "",
+             "Training compute per run, mean over the counted seeds: FLOPs are forward + backward of one image "
+             "through the network, counted once per network and image size by `torch.utils.flop_counter`, times "
+             "the images seen (co-teaching: two networks)"
+             + ("; arms are matched by FLOPs at each budget (`match = \"flops\"`)" if spec.match == "flops" else "")
+             + ".", "", f"| experiment | epochs | images seen | training {unit} | wall time (s) |", "|---|---:|---:|---:|---:|"]
+    for s, epochs, seen, flops in rows:
         lines.append(f"| `{s['experiment']}` | {mean_or_dash(epochs, 1)} | {mean_or_dash(seen, 0)} | "
-                     f"{mean_or_dash([f / 1e15 for f in flops], 3)} | {mean_or_dash([s['wall_mean']] if ok(s['wall_mean']) else [], 0)} |")
+                     f"{mean_or_dash([f / scale for f in flops], 3)} | {mean_or_dash([s['wall_mean']] if ok(s['wall_mean']) else [], 0)} |")
     return lines + [""]
+
+
+def flop_unit(largest: float) -> tuple[str, float]:
+    """The unit of a column of FLOP counts whose largest is `largest`: PFLOP from 0.1 PFLOP (every
+    committed study's), else TFLOP, else GFLOP (a small study's 0.000 PFLOP said nothing)."""
+    if largest >= 1e14 or largest == 0:
+        return "PFLOP", 1e15
+    return ("TFLOP", 1e12) if largest >= 1e11 else ("GFLOP", 1e9)
 
 
 def mean_or_dash(xs: list[float], digits: int) -> str:

@@ -14,8 +14,8 @@ from cifarlab.report import fair
 from cifarlab.results.store import Store
 from cifarlab.report.figures import (noise_figures, noise_method, plot_accuracy, plot_learning_curves,
                                      plot_val_curves, pretraining_figure)
-from cifarlab.stats import mean_std
-from cifarlab.report.summary import (CHANCE_MARGIN, DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
+from cifarlab.stats import CHANCE_MARGIN, mean_std
+from cifarlab.report.summary import (DASH, STATUSES, StudySpec, counted_rows, diff_numbers,
                                      experiment_config, latest_done, noise_setting, ok, present, setting_name, shows_clean_val,
                                      shows_top5, summarize)
 

@@ -15,7 +15,7 @@ import numpy as np
 from cifarlab import config as C
 from cifarlab.errors import ConfigError, UserError
 from cifarlab.results.store import Store
-from cifarlab.stats import NAN, best_epoch, ci95, mean_std, paired_diff
+from cifarlab.stats import NAN, best_epoch, ci95, mean_std, near_chance, paired_diff
 
 STATUSES = ("done", "running", "pending", "failed")
 DASH = "—"
@@ -320,9 +320,6 @@ def selected_epochs(cfg: C.ExperimentConfig | None, runs: dict[int, sqlite3.Row]
     return out
 
 
-CHANCE_MARGIN = 0.02  # a run whose best validation accuracy stays below chance + this never learned
-
-
 def at_chance(runs: dict[int, sqlite3.Row], epochs: dict[int, list[sqlite3.Row]],
               clean_by_run: dict[int, dict[int, float]] | None = None, on_test: set[int] | None = None) -> dict[int, float]:
     """{seed: best validation accuracy} of the runs that never rose above chance (1 / classes) in
@@ -340,7 +337,7 @@ def at_chance(runs: dict[int, sqlite3.Row], epochs: dict[int, list[sqlite3.Row]]
             if on_test is not None:
                 on_test.add(seed)
         classes = len(json.loads(run["classes"])) if run["classes"] else 0
-        if best is not None and classes and best < 1 / classes + CHANCE_MARGIN:
+        if best is not None and near_chance(best, classes):
             out[seed] = best
     return out
 

@@ -14,6 +14,7 @@ from tqdm import tqdm
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
+from cifarlab.stats import chance_warning
 from cifarlab.study.data import DataCache, resume_dir, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
 from cifarlab.study.plan import shares, sharing, takes_done_sibling
@@ -231,5 +232,8 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
         tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: {val} "
                    f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")
+        warning = chance_warning(final, result.epochs)
+        if warning:   # the report calls such a variant unstable and compares it with nothing
+            tqdm.write(f"cifarlab: warning: {study.name}/{key.experiment} seed {key.seed}: {warning}")
     outer.close()
     return finished

@@ -45,7 +45,7 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
                  "the finished runs' mean" + (", none of them on this machine" if machine else ""))
         rows.append(f"{total - left} of {total} runs done, {span(sum(t[0] for t in timed))} of training "
                     f"wall time; about {span(seconds_left / workers)} left with {workers} "
-                    f"worker(s), at {per_epoch:.0f} s per epoch ({whose}; a variant with finished runs, at "
+                    f"worker(s), at {per_epoch_text(per_epoch)} per epoch ({whose}; a variant with finished runs, at "
                     "theirs; one without, at its training method's; each scaled to its images per epoch "
                     "and its networks)"
                     + ("" if workers > 1 or not seconds_left else "; --workers N divides it by N"))
@@ -313,7 +313,38 @@ def status_report(study: Study, db: str, workers: int, study_arg: str, measure: 
     lines.append(status_table(study, store, workers, machine=here, others=sibling_databases(db), measure=measure,
                               shared=shared))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
-    return "\n".join(lines + ([note] if note else []) + ([] if fresh else outside_lines(study, store, db, study_arg)))
+    resumes = [] if fresh or runs_dir is None else resumable_lines(study, store, Path(runs_dir))
+    return "\n".join(lines + resumes + ([note] if note else [])
+                     + ([] if fresh else outside_lines(study, store, db, study_arg)))
+
+
+def resumable_lines(study: Study, store: Store, runs_root, most: int = 5) -> list[str]:
+    """One line per run not done and not claimed by a live process that recorded epochs (the first
+    `most`): where `study run` finds its checkpoint (under `runs_root`, or the directory its last
+    claim recorded), from which epoch it resumes; or that no checkpoint is here, so it starts over."""
+    import time
+
+    from cifarlab.results.store import claim_is_dead
+    from cifarlab.runs import RunDir
+    from cifarlab.study.data import resume_dir, run_dir_for
+    out = []
+    for name, cfg, key in entries(study, store)[0]:
+        row = store.run(key)
+        if row is None or row["status"] == "done" or (
+                row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())):
+            continue
+        recorded = max((r["epoch"] for r in store.epochs([row["id"]])), default=0)
+        if not recorded:
+            continue
+        here = run_dir_for(runs_root, key)
+        where = resume_dir(row["run_dir"], here) or here
+        saved = recorded - recorded % max(1, int(cfg.train.checkpoint_every))   # `epochs_left`'s rule
+        out.append(f"resumes: {name} seed {key.seed} after epoch {saved} of {cfg.train.epochs:g} "
+                   f"(its checkpoint in {where})" if RunDir(where).checkpoint_path.is_file() else
+                   f"starts over: {name} seed {key.seed} recorded {recorded} epoch(s), but no checkpoint of it is "
+                   f"under {runs_root} (nor where its last claim trained)")
+    more = [f"({len(out) - most} more run(s) with recorded epochs)"] if len(out) > most else []
+    return out[:most] + more
 
 
 def outside_lines(study: Study, store: Store, db, study_arg: str) -> list[str]:
@@ -460,6 +491,11 @@ def span(seconds: float) -> str:
     if seconds >= 360:
         return f"{seconds / 3600:,.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def per_epoch_text(seconds: float) -> str:
+    """Seconds per epoch to two significant figures below 10 s (a small study's epoch read "0 s")."""
+    return f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.2g} s"
 
 
 def seconds_per_epoch(timed: list[tuple]) -> float:
