@@ -476,7 +476,8 @@ def cmd_study(args: argparse.Namespace) -> int:
         from cifarlab.study.adopt import adopt_elsewhere
         from cifarlab.study.run import none_fit
         blank = empty_store(args.db)   # nothing fits and nothing to adopt: the database is not created
-        line = none_fit(study, blank, until, estimator(study, blank, args.db, Path(args.runs_dir)), tuple(args.only),
+        line = none_fit(study, blank, until, estimator(study, blank, args.db, Path(args.runs_dir), run_threads(args)),
+                        tuple(args.only),
                         (lambda: adopt_elsewhere(study, blank)) if args.adopt_done_elsewhere else None)
         if line:
             print(f"{line}; {args.db} not created")
@@ -511,23 +512,33 @@ def cmd_study(args: argparse.Namespace) -> int:
     finished = run_study(study, store, data, Path(args.runs_dir), progress=not args.no_progress,
                          only=tuple(args.only), threads=args.threads,
                          adopt=(lambda: adopt_elsewhere(study, store)) if args.adopt_done_elsewhere else None,
-                         until=until, estimate=until and estimator(study, store, args.db, Path(args.runs_dir)))
+                         until=until, estimate=until and estimator(study, store, args.db, Path(args.runs_dir),
+                                                                   run_threads(args)))
     print(f"study {study.name}: {finished} run(s) finished by this process")
     if not args.worker:   # a worker's parent prints the table once, when every worker is done
         print(status_table(study, store))
     return 0
 
 
-def estimator(study, store, db: str, runs_dir: Path):
+def run_threads(args: argparse.Namespace) -> int:
+    """The threads each run of `study run` trains with: --threads, else the cores shared by --workers
+    (as `executors.spawn_workers` shares them)."""
+    from cifarlab.study.executors import default_cpus
+    return args.threads or max(1, default_cpus() // max(1, args.workers))
+
+
+def estimator(study, store, db: str, runs_dir: Path, threads: int | None = None):
     """`study run --until`'s estimate: the seconds each run of the study still needs on this machine
-    (one that takes a finished sibling's training counts nothing only where its files are here)."""
+    (one that takes a finished sibling's training counts nothing only where its files are here);
+    where no finished run of the study ran here, each network is also timed here with the threads a
+    run will have (`status.seconds_left`)."""
     import torch
 
     from cifarlab.runtime import machine_name
     from cifarlab.study.status import seconds_left, sibling_databases
     machine = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     shared = runs_dir / study.name / "_shared"
-    return lambda: seconds_left(study, store, machine, sibling_databases(db), shared)
+    return lambda: seconds_left(study, store, machine, sibling_databases(db), shared, threads)
 
 
 def parse_until(text: str) -> float:

@@ -1018,6 +1018,34 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed
 
 
+def test_until_times_the_networks_here_where_the_finished_runs_ran_elsewhere(tmp_path, monkeypatch):
+    """A slow CPU timed by a fast one's finished runs claimed runs it could not finish (co-teaching
+    at 1,800 s on the Xeon took 4 h on the Zen 3): with a worker's threads, where no finished run ran
+    on this machine, each network is also timed here and the larger estimate counts; a machine with
+    finished runs of its own is timed by them alone, as before."""
+    from cifarlab import bench
+    from cifarlab.flops import images_per_epoch
+    from cifarlab.study import status
+    study = load_study(write(tmp_path, MORE_SEEDS.replace("more_seeds = { below = 0.5, seeds = [2, 3] }\n", "")))
+    store = open_store(tmp_path / "r.db")
+    p = plan(study, store)
+    timed = []
+    monkeypatch.setattr(bench, "seconds_per_image", lambda cfg, steps, threads: timed.append(threads) or 0.01)
+    monkeypatch.setattr(status, "MEASURED", {})
+    two = next(k for k in p.runs if k.experiment == "base-2ep")
+    slow = 2 * 0.01 * images_per_epoch(p.runs[two])   # two epochs at the measured 0.01 s per image
+    # nothing finished, no machine rate beside it: only the measurement times the study (it was None)
+    assert status.seconds_left(study, store, "here", threads=1)[two] == pytest.approx(slow)
+    assert timed == [1] and status.seconds_left(study, store, "here") is None   # one network: timed once
+    first = next(k for k in p.runs if k.experiment == "base-1ep")
+    finish(store, first, p.runs[first], 0.6)   # 1 epoch in 1.0 s on machine "m"
+    assert status.seconds_left(study, store, "here")[two] == pytest.approx(2.0)       # as before: m's runs
+    assert status.seconds_left(study, store, "here", threads=1)[two] == pytest.approx(max(2.0, slow))
+    timed.clear()
+    assert status.seconds_left(study, store, "m", threads=1)[two] == pytest.approx(2.0)   # its own runs
+    assert timed == []
+
+
 def test_until_reads_a_database_not_yet_written_in_memory(tmp_path):
     """`study run --until` on a study with no database yet: `none_fit` reads an empty store in memory
     and gives the stopping line only when no run fits and nothing is adopted; the file stays unwritten."""

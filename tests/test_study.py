@@ -1027,3 +1027,33 @@ def test_run_adopts_runs_done_in_a_sibling_database_instead_of_training_them(tmp
 def test_status_gives_a_small_studys_times_in_minutes_or_seconds():
     from cifarlab.study.status import span
     assert [span(s) for s in (0, 42, 150, 359, 360, 5400)] == ["0 s", "42 s", "2 min", "6 min", "0.1 h", "1.5 h"]
+
+
+def test_a_run_that_starts_over_forgets_the_epochs_an_earlier_attempt_recorded(study_dir, monkeypatch):
+    """A claim with no checkpoint of its run (a fresh checkout lost it) trains from epoch 1, so the
+    epochs the earlier attempt recorded are dropped at the claim: `study status` and a report of the
+    study in progress would otherwise read them as this attempt's."""
+    import pytest
+
+    from cifarlab.study import plan_runs
+    from cifarlab.study import run as R
+    plan = load_study(study_dir / "study.toml")
+    store = open_store(study_dir / "results.db")
+    plan_runs(plan, store)
+    key = next(key for v, _, key in plan.runs() if v.name == "baseline")
+    row = store.claim(plan.name, [key])
+    for epoch in (1, 2):   # an earlier attempt on another machine, then interrupted
+        store.record_epoch(row["id"], {"epoch": epoch, "train_loss": 2.0, "train_acc": 0.1, "lr": 0.1,
+                                       "train_seconds": 60.0, "val_acc_clean": 0.2})
+    store.release(row["id"])
+    seen = []
+
+    def attempt(key, cfg, splits, run_dir, **kw):
+        seen.append((len(store.epochs([row["id"]])), store.epoch_metrics(row["id"])))
+        raise KeyboardInterrupt
+    from cifarlab.study import executors
+    monkeypatch.setattr(executors, "train_one", attempt)
+    with pytest.raises(KeyboardInterrupt):
+        R.run_study(plan, store, R.DataCache(str(study_dir / "data"), False, False), study_dir / "runs",
+                    progress=False, only=("baseline",))
+    assert seen == [(0, [])]

@@ -254,6 +254,14 @@ class Store:
                 return c.execute("SELECT * FROM runs WHERE id=?", (row["id"],)).fetchone()
         return None
 
+    def forget_epochs(self, run_id: int) -> None:
+        """Drop the epochs recorded for a claimed run that starts over (no checkpoint of it where it
+        trains now: a fresh checkout, another machine), so that neither `study status` nor a report
+        of the study in progress reads an earlier attempt's epochs as this one's."""
+        with self.transaction() as c:
+            c.execute("DELETE FROM epochs WHERE run_id=?", (run_id,))
+            c.execute("DELETE FROM epoch_metrics WHERE run_id=?", (run_id,))
+
     def record_epoch(self, run_id: int, row: dict) -> None:
         with self.transaction() as c:
             self._epoch(c, run_id, row)

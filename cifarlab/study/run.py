@@ -14,6 +14,7 @@ from tqdm import tqdm
 from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
+from cifarlab.runs import RunDir
 from cifarlab.stats import chance_warning
 from cifarlab.study.data import DataCache, resume_dir, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
@@ -205,6 +206,8 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
                        f"(an earlier study run's --runs-dir), not from the start under {runs_root}")
             run_dir = earlier
         store.claimed_dir(row["id"], str(run_dir.resolve()))   # where a later claim finds its checkpoint
+        if not RunDir(run_dir).checkpoint_path.is_file():   # it starts over: an earlier attempt's epochs
+            store.forget_epochs(row["id"])                    # (lost with its checkpoint) are not its own
         try:
             result = train_one(key, cfg, data.get(cfg.data), run_dir, progress=progress,
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),

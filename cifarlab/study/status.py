@@ -92,6 +92,25 @@ def speed_key(cfg) -> str:
     return json.dumps([kept, pretrain_epochs(cfg) / total_epochs(cfg)], sort_keys=True, default=str)
 
 
+MEASURED: dict[tuple[str, int, int], float] = {}   # (speed_key, threads, steps) -> seconds per image, per process
+
+
+def measured_seconds(cfg, epochs: float, threads: int, steps: int = 5) -> float | None:
+    """Seconds of `epochs` of `cfg`'s training steps at the rate its network trains here now (a
+    few steps on a synthetic batch, timed once per network in this process: `MEASURED`); None for a
+    dataset of unknown size. Validation and data handling add to it."""
+    from cifarlab.bench import seconds_per_image
+    from cifarlab.flops import images_per_epoch
+    from cifarlab.methods import total_epochs
+    if images_per_epoch(cfg) is None or not cfg.train.epochs:
+        return None
+    key = (speed_key(cfg), threads, steps)
+    if key not in MEASURED:
+        MEASURED[key] = seconds_per_image(cfg, steps, threads)
+    # `epochs` counts train.epochs (a two-phase run's first phase); the timing averages every phase
+    return epochs * total_epochs(cfg) / cfg.train.epochs * MEASURED[key] * images_per_epoch(cfg)
+
+
 def measured_line(work: list[tuple], workers: int, steps: int, machine: str | None, threads: int = 1) -> str:
     """The training steps left in `work` ((name, config, epochs left) per run) in hours at the rate
     each network trains here now (`bench.seconds_per_image`: `steps` timed steps on a synthetic batch,
@@ -174,14 +193,18 @@ def epoch_rate(runs: list, timed: list, methods: dict, machine: str | None):
     return rate
 
 
-def seconds_left(study: Study, store: Store, machine: str | None, others: list = (), shared=None):
+def seconds_left(study: Study, store: Store, machine: str | None, others: list = (), shared=None,
+                 threads: int | None = None):
     """{run key: seconds it still needs} of each planned run not done: 0 for one whose sibling is
     done (it takes the sibling's training: a choice of weights, a tuning run's, a pre-training) where
     the shared folder `shared` holds that training (`plan.takes_here`; None: assumed), else
     the epochs it has not recorded (an interrupted run's or a dead claim's after its last
     checkpoint) at `epoch_rate`, as `study status` estimates them; with no finished run of the study,
     its training FLOPs at `machine`'s median rate in the databases `others` (`machine_rate`); None
-    where neither times it."""
+    where neither times it. With `threads` (a `study run --until` worker's), where no finished run
+    of the study ran on `machine`, each network's training steps are also timed here
+    (`measured_seconds`) and the larger estimate counts: machines here differ up to tenfold, and
+    a slow CPU timed by a fast one's runs claims runs it cannot finish."""
     from cifarlab.study.plan import sharing, takes_done_sibling
     runs, _, timed, _, methods, _ = tally(study, store)
     if timed:
@@ -189,9 +212,13 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
         seconds = lambda name, cfg, epochs: epochs * rate(name)   # noqa: E731
     else:
         flop_rate = machine_rate(list(others), machine)
-        if flop_rate is None:
-            return None
-        seconds = lambda name, cfg, epochs: flops_left([(cfg, epochs)]) / (flop_rate[0] * 1e12)   # noqa: E731
+        seconds = None if flop_rate is None else (
+            lambda name, cfg, epochs: flops_left([(cfg, epochs)]) / (flop_rate[0] * 1e12))   # noqa: E731
+    # timed here where the study's finished runs are another machine's, or nothing else times it (a
+    # machine rate from the databases beside it is this machine's own)
+    measure = threads is not None and not any(t[2] == machine for t in timed) and (bool(timed) or seconds is None)
+    if seconds is None and not measure:
+        return None
     share = sharing({key: cfg for _, cfg, key in runs})
     out = {}
     for name, cfg, key in runs:
@@ -200,8 +227,12 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
             continue
         if takes_done_sibling(key, cfg, share, store, shared):
             out[key] = 0.0
-        else:
-            out[key] = seconds(name, cfg, epochs_left(row, cfg, store))
+            continue
+        epochs = epochs_left(row, cfg, store)
+        estimates = [seconds(name, cfg, epochs) if seconds else None,
+                     measured_seconds(cfg, epochs, threads) if measure else None]
+        if any(e is not None for e in estimates):   # a run neither times is left out: it does not fit
+            out[key] = max(e for e in estimates if e is not None)
     return out
 
 
