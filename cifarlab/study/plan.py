@@ -269,11 +269,12 @@ def pending_tests(study: Study, p: Plan) -> list[tuple[str, C.ExperimentConfig, 
     return out
 
 
-def study_spec(study: Study, store: Store | None):
-    """The study's report spec with every tuned arm's recorded choice and its tuning, for the report."""
+def study_spec(study: Study, store: Store | None, p: Plan | None = None):
+    """The study's report spec with every tuned arm's recorded choice and its tuning, for the report
+    (`p`: the study's plan against `store`, if already made)."""
     if not study.tuned and study.more_seeds is None:
         return study.spec()
-    p = plan(study, store)
+    p = p or plan(study, store)
     if not study.tuned:
         return with_seeds(study, p.extra).spec(added=p.extra, why=p.why)
     tuning = {arm: {"keys": t.keys, "epochs": t.epochs, "seeds": t.seeds, "reason": t.reason,
@@ -354,13 +355,15 @@ def shared_wanted(study: Study, store: Store) -> set[str]:
     return names | {pretrained_path(Path(), cfg).name for cfg in configs if pretrain_epochs(cfg)}
 
 
-def current_runs(study: Study, store: Store) -> set[tuple[str, str, int]]:
+def current_runs(study: Study, store: Store, p: Plan | None = None) -> set[tuple[str, str, int]]:
     """(experiment, config hash, seed) of every run the study file plans now, its tuning runs
     included: what its report counts. A finished run of the study outside it belongs to a variant
-    renamed or changed since it ran (`results export --study` marks it current = 0)."""
-    spec = study_spec(study, store)
+    renamed or changed since it ran (`results export --study` marks it current = 0). `p`: the
+    study's plan against `store`, if already made (planned once here otherwise)."""
+    if p is None and (study.tuned or study.more_seeds is not None):
+        p = plan(study, store)
+    spec = study_spec(study, store, p)
     current = {(e, h, seed) for e, h in spec.hashes.items() for seed in (*spec.planned(e), *spec.added.get(e, ()))}
     if study.tuned:
-        current |= {(key.experiment, key.config_hash, key.seed)
-                    for arm in plan(study, store).tuning.values() for _, key, _ in arm.runs}
+        current |= {(key.experiment, key.config_hash, key.seed) for arm in p.tuning.values() for _, key, _ in arm.runs}
     return current

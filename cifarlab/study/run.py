@@ -5,6 +5,7 @@ has the unit of work and the Ray executor)."""
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Callable
@@ -237,6 +238,6 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
                    f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")
         warning = chance_warning(final, result.epochs)
         if warning:   # the report calls such a variant unstable and compares it with nothing
-            tqdm.write(f"cifarlab: warning: {study.name}/{key.experiment} seed {key.seed}: {warning}")
+            tqdm.write(f"cifarlab: warning: {study.name}/{key.experiment} seed {key.seed}: {warning}", file=sys.stderr)
     outer.close()
     return finished

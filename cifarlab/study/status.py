@@ -7,7 +7,7 @@ from cifarlab.study.spec import Study
 
 
 def status_table(study: Study, store: Store, workers: int = 1, machine: str | None = None,
-                 others: list | None = None, measure: int = 0, shared=None) -> str:
+                 others: list | None = None, measure: int = 0, shared=None, p=None) -> str:
     """done / running / pending / failed per variant, counting only current configs, and an
     estimate of the training time left: the finished runs' mean wall time per epoch times the
     epochs left (variants may train different budgets), shared by `workers` processes (the mean
@@ -25,9 +25,10 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
     run that will test a tuning run's weights (`plan.pending_tests`). With no finished run yet, the
     planned FLOPs are turned into hours at `machine`'s rate in the databases `others` (other
     studies), where it finished runs there. `measure` > 0: also the hours the training steps left
-    take at rates timed here now, `measure` steps per network (`measured_line`)."""
+    take at rates timed here now, `measure` steps per network (`measured_line`). `p`: the study's
+    plan against `store`, if already made."""
     from cifarlab.study.plan import plan
-    p = plan(study, store)   # planned once: tally and the tuning lines read the same plan
+    p = p or plan(study, store)   # planned once: tally and the tuning lines read the same plan
     runs, counts, timed, work, methods, left = tally(study, store, p, shared)
     width = max(20, *(len(name) for name, _, _ in runs))
     rows = [f"{'experiment':{width}s}  done  running  pending  failed"]
@@ -341,15 +342,17 @@ def status_report(study: Study, db: str, workers: int, study_arg: str, measure: 
         lines.append(f"note: {db} holds no run of study {study.name} (it holds {', '.join(store.studies())}); "
                      f"if that is not meant, give the study's own --db (e.g. results/{study.name}/results.db)")
     shared = None if runs_dir is None else Path(runs_dir) / study.name / "_shared"
+    from cifarlab.study.plan import plan
+    p = plan(study, store)   # once, for the table and the runs outside it
     lines.append(status_table(study, store, workers, machine=here, others=sibling_databases(db), measure=measure,
-                              shared=shared))
+                              shared=shared, p=p))
     note = None if fresh else elsewhere_note(study, store, Path(db), study_arg, db)
-    resumes = [] if fresh or runs_dir is None else resumable_lines(study, store, Path(runs_dir))
+    resumes = [] if fresh or runs_dir is None else resumable_lines(study, store, Path(runs_dir), p)
     return "\n".join(lines + resumes + ([note] if note else [])
-                     + ([] if fresh else outside_lines(study, store, db, study_arg)))
+                     + ([] if fresh else outside_lines(study, store, db, study_arg, p)))
 
 
-def resumable_lines(study: Study, store: Store, runs_root, most: int = 5) -> list[str]:
+def resumable_lines(study: Study, store: Store, runs_root, p=None, most: int = 5) -> list[str]:
     """One line per run not done and not claimed by a live process that recorded epochs (the first
     `most`): where `study run` finds its checkpoint (under `runs_root`, or the directory its last
     claim recorded), from which epoch it resumes; or that no checkpoint is here, so it starts over."""
@@ -359,7 +362,7 @@ def resumable_lines(study: Study, store: Store, runs_root, most: int = 5) -> lis
     from cifarlab.runs import RunDir
     from cifarlab.study.data import resume_dir, run_dir_for
     out = []
-    for name, cfg, key in entries(study, store)[0]:
+    for name, cfg, key in entries(study, store, p)[0]:
         row = store.run(key)
         if row is None or row["status"] == "done" or (
                 row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())):
@@ -378,13 +381,13 @@ def resumable_lines(study: Study, store: Store, runs_root, most: int = 5) -> lis
     return out[:most] + more
 
 
-def outside_lines(study: Study, store: Store, db, study_arg: str) -> list[str]:
+def outside_lines(study: Study, store: Store, db, study_arg: str, p=None) -> list[str]:
     """A line when finished runs of the study lie outside what its file plans now (a variant renamed
     or changed after they ran): its report leaves them out, so say which, and how to see them."""
     from collections import Counter
 
     from cifarlab.study.plan import current_runs
-    current = current_runs(study, store)
+    current = current_runs(study, store, p)
     outside = Counter(r["experiment"] for r in store.runs(study.name) if r["status"] == "done"
                       and (r["experiment"], r["config_hash"], r["seed"]) not in current)
     if not outside:
