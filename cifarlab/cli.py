@@ -171,7 +171,8 @@ def build_parser() -> Parser:
     results.add_argument("--format", choices=["csv"], default="csv")
     results.add_argument("--study", help="only this study, by name or TOML file; a file adds a `current` column "
                                          "(1: counted by its report, 0: a superseded config) (default: all)")
-    results.add_argument("--out", default="results/export", help="export: output folder; index: the README to write")
+    results.add_argument("--out", help="export: output folder (default results/export); index: the README to write "
+                                        "(default results/README.md)")
     results.add_argument("--against", metavar="DB", help="compare: the other database (e.g. a replicate on a GPU)")
     results.add_argument("--metric", choices=["test", "val"],
                          help="compare: which accuracy (default: test; val for a selection study's file)")
@@ -670,15 +671,15 @@ def cmd_results(args: argparse.Namespace) -> int:
     from cifarlab.results import open_store
 
     takes = {"export": ("--out",), "compare": ("--against", "--metric"), "index": ("--out",)}
-    given = [opt for opt, value, default in (("--out", args.out, "results/export"), ("--against", args.against, None),
-                                              ("--metric", args.metric, None)) if value != default]
+    given = [opt for opt, value in (("--out", args.out), ("--against", args.against), ("--metric", args.metric))
+             if value is not None]
     for opt in given:
         if opt not in takes[args.action]:
             users = " and ".join(a for a, opts in takes.items() if opt in opts)
             raise UserError(f"results {args.action} takes no {opt} (it is for results {users})")
     if args.action == "index":
         from cifarlab.results.index import write_index
-        out = Path(args.out) if args.out != "results/export" else Path("results") / "README.md"
+        out = Path(args.out or Path("results") / "README.md")
         print(f"wrote {write_index(out.parent, Path('studies'), out)}")
         return 0
     check_db_path(args.db)
@@ -707,8 +708,9 @@ def cmd_results(args: argparse.Namespace) -> int:
     require_database(args.db)
     require_runs(open_store(args.db, must_exist=True), name, args.db,
                  "give the database `cifarlab study run` wrote" + (" for that study" if name else ""))
-    ensure_writable(Path(args.out), "--out")
-    for path in export_csv(open_store(args.db, must_exist=True), Path(args.out), name, current):
+    out = Path(args.out or Path("results") / "export")
+    ensure_writable(out, "--out")
+    for path in export_csv(open_store(args.db, must_exist=True), out, name, current):
         print(f"wrote {path}")
     return 0
 

@@ -264,6 +264,8 @@ def test_refusals_of_results_data_adopt_and_bench_write_nothing(tmp_path, capsys
     db = tmp_path / "r.db"
     err = refused(capsys, "results", "compare", "--db", db, "--out", tmp_path / "cmp")
     assert "results compare takes no --out (it is for results export and index)" in err
+    err = refused(capsys, "results", "compare", "--db", db, "--out", "results/export")   # even at export's default
+    assert "results compare takes no --out" in err
     err = refused(capsys, "results", "export", "--db", db, "--metric", "val")
     assert "results export takes no --metric (it is for results compare)" in err
     assert "nothere.npz does not exist" in refused(capsys, "data", "pack", tmp_path / "nothere.npz", tmp_path / "packs")
