@@ -702,6 +702,12 @@ def test_a_study_file_and_an_experiment_file_given_for_each_other_are_named(stud
     r = subprocess.run(cli_command("study", "status", "typo.toml", "--db", "x.db"), cwd=study_dir, env=cli_env(),
                        capture_output=True, text=True, timeout=600)
     assert r.returncode == 2 and "typo.toml: the study's set (train.epoch, given to every variant)" in r.stderr, r.stderr
+    # a valid study set whose key a variant's typo contains: the variant is named (it matched by substring)
+    (study_dir / "typo.toml").write_text(STUDY.replace('seeds = [0, 1]', 'seeds = [0, 1]\nset = { "train.epochs" = 3 }')
+                                         .replace('"model.dropout"', '"train.epochss" = 2, "model.dropout"'))
+    r = subprocess.run(cli_command("study", "status", "typo.toml", "--db", "x.db"), cwd=study_dir, env=cli_env(),
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 2 and "(dropout)" in r.stderr and "the study's set" not in r.stderr, r.stderr
 
 
 def test_study_run_warns_once_about_a_schedule_that_stops_mid_cycle(study_dir):

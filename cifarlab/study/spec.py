@@ -178,6 +178,29 @@ def check_keys(table: dict, valid: tuple[str, ...], where: str) -> None:
                           + did_you_mean(unknown[0], valid))
 
 
+def study_set_error(base: Path, given: dict, path: Path) -> str | None:
+    """The error of the study-level `set` applied alone to the experiment `base` (every variant
+    inherits it), naming the first of its keys that fails by itself; None where it is valid, so
+    that a variant's failure is the variant's."""
+    import copy
+    try:
+        C.from_dict(apply_set(C.read_toml_chain(base), given, str(path)))
+        return None
+    except ConfigError as e:
+        raw = C.read_toml_chain(base)
+        bad = [k for k in given if not valid(copy.deepcopy(raw), {k: given[k]}, path)]
+        return f"{path}: the study's set ({bad[0] + ', ' if bad else ''}given to every variant): {e}"
+
+
+def valid(raw: dict, given: dict, path: Path) -> bool:
+    try:
+        C.from_dict(apply_set(raw, given, str(path)))
+        return True
+    except ConfigError:
+        return False
+
+
+
 def load_variant(item: Any, study: dict, path: Path, index: int,
                  tune_settings: tuple[tuple[int, ...], float | None, int] | None = None) -> Variant:
     where = f"{path} variant {index + 1}"
@@ -200,9 +223,9 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     try:
         cfg = C.from_dict(raw)
     except ConfigError as e:
-        ours = [k for k in study.get("set", {}) if k not in item.get("set", {}) and k in str(e)]
-        if ours:   # a key of the study's own `set`, which every variant inherits: name it, not this variant
-            raise ConfigError(f"{path}: the study's set ({ours[0]}, given to every variant): {e}") from None
+        ours = study_set_error(base, study.get("set", {}), path)
+        if ours:   # the study's own `set`, which every variant inherits, fails without this variant's: name it
+            raise ConfigError(ours) from None
         raise ConfigError(f"{where} ({item['name']}): {e}") from None
     tune = None
     if "tune" in item or "tune" in study:
