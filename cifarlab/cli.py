@@ -386,7 +386,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if final.get("stopped"):
         print(f"stopped early: {final['stopped']}")
     from cifarlab.stats import chance_warning
-    warning = chance_warning(final, run.read_metrics())
+    warning = chance_warning(final, run.read_metrics(), args.hide_test)
     if warning:
         print(f"cifarlab: warning: {warning}", file=sys.stderr)
     return 0
@@ -522,10 +522,12 @@ def cmd_study(args: argparse.Namespace) -> int:
 
 
 def run_threads(args: argparse.Namespace) -> int:
-    """The threads each run of `study run` trains with: --threads, else the cores shared by --workers
-    (as `executors.spawn_workers` shares them)."""
-    from cifarlab.study.executors import default_cpus
-    return args.threads or max(1, default_cpus() // max(1, args.workers))
+    """The threads each run of `study run` trains with: --threads; else with --workers N the cores
+    shared among them (`executors.worker_threads`); else PyTorch's default, which a run keeps."""
+    import torch
+
+    from cifarlab.study.executors import worker_threads
+    return worker_threads(args.threads, args.workers) if args.threads or args.workers > 1 else torch.get_num_threads()
 
 
 def estimator(study, store, db: str, runs_dir: Path, threads: int | None = None):
@@ -539,7 +541,7 @@ def estimator(study, store, db: str, runs_dir: Path, threads: int | None = None)
     from cifarlab.study.status import seconds_left, sibling_databases
     machine = machine_name(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
     shared = runs_dir / study.name / "_shared"
-    return lambda: seconds_left(study, store, machine, sibling_databases(db), shared, threads)
+    return lambda keys=None: seconds_left(study, store, machine, sibling_databases(db), shared, threads, keys)
 
 
 def parse_until(text: str) -> float:
@@ -658,10 +660,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cifarlab.study.plan import study_spec
     readme = write_report(store, study_spec(study, store), out, command, grids, features)
     print(f"wrote {readme}")
-    rows = store.runs(study.name)
-    if not any(r["status"] == "done" for r in rows):   # a study just started: registered, none finished
-        print(f"cifarlab: note: none of the {len(rows)} run(s) of study {study.name} in {args.db} has finished yet, so "
-              f"the report holds no result; `cifarlab study status {path} --db {args.db}` shows their progress",
+    from cifarlab.study.plan import current_runs
+    current = current_runs(study, store)
+    rows = [r for r in store.runs(study.name) if (r["experiment"], r["config_hash"], r["seed"]) in current]
+    if not any(r["status"] == "done" for r in rows):   # a study just started, or only superseded runs done
+        print(f"cifarlab: note: none of the {len(rows)} run(s) the study file plans now in {args.db} has finished yet, "
+              f"so the report holds no result; `cifarlab study status {path} --db {args.db}` shows their progress",
               file=sys.stderr)
     return 0
 

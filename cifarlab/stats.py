@@ -91,17 +91,21 @@ def near_chance(best: float, classes: int) -> bool:
     return bool(classes) and best < 1 / classes + CHANCE_MARGIN
 
 
-def chance_warning(final: Mapping, epochs: list[Mapping]) -> str | None:
+def chance_warning(final: Mapping, epochs: list[Mapping], hide_test: bool = False) -> str | None:
     """A run's warning that it never rose above chance in any epoch (on the clean labels where the
     run recorded them: under label noise a network that learned stays near chance on the noisy
     ones), or at the end on the test set where it held out no validation split; None otherwise.
-    The report's rule (`report.summary.at_chance`) for one run, said when it ends."""
+    The report's rule (`report.summary.at_chance`) for one run, said when it ends. `hide_test`
+    (`run --hide-test`): a test accuracy it is judged on is not printed."""
     accs = [e.get("val_acc_clean", e.get("val_acc")) for e in epochs]
     accs = [a for a in accs if a is not None]
     best, where = (max(accs), "best validation accuracy") if accs else (final.get("test_acc"), "test accuracy")
     classes = len(final.get("classes") or ())
     if best is None or not near_chance(best, classes):
         return None
+    if hide_test and not accs:
+        return (f"this run never rose above chance on the test set (its accuracy hidden, {classes} classes): the network "
+                "diverged or died at the start; a lower learning rate or a warm-up usually helps")
     return (f"this run never rose above chance ({where} {100 * best:.1f} % with {classes} classes, chance "
             f"{100 / classes:.1f} %): the network diverged or died at the start; a lower learning rate or a "
             "warm-up usually helps")

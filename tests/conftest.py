@@ -48,3 +48,11 @@ def data_root(tmp_path):
     (root / "cifar10").mkdir(parents=True)
     np.savez_compressed(root / "cifar10" / "cifar10.npz", **synthetic_arrays(1000, 200))
     return root
+
+
+@pytest.fixture(autouse=True)
+def fresh_network_timings(monkeypatch):
+    """Each test starts with no network timed (`study.status.MEASURED` keeps a process's timings, as
+    a `study run` worker does): one test's timing, real or faked, never stands in for another's."""
+    from cifarlab.study import status
+    monkeypatch.setattr(status, "MEASURED", {})

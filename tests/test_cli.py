@@ -368,7 +368,11 @@ def test_bench_peak_prints_both_precisions_and_refuses_bad_sizes(tmp_path):
 
 
 def test_bench_peak_times_bf16_only_where_the_cpu_has_its_instructions(monkeypatch, capsys):
+    import torch
+
     from cifarlab import bench, runtime
+    monkeypatch.setattr(bench, "splits_device", lambda: torch.device("cpu"))   # a CPU's rule, on a GPU host too
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: None)   # peak sets it; the test process keeps its own
     for native in (True, False):
         monkeypatch.setattr(runtime, "cpu_has_native_bf16", lambda info=None, native=native: native)
         rates = bench.peak(size=64, seconds=0.01, threads=1)

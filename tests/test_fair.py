@@ -932,6 +932,8 @@ def test_status_measure_costs_the_steps_left_at_each_networks_rate_timed_once_pe
     rates = re.findall(r"([\w.-]+) ([\d,]+) \(([\d,]+) s per epoch\)", line)
     assert [name for name, _, _ in rates] == ["drop-tune-lr0.02", "base-1ep"] and all(int(r.replace(",", "")) > 0 for _, r, _ in rates)
     timed = []
+    from cifarlab.study import status
+    monkeypatch.setattr(status, "MEASURED", {})   # each network is timed once per process: as a fresh process
     monkeypatch.setattr(bench, "seconds_per_image", lambda cfg, steps, threads: timed.append(cfg.name) or 3600 / 800)
     out = status_table(study, store, workers=2, measure=1)   # 800 training images an epoch: an hour each
     epochs = float(re.search(r"([\d.]+) epochs and about", out).group(1))
@@ -1012,7 +1014,7 @@ def test_until_claims_only_the_runs_expected_to_end_in_time(tmp_path, capsys):
     assert fitting(rest, left, 1.0 * MARGIN[0] + MARGIN[1] + 0.01) == (one, len(rest) - len(one))
     assert fitting(rest, left, 1e9) == (rest, 0)
     assert run_study(study, store, None, tmp_path / "runs", progress=False, until=time.time() + 30,
-                     estimate=lambda: seconds_left(study, store, None)) == 0
+                     estimate=lambda keys: seconds_left(study, store, None, keys=keys)) == 0
     assert "none expected to end before --until" in (out := capsys.readouterr().out)
     assert "(the shortest needs about 1 min with the margin)" in out   # pick seed 0: 0 s + 60 s of margin
     assert all(store.status_of(k) == "pending" for k in rest)   # nothing claimed
@@ -1044,6 +1046,8 @@ def test_until_times_the_networks_here_where_the_finished_runs_ran_elsewhere(tmp
     timed.clear()
     assert status.seconds_left(study, store, "m", threads=1)[two] == pytest.approx(2.0)   # its own runs
     assert timed == []
+    # only the runs a claim could take are estimated (and timed): `keys`
+    assert list(status.seconds_left(study, store, "here", threads=1, keys=[two])) == [two]
 
 
 def test_until_reads_a_database_not_yet_written_in_memory(tmp_path):
@@ -1055,12 +1059,12 @@ def test_until_reads_a_database_not_yet_written_in_memory(tmp_path):
     from cifarlab.study.run import none_fit
     study = load_study(write(tmp_path, MORE_SEEDS))
     blank = empty_store(tmp_path / "new" / "results.db")
-    line = none_fit(study, blank, time.time() + 3600, lambda: None)
+    line = none_fit(study, blank, time.time() + 3600, lambda keys: None)
     assert line.startswith(f"{study.name}: ") and "so none under --until" in line
-    everything = lambda: {k: 1.0 for k in plan(study, blank).runs}   # noqa: E731
+    everything = lambda keys: {k: 1.0 for k in plan(study, blank).runs}   # noqa: E731
     assert none_fit(study, blank, time.time() + 3600, everything) is None   # a run fits: the database is made
     assert "none expected to end before --until" in none_fit(study, blank, time.time() + 30, everything)
-    assert none_fit(study, blank, time.time() + 30, lambda: None, adopt=lambda: ["base seed 0: adopted"]) is None
+    assert none_fit(study, blank, time.time() + 30, lambda keys: None, adopt=lambda: ["base seed 0: adopted"]) is None
     assert not (tmp_path / "new").exists()
 
 

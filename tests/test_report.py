@@ -485,6 +485,8 @@ def test_a_run_that_ends_at_chance_is_warned_of_by_the_reports_rule():
     # no validation split: its test accuracy at the end, 45 %, is far above chance; 10.5 % is not
     assert chance_warning(final, [{"val_acc": None}]) is None
     assert "(test accuracy 10.5 % with 10 classes" in chance_warning({**final, "test_acc": 0.105}, [{"val_acc": None}])
+    hidden = chance_warning({**final, "test_acc": 0.105}, [{"val_acc": None}], hide_test=True)   # run --hide-test
+    assert "never rose above chance on the test set (its accuracy hidden" in hidden and "10.5" not in hidden
 
 
 def test_a_run_without_a_validation_split_is_judged_at_chance_on_its_test_accuracy():

@@ -1059,7 +1059,21 @@ def test_a_run_that_starts_over_forgets_the_epochs_an_earlier_attempt_recorded(s
         raise KeyboardInterrupt
     from cifarlab.study import executors
     monkeypatch.setattr(executors, "train_one", attempt)
-    with pytest.raises(KeyboardInterrupt):
-        R.run_study(plan, store, R.DataCache(str(study_dir / "data"), False, False), study_dir / "runs",
-                    progress=False, only=("baseline",))
+
+    def claim_once():
+        with pytest.raises(KeyboardInterrupt):
+            R.run_study(plan, store, R.DataCache(str(study_dir / "data"), False, False), study_dir / "runs",
+                        progress=False, only=("baseline",))
+        store.release(row["id"])
+    claim_once()
     assert seen == [(0, [])]
+    # with its checkpoint where it trains, it resumes: the epochs recorded stay
+    from cifarlab.study.data import run_dir_for
+    folder = run_dir_for(study_dir / "runs", key)
+    folder.mkdir(parents=True)
+    (folder / "checkpoint.pt").write_bytes(b"state")
+    store.conn.execute("UPDATE runs SET status='running' WHERE id=?", (row["id"],))
+    store.record_epoch(row["id"], {"epoch": 1, "train_loss": 2.0, "train_acc": 0.1, "lr": 0.1, "train_seconds": 60.0})
+    store.release(row["id"])
+    claim_once()
+    assert seen[-1][0] == 1

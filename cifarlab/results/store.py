@@ -254,7 +254,7 @@ class Store:
                 return c.execute("SELECT * FROM runs WHERE id=?", (row["id"],)).fetchone()
         return None
 
-    def forget_epochs(self, run_id: int) -> None:
+    def clear_epochs(self, run_id: int) -> None:
         """Drop the epochs recorded for a claimed run that starts over (no checkpoint of it where it
         trains now: a fresh checkout, another machine), so that neither `study status` nor a report
         of the study in progress reads an earlier attempt's epochs as this one's."""

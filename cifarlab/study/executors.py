@@ -207,7 +207,7 @@ def spawn_workers(study_path: str, db: str, runs_dir: str, workers: int, threads
     gives back its claim and keeps its finished epochs. Returns the highest exit code.
     """
     import subprocess
-    threads = threads or max(1, default_cpus() // workers)
+    threads = worker_threads(threads, workers)
     argv = [sys.executable, "-m", "cifarlab.cli", "study", "run", study_path, "--db", db,
             "--runs-dir", runs_dir, "--threads", str(threads), "--no-progress", "--worker"]
     argv += [f"--only={v}" for v in only]
@@ -261,6 +261,12 @@ class DeferredInterrupt:
     def __exit__(self, *exc) -> None:
         for sig, handler in self.previous.items():
             signal.signal(sig, handler)
+
+
+def worker_threads(threads: int | None, workers: int) -> int:
+    """The threads each of `workers` study processes trains with: `threads` (--threads), else this
+    machine's cores shared among them."""
+    return threads or max(1, default_cpus() // max(1, workers))
 
 
 def default_cpus() -> int:

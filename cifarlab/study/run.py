@@ -118,7 +118,7 @@ def unfit_line(name: str, unfit: int, candidates: list[RunKey], left: dict[RunKe
     return f"{name}: {unfit} run(s) left, {why}; stopping"
 
 
-def none_fit(study: Study, store: Store, until: float, estimate: Callable[[], dict | None],
+def none_fit(study: Study, store: Store, until: float, estimate: Callable[[list[RunKey]], dict | None],
              only: tuple[str, ...] = (), adopt: Callable[[], list[str]] | None = None) -> str | None:
     """For a study whose database is not written yet, read against `store`, an empty one in memory
     (`results.store.empty_store`): `run_study`'s stopping line when it would claim nothing before
@@ -127,7 +127,7 @@ def none_fit(study: Study, store: Store, until: float, estimate: Callable[[], di
     if adopt is not None and adopt():
         return None
     candidates = claimable(store, list(plan_runs(study, store, only)))
-    left = estimate()
+    left = estimate(candidates)
     fit, unfit = fitting(candidates, left, until - time.time())
     return None if fit or not unfit else unfit_line(study.name, unfit, candidates, left, until)
 
@@ -146,16 +146,16 @@ def claimable(store: Store, order: list[RunKey]) -> list[RunKey]:
 
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None,
-              until: float | None = None, estimate: Callable[[], dict | None] | None = None) -> int:
+              until: float | None = None, estimate: Callable[[list[RunKey]], dict | None] | None = None) -> int:
     """Run every missing run of the study (or of the `only` variants); returns how many this process finished.
 
     `threads` (0: PyTorch's default) sets train.threads, which the config hash leaves out, so
     the runs stay the study's runs whatever the thread count. `adopt`: called before each claim, it
     records runs made elsewhere and says which (`study run --adopt-done-elsewhere` passes
     `adopt.adopt_elsewhere`: runs a sibling results database holds done), so they are not trained.
-    `until` (a UNIX time): claim only the runs expected to end by then (`fitting` of `estimate()`'s
-    seconds per run, `status.seconds_left` as the command line wires it), and stop when none is
-    left that does.
+    `until` (a UNIX time): claim only the runs expected to end by then (`fitting` of
+    `estimate(candidates)`'s seconds per run of the runs a claim could take now,
+    `status.seconds_left` as the command line wires it), and stop when none is left that does.
     """
     from cifarlab.study.executors import train_one
 
@@ -176,7 +176,8 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         share = sharing(plan)
         order, unfit = claim_order(plan, share, store, runs_root / study.name / "_shared"), 0
         if until is not None:
-            left, candidates = estimate(), claimable(store, order)
+            candidates = claimable(store, order)
+            left = estimate(candidates)
             order, unfit = fitting(candidates, left, until - time.time())
         row = store.claim(study.name, order)
         if row is None and unfit:
@@ -208,7 +209,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             run_dir = earlier
         store.claimed_dir(row["id"], str(run_dir.resolve()))   # where a later claim finds its checkpoint
         if not RunDir(run_dir).checkpoint_path.is_file():   # it starts over: an earlier attempt's epochs
-            store.forget_epochs(row["id"])                    # (lost with its checkpoint) are not its own
+            store.clear_epochs(row["id"])                     # (lost with its checkpoint) are not its own
         try:
             result = train_one(key, cfg, data.get(cfg.data), run_dir, progress=progress,
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),

@@ -188,17 +188,17 @@ def study_set_error(base: Path, given: dict, path: Path) -> str | None:
         return None
     except ConfigError as e:
         raw = C.read_toml_chain(base)
-        bad = [k for k in given if not valid(copy.deepcopy(raw), {k: given[k]}, path)]
+        bad = [k for k in given if not applies(copy.deepcopy(raw), {k: given[k]}, path)]
         return f"{path}: the study's set ({bad[0] + ', ' if bad else ''}given to every variant): {e}"
 
 
-def valid(raw: dict, given: dict, path: Path) -> bool:
+def applies(raw: dict, given: dict, path: Path) -> bool:
+    """Whether the settings `given` make a valid config of the experiment dict `raw`."""
     try:
         C.from_dict(apply_set(raw, given, str(path)))
         return True
     except ConfigError:
         return False
-
 
 
 def load_variant(item: Any, study: dict, path: Path, index: int,
@@ -223,7 +223,8 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     try:
         cfg = C.from_dict(raw)
     except ConfigError as e:
-        ours = study_set_error(base, study.get("set", {}), path)
+        ours = study_set_error(base, {k: v for k, v in study.get("set", {}).items() if k not in item.get("set", {})},
+                               path)   # a key the variant sets itself is the variant's
         if ours:   # the study's own `set`, which every variant inherits, fails without this variant's: name it
             raise ConfigError(ours) from None
         raise ConfigError(f"{where} ({item['name']}): {e}") from None

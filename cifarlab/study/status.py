@@ -107,7 +107,12 @@ def measured_seconds(cfg, epochs: float, threads: int, steps: int = 5) -> float 
         return None
     key = (speed_key(cfg), threads, steps)
     if key not in MEASURED:
-        MEASURED[key] = seconds_per_image(cfg, steps, threads)
+        import torch
+        before = torch.get_num_threads()   # timing sets the thread count: the process's runs keep their own
+        try:
+            MEASURED[key] = seconds_per_image(cfg, steps, threads)
+        finally:
+            torch.set_num_threads(before)
     # `epochs` counts train.epochs (a two-phase run's first phase); the timing averages every phase
     return epochs * total_epochs(cfg) / cfg.train.epochs * MEASURED[key] * images_per_epoch(cfg)
 
@@ -117,19 +122,14 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     each network trains here now (`bench.seconds_per_image`: `steps` timed steps on a synthetic batch,
     `threads` threads, as a study worker runs), with the rate of each network timed. Other processes
     on this machine slow it: pause them first. An epoch's validation pass and data handling add to it."""
-    from cifarlab.bench import seconds_per_image
     from cifarlab.flops import images_per_epoch
-    from cifarlab.methods import total_epochs
     if any(images_per_epoch(cfg) is None for _, cfg, *_ in work):
         return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
-    keys = [speed_key(cfg) for _, cfg, *_ in work]
+    hours = sum(measured_seconds(cfg, left, threads, steps) or 0.0 for _, cfg, left, *_ in work) / 3600
     timed: dict[str, tuple[str, object, float]] = {}   # key -> (name, config, seconds per image) it was timed by
-    for (name, cfg, *_), key in zip(work, keys):
-        if key not in timed:
-            timed[key] = (name, cfg, seconds_per_image(cfg, steps, threads))
-    # `left` counts train.epochs (a two-phase run's first phase); the timing averages every phase
-    hours = sum(left * total_epochs(cfg) / cfg.train.epochs * timed[key][2] * images_per_epoch(cfg)
-                for (_, cfg, left, *_), key in zip(work, keys) if cfg.train.epochs) / 3600
+    for name, cfg, *_ in work:
+        timed.setdefault(speed_key(cfg), (name, cfg, MEASURED.get((speed_key(cfg), threads, steps))))
+    timed = {k: v for k, v in timed.items() if v[2] is not None}   # a run of no epochs was not timed
     rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(cfg):,.0f} s per epoch)"
                       for name, cfg, s in timed.values())
     return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
@@ -195,7 +195,7 @@ def epoch_rate(runs: list, timed: list, methods: dict, machine: str | None):
 
 
 def seconds_left(study: Study, store: Store, machine: str | None, others: list = (), shared=None,
-                 threads: int | None = None):
+                 threads: int | None = None, keys=None):
     """{run key: seconds it still needs} of each planned run not done: 0 for one whose sibling is
     done (it takes the sibling's training: a choice of weights, a tuning run's, a pre-training) where
     the shared folder `shared` holds that training (`plan.takes_here`; None: assumed), else
@@ -205,7 +205,8 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
     where neither times it. With `threads` (a `study run --until` worker's), where no finished run
     of the study ran on `machine`, each network's training steps are also timed here
     (`measured_seconds`) and the larger estimate counts: machines here differ up to tenfold, and
-    a slow CPU timed by a fast one's runs claims runs it cannot finish."""
+    a slow CPU timed by a fast one's runs claims runs it cannot finish. `keys`: only these runs (the
+    ones a claim could take now), so that nothing else is timed; None: every run not done."""
     from cifarlab.study.plan import sharing, takes_done_sibling
     runs, _, timed, _, methods, _ = tally(study, store)
     if timed:
@@ -221,25 +222,29 @@ def seconds_left(study: Study, store: Store, machine: str | None, others: list =
     if seconds is None and not measure:
         return None
     share = sharing({key: cfg for _, cfg, key in runs})
-    out = {}
+    out, measured_any = {}, False
     for name, cfg, key in runs:
         row = store.run(key)
-        if row is not None and row["status"] == "done":
+        if (row is not None and row["status"] == "done") or (keys is not None and key not in keys):
             continue
         if takes_done_sibling(key, cfg, share, store, shared):
             out[key] = 0.0
             continue
         epochs = epochs_left(row, cfg, store)
         estimates = [seconds(name, cfg, epochs) if seconds else None,
-                     measured_seconds(cfg, epochs, threads) if measure else None]
+                     measured_seconds(cfg, epochs, threads) if measure and epochs else None]
         if any(e is not None for e in estimates):   # a run neither times is left out: it does not fit
             out[key] = max(e for e in estimates if e is not None)
-    return out
+            measured_any = measured_any or estimates[1] is not None
+    return out if seconds is not None or measured_any else None   # None: nothing timed the study
 
 
 def epochs_left(row, cfg, store: Store) -> float:
-    """The epochs a run not done has still to train: those it has not recorded, where it resumes from
-    its last checkpoint (every `train.checkpoint_every` epochs) unless its claim is live."""
+    """The epochs a run not done has still to train, counted as `train.epochs` counts them (a
+    two-phase run's first phase: its recorded epochs run over both phases, `total_epochs`, and are
+    scaled back): those it has not recorded, where it resumes from its last checkpoint (every
+    `train.checkpoint_every` epochs, `checkpointed`) unless its claim is live."""
+    from cifarlab.methods import total_epochs
     from cifarlab.results.store import claim_is_dead
     import time
     if row is None:
@@ -247,8 +252,18 @@ def epochs_left(row, cfg, store: Store) -> float:
     trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0)
     live = row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())
     if not live:
-        trained -= trained % max(1, int(cfg.train.checkpoint_every))
-    return max(0, cfg.train.epochs - trained)
+        trained = checkpointed(trained, cfg)
+    total = total_epochs(cfg)
+    return max(0, total - trained) * cfg.train.epochs / total if total else 0
+
+
+def checkpointed(recorded: int, cfg) -> int:
+    """The last epoch a run's checkpoint holds, of the `recorded` ones: one every
+    `train.checkpoint_every` epochs, and one at the last."""
+    from cifarlab.methods import total_epochs
+    if recorded >= total_epochs(cfg):
+        return recorded
+    return recorded - recorded % max(1, int(cfg.train.checkpoint_every))
 
 
 def tally(study: Study, store: Store, p=None, shared=None) -> tuple[list, dict, list, list, dict, int]:
@@ -358,6 +373,7 @@ def resumable_lines(study: Study, store: Store, runs_root, p=None, most: int = 5
     claim recorded), from which epoch it resumes; or that no checkpoint is here, so it starts over."""
     import time
 
+    from cifarlab.methods import total_epochs
     from cifarlab.results.store import claim_is_dead
     from cifarlab.runs import RunDir
     from cifarlab.study.data import resume_dir, run_dir_for
@@ -372,8 +388,7 @@ def resumable_lines(study: Study, store: Store, runs_root, p=None, most: int = 5
             continue
         here = run_dir_for(runs_root, key)
         where = resume_dir(row["run_dir"], here) or here
-        saved = recorded - recorded % max(1, int(cfg.train.checkpoint_every))   # `epochs_left`'s rule
-        out.append(f"resumes: {name} seed {key.seed} after epoch {saved} of {cfg.train.epochs:g} "
+        out.append(f"resumes: {name} seed {key.seed} after epoch {checkpointed(recorded, cfg)} of {total_epochs(cfg):g} "
                    f"(its checkpoint in {where})" if RunDir(where).checkpoint_path.is_file() else
                    f"starts over: {name} seed {key.seed} recorded {recorded} epoch(s), but no checkpoint of it is "
                    f"under {runs_root} (nor where its last claim trained)")
