@@ -39,6 +39,8 @@ def test_a_study_on_ray_records_the_local_executors_rows(study_dir):  # noqa: F8
     assert [k[3] for k in keys] == ["done"] * 4 and len(outcome[1]) == 8  # 4 runs x 2 epochs
     # Same experiments, seeds and config hashes; on this CPU the same accuracies and losses, epoch by epoch.
     assert (keys, outcome) == rows(study_dir / "local.db")
+    # a run that stayed at chance is warned of on Ray as by a local worker
+    assert on_ray.stderr.count("never rose above chance") == local.stderr.count("never rose above chance")
     # The driver recorded; each run directory was written by the task that trained it.
     for run_dir, in sqlite3.connect(study_dir / "ray.db").execute("SELECT run_dir FROM runs"):
         assert (study_dir / "runs-ray").resolve() in [p for p in (study_dir / run_dir).resolve().parents]

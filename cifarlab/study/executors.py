@@ -173,6 +173,11 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                            else f"val {result.final['val_acc']:.4f}")
                     say(f"{study_name}/{key.experiment} seed {key.seed}: {val} ({result.final['epochs']} epochs, "
                         f"{result.final['wall_seconds']:.0f} s on {result.host})")
+                    from cifarlab.stats import chance_warning
+                    warning = chance_warning(result.final, result.epochs)
+                    if warning:   # as a local worker warns: the report calls such a variant unstable
+                        print(f"cifarlab: warning: {study_name}/{key.experiment} seed {key.seed}: {warning}",
+                              file=sys.stderr)
             return finished, failed
         except BaseException:  # interrupted (or the store failed): cancel what trains, give the runs back
             for ref in inflight:
