@@ -657,11 +657,11 @@ def cmd_report(args: argparse.Namespace) -> int:
         features = {"file": "features.png", "missing": missing}
         features_figure(dirs, splits_for(first, args, False), out / features["file"])
         command += " --features" + (f" --data-dir {args.data_dir}" if args.data_dir and not args.grids else "")
-    from cifarlab.study.plan import study_spec
-    readme = write_report(store, study_spec(study, store), out, command, grids, features)
+    from cifarlab.study.plan import current_runs, plan, study_spec
+    p = plan(study, store)   # once, for the report and the note below
+    readme = write_report(store, study_spec(study, store, p), out, command, grids, features)
     print(f"wrote {readme}")
-    from cifarlab.study.plan import current_runs
-    current = current_runs(study, store)
+    current = current_runs(study, store, p)
     rows = [r for r in store.runs(study.name) if (r["experiment"], r["config_hash"], r["seed"]) in current]
     if not any(r["status"] == "done" for r in rows):   # a study just started, or only superseded runs done
         print(f"cifarlab: note: none of the {len(rows)} run(s) the study file plans now in {args.db} has finished yet, "

@@ -19,12 +19,18 @@ from cifarlab.errors import ConfigError
 from cifarlab.methods import METHODS, pretrain_epochs, total_epochs
 
 
-def amount(flops: float) -> str:
-    """A FLOP count in the unit that shows it: PFLOP from 0.1 PFLOP, else TFLOP, else GFLOP (a small
-    run's 0.000 PFLOP said nothing)."""
+def unit(flops: float) -> tuple[str, float]:
+    """The unit that shows a FLOP count, with its scale: PFLOP from 0.1 PFLOP, else TFLOP from 0.1
+    TFLOP, else GFLOP (a small run's 0.000 PFLOP said nothing)."""
     if flops >= 1e14:
-        return f"{flops / 1e15:.3f} PFLOP"
-    return f"{flops / 1e12:.2f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
+        return "PFLOP", 1e15
+    return ("TFLOP", 1e12) if flops >= 1e11 else ("GFLOP", 1e9)
+
+
+def amount(flops: float) -> str:
+    """A FLOP count in the unit that shows it (`unit`)."""
+    name, scale = unit(flops)
+    return f"{flops / scale:.{3 if name == 'PFLOP' else 2}f} {name}"
 
 
 @lru_cache(maxsize=64)

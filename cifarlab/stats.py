@@ -103,12 +103,10 @@ def chance_warning(final: Mapping, epochs: list[Mapping], hide_test: bool = Fals
     classes = len(final.get("classes") or ())
     if best is None or not near_chance(best, classes):
         return None
-    if hide_test and not accs:
-        return (f"this run never rose above chance on the test set (its accuracy hidden, {classes} classes): the network "
-                "diverged or died at the start; a lower learning rate or a warm-up usually helps")
-    return (f"this run never rose above chance ({where} {100 * best:.1f} % with {classes} classes, chance "
-            f"{100 / classes:.1f} %): the network diverged or died at the start; a lower learning rate or a "
-            "warm-up usually helps")
+    said = (f"on the test set (its accuracy hidden, {classes} classes)" if hide_test and not accs else
+            f"({where} {100 * best:.1f} % with {classes} classes, chance {100 / classes:.1f} %)")
+    return (f"this run never rose above chance {said}: the network diverged or died at the start; a lower "
+            "learning rate or a warm-up usually helps")
 
 
 def _betacf(a: float, b: float, x: float) -> float:

@@ -439,11 +439,10 @@ def compute_section(store: Store, spec: StudySpec, summary: list[dict]) -> list[
 
 
 def flop_unit(largest: float) -> tuple[str, float]:
-    """The unit of a column of FLOP counts whose largest is `largest`: PFLOP from 0.1 PFLOP (every
-    committed study's), else TFLOP, else GFLOP (a small study's 0.000 PFLOP said nothing)."""
-    if largest >= 1e14 or largest == 0:
-        return "PFLOP", 1e15
-    return ("TFLOP", 1e12) if largest >= 1e11 else ("GFLOP", 1e9)
+    """The unit of a column of FLOP counts whose largest is `largest` (`flops.unit`; PFLOP for a
+    column of none)."""
+    from cifarlab.flops import unit
+    return unit(largest) if largest else ("PFLOP", 1e15)
 
 
 def mean_or_dash(xs: list[float], digits: int) -> str:
