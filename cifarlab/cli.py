@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import signal
@@ -1021,7 +1022,31 @@ def interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finished epochs kept, study claims released
 
 
+def deliver_again(previous, unraisable) -> None:
+    """`sys.unraisablehook` while a command runs: an interrupt raised where Python cannot propagate it
+    (a SIGTERM or Ctrl-C landing in a weakref callback of an import, or in a `__del__`) would be
+    printed as a traceback and dropped, the process training on; the signal is delivered again, to
+    land in the code that runs next. Anything else goes to the `previous` hook."""
+    if isinstance(unraisable.exc_value, KeyboardInterrupt):   # sent here, it would be handled here, in the hook
+        import threading
+        again = threading.Timer(0.05, signal.pthread_kill, (threading.main_thread().ident, STOPPED_BY[0]))
+        again.daemon = True
+        again.start()
+    else:
+        previous(unraisable)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line: `cifarlab ...` (argv: its arguments, else sys.argv's); returns the exit code."""
+    previous = sys.unraisablehook
+    sys.unraisablehook = functools.partial(deliver_again, previous)
+    try:
+        return command_line(argv)
+    finally:
+        sys.unraisablehook = previous
+
+
+def command_line(argv: list[str] | None) -> int:
     signal.signal(signal.SIGTERM, interrupt)
     args = None
     try:

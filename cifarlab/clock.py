@@ -7,9 +7,11 @@ machine is. `clock()` is `time.perf_counter()` less the seconds the process was 
 
 How a pause is seen: a daemon thread looks at the clock every `TICK` seconds, and so does every
 reading of `clock()`. A look later than `GAP` seconds after the previous one means the thread could
-not run; of that delay, the part in which the process used no CPU time (`time.process_time()`) is a
-pause. A thread kept waiting by a busy core is late by milliseconds, and one kept from the GIL by
-a long computation is late while the process computes, which is not counted. A pause shorter than
+not run; of that delay, the part in which the process neither used CPU time (`time.process_time()`)
+nor had its main thread waiting for a core (Linux's /proc/self/schedstat: a computation that holds
+the GIL on a machine whose cores are all busy) is a pause. A thread kept waiting by a busy core is
+late by milliseconds, and one kept from the GIL by a long computation is late while the process
+computes or waits to, which is not counted. A pause shorter than
 `GAP` counts as wall time; a pause is counted by the first look after the process resumes, so a
 reading taken then already leaves it out.
 """
@@ -41,14 +43,14 @@ class PauseWatch:
             if self.pid == os.getpid():
                 return
             self.pid, self.paused = os.getpid(), 0.0
-            self.last, self.cpu = time.perf_counter(), time.process_time()
+            self.last, self.cpu = time.perf_counter(), busy()
             self.done = threading.Event()
         threading.Thread(target=self._watch, name="cifarlab-pause-watch", daemon=True).start()
 
     def look(self) -> float:
         """`time.perf_counter()` now less the pauses, one that ended since the previous look counted."""
         with self.lock:
-            now, cpu = time.perf_counter(), time.process_time()
+            now, cpu = time.perf_counter(), busy()
             late = now - self.last - self.tick
             if late > self.gap:
                 self.paused += max(0.0, late - (cpu - self.cpu))
@@ -61,6 +63,18 @@ class PauseWatch:
     def _watch(self) -> None:
         while not self.done.wait(self.tick):
             self.look()
+
+
+def busy() -> float:
+    """Seconds this process has run on a core (every thread's CPU time) or had its main thread
+    waiting for one (its run-queue wait, where /proc/self/schedstat says it): a process stopped
+    does neither."""
+    try:
+        with open("/proc/self/schedstat", encoding="ascii") as f:
+            waited = int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):   # not Linux, or a kernel without scheduler statistics
+        waited = 0.0
+    return time.process_time() + waited
 
 
 _WATCH = PauseWatch()

@@ -27,10 +27,12 @@ def unit(flops: float) -> tuple[str, float]:
     return ("TFLOP", 1e12) if flops >= 1e11 else ("GFLOP", 1e9)
 
 
-def amount(flops: float) -> str:
-    """A FLOP count in the unit that shows it (`unit`)."""
+def amount(flops: float, digits: int | None = None) -> str:
+    """A FLOP count in the unit that shows it (`unit`), with `digits` decimals (3 for PFLOP and 2
+    otherwise where None)."""
     name, scale = unit(flops)
-    return f"{flops / scale:.{3 if name == 'PFLOP' else 2}f} {name}"
+    digits = (3 if name == "PFLOP" else 2) if digits is None else digits
+    return f"{flops / scale:,.{digits}f} {name}"
 
 
 @lru_cache(maxsize=64)

@@ -56,3 +56,12 @@ def fresh_network_timings(monkeypatch):
     a `study run` worker does): one test's timing, real or faked, never stands in for another's."""
     from cifarlab.study import status
     monkeypatch.setattr(status, "MEASURED", {})
+
+
+def pytest_configure(config):
+    """Under pytest-xdist (the README's `-n auto`): the cores are shared between the workers, so each
+    worker's torch computes on its share of them (oversubscribed threads spin and slow every worker)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
+    if workers > 1:
+        import torch
+        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))

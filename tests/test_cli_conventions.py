@@ -261,6 +261,36 @@ def test_an_interrupt_says_what_is_kept_only_where_something_is(monkeypatch, cap
         STOPPED_BY[0] = signal.SIGINT
 
 
+def test_an_interrupt_python_cannot_raise_where_it_lands_is_delivered_again(monkeypatch, capsys):
+    """SIGTERM landing in a weakref callback (as in an import's module lock) raises where Python only
+    prints the error and goes on: while a command runs, the signal is delivered again and stops it."""
+    import signal
+    import time
+    import weakref
+
+    from cifarlab.errors import STOPPED_BY
+
+    class Thing:
+        pass
+
+    def lands_in_a_callback(args):
+        thing = Thing()
+        ref = weakref.ref(thing, lambda _: cli.interrupt(signal.SIGTERM, None))
+        del thing   # the callback's KeyboardInterrupt cannot propagate from here
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:   # the signal delivered again stops the command here
+            pass
+        return 0 if ref else 1
+    monkeypatch.setitem(cli.COMMANDS, "list", lands_in_a_callback)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["list", "keys"]) == 143
+        assert capsys.readouterr().err == "cifarlab: interrupted\n"
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        STOPPED_BY[0] = signal.SIGINT
+
+
 def test_refusals_of_results_data_adopt_and_bench_write_nothing(tmp_path, capsys):
     """Options a results action does not take, a missing .npz to pack, an adoption refused against a new
     database, and accuracies out of [0, 1] for bench tta: one line each, exit 2, and no file left."""

@@ -57,3 +57,26 @@ def test_a_computation_that_holds_the_gil_past_the_gap_is_not_a_pause():
         assert watch.paused < 0.05    # but the process was computing all along, so no pause
     finally:
         watch.stop()
+
+
+def test_waiting_for_a_busy_core_is_not_a_pause(monkeypatch):
+    """A look 5 s late in which the process computed 2 s and its main thread waited 3 s for a core (all
+    cores busy): no pause. The same look with the 3 s unaccounted for: a pause of them, less the tick."""
+    from cifarlab import clock as module
+    readings = iter([(0.0, 0.0), (5.0, 5.0), (10.0, 7.0)])   # (perf_counter, busy) at start and two looks
+    now = {"t": 0.0, "busy": 0.0}
+
+    def step():
+        now["t"], now["busy"] = next(readings)
+    monkeypatch.setattr(module.time, "perf_counter", lambda: now["t"])
+    monkeypatch.setattr(module, "busy", lambda: now["busy"])
+    watch = PauseWatch(tick=0.25, gap=2.0)
+    with watch.lock:   # started by hand: no watching thread
+        watch.pid, watch.last, watch.cpu = 0, 0.0, 0.0
+    step()
+    step()
+    watch.look()
+    assert watch.paused == 0.0
+    step()
+    watch.look()
+    assert watch.paused == 5.0 - 0.25 - 2.0

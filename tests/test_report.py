@@ -487,6 +487,13 @@ def test_a_run_that_ends_at_chance_is_warned_of_by_the_reports_rule():
     assert "(test accuracy 10.5 % with 10 classes" in chance_warning({**final, "test_acc": 0.105}, [{"val_acc": None}])
     hidden = chance_warning({**final, "test_acc": 0.105}, [{"val_acc": None}], hide_test=True)   # run --hide-test
     assert "never rose above chance on the test set (its accuracy hidden" in hidden and "10.5" not in hidden
+    # a study's workers, local and the Ray driver alike, print one line naming the run
+    from cifarlab.results.store import RunKey
+    from cifarlab.study.executors import chance_line
+    key = RunKey("s", "lr1", 2, "abc")
+    assert chance_line("demo", key, final, [{"val_acc": 0.115}]) == (
+        "cifarlab: warning: demo/lr1 seed 2: " + chance_warning(final, [{"val_acc": 0.115}]))
+    assert chance_line("demo", key, final, [{"val_acc": 0.6}]) is None
 
 
 def test_a_run_without_a_validation_split_is_judged_at_chance_on_its_test_accuracy():

@@ -710,6 +710,17 @@ def test_a_study_file_and_an_experiment_file_given_for_each_other_are_named(stud
     assert r.returncode == 2 and "(dropout)" in r.stderr and "the study's set" not in r.stderr, r.stderr
 
 
+def test_a_study_set_whose_keys_fail_only_together_is_blamed_as_a_whole(tmp_path):
+    from cifarlab.study.spec import study_set_error
+    base = tmp_path / "c100.toml"
+    base.write_text(EXPERIMENT.replace("[data]", '[data]\ndataset = "cifar100"'))
+    given = {"data.labels": "coarse", "data.dataset": "cifar10"}   # each valid alone, not together
+    error = study_set_error(base, given, tmp_path / "s.toml")
+    assert error.startswith(f"{tmp_path / 's.toml'}: the study's set (given to every variant): ") and \
+        "superclasses" in error, error
+    assert study_set_error(base, {"data.labels": "coarse"}, tmp_path / "s.toml") is None
+
+
 def test_study_run_warns_once_about_a_schedule_that_stops_mid_cycle(study_dir):
     (study_dir / "study.toml").write_text(STUDY + """
 [[variants]]

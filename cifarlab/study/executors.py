@@ -39,6 +39,15 @@ RAY_INSTALL = 'pip install -e ".[ray]"'
 HEARTBEAT_S = 60.0  # how often the Ray driver marks its claims alive while their tasks train
 
 
+def chance_line(study_name: str, key: RunKey, final: dict, epochs: list) -> str | None:
+    """The warning line a study's worker (local or Ray driver) prints for a finished run that never
+    rose above chance (`stats.chance_warning`: the report calls such a variant unstable); None
+    otherwise."""
+    from cifarlab.stats import chance_warning
+    warning = chance_warning(final, epochs)
+    return warning and f"cifarlab: warning: {study_name}/{key.experiment} seed {key.seed}: {warning}"
+
+
 @dataclass(frozen=True)
 class RunResult:
     """What one trained run hands back to the driver: all the store needs, no file system."""
@@ -173,11 +182,9 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                            else f"val {result.final['val_acc']:.4f}")
                     say(f"{study_name}/{key.experiment} seed {key.seed}: {val} ({result.final['epochs']} epochs, "
                         f"{result.final['wall_seconds']:.0f} s on {result.host})")
-                    from cifarlab.stats import chance_warning
-                    warning = chance_warning(result.final, result.epochs)
+                    warning = chance_line(study_name, key, result.final, result.epochs)
                     if warning:   # as a local worker warns: the report calls such a variant unstable
-                        print(f"cifarlab: warning: {study_name}/{key.experiment} seed {key.seed}: {warning}",
-                              file=sys.stderr)
+                        print(warning, file=sys.stderr)
             return finished, failed
         except BaseException:  # interrupted (or the store failed): cancel what trains, give the runs back
             for ref in inflight:

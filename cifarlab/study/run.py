@@ -16,7 +16,6 @@ from cifarlab import config as C
 from cifarlab.errors import ConfigError
 from cifarlab.results.store import RunKey, Store
 from cifarlab.runs import RunDir
-from cifarlab.stats import chance_warning
 from cifarlab.study.data import DataCache, resume_dir, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
 from cifarlab.study.plan import plan as plan_study
 from cifarlab.study.plan import shares, sharing, takes_done_sibling
@@ -157,7 +156,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     `estimate(candidates)`'s seconds per run of the runs a claim could take now,
     `status.seconds_left` as the command line wires it), and stop when none is left that does.
     """
-    from cifarlab.study.executors import train_one
+    from cifarlab.study.executors import chance_line, train_one
 
     plan = threaded(plan_runs(study, store, only), threads)
     dynamic = study.tuned or study.more_seeds is not None   # the plan grows as runs finish
@@ -237,8 +236,8 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
         val = "no validation split" if final["val_acc"] is None else f"val {final['val_acc']:.4f}"
         tqdm.write(f"{study.name}/{key.experiment} seed {key.seed}: {val} "
                    f"({final['epochs']} epochs, {final['wall_seconds']:.0f} s)")
-        warning = chance_warning(final, result.epochs)
+        warning = chance_line(study.name, key, final, result.epochs)
         if warning:   # the report calls such a variant unstable and compares it with nothing
-            tqdm.write(f"cifarlab: warning: {study.name}/{key.experiment} seed {key.seed}: {warning}", file=sys.stderr)
+            tqdm.write(warning, file=sys.stderr)
     outer.close()
     return finished

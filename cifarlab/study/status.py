@@ -245,16 +245,23 @@ def epochs_left(row, cfg, store: Store) -> float:
     scaled back): those it has not recorded, where it resumes from its last checkpoint (every
     `train.checkpoint_every` epochs, `checkpointed`) unless its claim is live."""
     from cifarlab.methods import total_epochs
-    from cifarlab.results.store import claim_is_dead
-    import time
     if row is None:
         return cfg.train.epochs
-    trained = max((r["epoch"] for r in store.epochs([row["id"]])), default=0)
-    live = row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())
+    trained, live = run_progress(row, store)
     if not live:
         trained = checkpointed(trained, cfg)
     total = total_epochs(cfg)
     return max(0, total - trained) * cfg.train.epochs / total if total else 0
+
+
+def run_progress(row, store: Store) -> tuple[int, bool]:
+    """(the last epoch a run's row recorded, 0 for none; whether a live process claims it now)."""
+    import time
+
+    from cifarlab.results.store import claim_is_dead
+    recorded = max((r["epoch"] for r in store.epochs([row["id"]])), default=0)
+    live = row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())
+    return recorded, live
 
 
 def checkpointed(recorded: int, cfg) -> int:
@@ -371,20 +378,16 @@ def resumable_lines(study: Study, store: Store, runs_root, p=None, most: int = 5
     """One line per run not done and not claimed by a live process that recorded epochs (the first
     `most`): where `study run` finds its checkpoint (under `runs_root`, or the directory its last
     claim recorded), from which epoch it resumes; or that no checkpoint is here, so it starts over."""
-    import time
-
     from cifarlab.methods import total_epochs
-    from cifarlab.results.store import claim_is_dead
     from cifarlab.runs import RunDir
     from cifarlab.study.data import resume_dir, run_dir_for
     out = []
     for name, cfg, key in entries(study, store, p)[0]:
         row = store.run(key)
-        if row is None or row["status"] == "done" or (
-                row["status"] == "running" and not claim_is_dead(row["claimed_by"], row["heartbeat"], time.time())):
+        if row is None or row["status"] == "done":
             continue
-        recorded = max((r["epoch"] for r in store.epochs([row["id"]])), default=0)
-        if not recorded:
+        recorded, live = run_progress(row, store)
+        if live or not recorded:
             continue
         here = run_dir_for(runs_root, key)
         where = resume_dir(row["run_dir"], here) or here
@@ -444,9 +447,10 @@ def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple
     """With no finished run to time by: the epochs and training FLOPs left in `work` ((config, epochs
     left) per run; a tuned arm's grid may still grow), and the hours they take at `rate`
     (`machine_rate`) where there is one."""
+    from cifarlab.flops import amount as flop_amount
     epochs = sum(left for _, left in work)
     flops = flops_left(work)
-    amount = f"{flops / 1e15:,.1f} PFLOP" if flops >= 1e14 else f"{flops / 1e12:,.1f} TFLOP"
+    amount = flop_amount(flops, digits=1)
     line = (f"0 of {total} runs done; no finished run to time by: {epochs:,.0f} epochs and about "
             f"{amount} of training left (forward + backward)")
     if rate is None:
