@@ -10,6 +10,9 @@ import numpy as np
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# A local Ray instance starts its workers at nice 15: beside another xdist worker's tests they would
+# train on what that worker leaves of the cores, and the Ray tests would take many times as long.
+os.environ.setdefault("RAY_worker_niceness", "0")
 
 
 def cli_env(**extra: str) -> dict:
