@@ -31,16 +31,32 @@ def rows(db):
     return keys, results(db)
 
 
-def ray_tasks() -> list[int]:
-    """The Ray worker processes executing one of our runs now: Ray titles them ray::<task name>."""
+def processes(match) -> list[int]:
+    """The processes whose command line (its arguments NUL-separated, as bytes) `match`es."""
     found = []
     for proc in Path("/proc").iterdir():
         try:
-            if proc.name.isdigit() and (proc / "cmdline").read_bytes().startswith(b"ray::cifarlab-run"):
+            if proc.name.isdigit() and match((proc / "cmdline").read_bytes()):
                 found.append(int(proc.name))
         except OSError:  # gone meanwhile
             pass
     return found
+
+
+@pytest.fixture(autouse=True)
+def no_ray_instance_left():
+    """A local Ray instance outlives its driver for a while (its GCS server and raylet shut down after
+    it): each test here waits for the one before to be gone, since `--address auto` would join it."""
+    deadline = time.monotonic() + 120
+    while processes(lambda cmd: cmd.split(b"\0")[0].endswith((b"gcs_server", b"raylet"))) \
+            and time.monotonic() < deadline:
+        time.sleep(0.5)
+    yield
+
+
+def ray_tasks() -> list[int]:
+    """The Ray worker processes executing one of our runs now: Ray titles them ray::<task name>."""
+    return processes(lambda cmd: cmd.startswith(b"ray::cifarlab-run"))
 
 
 def test_a_study_on_ray_records_the_local_executors_rows_though_its_workers_are_killed(study_dir):  # noqa: F811
