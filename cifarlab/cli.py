@@ -1031,9 +1031,13 @@ def deliver_again(previous, unraisable) -> None:
         import threading
         again = threading.Timer(0.05, signal.pthread_kill, (threading.main_thread().ident, STOPPED_BY[0]))
         again.daemon = True
+        AGAIN.append(again)
         again.start()
     else:
         previous(unraisable)
+
+
+AGAIN: list = []   # the timers `deliver_again` started: cancelled when the command returns
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -1042,8 +1046,10 @@ def main(argv: list[str] | None = None) -> int:
     sys.unraisablehook = functools.partial(deliver_again, previous)
     try:
         return command_line(argv)
-    finally:
+    finally:   # a command that ended meanwhile takes no signal after it (in-process callers go on)
         sys.unraisablehook = previous
+        while AGAIN:
+            AGAIN.pop().cancel()
 
 
 def command_line(argv: list[str] | None) -> int:

@@ -30,8 +30,11 @@ class PauseWatch:
     """Seconds the process spent stopped since `start`, counted by a daemon thread's looks and by
     every reading's."""
 
-    def __init__(self, tick: float = TICK, gap: float = GAP):
+    def __init__(self, tick: float = TICK, gap: float = GAP, now=time.perf_counter, used=None):
+        """`now` and `used` (default `busy`): the wall clock and the seconds the process ran or
+        waited for a core, as this watch reads them (a test gives its own)."""
         self.tick, self.gap = tick, gap
+        self.now, self.used = now, used or busy
         self.paused = 0.0
         self.pid: int | None = None   # the process whose thread counts: a forked child starts its own
         self.lock = threading.Lock()
@@ -43,14 +46,14 @@ class PauseWatch:
             if self.pid == os.getpid():
                 return
             self.pid, self.paused = os.getpid(), 0.0
-            self.last, self.cpu = time.perf_counter(), busy()
+            self.last, self.cpu = self.now(), self.used()
             self.done = threading.Event()
         threading.Thread(target=self._watch, name="cifarlab-pause-watch", daemon=True).start()
 
     def look(self) -> float:
         """`time.perf_counter()` now less the pauses, one that ended since the previous look counted."""
         with self.lock:
-            now, cpu = time.perf_counter(), busy()
+            now, cpu = self.now(), self.used()
             late = now - self.last - self.tick
             if late > self.gap:
                 self.paused += max(0.0, late - (cpu - self.cpu))
@@ -69,12 +72,21 @@ def busy() -> float:
     """Seconds this process has run on a core (every thread's CPU time) or had its main thread
     waiting for one (its run-queue wait, where /proc/self/schedstat says it): a process stopped
     does neither."""
+    return time.process_time() + waited()
+
+
+_WAITED = [0.0]   # the last run-queue wait read: a read that fails once does not drop it
+
+
+def waited() -> float:
+    """Seconds the main thread has waited for a core (Linux's /proc/self/schedstat, its second
+    field); 0 where the kernel does not say, the last reading where one read fails."""
     try:
         with open("/proc/self/schedstat", encoding="ascii") as f:
-            waited = int(f.read().split()[1]) / 1e9
-    except (OSError, ValueError, IndexError):   # not Linux, or a kernel without scheduler statistics
-        waited = 0.0
-    return time.process_time() + waited
+            _WAITED[0] = int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):   # not Linux, a kernel without scheduler statistics
+        pass
+    return _WAITED[0]
 
 
 _WATCH = PauseWatch()

@@ -62,9 +62,12 @@ def fresh_network_timings(monkeypatch):
 
 
 def pytest_configure(config):
-    """Under pytest-xdist (the README's `-n auto`): the cores are shared between the workers, so each
-    worker's torch computes on its share of them (oversubscribed threads spin and slow every worker)."""
+    """Under pytest-xdist (the README's `-n logical`): the cores are shared between the workers, so
+    each worker's torch computes on its share of them in its own process (oversubscribed threads
+    spin and slow every worker); the runs a test starts as a subprocess set their own threads."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0"))
     if workers > 1:
         import torch
-        torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
+
+        from cifarlab.study.executors import default_cpus
+        torch.set_num_threads(max(1, default_cpus() // workers))

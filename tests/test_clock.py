@@ -59,18 +59,15 @@ def test_a_computation_that_holds_the_gil_past_the_gap_is_not_a_pause():
         watch.stop()
 
 
-def test_waiting_for_a_busy_core_is_not_a_pause(monkeypatch):
+def test_waiting_for_a_busy_core_is_not_a_pause():
     """A look 5 s late in which the process computed 2 s and its main thread waited 3 s for a core (all
     cores busy): no pause. The same look with the 3 s unaccounted for: a pause of them, less the tick."""
-    from cifarlab import clock as module
-    readings = iter([(0.0, 0.0), (5.0, 5.0), (10.0, 7.0)])   # (perf_counter, busy) at start and two looks
+    readings = iter([(0.0, 0.0), (5.0, 5.0), (10.0, 7.0)])   # (wall clock, busy) at start and two looks
     now = {"t": 0.0, "busy": 0.0}
 
     def step():
         now["t"], now["busy"] = next(readings)
-    monkeypatch.setattr(module.time, "perf_counter", lambda: now["t"])
-    monkeypatch.setattr(module, "busy", lambda: now["busy"])
-    watch = PauseWatch(tick=0.25, gap=2.0)
+    watch = PauseWatch(tick=0.25, gap=2.0, now=lambda: now["t"], used=lambda: now["busy"])
     with watch.lock:   # started by hand: no watching thread
         watch.pid, watch.last, watch.cpu = 0, 0.0, 0.0
     step()
@@ -80,3 +77,17 @@ def test_waiting_for_a_busy_core_is_not_a_pause(monkeypatch):
     step()
     watch.look()
     assert watch.paused == 5.0 - 0.25 - 2.0
+
+
+def test_busy_is_cpu_time_plus_the_main_threads_wait_for_a_core():
+    from pathlib import Path
+
+    from cifarlab.clock import busy, waited
+    stat = Path("/proc/self/schedstat")
+    if not stat.is_file():
+        assert waited() == 0.0
+        return
+    before = int(stat.read_text().split()[1]) / 1e9
+    cpu, measured = time.process_time(), busy()
+    after = int(stat.read_text().split()[1]) / 1e9
+    assert before - 0.01 <= measured - cpu <= after + 0.01   # the wait read between the two readings

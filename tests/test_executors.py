@@ -48,10 +48,14 @@ def no_ray_instance_left():
     """A local Ray instance outlives its driver for a while (its GCS server and raylet shut down after
     it): each test here waits for the one before to be gone, since `--address auto` would join it."""
     deadline = time.monotonic() + 120
-    while processes(lambda cmd: cmd.split(b"\0")[0].endswith((b"gcs_server", b"raylet"))) \
-            and time.monotonic() < deadline:
+    while ray_instances() and time.monotonic() < deadline:
         time.sleep(0.5)
     yield
+
+
+def ray_instances() -> list[int]:
+    """The GCS servers and raylets of the Ray instances on this machine."""
+    return processes(lambda cmd: cmd.split(b"\0")[0].endswith((b"gcs_server", b"raylet")))
 
 
 def ray_tasks() -> list[int]:
@@ -150,6 +154,9 @@ def test_ray_missing_or_a_dead_address_is_one_line_and_leaves_the_database_untou
 
 
 def test_auto_without_a_cluster_is_one_line(study_dir):  # noqa: F811
+    if ray_instances():   # not ours: the fixture waited for the one before to be gone
+        pytest.fail(f"a Ray instance runs on this machine (processes {ray_instances()}); --address auto "
+                    "would join it, so the refusal cannot be checked here")
     env = cli_env(RAY_ADDRESS="")
     cmd = cli_command("study", "run", "study.toml", "--db", "results.db", "--data-dir", "data", "--no-progress",
                       "--executor", "ray", "--address", "auto")
