@@ -1088,3 +1088,12 @@ def test_a_run_that_starts_over_forgets_the_epochs_an_earlier_attempt_recorded(s
     store.release(row["id"])
     claim_once()
     assert seen[-1][0] == 1
+
+
+def test_planned_compute_writes_its_flops_in_the_unit_that_shows_them(monkeypatch):
+    """`study status` before any run: the FLOPs left in flops.unit's unit, a tiny study's in GFLOP."""
+    from cifarlab.study import status
+    for flops, said in ((1.5e9, "1.5 GFLOP"), (2.25e12, "2.2 TFLOP"), (3.0e15, "3.0 PFLOP")):
+        monkeypatch.setattr(status, "flops_left", lambda work, flops=flops: flops)
+        assert f"no finished run to time by: 4 epochs and about {said} of training left" in \
+            status.planned_compute([(None, 4)], 9)
