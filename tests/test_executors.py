@@ -16,6 +16,7 @@ import pytest
 
 from cifarlab.results import open_store
 from conftest import cli_command, cli_env
+from test_fair import final_metrics
 from test_study import EXPERIMENT, STUDY, results, study, study_dir  # noqa: F401 (study_dir: a fixture)
 
 RAY = ("--executor", "ray", "--threads", "1")
@@ -151,8 +152,9 @@ def test_ray_missing_or_a_dead_address_is_one_line_and_leaves_the_database_untou
 
 
 def test_auto_without_a_cluster_is_one_line(study_dir):  # noqa: F811
-    if ray_instances():   # not ours: the fixture waited for the one before to be gone
-        pytest.fail(f"a Ray instance runs on this machine (processes {ray_instances()}); --address auto "
+    running = ray_instances()   # not ours: the fixture waited for the one before to be gone
+    if running:
+        pytest.fail(f"a Ray instance runs on this machine (processes {running}); --address auto "
                     "would join it, so the refusal cannot be checked here")
     env = cli_env(RAY_ADDRESS="")
     cmd = cli_command("study", "run", "study.toml", "--db", "results.db", "--data-dir", "data", "--no-progress",
@@ -236,6 +238,22 @@ def test_a_cluster_short_of_cpus_or_gpus_warns_and_a_local_instance_refuses(caps
         check_resources({"CPU": 2.0}, cpus=1, gpus=1, local=True)
 
 
+class FakeTask:
+    """`ray.remote(fn).options(...)` of a fake Ray: its `.remote(key, ...)` starts a run, giving a new
+    ref (`refs`, in order; `keys`: the run each ref trains)."""
+
+    def __init__(self):
+        self.refs, self.keys = [], {}
+
+    def options(self, **_):
+        return self
+
+    def remote(self, key, *_):
+        self.refs.append(object())
+        self.keys[self.refs[-1]] = key
+        return self.refs[-1]
+
+
 def test_the_ray_driver_stops_when_its_database_is_replaced_and_gives_no_run_back(
         study_dir, monkeypatch):  # noqa: F811
     """A checkout or mv over the database while runs train on Ray: the driver's next write (its
@@ -248,20 +266,9 @@ def test_the_ray_driver_stops_when_its_database_is_replaced_and_gives_no_run_bac
     from cifarlab.study import load_study, plan_runs
     from cifarlab.study import executors
 
-    class Task:
-        def __init__(self):
-            self.refs = []
-
-        def options(self, **_):
-            return self
-
-        def remote(self, *args):
-            self.refs.append(object())
-            return self.refs[-1]
-
     class FakeRay:   # claims runs, never finishes one; the file is swapped at the first wait
         def __init__(self):
-            self.task, self.cancelled = Task(), []
+            self.task, self.cancelled = FakeTask(), []
 
         def remote(self, _fn):
             return self.task
@@ -307,21 +314,9 @@ def test_the_ray_driver_warns_of_a_run_that_never_rose_above_chance(study_dir, c
     learned (a fake Ray whose tasks return at once: seed 0 at chance, seed 1 at 60 %)."""
     from cifarlab.study import executors, load_study, plan_runs
 
-    class Task:   # `ray.remote(fn).options(...)`: its `.remote(key, ...)` starts a run, here at once
-        def __init__(self):
-            self.keys = {}
-
-        def options(self, **_):
-            return self
-
-        def remote(self, key, *_):
-            ref = object()
-            self.keys[ref] = key
-            return ref
-
     class Ray:
         def __init__(self):
-            self.task = Task()
+            self.task = FakeTask()
 
         def remote(self, _fn):
             return self.task
@@ -332,12 +327,8 @@ def test_the_ray_driver_warns_of_a_run_that_never_rose_above_chance(study_dir, c
         def get(self, ref):
             key = self.task.keys[ref]
             acc = 0.10 if key.seed == 0 else 0.60
-            final = {"python": "3", "torch": "2", "numpy": "2", "cifarlab": "0", "platform": "p", "git_commit": None,
-                     "git_dirty": False, "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": acc,
-                     "val_loss": 2.0, "test_acc": acc, "test_loss": 2.0, "per_class_test_acc": [], "epochs": 1,
-                     "classes": [f"c{i}" for i in range(10)]}
             epoch = {"epoch": 1, "train_loss": 2.0, "train_acc": acc, "val_acc": acc, "lr": 0.1, "train_seconds": 1.0}
-            return executors.RunResult(key, final, [epoch], "runs/x", "host")
+            return executors.RunResult(key, final_metrics(plan[key], acc), [epoch], "runs/x", "host")
 
     ray = Ray()
     spec = load_study(study_dir / "study.toml")
