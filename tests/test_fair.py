@@ -19,7 +19,7 @@ from cifarlab.results.store import RunKey
 from cifarlab.stats import paired_p
 from cifarlab.study import load_study
 from cifarlab.study.plan import plan, study_spec
-from conftest import cli_command, cli_env
+from conftest import cli_command, cli_env, finished_metrics
 
 EXPERIMENT = """
 name = "tiny"
@@ -75,11 +75,7 @@ def finish(store, key, cfg, val, test=0.5):
     """Record `key` as a done run with the given accuracies (no training)."""
     store.register(key, C.to_dict(cfg))
     row = store.claim(key.study, [key])
-    final = {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
-             "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": val,
-             "val_loss": 1.0, "test_acc": None if not cfg.train.test else test, "test_loss": 1.0,
-             "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}
-    store.finish(row["id"], final, "nowhere", 1)
+    store.finish(row["id"], finished_metrics(val_acc=val, test_acc=test if cfg.train.test else None), "nowhere", 1)
 
 
 def test_budgets_stretch_the_schedule_and_expand_variants_and_groups(tmp_path):
@@ -500,11 +496,7 @@ def test_a_study_without_the_new_keys_plans_as_before(tmp_path):
 
 
 def final_metrics(cfg, val):
-    return {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
-            "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": val,
-            "val_loss": 1.0, "test_acc": 0.5 if cfg.train.test else None, "test_loss": 1.0, "per_class_test_acc": [],
-            "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None, "epochs": 1,
-            "train_seconds": 1.0}
+    return finished_metrics(val_acc=val, test_acc=0.5 if cfg.train.test else None, epochs=1, train_seconds=1.0)
 
 
 @pytest.mark.parametrize("grid, best", [('"optim.weight_decay" = [0.0, 0.0005]', 0.0),   # -0.0005: past 0

@@ -20,7 +20,7 @@ from cifarlab.report.paper import Results, hand_typed_numbers, make_paper, to_ht
 from cifarlab.results.store import open_store
 from cifarlab.stats import t_quantile_975
 from cifarlab.study import load_study
-from conftest import REPO
+from conftest import REPO, finished_metrics
 
 EXPERIMENT = """
 name = "tiny"
@@ -228,11 +228,6 @@ def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_n
         assert code == 2 and says in err, err
 
 
-FINAL = {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
-         "platform": "p", "machine": "m", "images_per_s": 1.0, "val_acc": 0.5, "val_loss": 1.0, "test_loss": 1.0,
-         "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}
-
-
 def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, capsys):
     from cifarlab.study.plan import plan
     (lab / "studies" / "t.toml").write_text('name = "t"\nexperiment = "../tiny.toml"\nseeds = [0, 1]\n'
@@ -247,8 +242,8 @@ def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, caps
                 store.register(key, C.to_dict(cfg))
                 row = store.claim(key.study, [key])
                 tuning = "-tune-" in key.experiment
-                store.finish(row["id"], {**FINAL, "wall_seconds": 100.0 if tuning else 300.0,
-                                         "test_acc": None if tuning else 0.6}, "nowhere", 3)
+                store.finish(row["id"], finished_metrics(wall_seconds=100.0 if tuning else 300.0,
+                                                         test_acc=None if tuning else 0.6), "nowhere", 3)
     store.close()
     write_src(lab, "# Paper\n\nChoosing cost {{tuning t}}; {{study s}}.\n")
     assert paper(lab, capsys) == (0, "")

@@ -19,7 +19,7 @@ from cifarlab.errors import ConfigError
 from cifarlab.results import open_store
 from cifarlab.results.store import SCHEMA_VERSION, RunKey
 from cifarlab.study import load_study
-from conftest import cli_command, cli_env, synthetic_arrays
+from conftest import cli_command, cli_env, finished_metrics, synthetic_arrays
 
 EXPERIMENT = """
 name = "tiny"
@@ -1027,11 +1027,7 @@ def test_run_adopts_runs_done_in_a_sibling_database_instead_of_training_them(tmp
     (_, cfg, key), = a.runs()
     store_a.register(key, C.to_dict(cfg))
     row = store_a.claim("a", [key])
-    store_a.finish(row["id"], {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n",
-                               "cifarlab": "c", "platform": "p", "machine": "m", "wall_seconds": 9.0,
-                               "images_per_s": 1.0, "val_acc": 0.61, "val_loss": 1.0, "test_acc": 0.6,
-                               "test_loss": 1.0, "per_class_test_acc": [], "classes": [f"c{i}" for i in range(10)],
-                               "runtime": "cpu", "stopped": None}, "runs/a/base/seed0", 1)
+    store_a.finish(row["id"], finished_metrics(wall_seconds=9.0, val_acc=0.61, test_acc=0.6), "runs/a/base/seed0", 1)
     store_a.close()
     store_b = open_store(tmp_path / "results" / "b" / "results.db")
     from cifarlab.study.adopt import adopt_elsewhere
