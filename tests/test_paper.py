@@ -251,6 +251,28 @@ def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, caps
     assert "Choosing cost 0.1 process-hours over 2 tuning runs, 25 % of the study's;" in (lab / "docs" / "REPORT.md").read_text()
 
 
+def test_tuned_sets_two_arms_side_by_side_at_each_setting_both_tried(lab, capsys):
+    from cifarlab.study.plan import plan
+    (lab / "studies" / "t.toml").write_text('name = "t"\nexperiment = "../tiny.toml"\nseeds = [0]\n'
+                                            'tune = { "optim.lr" = [0.02, 0.05] }\ntune_extend = 0\n'
+                                            '[[variants]]\nname = "a"\n[[variants]]\nname = "b"\n')
+    (lab / "results" / "t").mkdir()
+    study, store = load_study(lab / "studies" / "t.toml"), open_store(lab / "results" / "t" / "results.db")
+    val = {("a", 0.02): 0.70, ("a", 0.05): 0.64, ("b", 0.02): 0.61, ("b", 0.05): 0.66}   # a ahead at 0.02, behind at 0.05
+    for key, cfg in plan(study, store).runs.items():   # the tuning runs only: no arm needs its test runs here
+        store.register(key, C.to_dict(cfg))
+        row = store.claim(key.study, [key])
+        store.finish(row["id"], finished_metrics(val_acc=val[key.experiment.split("-")[0], cfg.optim.lr]), "nowhere", 3)
+    store.close()
+    write_src(lab, "# Paper\n\nA against B: {{tuned t: a - b}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    assert ("A against B: optim.lr = 0.02: +9.00, optim.lr = 0.05: -2.00 points (validation accuracy, 1 tuning seed(s))."
+            in (lab / "docs" / "REPORT.md").read_text())
+    write_src(lab, "# Paper\n\n{{tuned t: a - c}}\n")
+    code, err = paper(lab, capsys)
+    assert code == 2 and "tunes no arm 'c'; its tuned arms: a, b" in err
+
+
 def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_measured_rate(lab, capsys, monkeypatch):
     import cifarlab.report.paper as P
     from cifarlab.flops import planned

@@ -92,6 +92,7 @@ STUDY_REF = re.compile(rf"(study|runs|machines|hours|tuning)\s+({NAME})")
 PUB_REF = re.compile(rf"pub\s+({NAME})")
 COSTS_REF = re.compile(rf"costs:\s+({NAME}(?:\s*,\s*{NAME})*)")
 CHOICES_REF = re.compile(rf"choices\s+({NAME})")
+TUNED_REF = re.compile(rf"tuned\s+({NAME}):\s+({NAME})\s+-\s+({NAME})")
 # A CPU's rate costs the studies left once it has finished this many runs in the committed databases.
 RATE_RUNS = 50
 PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
@@ -325,7 +326,7 @@ class Renderer:
             raise PaperError(f"a {kind} reference stands alone on its line")
         for pattern, method in ((DELTA_REF, self.delta), (CHANGE_REF, self.delta), (CLAIM_REF, self.claim), (FIG_REF, self.figure),
                                 (TABLE_REF, self.table), (STUDY_REF, self.study), (PUB_REF, self.pub),
-                                (COSTS_REF, self.costs), (CHOICES_REF, self.choices),
+                                (COSTS_REF, self.costs), (CHOICES_REF, self.choices), (TUNED_REF, self.tuned),
                                 (VALUE_REF, self.value)):
             m = pattern.fullmatch(ref)
             if m:
@@ -599,6 +600,24 @@ class Renderer:
         edge = [f"`{arm}`" for arm, t in data.spec.tuning.items() if "still at the grid's edge" in (t.get("reason") or "")]
         said += f"; {len(edge)} still at its grid's edge, the best value possibly beyond ({', '.join(edge)})" if edge else ""
         return said + (f"; not yet known for {', '.join(waiting)}" if waiting else "")
+
+    def tuned(self, folder: str, a: str, b: str) -> str:
+        """Two tuned arms setting by setting on their tuning runs (validation accuracy, the tuning
+        seeds): A - B at each setting both tried, in the grid's order, so prose can say where along
+        the grid one arm passes the other without resting on either arm's single choice."""
+        data = self.data(folder)
+        arms = data.spec.tuning
+        for arm in (a, b):
+            if arm not in arms:
+                raise PaperError(f"study {folder} tunes no arm {arm!r}; its tuned arms: {', '.join(arms) or 'none'}")
+        theirs = {text: (acc, n) for text, acc, n in arms[b]["scores"] if n}
+        pairs = [(text, acc - theirs[text][0], min(n, theirs[text][1]))
+                 for text, acc, n in arms[a]["scores"] if n and text in theirs]
+        if not pairs:
+            raise PaperError(f"{folder}: arms {a!r} and {b!r} have no setting both tried yet")
+        seeds = sorted({n for _, _, n in pairs})
+        return (", ".join(f"{text}: {signed(100 * d)}" for text, d, _ in pairs) +
+                f" points (validation accuracy, {' or '.join(map(str, seeds))} tuning seed(s))")
 
     def pub(self, key: str) -> str:
         if key not in self.paper.published:
