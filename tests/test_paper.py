@@ -228,22 +228,31 @@ def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_n
         assert code == 2 and says in err, err
 
 
-def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, capsys):
-    from cifarlab.study.plan import plan
-    (lab / "studies" / "t.toml").write_text('name = "t"\nexperiment = "../tiny.toml"\nseeds = [0, 1]\n'
+def tuned_study(lab: Path, seeds: list[int], variants: list[str]):
+    """studies/t.toml: the tiny experiment with every arm's rate tuned over 0.02 and 0.05; its study and
+    a new store at results/t/results.db."""
+    (lab / "studies" / "t.toml").write_text(f'name = "t"\nexperiment = "../tiny.toml"\nseeds = {seeds}\n'
                                             'tune = { "optim.lr" = [0.02, 0.05] }\ntune_extend = 0\n'
-                                            '[[variants]]\nname = "base"\n')
+                                            + "".join(f'[[variants]]\nname = "{v}"\n' for v in variants))
     (lab / "results" / "t").mkdir()
-    study, store = load_study(lab / "studies" / "t.toml"), open_store(lab / "results" / "t" / "results.db")
+    return load_study(lab / "studies" / "t.toml"), open_store(lab / "results" / "t" / "results.db")
+
+
+def finish_planned(study, store, metrics) -> None:
+    """Mark every run the study plans now done (no training), with finished_metrics(**metrics(key, cfg))."""
+    from cifarlab.study.plan import plan
+    for key, cfg in plan(study, store).runs.items():
+        if store.status_of(key) != "done":
+            store.register(key, C.to_dict(cfg))
+            row = store.claim(key.study, [key])
+            store.finish(row["id"], finished_metrics(**metrics(key, cfg)), "nowhere", 3)
+
+
+def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, capsys):
+    study, store = tuned_study(lab, [0, 1], ["base"])
     for _ in range(2):   # the tuning runs (100 s each), then the test runs (300 s each) once the arm has chosen
-        p = plan(study, store)
-        for key, cfg in p.runs.items():
-            if store.status_of(key) != "done":
-                store.register(key, C.to_dict(cfg))
-                row = store.claim(key.study, [key])
-                tuning = "-tune-" in key.experiment
-                store.finish(row["id"], finished_metrics(wall_seconds=100.0 if tuning else 300.0,
-                                                         test_acc=None if tuning else 0.6), "nowhere", 3)
+        finish_planned(study, store, lambda key, cfg: {"wall_seconds": 100.0, "test_acc": None} if "-tune-" in key.experiment
+                       else {"wall_seconds": 300.0, "test_acc": 0.6})
     store.close()
     write_src(lab, "# Paper\n\nChoosing cost {{tuning t}}; {{study s}}.\n")
     assert paper(lab, capsys) == (0, "")
@@ -252,17 +261,10 @@ def test_tuning_gives_what_choosing_the_settings_cost_beside_the_study(lab, caps
 
 
 def test_tuned_sets_two_arms_side_by_side_at_each_setting_both_tried(lab, capsys):
-    from cifarlab.study.plan import plan
-    (lab / "studies" / "t.toml").write_text('name = "t"\nexperiment = "../tiny.toml"\nseeds = [0]\n'
-                                            'tune = { "optim.lr" = [0.02, 0.05] }\ntune_extend = 0\n'
-                                            '[[variants]]\nname = "a"\n[[variants]]\nname = "b"\n')
-    (lab / "results" / "t").mkdir()
-    study, store = load_study(lab / "studies" / "t.toml"), open_store(lab / "results" / "t" / "results.db")
+    study, store = tuned_study(lab, [0], ["a", "b"])
     val = {("a", 0.02): 0.70, ("a", 0.05): 0.64, ("b", 0.02): 0.61, ("b", 0.05): 0.66}   # a ahead at 0.02, behind at 0.05
-    for key, cfg in plan(study, store).runs.items():   # the tuning runs only: no arm needs its test runs here
-        store.register(key, C.to_dict(cfg))
-        row = store.claim(key.study, [key])
-        store.finish(row["id"], finished_metrics(val_acc=val[key.experiment.split("-")[0], cfg.optim.lr]), "nowhere", 3)
+    # the tuning runs only: no arm needs its test runs here
+    finish_planned(study, store, lambda key, cfg: {"val_acc": val[key.experiment.split("-")[0], cfg.optim.lr]})
     store.close()
     write_src(lab, "# Paper\n\nA against B: {{tuned t: a - b}}.\n")
     assert paper(lab, capsys) == (0, "")
