@@ -43,6 +43,9 @@ study's variants, as its report names them):
     {{machines STUDY}}              the machines those runs trained on, as their reports name them
     {{tuning STUDY}}                "2.6 process-hours over 19 tuning runs, 20 % of the study's": what
                                     choosing a tuned study's settings on validation cost, beside its runs
+    {{choices STUDY}}               how many tuned arms chose clear of the seed noise, suggestively, within it
+    {{tuned STUDY: A - B}}          two tuned arms setting by setting on their tuning runs: "optim.lr = 0.08:
+                                    -4.46, optim.lr = 0.16: -2.46 points (validation accuracy, 1 tuning seed(s))"
     {{pub KEY}}                     a published figure from a `published` block of the source
     {{costs: S1, S2}}               (alone on a line) what each study file studies/S.toml has left to
                                     train (runs, epochs, PFLOP, from its database if it has one) and
