@@ -228,6 +228,22 @@ def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_n
         assert code == 2 and says in err, err
 
 
+def test_brief_shortens_a_delta_or_claim_for_a_table_cell_and_checks_it_the_same(lab, capsys):
+    write_src(lab, "# Paper\n\n| a | b |\n|---|---|\n| flip | {{brief claim s: flip > base after holm over flip, same}} |\n"
+                   "| same | {{brief delta s same base}} |\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    full = delta_by_hand(TEST["flip"], TEST["base"])            # "+x points, 95 % CI [lo, hi], n = 3"
+    short = full.replace(" points, 95 % CI [", " [")
+    assert re.search(r"\| flip \| " + re.escape(short) + r"; Holm p = \d\.\d{3} \|", text), text
+    assert f"| same | {delta_by_hand(TEST['same'], TEST['base']).replace(' points, 95 % CI [', ' [')} |" in text
+    for bad, says in [("{{brief claim s: flip < base}}", "not supported by the data"),   # checked as a claim is
+                      ("{{brief fig s/fig.png}}", "brief shortens a delta or a claim")]:
+        write_src(lab, f"# Paper\n\n{bad}\n")
+        code, err = paper(lab, capsys)
+        assert code == 2 and says in err, err
+
+
 def tuned_study(lab: Path, seeds: list[int], variants: list[str]):
     """studies/t.toml: the tiny experiment with every arm's rate tuned over 0.02 and 0.05; its study and
     a new store at results/t/results.db."""

@@ -46,6 +46,8 @@ study's variants, as its report names them):
     {{choices STUDY}}               how many tuned arms chose clear of the seed noise, suggestively, within it
     {{tuned STUDY: A - B}}          two tuned arms setting by setting on their tuning runs: "optim.lr = 0.08:
                                     -4.46, optim.lr = 0.16: -2.46 points (validation accuracy, 1 tuning seed(s))"
+    {{brief delta ...}}, {{brief claim ...}}  the same, in a table cell's words: "+6.12 [+4.02, +8.22], n = 3;
+                                    Holm p = 0.038" (the family of the correction left to the prose)
     {{pub KEY}}                     a published figure from a `published` block of the source
     {{costs: S1, S2}}               (alone on a line) what each study file studies/S.toml has left to
                                     train (runs, epochs, PFLOP, from its database if it has one) and
@@ -257,6 +259,13 @@ def signed(x: float) -> str:
     return "+0.00" if text == "-0.00" else text
 
 
+def brief(evidence: str) -> str:
+    """A delta's or claim's evidence in a table cell's words: "+6.12 [+4.02, +8.22], n = 3; Holm p = 0.038"
+    for "+6.12 points, 95 % CI [+4.02, +8.22], n = 3; p = 0.038 after Holm's correction over ..."."""
+    evidence = re.sub(r" points, 95 % CI \[", " [", evidence)
+    return re.sub(r"; p = ([0-9.]+) after Holm's correction over .*$", r"; Holm p = \1", evidence)
+
+
 def delta_text(mean: float, lo: float, hi: float, n: int) -> str:
     if n < 2:
         return f"{signed(100 * mean)} points (n = {n}, no interval)"
@@ -324,6 +333,11 @@ class Renderer:
     def expand(self, ref: str, alone: bool) -> str:
         """The text a reference stands for; PaperError says why there is none."""
         ref = " ".join(ref.split())
+        if ref.startswith("brief "):   # a table cell's form of a delta or a claim: the same checks, fewer words
+            inner = ref[len("brief "):]
+            if not inner.startswith(("delta ", "claim ")):
+                raise PaperError("brief shortens a delta or a claim: {{brief delta ...}}, {{brief claim ...}}")
+            return brief(self.expand(inner, alone))
         kind = ref.split(" ", 1)[0]
         if kind in BLOCKS and not alone:
             raise PaperError(f"a {kind} reference stands alone on its line")
