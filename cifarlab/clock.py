@@ -76,13 +76,14 @@ def busy() -> float:
 
 
 _WAITED = [0.0]   # the last run-queue wait read: a read that fails once does not drop it
+SCHEDSTAT = "/proc/self/schedstat"   # run time, run-queue wait (ns), timeslices of the reading thread
 
 
 def waited() -> float:
     """Seconds the main thread has waited for a core (Linux's /proc/self/schedstat, its second
     field); 0 where the kernel does not say, the last reading where one read fails."""
     try:
-        with open("/proc/self/schedstat", encoding="ascii") as f:
+        with open(SCHEDSTAT, encoding="ascii") as f:
             _WAITED[0] = int(f.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):   # not Linux, a kernel without scheduler statistics
         pass
