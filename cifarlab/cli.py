@@ -1042,6 +1042,7 @@ AGAIN: list = []   # the timers `deliver_again` started: cancelled when the comm
 
 def main(argv: list[str] | None = None) -> int:
     """The command line: `cifarlab ...` (argv: its arguments, else sys.argv's); returns the exit code."""
+    STOPPED_BY[0] = signal.SIGINT   # an earlier in-process command's SIGTERM does not name this one's Ctrl-C
     previous = sys.unraisablehook
     sys.unraisablehook = functools.partial(deliver_again, previous)
     try:

@@ -257,6 +257,8 @@ def test_an_interrupt_says_what_is_kept_only_where_something_is(monkeypatch, cap
     monkeypatch.setitem(cli.COMMANDS, "list", term)
     try:
         assert cli.main(["list", "keys"]) == 143
+        monkeypatch.setitem(cli.COMMANDS, "list", stop)   # the next in-process command's Ctrl-C is a Ctrl-C
+        assert cli.main(["list", "keys"]) == 130 and STOPPED_BY[0] == signal.SIGINT
     finally:
         STOPPED_BY[0] = signal.SIGINT
 
