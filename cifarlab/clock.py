@@ -68,26 +68,28 @@ class PauseWatch:
             self.look()
 
 
-def busy() -> float:
+def busy(wait=None) -> float:
     """Seconds this process has run on a core (every thread's CPU time) or had its main thread
     waiting for one (its run-queue wait, where /proc/self/schedstat says it): a process stopped
-    does neither."""
-    return time.process_time() + waited()
+    does neither. `wait`: what reads that wait (`waited`; tests pass their own)."""
+    return time.process_time() + (wait or waited)()
 
 
+# run time, run-queue wait (ns), timeslices of the main thread (the thread-group leader), whichever
+# thread reads it
+SCHEDSTAT = "/proc/self/schedstat"
 _WAITED = [0.0]   # the last run-queue wait read: a read that fails once does not drop it
-SCHEDSTAT = "/proc/self/schedstat"   # run time, run-queue wait (ns), timeslices of the reading thread
 
 
-def waited() -> float:
+def waited(path: str = SCHEDSTAT, last: list[float] = _WAITED) -> float:
     """Seconds the main thread has waited for a core (Linux's /proc/self/schedstat, its second
-    field); 0 where the kernel does not say, the last reading where one read fails."""
+    field); 0 where the kernel does not say, the last reading where one read fails (`last` keeps it)."""
     try:
-        with open(SCHEDSTAT, encoding="ascii") as f:
-            _WAITED[0] = int(f.read().split()[1]) / 1e9
+        with open(path, encoding="ascii") as f:
+            last[0] = int(f.read().split()[1]) / 1e9
     except (OSError, ValueError, IndexError):   # not Linux, a kernel without scheduler statistics
         pass
-    return _WAITED[0]
+    return last[0]
 
 
 _WATCH = PauseWatch()

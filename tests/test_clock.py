@@ -78,17 +78,18 @@ def test_waiting_for_a_busy_core_is_not_a_pause():
     assert watch.paused == 5.0 - 0.25 - 2.0
 
 
-def test_busy_is_cpu_time_plus_the_main_threads_wait_for_a_core(tmp_path, monkeypatch):
+def test_busy_is_cpu_time_plus_the_main_threads_wait_for_a_core(tmp_path):
+    import functools
+
     import cifarlab.clock as clock
-    stat = tmp_path / "schedstat"   # what Linux writes: run time, run-queue wait (ns), timeslices
-    stat.write_text("7000000000 2500000000 41\n")
-    monkeypatch.setattr(clock, "SCHEDSTAT", str(stat))
-    monkeypatch.setattr(clock, "_WAITED", [0.0])
-    assert clock.waited() == 2.5
-    cpu, measured = time.process_time(), clock.busy()
+    stat, last = tmp_path / "schedstat", [0.0]   # a file of its own: the shared pause watch reads the real one
+    assert clock.waited(str(stat), last) == 0.0   # a kernel that does not say
+    stat.write_text("7000000000 2500000000 41\n")   # what Linux writes: run time, run-queue wait (ns), timeslices
+    assert clock.waited(str(stat), last) == 2.5
+    cpu, measured = time.process_time(), clock.busy(functools.partial(clock.waited, str(stat), last))
     assert cpu + 2.5 <= measured <= time.process_time() + 2.5
     for broken in ("", "7000000000 soon 41\n"):   # a failed read keeps the last wait read
         stat.write_text(broken)
-        assert clock.waited() == 2.5
+        assert clock.waited(str(stat), last) == 2.5
     stat.unlink()
-    assert clock.waited() == 2.5
+    assert clock.waited(str(stat), last) == 2.5

@@ -230,13 +230,15 @@ def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_n
 
 def test_brief_shortens_a_delta_or_claim_for_a_table_cell_and_checks_it_the_same(lab, capsys):
     write_src(lab, "# Paper\n\n| a | b |\n|---|---|\n| flip | {{brief claim s: flip > base after holm over flip, same}} |\n"
-                   "| same | {{brief delta s same base}} |\n")
+                   "| same | {{brief delta s same base}} |\n| change | {{brief delta s flip - base vs same - base}} |\n")
     assert paper(lab, capsys) == (0, "")
     text = (lab / "docs" / "REPORT.md").read_text()
     full = delta_by_hand(TEST["flip"], TEST["base"])            # "+x points, 95 % CI [lo, hi], n = 3"
     short = full.replace(" points, 95 % CI [", " [")
     assert re.search(r"\| flip \| " + re.escape(short) + r"; Holm p = \d\.\d{3} \|", text), text
     assert f"| same | {delta_by_hand(TEST['same'], TEST['base']).replace(' points, 95 % CI [', ' [')} |" in text
+    change = {seed: TEST["flip"][seed] - TEST["same"][seed] for seed in TEST["flip"]}   # (flip - base) - (same - base)
+    assert f"| change | {delta_by_hand(change, {seed: 0.0 for seed in change}).replace(' points, 95 % CI [', ' [')} |" in text
     for bad, says in [("{{brief claim s: flip < base}}", "not supported by the data"),   # checked as a claim is
                       ("{{brief fig s/fig.png}}", "brief shortens a delta or a claim")]:
         write_src(lab, f"# Paper\n\n{bad}\n")
@@ -254,11 +256,12 @@ def tuned_study(lab: Path, seeds: list[int], variants: list[str]):
     return load_study(lab / "studies" / "t.toml"), open_store(lab / "results" / "t" / "results.db")
 
 
-def finish_planned(study, store, metrics) -> None:
-    """Mark every run the study plans now done (no training), with finished_metrics(**metrics(key, cfg))."""
+def finish_planned(study, store, metrics, skip=lambda key, cfg: False) -> None:
+    """Mark every run the study plans now done (no training) but those `skip` names, with
+    finished_metrics(**metrics(key, cfg))."""
     from cifarlab.study.plan import plan
     for key, cfg in plan(study, store).runs.items():
-        if store.status_of(key) != "done":
+        if store.status_of(key) != "done" and not skip(key, cfg):
             store.register(key, C.to_dict(cfg))
             row = store.claim(key.study, [key])
             store.finish(row["id"], finished_metrics(**metrics(key, cfg)), "nowhere", 3)
@@ -286,9 +289,30 @@ def test_tuned_sets_two_arms_side_by_side_at_each_setting_both_tried(lab, capsys
     assert paper(lab, capsys) == (0, "")
     assert ("A against B: optim.lr = 0.02: +9.00, optim.lr = 0.05: -2.00 points (validation accuracy, 1 tuning seed(s))."
             in (lab / "docs" / "REPORT.md").read_text())
-    write_src(lab, "# Paper\n\n{{tuned t: a - c}}\n")
+    for bad, says in [("{{tuned t: a - c}}", "tunes no arm 'c'; its tuned arms: a, b"),
+                      ("{{tuned t: a - a}}", "with itself is no comparison")]:
+        write_src(lab, f"# Paper\n\n{bad}\n")
+        code, err = paper(lab, capsys)
+        assert code == 2 and says in err, err
+
+
+def test_tuned_leaves_out_settings_not_finished_on_every_seed_and_refuses_arms_of_other_lengths(lab, capsys):
+    study, store = tuned_study(lab, [0, 1], ["a", "b"])
+    (lab / "studies" / "t.toml").write_text((lab / "studies" / "t.toml").read_text().replace(
+        "tune_extend = 0\n", "tune_extend = 0\ntune_seeds = [0, 1]\n"))
+    study = load_study(lab / "studies" / "t.toml")
+    # every tuning run but b's second seed at 0.05: that setting is left out, not a mean over one seed
+    finish_planned(study, store, lambda key, cfg: {"val_acc": 0.7 if key.experiment.startswith("a") else 0.6},
+                   skip=lambda key, cfg: key.experiment.startswith("b") and cfg.optim.lr == 0.05 and key.seed == 1)
+    store.close()
+    write_src(lab, "# Paper\n\nA against B: {{tuned t: a - b}}.\n")
+    assert paper(lab, capsys) == (0, "")
+    assert "A against B: optim.lr = 0.02: +10.00 points (validation accuracy, 2 tuning seed(s))." in (
+        lab / "docs" / "REPORT.md").read_text()
+    (lab / "studies" / "t.toml").write_text((lab / "studies" / "t.toml").read_text().replace(
+        '[[variants]]\nname = "b"\n', '[[variants]]\nname = "b"\nset = { "train.epochs" = 2 }\n'))
     code, err = paper(lab, capsys)
-    assert code == 2 and "tunes no arm 'c'; its tuned arms: a, b" in err
+    assert code == 2 and "tuned compares arms tuned at one length" in err, err
 
 
 def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_measured_rate(lab, capsys, monkeypatch):

@@ -44,10 +44,12 @@ study's variants, as its report names them):
     {{tuning STUDY}}                "2.6 process-hours over 19 tuning runs, 20 % of the study's": what
                                     choosing a tuned study's settings on validation cost, beside its runs
     {{choices STUDY}}               how many tuned arms chose clear of the seed noise, suggestively, within it
-    {{tuned STUDY: A - B}}          two tuned arms setting by setting on their tuning runs: "optim.lr = 0.08:
-                                    -4.46, optim.lr = 0.16: -2.46 points (validation accuracy, 1 tuning seed(s))"
-    {{brief delta ...}}, {{brief claim ...}}  the same, in a table cell's words: "+6.12 [+4.02, +8.22], n = 3;
-                                    Holm p = 0.038" (the family of the correction left to the prose)
+    {{tuned STUDY: A - B}}          two tuned arms setting by setting on their tuning runs, where both
+                                    finished every tuning seed: "optim.lr = 0.08: -4.46, optim.lr = 0.16:
+                                    -2.46 points (validation accuracy, 1 tuning seed(s))"
+    {{brief delta ...}}             a delta or a claim, checked the same, in a table cell's words:
+    {{brief claim ...}}             "+6.12 [+4.02, +8.22], n = 3; Holm p = 0.038" (the correction's
+                                    family left to the prose)
     {{pub KEY}}                     a published figure from a `published` block of the source
     {{costs: S1, S2}}               (alone on a line) what each study file studies/S.toml has left to
                                     train (runs, epochs, PFLOP, from its database if it has one) and
@@ -75,6 +77,7 @@ from __future__ import annotations
 
 import base64
 import html
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -262,8 +265,12 @@ def signed(x: float) -> str:
 def brief(evidence: str) -> str:
     """A delta's or claim's evidence in a table cell's words: "+6.12 [+4.02, +8.22], n = 3; Holm p = 0.038"
     for "+6.12 points, 95 % CI [+4.02, +8.22], n = 3; p = 0.038 after Holm's correction over ..."."""
-    evidence = re.sub(r" points, 95 % CI \[", " [", evidence)
-    return re.sub(r"; p = ([0-9.]+) after Holm's correction over .*$", r"; Holm p = \1", evidence)
+    short = re.sub(r" points, 95 % CI \[", " [", evidence)
+    short = re.sub(r" points \(n = ", " (n = ", short)                      # a single seed: no interval
+    short = re.sub(r"; p = ([0-9.]+) after Holm's correction over .*$", r"; Holm p = \1", short)
+    if "points" in short or "after Holm" in short:   # delta_text's or the claim's wording changed: say so
+        raise PaperError(f"brief cannot shorten {evidence!r}")
+    return short
 
 
 def delta_text(mean: float, lo: float, hi: float, n: int) -> str:
@@ -619,22 +626,32 @@ class Renderer:
         return said + (f"; not yet known for {', '.join(waiting)}" if waiting else "")
 
     def tuned(self, folder: str, a: str, b: str) -> str:
-        """Two tuned arms setting by setting on their tuning runs (validation accuracy, the tuning
-        seeds): A - B at each setting both tried, in the grid's order, so prose can say where along
-        the grid one arm passes the other without resting on either arm's single choice."""
+        """Two tuned arms setting by setting on their tuning runs (validation accuracy): A - B at each
+        setting both finished on every tuning seed, in A's grid order, so prose can say where along
+        the grid one arm passes the other without resting on either arm's single choice. The two
+        must tune at the same length; a setting either has not finished on every seed is left out."""
         data = self.data(folder)
         arms = data.spec.tuning
+        if a == b:
+            raise PaperError(f"{folder}: tuned compares two arms; {a!r} with itself is no comparison")
         for arm in (a, b):
             if arm not in arms:
                 raise PaperError(f"study {folder} tunes no arm {arm!r}; its tuned arms: {', '.join(arms) or 'none'}")
-        theirs = {text: (acc, n) for text, acc, n in arms[b]["scores"] if n}
-        pairs = [(text, acc - theirs[text][0], min(n, theirs[text][1]))
-                 for text, acc, n in arms[a]["scores"] if n and text in theirs]
+        if arms[a]["epochs"] != arms[b]["epochs"]:
+            raise PaperError(f"{folder}: {a!r} tunes at {arms[a]['epochs']:g} epochs and {b!r} at "
+                             f"{arms[b]['epochs']:g}; tuned compares arms tuned at one length")
+
+        def complete(arm: str) -> dict[str, float]:   # setting -> mean over every tuning seed
+            seeds = len(arms[arm]["seeds"])
+            return {text: acc for text, acc, n in arms[arm]["scores"] if n == seeds and math.isfinite(acc)}
+        mine, theirs = complete(a), complete(b)
+        if not {text for text, *_ in arms[a]["scores"]} & {text for text, *_ in arms[b]["scores"]}:
+            raise PaperError(f"{folder}: arms {a!r} and {b!r} tune different grids (no setting in common)")
+        pairs = [(text, acc - theirs[text]) for text, acc in mine.items() if text in theirs]
         if not pairs:
-            raise PaperError(f"{folder}: arms {a!r} and {b!r} have no setting both tried yet")
-        seeds = sorted({n for _, _, n in pairs})
-        return (", ".join(f"{text}: {signed(100 * d)}" for text, d, _ in pairs) +
-                f" points (validation accuracy, {' or '.join(map(str, seeds))} tuning seed(s))")
+            raise PaperError(f"{folder}: arms {a!r} and {b!r} have no setting both finished on every tuning seed yet")
+        return (", ".join(f"{text}: {signed(100 * d)}" for text, d in pairs) +
+                f" points (validation accuracy, {len(arms[a]['seeds'])} tuning seed(s))")
 
     def pub(self, key: str) -> str:
         if key not in self.paper.published:
