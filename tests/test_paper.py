@@ -84,6 +84,14 @@ def paper(root: Path, capsys) -> tuple[int, str]:
     return code, capsys.readouterr().err
 
 
+def refuses_each(lab: Path, capsys, cases: list[tuple[str, str]]) -> None:
+    """Each (a source's one reference, what its error says): the build stops with that error."""
+    for bad, says in cases:
+        write_src(lab, f"# Paper\n\n{bad}\n")
+        code, err = paper(lab, capsys)
+        assert code == 2 and says in err, err
+
+
 def by_hand(values: list[float]) -> str:
     return f"{100 * statistics.mean(values):.2f} ± {100 * statistics.stdev(values):.2f} % (n = {len(values)})"
 
@@ -221,11 +229,8 @@ def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_n
     assert paper(lab, capsys) == (0, "")
     text = (lab / "docs" / "REPORT.md").read_text()
     assert "after Holm's correction over the 2 comparisons with `base`" in text
-    for bad, says in [("{{claim s: flip > base over flip, same}}", "names the family of a claim \"after holm\""),
-                      ("{{claim s: flip > base after holm over same}}", "lists flip and not base")]:
-        write_src(lab, f"# Paper\n\n{bad}\n")
-        code, err = paper(lab, capsys)
-        assert code == 2 and says in err, err
+    refuses_each(lab, capsys, [("{{claim s: flip > base over flip, same}}", "names the family of a claim \"after holm\""),
+                               ("{{claim s: flip > base after holm over same}}", "lists flip and not base")])
 
 
 def test_brief_shortens_a_delta_or_claim_for_a_table_cell_and_checks_it_the_same(lab, capsys):
@@ -239,11 +244,8 @@ def test_brief_shortens_a_delta_or_claim_for_a_table_cell_and_checks_it_the_same
     assert f"| same | {delta_by_hand(TEST['same'], TEST['base']).replace(' points, 95 % CI [', ' [')} |" in text
     change = {seed: TEST["flip"][seed] - TEST["same"][seed] for seed in TEST["flip"]}   # (flip - base) - (same - base)
     assert f"| change | {delta_by_hand(change, {seed: 0.0 for seed in change}).replace(' points, 95 % CI [', ' [')} |" in text
-    for bad, says in [("{{brief claim s: flip < base}}", "not supported by the data"),   # checked as a claim is
-                      ("{{brief fig s/fig.png}}", "brief shortens a delta or a claim")]:
-        write_src(lab, f"# Paper\n\n{bad}\n")
-        code, err = paper(lab, capsys)
-        assert code == 2 and says in err, err
+    refuses_each(lab, capsys, [("{{brief claim s: flip < base}}", "not supported by the data"),   # checked as a claim is
+                               ("{{brief fig s/fig.png}}", "brief shortens a delta or a claim")])
 
 
 def tuned_study(lab: Path, seeds: list[int], variants: list[str]):
@@ -289,11 +291,8 @@ def test_tuned_sets_two_arms_side_by_side_at_each_setting_both_tried(lab, capsys
     assert paper(lab, capsys) == (0, "")
     assert ("A against B: optim.lr = 0.02: +9.00, optim.lr = 0.05: -2.00 points (validation accuracy, 1 tuning seed(s))."
             in (lab / "docs" / "REPORT.md").read_text())
-    for bad, says in [("{{tuned t: a - c}}", "tunes no arm 'c'; its tuned arms: a, b"),
-                      ("{{tuned t: a - a}}", "with itself is no comparison")]:
-        write_src(lab, f"# Paper\n\n{bad}\n")
-        code, err = paper(lab, capsys)
-        assert code == 2 and says in err, err
+    refuses_each(lab, capsys, [("{{tuned t: a - c}}", "tunes no arm 'c'; its tuned arms: a, b"),
+                               ("{{tuned t: a - a}}", "with itself is no comparison")])
 
 
 def test_tuned_leaves_out_settings_not_finished_on_every_seed_and_refuses_arms_of_other_lengths(lab, capsys):
