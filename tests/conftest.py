@@ -28,12 +28,17 @@ CLASSES = tuple(f"class{i}" for i in range(10))
 
 
 def finished_metrics(**fields) -> dict:
-    """What a finished run records (store.finish's `final`), with placeholder provenance: tests that
-    mark runs done without training pass the fields they read (val_acc, test_acc, wall_seconds...)."""
-    return {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
-            "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": 0.5,
-            "val_loss": 1.0, "test_acc": None, "test_loss": 1.0, "per_class_test_acc": [],
-            "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None, **fields}
+    """What a finished run records (store.finish's `final`), with placeholder provenance and ten
+    placeholder class names: tests that mark runs done without training pass the fields they read
+    (val_acc, test_acc, wall_seconds...); a field no finished run records is a mistake, refused."""
+    from cifarlab.results.store import RUN_METRICS
+    final = {"git_commit": "x", "git_dirty": False, "python": "3", "torch": "t", "numpy": "n", "cifarlab": "c",
+             "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": 0.5,
+             "val_loss": 1.0, "test_acc": None, "test_loss": 1.0, "per_class_test_acc": [],
+             "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}
+    unknown = set(fields) - set(final) - set(RUN_METRICS) - {"epochs", "train_seconds"}   # final.json has them too
+    assert not unknown, f"finished_metrics: no finished run records {sorted(unknown)}"
+    return {**final, **fields}
 
 
 def synthetic_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> dict:
