@@ -262,21 +262,13 @@ def signed(x: float) -> str:
     return "+0.00" if text == "-0.00" else text
 
 
-def brief(evidence: str) -> str:
-    """A delta's or claim's evidence in a table cell's words: "+6.12 [+4.02, +8.22], n = 3; Holm p = 0.038"
-    for "+6.12 points, 95 % CI [+4.02, +8.22], n = 3; p = 0.038 after Holm's correction over ..."."""
-    short = re.sub(r" points, 95 % CI \[", " [", evidence)
-    short = re.sub(r" points \(n = ", " (n = ", short)                      # a single seed: no interval
-    short = re.sub(r"; p = ([0-9.]+) after Holm's correction over .*$", r"; Holm p = \1", short)
-    if "points" in short or "after Holm" in short:   # delta_text's or the claim's wording changed: say so
-        raise PaperError(f"brief cannot shorten {evidence!r}")
-    return short
-
-
-def delta_text(mean: float, lo: float, hi: float, n: int) -> str:
+def delta_text(mean: float, lo: float, hi: float, n: int, short: bool = False) -> str:
+    """"+0.74 points, 95 % CI [+0.70, +0.78], n = 3"; `short` (a table cell's): "+0.74 [+0.70, +0.78], n = 3"."""
+    points = "" if short else " points"
     if n < 2:
-        return f"{signed(100 * mean)} points (n = {n}, no interval)"
-    return f"{signed(100 * mean)} points, 95 % CI [{signed(100 * lo)}, {signed(100 * hi)}], n = {n}"
+        return f"{signed(100 * mean)}{points} (n = {n}, no interval)"
+    interval = "" if short else ", 95 % CI"
+    return f"{signed(100 * mean)}{points}{interval} [{signed(100 * lo)}, {signed(100 * hi)}], n = {n}"
 
 
 def config_text(value, percent: bool) -> str:
@@ -341,10 +333,11 @@ class Renderer:
         """The text a reference stands for; PaperError says why there is none."""
         ref = " ".join(ref.split())
         if ref.startswith("brief "):   # a table cell's form of a delta or a claim: the same checks, fewer words
-            inner = ref[len("brief "):]
-            if not inner.startswith(("delta ", "claim ")):
-                raise PaperError("brief shortens a delta or a claim: {{brief delta ...}}, {{brief claim ...}}")
-            return brief(self.expand(inner, alone))
+            for pattern, method in ((DELTA_REF, self.delta), (CHANGE_REF, self.delta), (CLAIM_REF, self.claim)):
+                m = pattern.fullmatch(ref[len("brief "):])
+                if m:
+                    return method(*m.groups(), short=True)
+            raise PaperError("brief shortens a delta or a claim: {{brief delta ...}}, {{brief claim ...}}")
         kind = ref.split(" ", 1)[0]
         if kind in BLOCKS and not alone:
             raise PaperError(f"a {kind} reference stands alone on its line")
@@ -416,12 +409,12 @@ class Renderer:
                              "section.key (`cifarlab list keys`)")
         return config_text(getattr(getattr(cfg, section), attr), percent)
 
-    def delta(self, folder: str, a: str, b: str, what: str | None) -> str:
+    def delta(self, folder: str, a: str, b: str, what: str | None, short: bool = False) -> str:
         data = self.data(folder)
-        return delta_text(*paired(data, a, b, what or data.spec.metric))
+        return delta_text(*paired(data, a, b, what or data.spec.metric), short=short)
 
     def claim(self, folder: str, what: str | None, a: str, op: str, b: str, holm: str | None = None,
-              over: str | None = None) -> str:
+              over: str | None = None, short: bool = False) -> str:
         said = f"claim \"{folder}: {a} {op} {b}{' after holm' if holm else ''}{f' over {over}' if over else ''}\""
         if over and not holm:
             raise PaperError(f"{said}: \"over\" names the family of a claim \"after holm\"")
@@ -432,18 +425,19 @@ class Renderer:
                              "metric, as its report's findings do")
         data = self.data(folder)
         mean, lo, hi, n = paired(data, a, b, what or data.spec.metric)
-        evidence = delta_text(mean, lo, hi, n)
+        evidence = delta_text(mean, lo, hi, n, short)
         if n < 2:
             raise ClaimFailed(f"{said} cannot be checked: it needs 2 or more common seeds, there are {n}")
         if holm:
             from cifarlab.report.fair import ALPHA
             if over:   # a family the prose names: each of its variants against b (a study that corrects none)
                 q, k = self.holm_over(data, said, a, b, [v.strip() for v in over.split(",")])
-                evidence += f"; p = {q:.3f} after Holm's correction over the {k} comparisons with `{b}`"
+                family = f"the {k} comparisons with `{b}`"
             else:
                 q, k, group = self.holm_p(data, said, a, b)
-                evidence += (f"; p = {q:.3f} after Holm's correction over the {k} comparison{'s' if k != 1 else ''} "
-                             f"of group `{group}`")
+                family = f"the {k} comparison{'s' if k != 1 else ''} of group `{group}`"
+            # a table cell (`short`) leaves the family to its prose
+            evidence += f"; Holm p = {q:.3f}" if short else f"; p = {q:.3f} after Holm's correction over {family}"
             holds = {">": q < ALPHA and mean > 0, "<": q < ALPHA and mean < 0, "~": q >= ALPHA}[op]
         else:
             holds = {">": lo > 0, "<": hi < 0, "~": lo <= 0 <= hi}[op]
