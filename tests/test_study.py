@@ -62,9 +62,9 @@ def study_dir(tmp_path):
 
 def study(cwd, *args, db="results.db", wait=True):
     cmd = cli_command("study", *args, "study.toml", "--db", db, "--data-dir", "data", "--no-download", "--no-progress")
-    if not wait:
-        return subprocess.Popen(cmd, cwd=cwd, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+    if not wait:   # faulthandler: a process that will not stop can be asked where it is (SIGABRT)
+        return subprocess.Popen(cmd, cwd=cwd, env=cli_env(PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -436,7 +436,10 @@ def test_sigterm_releases_the_claim(study_dir):
 
 
 def signalled_once_claimed(proc, db) -> str:
-    """SIGTERM to `proc` once a run of its study is claimed (within 120 s); its stderr."""
+    """SIGTERM to `proc` once a run of its study is claimed (within 120 s); its stderr once it exits
+    (within 300 s: CI's loaded machine once took over 60, stop 62). One that does not is stopped with
+    SIGABRT, so the failure shows where each of its threads was (`study(..., wait=False)` starts it
+    with faulthandler on)."""
     deadline = time.time() + 120
     while time.time() < deadline and proc.poll() is None and not running(db):
         time.sleep(0.2)
@@ -444,7 +447,11 @@ def signalled_once_claimed(proc, db) -> str:
         proc.kill()
         raise AssertionError(f"no run was claimed within 120 s: {proc.communicate()[1]}")
     proc.send_signal(signal.SIGTERM)
-    return proc.communicate(timeout=60)[1]
+    try:
+        return proc.communicate(timeout=300)[1]
+    except subprocess.TimeoutExpired:
+        proc.send_signal(signal.SIGABRT)
+        raise AssertionError(f"still running 300 s after SIGTERM; where it was:\n{proc.communicate()[1]}") from None
 
 
 @contextlib.contextmanager
