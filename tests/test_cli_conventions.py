@@ -210,6 +210,21 @@ def test_the_cpu_queue_refuses_an_until_that_is_not_a_time_of_day(until):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize("env, line", [
+    ({"FILL": "fast_baseline"}, "FILL runs studies past UNTIL once nothing fits before it: set UNTIL=HH:MM too "
+                                "(without UNTIL every study of the queue runs to its end)"),
+    ({"FILL": "no_such_study", "UNTIL": "10:00"}, "no studies/no_such_study.toml; studies: ")])
+def test_the_cpu_queue_refuses_a_fill_it_could_not_run(env, line):
+    """FILL (studies a slot runs past UNTIL) is checked before anything starts, as the queue's studies are."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", str(root / "scripts" / "cpu_queue.sh"), "2", "fast_baseline"], capture_output=True,
+                         text=True, env={"PATH": "/usr/bin:/bin", "CIFARLAB": "false", **env})
+    assert out.returncode == 2 and out.stderr.startswith(line) and out.stderr.count("\n") == 1
+    assert out.stdout == ""
+
+
 @pytest.mark.parametrize("action", ["status", "run"])
 def test_a_study_whose_subset_cannot_hold_its_validation_split_is_refused_before_anything_is_written(
         tmp_path, capsys, action):
