@@ -314,6 +314,13 @@ def test_tuned_leaves_out_settings_not_finished_on_every_seed_and_refuses_arms_o
         '[[variants]]\nname = "b"\n', '[[variants]]\nname = "b"\nset = { "train.epochs" = 2 }\n'))
     code, err = paper(lab, capsys)
     assert code == 2 and "tuned compares arms tuned at one length" in err, err
+    # b tunes its weight decay instead: its settings are never a's, however many runs finish
+    (lab / "studies" / "t.toml").write_text((lab / "studies" / "t.toml").read_text().replace(
+        'set = { "train.epochs" = 2 }\n', 'tune = { "optim.weight_decay" = [0.0, 0.0005] }\n'))
+    study = load_study(lab / "studies" / "t.toml")
+    finish_planned(study, open_store(lab / "results" / "t" / "results.db"), lambda key, cfg: {"val_acc": 0.6})
+    code, err = paper(lab, capsys)
+    assert code == 2 and "arms 'a' and 'b' tune different grids (no setting in common)" in err, err
 
 
 def test_costs_tables_a_study_files_training_left_and_its_hours_at_each_cpus_measured_rate(lab, capsys, monkeypatch):
