@@ -30,7 +30,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cifarlab.errors import STOPPED_BY, UserError
+from cifarlab.errors import STOP_ASKED, STOPPED_BY, UserError
 
 
 class Parser(argparse.ArgumentParser):
@@ -1019,6 +1019,7 @@ def check_experiment_arg(args: argparse.Namespace) -> None:
 
 def interrupt(signum: int, frame: object) -> None:
     STOPPED_BY[0] = signum
+    STOP_ASKED[0] = True     # raised again at the next training step if this one is swallowed
     raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finished epochs kept, study claims released
 
 
@@ -1043,11 +1044,13 @@ AGAIN: list = []   # the timers `deliver_again` started: cancelled when the comm
 def main(argv: list[str] | None = None) -> int:
     """The command line: `cifarlab ...` (argv: its arguments, else sys.argv's); returns the exit code."""
     STOPPED_BY[0] = signal.SIGINT   # an earlier in-process command's SIGTERM does not name this one's Ctrl-C
+    STOP_ASKED[0] = False
     previous = sys.unraisablehook
     sys.unraisablehook = functools.partial(deliver_again, previous)
     try:
         return command_line(argv)
     finally:   # a command that ended meanwhile takes no signal after it (in-process callers go on)
+        STOP_ASKED[0] = False
         sys.unraisablehook = previous
         while AGAIN:
             AGAIN.pop().cancel()

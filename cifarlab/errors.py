@@ -29,3 +29,17 @@ def did_you_mean(word: str, valid, show=repr) -> str:
 # The signal that stopped this process (Ctrl-C's SIGINT unless a handler notes SIGTERM): the command
 # line exits with 128 + it, as a shell reports a process a signal ended.
 STOPPED_BY = [2]
+
+# Whether the command line's signal handler has asked this command to stop. Its KeyboardInterrupt
+# is raised wherever the main thread is, and code there can swallow it (a library's callback whose
+# errors are cleared, once in a few dozen SIGTERMs that land while torch imports its compiler
+# stack): the run then trained on and the process ignored SIGTERM (CI, stop 62). Training checks
+# this at every step (`stop_if_asked`), so such a stop is raised again there.
+STOP_ASKED = [False]
+
+
+def stop_if_asked() -> None:
+    """Raise KeyboardInterrupt if the command line's handler took a stopping signal that no code
+    raised through (see STOP_ASKED); a no-op everywhere else (the Python API installs no handler)."""
+    if STOP_ASKED[0]:
+        raise KeyboardInterrupt

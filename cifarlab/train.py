@@ -18,7 +18,7 @@ from cifarlab.clock import clock as wall   # wall time less the time the process
 from cifarlab.augment import build_pipeline
 from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
-from cifarlab.errors import ConfigError, UserError
+from cifarlab.errors import ConfigError, UserError, stop_if_asked
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.flops import training_flops
 from cifarlab.losses import build_loss
@@ -142,6 +142,7 @@ def train_epoch(s: Session, split: Split, epoch: int, bar: tqdm) -> dict:
         step = epoch * s.steps_per_epoch + i
         if step >= s.total_steps:
             break
+        stop_if_asked()   # a stopping signal whose KeyboardInterrupt some code swallowed stops here
         # 1. learning rate for this step, from the schedule
         set_learning_rates(s, step, epoch)
         if s.world.size > 1:  # this process's chunk of the global batch

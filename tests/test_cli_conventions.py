@@ -308,6 +308,39 @@ def test_an_interrupt_python_cannot_raise_where_it_lands_is_delivered_again(monk
         STOPPED_BY[0] = signal.SIGINT
 
 
+def test_a_stop_that_code_swallowed_is_raised_again_at_the_next_training_step(monkeypatch, capsys, tmp_path,
+                                                                               data_root):
+    """SIGTERM's KeyboardInterrupt raised where code catches it and goes on (a library callback whose
+    error is cleared, while torch imports its compiler stack: CI, stop 62, the run trained on and
+    the process ignored SIGTERM): the run's next training step raises it again, and the command
+    exits 143 with no epoch trained. A call after the command is not stopped by it."""
+    import signal
+
+    from cifarlab import api
+    from cifarlab.errors import STOPPED_BY
+    tiny = {"name": "tiny", "data": {"subset": 400, "val_size": 100}, "model": {"widths": [8, 16], "dense": [16]},
+            "train": {"epochs": 500, "batch_size": 50, "threads": 1}}
+
+    def swallowed_then_trains(args):
+        try:
+            cli.interrupt(signal.SIGTERM, None)
+        except KeyboardInterrupt:
+            pass   # what the code it landed in did
+        api.train(api.config(tiny), out=tmp_path / "long", data_dir=data_root, download=False)
+        return 0
+    monkeypatch.setitem(cli.COMMANDS, "list", swallowed_then_trains)
+    previous = signal.getsignal(signal.SIGTERM)
+    try:
+        assert cli.main(["list", "keys"]) == 143
+        assert capsys.readouterr().err == "cifarlab: interrupted\n"
+        assert (tmp_path / "long" / "config.toml").exists() and not (tmp_path / "long" / "metrics.jsonl").exists()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        STOPPED_BY[0] = signal.SIGINT
+    one = api.train(api.config(tiny, {"train.epochs": 1}), out=tmp_path / "after", data_dir=data_root, download=False)
+    assert one.epochs == 1 and one.stopped is None
+
+
 def test_refusals_of_results_data_adopt_and_bench_write_nothing(tmp_path, capsys):
     """Options a results action does not take, a missing .npz to pack, an adoption refused against a new
     database, and accuracies out of [0, 1] for bench tta: one line each, exit 2, and no file left."""
