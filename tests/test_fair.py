@@ -1091,3 +1091,19 @@ def test_a_flop_column_takes_the_unit_of_its_largest_count():
     from cifarlab.report.fair import flop_unit
     assert flop_unit(2.2e14) == ("PFLOP", 1e15) and flop_unit(0.0) == ("PFLOP", 1e15)
     assert flop_unit(9.9e13) == ("TFLOP", 1e12) and flop_unit(5e10) == ("GFLOP", 1e9)
+
+
+def test_a_study_run_asked_to_stop_claims_nothing_more(tmp_path):
+    """A stopping signal whose KeyboardInterrupt some code swallowed between runs (errors.STOP_ASKED,
+    set by the command line's handler) stops `study run` before its next claim, not after another run."""
+    from cifarlab.errors import STOP_ASKED
+    from cifarlab.study.run import run_study
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+    STOP_ASKED[0] = True
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_study(study, store, None, tmp_path / "runs", progress=False)
+    finally:
+        STOP_ASKED[0] = False
+    assert not store.runs(study.name) or all(r["status"] == "pending" for r in store.runs(study.name))

@@ -13,7 +13,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from cifarlab import config as C
-from cifarlab.errors import ConfigError
+from cifarlab.errors import ConfigError, stop_if_asked
 from cifarlab.results.store import RunKey, Store
 from cifarlab.runs import RunDir
 from cifarlab.study.data import DataCache, resume_dir, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
@@ -167,6 +167,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
                  position=0, dynamic_ncols=True)
     finished = 0
     while True:
+        stop_if_asked()   # a stop some code swallowed (errors.STOP_ASKED) claims no further run
         if adopt is not None:
             for line in adopt():
                 tqdm.write(f"{study.name}/{line}")
