@@ -13,7 +13,8 @@ from cifarlab.models import MODELS, build_model, count_parameters
 HEADER = """# Reference: config keys and registries
 
 Generated from the code by `cifarlab list reference > docs/REFERENCE.md` (the keys and their comments
-in `cifarlab/schema.py`, the names and docs of each registry); `tests/test_reference.py` fails when
+in `cifarlab/schema.py`, the names and docs of each registry, a study file's keys from
+`cifarlab/study/spec.py`); `tests/test_reference.py` fails when
 this page and the code differ. Edit the code, then regenerate; never edit this page by hand.
 `cifarlab list keys` prints the same keys in a terminal.
 """
@@ -71,5 +72,25 @@ def registries_section() -> list[str]:
     return lines
 
 
+def study_section() -> list[str]:
+    """A study file's keys: the example of `cifarlab.study.spec`'s docstring and the keys its loader
+    takes (anything else is refused with the valid names)."""
+    import textwrap
+
+    from cifarlab.study import spec
+    doc = inspect.getdoc(spec) or ""
+    example = doc[doc.index("A study file"):doc.index("Fair comparisons")].split("\n", 1)[1]
+    keys = lambda names: ", ".join(f"`{k}`" for k in names)   # noqa: E731
+    return ["## Study files", "",
+            "A study (`studies/NAME.toml`, [STUDIES.md](STUDIES.md)): a reference experiment, named variants and "
+            "seeds, with optional groups that each ask one question (from the docstring of "
+            "`cifarlab/study/spec.py`):", "", "```toml", textwrap.dedent(example).strip("\n"), "```", "",
+            f"Keys of a study file: {keys(spec.STUDY_KEYS)}; of each `[[variants]]` entry: {keys(spec.VARIANT_KEYS)}; "
+            f"of each `[groups.NAME]` table: {keys(spec.GROUP_KEYS)}; any other key is refused in one line naming "
+            "the valid ones. The keys of fair comparisons (`tune`, `budgets`, `match`, `correction`, "
+            "`more_seeds`, ...): [FAIR.md](FAIR.md)."]
+
+
 def markdown() -> str:
-    return "\n".join([HEADER, *keys_section(), "", *models_section(), "", *registries_section()]) + "\n"
+    return "\n".join([HEADER, *keys_section(), "", *models_section(), "", *registries_section(), "",
+                      *study_section()]) + "\n"

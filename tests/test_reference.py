@@ -93,3 +93,18 @@ def test_the_readmes_example_experiment_and_study_load(tmp_path):
     (tmp_path / "studies").mkdir()
     (tmp_path / "studies" / "mine.toml").write_text(study)
     assert [v.name for v in load_study(tmp_path / "studies" / "mine.toml").variants] == ["baseline", "cutout"]
+
+
+def test_the_references_example_study_loads(tmp_path):
+    """REFERENCE.md's study file (the docstring of cifarlab/study/spec.py), placed in studies/ beside
+    the experiments it names, is a study the loader takes."""
+    import shutil
+
+    from cifarlab.study import load_study
+    text = (REPO / "docs" / "REFERENCE.md").read_text()
+    example, = re.findall(r"## Study files\n.*?```toml\n(.*?)```", text, re.S)
+    shutil.copytree(REPO / "experiments", tmp_path / "experiments")
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "studies" / "example.toml").write_text(example)
+    study = load_study(tmp_path / "studies" / "example.toml")
+    assert study.name == "regularization" and study.questions == {"dropout": "Does dropout beat no regularization?"}

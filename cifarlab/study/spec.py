@@ -30,6 +30,10 @@ A study file (`studies/<name>.toml`):
     note = "tutorial dropout after each pooling and the dense layer"
     # extends = "../experiments/other.toml"       # or start from another experiment file
 
+    [[variants]]
+    name = "augment"                              # in no group: `also` compares the dropout group with it
+    set = { "augment.pipeline" = ["flip", "translate"], "augment.translate" = 0.1 }
+
 Fair comparisons (each arm tuned on validation, budgets, compute-matched arms, corrected findings):
 `tune`, `tune_seeds`, `tune_epochs`, `tune_extend`, `budgets` / `budget_epochs`, `match`,
 `correction`, and `seeds` per group or variant; see `cifarlab.study.fair` and docs/FAIR.md.
