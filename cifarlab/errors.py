@@ -31,10 +31,11 @@ def did_you_mean(word: str, valid, show=repr) -> str:
 STOPPED_BY = [2]
 
 # Whether the command line's signal handler has asked this command to stop. Its KeyboardInterrupt
-# is raised wherever the main thread is, and code there can swallow it (a library's callback whose
-# errors are cleared, once in a few dozen SIGTERMs that land while torch imports its compiler
-# stack): the run then trained on and the process ignored SIGTERM (CI, stop 62). Training checks
-# this at every step (`stop_if_asked`), so such a stop is raised again there.
+# is raised wherever the main thread is, and code there can swallow it: twice in about 150 SIGTERMs
+# sent here as a run started (when torch imports its compiler stack and sympy), and once in CI (stop
+# 62), the run trained on and the process ignored the signal (where it was swallowed is not known;
+# the stack then showed only training). Training checks this at every step (`stop_if_asked`), and
+# `study run` before each claim, so such a stop is raised again there.
 STOP_ASKED = [False]
 
 
