@@ -225,6 +225,19 @@ def test_the_cpu_queue_refuses_a_fill_it_could_not_run(env, line):
     assert out.stdout == ""
 
 
+@pytest.mark.parametrize("args, line", [
+    ([], "usage: scripts/queue_stop.sh STUDY [STUDY ...] (studies/STUDY.toml, results/STUDY/results.db)\n"),
+    (["no_such_study"], "no studies/no_such_study.toml or results/no_such_study/results.db\n")])
+def test_queue_stop_refuses_a_study_it_cannot_snapshot_before_it_stops_anything(args, line):
+    """scripts/queue_stop.sh checks its studies before it writes logs/queue.stop or signals a worker."""
+    import subprocess
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    out = subprocess.run(["bash", str(root / "scripts" / "queue_stop.sh"), *args], capture_output=True, text=True,
+                         env={"PATH": "/usr/bin:/bin"})
+    assert out.returncode == 2 and out.stderr == line and out.stdout == ""
+
+
 @pytest.mark.parametrize("action", ["status", "run"])
 def test_a_study_whose_subset_cannot_hold_its_validation_split_is_refused_before_anything_is_written(
         tmp_path, capsys, action):
