@@ -30,7 +30,7 @@ import signal
 import sys
 from pathlib import Path
 
-from cifarlab.errors import STOP_ASKED, STOPPED_BY, UserError
+from cifarlab.errors import FINISHING, STOP_ASKED, STOPPED_BY, UserError, finishing
 
 
 class Parser(argparse.ArgumentParser):
@@ -1018,9 +1018,14 @@ def check_experiment_arg(args: argparse.Namespace) -> None:
 
 
 def interrupt(signum: int, frame: object) -> None:
+    """SIGTERM and SIGINT while a command runs: KeyboardInterrupt (finished epochs kept, study claims
+    given back), noted in STOP_ASKED so that one swallowed where it landed is raised again at the
+    next training step; during the cleanup a stop started (`errors.finishing`) only noted."""
     STOPPED_BY[0] = signum
-    STOP_ASKED[0] = True     # raised again at the next training step if this one is swallowed
-    raise KeyboardInterrupt  # SIGTERM stops like Ctrl-C: finished epochs kept, study claims released
+    STOP_ASKED[0] = True
+    if FINISHING[0]:
+        return
+    raise KeyboardInterrupt
 
 
 def deliver_again(previous, unraisable) -> None:
@@ -1047,9 +1052,14 @@ def main(argv: list[str] | None = None) -> int:
     STOP_ASKED[0] = False
     previous = sys.unraisablehook
     sys.unraisablehook = functools.partial(deliver_again, previous)
+    # SIGINT stays ignored where the shell ignores it (a background job)
+    handlers = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)
+                if sig == signal.SIGTERM or signal.getsignal(sig) is not signal.SIG_IGN}
     try:
         return command_line(argv)
-    finally:   # a command that ended meanwhile takes no signal after it (in-process callers go on)
+    finally:   # a command that ended meanwhile takes no signal after it (in-process callers go on
+        for sig, handler in handlers.items():   # with their own handlers and no stop noted)
+            signal.signal(sig, signal.SIG_DFL if handler is None else handler)
         STOP_ASKED[0] = False
         sys.unraisablehook = previous
         while AGAIN:
@@ -1057,7 +1067,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def command_line(argv: list[str] | None) -> int:
-    signal.signal(signal.SIGTERM, interrupt)
     args = None
     try:
         parser = build_parser()
@@ -1082,13 +1091,14 @@ def command_line(argv: list[str] | None) -> int:
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        command = (args.command, getattr(args, "action", None)) if args is not None else (None, None)
-        said = {("study", "run"): "; finished epochs are saved, rerun the same command: it resumes unfinished "
-                                  "runs from their checkpoints",
-                ("run", None): "; the run keeps its last checkpoint (every train.checkpoint_every epochs, none "
-                               "before the first): continue with the same command and --resume"}
-        print(f"cifarlab: interrupted{said.get(command, '')}", file=sys.stderr)
-        return 128 + STOPPED_BY[0]
+        with finishing():   # a second signal does not turn this line into a traceback
+            command = (args.command, getattr(args, "action", None)) if args is not None else (None, None)
+            said = {("study", "run"): "; finished epochs are saved, rerun the same command: it resumes "
+                                      "unfinished runs from their checkpoints",
+                    ("run", None): "; the run keeps its last checkpoint (every train.checkpoint_every epochs, "
+                                   "none before the first): continue with the same command and --resume"}
+            print(f"cifarlab: interrupted{said.get(command, '')}", file=sys.stderr)
+            return 128 + STOPPED_BY[0]
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Anything a user can get wrong (a config key, a data path, a checksum) raises
 Everything else is a bug and keeps its traceback.
 """
 
+import contextlib
+
 
 class UserError(Exception):
     """Bad input: the message says what was wrong and what is valid."""
@@ -37,6 +39,20 @@ STOPPED_BY = [2]
 # the stack then showed only training). Training checks this at every step (`stop_if_asked`), and
 # `study run` before each claim, so such a stop is raised again there.
 STOP_ASKED = [False]
+FINISHING = [0]   # > 0 while the cleanup a stop started runs (`finishing`)
+
+
+@contextlib.contextmanager
+def finishing():
+    """Around the cleanup a stop started (a claim given back, workers stopped, a tracker closed): a
+    further stopping signal meanwhile (a second Ctrl-C, the parent's SIGTERM after the terminal's
+    SIGINT, a signal delivered again) is noted in STOP_ASKED but not raised, so it cannot cut that
+    cleanup short and leave a run marked running."""
+    FINISHING[0] += 1
+    try:
+        yield
+    finally:
+        FINISHING[0] -= 1
 
 
 def stop_if_asked() -> None:

@@ -18,7 +18,7 @@ from cifarlab.clock import clock as wall   # wall time less the time the process
 from cifarlab.augment import build_pipeline
 from cifarlab.data.batch import Batch
 from cifarlab.data.loader import Split, Splits
-from cifarlab.errors import ConfigError, UserError, stop_if_asked
+from cifarlab.errors import ConfigError, UserError, finishing, stop_if_asked
 from cifarlab.evaluate import Preprocess, evaluate
 from cifarlab.flops import training_flops
 from cifarlab.losses import build_loss
@@ -419,7 +419,8 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
             run.write_final(final)
     except BaseException as err:   # an interrupted or failed run: its MLflow run ends too, marked so
         if tracker is not None:
-            tracker.abort(err)
+            with finishing():
+                tracker.abort(err)
         raise
     if tracker is not None:
         tracker.close(final, run.path)

@@ -347,6 +347,7 @@ def test_a_stop_that_code_swallowed_is_raised_again_at_the_next_training_step(mo
         assert cli.main(["list", "keys"]) == 143
         assert capsys.readouterr().err == "cifarlab: interrupted\n"
         assert (tmp_path / "long" / "config.toml").exists() and not (tmp_path / "long" / "metrics.jsonl").exists()
+        assert signal.getsignal(signal.SIGTERM) is previous   # the caller's handler again
     finally:
         signal.signal(signal.SIGTERM, previous)
         STOPPED_BY[0] = signal.SIGINT

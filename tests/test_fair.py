@@ -1107,3 +1107,38 @@ def test_a_study_run_asked_to_stop_claims_nothing_more(tmp_path):
     finally:
         STOP_ASKED[0] = False
     assert not store.runs(study.name) or all(r["status"] == "pending" for r in store.runs(study.name))
+
+
+def test_a_second_stop_while_the_claim_is_given_back_leaves_no_run_marked_running(tmp_path, monkeypatch):
+    """A second stopping signal that lands while the first one's cleanup gives the claim back (a
+    second Ctrl-C, the parent's SIGTERM after the terminal's SIGINT) is noted, not raised there."""
+    import signal
+
+    import cifarlab.study.executors as E
+    from cifarlab import cli
+    from cifarlab.errors import STOP_ASKED, STOPPED_BY
+    from cifarlab.study.run import run_study
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(E, "train_one", stopped)
+    release = store.release
+
+    def second_stop_meanwhile(run_id):
+        cli.interrupt(signal.SIGTERM, None)
+        release(run_id)
+    monkeypatch.setattr(store, "release", second_stop_meanwhile)
+
+    class NoData:
+        def get(self, cfg):
+            return None
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_study(study, store, NoData(), tmp_path / "runs", progress=False)
+        assert STOP_ASKED[0] and STOPPED_BY[0] == signal.SIGTERM   # noted all the same
+    finally:
+        STOP_ASKED[0], STOPPED_BY[0] = False, signal.SIGINT
+    runs = store.runs(study.name)
+    assert runs and all(r["status"] == "pending" for r in runs)

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from cifarlab import config as C
-from cifarlab.errors import ConfigError
+from cifarlab.errors import ConfigError, finishing
 from cifarlab.results.store import Store
 from cifarlab.study.data import run_dir_for
 from cifarlab.study.plan import plan as plan_study
@@ -56,7 +56,8 @@ def adopt_run(study: Study, store: Store, runs_root: Path, path: Path) -> str:
         for epoch in history:
             store.record_epoch(row["id"], epoch)
     except BaseException:
-        store.release(row["id"])
+        with finishing():
+            store.release(row["id"])
         raise
     store.finish(row["id"], final, str(dest), final["epochs"])
     return f"{path}: adopted as {key.experiment} seed {key.seed} -> {dest}"

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from cifarlab import config as C
-from cifarlab.errors import UserError
+from cifarlab.errors import UserError, finishing, stop_if_asked
 from cifarlab.results.store import RunKey, Store
 
 EXECUTORS = ("local", "ray")
@@ -187,11 +187,12 @@ def run_ray(ray, plan: dict[RunKey, C.ExperimentConfig], store: Store, study_nam
                         print(warning, file=sys.stderr)
             return finished, failed
         except BaseException:  # interrupted (or the store failed): cancel what trains, give the runs back
-            for ref in inflight:
-                ray.cancel(ref, force=True)
-            if not store.replaced():   # a replaced database file takes no writes; its error says so
-                for run_id, _ in inflight.values():
-                    store.release(run_id)
+            with finishing():
+                for ref in inflight:
+                    ray.cancel(ref, force=True)
+                if not store.replaced():   # a replaced database file takes no writes; its error says so
+                    for run_id, _ in inflight.values():
+                        store.release(run_id)
             raise
 
 
@@ -227,14 +228,16 @@ def spawn_workers(study_path: str, db: str, runs_dir: str, workers: int, threads
     argv += ["--adopt-done-elsewhere"] if adopt else []
     argv += ["--until", until] if until else []
     print(f"study {name}: {workers} workers x {threads} thread(s)", flush=True)
+    stop_if_asked()   # a stop swallowed while this process planned starts no worker
     procs = [subprocess.Popen(argv) for _ in range(workers)]
     try:
         codes = [p.wait() for p in procs]
     except KeyboardInterrupt:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            p.wait()
+        with finishing():   # a second signal does not leave the workers running
+            for p in procs:
+                p.terminate()
+            for p in procs:
+                p.wait()
         raise
     return max(codes)
 
@@ -261,8 +264,9 @@ class DeferredInterrupt:
         return self
 
     def note(self, signum: int, frame: object) -> None:
-        from cifarlab.errors import STOPPED_BY
+        from cifarlab.errors import STOP_ASKED, STOPPED_BY
         STOPPED_BY[0] = signum
+        STOP_ASKED[0] = True   # one noted after the last check still stops the next round (drive_ray)
         self.pending = True
 
     def check(self) -> None:

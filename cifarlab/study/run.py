@@ -13,7 +13,7 @@ from typing import Callable
 from tqdm import tqdm
 
 from cifarlab import config as C
-from cifarlab.errors import ConfigError, stop_if_asked
+from cifarlab.errors import ConfigError, finishing, stop_if_asked
 from cifarlab.results.store import RunKey, Store
 from cifarlab.runs import RunDir
 from cifarlab.study.data import DataCache, resume_dir, run_dir_for  # noqa: F401 (re-exported: cifarlab.study)
@@ -84,6 +84,7 @@ def drive_ray(ray, study, store: Store, runs_root: Path, *, only: tuple[str, ...
     plan = plan_runs(study, store, only)
     finished, failed = 0, 0
     while True:
+        stop_if_asked()   # a stop noted while the last round ended starts no further round
         done, bad = run_ray(ray, plan, store, study.name, runs_root, data_dir=data_dir, download=download,
                             cpus_per_run=cpus_per_run, gpus_per_run=gpus_per_run, tuned=study.tuned)
         finished, failed = finished + done, failed + bad
@@ -179,6 +180,7 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
             candidates = claimable(store, order)
             left = estimate(candidates)
             order, unfit = fitting(candidates, left, until - time.time())
+        stop_if_asked()   # (planning and timing the runs above take a while)
         row = store.claim(study.name, order)
         if row is None and unfit:
             tqdm.write(unfit_line(study.name, unfit, candidates, left, until))
@@ -215,8 +217,9 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
                                progress_row=1, on_epoch=lambda r, i=row["id"]: store.record_epoch(i, r),
                                share=shares(key, cfg, share, study.tuned))
         except KeyboardInterrupt:
-            if not store.replaced():
-                store.release(row["id"])
+            with finishing():   # a second signal does not leave the run marked running
+                if not store.replaced():
+                    store.release(row["id"])
             raise
         except Exception as e:   # recorded unless the database file was replaced: then this error says so
             if not store.replaced():
