@@ -228,14 +228,18 @@ def test_the_cpu_queue_refuses_a_fill_it_could_not_run(env, line):
 @pytest.mark.parametrize("args, line", [
     ([], "usage: scripts/queue_stop.sh STUDY [STUDY ...] (studies/STUDY.toml, results/STUDY/results.db)\n"),
     (["no_such_study"], "no studies/no_such_study.toml or results/no_such_study/results.db\n")])
-def test_queue_stop_refuses_a_study_it_cannot_snapshot_before_it_stops_anything(args, line):
-    """scripts/queue_stop.sh checks its studies before it writes logs/queue.stop or signals a worker."""
+def test_queue_stop_refuses_a_study_it_cannot_snapshot_before_it_stops_anything(args, line, tmp_path):
+    """scripts/queue_stop.sh checks its studies before it writes logs/queue.stop or signals a worker
+    (a copy in an empty checkout: it works where it lies, and none of this checkout's workers is its)."""
+    import shutil
     import subprocess
     from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(["bash", str(root / "scripts" / "queue_stop.sh"), *args], capture_output=True, text=True,
+    (tmp_path / "scripts").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "queue_stop.sh", tmp_path / "scripts")
+    out = subprocess.run(["bash", str(tmp_path / "scripts" / "queue_stop.sh"), *args], capture_output=True, text=True,
                          env={"PATH": "/usr/bin:/bin"})
     assert out.returncode == 2 and out.stderr == line and out.stdout == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["scripts"]   # no logs/queue.stop
 
 
 @pytest.mark.parametrize("action", ["status", "run"])
