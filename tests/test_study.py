@@ -62,9 +62,9 @@ def study_dir(tmp_path):
 
 def study(cwd, *args, db="results.db", wait=True):
     cmd = cli_command("study", *args, "study.toml", "--db", db, "--data-dir", "data", "--no-download", "--no-progress")
-    if not wait:   # faulthandler: a process that will not stop can be asked where it is (SIGABRT)
+    if not wait:   # faulthandler: a process (and its workers: its own session) that will not stop can be
         return subprocess.Popen(cmd, cwd=cwd, env=cli_env(PYTHONFAULTHANDLER="1"), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True)
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)   # asked where it is
     return subprocess.run(cmd, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=600)
 
 
@@ -450,8 +450,8 @@ def signalled_once_claimed(proc, db) -> str:
     proc.send_signal(signal.SIGTERM)
     try:
         return proc.communicate(timeout=300)[1]
-    except subprocess.TimeoutExpired:
-        proc.send_signal(signal.SIGABRT)
+    except subprocess.TimeoutExpired:   # SIGABRT to it and its --workers children, which share its pipes
+        os.killpg(proc.pid, signal.SIGABRT)
         raise AssertionError(f"still running 300 s after SIGTERM; where it was:\n{proc.communicate()[1]}") from None
 
 
