@@ -198,14 +198,17 @@ def test_key_value_without_set_says_to_use_set(tmp_path, capsys):
     assert files(tmp_path) == []
 
 
+def script(path, *args, **env: str):
+    """`bash path args...` with only PATH and `env` in its environment; its output as text."""
+    import subprocess
+    return subprocess.run(["bash", str(path), *map(str, args)], capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", **env})
+
+
 @pytest.mark.parametrize("until", ["24:00", "9", "noon", "12:60"])
 def test_the_cpu_queue_refuses_an_until_that_is_not_a_time_of_day(until):
     """scripts/cpu_queue.sh checks UNTIL before it starts anything (no logs/, no worker)."""
-    import subprocess
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(["bash", str(root / "scripts" / "cpu_queue.sh"), "2", "fast_baseline"], capture_output=True,
-                         text=True, env={"PATH": "/usr/bin:/bin", "UNTIL": until, "CIFARLAB": "false"})
+    out = script(REPO / "scripts" / "cpu_queue.sh", 2, "fast_baseline", UNTIL=until, CIFARLAB="false")
     assert out.returncode == 2 and out.stderr == f"UNTIL must be HH:MM (00:00-23:59), got '{until}'\n"
     assert out.stdout == ""
 
@@ -216,11 +219,7 @@ def test_the_cpu_queue_refuses_an_until_that_is_not_a_time_of_day(until):
     ({"FILL": "no_such_study", "UNTIL": "10:00"}, "no studies/no_such_study.toml; studies: ")])
 def test_the_cpu_queue_refuses_a_fill_it_could_not_run(env, line):
     """FILL (studies a slot runs past UNTIL) is checked before anything starts, as the queue's studies are."""
-    import subprocess
-    from pathlib import Path
-    root = Path(__file__).resolve().parents[1]
-    out = subprocess.run(["bash", str(root / "scripts" / "cpu_queue.sh"), "2", "fast_baseline"], capture_output=True,
-                         text=True, env={"PATH": "/usr/bin:/bin", "CIFARLAB": "false", **env})
+    out = script(REPO / "scripts" / "cpu_queue.sh", 2, "fast_baseline", CIFARLAB="false", **env)
     assert out.returncode == 2 and out.stderr.startswith(line) and out.stderr.count("\n") == 1
     assert out.stdout == ""
 
@@ -232,12 +231,9 @@ def test_queue_stop_refuses_a_study_it_cannot_snapshot_before_it_stops_anything(
     """scripts/queue_stop.sh checks its studies before it writes logs/queue.stop or signals a worker
     (a copy in an empty checkout: it works where it lies, and none of this checkout's workers is its)."""
     import shutil
-    import subprocess
-    from pathlib import Path
     (tmp_path / "scripts").mkdir()
-    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "queue_stop.sh", tmp_path / "scripts")
-    out = subprocess.run(["bash", str(tmp_path / "scripts" / "queue_stop.sh"), *args], capture_output=True, text=True,
-                         env={"PATH": "/usr/bin:/bin"})
+    shutil.copy(REPO / "scripts" / "queue_stop.sh", tmp_path / "scripts")
+    out = script(tmp_path / "scripts" / "queue_stop.sh", *args)
     assert out.returncode == 2 and out.stderr == line and out.stdout == ""
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scripts"]   # no logs/queue.stop
 

@@ -531,6 +531,12 @@ def fair_value(cfg, key):
     return getattr(getattr(cfg, section), leaf)
 
 
+class NoData:
+    """A study's data cache for runs that never read it (training is replaced)."""
+    def get(self, cfg):
+        return None
+
+
 def test_a_worker_whose_plan_is_stale_trains_the_test_runs_of_an_arm_decided_meanwhile(tmp_path, monkeypatch):
     """A worker that found nothing to claim while the last tuning run finished elsewhere plans again
     before leaving: the arm's test runs are there now."""
@@ -553,9 +559,6 @@ def test_a_worker_whose_plan_is_stale_trains_the_test_runs_of_an_arm_decided_mea
     monkeypatch.setattr(E, "train_one", lambda key, cfg, splits, path, **kw: RunResult(
         key, final_metrics(cfg, 0.5), [], str(path), "here"))
 
-    class NoData:
-        def get(self, cfg):
-            return None
     assert RUN.run_study(study, store, NoData(), tmp_path / "runs", progress=False) == 2 * 4   # base's and drop's
     assert plan(study, store).choices == {"drop": {"optim.lr": 0.02}}
 
@@ -1131,9 +1134,6 @@ def test_a_second_stop_while_the_claim_is_given_back_leaves_no_run_marked_runnin
         release(run_id)
     monkeypatch.setattr(store, "release", second_stop_meanwhile)
 
-    class NoData:
-        def get(self, cfg):
-            return None
     try:
         with pytest.raises(KeyboardInterrupt):
             run_study(study, store, NoData(), tmp_path / "runs", progress=False)
