@@ -355,6 +355,34 @@ def test_a_stop_that_code_swallowed_is_raised_again_at_the_next_training_step(mo
     assert one.epochs == 1 and one.stopped is None
 
 
+def test_ctrl_c_stays_ignored_where_the_shell_ignores_it(monkeypatch):
+    """A background job (`cifarlab study run ... &`) starts with SIGINT ignored: the command keeps
+    ignoring it (the terminal's Ctrl-C is not meant for it) while it takes SIGTERM, and every handler
+    is the caller's again when it returns; in the foreground Ctrl-C stops it."""
+    import signal
+
+    seen = {}
+
+    def handlers(args):
+        seen["int"], seen["term"] = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+        return 0
+    monkeypatch.setitem(cli.COMMANDS, "list", handlers)
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert cli.main(["list", "keys"]) == 0
+        assert seen == {"int": signal.SIG_IGN, "term": cli.interrupt}
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        assert cli.main(["list", "keys"]) == 0
+        assert seen == {"int": cli.interrupt, "term": cli.interrupt}
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+        assert signal.getsignal(signal.SIGTERM) is before[1]
+    finally:
+        signal.signal(signal.SIGINT, before[0])
+        signal.signal(signal.SIGTERM, before[1])
+
+
 def test_refusals_of_results_data_adopt_and_bench_write_nothing(tmp_path, capsys):
     """Options a results action does not take, a missing .npz to pack, an adoption refused against a new
     database, and accuracies out of [0, 1] for bench tta: one line each, exit 2, and no file left."""

@@ -1142,3 +1142,37 @@ def test_a_second_stop_while_the_claim_is_given_back_leaves_no_run_marked_runnin
         STOP_ASKED[0], STOPPED_BY[0] = False, signal.SIGINT
     runs = store.runs(study.name)
     assert runs and all(r["status"] == "pending" for r in runs)
+
+
+def test_a_stop_noted_before_workers_start_or_a_ray_round_starts_neither(tmp_path, monkeypatch):
+    """With a stop noted (errors.STOP_ASKED, a KeyboardInterrupt some code swallowed), `study run
+    --workers N` spawns no worker and the Ray driver starts no round; the Ray driver's own handler
+    notes a stop it defers, so one that arrives as a round ends still stops the next."""
+    import os
+    import signal
+    import subprocess
+
+    import cifarlab.study.executors as E
+    from cifarlab.errors import STOP_ASKED, STOPPED_BY
+    from cifarlab.study.run import drive_ray
+
+    def never(*args, **kwargs):
+        raise AssertionError("started after a stop was noted")
+    monkeypatch.setattr(subprocess, "Popen", never)
+    monkeypatch.setattr(E, "run_ray", never)
+    study = load_study(write(tmp_path))
+    store = open_store(tmp_path / "r.db")
+    try:
+        STOP_ASKED[0] = True
+        with pytest.raises(KeyboardInterrupt):
+            E.spawn_workers("s.toml", str(tmp_path / "r.db"), str(tmp_path / "runs"), 2, 1, (), None, False, "s")
+        with pytest.raises(KeyboardInterrupt):
+            drive_ray(None, study, store, tmp_path / "runs", data_dir=None, download=False)
+        STOP_ASKED[0] = False
+        with E.DeferredInterrupt() as deferred:
+            os.kill(os.getpid(), signal.SIGTERM)   # handled in this (the main) thread before kill returns
+            assert STOP_ASKED[0] and STOPPED_BY[0] == signal.SIGTERM
+            with pytest.raises(KeyboardInterrupt):
+                deferred.check()
+    finally:
+        STOP_ASKED[0], STOPPED_BY[0] = False, signal.SIGINT
