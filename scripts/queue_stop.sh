@@ -6,8 +6,8 @@
 #      one: the queue's slots and their runs, a `--workers N` parent and its children; no other
 #      checkout's, no single `cifarlab run`), again to any that starts meanwhile: each stops at once
 #      (or at its next training step), gives back its claim and keeps its last finished epoch's
-#      checkpoint. Waited for up to 300 s (a loaded machine), then SIGKILL, and a claim whose
-#      process is gone is given back here (`results.store.claim_is_dead`);
+#      checkpoint. Waited for up to WAIT seconds (default 300: a loaded machine), then SIGKILL, and a
+#      claim whose process is gone is given back here (`results.store.claim_is_dead`);
 #   3. a check that no study database still names a run `running` (a committed claim would hold a
 #      run from another machine's workers for 30 minutes);
 #   4. scripts/snapshot_results.sh STUDY...: reports, exports, the results index and the project
@@ -23,6 +23,8 @@ for s in "$@"; do
   [ -f "studies/$s.toml" ] && [ -f "results/$s/results.db" ] || { echo "no studies/$s.toml or results/$s/results.db" >&2; exit 2; }
 done
 PYTHON=${PYTHON:-.venv/bin/python}
+WAIT=${WAIT:-300}
+[[ "$WAIT" =~ ^[0-9]+$ ]] || { echo "WAIT must be whole seconds, got '$WAIT'" >&2; exit 2; }
 here=$(pwd -P)
 mine() {   # the `study run` processes (and cpu_queue.sh's slot loops) whose working directory is this checkout
   for pid in $(pgrep -f "cifarlab(\.cli)?\"? study run " || true); do
@@ -33,7 +35,7 @@ mine() {   # the `study run` processes (and cpu_queue.sh's slot loops) whose wor
 mkdir -p logs
 touch logs/queue.stop
 signalled=" "
-for _ in $(seq 300); do
+for _ in $(seq "$WAIT"); do
   pids=$(mine)
   [ -n "$pids" ] || break
   for pid in $pids; do   # each once: a second signal would only be noted (errors.finishing)
@@ -46,7 +48,7 @@ for _ in $(seq 300); do
 done
 pids=$(mine)
 if [ -n "$pids" ]; then
-  echo "still running 300 s after SIGTERM: SIGKILL to $pids (their claims are given back below)" >&2
+  echo "still running $WAIT s after SIGTERM: SIGKILL to $pids (their claims are given back below)" >&2
   # shellcheck disable=SC2086
   kill -KILL $pids 2>/dev/null || true
   sleep 1

@@ -238,6 +238,51 @@ def test_queue_stop_refuses_a_study_it_cannot_snapshot_before_it_stops_anything(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scripts"]   # no logs/queue.stop
 
 
+WORKER_THAT_IGNORES_SIGTERM = """
+import signal, sys, time
+from cifarlab.results.store import RunKey, open_store
+store = open_store("results/s/results.db")
+key = RunKey("s", "arm", 0, "h")
+store.register(key, {})
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+assert store.claim("s", [key]) is not None
+print("claimed", flush=True)
+time.sleep(120)
+"""
+
+
+def test_queue_stop_kills_a_worker_that_ignores_sigterm_and_gives_its_claim_back(tmp_path):
+    """A `study run` in this checkout still running WAIT seconds after SIGTERM is killed, its claim
+    (held by a process now gone) is given back, and the snapshot runs (a copy of the script in an
+    empty checkout, with a stand-in snapshot; the worker is a stand-in whose command line reads as
+    `cifarlab study run`, so no real worker is touched)."""
+    import shutil
+    import subprocess
+    import sys
+
+    from cifarlab.results.store import open_store
+    (tmp_path / "scripts").mkdir()
+    (tmp_path / "studies").mkdir()
+    (tmp_path / "results" / "s").mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "queue_stop.sh", tmp_path / "scripts")
+    (tmp_path / "scripts" / "snapshot_results.sh").write_text('echo "$@" > snapshot.out\n')
+    (tmp_path / "scripts" / "snapshot_results.sh").chmod(0o755)
+    (tmp_path / "studies" / "s.toml").write_text("")
+    (tmp_path / "worker.py").write_text(WORKER_THAT_IGNORES_SIGTERM)
+    worker = subprocess.Popen([sys.executable, "worker.py", "cifarlab", "study", "run", "studies/s.toml"],
+                              cwd=tmp_path, stdout=subprocess.PIPE, text=True)
+    try:
+        assert worker.stdout.readline() == "claimed\n"
+        out = script(tmp_path / "scripts" / "queue_stop.sh", "s", PYTHON=sys.executable, WAIT="2")
+        assert out.returncode == 0, out.stderr
+        assert out.stderr == f"still running 2 s after SIGTERM: SIGKILL to {worker.pid} (their claims are given back below)\n"
+        assert worker.wait(timeout=30) == -9
+    finally:
+        worker.kill()
+    assert [r["status"] for r in open_store(tmp_path / "results" / "s" / "results.db").runs()] == ["pending"]
+    assert (tmp_path / "snapshot.out").read_text() == "s\n" and (tmp_path / "logs" / "queue.stop").exists()
+
+
 @pytest.mark.parametrize("action", ["status", "run"])
 def test_a_study_whose_subset_cannot_hold_its_validation_split_is_refused_before_anything_is_written(
         tmp_path, capsys, action):

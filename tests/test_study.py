@@ -596,8 +596,8 @@ def test_the_adopt_hint_says_when_adopting_a_run_costs_its_sibling_the_shared_tr
     assert "seed 1" not in note.split("but", 1)[1]
 
 
-def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
-    from cifarlab.results.store import STALE_HEARTBEAT_S, claim_is_dead, me
+def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused_or_a_zombie():
+    from cifarlab.results.store import STALE_HEARTBEAT_S, claim_is_dead, me, proc_stat, process_start
     host, pid, start = me().split(":")
     now = time.time()
     assert start and not claim_is_dead(me(), now, now)
@@ -606,6 +606,18 @@ def test_a_claim_dies_with_its_process_even_when_the_pid_is_reused():
     gone = subprocess.Popen(["true"])
     gone.wait()
     assert claim_is_dead(f"{host}:{gone.pid}:1", now, now)
+    killed = subprocess.Popen(["sleep", "60"])
+    try:
+        alive = f"{host}:{killed.pid}:{process_start(killed.pid)}"
+        assert not claim_is_dead(alive, now, now)
+        killed.kill()
+        deadline = time.time() + 10   # a zombie until this process reaps it (wait, below)
+        while (proc_stat(killed.pid) or ["Z"])[0] != "Z" and time.time() < deadline:
+            time.sleep(0.05)
+        assert claim_is_dead(alive, now, now)
+    finally:
+        killed.kill()
+        killed.wait()
     assert not claim_is_dead("elsewhere:1:1", now - 60, now)
     assert claim_is_dead("elsewhere:1:1", now - STALE_HEARTBEAT_S - 1, now)
 

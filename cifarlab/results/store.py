@@ -146,20 +146,27 @@ def me() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{process_start(os.getpid()) or ''}"
 
 
-def process_start(pid: int) -> str | None:
-    """The process's start time (clock ticks since boot, from /proc), or None where unknown."""
+def proc_stat(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat after the process's name (state first), None where unknown."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    return stat.rpartition(")")[2].split()[19]  # field 22; the name before ")" may hold spaces
+    return stat.rpartition(")")[2].split()  # the name before ")" may hold spaces
+
+
+def process_start(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot, from /proc), or None where unknown."""
+    fields = proc_stat(pid)
+    return fields[19] if fields else None  # field 22
 
 
 def claim_is_dead(claimed_by: str | None, heartbeat: float | None, now: float) -> bool:
     """A claim is dead when its process is gone (same host) or silent too long (other host).
 
     On the same host a pid that now belongs to another process (a restarted machine or
-    container reuses pids) counts as gone: the claim records its process's start time.
+    container reuses pids) counts as gone: the claim records its process's start time. So does a
+    zombie (a worker killed whose parent has not reaped it yet: scripts/queue_stop.sh's SIGKILL).
     """
     if not claimed_by:
         return True
@@ -171,7 +178,10 @@ def claim_is_dead(claimed_by: str | None, heartbeat: float | None, now: float) -
             return True
         except (PermissionError, ValueError):
             return False
-        return bool(start) and process_start(int(pid)) not in (None, start)
+        fields = proc_stat(int(pid))
+        if fields and fields[0] in ("Z", "X"):   # killed, not yet reaped by its parent: it trains no more
+            return True
+        return bool(start) and fields is not None and fields[19] != start
     return heartbeat is None or now - heartbeat > STALE_HEARTBEAT_S
 
 
