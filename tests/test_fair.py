@@ -934,6 +934,15 @@ def test_status_measure_costs_the_steps_left_at_each_networks_rate_timed_once_pe
     epochs = float(re.search(r"([\d.]+) epochs and about", out).group(1))
     assert f"about {epochs:.1f} process-hours of training steps left, {epochs / 2:.1f} h with 2 worker(s)" in out
     assert len(timed) == 2 and "training images/s: drop-tune-lr0.02 0 (3,600 s per epoch), base-1ep 0 (3,600 s per epoch)" in out
+    assert "finished run(s) on this machine" not in out   # none: nothing to compare the steps with
+    key = next(k for k in plan(study, store).runs if k.experiment == "base-1ep")
+    finish(store, key, plan(study, store).runs[key], 0.6)   # 1 epoch in 1.0 s on machine "m"
+    store.conn.execute("UPDATE runs SET wall_seconds = 3600 * 1.5, machine = 'here'")   # 1.5 h an epoch
+    store.conn.commit()
+    out = status_table(study, store, workers=2, measure=1, machine="here")
+    hours = float(re.search(r"about ([\d.]+) process-hours of training steps left", out).group(1))   # 1 h an epoch
+    assert (f"; the 1 finished run(s) on this machine give {1.5 * hours:,.1f} process-hours for the same runs, "
+            "1.50x these steps' time" in out), out
 
 
 def test_status_measure_times_each_optimizer_apart_and_costs_a_two_phase_run_for_both_phases(tmp_path, monkeypatch):

@@ -36,8 +36,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         rows.append(f"{name:{width}s} {c['done']:5d} {c['running']:8d} {c['pending']:8d} {c['failed']:7d}")
     total = len(runs)
     rows += failed_lines(runs, store)
+    here = [t for t in timed if t[2] == machine]
     if timed:
-        here = [t for t in timed if t[2] == machine]
         per_epoch = seconds_per_epoch(here or timed)
         rate = epoch_rate(runs, timed, methods, machine)
         seconds_left = sum(epochs * rate(name) for name, _, epochs, _ in work)
@@ -55,7 +55,8 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs, _ in work], total, workers,
                                     machine_rate(others or [], machine)))
     if measure and work:
-        rows.append(measured_line(work, workers, measure, machine))
+        rows.append(measured_line(work, workers, measure, machine,
+                                  observed=(seconds_left, len(here)) if here else None))
     if study.order == "group" and work:
         rows.append(group_shares(study, work, p))
     if study.tuned:
@@ -117,11 +118,14 @@ def measured_seconds(cfg, epochs: float, threads: int, steps: int = 5) -> float 
     return epochs * total_epochs(cfg) / cfg.train.epochs * MEASURED[key] * images_per_epoch(cfg)
 
 
-def measured_line(work: list[tuple], workers: int, steps: int, machine: str | None, threads: int = 1) -> str:
+def measured_line(work: list[tuple], workers: int, steps: int, machine: str | None, threads: int = 1,
+                  observed: tuple[float, int] | None = None) -> str:
     """The training steps left in `work` ((name, config, epochs left) per run) in hours at the rate
     each network trains here now (`bench.seconds_per_image`: `steps` timed steps on a synthetic batch,
     `threads` threads, as a study worker runs), with the rate of each network timed. Other processes
-    on this machine slow it: pause them first. An epoch's validation pass and data handling add to it."""
+    on this machine slow it: pause them first. An epoch's validation pass and data handling add to it:
+    `observed` (the seconds the same work takes at the rate of the study's finished runs on this
+    machine, how many runs) gives that ratio, the factor to scale a measurement by here."""
     from cifarlab.flops import images_per_epoch
     if any(images_per_epoch(cfg) is None for _, cfg, *_ in work):
         return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
@@ -135,7 +139,16 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
             f"network on synthetic batches; other processes here slow it): about {hours:,.1f} process-hours of "
             f"training steps left, {hours / workers:,.1f} h with {workers} worker(s); training images/s: {rates} "
-            "(validation passes and data handling add to it)")
+            "(validation passes and data handling add to it)" + observed_text(observed, hours))
+
+
+def observed_text(observed: tuple[float, int] | None, hours: float) -> str:
+    if not observed or not hours:
+        return ""
+    seconds, runs = observed
+    return (f"; the {runs} finished run(s) on this machine give {seconds / 3600:,.1f} process-hours for the same "
+            f"runs, {seconds / 3600 / hours:.2f}x these steps' time (their validation, data handling and the "
+            "workers beside them)")
 
 
 def more_seeds_line(study: Study, store: Store, p, rate=None, workers: int = 1) -> str:
