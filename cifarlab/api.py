@@ -34,7 +34,7 @@ def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,
            plugins: Sequence[str] = ()) -> ExperimentConfig:
     """A resolved experiment config: from a TOML file (following `extends`), a dict of sections
     ({"model": {"name": "resnet18"}, ...}), a config already built, or the defaults (None); then
-    `overrides` ({"optim.lr": 0.1} or ["optim.lr=0.1"]) and `model` (a preset name, its keys applied
+    `overrides` ({"optim.lr": 0.1}, ["optim.lr=0.1"] or one "optim.lr=0.1") and `model` (a preset name, its keys applied
     under the overrides). `plugins`: modules to import first (they register models, losses, ...)."""
     for name in plugins:
         C.import_plugin(name, "plugins")
@@ -52,6 +52,8 @@ def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,
                           f"got {type(experiment).__name__}")
     if model is not None:   # a new preset replaces the model keys a built config carried
         raw["model"] = {"name": model}
+    if isinstance(overrides, str):   # one override, not its characters
+        overrides = [overrides]
     items = overrides.items() if isinstance(overrides, Mapping) else (C.parse_override(o) for o in overrides)
     for key, value in items:
         C.set_dotted(raw, key, value)
@@ -92,6 +94,8 @@ def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str
     if seed is not None:
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, seed=seed))
     run = RunDir(Path(out)) if out is not None else RunDir.for_config(cfg)
+    if run.checkpoint_path.exists() and not resume:   # before the data loads
+        raise run.held(cfg, "pass resume=True", "out=... (another directory), or a config with another name")
     arrays = load_dataset(cfg.data.dataset, None if data_dir is None else str(data_dir), download=download, progress=progress,
                           image_size=cfg.data.image_size, label_column=cfg.data.label_column)
     final = train_run(cfg, make_splits(arrays, cfg.data), run, resume=resume, progress=progress)

@@ -331,7 +331,7 @@ def flops_rate(final: dict) -> str:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from cifarlab import config as C
-    from cifarlab.runs import RunDir, ensure_writable
+    from cifarlab.runs import RunDir, ensure_writable, remove_made
     from cifarlab.train import train
 
     if Path(args.experiment).is_dir() and (Path(args.experiment) / "config.toml").exists():
@@ -358,26 +358,38 @@ def cmd_run(args: argparse.Namespace) -> int:
     world = from_env()  # under torchrun: rank 0 alone writes and prints
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     if run.checkpoint_path.exists() and not args.resume:
-        other = run.differences(cfg)
-        raise UserError(f"{run.path} already holds a run" + (
-            f" of other settings{other}; give this one its own directory (--out DIR, or --set name=NAME)" if other
-            else "; pass --resume to continue it, or --out for a new one"))
+        raise run.held(cfg, "pass --resume", "--out DIR, or --set name=NAME")
     if args.resume and not run.checkpoint_path.exists():
         raise UserError(f"--resume: {run.path} holds no checkpoint to continue"
                         + (" (it is not a run directory)" if run.path.exists() else " (it does not exist)")
                         + "; give --out the run's directory, or leave out --resume to start a new run")
-    if world.writes:
-        ensure_writable(run.path, "--out")
-    cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress and world.writes)
+    final = run.read_final() if args.resume else None
+    if final is not None and (final.get("config_hash"), final.get("seed")) == (C.config_hash(cfg), cfg.train.seed):
+        if world.writes:
+            print(f"{run.path} holds a finished run of these settings (final.json): nothing to resume, nothing "
+                  "rewritten; to train longer, start a new run with the new train.epochs", file=sys.stderr)
+            print_result(cfg, final, run, args.hide_test)
+        return 0
+    made = ensure_writable(run.path, "--out") if world.writes else []
+    try:
+        cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress and world.writes)
+    except BaseException:   # no data (or interrupted while it loads): no empty run directory left
+        remove_made(made)
+        raise
     try:
         final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
     finally:
         from cifarlab.distributed import shutdown
         shutdown(world)
-    if not world.writes:
-        return 0
+    if world.writes:
+        print_result(cfg, final, run, args.hide_test)
+    return 0
+
+
+def print_result(cfg, final: dict, run, hide_test: bool) -> None:
+    """`cifarlab run`'s result line (and its warnings) from a finished run's final metrics."""
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
-    test = "" if args.hide_test else f"test {final['test_acc']:.4f}  "
+    test = "" if hide_test else f"test {final['test_acc']:.4f}  "
     whole = float(cfg.train.epochs).is_integer() or final.get("steps") is None
     length = (f"{final['epochs']} epoch" + ("" if final["epochs"] == 1 else "s") if whole
               else f"{cfg.train.epochs:g} epochs: {final['steps']} step(s)")   # a fraction ends mid-epoch
@@ -387,10 +399,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if final.get("stopped"):
         print(f"stopped early: {final['stopped']}")
     from cifarlab.stats import chance_warning
-    warning = chance_warning(final, run.read_metrics(), args.hide_test)
+    warning = chance_warning(final, run.read_metrics(), hide_test)
     if warning:
         print(f"cifarlab: warning: {warning}", file=sys.stderr)
-    return 0
 
 
 def warn_schedule(cfg, where: str = "") -> None:

@@ -210,6 +210,11 @@ def from_dict(raw: dict, source: str | Path | None = None) -> ExperimentConfig:
         kwargs["plugins"] = tuple(dict.fromkeys(kwargs.get("plugins", ()) + SESSION_PLUGINS))
     for section, value in raw.items():
         if section not in SECTIONS:
+            owners = sections_with(str(section))
+            if owners and not isinstance(value, dict):   # `epochs = 1` above any [section] header
+                raise ConfigError(f"{section!r} is a key of {' and '.join(f'[{o}]' for o in owners)}, not a section: "
+                                  f"write it under that section's header (on the command line: --set "
+                                  f"{owners[0]}.{section}=...)")
             raise ConfigError(f"unknown config section {section!r}; valid: name, {', '.join(SECTIONS)}, plugins"
                               + did_you_mean(str(section), ["name", *SECTIONS, "plugins"]))
         if not isinstance(value, dict):
@@ -357,10 +362,14 @@ def build_section(cls: type, section: str, values: dict) -> Any:
     return cls(**out)
 
 
+def sections_with(key: str) -> list[str]:
+    """The sections that have a key of this name."""
+    return [section for section, cls in SECTIONS.items() if key in typing.get_type_hints(cls)]
+
+
 def elsewhere(section: str, key: str) -> str:
     """"; did you mean optim.lr?" for a key that exists, under that name, in another section."""
-    found = [f"{other}.{key}" for other, cls in SECTIONS.items()
-             if other != section and key in typing.get_type_hints(cls)]
+    found = [f"{other}.{key}" for other in sections_with(key) if other != section]
     return f"; did you mean {' or '.join(found)}?" if found else ""
 
 
@@ -372,7 +381,7 @@ def coerce(value: Any, hint: Any, where: str) -> Any:
             raise ConfigError(f"{where} must be a list of {item.__name__}, got {value!r}"
                               + (f"; on the command line a list is TOML, quoted for the shell: --set '{where}="
                                  f"{toml_value([w.strip() for w in value.strip().strip('[]').split(',') if w.strip()])}'"
-                                 if isinstance(value, str) and value.lstrip().startswith("[") and item is str else ""))
+                                 if isinstance(value, str) and item is str else ""))
         return tuple(coerce(v, item, where) for v in value)
     if hint is Options:   # a plug-in's own keys: a table of plain values
         if not isinstance(value, dict) or not all(isinstance(k, str) for k in value):

@@ -147,7 +147,10 @@ def load_run(run_dir: str | Path) -> TrainedModel:
     path = Path(run_dir)
     if path.is_file():
         raise UserError(f"{path} is a file; give the finished run's directory that holds it"
-                        + (f" ({path.parent})" if path.name == MODEL_FILE else ""))
+                        + (f" ({path.parent})" if path.name == MODEL_FILE else
+                           " (of the exports, a .safetensors file is read as it is; TorchScript and ONNX files "
+                           "are for other runtimes: torch.jit.load, onnxruntime)" if path.suffix != ".safetensors"
+                           else ""))
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; give a finished run's directory "
                         "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")
@@ -211,7 +214,7 @@ def check_export(fmt: str, out: Path, run_dir: Path | None = None) -> None:
     """What `export` can refuse before it loads anything: the format, its package, the output file
     (its folder must exist; it must not be the run's own model.pt, which `predict` and `export` read)."""
     if fmt not in FORMATS:
-        raise UserError(f"--format {fmt!r} is invalid; valid: {', '.join(FORMATS)}")
+        raise UserError(f"format {fmt!r} is invalid; valid: {', '.join(FORMATS)}")
     need = {"safetensors": "safetensors", "onnx": "onnx"}.get(fmt)
     if need:
         import importlib.util

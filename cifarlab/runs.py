@@ -50,10 +50,12 @@ def atomic_write(path: Path, data: bytes) -> None:
         raise
 
 
-def ensure_writable(folder: Path, option: str) -> None:
+def ensure_writable(folder: Path, option: str) -> list[Path]:
     """Make `folder` (and its parents) and write and remove a probe file in it, or raise one line
-    naming the folder and the option that chose it, before any work is done or recorded."""
+    naming the folder and the option that chose it, before any work is done or recorded. Returns
+    the folders it made, outermost first (`remove_made` takes them back if the work cannot start)."""
     folder = Path(folder)
+    made = [p for p in (folder, *folder.parents) if not p.exists()][::-1]
     try:
         folder.mkdir(parents=True, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=folder, prefix=".cifarlab-write-check.")
@@ -61,6 +63,17 @@ def ensure_writable(folder: Path, option: str) -> None:
         os.unlink(probe)
     except OSError as e:
         raise UserError(f"cannot write to {folder} ({e.strerror or e}); choose a writable folder with {option}") from None
+    return made
+
+
+def remove_made(made: list[Path]) -> None:
+    """Remove the folders `ensure_writable` made, innermost first, where they are still empty: a run
+    refused after them (its data missing) leaves nothing behind."""
+    for folder in reversed(made):
+        try:
+            folder.rmdir()
+        except OSError:   # something was written there meanwhile: it stays
+            return
 
 
 @dataclass(frozen=True)
@@ -116,10 +129,20 @@ class RunDir:
         if state.get("config_hash") != config_hash or state.get("seed") != seed:
             other = self.differences(cfg)
             raise UserError(f"checkpoint {self.checkpoint_path} belongs to different settings{other}; use another "
-                            "--out directory or delete the old run" + (
+                            "run directory (--out; in Python out=) or delete the old run" + (
                                 " (to train a finished run longer, start a new run with the new train.epochs: "
                                 "the schedule depends on the total length)" if "train.epochs:" in other else ""))
         return state
+
+    def held(self, cfg: C.ExperimentConfig, resume: str, elsewhere: str) -> UserError:
+        """The error for training `cfg` into a directory that holds a run without resuming it, in the
+        caller's words: `resume` how to continue it (`--resume`, `resume=True`), `elsewhere` how to
+        give a run its own directory (`--out DIR, or --set name=NAME`; `out=...`)."""
+        other = self.differences(cfg)
+        if other:   # settings changed since: resuming would be refused too
+            return UserError(f"{self.path} already holds a run of other settings{other}; give this one its own "
+                             f"directory ({elsewhere})")
+        return UserError(f"{self.path} already holds a run; {resume} to continue it, or {elsewhere} for a new one")
 
     def differences(self, cfg: C.ExperimentConfig | None) -> str:
         """' (keys: a: old -> new, ...)' between the run's config.toml and `cfg`, or ''."""

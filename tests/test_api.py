@@ -58,12 +58,26 @@ def test_config_applies_presets_however_it_is_built():
     assert api.config(model="resnet18").model.widths == (64, 128, 256, 512)
     assert api.config({"model": {"name": "resnet18"}}).model.block == "basic"
     assert api.config(None, ["model.name=resnet18", "optim.lr=0.2"]).optim.lr == 0.2
+    assert api.config(None, "optim.lr=0.2").optim.lr == 0.2   # one override as a string, not its characters
     with pytest.raises(ConfigError, match="preset whose keys"):
         api.config(ExperimentConfig(model=ModelConfig(name="resnet18")))
     with pytest.raises(ConfigError, match="preset whose keys"):
         C.resolve(ExperimentConfig(model=ModelConfig(name="resnet18")))
     built = api.config(model="resnet18")
     assert api.config(built) == built and C.config_hash(api.config()) == C.config_hash(ExperimentConfig())
+
+
+def test_training_again_into_a_run_says_how_in_python_before_the_data_loads(trained, tmp_path):
+    """A notebook cell run again, as it was or with a value changed: the error names resume=True and
+    out=, not the command line's flags, and says which settings changed (resuming those is refused
+    too); both before any data is read (here there is none)."""
+    cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard"})
+    nowhere = tmp_path / "no-data"
+    with pytest.raises(UserError, match=r"already holds a run; pass resume=True to continue it, or out="):
+        api.train(cfg, out=trained.run_dir, data_dir=nowhere, download=False)
+    with pytest.raises(UserError, match=r"already holds a run of other settings \(optim.lr: 0.05 -> 0.1\); "
+                                        r"give this one its own directory \(out="):
+        api.train(api.config(cfg, {"optim.lr": 0.1}), out=trained.run_dir, data_dir=nowhere, download=False)
 
 
 def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trained, data_root):
@@ -116,6 +130,11 @@ def test_a_tampered_or_missing_model_is_one_line(trained, tmp_path):
         api.load_run(trained.run_dir)
     with pytest.raises(UserError, match="does not exist"):
         api.load_run(tmp_path / "nowhere")
+    with pytest.raises(UserError, match=r"model.pt is a file; give the finished run's directory that holds it \("):
+        api.load_run(model)
+    (tmp_path / "m.torchscript.pt").write_bytes(b"")   # an export: which of them a run loads from
+    with pytest.raises(UserError, match=r"is a file; .* a .safetensors file is read as it is; TorchScript and ONNX"):
+        api.load_run(tmp_path / "m.torchscript.pt")
 
 
 def test_exports_give_the_models_outputs(trained, tmp_path):
@@ -469,7 +488,7 @@ def test_export_takes_a_run_directory_and_writes_beside_its_model_by_default(tra
         assert written == trained.run_dir / "model.torchscript.pt" and written.stat().st_size > 0
     finally:
         written.unlink()
-    with pytest.raises(UserError, match="--format 'tflite' is invalid"):
+    with pytest.raises(UserError, match="format 'tflite' is invalid"):
         api.export(trained.run_dir, "tflite")
     with pytest.raises(UserError, match="does not exist; give a file `cifarlab export --format safetensors` wrote"):
         api.load_safetensors(tmp_path / "none.safetensors")

@@ -33,11 +33,15 @@ def test_run_on_a_1000_image_subset(tmp_path, data_root, repo_experiment):
     assert f"{amount(final['train_flops'])} at " in r.stdout and final["images_seen"] > 0
     assert {p.name for p in (tmp_path / "r").iterdir()} >= {"config.toml", "metrics.jsonl", "final.json",
                                                              "checkpoint.pt"}
-    again = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out",
+    recorded = {name: (tmp_path / "r" / name).read_bytes() for name in ("final.json", "model.pt")}
+    again = cli("run", repo_experiment, *TINY, "--data-dir", tmp_path / "no-data", "--no-progress", "--out",
                 tmp_path / "r", "--resume", cwd=tmp_path)
-    # Resuming a finished run re-reads its checkpoint and reports the same accuracies.
+    # Resuming a finished run of the same settings trains and tests nothing again (no data read) and
+    # reports what it recorded, rewriting nothing.
     assert again.returncode == 0, again.stderr
-    assert again.stdout.split("(")[0] == r.stdout.split("(")[0]
+    assert again.stdout == r.stdout and "holds a finished run of these settings (final.json): nothing to resume" \
+        in again.stderr
+    assert recorded == {name: (tmp_path / "r" / name).read_bytes() for name in recorded}
     # A probe that feeds a choice shows validation only; final.json keeps test for `study adopt`.
     hidden = cli("run", repo_experiment, *TINY, "--data-dir", data_root, "--no-progress", "--out",
                  tmp_path / "r", "--resume", "--hide-test", cwd=tmp_path)

@@ -35,6 +35,16 @@ def test_resume_of_a_run_that_is_not_there_is_refused(tmp_path, capsys):
     assert files(tmp_path) == ["empty"]
 
 
+def test_a_run_refused_for_missing_data_leaves_no_run_directory(tmp_path, capsys):
+    """The data is read after the run directory is made (and checked writable): a refusal there
+    takes back the folders it made, and only those."""
+    (tmp_path / "nodata").mkdir()
+    (tmp_path / "kept").mkdir()
+    refused(capsys, "run", EXPERIMENT, "--out", tmp_path / "kept" / "a" / "b", "--data-dir", tmp_path / "nodata",
+            "--no-download")
+    assert files(tmp_path) == ["kept", "nodata"]
+
+
 def test_report_and_export_of_a_database_without_the_studys_runs_are_refused(tmp_path, capsys):
     open_store(tmp_path / "empty.db").close()
     err = refused(capsys, "report", STUDY, "--db", tmp_path / "empty.db", "--out", tmp_path / "report")

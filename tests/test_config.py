@@ -40,9 +40,12 @@ def test_hash_and_diff_see_one_key():
     ({"optim": {"lrr": 0.1}}, "unknown key optim.lrr; valid keys of [optim]: name, lr,"),
     ({"optimizer": {}}, "unknown config section 'optimizer'; valid: name, data,"),
     ({"nmae": "x"}, "did you mean 'name'?"),
+    ({"epochs": 1}, "'epochs' is a key of [train], not a section: write it under that section's header "
+                    "(on the command line: --set train.epochs=...)"),   # a key above every [section] header
     ({"train": {"lr": 0.1}}, "unknown key train.lr; valid keys of [train]: "),
     ({"train": {"lr": 0.1}}, "; did you mean optim.lr?"),   # the key exists in another section
     ({"augment": {"pipeline": "[flip,cutot]"}}, """a list is TOML, quoted for the shell: --set 'augment.pipeline=["flip", "cutot"]'"""),
+    ({"augment": {"pipeline": "flip"}}, """a list is TOML, quoted for the shell: --set 'augment.pipeline=["flip"]'"""),
     ({"model": {"name": "tiny_mlp"}}, "a plug-in's? import its module: --plugin MODULE"),
     ({"optim": {"name": "lion"}}, "optim.name = 'lion' is invalid; valid: "),
     ({"optim": {"lr": "fast"}}, "optim.lr must be float, got str"),

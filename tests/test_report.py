@@ -476,10 +476,16 @@ def test_under_label_noise_chance_is_judged_on_the_clean_labels():
 def test_a_run_that_ends_at_chance_is_warned_of_by_the_reports_rule():
     from cifarlab.stats import chance_warning
     final = {"classes": [f"c{i}" for i in range(10)], "test_acc": 0.45}
-    assert chance_warning(final, [{"val_acc": 0.10}, {"val_acc": 0.115}]) == (
+    assert chance_warning(final, [{"val_acc": 0.10}, {"val_acc": 0.11}, {"val_acc": 0.115}]) == (
         "this run never rose above chance (best validation accuracy 11.5 % with 10 classes, chance 10.0 %): the "
         "network diverged or died at the start; a lower learning rate or a warm-up usually helps")
     assert chance_warning(final, [{"val_acc": 0.10}, {"val_acc": 0.125}]) is None     # 2.5 points above chance
+    # a try-out of one or two epochs may only be too short, unless its loss is no longer finite
+    assert chance_warning(final, [{"val_acc": 0.11, "train_loss": 2.27}]) == (
+        "this run never rose above chance (best validation accuracy 11.0 % with 10 classes, chance 10.0 %) in 1 "
+        "epoch(s), too few to tell a network that has not learned yet from one that diverged or died at the start: "
+        "train longer, and if it stays at chance, a lower learning rate or a warm-up usually helps")
+    assert "the network diverged or died at the start;" in chance_warning(final, [{"val_acc": 0.1, "train_loss": float("nan")}])
     # under label noise the clean labels count: 19.8 % on them is a network that learned
     assert chance_warning(final, [{"val_acc": 0.11, "val_acc_clean": 0.198}]) is None
     # no validation split: its test accuracy at the end, 45 %, is far above chance; 10.5 % is not
