@@ -122,7 +122,8 @@ def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
         images = np.ascontiguousarray(images) if images.flags.writeable else np.array(images, order="C")
     x = torch.from_numpy(images) if numpy else images
     if not isinstance(x, torch.Tensor) or x.dtype != torch.uint8:
-        kind = f"{type(given).__name__}" + (f" of {x.dtype}" if isinstance(x, torch.Tensor) else "")
+        kind = f"{type(given).__name__}" + (f" of {images.dtype}" if numpy else f" of {x.dtype}"
+                                            if isinstance(x, torch.Tensor) else "")
         raise UserError(f"images must be uint8 (0-255): a NumPy array or Pillow image (H x W x C, or N x H x W x C) "
                         f"or a torch tensor (C x H x W, or N x C x H x W); got {kind}")
     layout = "N x H x W x C (a NumPy array: channels last)" if numpy else "N x C x H x W (a torch tensor: channels first)"

@@ -98,6 +98,8 @@ def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trai
         run.predict(np.zeros((2, 32, 32), np.uint8))   # grey images without a channel axis
     with pytest.raises(UserError, match=r"got shape \(32, 32\) \(a grey image: give it 3 channels"):
         run.predict(np.zeros((32, 32), np.uint8))
+    with pytest.raises(UserError, match=r"must be uint8 .*; got ndarray of float32$"):   # NumPy's dtype, not torch's
+        run.predict(np.zeros((32, 32, 3), np.float32))
     with pytest.raises(UserError, match=r"N x C x H x W \(a torch tensor: channels first\)"):
         run.predict(torch.from_numpy(test))   # a torch tensor is channels-first
     top = pred.top(3)
