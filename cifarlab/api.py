@@ -96,9 +96,16 @@ def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str
     run = RunDir(Path(out)) if out is not None else RunDir.for_config(cfg)
     if run.checkpoint_path.exists() and not resume:   # before the data loads
         raise run.held(cfg, "pass resume=True", "out=... (another directory), or a config with another name")
+    final = run.finished(cfg) if resume else None
+    if final is not None:   # nothing left to train: its recorded result, nothing rewritten
+        return result(run, cfg, final)
     arrays = load_dataset(cfg.data.dataset, None if data_dir is None else str(data_dir), download=download, progress=progress,
                           image_size=cfg.data.image_size, label_column=cfg.data.label_column)
     final = train_run(cfg, make_splits(arrays, cfg.data), run, resume=resume, progress=progress)
+    return result(run, cfg, final)
+
+
+def result(run, cfg: ExperimentConfig, final: dict) -> TrainResult:
     return TrainResult(run.path, cfg.name, cfg.train.seed, final["config_hash"], final["val_acc"], final["test_acc"],
                        final["epochs"], final["wall_seconds"], final["images_per_s"], final["train_flops"],
                        final["stopped"], final)

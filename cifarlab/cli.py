@@ -359,28 +359,28 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = RunDir(Path(args.out)) if args.out else RunDir.for_config(cfg)
     if run.checkpoint_path.exists() and not args.resume:
         raise run.held(cfg, "pass --resume", "--out DIR, or --set name=NAME")
-    if args.resume and not run.checkpoint_path.exists():
-        raise UserError(f"--resume: {run.path} holds no checkpoint to continue"
-                        + (" (it is not a run directory)" if run.path.exists() else " (it does not exist)")
-                        + "; give --out the run's directory, or leave out --resume to start a new run")
-    final = run.read_final() if args.resume else None
-    if final is not None and (final.get("config_hash"), final.get("seed")) == (C.config_hash(cfg), cfg.train.seed):
+    final = run.finished(cfg) if args.resume else None
+    if final is not None:   # nothing left to train
         if world.writes:
             print(f"{run.path} holds a finished run of these settings (final.json): nothing to resume, nothing "
                   "rewritten; to train longer, start a new run with the new train.epochs", file=sys.stderr)
             print_result(cfg, final, run, args.hide_test)
         return 0
+    if args.resume and not run.checkpoint_path.exists():
+        raise UserError(f"--resume: {run.path} holds no checkpoint to continue"
+                        + (" (it is not a run directory)" if run.path.exists() else " (it does not exist)")
+                        + "; give --out the run's directory, or leave out --resume to start a new run")
     made = ensure_writable(run.path, "--out") if world.writes else []
     try:
         cfg, splits = load_experiment(args, args.seed, progress=not args.no_progress and world.writes)
-    except BaseException:   # no data (or interrupted while it loads): no empty run directory left
-        remove_made(made)
+        try:
+            final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
+        finally:
+            from cifarlab.distributed import shutdown
+            shutdown(world)
+    except BaseException:   # refused before anything was written (no data, say): no empty folder left
+        remove_made(made)   # (only folders this command made, only while empty)
         raise
-    try:
-        final = train(cfg, splits, run, resume=args.resume, progress=not args.no_progress)
-    finally:
-        from cifarlab.distributed import shutdown
-        shutdown(world)
     if world.writes:
         print_result(cfg, final, run, args.hide_test)
     return 0
@@ -389,7 +389,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def print_result(cfg, final: dict, run, hide_test: bool) -> None:
     """`cifarlab run`'s result line (and its warnings) from a finished run's final metrics."""
     val = f"val {final['val_acc']:.4f}  " if final["val_acc"] is not None else ""
-    test = "" if hide_test else f"test {final['test_acc']:.4f}  "
+    test = "" if hide_test or final["test_acc"] is None else f"test {final['test_acc']:.4f}  "
     whole = float(cfg.train.epochs).is_integer() or final.get("steps") is None
     length = (f"{final['epochs']} epoch" + ("" if final["epochs"] == 1 else "s") if whole
               else f"{cfg.train.epochs:g} epochs: {final['steps']} step(s)")   # a fraction ends mid-epoch

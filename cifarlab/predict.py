@@ -147,11 +147,13 @@ def load_run(run_dir: str | Path) -> TrainedModel:
     """The model of a finished run directory (one with `model.pt`); one line if it has none."""
     path = Path(run_dir)
     if path.is_file():
+        in_run = (path.parent / "config.toml").exists() and not path.name.startswith("model.")   # final.json, ...
         raise UserError(f"{path} is a file; give the finished run's directory that holds it"
-                        + (f" ({path.parent})" if path.name == MODEL_FILE else
+                        + (f" ({path.parent})" if path.name == MODEL_FILE or in_run else
+                           " (a .safetensors export loads with load_safetensors; `cifarlab predict` reads it as it "
+                           "is)" if path.suffix == ".safetensors" else
                            " (of the exports, a .safetensors file is read as it is; TorchScript and ONNX files "
-                           "are for other runtimes: torch.jit.load, onnxruntime)" if path.suffix != ".safetensors"
-                           else ""))
+                           "are for other runtimes: torch.jit.load, onnxruntime)"))
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; give a finished run's directory "
                         "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")

@@ -62,6 +62,7 @@ def ensure_writable(folder: Path, option: str) -> list[Path]:
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
+        remove_made(made)
         raise UserError(f"cannot write to {folder} ({e.strerror or e}); choose a writable folder with {option}") from None
     return made
 
@@ -104,6 +105,15 @@ class RunDir:
     def read_final(self) -> dict | None:
         p = self.path / "final.json"
         return json.loads(p.read_text()) if p.exists() else None
+
+    def finished(self, cfg: C.ExperimentConfig) -> dict | None:
+        """final.json where this directory holds a finished run of `cfg` (its settings and seed), the
+        epochs it records being the ones trained since (a run started over in the directory and
+        interrupted leaves an older final.json: not finished); None otherwise."""
+        final = self.read_final()
+        if final is None or (final.get("config_hash"), final.get("seed")) != (C.config_hash(cfg), cfg.train.seed):
+            return None
+        return final if len(self.read_metrics()) == final.get("epochs") else None
 
     @property
     def best_path(self) -> Path:

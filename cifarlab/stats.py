@@ -107,8 +107,9 @@ def chance_warning(final: Mapping, epochs: list[Mapping], hide_test: bool = Fals
     said = (f"on the test set (its accuracy hidden, {classes} classes)" if hide_test and not accs else
             f"({where} {100 * best:.1f} % with {classes} classes, chance {100 / classes:.1f} %)")
     losses = [e.get("train_loss") for e in epochs if e.get("train_loss") is not None]
-    if len(epochs) < FEW_EPOCHS and all(math.isfinite(x) for x in losses):   # a short try-out: not a verdict
-        return (f"this run never rose above chance {said} in {len(epochs)} epoch(s), too few to tell a network that "
+    trained = len(epochs) or final.get("epochs") or 0
+    if 0 < trained < FEW_EPOCHS and all(math.isfinite(x) for x in losses):   # a short try-out: not a verdict
+        return (f"this run never rose above chance {said} in {trained} epoch(s), too few to tell a network that "
                 "has not learned yet from one that diverged or died at the start: train longer, and if it stays "
                 "at chance, a lower learning rate or a warm-up usually helps")
     return (f"this run never rose above chance {said}: the network diverged or died at the start; a lower "

@@ -329,7 +329,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
         splits = replace(splits, test=None)   # a tuning run: nothing below can read the test set
     s = build_session(cfg, splits)
     if run.checkpoint_path.exists() and not resume:
-        raise run.held(cfg, "resume it (--resume; in Python resume=True)", "another directory (--out; out=)")
+        raise run.held(cfg, "pass --resume (in Python resume=True)", "--out DIR; in Python out=...")
     start, history = restore(s, run) if resume else (0, [])
     writes = s.world.writes
     keeps_best = writes and splits.val is not None and (cfg.train.select == "best_val" or shared is not None)

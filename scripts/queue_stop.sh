@@ -24,7 +24,7 @@ for s in "$@"; do
 done
 PYTHON=${PYTHON:-.venv/bin/python}
 WAIT=${WAIT:-300}
-[[ "$WAIT" =~ ^[0-9]+$ ]] || { echo "WAIT must be whole seconds, got '$WAIT'" >&2; exit 2; }
+[[ "$WAIT" =~ ^[1-9][0-9]*$ ]] || { echo "WAIT must be whole seconds >= 1, got '$WAIT'" >&2; exit 2; }
 here=$(pwd -P)
 mine() {   # the `study run` processes (and cpu_queue.sh's slot loops) whose working directory is this checkout
   for pid in $(pgrep -f "cifarlab(\.cli)?\"? study run " || true); do

@@ -80,6 +80,22 @@ def test_training_again_into_a_run_says_how_in_python_before_the_data_loads(trai
         api.train(api.config(cfg, {"optim.lr": 0.1}), out=trained.run_dir, data_dir=nowhere, download=False)
 
 
+def test_resuming_a_finished_run_returns_its_result_and_rewrites_nothing(trained, tmp_path):
+    """resume=True on a finished run of the same settings: its recorded result, no data read, no file
+    rewritten. A directory whose final.json is older than its epochs (the run started over there and
+    was interrupted) is not finished: it resumes."""
+    from cifarlab.runs import RunDir
+    cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard"})
+    files = {p.name: p.read_bytes() for p in trained.run_dir.iterdir() if p.is_file()}
+    again = api.train(cfg, out=trained.run_dir, resume=True, data_dir=tmp_path / "no-data", download=False)
+    assert again == trained and files == {p.name: p.read_bytes() for p in trained.run_dir.iterdir() if p.is_file()}
+    run = RunDir(trained.run_dir)
+    assert run.finished(cfg) is not None and run.finished(api.config(cfg, {"optim.lr": 0.1})) is None
+    assert run.finished(api.config(cfg, {"train.seed": 1})) is None
+    (trained.run_dir / "metrics.jsonl").write_text("")   # started over, interrupted before its first epoch
+    assert run.finished(cfg) is None
+
+
 def test_train_returns_a_typed_result_and_the_run_predicts_without_its_data(trained, data_root):
     assert trained.epochs == 1 and 0 <= trained.test_acc <= 1 and trained.run_dir.joinpath("model.pt").exists()
     run = api.load_run(trained.run_dir)
@@ -134,6 +150,11 @@ def test_a_tampered_or_missing_model_is_one_line(trained, tmp_path):
         api.load_run(tmp_path / "nowhere")
     with pytest.raises(UserError, match=r"model.pt is a file; give the finished run's directory that holds it \("):
         api.load_run(model)
+    with pytest.raises(UserError, match=r"final.json is a file; give the finished run's directory that holds it \("):
+        api.load_run(trained.run_dir / "final.json")
+    (tmp_path / "m.safetensors").write_bytes(b"")
+    with pytest.raises(UserError, match=r"is a file; .*\(a .safetensors export loads with load_safetensors"):
+        api.load_run(tmp_path / "m.safetensors")
     (tmp_path / "m.torchscript.pt").write_bytes(b"")   # an export: which of them a run loads from
     with pytest.raises(UserError, match=r"is a file; .* a .safetensors file is read as it is; TorchScript and ONNX"):
         api.load_run(tmp_path / "m.torchscript.pt")

@@ -45,6 +45,19 @@ def test_a_run_refused_for_missing_data_leaves_no_run_directory(tmp_path, capsys
     assert files(tmp_path) == ["kept", "nodata"]
 
 
+def test_the_result_line_of_a_run_that_read_no_test_set_shows_validation_only(tmp_path, capsys):
+    """A run with train.test = false (a tuning run) records no test accuracy: its line, after training
+    or on resuming it finished, shows validation alone (it raised TypeError on the None)."""
+    from cifarlab import config as C
+    from cifarlab.runs import RunDir
+    cfg = C.load(EXPERIMENT, ["train.test=false"])
+    final = {"val_acc": 0.5, "test_acc": None, "epochs": 2, "wall_seconds": 3.0, "images_per_s": 10.0,
+             "classes": [f"c{i}" for i in range(10)]}
+    cli.print_result(cfg, final, RunDir(tmp_path), hide_test=False)
+    out = capsys.readouterr().out
+    assert out.startswith(f"{cfg.name} seed 0: val 0.5000  (2 epochs, 3.0 s") and "test " not in out.split("->")[0]
+
+
 def test_report_and_export_of_a_database_without_the_studys_runs_are_refused(tmp_path, capsys):
     open_store(tmp_path / "empty.db").close()
     err = refused(capsys, "report", STUDY, "--db", tmp_path / "empty.db", "--out", tmp_path / "report")

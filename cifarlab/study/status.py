@@ -55,8 +55,10 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
         rows.append(planned_compute([(cfg, epochs) for _, cfg, epochs, _ in work], total, workers,
                                     machine_rate(others or [], machine)))
     if measure and work:
+        own = {t[3] for t in here if not t[4]}   # variants with finished runs of their own on this machine
         rows.append(measured_line(work, workers, measure, machine,
-                                  observed=(seconds_left, len(here)) if here else None))
+                                  observed=[(cfg, epochs, epochs * rate(name)) for name, cfg, epochs, _ in work
+                                            if name in own] if own else None))
     if study.order == "group" and work:
         rows.append(group_shares(study, work, p))
     if study.tuned:
@@ -119,13 +121,14 @@ def measured_seconds(cfg, epochs: float, threads: int, steps: int = 5) -> float 
 
 
 def measured_line(work: list[tuple], workers: int, steps: int, machine: str | None, threads: int = 1,
-                  observed: tuple[float, int] | None = None) -> str:
+                  observed: list[tuple] | None = None) -> str:
     """The training steps left in `work` ((name, config, epochs left) per run) in hours at the rate
     each network trains here now (`bench.seconds_per_image`: `steps` timed steps on a synthetic batch,
     `threads` threads, as a study worker runs), with the rate of each network timed. Other processes
     on this machine slow it: pause them first. An epoch's validation pass and data handling add to it:
-    `observed` (the seconds the same work takes at the rate of the study's finished runs on this
-    machine, how many runs) gives that ratio, the factor to scale a measurement by here."""
+    `observed` ((config, epochs left, seconds at its variant's own finished runs' rate on this machine)
+    for each run left of a variant that has some) gives that ratio, the factor to scale a
+    measurement by here (a variant timed by other networks' runs would add their difference)."""
     from cifarlab.flops import images_per_epoch
     if any(images_per_epoch(cfg) is None for _, cfg, *_ in work):
         return "--measure: a dataset of unknown size (no train_images in its registry entry): not costed"
@@ -139,16 +142,19 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
             f"network on synthetic batches; other processes here slow it): about {hours:,.1f} process-hours of "
             f"training steps left, {hours / workers:,.1f} h with {workers} worker(s); training images/s: {rates} "
-            "(validation passes and data handling add to it)" + observed_text(observed, hours))
+            "(validation passes and data handling add to it)" + observed_text(observed, threads, steps))
 
 
-def observed_text(observed: tuple[float, int] | None, hours: float) -> str:
-    if not observed or not hours:
+def observed_text(observed: list[tuple] | None, threads: int, steps: int) -> str:
+    """The ratio of the hours the runs left of variants with finished runs on this machine take at
+    those runs' rate to their measured steps' hours (`measured_line`)."""
+    measured = sum(measured_seconds(cfg, left, threads, steps) or 0.0 for cfg, left, _ in observed or ())
+    if not measured:
         return ""
-    seconds, runs = observed
-    return (f"; the {runs} finished run(s) on this machine give {seconds / 3600:,.1f} process-hours for the same "
-            f"runs, {seconds / 3600 / hours:.2f}x these steps' time (their validation, data handling and the "
-            "workers beside them)")
+    seconds = sum(s for *_, s in observed)
+    return (f"; the {len(observed)} run(s) left of variants with finished runs on this machine take "
+            f"{seconds / 3600:,.1f} process-hours at those runs' rate, {seconds / measured:.2f}x their measured "
+            "steps' time (validation, data handling and the workers beside them)")
 
 
 def more_seeds_line(study: Study, store: Store, p, rate=None, workers: int = 1) -> str:
