@@ -226,8 +226,9 @@ def splits_device() -> torch.device:
 
 def format_tta_row(row: dict, thresholds: list[float]) -> str:
     from cifarlab.flops import amount
-    cross = "  ".join(f"val>={100 * t:.0f}%: " + (f"{s:.1f} s" if s is not None else "never")
-                      for t, s in row["crossed"].items())
+    cross = ("(no validation split: no threshold timed)" if row.get("val_acc") is None else   # data.val_size = 0
+             "  ".join(f"val>={100 * t:.0f}%: " + (f"{s:.1f} s" if s is not None else "never")
+                       for t, s in row["crossed"].items()))
     flops = (f"{amount(row['train_flops'])} at {row['train_flops'] / row['train_seconds'] / 1e12:.2f} TFLOP/s  "
              if row.get("train_flops") and row.get("train_seconds") else "")
     return (f"  seed {row['seed']}: test {100 * row['test_acc']:.2f} %  wall {row['wall_seconds']:.1f} s  "

@@ -143,6 +143,14 @@ def to_nchw(images: Any, size: int, channels: int = 3) -> torch.Tensor:
     return x.contiguous()
 
 
+def stopped_reason(path: Path) -> str | None:
+    """Why a finished run stopped early (final.json's `stopped`: a diverged run saves no model), or None."""
+    try:
+        return json.loads((path / "final.json").read_text()).get("stopped")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
 def load_run(run_dir: str | Path) -> TrainedModel:
     """The model of a finished run directory (one with `model.pt`); one line if it has none."""
     path = Path(run_dir)
@@ -166,8 +174,10 @@ def load_run(run_dir: str | Path) -> TrainedModel:
                 "it verifies but does not load as tensors only (weights_only): cifarlab did not write it")
                if (path / MODEL_FILE).exists() else
                "the run has not finished" if (path / "checkpoint.pt").exists() and not (path / "final.json").exists()
+               else f"the run stopped ({stopped}), so it saved no model" if (stopped := stopped_reason(path))
                else "it was trained before runs saved their model, or it is not a run directory")
         todo = (f"finish it: cifarlab run {path / 'config.toml'} --out {path} --resume" if why == "the run has not finished"
+                else "train it again at a lower learning rate or with a warm-up" if why.startswith("the run stopped")
                 else "train the run (again) with this cifarlab")
         raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); {todo}")
     try:

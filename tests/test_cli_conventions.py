@@ -58,6 +58,15 @@ def test_the_result_line_of_a_run_that_read_no_test_set_shows_validation_only(tm
     assert out.startswith(f"{cfg.name} seed 0: val 0.5000  (2 epochs, 3.0 s") and "test " not in out.split("->")[0]
 
 
+def test_bench_tta_says_a_recipe_without_a_validation_split_times_no_threshold():
+    """The speed recipes hold out no validation split: their crossing columns said "never", as if the
+    run had not reached the accuracy."""
+    from cifarlab.bench import format_tta_row
+    row = {"seed": 0, "test_acc": 0.74, "wall_seconds": 25.0, "val_acc": None, "crossed": {0.7: None}}
+    assert format_tta_row(row, [0.7]).endswith("wall 25.0 s  (no validation split: no threshold timed)")
+    assert format_tta_row({**row, "val_acc": 0.6}, [0.7]).endswith("val>=70%: never")
+
+
 def test_report_and_export_of_a_database_without_the_studys_runs_are_refused(tmp_path, capsys):
     open_store(tmp_path / "empty.db").close()
     err = refused(capsys, "report", STUDY, "--db", tmp_path / "empty.db", "--out", tmp_path / "report")

@@ -147,6 +147,9 @@ def test_a_diverged_run_stops_and_says_so(splits, tmp_path):
     assert sorted(final["per_class_test_acc"]) == [0.0] * 9 + [1.0]
     from cifarlab.stats import chance_warning   # `run` and `study run` say so when it ends
     assert "this run never rose above chance (best validation accuracy " in chance_warning(final, history)
+    from cifarlab.predict import load_run   # it saved no model: predict and export say why
+    with pytest.raises(UserError, match=r"holds no usable model.pt \(the run stopped \(diverged: non-finite"):
+        load_run(tmp_path / "r")
     # Resuming it trains nothing more; a healthy run has no `stopped`.
     assert run(cfg, splits, tmp_path / "r", resume=True)["epochs"] == len(history)
     assert len(RunDir(tmp_path / "r").read_metrics()) == len(history)
