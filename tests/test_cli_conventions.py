@@ -270,6 +270,20 @@ def test_queue_stop_refuses_a_study_it_cannot_snapshot_before_it_stops_anything(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scripts"]   # no logs/queue.stop
 
 
+@pytest.mark.parametrize("wait", ["0", "5s", "-1"])
+def test_queue_stop_refuses_a_wait_that_is_not_whole_seconds_before_it_stops_anything(wait, tmp_path):
+    """WAIT (the grace after SIGTERM) is checked before logs/queue.stop or any signal: 0 would send none."""
+    import shutil
+    for folder in ("scripts", "studies", "results/s"):
+        (tmp_path / folder).mkdir(parents=True)
+    shutil.copy(REPO / "scripts" / "queue_stop.sh", tmp_path / "scripts")
+    (tmp_path / "studies" / "s.toml").write_text("")
+    (tmp_path / "results" / "s" / "results.db").write_text("")
+    out = script(tmp_path / "scripts" / "queue_stop.sh", "s", WAIT=wait)
+    assert out.returncode == 2 and out.stderr == f"WAIT must be whole seconds >= 1, got '{wait}'\n"
+    assert not (tmp_path / "logs").exists()
+
+
 WORKER_THAT_IGNORES_SIGTERM = """
 import signal, sys, time
 from cifarlab.results.store import RunKey, open_store
