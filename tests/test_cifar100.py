@@ -19,7 +19,7 @@ TINY = [*SMALL, "--set", "data.dataset=cifar100"]
 
 
 def official_cifar100(root, monkeypatch, n_train=600, n_test=200):
-    """root/cifar-100-python.tar.gz in the official layout, with OFFICIAL's MD5 patched to it."""
+    """root/cifar-100-python.tar.gz in the official layout, with OFFICIAL's MD5s patched to it and its files."""
     rng = np.random.default_rng(0)
     palette = rng.integers(20, 235, size=(100, 3))
 
@@ -40,7 +40,9 @@ def official_cifar100(root, monkeypatch, n_train=600, n_test=200):
     archive = data / "cifar-100-python.tar.gz"
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(build, arcname="cifar-100-python")
-    spec = dataclasses.replace(sources.OFFICIAL["cifar100"], md5=hashlib.md5(archive.read_bytes()).hexdigest())
+    files = tuple((fname, hashlib.md5((build / fname).read_bytes()).hexdigest()) for fname in ("train", "test", "meta"))
+    spec = dataclasses.replace(sources.OFFICIAL["cifar100"], md5=hashlib.md5(archive.read_bytes()).hexdigest(),
+                               file_md5=files)
     monkeypatch.setitem(sources.OFFICIAL, "cifar100", spec)
     return data
 

@@ -52,10 +52,18 @@ def _make_folder(root, name):
     return folder, batches[spec.train_files[0]]
 
 
+def _trust(folder, name, monkeypatch):
+    """Patch OFFICIAL[name]'s per-file MD5s to the fake folder's files (as they are now)."""
+    spec = sources.OFFICIAL[name]
+    md5s = tuple((fname, hashlib.md5((folder / fname).read_bytes()).hexdigest()) for fname, _ in spec.file_md5)
+    monkeypatch.setitem(sources.OFFICIAL, name, dataclasses.replace(spec, file_md5=md5s))
+
+
 def _make_archive(tmp_path, name, monkeypatch, url=None):
-    """Build <src>/<archive>.tar.gz and patch OFFICIAL[name] to its md5 (and url)."""
+    """Build <src>/<archive>.tar.gz and patch OFFICIAL[name] to its md5 (and url) and its files'."""
     src = tmp_path / "src"
     folder, first = _make_folder(src / "build", name)
+    _trust(folder, name, monkeypatch)
     archive = src / sources.OFFICIAL[name].archive_name
     with tarfile.open(archive, "w:gz") as tar:
         tar.add(folder, arcname=folder.name)
@@ -139,20 +147,52 @@ class _Evil:
         return os.system, (f"touch {shlex.quote(str(self.marker))}",)
 
 
-def test_malicious_pickle_is_refused(tmp_path):
+def test_malicious_pickle_is_refused(tmp_path, monkeypatch):
     folder, _ = _make_folder(tmp_path, "cifar10")
     marker = tmp_path / "pwned"
     _write_pickle(folder / "data_batch_2", {b"data": _Evil(marker), b"labels": []})
+    _trust(folder, "cifar10", monkeypatch)   # past the MD5 check: the unpickler is the second guard
     with pytest.raises(DataError, match=r"refusing to unpickle (posix|os|nt)\.system"):
         sources.load_official(folder, "cifar10")
     assert not marker.exists()
 
 
-def test_unpickler_refuses_builtins(tmp_path):
+def test_unpickler_refuses_builtins(tmp_path, monkeypatch):
     folder, _ = _make_folder(tmp_path, "cifar10")
     (folder / "test_batch").write_bytes(pickle.dumps({b"data": eval}, protocol=2))
+    _trust(folder, "cifar10", monkeypatch)
     with pytest.raises(DataError, match=r"refusing to unpickle (__builtin__|builtins)\.eval"):
         sources.load_official(folder, "cifar10")
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_an_official_folder_whose_files_are_not_the_official_ones_is_refused_before_unpickling(tmp_path, name):
+    folder, _ = _make_folder(tmp_path / "root", name)   # fake files: not the published MD5s
+    marker = tmp_path / "pwned"
+    spec = sources.OFFICIAL[name]
+    _write_pickle(folder / spec.train_files[0], {b"data": _Evil(marker), b"labels": []})
+    with pytest.raises(DataError) as err:
+        datasets.load_dataset(name, tmp_path / "root", download=False)
+    msg, first, want = str(err.value), spec.file_md5[0][0], spec.file_md5[0][1]
+    assert "\n" not in msg and msg.startswith(f"{folder / first} is not the official {spec.title} file (MD5 ")
+    assert f"the official one's is {want}); delete {folder} and re-run" in msg and "save it as an npz" in msg
+    assert not marker.exists()
+
+
+def test_a_missing_file_of_an_official_folder_is_named(tmp_path, monkeypatch):
+    folder, _ = _make_folder(tmp_path, "cifar10")
+    _trust(folder, "cifar10", monkeypatch)
+    assert sources.load_official(folder, "cifar10").train_images.shape == (5 * N_TRAIN, 32, 32, 3)
+    (folder / "batches.meta").unlink()
+    with pytest.raises(DataError, match=rf"^{folder / 'batches.meta'} is missing; delete {folder} and re-run"):
+        sources.load_official(folder, "cifar10")
+
+
+def test_the_official_file_list_covers_every_file_read():
+    for spec in sources.OFFICIAL.values():
+        names = [fname for fname, _ in spec.file_md5]
+        assert sorted(names) == sorted({*spec.train_files, *spec.test_files, spec.classes_file})
+        assert all(len(md5) == 32 and int(md5, 16) >= 0 for _, md5 in spec.file_md5)
 
 
 def test_download_from_file_url(tmp_path, monkeypatch):

@@ -74,20 +74,21 @@ def one_line(exc: BaseException) -> str:
     return " ".join(f"{type(exc).__name__}: {exc}".split())
 
 
-def _hashes(path: Path) -> tuple[str, str]:
-    md5, sha = hashlib.md5(), hashlib.sha256()
+def file_digests(path: Path, *algorithms: str) -> tuple[str, ...]:
+    """The hex digests of a file's bytes, one per hashlib algorithm name, in one read."""
+    digests = [hashlib.new(name) for name in algorithms]
     with open(path, "rb") as f:
         while chunk := f.read(1 << 20):
-            md5.update(chunk)
-            sha.update(chunk)
-    return md5.hexdigest(), sha.hexdigest()
+            for digest in digests:
+                digest.update(chunk)
+    return tuple(digest.hexdigest() for digest in digests)
 
 
 def extract_verified(archive: Path, md5_expected: str, url: str, folder: str, dest: Path,
                      pinned: str | None = None, hint: str = "") -> Path:
     """Check `archive`'s MD5 (and a pinned SHA-256), extract it safely into dest/folder (aside, then
     renamed, so an interrupted run leaves no half folder), return that folder."""
-    md5, sha = _hashes(archive)
+    md5, sha = file_digests(archive, "md5", "sha256")
     redo = f"delete it and re-run to download it again, or replace it with the file from {url}"
     if md5 != md5_expected:
         raise DataError(f"{archive} failed verification: expected md5 {md5_expected}, got {md5}; {redo}")

@@ -2,7 +2,9 @@
 
 Search order in `load_cifar`: a prepared `.npz`, a lossless pack (`cifarlab.data.pack`,
 decoded once into a verified cache), an already extracted official folder, the official
-`.tar.gz` archive (MD5-checked), and finally a download of that archive.
+`.tar.gz` archive (MD5-checked), and finally a download of that archive. Every file of an
+official folder, extracted here or elsewhere, is checked against its official MD5 before it is
+unpickled.
 
 CIFAR-100's 20 superclasses (coarse labels) come with the official format, and beside an npz
 or a pack as `coarse.npz` (`train_coarse_labels`, `test_coarse_labels`, `coarse_classes`);
@@ -23,7 +25,7 @@ import numpy as np
 
 from cifarlab.data import pack
 from cifarlab.data.arrays import Arrays, few
-from cifarlab.data.fetch import extract_verified, one_line, resolve_data_dir, try_download
+from cifarlab.data.fetch import extract_verified, file_digests, one_line, resolve_data_dir, try_download
 from cifarlab.errors import DataError
 
 NPZ_KEYS = ("train_images", "train_labels", "test_images", "test_labels", "classes")
@@ -67,6 +69,7 @@ class Official:
     title: str
     coarse_label_key: bytes | None = None
     coarse_classes_key: bytes | None = None
+    file_md5: tuple[tuple[str, str], ...] = ()   # (file in the folder, its official MD5)
 
 
 OFFICIAL = {
@@ -81,6 +84,13 @@ OFFICIAL = {
         classes_file="batches.meta",
         classes_key=b"label_names",
         title="CIFAR-10",
+        file_md5=(("data_batch_1", "c99cafc152244af753f735de768cd75f"),
+                  ("data_batch_2", "d4bba439e000b95fd0a9bffe97cbabec"),
+                  ("data_batch_3", "54ebc095f3ab1f0389bbae665268c751"),
+                  ("data_batch_4", "634d18415352ddfa80567beed471001a"),
+                  ("data_batch_5", "482c414d41f54cd18b22e5b47cb7c3cb"),
+                  ("test_batch", "40351d587109b95175f43aff81a1287e"),
+                  ("batches.meta", "5ff9c542aee3614f3951f8cda6e48888")),
     ),
     "cifar100": Official(
         url="https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
@@ -95,6 +105,9 @@ OFFICIAL = {
         title="CIFAR-100",
         coarse_label_key=b"coarse_labels",
         coarse_classes_key=b"coarse_label_names",
+        file_md5=(("train", "16019d7e3df5f24257cddd939b257f8d"),
+                  ("test", "f0ef6b0ae62326f3e7ffdfab6717acfc"),
+                  ("meta", "7973b15100ade9c7d40fb424638fde48")),
     ),
 }
 
@@ -316,11 +329,26 @@ def _read_split(folder: Path, files: tuple[str, ...], label_key: bytes, fix: str
     return np.concatenate(images), np.concatenate(labels), (np.concatenate(coarse) if coarse else None)
 
 
+def check_official_files(folder: Path, spec: Official, fix: str) -> None:
+    """Refuse an official folder whose files are not the published ones (the MD5s upstream's
+    archive holds, as torchvision also records them): modified data belongs in an npz."""
+    for fname, want in spec.file_md5:
+        path = folder / fname
+        if not path.is_file():
+            raise DataError(f"{path} is missing; {fix}")
+        (got,) = file_digests(path, "md5")
+        if got != want:
+            raise DataError(f"{path} is not the official {spec.title} file (MD5 {got}, the official one's is {want}); "
+                            f"{fix}, or, for data changed on purpose, save it as an npz (docs/DATA.md)")
+
+
 def load_official(extracted_dir: Path, name: str) -> Arrays:
-    """Parse an extracted official folder (cifar-10-batches-py / cifar-100-python)."""
+    """Parse an extracted official folder (cifar-10-batches-py / cifar-100-python), each file
+    checked against its official MD5 first."""
     spec, folder = _spec(name), Path(extracted_dir)
     fix = (f"delete {folder} and re-run to extract it again from {spec.archive_name} "
            f"(from {spec.url})")
+    check_official_files(folder, spec, fix)
     train_x, train_y, train_c = _read_split(folder, spec.train_files, spec.label_key, fix, spec.coarse_label_key)
     test_x, test_y, test_c = _read_split(folder, spec.test_files, spec.label_key, fix, spec.coarse_label_key)
     meta_path = folder / spec.classes_file
