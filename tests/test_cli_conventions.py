@@ -490,3 +490,29 @@ def test_refusals_of_results_data_adopt_and_bench_write_nothing(tmp_path, capsys
     err = refused(capsys, "bench", "tta", EXPERIMENT, "--thresholds", "15", "--out", tmp_path / "bench")
     assert "--thresholds must be comma-separated accuracies in [0, 1] (0.94, not 94), got '15'" in err
     assert files(tmp_path) == ["notrun"]
+
+
+def test_a_failed_write_probe_takes_back_the_folders_it_made(tmp_path, monkeypatch):
+    import errno
+    import tempfile
+
+    from cifarlab import runs
+    from cifarlab.errors import UserError
+
+    (tmp_path / "kept").mkdir()
+    target = tmp_path / "kept" / "new" / "deeper"
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(tempfile, "mkstemp", refuse)
+    with pytest.raises(UserError, match=rf"^cannot write to {target} \(Read-only file system\); choose a writable "
+                                        "folder with --out$"):
+        runs.ensure_writable(target, "--out")
+    assert [p.name for p in (tmp_path / "kept").iterdir()] == []   # new/deeper taken back, kept/ stays
+    monkeypatch.undo()
+    made = runs.ensure_writable(target, "--out")
+    assert made == [tmp_path / "kept" / "new", target] and list(target.iterdir()) == []
+    (target / "result").write_text("x")
+    runs.remove_made(made)                      # something was written: nothing is taken back
+    assert (target / "result").is_file()
