@@ -98,6 +98,8 @@ def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str
         raise run.held(cfg, "pass resume=True", "out=... (another directory), or a config with another name")
     final = run.finished(cfg) if resume else None
     if final is not None:   # nothing left to train: its recorded result, nothing rewritten
+        from cifarlab.train import copy_record
+        copy_record(cfg, run, final)   # (to TensorBoard / MLflow where turned on now)
         return result(run, cfg, final)
     arrays = load_dataset(cfg.data.dataset, None if data_dir is None else str(data_dir), download=download, progress=progress,
                           image_size=cfg.data.image_size, label_column=cfg.data.label_column)

@@ -362,8 +362,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     final = run.finished(cfg) if args.resume else None
     if final is not None:   # nothing left to train
         if world.writes:
+            from cifarlab.train import copy_record
+            copied = copy_record(cfg, run, final)
             print(f"{run.path} holds a finished run of these settings (final.json): nothing to resume, nothing "
-                  "rewritten; to train longer, start a new run with the new train.epochs", file=sys.stderr)
+                  "rewritten" + (f" (its recorded epochs copied to {' and '.join(copied)})" if copied else "")
+                  + "; to train longer, start a new run with the new train.epochs", file=sys.stderr)
             print_result(cfg, final, run, args.hide_test)
         return 0
     if args.resume and not run.checkpoint_path.exists():

@@ -4,7 +4,9 @@ side by side (each named by its path: study/variant/seed-hash).
 
 Scalars, each at its epoch: loss/{train,val}, accuracy/{train,val} (and val_top5, val_clean and the
 memorisation pair flipped_noisy / flipped_clean under label noise), lr, images_per_s. A resumed
-run drops the events of epochs after its checkpoint (they are trained again), like metrics.jsonl.
+run writes its recorded epochs again over its earlier events (epochs after its checkpoint are
+trained again, as in metrics.jsonl), and a finished run resumed with tensorboard turned on writes
+them without training (`copy_record` in cifarlab.train).
 """
 
 from __future__ import annotations
@@ -35,11 +37,15 @@ def check_available() -> None:
 
 
 class EventLog:
-    def __init__(self, folder: Path, first_epoch: int):
+    def __init__(self, folder: Path, recorded: list[dict]):
+        """`recorded`: the epochs metrics.jsonl already holds (a resumed or finished run): every event
+        written earlier is superseded (purge_step 1) and these are written again, so the events hold
+        exactly metrics.jsonl's epochs, however often the run was resumed or tensorboard turned on."""
         check_available()
         from torch.utils.tensorboard import SummaryWriter
-        # purge_step: a resumed run's events from epoch `first_epoch` on are superseded
-        self.writer = SummaryWriter(log_dir=str(folder), purge_step=first_epoch if first_epoch > 1 else None)
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=1 if recorded else None)
+        for row in recorded:
+            self.epoch(row)
 
     def epoch(self, row: dict) -> None:
         for key, tag in TAGS.items():

@@ -350,7 +350,7 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     events = None
     if cfg.train.tensorboard and writes:
         from cifarlab.tensorboard import EventLog
-        events = EventLog(run.path, start + 1)
+        events = EventLog(run.path, history)
     if writes:
         run.write_config(cfg)
     tracker = None
@@ -425,6 +425,25 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
     if tracker is not None:
         tracker.close(final, run.path)
     return final
+
+
+def copy_record(cfg: C.ExperimentConfig, run: RunDir, final: dict) -> list[str]:
+    """A finished run resumed with `train.tensorboard` / `train.mlflow` turned on (settings outside
+    the config hash): its recorded epochs and final metrics, copied there from metrics.jsonl and
+    final.json; nothing is trained or rewritten. Returns the sinks written ("TensorBoard", "MLflow")."""
+    history, sinks = run.read_metrics(), []
+    if cfg.train.tensorboard:
+        from cifarlab.tensorboard import EventLog
+        EventLog(run.path, history).close()
+        sinks.append("TensorBoard")
+    if cfg.train.mlflow:
+        from cifarlab.tracking import MlflowLog
+        tracker = MlflowLog(run.path, C.to_dict(cfg), cfg.name, f"{cfg.name} seed {cfg.train.seed}")
+        for row in history:
+            tracker.epoch(row)
+        tracker.close(final, run.path)
+        sinks.append("MLflow")
+    return sinks
 
 
 def diverged(row: dict) -> bool:

@@ -556,6 +556,38 @@ def test_a_run_logs_to_a_local_mlflow_store_without_a_server(tmp_path, data_root
     assert run.data.metrics["final_test_acc"] == pytest.approx(result.test_acc)
 
 
+def test_a_finished_run_resumed_with_tracking_turned_on_copies_its_record(trained, tmp_path, monkeypatch):
+    """train.tensorboard / train.mlflow are outside the config hash: turned on at the resume of a
+    finished run, they receive its recorded epochs and final metrics, and no other file changes."""
+    import shutil
+    mlflow = pytest.importorskip("mlflow")
+    pytest.importorskip("tensorboard")
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from cifarlab.runs import RunDir
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out = tmp_path / "copy"
+    shutil.copytree(trained.run_dir, out)
+    files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard", "train.tensorboard": True,
+                                                "train.mlflow": True})
+    for _ in range(2):   # twice: the events are written over, not doubled
+        again = api.train(cfg, out=out, resume=True, data_dir=tmp_path / "no-data", download=False)
+    assert again.test_acc == trained.test_acc
+    assert files == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name in files}
+    history = RunDir(out).read_metrics()
+    events = EventAccumulator(str(out))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("accuracy/val")] == \
+        [(h["epoch"], pytest.approx(h["val_acc"], rel=1e-6)) for h in history]
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [h["epoch"] for h in history]
+    assert runs[0].data.metrics["final_test_acc"] == pytest.approx(trained.test_acc)
+
+
 def test_a_failed_run_ends_its_mlflow_run_and_the_next_one_starts(tmp_path, data_root, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     from cifarlab import train as T
