@@ -26,7 +26,8 @@ from cifarlab.errors import ConfigError
 from cifarlab.predict import Prediction, TrainedModel, export, load_run, load_safetensors
 from cifarlab.schema import ExperimentConfig
 
-__all__ = ["config", "train", "load_run", "export", "load_safetensors", "TrainResult", "TrainedModel", "Prediction", "ExperimentConfig"]
+__all__ = ["config", "train", "load_run", "export", "load_safetensors", "summary", "TrainResult", "ArmSummary",
+           "TrainedModel", "Prediction", "ExperimentConfig"]
 
 
 def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,
@@ -77,6 +78,64 @@ class TrainResult:
     train_flops: int
     stopped: str | None
     final: dict   # everything final.json holds
+
+    @property
+    def history(self) -> list[dict]:
+        """Each epoch's metrics as metrics.jsonl records them (train_loss, val_acc, lr, ...), for curves."""
+        from cifarlab.runs import RunDir
+        return RunDir(self.run_dir).read_metrics()
+
+
+@dataclass(frozen=True)
+class ArmSummary:
+    """One arm (experiment) of a study, as its report counts it: the runs of the study file's
+    current settings that finished, accuracies as fractions, None where nothing is measured.
+    `metric` is what the study compares: test_acc, or val_acc for a selection study (test unread)."""
+    experiment: str
+    group: str
+    metric: str
+    n: int
+    scores: dict[int, float]             # seed -> metric
+    mean: float | None
+    std: float | None
+    ci95: tuple[float | None, float | None]       # t-interval of the mean over the seeds
+    val_mean: float | None
+    versus: str                          # the study's reference arm
+    diff: float | None                   # mean paired (same seed) difference from it
+    diff_ci95: tuple[float | None, float | None]
+    diff_n: int                          # seeds the pair has in common
+    registered: int                      # its runs the database holds (finished, running or failed)
+
+
+def summary(study: str | Path, db: str | Path) -> list[ArmSummary]:
+    """The study's arms in its report's order, from its results database (what `cifarlab report`
+    tabulates), e.g. `[(a.experiment, a.mean, a.ci95) for a in api.summary("studies/basic.toml",
+    "results/basic/results.db")]`."""
+    import math
+
+    from cifarlab.report.summary import summarize
+    from cifarlab.results import open_store
+    from cifarlab.results.store import require_database
+    from cifarlab.study import find_study, load_study
+    from cifarlab.study.plan import study_spec
+
+    loaded = load_study(find_study(study))
+    require_database(db, "db")
+    store = open_store(db, must_exist=True)
+    try:
+        spec = study_spec(loaded, store)
+        rows = summarize(store, spec)
+    finally:
+        store.close()
+
+    def num(x):
+        return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+    return [ArmSummary(r["experiment"], r["group"], spec.metric, r["n"], {int(k): float(v) for k, v in r["score_by_seed"].items()},
+                       num(r["score_mean"]), num(r["score_std"]), (num(r["score_lo"]), num(r["score_hi"])),
+                       num(r["val_mean"]), spec.reference, None if r["reference"] else num(r["diff_mean"]),
+                       (None, None) if r["reference"] else (num(r["diff_lo"]), num(r["diff_hi"])),
+                       0 if r["reference"] else int(r["diff_n"]), r["registered"]) for r in rows]
 
 
 def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str | Path | None = None,

@@ -419,16 +419,9 @@ def warn_study(study) -> None:
         warn_schedule(variant.config, f"variant {variant.name}: ")
 
 
-def find_study(arg: str) -> Path:
-    path = Path(arg)
-    if path.suffix != ".toml" and not path.exists() and (Path("studies") / f"{arg}.toml").exists():
-        return Path("studies") / f"{arg}.toml"
-    return path
-
-
 def cmd_study(args: argparse.Namespace) -> int:
     from cifarlab.results import open_store
-    from cifarlab.study import (DataCache, adopt_database, adopt_run, load_study, plan_runs, run_study,
+    from cifarlab.study import (DataCache, adopt_database, adopt_run, find_study, load_study, plan_runs, run_study,
                                 status_table)
     from cifarlab.study.adopt import adopt_elsewhere
 
@@ -489,7 +482,6 @@ def cmd_study(args: argparse.Namespace) -> int:
         return 0
     if args.action == "run" and until is not None and not Path(args.db).exists():
         from cifarlab.results.store import empty_store
-        from cifarlab.study.adopt import adopt_elsewhere
         from cifarlab.study.run import none_fit
         blank = empty_store(args.db)   # nothing fits and nothing to adopt: the database is not created
         line = none_fit(study, blank, until, estimator(study, blank, args.db, Path(args.runs_dir), run_threads(args)),
@@ -637,7 +629,7 @@ def run_workers(args: argparse.Namespace, name: str) -> int:
     code = spawn_workers(args.study, args.db, args.runs_dir, args.workers, args.threads, tuple(args.only),
                          args.data_dir, not args.no_download, name, args.adopt_done_elsewhere, args.until)
     from cifarlab.results import open_store
-    from cifarlab.study import load_study
+    from cifarlab.study import find_study, load_study
     from cifarlab.study.status import status_table
     print(status_table(load_study(find_study(args.study)), open_store(args.db), args.workers))
     return code
@@ -647,7 +639,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cifarlab.report import write_report
     from cifarlab.report.panels import augment_grids, feature_panels
     from cifarlab.results import open_store
-    from cifarlab.study import load_study
+    from cifarlab.study import find_study, load_study
 
     path = find_study(args.study)
     study = load_study(path)
@@ -706,7 +698,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         check_db_path(args.against, "--against")
     name, current, selection = args.study, None, False
     if args.study is not None and args.study.endswith(".toml"):  # a study file: mark its current configs
-        from cifarlab.study import load_study
+        from cifarlab.study import find_study, load_study
 
         from cifarlab.study.plan import current_runs
         study = load_study(find_study(args.study))

@@ -17,7 +17,7 @@ from cifarlab import api
 from cifarlab import config as C
 from cifarlab.errors import ConfigError, UserError
 from cifarlab.schema import ExperimentConfig, ModelConfig
-from conftest import CLASSES, cli_command, cli_env, synthetic_arrays
+from conftest import CLASSES, REPO, cli_command, cli_env, synthetic_arrays
 
 TINY = {"data": {"subset": 400, "val_size": 100},
         "model": {"widths": [8, 16], "dense": [16], "norm": "batch"},
@@ -663,3 +663,40 @@ def test_a_plugin_says_whether_it_may_train_on_several_processes_and_its_legend(
     assert noise_method(cot) == "ce + coteaching (forget 0.2)"
     assert noise_method(api.config({"name": "p", **TINY}, {"train.method": "coteaching", "data.noise": "symmetric", "data.noise_rate": 0.4,
                                                            "train.forget_rate": 0.4})) == "ce + coteaching"
+
+
+def test_summary_gives_a_studys_arms_as_its_report_counts_them(tmp_path, monkeypatch):
+    """api.summary on the committed basic study: each arm's seeds, mean, interval and paired difference
+    from the reference, recomputed here from the database's finished runs."""
+    import shutil
+    import sqlite3
+    import statistics
+    db = tmp_path / "basic.db"
+    shutil.copy(REPO / "results" / "basic" / "results.db", db)
+    monkeypatch.chdir(REPO)            # a bare study name is looked up in studies/
+    arms = api.summary("basic", db)
+    assert [a.experiment for a in arms][:3] == ["baseline", "dropout", "weight-decay"]
+    with sqlite3.connect(db) as conn:
+        done = conn.execute("SELECT experiment, seed, test_acc FROM runs WHERE study = 'basic' AND status = 'done'"
+                            ).fetchall()
+    ref = next(a for a in arms if a.experiment == "baseline")
+    assert ref.metric == "test_acc" and ref.versus == "baseline" and ref.diff is None and ref.n == 3
+    for arm in arms:
+        assert arm.n == len(arm.scores) and arm.registered >= arm.n
+        assert all((arm.experiment, seed, acc) in done for seed, acc in arm.scores.items())
+        if arm.n >= 2:
+            assert arm.mean == pytest.approx(statistics.mean(arm.scores.values()))
+            assert arm.std == pytest.approx(statistics.stdev(arm.scores.values()))
+            assert arm.ci95[0] < arm.mean < arm.ci95[1]
+        if arm is not ref and arm.diff_n:
+            common = sorted(set(arm.scores) & set(ref.scores))
+            assert arm.diff_n == len(common)
+            assert arm.diff == pytest.approx(statistics.mean(arm.scores[s] - ref.scores[s] for s in common))
+    with pytest.raises(UserError, match=r"^results database not found: .*nowhere.db; give as db a database"):
+        api.summary("basic", tmp_path / "nowhere.db")
+
+
+def test_a_results_history_is_its_metrics(trained):
+    history = trained.history
+    assert [h["epoch"] for h in history] == list(range(1, trained.epochs + 1))
+    assert history[trained.final["selected_epoch"] - 1]["val_acc"] == pytest.approx(trained.val_acc)

@@ -10,8 +10,8 @@
 
 from cifarlab.study.adopt import adopt_database, adopt_run
 from cifarlab.study.run import DataCache, plan_runs, run_dir_for, run_study
-from cifarlab.study.spec import Study, Variant, load_study
+from cifarlab.study.spec import Study, Variant, find_study, load_study
 from cifarlab.study.status import status_table
 
-__all__ = ["DataCache", "Study", "Variant", "adopt_database", "adopt_run", "load_study", "plan_runs", "run_dir_for",
+__all__ = ["DataCache", "Study", "Variant", "adopt_database", "adopt_run", "find_study", "load_study", "plan_runs", "run_dir_for",
            "run_study", "status_table"]

@@ -263,6 +263,14 @@ def study_variant(path: str | Path, name: str) -> Variant:
     return variants[name]
 
 
+def find_study(arg: str | Path) -> Path:
+    """A study file's path; a bare name (`basic`) is studies/basic.toml where that exists."""
+    path = Path(arg)
+    if path.suffix != ".toml" and not path.exists() and (Path("studies") / f"{arg}.toml").exists():
+        return Path("studies") / f"{arg}.toml"
+    return path
+
+
 def load_study(path: str | Path) -> Study:
     path = Path(path)
     raw = C.read_toml(path, "study", "studies/basic.toml")
