@@ -141,9 +141,9 @@ class LossConfig:
     label_smoothing: float = 0.0 # cross-entropy label smoothing (Szegedy et al. 2016): 1 - e on the label, e / classes everywhere
     gce_q: float = 0.7           # gce: the exponent q of (1 - p_y^q) / q, in (0, 1] (Zhang & Sabuncu 2018: 0.7)
     sce_alpha: float = 0.1       # sce: weight of cross-entropy (Wang et al. 2019, CIFAR-10: 0.1)
-    sce_beta: float = 1.0        # sce: weight of reverse cross-entropy (CIFAR-10: 1.0)
-    elr_beta: float = 0.7        # elr: momentum of the per-sample target average, in [0, 1) (Liu et al. 2020, CIFAR-10: 0.7)
-    elr_lambda: float = 3.0      # elr: weight of the regularizer (CIFAR-10: 3)
+    sce_beta: float = 1.0        # sce: weight of reverse cross-entropy (CIFAR-10: 1.0; the authors' code's A makes it 2.30 here)
+    elr_beta: float = 0.7        # elr: momentum of the per-sample target average, in [0, 1) (Liu et al. 2020, CIFAR-10: 0.7; asymmetric noise: 0.9)
+    elr_lambda: float = 3.0      # elr: weight of the regularizer (CIFAR-10: 3; asymmetric noise: 1)
     options: Options = field(default_factory=lambda: Options())  # a plug-in loss's own keys, a TOML table: options = { margin = 0.5 }
 
 
