@@ -950,6 +950,12 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "augmentations":
         print("\n".join(f"{n:<14} {augment.AUGMENTS.get(n).doc}" for n in augment.AUGMENTS.names()))
         return 0
+    if args.what == "losses":   # each with its docstring's first sentence and the options it reads
+        for n in losses.LOSSES.names():
+            doc = re.split(r": |; | \(|\. ", " ".join((losses.LOSSES.get(n).__doc__ or n).split()))[0]
+            options = losses.LOSSES.options_of(n)
+            print(f"{n:<14} {doc}" + (f" (options: {', '.join(options)})" if options else ""))
+        return 0
     registries = {"models": models.MODELS, "optimizers": optim.OPTIMIZERS, "schedules": optim.SCHEDULES,
                   "losses": losses.LOSSES, "methods": methods.METHODS, "datasets": DATASETS}
     print(config.describe_keys() if args.what == "keys" else "\n".join(registries[args.what].names()))

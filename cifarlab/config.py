@@ -221,7 +221,7 @@ def from_dict(raw: dict, source: str | Path | None = None) -> ExperimentConfig:
             raise ConfigError(f"{section!r} must be a table of keys")
         kwargs[section] = build_section(SECTIONS[section], section, value)
     check_names(kwargs)  # before the rules between keys, which assume valid names
-    return check_method(ExperimentConfig(**kwargs))
+    return check_readers(check_method(ExperimentConfig(**kwargs)))
 
 
 def check_names(sections: dict[str, Any]) -> None:
@@ -278,13 +278,36 @@ def check_method(cfg: ExperimentConfig) -> ExperimentConfig:
     return cfg
 
 
+def check_readers(cfg: ExperimentConfig) -> ExperimentConfig:
+    """A loss's own keys (`loss.gce_q`: GCE's) stay at their defaults under another loss, and a model's
+    or loss's `options` hold only the keys its registry entry says it reads (where it says): a
+    typo or another loss's setting would otherwise train at the default unnoticed."""
+    this = cfg.loss.name
+    for name in LOSSES.names():
+        for key in () if name == this else LOSSES.keys_of(name):
+            section, attr = key.split(".")
+            value, default = getattr(getattr(cfg, section), attr), getattr(SECTIONS[section](), attr)
+            if value != default:
+                raise ConfigError(f"{key} = {value} is read by loss {name!r} only, and this config's loss is "
+                                  f"{this!r}: set loss.name = {name!r} or leave {key} at {default}")
+    for section, registry in (("model", MODELS), ("loss", LOSSES)):
+        entry, given = getattr(cfg, section).name, getattr(cfg, section).options
+        known = registry.options_of(entry)
+        unread = [k for k in given if known is not None and k not in known]
+        if unread:
+            reads = f"its options: {', '.join(known)}" if known else "it reads no options"
+            raise ConfigError(f"{section}.options.{unread[0]}: {section} {entry!r} does not read an option "
+                              f"{unread[0]!r} ({reads})" + did_you_mean(unread[0], known or []))
+    return cfg
+
+
 def resolve(cfg: ExperimentConfig) -> ExperimentConfig:
     """`cfg`, once every registry name in it is checked and its model preset is known to be applied
     (for a config built in Python, not read)."""
     for name in cfg.plugins:
         import_plugin(name, "plugins")
     check_names({section: getattr(cfg, section) for section in SECTIONS})
-    check_method(cfg)
+    check_readers(check_method(cfg))
     check_preset(cfg.model)
     return cfg
 

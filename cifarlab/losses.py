@@ -17,7 +17,7 @@ Loss = Callable[[torch.Tensor, Batch], torch.Tensor]
 LOSSES: Registry = Registry("loss")
 
 
-@LOSSES.register("ce")
+@LOSSES.register("ce", option_names=())
 def cross_entropy(cfg: LossConfig, num_classes: int) -> Loss:
     """Cross-entropy, mean over the batch, with label smoothing (Szegedy et al. 2016: the target
     puts 1 - e + e / K on the label and e / K on every class). With MixUp or CutMix targets it is
@@ -28,7 +28,7 @@ def cross_entropy(cfg: LossConfig, num_classes: int) -> Loss:
     return loss
 
 
-@LOSSES.register("gce")
+@LOSSES.register("gce", keys=("loss.gce_q",), option_names=())
 def generalized_ce(cfg: LossConfig, num_classes: int) -> Loss:
     """Generalized cross-entropy (Zhang & Sabuncu, NeurIPS 2018): mean of (1 - p_y^q) / q, which
     tends to cross-entropy as q -> 0 and to MAE (noise-robust) at q = 1; with soft targets, the
@@ -42,7 +42,7 @@ def generalized_ce(cfg: LossConfig, num_classes: int) -> Loss:
     return loss
 
 
-@LOSSES.register("sce")
+@LOSSES.register("sce", keys=("loss.sce_alpha", "loss.sce_beta"), option_names=())
 def symmetric_ce(cfg: LossConfig, num_classes: int) -> Loss:
     """Symmetric cross-entropy (Wang et al., ICCV 2019): alpha CE + beta RCE, where the reverse
     cross-entropy -sum_k p_k log t_k takes log 0 = -4 (the paper's A), so for a one-hot target it is
@@ -87,7 +87,7 @@ class EarlyLearningRegularized:
         self.targets = state["targets"].clone()
 
 
-@LOSSES.register("elr")
+@LOSSES.register("elr", keys=("loss.elr_beta", "loss.elr_lambda"), option_names=())
 def early_learning_regularized(cfg: LossConfig, num_classes: int, num_samples: int = 0) -> Loss:
     """Early-learning regularization (Liu et al., NeurIPS 2020): cross-entropy + lambda * mean
     log(1 - <t_i, p_i>), t_i a running average (momentum beta) of sample i's predictions, kept per

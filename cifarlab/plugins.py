@@ -13,7 +13,7 @@ table), which the config hash covers like any other key.
     def tiny_mlp(cfg, num_classes, image_size):       # cfg: the resolved [model] keys
         ...                                            # an nn.Module: float N x 3 x S x S -> logits
 
-    @register_loss("hinge")
+    @register_loss("hinge", option_names=("margin",))
     def hinge(cfg, num_classes):                       # cfg: the [loss] keys; cfg.options: its own
         return lambda logits, batch: ...               # (logits, Batch) -> scalar loss
 """
@@ -31,21 +31,27 @@ from cifarlab.models import preset
 __all__ = ["register_model", "register_loss", "register_augmentation", "register_method", "register_dataset"]
 
 
-def register_model(name: str, doc: str = "", **keys) -> Callable:
+def register_model(name: str, doc: str = "", *, option_names: tuple[str, ...] | None = None, **keys) -> Callable:
     """Decorator: `build(cfg: ModelConfig, num_classes, image_size) -> nn.Module` becomes model `name`;
     `keys` are [model] keys it sets by default (as a preset's; the experiment's own keys override
-    them). For `train.method = "supcon"` the module also needs `features(x)` and `feature_dim`."""
+    them); `option_names`: the keys of `model.options` it reads (another, a typo, is refused in one
+    line; None accepts any). For `train.method = "supcon"` the module also needs `features(x)` and
+    `feature_dim`."""
     def add(build: Callable) -> Callable:
-        preset(name, doc or (build.__doc__ or name).strip().splitlines()[0], build=build, origin=build.__module__, **keys)
+        preset(name, doc or (build.__doc__ or name).strip().splitlines()[0], build=build, origin=build.__module__,
+               option_names=option_names, **keys)
         return build
     return add
 
 
-def register_loss(name: str) -> Callable:
+def register_loss(name: str, *, option_names: tuple[str, ...] | None = None) -> Callable:
     """Decorator: `build(cfg: LossConfig, num_classes) -> loss(logits, batch)` becomes loss `name`. A
     builder that also takes `num_samples` is given the training split's size and keeps per-sample
-    state (`cifarlab.losses.EarlyLearningRegularized`): runs on several processes refuse it."""
-    return lambda build: LOSSES.register(name, build.__module__)(build)
+    state (`cifarlab.losses.EarlyLearningRegularized`): runs on several processes refuse it.
+    `option_names`: the keys of `loss.options` it reads; a config that gives it another (a typo) is
+    refused in one line, a study's grid over one included (None accepts any). Its docstring's first
+    line is its description in `cifarlab list losses`."""
+    return lambda build: LOSSES.register(name, build.__module__, option_names=option_names)(build)
 
 
 def register_augmentation(name: str, doc: str = "", mixes: bool = False, per_epoch: bool = False) -> Callable:

@@ -14,11 +14,16 @@ class Registry(Generic[T]):
         self.kind = kind
         self._entries: dict[str, T] = {}
         self._origin: dict[str, str | None] = {}   # name -> the plug-in module that registered it (None: built in)
+        self._reads: dict[str, tuple[tuple[str, ...], tuple[str, ...] | None]] = {}
 
-    def register(self, name: str, origin: str | None = None) -> Callable[[T], T]:
+    def register(self, name: str, origin: str | None = None, *, keys: tuple[str, ...] = (),
+                 option_names: tuple[str, ...] | None = None) -> Callable[[T], T]:
         """Decorator adding `name`. `origin`: the plug-in module registering it (None: the package's
         own). The same module registering a name again (a plug-in reloaded in a notebook) replaces
-        its entry; a built-in name, or another module's, is refused in one line."""
+        its entry; a built-in name, or another module's, is refused in one line. `keys`: dotted config
+        keys only this entry reads (refused away from their defaults under another entry of the
+        registry); `option_names`: the keys of its section's `options` table it reads (None: not
+        declared, so not checked)."""
         def add(fn: T) -> T:
             if name in self._entries and not (origin is not None and self._origin.get(name) == origin):
                 was = self._origin.get(name)
@@ -28,8 +33,17 @@ class Registry(Generic[T]):
                                  f"{origin or 'cifarlab'}); give one of them another name")
             self._entries[name] = fn
             self._origin[name] = origin
+            self._reads[name] = (tuple(keys), None if option_names is None else tuple(option_names))
             return fn
         return add
+
+    def keys_of(self, name: str) -> tuple[str, ...]:
+        """The config keys only entry `name` reads (`register(keys=...)`)."""
+        return self._reads.get(name, ((), None))[0]
+
+    def options_of(self, name: str) -> tuple[str, ...] | None:
+        """The `options` keys entry `name` reads, or None where it did not declare them."""
+        return self._reads.get(name, ((), None))[1]
 
     def get(self, name: str) -> T:
         if name not in self._entries:

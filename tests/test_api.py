@@ -34,14 +34,13 @@ def registries():
     from cifarlab.losses import LOSSES
     from cifarlab.methods import METHODS
     from cifarlab.models import MODELS
-    saved = [(r, dict(r._entries), dict(r._origin)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
+    saved = [(r, dict(r._entries), dict(r._origin), dict(r._reads)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
     modules = set(_sys.modules)
     yield
-    for registry, entries, origin in saved:
-        registry._entries.clear()
-        registry._entries.update(entries)
-        registry._origin.clear()
-        registry._origin.update(origin)
+    for registry, entries, origin, reads in saved:
+        for table, was in ((registry._entries, entries), (registry._origin, origin), (registry._reads, reads)):
+            table.clear()
+            table.update(was)
     for name in set(_sys.modules) - modules:
         if name.startswith("mylab"):
             del _sys.modules[name]
@@ -236,7 +235,7 @@ def tiny_mlp(cfg, num_classes, image_size):
                          nn.Linear(hidden, num_classes))
 
 
-@register_loss("scaled_ce")
+@register_loss("scaled_ce", option_names=("scale",))
 def scaled_ce(cfg, num_classes):
     scale = cfg.options.get("scale", 1.0)
     return lambda logits, batch: scale * nn.functional.cross_entropy(logits, batch.labels)
@@ -355,6 +354,34 @@ def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch,
     assert cfg.plugins == ("mylab.models",)   # recorded: the run's config.toml names it
     result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
     assert result.epochs == 1 and api.load_run(result.run_dir).network[1].out_features == 32
+
+
+def test_a_plugins_declared_options_are_checked_and_a_study_tunes_them(tmp_path, monkeypatch, registries):
+    """A loss that declares the options it reads (`option_names`) has a typo in them refused in one line,
+    in a config and in a study's grid; a grid over `loss.options.NAME` is a tuned key like any other;
+    a model that declares nothing takes any option (as before the declaration existed)."""
+    from cifarlab.study import load_study
+    from cifarlab.study.plan import plan
+    from cifarlab.results import open_store
+    monkeypatch.syspath_prepend(str(write_plugin(tmp_path)))
+    base = {"name": "plug", **TINY, "loss": {"name": "scaled_ce", "options": {"scale": 0.5}}}
+    assert api.config(base, plugins=["mylab.models"]).loss.options == {"scale": 0.5}
+    with pytest.raises(ConfigError, match=r"^loss.options.scal: loss 'scaled_ce' does not read an option 'scal' "
+                                          r"\(its options: scale\); did you mean 'scale'\?$"):
+        api.config({**base, "loss": {"name": "scaled_ce", "options": {"scal": 0.5}}}, plugins=["mylab.models"])
+    assert api.config({**base, "model": {"name": "tiny_mlp", "options": {"anything": 1}}},
+                      plugins=["mylab.models"]).model.options == {"anything": 1}
+    (tmp_path / "exp.toml").write_text(C.to_toml(api.config(base, plugins=["mylab.models"])))
+    study = tmp_path / "s.toml"
+    study.write_text('name = "s"\nexperiment = "exp.toml"\nseeds = [0]\n\n[[variants]]\nname = "ce"\n'
+                     'set = { "loss.name" = "ce", "loss.options" = {} }\n\n[[variants]]\nname = "scaled"\n'
+                     'tune = { "loss.options.scale" = [0.5, 2.0] }\n')
+    p = plan(load_study(study), open_store(tmp_path / "r.db"))
+    tuning = {k.experiment: c.loss.options for k, c in p.runs.items() if "-tune-" in k.experiment}
+    assert tuning == {"scaled-tune-scale0.5": {"scale": 0.5}, "scaled-tune-scale2": {"scale": 2.0}}
+    study.write_text(study.read_text().replace('"loss.options.scale"', '"loss.options.scal"'))
+    with pytest.raises(ConfigError, match=r"loss.options.scal: loss 'scaled_ce' does not read an option 'scal'"):
+        plan(load_study(study), open_store(tmp_path / "r2.db"))
 
 
 DATASET_PLUGIN = '''
@@ -623,10 +650,12 @@ def test_a_plugin_methods_own_keys_and_rules_are_checked_with_every_config(regis
         if cfg.train.batch_size % 2:
             raise ConfigError(f"train.batch_size = {cfg.train.batch_size}: pairs needs an even batch")
 
-    register_method("pairs", label="pair training", keys=("loss.sce_beta",), check=even_batch)(standard)
-    assert api.config({"name": "p", **TINY}, {"train.method": "pairs", "loss.sce_beta": 2.0}).train.method == "pairs"
-    with pytest.raises(ConfigError, match="loss.sce_beta is pair training's; set train.method = 'pairs' or leave it at 1.0"):
-        api.config({"name": "p", **TINY}, {"loss.sce_beta": 2.0})
+    register_method("pairs", label="pair training", keys=("model.dropout_before_bn",), check=even_batch)(standard)
+    assert api.config({"name": "p", **TINY}, {"train.method": "pairs", "model.dropout_before_bn": True}
+                      ).train.method == "pairs"
+    with pytest.raises(ConfigError, match="model.dropout_before_bn is pair training's; set train.method = 'pairs' or "
+                                          "leave it at False"):
+        api.config({"name": "p", **TINY}, {"model.dropout_before_bn": True})
     with pytest.raises(ConfigError, match="pairs needs an even batch"):
         api.config({"name": "p", **TINY}, {"train.method": "pairs", "train.batch_size": 7})
     with pytest.raises(ConfigError, match="use a method of one network"):

@@ -64,6 +64,12 @@ def test_hash_and_diff_see_one_key():
     ({"optim": {"lr": float("nan")}}, "optim.lr must be a finite number, got nan"),
     ({"train": {"seed": 10**20}}, "train.seed = 100000000000000000000 is too large for a seed: give one in [0, 4294967295]"),
     ({"data": {"noise_seed": 2**32}}, "data.noise_seed = 4294967296 is too large for a seed"),
+    ({"loss": {"gce_q": 0.4}}, "loss.gce_q = 0.4 is read by loss 'gce' only, and this config's loss is 'ce': set "
+                               "loss.name = 'gce' or leave loss.gce_q at 0.7"),   # another loss's key: unread
+    ({"loss": {"name": "gce", "elr_lambda": 1.0}}, "loss.elr_lambda = 1.0 is read by loss 'elr' only"),
+    ({"loss": {"options": {"gamma": 2}}}, "loss.options.gamma: loss 'ce' does not read an option 'gamma' "
+                                          "(it reads no options)"),
+    ({"model": {"name": "resnet18", "options": {"depth": 2}}}, "model.options.depth: model 'resnet18' does not read"),
 ])
 def test_bad_configs_name_the_problem(raw, message):
     with pytest.raises(ConfigError) as e:

@@ -25,10 +25,11 @@ MODELS: Registry = Registry("model")
 
 
 def preset(name: str, doc: str, build: Callable[[ModelConfig, int, int], nn.Module] | None = None,
-           origin: str | None = None, **keys) -> None:
+           origin: str | None = None, option_names: tuple[str, ...] | None = None, **keys) -> None:
     """Register `name`: a preset of [model] keys, built by the anatomy (`cifarlab.models.net`) or, for
-    a plug-in (its module: `origin`), by `build(cfg, num_classes, image_size)`."""
-    MODELS.register(name, origin)(Preset(doc, keys, build))
+    a plug-in (its module: `origin`), by `build(cfg, num_classes, image_size)`; `option_names`: the
+    `model.options` keys it reads (the anatomy reads none)."""
+    MODELS.register(name, origin, option_names=() if build is None else option_names)(Preset(doc, keys, build))
 
 
 def build_model(cfg: ModelConfig, num_classes: int, image_size: int = 32) -> nn.Module:

@@ -110,9 +110,11 @@ def check_key(key: str, where: str) -> None:
     if key in UNTUNABLE:
         raise ConfigError(f"{where}: tune key {key!r} is not a key a study can tune: not {', '.join(UNTUNABLE)} "
                           "(the budget sets the epochs; a choice is made on one data set and validation split)")
-    if leaf not in fields:
+    option = leaf.partition(".")[2] if leaf.startswith("options.") and "options" in fields else ""
+    if leaf not in fields and not option.isidentifier():
         every = [f"{name}.{f.name}" for name, sec in C.SECTIONS.items() for f in dataclasses.fields(sec)]
-        raise ConfigError(f"{where}: tune key {key!r} is not a config key; give section.key of `cifarlab list keys`"
+        raise ConfigError(f"{where}: tune key {key!r} is not a config key; give section.key of `cifarlab list keys` "
+                          "(or a plug-in's option, model.options.NAME or loss.options.NAME)"
                           + did_you_mean(key, [k for k in every if k not in UNTUNABLE], show=str))
 
 
