@@ -32,7 +32,20 @@ def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
         return None, None
 
 
-def provenance(machine: str) -> dict:
+def plugin_hashes(modules: tuple[str, ...]) -> dict[str, str | None]:
+    """SHA-256 (first 16 hex digits) of each imported plug-in module's source file, as this process
+    imported it: the config hash leaves plug-ins out, so this is what says which code a run trained
+    with (None for a module without a file, a namespace package say)."""
+    import hashlib
+    out: dict[str, str | None] = {}
+    for name in modules:
+        path = getattr(sys.modules.get(name), "__file__", None)
+        out[name] = hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16] if path and Path(path).is_file() else None
+    return out
+
+
+def provenance(machine: str, plugins: tuple[str, ...] = ()) -> dict:
+    """Code version, libraries, machine; with `plugins`, their source files' hashes (`plugin_hashes`)."""
     commit, dirty = git_state()
     return {
         "git_commit": commit,
@@ -43,4 +56,5 @@ def provenance(machine: str) -> dict:
         "numpy": np.__version__,
         "platform": platform.platform(),
         "machine": machine,
+        **({"plugins": plugin_hashes(plugins)} if plugins else {}),
     }

@@ -97,7 +97,7 @@ def build_session(cfg: C.ExperimentConfig, splits: Splits) -> Session:
         loss=build_loss(cfg.loss, splits.num_classes, len(splits.train)),
         prep=prep,
         steps_per_epoch=spe, total_steps=total,
-        provenance=provenance(runtime.machine_name(rt.device)),
+        provenance=provenance(runtime.machine_name(rt.device), cfg.plugins),
         peer=peer, peer_opt=None if peer is None else build_optimizer(peer, cfg.optim), probe_opt=probe_opt,
         world=world, ema=WeightAverage(model, cfg.train.ema) if cfg.train.ema else None,
         lookahead=Lookahead(cfg.train.lookahead, cfg.train.lookahead_alpha, cfg.train.lookahead_ramp,

@@ -36,7 +36,7 @@ def finished_metrics(**fields) -> dict:
              "platform": "p", "machine": "m", "wall_seconds": 1.0, "images_per_s": 1.0, "val_acc": 0.5,
              "val_loss": 1.0, "test_acc": None, "test_loss": 1.0, "per_class_test_acc": [],
              "classes": [f"c{i}" for i in range(10)], "runtime": "cpu", "stopped": None}
-    unknown = set(fields) - set(final) - set(RUN_METRICS) - {"epochs", "train_seconds"}   # final.json has them too
+    unknown = set(fields) - set(final) - set(RUN_METRICS) - {"epochs", "train_seconds", "plugins"}   # final.json has them too
     assert not unknown, f"finished_metrics: no finished run records {sorted(unknown)}"
     return {**final, **fields}
 

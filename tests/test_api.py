@@ -17,7 +17,7 @@ from cifarlab import api
 from cifarlab import config as C
 from cifarlab.errors import ConfigError, UserError
 from cifarlab.schema import ExperimentConfig, ModelConfig
-from conftest import CLASSES, REPO, cli_command, cli_env, synthetic_arrays
+from conftest import CLASSES, REPO, cli_command, cli_env, finished_metrics, synthetic_arrays
 
 TINY = {"data": {"subset": 400, "val_size": 100},
         "model": {"widths": [8, 16], "dense": [16], "norm": "batch"},
@@ -354,6 +354,9 @@ def test_a_plugin_model_trains_through_the_api(tmp_path, data_root, monkeypatch,
     assert cfg.plugins == ("mylab.models",)   # recorded: the run's config.toml names it
     result = api.train(cfg, out=tmp_path / "run", data_dir=data_root, download=False)
     assert result.epochs == 1 and api.load_run(result.run_dir).network[1].out_features == 32
+    import hashlib   # which plug-in code trained it (the config hash leaves plug-ins out)
+    source = (tmp_path / "plugs" / "mylab" / "models.py").read_bytes()
+    assert result.final["plugins"] == {"mylab.models": hashlib.sha256(source).hexdigest()[:16]}
 
 
 def test_a_plugins_declared_options_are_checked_and_a_study_tunes_them(tmp_path, monkeypatch, registries):
@@ -729,3 +732,17 @@ def test_a_results_history_is_its_metrics(trained):
     history = trained.history
     assert [h["epoch"] for h in history] == list(range(1, trained.epochs + 1))
     assert history[trained.final["selected_epoch"] - 1]["val_acc"] == pytest.approx(trained.val_acc)
+
+
+def test_a_finished_runs_plugin_hashes_reach_its_database_row(tmp_path):
+    from cifarlab.results import open_store
+    from cifarlab.results.store import RunKey
+    store = open_store(tmp_path / "r.db")
+    for seed, plugins in ((0, {"mylab.models": "0123456789abcdef"}), (1, None)):
+        key = RunKey("s", "a", seed, "h")
+        store.register(key, C.to_dict(api.config({"name": "a", **TINY})))
+        row = store.claim("s", [key])
+        final = finished_metrics(**({"plugins": plugins} if plugins else {}))
+        store.finish(row["id"], final, "nowhere", 1)
+    versions = {r["seed"]: json.loads(r["versions"]) for r in store.runs("s")}
+    assert versions[0]["plugins"] == {"mylab.models": "0123456789abcdef"} and "plugins" not in versions[1]

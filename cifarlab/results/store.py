@@ -9,7 +9,8 @@ runs                             one row per (study, experiment, seed, config_ha
     claimed_by    "<host>:<pid>:<start>" of the process running it (start: its start time in clock
                   ticks since boot, so a reused pid is not taken for it; older rows lack it);
                   heartbeat (unix time) of its last sign of life
-    git_commit, git_dirty, versions (JSON: python, torch, numpy, cifarlab), machine
+    git_commit, git_dirty, versions (JSON: python, torch, numpy, cifarlab, platform; plugins where a run
+    had any: module -> its source file's hash), machine
     created, started, finished (unix times), wall_seconds, images_per_s
     val_acc, val_loss, test_acc, test_loss, per_class_test_acc (JSON list), classes (JSON list)
     run_dir       where its checkpoint and files live; error (last failure message)
@@ -297,6 +298,8 @@ class Store:
         elsewhere), the epochs go in the same transaction, and only while this process still holds
         the run's claim, so that a run is never recorded twice; returns whether it was recorded."""
         versions = {k: final[k] for k in ("python", "torch", "numpy", "cifarlab", "platform")}
+        if final.get("plugins"):   # the plug-ins' source hashes (provenance.plugin_hashes)
+            versions["plugins"] = final["plugins"]
         with self.transaction() as c:
             if history is not None:
                 row = c.execute("SELECT status, claimed_by FROM runs WHERE id=?", (run_id,)).fetchone()
