@@ -963,11 +963,14 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    from cifarlab.predict import load_run, read_images
+    from cifarlab.predict import load_run, read_images, require_run_dir
     if args.top_k < 1:
         raise UserError(f"--top-k must be >= 1, got {args.top_k}")
-    images = read_images(args.images)      # every file checked before the model loads
-    if Path(args.run_dir).is_file() and Path(args.run_dir).suffix == ".safetensors":
+    exported = Path(args.run_dir).is_file() and Path(args.run_dir).suffix == ".safetensors"
+    if not exported:
+        require_run_dir(args.run_dir)      # the run first (the first argument), then every image file,
+    images = read_images(args.images)      # all before the model loads
+    if exported:
         from cifarlab.predict import load_safetensors
         run = load_safetensors(args.run_dir)
     else:

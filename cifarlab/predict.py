@@ -151,8 +151,9 @@ def stopped_reason(path: Path) -> str | None:
         return None
 
 
-def load_run(run_dir: str | Path) -> TrainedModel:
-    """The model of a finished run directory (one with `model.pt`); one line if it has none."""
+def require_run_dir(run_dir: str | Path) -> Path:
+    """`run_dir` as a Path where it is a directory; one line saying what to give where it is a file
+    or does not exist."""
     path = Path(run_dir)
     if path.is_file():
         in_run = (path.parent / "config.toml").exists() and not path.name.startswith("model.")   # final.json, ...
@@ -164,7 +165,14 @@ def load_run(run_dir: str | Path) -> TrainedModel:
                            "are for other runtimes: torch.jit.load, onnxruntime)"))
     if not path.is_dir():
         raise UserError(f"run directory {path} does not exist; give a finished run's directory "
-                        "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")
+                        "(runs/<name>/seed<k>, a study's runs/<study>/<variant>/seed<k>-<hash>, or the --out "
+                        "of `cifarlab run`)")
+    return path
+
+
+def load_run(run_dir: str | Path) -> TrainedModel:
+    """The model of a finished run directory (one with `model.pt`); one line if it has none."""
+    path = require_run_dir(run_dir)
     state = load_verified(path / MODEL_FILE)
     if state is None:
         check = path / (MODEL_FILE + ".sha256")

@@ -210,6 +210,9 @@ def test_predict_and_export_on_the_command_line(trained, tmp_path):
     assert r.returncode == 0 and r.stdout == predicted, r.stderr
     for args, message in [(("predict", trained.run_dir, tmp_path / "none.png"), "does not exist"),
                           (("predict", tmp_path / "norun", paths[0]), "does not exist"),
+                          (("predict", tmp_path / "norun", tmp_path / "none.png"),   # the run first, its own hint
+                           f"run directory {tmp_path / 'norun'} does not exist; give a finished run's directory "
+                           "(runs/<name>/seed<k>, a study's runs/<study>/<variant>/seed<k>-<hash>"),
                           (("export", trained.run_dir, "--format", "tflite"), "valid: torchscript"),
                           (("export", trained.run_dir, "--format", "torchscript", "--out", tmp_path / "no" / "m.pt"),
                            "does not exist"),
