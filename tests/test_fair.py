@@ -1187,3 +1187,22 @@ def test_a_stop_noted_before_workers_start_or_a_ray_round_starts_neither(tmp_pat
                 deferred.check()
     finally:
         STOP_ASKED[0], STOPPED_BY[0] = False, signal.SIGINT
+
+
+def test_a_missing_experiment_file_is_blamed_on_the_key_that_names_it(tmp_path):
+    path = write(tmp_path, TUNED.replace('experiment = "tiny.toml"', 'experiment = "tinny.toml"'))
+    with pytest.raises(ConfigError, match=rf"^{path}: experiment = 'tinny.toml', but .*tinny.toml does not exist"):
+        load_study(path)   # the study's own key, not its first variant's
+    path = write(tmp_path, TUNED.replace('name = "drop"', 'name = "drop"\nextends = "other.toml"'))
+    with pytest.raises(ConfigError, match=rf"^{path} variant 2 \(drop\): extends = 'other.toml', but "):
+        load_study(path)
+
+
+def test_an_edge_choice_of_a_grid_that_does_not_grow_says_so():
+    from cifarlab.study.plan import ArmTuning, reason
+    t = ArmTuning("a", ("optim.lr",), 1.0, (0,), "h", scores=[({"optim.lr": 0.1}, 0.5, 1), ({"optim.lr": 0.2}, 0.4, 1)])
+    grid = {"optim.lr": [0.1, 0.2]}
+    assert reason(t, {"optim.lr": 0.1}, grid, {"optim.lr": 0}, 0).endswith(
+        "; still at the grid's edge in optim.lr (tune_extend = 0: the grid does not grow): the best value may lie beyond")
+    assert reason(t, {"optim.lr": 0.1}, grid, {"optim.lr": 2}, 2).endswith(
+        "; still at the grid's edge in optim.lr after 2 of 2 step(s): the best value may lie beyond")

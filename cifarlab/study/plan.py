@@ -133,8 +133,9 @@ def reason(t: ArmTuning, best: dict, grid: dict[str, list], steps: dict[str, int
         said += "; the grid grew past its edge to " + ", ".join(f"{k} = {v:g}" for k, v in t.grown)
     edge = [k for k in grid if fair.numeric(grid[k]) and len(grid[k]) > 1 and best[k] in (min(grid[k]), max(grid[k]))]
     if edge:
-        said += (f"; still at the grid's edge in {', '.join(edge)} after {max(steps[k] for k in edge)} of "
-                 f"{extend} step(s): the best value may lie beyond")
+        said += (f"; still at the grid's edge in {', '.join(edge)} "
+                 + (f"after {max(steps[k] for k in edge)} of {extend} step(s)" if extend else
+                    "(tune_extend = 0: the grid does not grow)") + ": the best value may lie beyond")
     return said
 
 

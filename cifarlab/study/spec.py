@@ -214,7 +214,8 @@ def load_variant(item: Any, study: dict, path: Path, index: int,
     key = "extends" if "extends" in item else "experiment"
     base = path.parent / item.get("extends", study["experiment"])
     if isinstance(item.get(key, study["experiment"]), str) and not base.exists():
-        raise ConfigError(f"{where} ({item['name']}): {key} = {item.get(key, study['experiment'])!r}, but "
+        owner = f"{where} ({item['name']})" if key in item else f"{path}"   # the study's own key: not the variant's
+        raise ConfigError(f"{owner}: {key} = {item.get(key, study['experiment'])!r}, but "
                           f"{base.resolve()} does not exist (the path is relative to the study file's folder)")
     raw = apply_set(C.read_toml_chain(base), study.get("set", {}), str(path))
     raw = apply_set(raw, item.get("set", {}), f"{where} ({item['name']})")
