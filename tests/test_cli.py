@@ -114,6 +114,14 @@ def test_study_adopt_arguments_are_checked_before_any_database_is_made(tmp_path)
     assert not (tmp_path / "made.db").exists()
 
 
+def test_list_losses_describes_each(tmp_path):
+    r = cli("list", "losses", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    rows = dict(line.split(None, 1) for line in r.stdout.splitlines())
+    assert rows["gce"] == "Generalized cross-entropy" and rows["elr"] == "Early-learning regularization"
+    assert rows["ce"] == "Cross-entropy, mean over the batch, with label smoothing"
+
+
 def test_list_models(tmp_path):
     r = cli("list", "models", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
