@@ -114,15 +114,16 @@ def summary(study: str | Path, db: str | Path) -> list[ArmSummary]:
     import math
 
     from cifarlab.report.summary import summarize
-    from cifarlab.results import open_store
-    from cifarlab.results.store import require_database
+    from cifarlab.results.store import copy_store, require_database, require_runs
     from cifarlab.study import find_study, load_study
     from cifarlab.study.plan import study_spec
 
-    loaded = load_study(find_study(study))
+    path = find_study(study)
+    loaded = load_study(path)
     require_database(db, "db")
-    store = open_store(db, must_exist=True)
+    store = copy_store(db)   # read only: workers may be writing it; a plan's tuning choice goes in the copy
     try:
+        require_runs(store, loaded.name, db, f"give the database `cifarlab study run {path}` wrote")
         spec = study_spec(loaded, store)
         rows = summarize(store, spec)
     finally:

@@ -592,17 +592,6 @@ def check_only(study, only: list[str]) -> None:
                             + did_you_mean(name, names))
 
 
-def require_runs(store, study_name: str | None, db: str, hint: str) -> None:
-    """One line when the database holds no run of the study (of any study, for None): a report or an
-    export of nothing is a mistake (a wrong --db or study), not an empty file."""
-    if store.runs(study_name):
-        return
-    held = store.studies()
-    what = f"no run of study {study_name}" if study_name else "no run"
-    raise UserError(f"{db} holds {what}" + (f" (it holds {', '.join(held)})" if held else " (it is empty)")
-                    + f"; {hint}")
-
-
 def run_on_ray(args: argparse.Namespace, study, ray) -> int:
     """`study run --executor ray`: this process is the driver; each run is one Ray task."""
     from cifarlab.results import open_store
@@ -644,7 +633,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     path = find_study(args.study)
     study = load_study(path)
     out = Path(args.out) if args.out else Path("reports") / study.name
-    from cifarlab.results.store import require_database
+    from cifarlab.results.store import require_database, require_runs
     from cifarlab.runs import ensure_writable
     check_db_path(args.db)
     require_database(args.db)       # neither a missing database, one without the study's runs, nor an
@@ -714,7 +703,7 @@ def cmd_results(args: argparse.Namespace) -> int:
         against = open_store(args.against, must_exist=True, option="--against")
         print(compare(open_store(args.db, must_exist=True), against, name, args.metric or ("val" if selection else "test")))
         return 0
-    from cifarlab.results.store import require_database
+    from cifarlab.results.store import require_database, require_runs
     from cifarlab.runs import ensure_writable
     require_database(args.db)
     require_runs(open_store(args.db, must_exist=True), name, args.db,

@@ -108,7 +108,8 @@ def load(path: str | Path, overrides: typing.Sequence[str] = ()) -> ExperimentCo
 
 def load_resolved(path: str | Path) -> ExperimentConfig:
     """A run directory's config.toml, written by this cifarlab or by one before a key was renamed."""
-    return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")), path)
+    return from_dict(upgrade_renamed(read_toml(Path(path), "run config", "runs/fast-baseline/seed0/config.toml")), path,
+                     recorded=True)
 
 
 def with_overrides(cfg: ExperimentConfig, overrides: typing.Sequence[str]) -> ExperimentConfig:
@@ -196,10 +197,13 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def from_dict(raw: dict, source: str | Path | None = None) -> ExperimentConfig:
+def from_dict(raw: dict, source: str | Path | None = None, recorded: bool = False) -> ExperimentConfig:
     """The config of a table of sections of keys: presets applied, registry names checked, then
     the schema's range checks and rules (on construction). `source`: the file it was read from,
-    named in a plug-in's import error (a run read back without its plug-in on the path)."""
+    named in a plug-in's import error (a run read back without its plug-in on the path).
+    `recorded`: a config a run already trained with (its config.toml, model.pt, a database row),
+    accepted when the run began: the rules on which keys an entry reads (`check_readers`), added
+    since, do not refuse it."""
     raw = dict(raw)
     kwargs: dict[str, Any] = {"name": coerce(raw.pop("name", "experiment"), str, "name")}
     if "plugins" in raw:   # imported first: their registry entries may be named below
@@ -221,7 +225,8 @@ def from_dict(raw: dict, source: str | Path | None = None) -> ExperimentConfig:
             raise ConfigError(f"{section!r} must be a table of keys")
         kwargs[section] = build_section(SECTIONS[section], section, value)
     check_names(kwargs)  # before the rules between keys, which assume valid names
-    return check_readers(check_method(ExperimentConfig(**kwargs)))
+    cfg = check_method(ExperimentConfig(**kwargs))
+    return cfg if recorded else check_readers(cfg)
 
 
 def check_names(sections: dict[str, Any]) -> None:
@@ -257,6 +262,13 @@ def unknown_hint(name: str, valid, kind: str) -> str:
                                          "[\"MODULE\"] in the experiment (docs/EXTENDING.md)" if kind in PLUGGABLE else "")
 
 
+def changed_key(cfg: ExperimentConfig, key: str) -> tuple[Any, Any] | None:
+    """(value, default) of dotted `key` where `cfg` moves it from its default, else None."""
+    section, attr = key.split(".")
+    value, default = getattr(getattr(cfg, section), attr), getattr(SECTIONS[section](), attr)
+    return None if value == default else (value, default)
+
+
 def check_method(cfg: ExperimentConfig) -> ExperimentConfig:
     """The training method's rules, as its registry entry declares them: keys another method owns
     stay at their defaults, weight averaging and Lookahead need a method of one network and one
@@ -265,10 +277,9 @@ def check_method(cfg: ExperimentConfig) -> ExperimentConfig:
     for name in METHODS.names():
         other = METHODS.get(name)
         for key in () if other is this else other.keys:
-            section, attr = key.split(".")
-            value, default = getattr(getattr(cfg, section), attr), getattr(SECTIONS[section](), attr)
-            if value != default:
-                raise ConfigError(f"{key} is {other.label}'s; set train.method = {name!r} or leave it at {default}")
+            if changed_key(cfg, key):
+                raise ConfigError(f"{key} is {other.label}'s; set train.method = {name!r} or leave it at "
+                                  f"{changed_key(cfg, key)[1]}")
     for key, what in (("lookahead", "steps one network's weights back"), ("ema", "averages one network's weights")):
         if getattr(cfg.train, key) and not this.single:
             raise ConfigError(f"train.{key} {what}; train.method = {cfg.train.method!r} trains more than one "
@@ -285,9 +296,8 @@ def check_readers(cfg: ExperimentConfig) -> ExperimentConfig:
     this = cfg.loss.name
     for name in LOSSES.names():
         for key in () if name == this else LOSSES.keys_of(name):
-            section, attr = key.split(".")
-            value, default = getattr(getattr(cfg, section), attr), getattr(SECTIONS[section](), attr)
-            if value != default:
+            if changed_key(cfg, key):
+                value, default = changed_key(cfg, key)
                 raise ConfigError(f"{key} = {value} is read by loss {name!r} only, and this config's loss is "
                                   f"{this!r}: set loss.name = {name!r} or leave {key} at {default}")
     for section, registry in (("model", MODELS), ("loss", LOSSES)):
@@ -297,7 +307,8 @@ def check_readers(cfg: ExperimentConfig) -> ExperimentConfig:
         if unread:
             reads = f"its options: {', '.join(known)}" if known else "it reads no options"
             raise ConfigError(f"{section}.options.{unread[0]}: {section} {entry!r} does not read an option "
-                              f"{unread[0]!r} ({reads})" + did_you_mean(unread[0], known or []))
+                              f"{unread[0]!r} ({reads}; a variant that switches {section}.name sets "
+                              f"{section}.options = {{}} too)" + did_you_mean(unread[0], known or []))
     return cfg
 
 

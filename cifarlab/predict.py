@@ -189,7 +189,7 @@ def load_run(run_dir: str | Path) -> TrainedModel:
                 else "train the run (again) with this cifarlab")
         raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); {todo}")
     try:
-        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])), path / MODEL_FILE)
+        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])), path / MODEL_FILE, recorded=True)
         return assemble(path, cfg, state["classes"], state["mean"], state["std"], int(state["image_size"]),
                         int(state["epoch"]), state["model"])
     except (KeyError, RuntimeError, ValueError) as e:
@@ -322,7 +322,7 @@ def load_safetensors(path: str | Path) -> TrainedModel:
     if missing:
         raise UserError(f"{path} lacks cifarlab's metadata ({', '.join(missing)}): it was not written by "
                         "`cifarlab export --format safetensors`")
-    cfg = C.from_dict(tomllib.loads(meta["config"]))
+    cfg = C.from_dict(tomllib.loads(meta["config"]), recorded=True)
     if meta.get("tta", cfg.train.tta) != cfg.train.tta:   # exported with --tta: predict as the file says
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tta=meta["tta"]))
     return assemble(Path(path), cfg, json.loads(meta["classes"]),

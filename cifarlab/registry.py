@@ -24,6 +24,10 @@ class Registry(Generic[T]):
         keys only this entry reads (refused away from their defaults under another entry of the
         registry); `option_names`: the keys of its section's `options` table it reads (None: not
         declared, so not checked)."""
+        if isinstance(option_names, str) or isinstance(keys, str):
+            raise TypeError(f"{self.kind} {name!r}: keys and option_names are tuples of names, e.g. ('gamma',), "
+                            f"not the string {option_names if isinstance(option_names, str) else keys!r}")
+
         def add(fn: T) -> T:
             if name in self._entries and not (origin is not None and self._origin.get(name) == origin):
                 was = self._origin.get(name)

@@ -38,12 +38,13 @@ def check_available() -> None:
 
 class EventLog:
     def __init__(self, folder: Path, recorded: list[dict]):
-        """`recorded`: the epochs metrics.jsonl already holds (a resumed or finished run): every event
-        written earlier is superseded (purge_step 1) and these are written again, so the events hold
-        exactly metrics.jsonl's epochs, however often the run was resumed or tensorboard turned on."""
+        """`recorded`: the epochs metrics.jsonl already holds (a resumed or finished run). Every event
+        written earlier in the folder is superseded (purge_step 1: a run started over there included)
+        and these are written again, so the events hold exactly metrics.jsonl's epochs, however often
+        the run was resumed or tensorboard turned on."""
         check_available()
         from torch.utils.tensorboard import SummaryWriter
-        self.writer = SummaryWriter(log_dir=str(folder), purge_step=1 if recorded else None)
+        self.writer = SummaryWriter(log_dir=str(folder), purge_step=1)
         for row in recorded:
             self.epoch(row)
 

@@ -36,13 +36,33 @@ def flat(d: dict, prefix: str = "") -> dict[str, str]:
     return out
 
 
+def use_store(mlflow) -> None:
+    """MLflow's own tracking URI where set, else a local file store mlruns/ (no server, no database)."""
+    if not os.environ.get("MLFLOW_TRACKING_URI"):
+        os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
+        mlflow.set_tracking_uri(Path("mlruns").resolve().as_uri())
+
+
+def logged(run_dir: Path, experiment: str) -> bool:
+    """Whether MLflow already holds a finished run of `run_dir` in `experiment` (a finished run copied
+    there once is not copied again)."""
+    check_available()
+    import mlflow
+    use_store(mlflow)
+    found = mlflow.get_experiment_by_name(experiment)
+    if found is None:
+        return False
+    where = str(run_dir).replace("'", "\\'")
+    runs = mlflow.search_runs([found.experiment_id], filter_string=f"tags.`cifarlab.run_dir` = '{where}' and "
+                              "attributes.status = 'FINISHED'", max_results=1, output_format="list")
+    return bool(runs)
+
+
 class MlflowLog:
     def __init__(self, run_dir: Path, config: dict, experiment: str, run_name: str):
         check_available()
         import mlflow
-        if not os.environ.get("MLFLOW_TRACKING_URI"):   # no server, no database package: MLflow's file store
-            os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-            mlflow.set_tracking_uri(Path("mlruns").resolve().as_uri())
+        use_store(mlflow)
         mlflow.set_experiment(experiment)
         self.mlflow = mlflow
         self.run = mlflow.start_run(run_name=run_name)

@@ -430,19 +430,30 @@ def train(cfg: C.ExperimentConfig, splits: Splits, run: RunDir, *, resume: bool 
 def copy_record(cfg: C.ExperimentConfig, run: RunDir, final: dict) -> list[str]:
     """A finished run resumed with `train.tensorboard` / `train.mlflow` turned on (settings outside
     the config hash): its recorded epochs and final metrics, copied there from metrics.jsonl and
-    final.json; nothing is trained or rewritten. Returns the sinks written ("TensorBoard", "MLflow")."""
-    history, sinks = run.read_metrics(), []
-    if cfg.train.tensorboard:
+    final.json where they are not yet (no event file in the run directory; no finished MLflow run of
+    this directory), by the process that writes (rank 0); nothing is trained or rewritten. Returns the
+    sinks written ("TensorBoard", "MLflow")."""
+    sinks: list[str] = []
+    if not distributed.from_env().writes:
+        return sinks
+    history = run.read_metrics()
+    if cfg.train.tensorboard and not any(run.path.glob("events.out.tfevents.*")):
         from cifarlab.tensorboard import EventLog
         EventLog(run.path, history).close()
         sinks.append("TensorBoard")
     if cfg.train.mlflow:
-        from cifarlab.tracking import MlflowLog
-        tracker = MlflowLog(run.path, C.to_dict(cfg), cfg.name, f"{cfg.name} seed {cfg.train.seed}")
-        for row in history:
-            tracker.epoch(row)
-        tracker.close(final, run.path)
-        sinks.append("MLflow")
+        from cifarlab.tracking import MlflowLog, logged
+        if not logged(run.path, cfg.name):
+            tracker = MlflowLog(run.path, C.to_dict(cfg), cfg.name, f"{cfg.name} seed {cfg.train.seed}")
+            try:
+                for row in history:
+                    tracker.epoch(row)
+            except BaseException as err:
+                with finishing():
+                    tracker.abort(err)
+                raise
+            tracker.close(final, run.path)
+            sinks.append("MLflow")
     return sinks
 
 

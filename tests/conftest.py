@@ -59,6 +59,28 @@ def synthetic_arrays(n_train: int = 600, n_test: int = 200, seed: int = 0) -> di
 
 
 @pytest.fixture
+def registries():
+    """The package's registries as they were before the test: a plug-in registered in this process
+    (and its module) is gone afterwards, so other tests see only the package's own entries."""
+    import sys as _sys
+    from cifarlab.augment import AUGMENTS
+    from cifarlab.data.datasets import DATASETS
+    from cifarlab.losses import LOSSES
+    from cifarlab.methods import METHODS
+    from cifarlab.models import MODELS
+    saved = [(r, dict(r._entries), dict(r._origin), dict(r._reads)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
+    modules = set(_sys.modules)
+    yield
+    for registry, entries, origin, reads in saved:
+        for table, was in ((registry._entries, entries), (registry._origin, origin), (registry._reads, reads)):
+            table.clear()
+            table.update(was)
+    for name in set(_sys.modules) - modules:
+        if name.startswith("mylab"):
+            del _sys.modules[name]
+
+
+@pytest.fixture
 def data_root(tmp_path):
     """A data root holding cifar10/cifar10.npz with 1,000 synthetic training images."""
     root = tmp_path / "data"

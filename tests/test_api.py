@@ -25,28 +25,6 @@ TINY = {"data": {"subset": 400, "val_size": 100},
 
 
 @pytest.fixture
-def registries():
-    """The package's registries as they were before the test: a plug-in registered in this process
-    (and its module) is gone afterwards, so other tests see only the package's own entries."""
-    import sys as _sys
-    from cifarlab.augment import AUGMENTS
-    from cifarlab.data.datasets import DATASETS
-    from cifarlab.losses import LOSSES
-    from cifarlab.methods import METHODS
-    from cifarlab.models import MODELS
-    saved = [(r, dict(r._entries), dict(r._origin), dict(r._reads)) for r in (AUGMENTS, DATASETS, LOSSES, METHODS, MODELS)]
-    modules = set(_sys.modules)
-    yield
-    for registry, entries, origin, reads in saved:
-        for table, was in ((registry._entries, entries), (registry._origin, origin), (registry._reads, reads)):
-            table.clear()
-            table.update(was)
-    for name in set(_sys.modules) - modules:
-        if name.startswith("mylab"):
-            del _sys.modules[name]
-
-
-@pytest.fixture
 def trained(tmp_path, data_root, monkeypatch):
     cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard"})
     monkeypatch.setenv("CIFARLAB_DATA", str(data_root))   # no data_dir: the data root comes from the environment
@@ -373,10 +351,19 @@ def test_a_plugins_declared_options_are_checked_and_a_study_tunes_them(tmp_path,
     base = {"name": "plug", **TINY, "loss": {"name": "scaled_ce", "options": {"scale": 0.5}}}
     assert api.config(base, plugins=["mylab.models"]).loss.options == {"scale": 0.5}
     with pytest.raises(ConfigError, match=r"^loss.options.scal: loss 'scaled_ce' does not read an option 'scal' "
-                                          r"\(its options: scale\); did you mean 'scale'\?$"):
+                                          r"\(its options: scale; a variant that switches loss.name sets "
+                                          r"loss.options = \{\} too\); did you mean 'scale'\?$"):
         api.config({**base, "loss": {"name": "scaled_ce", "options": {"scal": 0.5}}}, plugins=["mylab.models"])
     assert api.config({**base, "model": {"name": "tiny_mlp", "options": {"anything": 1}}},
                       plugins=["mylab.models"]).model.options == {"anything": 1}
+    from cifarlab.plugins import register_model
+    register_model("declared_mlp", option_names=("hidden",))(lambda cfg, num_classes, image_size: None)
+    with pytest.raises(ConfigError, match=r"^model.options.hiden: model 'declared_mlp' does not read an option "
+                                          r"'hiden' \(its options: hidden; a variant that switches model.name sets "
+                                          r"model.options = \{\} too\); did you mean 'hidden'\?$"):
+        api.config({**base, "model": {"name": "declared_mlp", "options": {"hiden": 8}}}, plugins=["mylab.models"])
+    with pytest.raises(TypeError, match=r"option_names are tuples of names, e.g. \('gamma',\), not the string 'hidden'"):
+        register_model("stringy", option_names="hidden")(lambda cfg, num_classes, image_size: None)
     (tmp_path / "exp.toml").write_text(C.to_toml(api.config(base, plugins=["mylab.models"])))
     study = tmp_path / "s.toml"
     study.write_text('name = "s"\nexperiment = "exp.toml"\nseeds = [0]\n\n[[variants]]\nname = "ce"\n'
@@ -605,7 +592,7 @@ def test_a_finished_run_resumed_with_tracking_turned_on_copies_its_record(traine
     files = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
     cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard", "train.tensorboard": True,
                                                 "train.mlflow": True})
-    for _ in range(2):   # twice: the events are written over, not doubled
+    for _ in range(2):   # twice: copied once, not twice (no second MLflow run, no second event file)
         again = api.train(cfg, out=out, resume=True, data_dir=tmp_path / "no-data", download=False)
     assert again.test_acc == trained.test_acc
     assert files == {p.name: p.read_bytes() for p in out.iterdir() if p.is_file() and p.name in files}
@@ -616,7 +603,7 @@ def test_a_finished_run_resumed_with_tracking_turned_on_copies_its_record(traine
         [(h["epoch"], pytest.approx(h["val_acc"], rel=1e-6)) for h in history]
     client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-    assert len(runs) == 2 and {r.info.status for r in runs} == {"FINISHED"}
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and len(list(out.glob("events.out.tfevents.*"))) == 1
     assert [m.step for m in client.get_metric_history(runs[0].info.run_id, "val_acc")] == [h["epoch"] for h in history]
     assert runs[0].data.metrics["final_test_acc"] == pytest.approx(trained.test_acc)
 
@@ -711,9 +698,9 @@ def test_summary_gives_a_studys_arms_as_its_report_counts_them(tmp_path, monkeyp
     monkeypatch.chdir(REPO)            # a bare study name is looked up in studies/
     arms = api.summary("basic", db)
     assert [a.experiment for a in arms][:3] == ["baseline", "dropout", "weight-decay"]
-    with sqlite3.connect(db) as conn:
-        done = conn.execute("SELECT experiment, seed, test_acc FROM runs WHERE study = 'basic' AND status = 'done'"
-                            ).fetchall()
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    done = conn.execute("SELECT experiment, seed, test_acc FROM runs WHERE study = 'basic' AND status = 'done'").fetchall()
+    conn.close()
     ref = next(a for a in arms if a.experiment == "baseline")
     assert ref.metric == "test_acc" and ref.versus == "baseline" and ref.diff is None and ref.n == 3
     for arm in arms:
@@ -729,6 +716,16 @@ def test_summary_gives_a_studys_arms_as_its_report_counts_them(tmp_path, monkeyp
             assert arm.diff == pytest.approx(statistics.mean(arm.scores[s] - ref.scores[s] for s in common))
     with pytest.raises(UserError, match=r"^results database not found: .*nowhere.db; give as db a database"):
         api.summary("basic", tmp_path / "nowhere.db")
+    with pytest.raises(UserError, match=r"basic.db holds no run of study noise_elr_select \(it holds basic\); give "):
+        api.summary("noise_elr_select", db)
+    before = db.read_bytes()
+    api.summary("basic", db)
+    assert db.read_bytes() == before   # read in a copy: nothing written
+    selection = tmp_path / "select.db"
+    shutil.copy(REPO / "results" / "noise_elr_select" / "results.db", selection)
+    arms = {a.experiment: a for a in api.summary("noise_elr_select", selection)}
+    assert {a.metric for a in arms.values()} == {"val_acc"} and arms["elr-l3"].n == 1    # a selection study: validation
+    assert arms["elr-l3"].std is None and arms["elr-l3"].ci95 == (None, None)            # one seed: no spread
 
 
 def test_a_results_history_is_its_metrics(trained):
@@ -749,3 +746,8 @@ def test_a_finished_runs_plugin_hashes_reach_its_database_row(tmp_path):
         store.finish(row["id"], final, "nowhere", 1)
     versions = {r["seed"]: json.loads(r["versions"]) for r in store.runs("s")}
     assert versions[0]["plugins"] == {"mylab.models": "0123456789abcdef"} and "plugins" not in versions[1]
+    import csv
+    from cifarlab.results.export import export_csv
+    runs_csv = export_csv(store, tmp_path, "s")[0]
+    rows = {int(r["seed"]): r for r in csv.DictReader(runs_csv.open())}
+    assert json.loads(rows[0]["version_plugins"]) == {"mylab.models": "0123456789abcdef"} and rows[1]["version_plugins"] == ""

@@ -68,7 +68,8 @@ def test_hash_and_diff_see_one_key():
                                "loss.name = 'gce' or leave loss.gce_q at 0.7"),   # another loss's key: unread
     ({"loss": {"name": "gce", "elr_lambda": 1.0}}, "loss.elr_lambda = 1.0 is read by loss 'elr' only"),
     ({"loss": {"options": {"gamma": 2}}}, "loss.options.gamma: loss 'ce' does not read an option 'gamma' "
-                                          "(it reads no options)"),
+                                          "(it reads no options; a variant that switches loss.name sets "
+                                          "loss.options = {} too)"),
     ({"model": {"name": "resnet18", "options": {"depth": 2}}}, "model.options.depth: model 'resnet18' does not read"),
 ])
 def test_bad_configs_name_the_problem(raw, message):
@@ -125,3 +126,12 @@ def test_the_name_is_an_override_too(tmp_path):
     assert C.load(tmp_path / "mine.toml", ["name=mine-flip"]).name == "mine-flip"
     with pytest.raises(ConfigError, match=r"must look like section.key=value, e.g. optim.lr=0.01 \(or name=NAME\)"):
         C.load(tmp_path / "mine.toml", ["lr=0.1"])
+
+
+def test_a_recorded_config_is_read_back_under_rules_added_since():
+    """A run that trained with another loss's key set (accepted then) still loads for predict, resume
+    and its report: `recorded` skips the rules on which keys an entry reads; a new config is refused."""
+    raw = {"loss": {"gce_q": 0.4}, "model": {"options": {"depth": 2}}}
+    assert C.from_dict(raw, recorded=True).loss.gce_q == 0.4
+    with pytest.raises(ConfigError, match="loss.gce_q = 0.4 is read by loss 'gce' only"):
+        C.from_dict(raw)

@@ -1206,3 +1206,18 @@ def test_an_edge_choice_of_a_grid_that_does_not_grow_says_so():
         "; still at the grid's edge in optim.lr (tune_extend = 0: the grid does not grow): the best value may lie beyond")
     assert reason(t, {"optim.lr": 0.1}, grid, {"optim.lr": 2}, 2).endswith(
         "; still at the grid's edge in optim.lr after 2 of 2 step(s): the best value may lie beyond")
+
+
+def test_a_reason_recorded_in_the_old_wording_reads_in_the_new():
+    """noise_methods recorded its edge choices as 'after 0 of 0 step(s)' (its grids do not grow):
+    the plan, and so the report, reads them in the current words; the database keeps its text."""
+    from pathlib import Path
+
+    from cifarlab.results.store import copy_store
+    from cifarlab.study.plan import NO_GROWTH
+    repo = Path(__file__).resolve().parents[1]
+    store = copy_store(repo / "results" / "noise_methods" / "results.db")
+    assert any("after 0 of 0 step(s)" in reason for _, reason in store.choices("noise_methods").values())
+    p = plan(load_study(repo / "studies" / "noise_methods.toml"), store)
+    assert f"still at the grid's edge in loss.sce_alpha {NO_GROWTH}" in p.tuning["sce-sym40"].reason
+    assert not any("after 0 of 0" in t.reason for t in p.tuning.values())

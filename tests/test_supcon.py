@@ -202,33 +202,28 @@ def test_runs_that_differ_only_in_their_probe_share_one_pretraining_with_a_strai
     assert json.loads((tmp_path / "again" / "final.json").read_text())["epochs"] == 4
 
 
-def test_a_plugin_method_with_two_phases_trains_like_supcon_under_its_own_name(splits, tmp_path):
+def test_a_plugin_method_with_two_phases_trains_like_supcon_under_its_own_name(splits, tmp_path, registries):
     """The loop, the FLOP count and the planner read a method's phases from its registry entry
     (`methods.Pretraining`): SupCon's entry registered again under another name trains the same run."""
     import dataclasses
 
     from cifarlab import config as C
     from cifarlab.flops import planned
-    from cifarlab.methods import METHODS, SUPCON, supcon, supcon_views
+    from cifarlab.methods import SUPCON, supcon, supcon_views
     from cifarlab.plugins import register_method
     from cifarlab.results.store import RunKey
     from cifarlab.runs import RunDir
     from cifarlab.study.plan import sharing
     from cifarlab.train import train
-    saved = dict(METHODS._entries)
-    try:
-        register_method("contrast-then-probe", views=supcon_views, pretraining=SUPCON)(supcon)
-        cfg = C.from_dict({**TINY, "train": {**TINY["train"], "epochs": 1}, "supcon": {**TINY["supcon"], "probe_epochs": 1}})
-        mine = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="contrast-then-probe"))
-        theirs, ours = (train(c, splits, RunDir(tmp_path / c.train.method), progress=False) for c in (cfg, mine))
-        assert [h.get("phase") for h in RunDir(tmp_path / "contrast-then-probe").read_metrics()] == ["pretrain", "probe"]
-        for key in ("test_acc", "val_acc", "train_flops", "images_seen"):
-            assert ours[key] == theirs[key], key
-        assert planned(mine)["train_flops"] == planned(cfg)["train_flops"] != 2 * planned(cfg)["images"] * \
-            planned(cfg)["flops_per_image"]   # its own FLOP model, not one training step per image
-        other_probe = dataclasses.replace(mine, supcon=dataclasses.replace(mine.supcon, probe="linear"))
-        keys = [RunKey("s", n, 0, C.config_hash(c)) for n, c in (("a", mine), ("b", other_probe))]
-        assert sharing(dict(zip(keys, (mine, other_probe))))[keys[0]] == {keys[1]}   # one pre-training shared
-    finally:
-        METHODS._entries.clear()
-        METHODS._entries.update(saved)
+    register_method("contrast-then-probe", views=supcon_views, pretraining=SUPCON)(supcon)
+    cfg = C.from_dict({**TINY, "train": {**TINY["train"], "epochs": 1}, "supcon": {**TINY["supcon"], "probe_epochs": 1}})
+    mine = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, method="contrast-then-probe"))
+    theirs, ours = (train(c, splits, RunDir(tmp_path / c.train.method), progress=False) for c in (cfg, mine))
+    assert [h.get("phase") for h in RunDir(tmp_path / "contrast-then-probe").read_metrics()] == ["pretrain", "probe"]
+    for key in ("test_acc", "val_acc", "train_flops", "images_seen"):
+        assert ours[key] == theirs[key], key
+    assert planned(mine)["train_flops"] == planned(cfg)["train_flops"] != 2 * planned(cfg)["images"] * \
+        planned(cfg)["flops_per_image"]   # its own FLOP model, not one training step per image
+    other_probe = dataclasses.replace(mine, supcon=dataclasses.replace(mine.supcon, probe="linear"))
+    keys = [RunKey("s", n, 0, C.config_hash(c)) for n, c in (("a", mine), ("b", other_probe))]
+    assert sharing(dict(zip(keys, (mine, other_probe))))[keys[0]] == {keys[1]}   # one pre-training shared

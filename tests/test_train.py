@@ -292,6 +292,21 @@ def test_tensorboard_events_hold_the_metrics_and_survive_a_resume(splits, tmp_pa
     assert [v for _, v in resumed["loss/train"]] == pytest.approx([v for _, v in scalars["loss/train"]], rel=1e-6)
 
 
+def test_tensorboard_events_of_a_run_started_over_in_a_folder_give_way_to_the_new_ones(tmp_path):
+    """A folder holding events of a run that ended before its first checkpoint: the new run's events
+    supersede them (purge from step 1), so the folder shows the new run only."""
+    pytest.importorskip("tensorboard")
+    from cifarlab.tensorboard import EventLog
+    old = EventLog(tmp_path, [])
+    for epoch in (1, 2, 3):
+        old.epoch({"epoch": epoch, "train_loss": 9.0})
+    old.close()
+    new = EventLog(tmp_path, [])
+    new.epoch({"epoch": 1, "train_loss": 1.0})
+    new.close()
+    assert read_scalars(tmp_path)["loss/train"] == [(1, 1.0)]
+
+
 def test_tensorboard_without_the_package_is_one_line(monkeypatch):
     import sys
     from cifarlab.tensorboard import check_available

@@ -146,7 +146,7 @@ def experiment_config(rows: list[sqlite3.Row], experiment: str) -> C.ExperimentC
     if not mine:
         return None
     try:
-        return C.from_dict(json.loads(mine[0]["config"]))
+        return C.from_dict(json.loads(mine[0]["config"]), recorded=True)
     except (ConfigError, ValueError):
         return None  # written by a cifarlab with other keys: it cannot be compared key by key
 

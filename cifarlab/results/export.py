@@ -43,7 +43,8 @@ def write_runs_csv(runs: list[sqlite3.Row], all_columns: list[str], path: Path,
         w.writerow(columns + ([] if current is None else ["current"]) + [f"version_{k}" for k in version_keys])
         for r, v in zip(runs, versions):
             now = [] if current is None else [int((r["experiment"], r["config_hash"], r["seed"]) in current)]
-            w.writerow([r[c] for c in columns] + now + [v.get(k) for k in version_keys])
+            w.writerow([r[c] for c in columns] + now + [json.dumps(v[k], sort_keys=True) if isinstance(v.get(k), dict)
+                                                        else v.get(k) for k in version_keys])
     return path
 
 

@@ -75,7 +75,7 @@ def rehash_configs(conn: sqlite3.Connection) -> None:
     from cifarlab.errors import ConfigError
     for run_id, text in conn.execute("SELECT id, config FROM runs").fetchall():
         try:
-            new = C.config_hash(C.from_dict(json.loads(text)))
+            new = C.config_hash(C.from_dict(json.loads(text), recorded=True))
         except (ConfigError, ValueError):
             continue  # a config this version cannot read keeps its old hash and matches nothing
         # OR IGNORE: should two old rows now share a hash, the second keeps its old one.
@@ -452,22 +452,6 @@ def _is_busy(e: BaseException) -> bool:
     return isinstance(e, sqlite3.OperationalError) and ("locked" in str(e) or "busy" in str(e))
 
 
-def copy_store(path: str | Path) -> Store:
-    """An in-memory copy of the database at `path`, migrated there: for reading a database that
-    workers may be writing without writing to it (a plan may record a tuning choice: in the copy)."""
-    path = Path(path)
-    require_database(path)
-    source = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=60)
-    conn = sqlite3.connect(":memory:", isolation_level=None)
-    try:
-        source.backup(conn)
-    finally:
-        source.close()
-    conn.row_factory = sqlite3.Row
-    migrate(conn, path)
-    return Store(conn, path)
-
-
 def empty_store(path: str | Path, source: sqlite3.Connection | None = None) -> Store:
     """A database in memory standing for the one at `path`, written nowhere: empty (what a command
     would do before it creates the file), or a copy of `source`'s contents."""
@@ -489,6 +473,17 @@ def copy_store(path: str | Path) -> Store:
         raise UserError(f"{path} is not a readable results database ({e})") from None
     finally:
         source.close()
+
+
+def require_runs(store: Store, study_name: str | None, db: str | Path, hint: str) -> None:
+    """One line when the database holds no run of the study (of any study, for None): a report, an
+    export or a summary of nothing is a mistake (a wrong database or study), not an empty result."""
+    if store.runs(study_name):
+        return
+    held = store.studies()
+    what = f"no run of study {study_name}" if study_name else "no run"
+    raise UserError(f"{db} holds {what}" + (f" (it holds {', '.join(held)})" if held else " (it is empty)")
+                    + f"; {hint}")
 
 
 def require_database(path: str | Path, option: str = "--db") -> None:

@@ -112,6 +112,7 @@ def tune_arm(study: Study, arm: str, v: Variant, store: Store | None, recorded: 
             break
     if (arm, t.tune_hash) in recorded:   # decided before: that choice stands
         t.choice, t.reason = recorded[arm, t.tune_hash]
+        t.reason = t.reason.replace("after 0 of 0 step(s)", NO_GROWTH)   # as recorded before 2026-12-07
     elif t.choice is not None and store is not None:
         t.choice, t.reason = store.record_choice(study.name, arm, t.tune_hash, t.choice, t.reason)
     return t
@@ -125,6 +126,9 @@ def valid(base: C.ExperimentConfig, values: dict) -> bool:
     return True
 
 
+NO_GROWTH = "(tune_extend = 0: the grid does not grow)"
+
+
 def reason(t: ArmTuning, best: dict, grid: dict[str, list], steps: dict[str, int], extend: int) -> str:
     score = next(s for s in t.scores if s[0] == best)
     said = (f"{setting(best)}: the best mean validation accuracy, {100 * score[1]:.2f} % over seed(s) "
@@ -134,8 +138,8 @@ def reason(t: ArmTuning, best: dict, grid: dict[str, list], steps: dict[str, int
     edge = [k for k in grid if fair.numeric(grid[k]) and len(grid[k]) > 1 and best[k] in (min(grid[k]), max(grid[k]))]
     if edge:
         said += (f"; still at the grid's edge in {', '.join(edge)} "
-                 + (f"after {max(steps[k] for k in edge)} of {extend} step(s)" if extend else
-                    "(tune_extend = 0: the grid does not grow)") + ": the best value may lie beyond")
+                 + (f"after {max(steps[k] for k in edge)} of {extend} step(s)" if extend else NO_GROWTH)
+                 + ": the best value may lie beyond")
     return said
 
 
