@@ -1221,3 +1221,9 @@ def test_a_reason_recorded_in_the_old_wording_reads_in_the_new():
     p = plan(load_study(repo / "studies" / "noise_methods.toml"), store)
     assert f"still at the grid's edge in loss.sce_alpha {NO_GROWTH}" in p.tuning["sce-sym40"].reason
     assert not any("after 0 of 0" in t.reason for t in p.tuning.values())
+
+
+def test_process_time_below_a_tenth_of_an_hour_is_not_zero_hours():
+    from cifarlab.study.status import process_span
+    assert process_span(8 * 3600) == "8.0 process-hours" and process_span(720) == "12 process-minutes"
+    assert process_span(40) == "40 process-seconds"

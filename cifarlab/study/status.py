@@ -140,8 +140,8 @@ def measured_line(work: list[tuple], workers: int, steps: int, machine: str | No
     rates = ", ".join(f"{name} {1 / s:,.0f} ({s * images_per_epoch(cfg):,.0f} s per epoch)"
                       for name, cfg, s in timed.values())
     return (f"measured here now ({machine or 'this machine'}, {threads} thread(s) per process, {steps} steps per "
-            f"network on synthetic batches; other processes here slow it): about {hours:,.1f} process-hours of "
-            f"training steps left, {hours / workers:,.1f} h with {workers} worker(s); training images/s: {rates} "
+            f"network on synthetic batches; other processes here slow it): about {process_span(hours * 3600)} of "
+            f"training steps left, {span(hours * 3600 / workers)} with {workers} worker(s); training images/s: {rates} "
             "(validation passes and data handling add to it)" + observed_text(observed, threads, steps))
 
 
@@ -153,7 +153,7 @@ def observed_text(observed: list[tuple] | None, threads: int, steps: int) -> str
         return ""
     seconds = sum(s for *_, s in observed)
     return (f"; the {len(observed)} run(s) left of variants with finished runs on this machine take "
-            f"{seconds / 3600:,.1f} process-hours at those runs' rate, {seconds / measured:.2f}x their measured "
+            f"{process_span(seconds)} at those runs' rate, {seconds / measured:.2f}x their measured "
             "steps' time (validation, data handling and the workers beside them)")
 
 
@@ -476,7 +476,7 @@ def planned_compute(work: list[tuple], total: int, workers: int = 1, rate: tuple
         return line + "; one finished run here, or `cifarlab bench peak`, turns it into hours"
     per_process, n_runs, n_dbs = rate
     hours = flops / (per_process * 1e12) / 3600
-    return (line + f"; about {hours:,.1f} process-hours, {hours / workers:,.1f} h with {workers} worker(s), at "
+    return (line + f"; about {process_span(hours * 3600)}, {span(hours * 3600 / workers)} with {workers} worker(s), at "
             f"{per_process:.3f} TFLOP/s per process (the median of {n_runs} finished run(s) of this machine in "
             f"{n_dbs} other database(s); networks differ in how near the ceiling they run, so a rough guide)")
 
@@ -563,6 +563,14 @@ def span(seconds: float) -> str:
     if seconds >= 360:
         return f"{seconds / 3600:,.1f} h"
     return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
+
+
+def process_span(seconds: float) -> str:
+    """Process time as `span` words it: "8.0 process-hours", or below a tenth of an hour
+    "12 process-minutes" / "40 process-seconds" (a tiny study's read "0.0 process-hours")."""
+    text = span(seconds)
+    number, unit = text.rsplit(" ", 1)
+    return f"{number} process-" + {"h": "hours", "min": "minutes", "s": "seconds"}[unit]
 
 
 def per_epoch_text(seconds: float) -> str:
