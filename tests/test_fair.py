@@ -1225,5 +1225,5 @@ def test_a_reason_recorded_in_the_old_wording_reads_in_the_new():
 
 def test_process_time_below_a_tenth_of_an_hour_is_not_zero_hours():
     from cifarlab.study.status import process_span
-    assert process_span(8 * 3600) == "8.0 process-hours" and process_span(720) == "12 process-minutes"
+    assert process_span(8 * 3600) == "8.0 process-hours" and process_span(300) == "5 process-minutes"
     assert process_span(40) == "40 process-seconds"

@@ -567,7 +567,7 @@ def span(seconds: float) -> str:
 
 def process_span(seconds: float) -> str:
     """Process time as `span` words it: "8.0 process-hours", or below a tenth of an hour
-    "12 process-minutes" / "40 process-seconds" (a tiny study's read "0.0 process-hours")."""
+    "5 process-minutes" / "40 process-seconds" (a tiny study's read "0.0 process-hours")."""
     text = span(seconds)
     number, unit = text.rsplit(" ", 1)
     return f"{number} process-" + {"h": "hours", "min": "minutes", "s": "seconds"}[unit]
