@@ -95,7 +95,7 @@ class ArmSummary:
     group: str
     metric: str
     n: int
-    scores: dict[int, float]             # seed -> metric
+    scores: dict[int, float | None]      # seed -> metric (None where the run did not measure it)
     mean: float | None
     std: float | None
     ci95: tuple[float | None, float | None]       # t-interval of the mean over the seeds
@@ -132,7 +132,7 @@ def summary(study: str | Path, db: str | Path) -> list[ArmSummary]:
     def num(x):
         return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
-    return [ArmSummary(r["experiment"], r["group"], spec.metric, r["n"], {int(k): float(v) for k, v in r["score_by_seed"].items()},
+    return [ArmSummary(r["experiment"], r["group"], spec.metric, r["n"], {int(k): num(v) for k, v in r["score_by_seed"].items()},
                        num(r["score_mean"]), num(r["score_std"]), (num(r["score_lo"]), num(r["score_hi"])),
                        num(r["val_mean"]), spec.reference, None if r["reference"] else num(r["diff_mean"]),
                        (None, None) if r["reference"] else (num(r["diff_lo"]), num(r["diff_hi"])),
