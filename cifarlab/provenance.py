@@ -33,9 +33,10 @@ def git_state(cwd: Path | None = None) -> tuple[str | None, bool | None]:
 
 
 def plugin_hashes(modules: tuple[str, ...]) -> dict[str, str | None]:
-    """SHA-256 (first 16 hex digits) of each imported plug-in module's source file, as this process
-    imported it: the config hash leaves plug-ins out, so this is what says which code a run trained
-    with (None for a module without a file, a namespace package say)."""
+    """SHA-256 (first 16 hex digits) of each imported plug-in module's source file as it is when the
+    run starts (a notebook's edit not yet reloaded counts as the new file): the config hash leaves
+    plug-ins out, so this is what says which code a run trained with (None for a module without a
+    file, a namespace package say)."""
     import hashlib
     out: dict[str, str | None] = {}
     for name in modules:
