@@ -750,8 +750,8 @@ def test_noise_reports_draw_memorisation_per_group_once_per_training_and_say_whi
 def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_its_clean_point():
     from cifarlab.report.figures import noise_series
 
-    def run(name, data=None, **sections):
-        return C.from_dict({"name": name, "data": data or {}, **sections}), {"experiment": name}
+    def run(name, data=None, **sections):   # as a report reads them: recorded configs (a database's rows)
+        return C.from_dict({"name": name, "data": data or {}, **sections}, recorded=True), {"experiment": name}
 
     sym = lambda r: {"noise": "symmetric", "noise_rate": r}  # noqa: E731
     configs = [run("ce0"), run("ce20", sym(0.2)), run("ce40", sym(0.4)),
@@ -763,7 +763,7 @@ def test_the_noise_rate_figure_gives_each_method_one_line_per_noise_type_from_it
                run("inette25", {"dataset": "imagenette", "label_column": "noisy_labels_25"}),
                run("elr40", sym(0.4), loss={"name": "elr"}),
                run("elr40-b9", sym(0.4), loss={"name": "elr", "elr_beta": 0.9, "elr_lambda": 1.0}),
-               run("ce60", sym(0.6), loss={"sce_alpha": 0.5}),   # another loss's setting: still ce
+               run("ce60", sym(0.6), loss={"sce_alpha": 0.5}),   # another loss's setting (recorded before it was refused): still ce
                (None, {"experiment": "gone"})]
     series = {k: [(rate, s["experiment"]) for rate, s in v] for k, v in noise_series(configs).items()}
     assert series == {

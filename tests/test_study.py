@@ -263,7 +263,7 @@ def grouped(table: str, group: str = "reg") -> str:
      "`convergence` must be a validation accuracy"),
     (STUDY + "[[variants\n", "is not valid TOML"),
     (STUDY.replace('experiment = "tiny.toml"', 'experiment = "../fast/tiny.toml"'),
-     "variant 1 .baseline.: experiment = '../fast/tiny.toml', but "),   # names the study file that refers to it
+     "study.toml: experiment = '../fast/tiny.toml', but "),   # the study's own key: the study file, not a variant
     (STUDY.replace('name = "dropout"', 'name = "dropout"\nextends = "other.toml"'),
      "variant 2 .dropout.: extends = 'other.toml', but "),
     (STUDY.replace("seeds = [0, 1]", 'seeds = [0, 1]\nselection = "yes"'), "`selection` must be true or false"),
