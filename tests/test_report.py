@@ -834,3 +834,35 @@ def test_a_coteaching_reference_is_matched_at_the_most_noise_whatever_its_forget
     assert text.endswith("best `ce80` 44.00 ± 0.00 % (n=1), the reference's method `cot80-f2` 30.00 ± 0.00 % (n=1)"), text
     text = headline(SimpleNamespace(label="test"), summary[:3], configs)
     assert text.endswith("best `ce80` 44.00 ± 0.00 % (n=1), the reference's method `cot80` 20.00 ± 0.00 % (n=1)"), text
+
+
+def test_every_committed_study_report_regenerates_byte_for_byte_from_its_database(tmp_path):
+    """The standard that committed databases keep regenerating their reports, for every study page
+    (the index and the project report have tests of their own): each README.md equals what `cifarlab
+    report` writes now from a copy of its database, but for the command line that names the copy.
+    Pages made with --grids or --features (they read the data set) are left out."""
+    import shutil
+    import subprocess
+
+    from conftest import REPO, cli_command, cli_env
+    checked, differ = [], []
+    for readme in sorted((REPO / "results").glob("*/README.md")):
+        name = readme.parent.name
+        study = REPO / "studies" / f"{name}.toml"
+        command = next((line for line in readme.read_text().splitlines()
+                        if line.startswith(f"cifarlab report studies/{name}.toml")), None)
+        if not study.exists() or command is None or "--grids" in command or "--features" in command:
+            continue
+        db = tmp_path / name / "results.db"
+        db.parent.mkdir()
+        shutil.copy(readme.parent / "results.db", db)
+        out = tmp_path / name / "page"
+        r = subprocess.run(cli_command("report", study, "--db", db, "--out", out), cwd=REPO, env=cli_env(),
+                           capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, (name, r.stderr)
+        mine, theirs = ([line for line in text.splitlines() if not line.startswith("cifarlab report ")]
+                        for text in ((out / "README.md").read_text(), readme.read_text()))
+        checked.append(name)
+        if mine != theirs:
+            differ.append(name)
+    assert len(checked) >= 30 and not differ, f"regenerate these reports (scripts/snapshot_results.sh): {differ}"
