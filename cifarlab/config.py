@@ -277,9 +277,8 @@ def check_method(cfg: ExperimentConfig) -> ExperimentConfig:
     for name in METHODS.names():
         other = METHODS.get(name)
         for key in () if other is this else other.keys:
-            if changed_key(cfg, key):
-                raise ConfigError(f"{key} is {other.label}'s; set train.method = {name!r} or leave it at "
-                                  f"{changed_key(cfg, key)[1]}")
+            if changed := changed_key(cfg, key):
+                raise ConfigError(f"{key} is {other.label}'s; set train.method = {name!r} or leave it at {changed[1]}")
     for key, what in (("lookahead", "steps one network's weights back"), ("ema", "averages one network's weights")):
         if getattr(cfg.train, key) and not this.single:
             raise ConfigError(f"train.{key} {what}; train.method = {cfg.train.method!r} trains more than one "
@@ -296,8 +295,8 @@ def check_readers(cfg: ExperimentConfig) -> ExperimentConfig:
     this = cfg.loss.name
     for name in LOSSES.names():
         for key in () if name == this else LOSSES.keys_of(name):
-            if changed_key(cfg, key):
-                value, default = changed_key(cfg, key)
+            if changed := changed_key(cfg, key):
+                value, default = changed
                 raise ConfigError(f"{key} = {value} is read by loss {name!r} only, and this config's loss is "
                                   f"{this!r}: set loss.name = {name!r} or leave {key} at {default}")
     for section, registry in (("model", MODELS), ("loss", LOSSES)):
