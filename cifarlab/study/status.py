@@ -169,7 +169,7 @@ def more_seeds_line(study: Study, store: Store, p, rate=None, workers: int = 1) 
     runs, epochs, seconds = more_seeds_ceiling(study, store, p, rate)
     if not runs:
         return said + ("; nothing more can be added" if added else "")
-    hours = f", about {seconds / workers / 3600:.1f} h with {workers} worker(s)" if seconds is not None else ""
+    hours = f", about {span(seconds / workers)} with {workers} worker(s)" if seconds is not None else ""
     return said + f"; it may add up to {runs} more run(s), {epochs:g} epochs{hours}, not in the estimate above"
 
 
