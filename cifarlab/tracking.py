@@ -52,10 +52,13 @@ def logged(run_dir: Path, experiment: str) -> bool:
     found = mlflow.get_experiment_by_name(experiment)
     if found is None:
         return False
-    where = str(run_dir).replace("'", "\\'")
-    runs = mlflow.search_runs([found.experiment_id], filter_string=f"tags.`cifarlab.run_dir` = '{where}' and "
-                              "attributes.status = 'FINISHED'", max_results=1, output_format="list")
-    return bool(runs)
+    where = str(run_dir)
+    if "'" not in where:   # the store filters; a quote in the path it cannot escape, so compared here
+        return bool(mlflow.search_runs([found.experiment_id], filter_string=f"tags.`cifarlab.run_dir` = '{where}' "
+                                       "and attributes.status = 'FINISHED'", max_results=1, output_format="list"))
+    runs = mlflow.search_runs([found.experiment_id], filter_string="attributes.status = 'FINISHED'",
+                              output_format="list")
+    return any(r.data.tags.get("cifarlab.run_dir") == where for r in runs)
 
 
 class MlflowLog:

@@ -609,6 +609,39 @@ def test_a_finished_run_resumed_with_tracking_turned_on_copies_its_record(traine
     assert runs[0].data.metrics["final_test_acc"] == pytest.approx(trained.test_acc)
 
 
+def test_an_interrupted_copy_of_a_record_is_made_again_at_the_next_resume(trained, tmp_path, monkeypatch):
+    """An interruption while a finished run's record is copied to MLflow ends that MLflow run KILLED
+    and reaches the caller; the next resume copies it whole (only a FINISHED copy counts), and the
+    one after copies nothing. The run folder's name holds a quote, which the store's filter escapes."""
+    import shutil
+    mlflow = pytest.importorskip("mlflow")
+    from cifarlab import tracking
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
+    out = tmp_path / "lab's copy"
+    shutil.copytree(trained.run_dir, out)
+    cfg = api.config({"name": "tiny", **TINY}, {"data.normalize": "standard", "train.mlflow": True})
+    real = tracking.MlflowLog.epoch
+
+    def interrupted(self, row):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tracking.MlflowLog, "epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        api.train(cfg, out=out, resume=True, data_dir=tmp_path / "no-data", download=False)
+    monkeypatch.setattr(tracking.MlflowLog, "epoch", real)
+    for _ in range(2):
+        api.train(cfg, out=out, resume=True, data_dir=tmp_path / "no-data", download=False)
+    client = mlflow.MlflowClient(tracking_uri=(tmp_path / "mlruns").as_uri())
+    runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
+    assert sorted(r.info.status for r in runs) == ["FINISHED", "KILLED"]
+    (done,) = [r for r in runs if r.info.status == "FINISHED"]
+    assert done.data.tags["cifarlab.run_dir"] == str(out)
+    assert [m.step for m in client.get_metric_history(done.info.run_id, "val_acc")] == \
+        [h["epoch"] for h in trained.history]
+
+
 def test_a_failed_run_ends_its_mlflow_run_and_the_next_one_starts(tmp_path, data_root, monkeypatch):
     mlflow = pytest.importorskip("mlflow")
     from cifarlab import train as T
