@@ -968,6 +968,17 @@ def test_status_measure_times_each_optimizer_apart_and_costs_a_two_phase_run_for
     assert "about 8.0 process-hours of training steps left" in out, out
 
 
+def test_a_losses_own_keys_are_constants_of_its_timing_and_the_loss_is_not():
+    """Runs that differ in a registered loss's own keys (`LOSSES.keys_of`) share one timing; another
+    loss keys its own."""
+    from cifarlab import api
+    from cifarlab.study.status import speed_key
+    gce = [api.config({"loss": {"name": "gce", "gce_q": q}}) for q in (0.4, 0.9)]
+    elr = [api.config({"loss": {"name": "elr", "elr_lambda": lam, "elr_beta": b}}) for lam, b in ((1, 0.7), (3, 0.9))]
+    assert speed_key(gce[0]) == speed_key(gce[1]) != speed_key(api.config({}))
+    assert speed_key(elr[0]) == speed_key(elr[1]) != speed_key(gce[0])
+
+
 def test_status_measure_refuses_a_step_count_under_one(tmp_path):
     path = write(tmp_path)
     out = subprocess.run(cli_command("study", "status", "--measure", str(path), "--db", str(tmp_path / "r.db"),

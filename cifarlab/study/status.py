@@ -69,12 +69,13 @@ def status_table(study: Study, store: Store, workers: int = 1, machine: str | No
 
 
 # What a training step's time does not depend on: rates, momenta, decay, the schedule, seeds, the
-# budget, what is tested and how, where files go, the noise on the labels and the loss's constants.
-# Everything else (the network, augmentation, loss, optimizer, batch, method, precision) keys a timing.
+# budget, what is tested and how, where files go, the noise on the labels and the loss's constants
+# (label smoothing, and each registered loss's own keys, `not_timed`). Everything else (the network,
+# augmentation, loss, optimizer, batch, method, precision) keys a timing.
 NOT_TIMED = {"data": {"val_size", "split_seed", "subset", "noise", "noise_rate", "noise_seed", "label_column"},
              "optim": {"lr", "momentum", "nesterov", "weight_decay", "bias_lr", "muon_lr", "muon_momentum"},
              "schedule": None,
-             "loss": {"label_smoothing", "gce_q", "sce_alpha", "sce_beta", "elr_beta", "elr_lambda"},
+             "loss": {"label_smoothing"},
              "supcon": {"temperature", "probe_epochs", "probe_lr"},
              "train": {"epochs", "seed", "device", "threads", "eval_batch_size", "tta", "forget_rate", "forget_epochs",
                        "lookahead_alpha", "lookahead_ramp", "select", "checkpoint_every", "tensorboard", "mlflow",
@@ -89,11 +90,19 @@ def speed_key(cfg) -> str:
 
     from cifarlab import config as C
     from cifarlab.methods import pretrain_epochs, total_epochs
-    d = C.to_dict(cfg)
-    kept = {section: {k: v for k, v in values.items() if NOT_TIMED.get(section, set()) is not None
-                      and k not in NOT_TIMED.get(section, set())}
+    d, skip = C.to_dict(cfg), not_timed()
+    kept = {section: {k: v for k, v in values.items() if skip.get(section, set()) is not None
+                      and k not in skip.get(section, set())}
             for section, values in d.items() if isinstance(values, dict)}
     return json.dumps([kept, pretrain_epochs(cfg) / total_epochs(cfg)], sort_keys=True, default=str)
+
+
+def not_timed() -> dict[str, set[str] | None]:
+    """`NOT_TIMED` with every registered loss's own keys (`LOSSES.keys_of`: GCE's q, SCE's alpha and
+    beta, ELR's beta and lambda, a plug-in's declared keys) among the loss's constants."""
+    from cifarlab.losses import LOSSES
+    own = {key.split(".", 1)[1] for name in LOSSES.names() for key in LOSSES.keys_of(name)}
+    return {**NOT_TIMED, "loss": NOT_TIMED["loss"] | own}
 
 
 MEASURED: dict[tuple[str, int, int], float] = {}   # (speed_key, threads, steps) -> seconds per image, per process
