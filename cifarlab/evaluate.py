@@ -49,25 +49,34 @@ def predict(model: nn.Module, x: torch.Tensor, tta: str) -> torch.Tensor:
 def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg: TrainConfig,
              num_classes: int) -> dict:
     """{"loss", "acc", "top5", "per_class_acc"} over the whole split, in eval mode; top5: the
-    fraction whose label is among the 5 highest logits (all of them when there are fewer classes)."""
+    fraction whose label is among the 5 highest logits (all of them when there are fewer classes).
+    A split with clean labels beside its noisy ones (`split.clean`) adds "acc_clean", the accuracy
+    against those, from the same forward passes."""
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
-    top5 = torch.zeros((), dtype=torch.long)
-    for batch in split.batches(cfg.eval_batch_size):
+    top5, correct_clean = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long)
+    clean = split.clean.split(cfg.eval_batch_size) if split.clean is not None else None
+    for i, batch in enumerate(split.batches(cfg.eval_batch_size)):
         with rt.autocast():
             logits = predict(model, prep(batch.images.to(rt.device, non_blocking=True)), cfg.tta)
         labels = batch.labels.to(rt.device)
         loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
-        hits = logits.argmax(1) == labels
+        guess = logits.argmax(1)
+        hits = guess == labels
         correct += torch.bincount(labels[hits], minlength=num_classes).cpu()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top5 += (top == labels[:, None]).any(1).sum().cpu()
+        if clean is not None:
+            correct_clean += (guess == clean[i].to(rt.device)).sum().cpu()
     model.train(was_training)
     totals = torch.bincount(split.labels, minlength=num_classes).clamp(min=1)
-    return {
+    out = {
         "loss": loss_sum / len(split),
         "acc": correct.sum().item() / len(split),
         "top5": top5.item() / len(split),
         "per_class_acc": (correct / totals).tolist(),
     }
+    if clean is not None:
+        out["acc_clean"] = correct_clean.item() / len(split)
+    return out

@@ -288,30 +288,30 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
         return row                    # no classifier yet: validation starts with the second phase
     if pretrain_epochs(s.cfg):
         row["phase"] = "probe"
+    val = None
     if splits.val is not None:
         t = wall()
         val = evaluate(s.evaluated, splits.val, s.prep, s.rt, s.cfg.train, splits.num_classes)
         row.update(val_loss=val["loss"], val_acc=val["acc"], val_top5=val["top5"], val_seconds=wall() - t)
-    row.update(noise_metrics(s, splits))
+    row.update(noise_metrics(s, splits, val))
     return row
 
 
 MEMORISATION_SAMPLES = 2000  # flipped training samples the memorisation curve is measured on, each epoch
 
 
-def noise_metrics(s: Session, splits: Splits) -> dict:
-    """Under label noise: validation accuracy on the clean labels (the noisy one is val_acc), and on
-    (up to 2,000 of) the training samples whose labels were flipped, accuracy against their noisy
-    labels (memorised) and against their clean ones: the memorisation curve."""
+def noise_metrics(s: Session, splits: Splits, val: dict | None = None) -> dict:
+    """Under label noise: validation accuracy on the clean labels (the noisy one is val_acc; both from
+    `val`, the validation pass's `evaluate`), and on (up to 2,000 of) the training samples whose
+    labels were flipped, accuracy against their noisy labels (memorised) and against their clean
+    ones: the memorisation curve, one forward pass over those samples."""
     out = {}
-    if splits.val is not None and splits.val.clean is not None:
-        out["val_acc_clean"] = evaluate(s.evaluated, splits.val.clean_split(), s.prep, s.rt, s.cfg.train,
-                                        splits.num_classes)["acc"]
+    if val is not None and "acc_clean" in val:
+        out["val_acc_clean"] = val["acc_clean"]
     flipped = splits.train.flipped(MEMORISATION_SAMPLES)
     if flipped is not None:
-        for name, labels in (("noisy", flipped.labels), ("clean", flipped.clean)):
-            out[f"flipped_acc_{name}"] = evaluate(s.evaluated, Split(flipped.images, labels), s.prep,
-                                                  s.rt, s.cfg.train, splits.num_classes)["acc"]
+        both = evaluate(s.evaluated, flipped, s.prep, s.rt, s.cfg.train, splits.num_classes)
+        out.update(flipped_acc_noisy=both["acc"], flipped_acc_clean=both["acc_clean"])
     return out
 
 

@@ -106,6 +106,27 @@ def test_a_noisy_run_records_the_memorisation_curve(tmp_path, data_root):
     assert store.run_metrics([row["id"]])[row["id"]]["val_acc_clean"] == final["val_acc_clean"]
 
 
+def test_one_pass_gives_the_accuracy_against_the_noisy_and_the_clean_labels():
+    """evaluate's accuracy against a split's clean labels (`acc_clean`, read in the same forward
+    passes as the noisy ones) equals a second pass with the clean labels as the split's own."""
+    import torch
+    from cifarlab import runtime
+    from cifarlab.data.loader import Split
+    from cifarlab.evaluate import Preprocess, evaluate
+    torch.manual_seed(0)
+    cfg = C.from_dict({"train": {"eval_batch_size": 32, "threads": 1, "precision": "fp32"}})
+    rt = runtime.setup(cfg.train)
+    images = torch.randint(0, 256, (70, 3, 8, 8), dtype=torch.uint8)   # two full batches and a short one
+    noisy, clean = torch.randint(0, 10, (70,)), torch.randint(0, 10, (70,))
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(192, 10))
+    prep = Preprocess((0.5,) * 3, (0.25,) * 3, False, rt)
+    both = evaluate(model, Split(images, noisy, clean), prep, rt, cfg.train, 10)
+    alone = {name: evaluate(model, Split(images, labels), prep, rt, cfg.train, 10)
+             for name, labels in (("noisy", noisy), ("clean", clean))}
+    assert "acc_clean" not in alone["noisy"] and both["acc"] == alone["noisy"]["acc"]
+    assert both["acc_clean"] == alone["clean"]["acc"] and both["acc"] != both["acc_clean"]
+
+
 def test_a_best_val_run_records_the_validation_numbers_of_the_epoch_it_tested(tmp_path, data_root):
     from cifarlab.data.sources import load_npz
     from cifarlab.runs import RunDir

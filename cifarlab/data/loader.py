@@ -35,10 +35,6 @@ class Split:
         return Split(self.images.to(device), self.labels.to(device),
                      None if self.clean is None else self.clean.to(device))
 
-    def clean_split(self) -> "Split":
-        """The same images with the dataset's labels (itself when there is no noise)."""
-        return self if self.clean is None else Split(self.images, self.clean)
-
     def flipped(self, limit: int | None = None) -> "Split | None":
         """The (first `limit`) samples whose label noise changed, with their noisy labels and clean
         ones, or None; only those images are gathered."""
