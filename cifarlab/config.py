@@ -197,19 +197,30 @@ def set_dotted(raw: dict, key: str, value: Any) -> None:
     node[leaf] = value
 
 
-def from_dict(raw: dict, source: str | Path | None = None, recorded: bool = False) -> ExperimentConfig:
+def from_dict(raw: dict, source: str | Path | None = None, recorded: bool = False,
+              needs: typing.Collection[str] | None = None) -> ExperimentConfig:
     """The config of a table of sections of keys: presets applied, registry names checked, then
     the schema's range checks and rules (on construction). `source`: the file it was read from,
     named in a plug-in's import error (a run read back without its plug-in on the path).
     `recorded`: a config a run already trained with (its config.toml, model.pt, a database row),
     accepted when the run began: the rules on which keys an entry reads (`check_readers`), added
-    since, do not refuse it."""
+    since, do not refuse it. `needs` (with `recorded`): the only sections whose registry names must
+    resolve (a trained network needs its model and method, not its loss or augmentations), so a
+    plug-in that cannot be imported here refuses the config only where a needed name is missing;
+    the config keeps every recorded value."""
     raw = dict(raw)
     kwargs: dict[str, Any] = {"name": coerce(raw.pop("name", "experiment"), str, "name")}
+    lenient = recorded and needs is not None
+    missing: list[ConfigError] = []   # plug-ins that failed to import, where `needs` lets that pass
     if "plugins" in raw:   # imported first: their registry entries may be named below
         kwargs["plugins"] = coerce(raw.pop("plugins"), tuple[str, ...], "plugins")
         for name in kwargs["plugins"]:
-            import_plugin(name, f"{source}: plugins" if source else "plugins")
+            try:
+                import_plugin(name, f"{source}: plugins" if source else "plugins")
+            except ConfigError as e:
+                if not lenient:
+                    raise
+                missing.append(e)
     if SESSION_PLUGINS:   # --plugin's modules go into every config this process builds, so its runs' config.toml reloads
         kwargs["plugins"] = tuple(dict.fromkeys(kwargs.get("plugins", ()) + SESSION_PLUGINS))
     for section, value in raw.items():
@@ -223,8 +234,18 @@ def from_dict(raw: dict, source: str | Path | None = None, recorded: bool = Fals
                               + did_you_mean(str(section), ["name", *SECTIONS, "plugins"]))
         if not isinstance(value, dict):
             raise ConfigError(f"{section!r} must be a table of keys")
-        kwargs[section] = build_section(SECTIONS[section], section, value)
-    check_names(kwargs)  # before the rules between keys, which assume valid names
+        try:
+            kwargs[section] = build_section(SECTIONS[section], section, value)
+        except ConfigError:   # a model preset's name a plug-in that failed to import would have registered
+            if missing and section in (needs or ()):
+                raise missing[0] from None
+            raise
+    try:
+        check_names({k: v for k, v in kwargs.items() if k in needs} if lenient else kwargs)
+    except ConfigError:
+        if missing:   # a needed name a plug-in that failed to import would have registered, likely
+            raise missing[0] from None
+        raise
     cfg = check_method(ExperimentConfig(**kwargs))
     return cfg if recorded else check_readers(cfg)
 

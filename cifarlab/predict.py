@@ -170,6 +170,11 @@ def require_run_dir(run_dir: str | Path) -> Path:
     return path
 
 
+# The sections whose registry names rebuilding a trained network needs (its model and method): a run
+# trained with a plug-in loss, augmentation or dataset predicts where that plug-in is not installed.
+NETWORK_SECTIONS = ("model", "train")
+
+
 def load_run(run_dir: str | Path) -> TrainedModel:
     """The model of a finished run directory (one with `model.pt`); one line if it has none."""
     path = require_run_dir(run_dir)
@@ -189,7 +194,8 @@ def load_run(run_dir: str | Path) -> TrainedModel:
                 else "train the run (again) with this cifarlab")
         raise UserError(f"{path} holds no usable {MODEL_FILE} ({why}); {todo}")
     try:
-        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])), path / MODEL_FILE, recorded=True)
+        cfg = C.from_dict(C.upgrade_renamed(tomllib.loads(state["config"])), path / MODEL_FILE, recorded=True,
+                          needs=NETWORK_SECTIONS)
         return assemble(path, cfg, state["classes"], state["mean"], state["std"], int(state["image_size"]),
                         int(state["epoch"]), state["model"])
     except (KeyError, RuntimeError, ValueError) as e:
@@ -322,7 +328,7 @@ def load_safetensors(path: str | Path) -> TrainedModel:
     if missing:
         raise UserError(f"{path} lacks cifarlab's metadata ({', '.join(missing)}): it was not written by "
                         "`cifarlab export --format safetensors`")
-    cfg = C.from_dict(tomllib.loads(meta["config"]), recorded=True)
+    cfg = C.from_dict(tomllib.loads(meta["config"]), path, recorded=True, needs=NETWORK_SECTIONS)
     if meta.get("tta", cfg.train.tta) != cfg.train.tta:   # exported with --tta: predict as the file says
         cfg = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, tta=meta["tta"]))
     return assemble(Path(path), cfg, json.loads(meta["classes"]),

@@ -281,6 +281,41 @@ def test_a_plugin_model_and_loss_train_from_the_command_line(tmp_path, data_root
     assert "plug-in module 'mylab.broken' failed while importing at line 1 (SyntaxError" in r.stderr
 
 
+def test_a_run_trained_with_a_plugin_loss_predicts_where_the_plugin_is_not_installed(
+        tmp_path, data_root, monkeypatch, registries):
+    """Rebuilding a trained network needs its model and method, not its loss: a run trained with a
+    plug-in loss loads, predicts and exports (its recorded config whole) in a process without the
+    plug-in; one trained with a plug-in model is one line naming the plug-in that cannot be imported."""
+    monkeypatch.syspath_prepend(str(write_plugin(tmp_path)))
+    for name, model in (("loss", {"widths": [8, 16], "dense": [16]}), ("model", {"name": "tiny_mlp"})):
+        cfg = api.config({"name": "plug", "plugins": ["mylab.models"], "model": model, "loss": {"name": "scaled_ce"},
+                          "data": {"subset": 400, "val_size": 100}, "train": {"epochs": 1, "batch_size": 50,
+                                                                              "threads": 1}})
+        api.train(cfg, out=tmp_path / name, data_dir=data_root, download=False, progress=False)
+    check = textwrap.dedent(f"""
+        import numpy as np
+        from cifarlab import api
+        from cifarlab.errors import ConfigError
+        images = np.zeros((2, 32, 32, 3), np.uint8)
+        run = api.load_run(r'{tmp_path / "loss"}')
+        print("run", run.config.loss.name, run.predict(images).probabilities.shape)
+        try:
+            back = api.load_safetensors(api.export(run, "safetensors", r'{tmp_path / "loss.safetensors"}'))
+            print("safetensors", back.config.loss.name, back.predict(images).probabilities.shape)
+        except ImportError:
+            print("safetensors not installed")
+        try:
+            api.load_run(r'{tmp_path / "model"}')
+        except ConfigError as e:
+            print("refused:", e)
+    """)
+    r = subprocess.run([sys.executable, "-c", check], env=cli_env(), capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "run scaled_ce (2, 10)" in r.stdout and ("safetensors scaled_ce (2, 10)" in r.stdout or
+                                                     "safetensors not installed" in r.stdout), r.stdout
+    assert "refused: " in r.stdout and "plugins: plug-in module 'mylab.models' cannot be imported" in r.stdout, r.stdout
+
+
 RELOADABLE = """
 import torch.nn as nn
 from cifarlab.plugins import register_model
