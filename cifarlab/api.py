@@ -26,8 +26,8 @@ from cifarlab.errors import ConfigError
 from cifarlab.predict import Prediction, TrainedModel, export, load_run, load_safetensors
 from cifarlab.schema import ExperimentConfig
 
-__all__ = ["config", "train", "load_run", "export", "load_safetensors", "summary", "TrainResult", "ArmSummary",
-           "TrainedModel", "Prediction", "ExperimentConfig"]
+__all__ = ["config", "train", "load_run", "export", "load_safetensors", "summary", "compare", "TrainResult",
+           "ArmSummary", "Comparison", "TrainedModel", "Prediction", "ExperimentConfig"]
 
 
 def config(experiment: str | Path | Mapping | ExperimentConfig | None = None,
@@ -137,6 +137,83 @@ def summary(study: str | Path, db: str | Path) -> list[ArmSummary]:
                        num(r["val_mean"]), spec.reference, None if r["reference"] else num(r["diff_mean"]),
                        (None, None) if r["reference"] else (num(r["diff_lo"]), num(r["diff_hi"])),
                        0 if r["reference"] else int(r["diff_n"]), r["registered"]) for r in rows]
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Two sets of runs of one metric, compared as a study's report compares two arms: each one's
+    mean, standard deviation and 95 % t-interval over its seeds, and the mean of the differences
+    seed by seed (the seeds both have: same seed, same split, initialisation and batch order), its
+    95 % t-interval and paired t-test p-value, and about how many paired seeds a difference of this
+    size and spread needs to show at 80 % power (None: no spread yet, or beyond 1,000)."""
+    metric: str
+    n: tuple[int, int]
+    mean: tuple[float, float]
+    std: tuple[float | None, float | None]
+    ci95: tuple[tuple[float | None, float | None], tuple[float | None, float | None]]
+    diff: float | None
+    diff_ci95: tuple[float | None, float | None]
+    diff_n: int
+    p: float | None
+    seeds_needed: int | None
+
+    def __str__(self) -> str:
+        def pct(x):
+            return "n/a" if x is None else f"{100 * x:.2f}"
+        arms = "; ".join(f"{pct(m)} ± {pct(sd)} % (n={n})" for m, sd, n in zip(self.mean, self.std, self.n))
+        if self.diff is None:
+            return f"{self.metric}: {arms}; no seed in common: no paired difference"
+        lo, hi = self.diff_ci95
+        return (f"{self.metric}: {arms}; difference {100 * self.diff:+.2f} points [{pct(lo)}, {pct(hi)}] over "
+                f"{self.diff_n} paired seed(s), p = {'n/a' if self.p is None else f'{self.p:.3g}'}")
+
+
+def compare(runs: Sequence[TrainResult | Mapping[int, float]], reference: Sequence[TrainResult | Mapping[int, float]],
+            metric: str = "test_acc") -> Comparison:
+    """`runs` against `reference`, each a list of `train` results (one per seed) or a {seed: value}
+    mapping: e.g. `api.compare(with_dropout, without)` after training both at seeds 0-2. Choose on
+    "val_acc"; read "test_acc" once the choice is made."""
+    import math
+
+    from cifarlab import stats
+    from cifarlab.errors import UserError
+    if metric not in ("val_acc", "test_acc"):
+        raise UserError(f"compare(metric={metric!r}) is invalid; valid: 'val_acc', 'test_acc'")
+
+    def scores(side, name):
+        if isinstance(side, TrainResult):   # one run
+            side = [side]
+        if isinstance(side, Mapping):
+            out = {int(k): float(v) for k, v in side.items()}
+        else:
+            out = {}
+            for r in side:
+                if not isinstance(r, TrainResult):
+                    raise UserError(f"compare(): {name} holds a {type(r).__name__}; give the results of "
+                                    "api.train, or a {seed: value} mapping")
+                if r.seed in out:
+                    raise UserError(f"compare(): {name} holds seed {r.seed} twice; give one run per seed")
+                if getattr(r, metric) is None:
+                    raise UserError(f"compare(): {name}'s seed {r.seed} did not measure {metric} "
+                                    f"({r.run_dir}); compare on the other accuracy or rerun it")
+                out[r.seed] = float(getattr(r, metric))
+        if not out:
+            raise UserError(f"compare(): {name} is empty; give at least one run")
+        return out
+
+    a, b = scores(runs, "runs"), scores(reference, "reference")
+
+    def num(x):
+        return None if math.isnan(x) else x
+
+    summaries = [(stats.mean_std(x.values()), stats.ci95(x.values())) for x in (a, b)]
+    diff, lo, hi, n = stats.paired_diff(a, b)
+    spread = stats.mean_std(stats.seedwise(a, b).values())[1]
+    return Comparison(metric, (len(a), len(b)), tuple(m for (m, _), _ in summaries),
+                      tuple(num(sd) for (_, sd), _ in summaries),
+                      tuple((num(c[0]), num(c[1])) for _, c in summaries), num(diff) if n else None,
+                      (num(lo), num(hi)), n, num(stats.paired_p(a, b)) if n else None,
+                      stats.seeds_needed(diff, spread) if n >= 2 else None)
 
 
 def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str | Path | None = None,

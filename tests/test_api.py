@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -820,3 +821,31 @@ def test_a_finished_runs_plugin_hashes_reach_its_database_row(tmp_path):
     runs_csv = export_csv(store, tmp_path, "s")[0]
     rows = {int(r["seed"]): r for r in csv.DictReader(runs_csv.open())}
     assert json.loads(rows[0]["version_plugins"]) == {"mylab.models": "0123456789abcdef"} and rows[1]["version_plugins"] == ""
+
+
+def test_compare_pairs_seeds_as_a_report_does_and_refuses_what_it_cannot_pair():
+    """api.compare: each side's mean, std and t-interval, the mean paired difference over the seeds
+    both have with its t-interval and p-value (the t quantile for 2 degrees of freedom is 4.303),
+    the seeds a difference of that size and spread needs; bad input is one line each."""
+    def result(seed, test, val=0.5):
+        return api.TrainResult(Path(f"runs/x/seed{seed}"), "x", seed, "h", val, test, 1, 1.0, 1.0, 1, None, {})
+
+    runs = [result(0, 0.80), result(1, 0.82), result(2, 0.81), result(3, 0.90)]   # seed 3 has no pair
+    c = api.compare(runs, {0: 0.78, 1: 0.79, 2: 0.80})
+    assert c.n == (4, 3) and c.diff_n == 3 and c.mean[1] == pytest.approx(0.79)
+    assert c.diff == pytest.approx(0.02) and c.std[1] == pytest.approx(0.01)
+    half = 4.303 * 0.01 / 3 ** 0.5   # differences 0.02, 0.03, 0.01: std 0.01
+    assert c.diff_ci95 == (pytest.approx(0.02 - half, abs=1e-4), pytest.approx(0.02 + half, abs=1e-4))
+    assert 0.05 < c.p < 0.1 and c.seeds_needed == 5
+    assert "difference +2.00 points" in str(c) and "over 3 paired seed(s)" in str(c)
+    apart = api.compare({0: 0.8}, {1: 0.7})
+    assert apart.diff is None and apart.p is None and "no seed in common" in str(apart)
+    assert api.compare(runs[:2], [result(0, 0.7, val=0.4), result(1, 0.7, val=0.45)], "val_acc").diff == \
+        pytest.approx(0.075)
+    for args, message in [((runs, runs, "acc"), "compare(metric='acc') is invalid; valid: 'val_acc', 'test_acc'"),
+                          (([runs[0], runs[0]], runs), "runs holds seed 0 twice"),
+                          ((runs, []), "reference is empty"),
+                          ((runs, [result(0, None)]), "reference's seed 0 did not measure test_acc"),
+                          ((runs, [0.8]), "reference holds a float; give the results of api.train")]:
+        with pytest.raises(UserError, match=re.escape(message)):
+            api.compare(*args)
