@@ -142,10 +142,13 @@ def summary(study: str | Path, db: str | Path) -> list[ArmSummary]:
 @dataclass(frozen=True)
 class Comparison:
     """Two sets of runs of one metric, compared as a study's report compares two arms: each one's
-    mean, standard deviation and 95 % t-interval over its seeds, and the mean of the differences
-    seed by seed (the seeds both have: same seed, same split, initialisation and batch order), its
-    95 % t-interval and paired t-test p-value, and about how many paired seeds a difference of this
-    size and spread needs to show at 80 % power (None: no spread yet, or beyond 1,000)."""
+    mean, standard deviation and 95 % t-interval over its seeds (clipped to [0, 1], as the report
+    clips them), and the mean of the differences seed by seed (the seeds both have: the same
+    initialisation, data order and augmentation draws; the split is `data.split_seed`'s either way),
+    its 95 % t-interval (clipped to [-1, 1]) and paired t-test p-value, and about how many paired
+    seeds a difference of this size and spread needs to show at 80 % power (None: no spread yet, or
+    beyond 1,000). `stopped`: each side's seeds whose run stopped early (diverged): counted, as the
+    report counts them, and named when printed."""
     metric: str
     n: tuple[int, int]
     mean: tuple[float, float]
@@ -156,23 +159,26 @@ class Comparison:
     diff_n: int
     p: float | None
     seeds_needed: int | None
+    stopped: tuple[tuple[int, ...], tuple[int, ...]] = ((), ())
 
     def __str__(self) -> str:
         def pct(x):
             return "n/a" if x is None else f"{100 * x:.2f}"
-        arms = "; ".join(f"{pct(m)} ± {pct(sd)} % (n={n})" for m, sd, n in zip(self.mean, self.std, self.n))
-        if self.diff is None:
+        arms = "; ".join(f"{pct(m)} ± {pct(sd)} % (n={n}" + (f", seed(s) {', '.join(map(str, st))} stopped early"
+                                                             if st else "") + ")"
+                         for m, sd, n, st in zip(self.mean, self.std, self.n, self.stopped))
+        if not self.diff_n:
             return f"{self.metric}: {arms}; no seed in common: no paired difference"
         lo, hi = self.diff_ci95
         return (f"{self.metric}: {arms}; difference {100 * self.diff:+.2f} points [{pct(lo)}, {pct(hi)}] over "
                 f"{self.diff_n} paired seed(s), p = {'n/a' if self.p is None else f'{self.p:.3g}'}")
 
 
-def compare(runs: Sequence[TrainResult | Mapping[int, float]], reference: Sequence[TrainResult | Mapping[int, float]],
+def compare(runs: Sequence[TrainResult] | Mapping[int, float], reference: Sequence[TrainResult] | Mapping[int, float],
             metric: str = "test_acc") -> Comparison:
     """`runs` against `reference`, each a list of `train` results (one per seed) or a {seed: value}
-    mapping: e.g. `api.compare(with_dropout, without)` after training both at seeds 0-2. Choose on
-    "val_acc"; read "test_acc" once the choice is made."""
+    mapping (an `ArmSummary`'s `scores`): e.g. `api.compare(with_dropout, without)` after training
+    both at seeds 0-2. Choose on "val_acc"; read "test_acc" once the choice is made."""
     import math
 
     from cifarlab import stats
@@ -180,40 +186,46 @@ def compare(runs: Sequence[TrainResult | Mapping[int, float]], reference: Sequen
     if metric not in ("val_acc", "test_acc"):
         raise UserError(f"compare(metric={metric!r}) is invalid; valid: 'val_acc', 'test_acc'")
 
-    def scores(side, name):
+    def scores(side, name) -> tuple[dict[int, float], tuple[int, ...]]:
         if isinstance(side, TrainResult):   # one run
             side = [side]
         if isinstance(side, Mapping):
-            out = {int(k): float(v) for k, v in side.items()}
+            given, stopped = dict(side.items()), ()
         else:
-            out = {}
+            given, stopped = {}, []
             for r in side:
                 if not isinstance(r, TrainResult):
                     raise UserError(f"compare(): {name} holds a {type(r).__name__}; give the results of "
                                     "api.train, or a {seed: value} mapping")
-                if r.seed in out:
+                if r.seed in given:
                     raise UserError(f"compare(): {name} holds seed {r.seed} twice; give one run per seed")
-                if getattr(r, metric) is None:
-                    raise UserError(f"compare(): {name}'s seed {r.seed} did not measure {metric} "
-                                    f"({r.run_dir}); compare on the other accuracy or rerun it")
-                out[r.seed] = float(getattr(r, metric))
+                given[r.seed] = getattr(r, metric)
+                if r.stopped:
+                    stopped.append(r.seed)
+        out = {}
+        for seed, value in given.items():
+            if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
+                raise UserError(f"compare(): {name}'s seed {seed} has {metric} {value!r}, not a finite "
+                                "accuracy (a run that did not measure it?); leave that seed out or rerun it")
+            out[int(seed)] = float(value)
         if not out:
             raise UserError(f"compare(): {name} is empty; give at least one run")
-        return out
+        return out, tuple(sorted(stopped))
 
-    a, b = scores(runs, "runs"), scores(reference, "reference")
+    (a, stop_a), (b, stop_b) = scores(runs, "runs"), scores(reference, "reference")
 
-    def num(x):
-        return None if math.isnan(x) else x
+    def num(x, lo=None, hi=None):
+        return None if math.isnan(x) else x if lo is None else min(max(x, lo), hi)
 
     summaries = [(stats.mean_std(x.values()), stats.ci95(x.values())) for x in (a, b)]
     diff, lo, hi, n = stats.paired_diff(a, b)
     spread = stats.mean_std(stats.seedwise(a, b).values())[1]
     return Comparison(metric, (len(a), len(b)), tuple(m for (m, _), _ in summaries),
                       tuple(num(sd) for (_, sd), _ in summaries),
-                      tuple((num(c[0]), num(c[1])) for _, c in summaries), num(diff) if n else None,
-                      (num(lo), num(hi)), n, num(stats.paired_p(a, b)) if n else None,
-                      stats.seeds_needed(diff, spread) if n >= 2 else None)
+                      tuple((num(c[0], 0.0, 1.0), num(c[1], 0.0, 1.0)) for _, c in summaries),
+                      num(diff) if n else None, (num(lo, -1.0, 1.0), num(hi, -1.0, 1.0)), n,
+                      num(stats.paired_p(a, b)) if n else None,
+                      stats.seeds_needed(diff, spread) if n >= 2 else None, (stop_a, stop_b))
 
 
 def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str | Path | None = None,

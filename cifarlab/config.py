@@ -236,18 +236,25 @@ def from_dict(raw: dict, source: str | Path | None = None, recorded: bool = Fals
             raise ConfigError(f"{section!r} must be a table of keys")
         try:
             kwargs[section] = build_section(SECTIONS[section], section, value)
-        except ConfigError:   # a model preset's name a plug-in that failed to import would have registered
+        except ConfigError as e:   # a model preset's name a plug-in that failed to import would have registered
             if missing and section in (needs or ()):
-                raise missing[0] from None
+                raise with_missing(e, missing) from None
             raise
     try:
         check_names({k: v for k, v in kwargs.items() if k in needs} if lenient else kwargs)
-    except ConfigError:
+    except ConfigError as e:
         if missing:   # a needed name a plug-in that failed to import would have registered, likely
-            raise missing[0] from None
+            raise with_missing(e, missing) from None
         raise
     cfg = check_method(ExperimentConfig(**kwargs))
     return cfg if recorded else check_readers(cfg)
+
+
+def with_missing(error: ConfigError, missing: list[ConfigError]) -> ConfigError:
+    """`error` (a name a needed section lacks) with the config's plug-ins that could not be imported
+    here, each as its own import error says, for the reader to see which one registers it."""
+    return ConfigError(f"{error}; the config's plug-ins that could not be imported here: "
+                       + "; ".join(str(m) for m in missing))
 
 
 def check_names(sections: dict[str, Any]) -> None:

@@ -300,7 +300,7 @@ def run_epoch(s: Session, splits: Splits, train_split: Split, epoch: int, bar: t
 MEMORISATION_SAMPLES = 2000  # flipped training samples the memorisation curve is measured on, each epoch
 
 
-def noise_metrics(s: Session, splits: Splits, val: dict | None = None) -> dict:
+def noise_metrics(s: Session, splits: Splits, val: dict | None) -> dict:
     """Under label noise: validation accuracy on the clean labels (the noisy one is val_acc; both from
     `val`, the validation pass's `evaluate`), and on (up to 2,000 of) the training samples whose
     labels were flipped, accuracy against their noisy labels (memorised) and against their clean

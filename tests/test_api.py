@@ -314,7 +314,8 @@ def test_a_run_trained_with_a_plugin_loss_predicts_where_the_plugin_is_not_insta
     assert r.returncode == 0, r.stderr
     assert "run scaled_ce (2, 10)" in r.stdout and ("safetensors scaled_ce (2, 10)" in r.stdout or
                                                      "safetensors not installed" in r.stdout), r.stdout
-    assert "refused: " in r.stdout and "plugins: plug-in module 'mylab.models' cannot be imported" in r.stdout, r.stdout
+    assert "refused: model.name = 'tiny_mlp' is invalid" in r.stdout, r.stdout
+    assert "plug-ins that could not be imported here: " in r.stdout and "'mylab.models' cannot be imported" in r.stdout
 
 
 RELOADABLE = """
@@ -648,7 +649,8 @@ def test_a_finished_run_resumed_with_tracking_turned_on_copies_its_record(traine
 def test_an_interrupted_copy_of_a_record_is_made_again_at_the_next_resume(trained, tmp_path, monkeypatch):
     """An interruption while a finished run's record is copied to MLflow ends that MLflow run KILLED
     and reaches the caller; the next resume copies it whole (only a FINISHED copy counts), and the
-    one after copies nothing. The run folder's name holds a quote, which the store's filter escapes."""
+    one after copies nothing. The run folder's name holds a quote (the store's filter cannot escape
+    it: it matched nothing, and the record was copied at every resume)."""
     import shutil
     mlflow = pytest.importorskip("mlflow")
     from cifarlab import tracking
@@ -838,6 +840,8 @@ def test_compare_pairs_seeds_as_a_report_does_and_refuses_what_it_cannot_pair():
     assert c.diff_ci95 == (pytest.approx(0.02 - half, abs=1e-4), pytest.approx(0.02 + half, abs=1e-4))
     assert 0.05 < c.p < 0.1 and c.seeds_needed == 5
     assert "difference +2.00 points" in str(c) and "over 3 paired seed(s)" in str(c)
+    diverged = dataclasses.replace(result(1, 0.10), stopped="diverged")
+    assert "(n=2, seed(s) 1 stopped early)" in str(api.compare([result(0, 0.8), diverged], runs[:2]))
     apart = api.compare({0: 0.8}, {1: 0.7})
     assert apart.diff is None and apart.p is None and "no seed in common" in str(apart)
     assert api.compare(runs[:2], [result(0, 0.7, val=0.4), result(1, 0.7, val=0.45)], "val_acc").diff == \
@@ -845,7 +849,8 @@ def test_compare_pairs_seeds_as_a_report_does_and_refuses_what_it_cannot_pair():
     for args, message in [((runs, runs, "acc"), "compare(metric='acc') is invalid; valid: 'val_acc', 'test_acc'"),
                           (([runs[0], runs[0]], runs), "runs holds seed 0 twice"),
                           ((runs, []), "reference is empty"),
-                          ((runs, [result(0, None)]), "reference's seed 0 did not measure test_acc"),
+                          ((runs, [result(0, None)]), "reference's seed 0 has test_acc None, not a finite accuracy"),
+                          ((runs, {0: float("nan")}), "reference's seed 0 has test_acc nan, not a finite accuracy"),
                           ((runs, [0.8]), "reference holds a float; give the results of api.train")]:
         with pytest.raises(UserError, match=re.escape(message)):
             api.compare(*args)

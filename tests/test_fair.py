@@ -759,7 +759,7 @@ def test_status_times_what_more_seeds_may_add_to_a_baseline_whose_runs_are_all_d
     finish(store, far, p.runs[far], 0.6)
     store.conn.execute("UPDATE runs SET machine = 'here' WHERE experiment = 'far-1ep'")
     said = status_table(study, store, machine="here")   # base-1ep's runs are not this machine's
-    assert "it may add up to 12 more run(s), 18 epochs, about" in said and "h with 1 worker(s)" in said
+    assert "it may add up to 12 more run(s), 18 epochs, about 18 s with 1 worker(s)" in said, said
 
 
 def test_more_seeds_takes_a_groups_first_member_as_its_default_baseline_and_closes_its_group_under_group_order(tmp_path):

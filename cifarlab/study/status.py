@@ -98,10 +98,12 @@ def speed_key(cfg) -> str:
 
 
 def not_timed() -> dict[str, set[str] | None]:
-    """`NOT_TIMED` with every registered loss's own keys (`LOSSES.keys_of`: GCE's q, SCE's alpha and
-    beta, ELR's beta and lambda, a plug-in's declared keys) among the loss's constants."""
+    """`NOT_TIMED` with every registered loss's own keys of the loss section (`LOSSES.keys_of`: GCE's
+    q, SCE's alpha and beta, ELR's beta and lambda) among the loss's constants. A plug-in loss's
+    settings are `loss.options`, which key a timing (a plug-in's option may change a step's cost)."""
     from cifarlab.losses import LOSSES
-    own = {key.split(".", 1)[1] for name in LOSSES.names() for key in LOSSES.keys_of(name)}
+    own = {key.split(".", 1)[1] for name in LOSSES.names() for key in LOSSES.keys_of(name)
+           if key.startswith("loss.")}
     return {**NOT_TIMED, "loss": NOT_TIMED["loss"] | own}
 
 
