@@ -26,7 +26,7 @@ from cifarlab.errors import ConfigError
 from cifarlab.predict import Prediction, TrainedModel, export, load_run, load_safetensors
 from cifarlab.schema import ExperimentConfig
 
-__all__ = ["config", "train", "load_run", "export", "load_safetensors", "summary", "compare", "TrainResult",
+__all__ = ["config", "train", "load_run", "load_result", "export", "load_safetensors", "summary", "compare", "TrainResult",
            "ArmSummary", "Comparison", "TrainedModel", "Prediction", "ExperimentConfig"]
 
 
@@ -202,6 +202,11 @@ def compare(runs: Sequence[TrainResult] | Mapping[int, float], reference: Sequen
                 given[r.seed] = getattr(r, metric)
                 if r.stopped:
                     stopped.append(r.seed)
+        hashes = {r.config_hash: r for r in side} if not isinstance(side, Mapping) else {}
+        if len(hashes) > 1:
+            first, other = list(hashes.values())[:2]
+            raise UserError(f"compare(): {name} mixes settings: {other.run_dir} (config {other.config_hash}) is not "
+                            f"{first.run_dir}'s config ({first.config_hash}); a side is one setting at several seeds")
         out = {}
         for seed, value in given.items():
             if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
@@ -254,6 +259,30 @@ def train(cfg: ExperimentConfig, *, out: str | Path | None = None, data_dir: str
                           image_size=cfg.data.image_size, label_column=cfg.data.label_column)
     final = train_run(cfg, make_splits(arrays, cfg.data), run, resume=resume, progress=progress)
     return result(run, cfg, final)
+
+
+def load_result(run_dir: str | Path) -> TrainResult:
+    """The recorded result of a finished run directory (its final.json; what `train` returned), for
+    `compare`; one line where the directory holds no finished run. Nothing is imported or trained."""
+    from cifarlab.errors import UserError
+    from cifarlab.runs import RunDir
+    run = RunDir(Path(run_dir))
+    if not run.path.is_dir():
+        raise UserError(f"run directory {run.path} does not exist; give a finished run's directory "
+                        "(runs/<name>/seed<k>, or the --out of `cifarlab run`)")
+    try:
+        final = run.read_final()
+    except ValueError:
+        final = None
+    if not isinstance(final, dict) or not {"config_hash", "seed", "name", "epochs"} <= set(final):
+        raise UserError(f"{run.path} holds no finished run (no readable final.json); finish it with "
+                        f"`cifarlab run {run.path / 'config.toml'} --out {run.path} --resume`")
+    if len(run.read_metrics()) != final["epochs"]:   # started over after it finished, and not done
+        raise UserError(f"{run.path}: its final.json is older than its training (started over and not finished); "
+                        f"finish it with `cifarlab run {run.path / 'config.toml'} --out {run.path} --resume`")
+    return TrainResult(run.path, final["name"], final["seed"], final["config_hash"], final.get("val_acc"),
+                       final.get("test_acc"), final["epochs"], final.get("wall_seconds", 0.0),
+                       final.get("images_per_s", 0.0), final.get("train_flops", 0), final.get("stopped"), final)
 
 
 def result(run, cfg: ExperimentConfig, final: dict) -> TrainResult:

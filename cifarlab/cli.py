@@ -273,6 +273,14 @@ def build_parser() -> Parser:
     pred.add_argument("--top-k", type=int, default=3, help="classes printed per image (default 3)")
     pred.add_argument("--tta", choices=["none", "flip", "flip-translate"],
                       help="test-time augmentation (default: the run's train.tta)")
+    cmp = sub.add_parser("compare", help="finished runs of one setting against another's, paired by seed: each "
+                         "side's mean, std and 95 %% interval, the paired difference with its interval and p")
+    cmp.add_argument("runs", metavar="RUN", nargs="+", help="finished run directories of one setting at several "
+                     "seeds, or a folder holding them (runs/<name>: its seed* directories)")
+    cmp.add_argument("--reference", metavar="RUN", nargs="+", required=True,
+                     help="the other setting's run directories, or a folder holding them")
+    cmp.add_argument("--metric", choices=["val_acc", "test_acc"], default="test_acc",
+                     help="what to compare (default test_acc; choose settings on val_acc)")
     exp = sub.add_parser("export", help="write a finished run's model as TorchScript or ONNX (uint8 images in, "
                          "logits out, preprocessing inside) or its weights and metadata as safetensors")
     exp.add_argument("run_dir", metavar="RUN_DIR", help="a finished run's directory (it holds model.pt)")
@@ -971,6 +979,30 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_compare(args: argparse.Namespace) -> int:
+    from cifarlab import api
+
+    def results(paths: list[str], option: str) -> list:
+        found = []
+        for given in map(Path, paths):
+            held = [] if not given.is_dir() or (given / "final.json").exists() else \
+                sorted(p for p in given.iterdir() if (p / "final.json").exists())
+            if given.is_dir() and not (given / "final.json").exists() and not held:
+                raise UserError(f"{option} {given}: no finished run in it or in its folders (each holds a "
+                                "final.json); give run directories, e.g. runs/<name>/seed0")
+            found += [api.load_result(p) for p in held or [given]]
+        return found
+
+    runs, reference = results(args.runs, "RUN"), results(args.reference, "--reference")
+    c = api.compare(runs, reference, args.metric)
+    for label, side in (("runs", runs), ("reference", reference)):
+        print(f"{label}: {side[0].name}, seed(s) {', '.join(str(r.seed) for r in sorted(side, key=lambda r: r.seed))}")
+    print(c)
+    if c.seeds_needed is not None:
+        print(f"paired seeds a difference of this size and spread needs at 80 % power: about {c.seeds_needed}")
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     from cifarlab.predict import check_export, export, load_run, suffix
     out = Path(args.out) if args.out else Path(args.run_dir) / f"model.{suffix(args.format)}"
@@ -983,7 +1015,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"predict": cmd_predict, "export": cmd_export, "run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
+COMMANDS = {"predict": cmd_predict, "export": cmd_export, "compare": cmd_compare, "run": cmd_run, "study": cmd_study, "report": cmd_report, "results": cmd_results,
             "bench": cmd_bench, "data": cmd_data, "show": cmd_show, "list": cmd_list, "paper": cmd_paper}
 
 

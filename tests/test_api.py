@@ -854,3 +854,45 @@ def test_compare_pairs_seeds_as_a_report_does_and_refuses_what_it_cannot_pair():
                           ((runs, [0.8]), "reference holds a float; give the results of api.train")]:
         with pytest.raises(UserError, match=re.escape(message)):
             api.compare(*args)
+
+
+def fake_run(folder: Path, seed: int, test: float, val: float = 0.5, config_hash: str = "abc", epochs: int = 2,
+             lines: int | None = None) -> Path:
+    """A finished run directory as `train` leaves it, as far as load_result reads it."""
+    folder.mkdir(parents=True)
+    (folder / "final.json").write_text(json.dumps({"name": "x", "seed": seed, "config_hash": config_hash,
+                                                   "epochs": epochs, "val_acc": val, "test_acc": test,
+                                                   "wall_seconds": 1.0, "images_per_s": 1.0, "train_flops": 1,
+                                                   "stopped": None}))
+    (folder / "metrics.jsonl").write_text("".join(json.dumps({"epoch": e + 1}) + "\n"
+                                                  for e in range(epochs if lines is None else lines)))
+    return folder
+
+
+def test_compare_on_the_command_line_reads_finished_run_folders_and_refuses_what_it_cannot_pair(tmp_path, capsys):
+    """`cifarlab compare RUN... --reference RUN...`: run directories or folders of them, paired by seed
+    as api.compare pairs them; a folder without finished runs, a run started over and not finished,
+    and a side mixing two settings are one line each, exit 2."""
+    from cifarlab import cli
+    for seed, (a, b) in enumerate([(0.80, 0.78), (0.82, 0.79), (0.81, 0.80)]):
+        fake_run(tmp_path / "drop" / f"seed{seed}", seed, a, config_hash="d")
+        fake_run(tmp_path / "base" / f"seed{seed}", seed, b, config_hash="b")
+    r = subprocess.run(cli_command("compare", tmp_path / "drop", "--reference", *sorted((tmp_path / "base").iterdir())),
+                       env=cli_env(), capture_output=True, text=True, timeout=300)   # the installed command, once
+    assert r.returncode == 0, r.stderr
+    assert "runs: x, seed(s) 0, 1, 2" in r.stdout and "difference +2.00 points [-0.48, 4.48] over 3 paired" in r.stdout
+    assert "needs at 80 % power: about 5" in r.stdout
+    fake_run(tmp_path / "empty" / "notes", 0, 0.5).joinpath("final.json").unlink()
+    fake_run(tmp_path / "again", 0, 0.5, lines=1)
+    fake_run(tmp_path / "mixed" / "seed3", 3, 0.5, config_hash="other")
+    for args, message in [((tmp_path / "empty", "--reference", tmp_path / "base"),
+                           f"RUN {tmp_path / 'empty'}: no finished run in it or in its folders"),
+                          ((tmp_path / "again", "--reference", tmp_path / "base"),
+                           "its final.json is older than its training"),
+                          ((tmp_path / "drop", tmp_path / "mixed" / "seed3", "--reference", tmp_path / "base"),
+                           "compare(): runs mixes settings"),
+                          ((tmp_path / "nowhere", "--reference", tmp_path / "base"),
+                           f"run directory {tmp_path / 'nowhere'} does not exist")]:
+        assert cli.main(["compare", *map(str, args)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.splitlines()) == 1, err
