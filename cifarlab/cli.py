@@ -31,6 +31,9 @@ import sys
 from pathlib import Path
 
 from cifarlab.errors import FINISHING, STOP_ASKED, STOPPED_BY, UserError, finishing
+from cifarlab.schema import CHOICES
+
+TTA_CHOICES = CHOICES[("train", "tta")]   # --tta of predict and export: train.tta's values
 
 
 class Parser(argparse.ArgumentParser):
@@ -271,7 +274,7 @@ def build_parser() -> Parser:
                       "file `cifarlab export --format safetensors` wrote")
     pred.add_argument("images", metavar="IMAGE", nargs="+", help="image files; resized to the model's input size")
     pred.add_argument("--top-k", type=int, default=3, help="classes printed per image (default 3)")
-    pred.add_argument("--tta", choices=["none", "flip", "flip-translate"],
+    pred.add_argument("--tta", choices=TTA_CHOICES,
                       help="test-time augmentation (default: the run's train.tta)")
     cmp = sub.add_parser("compare", help="finished runs of one setting against another's, paired by seed: each "
                          "side's mean, std and 95 %% interval, the paired difference with its interval and p")
@@ -288,7 +291,7 @@ def build_parser() -> Parser:
                      "pip install 'cifarlab[export]')")
     exp.add_argument("--out", help="the file to write (default: RUN_DIR/model.torchscript.pt, "
                      "RUN_DIR/model.safetensors or RUN_DIR/model.onnx)")
-    exp.add_argument("--tta", choices=["none", "flip", "flip-translate"],
+    exp.add_argument("--tta", choices=TTA_CHOICES,
                      help="test-time augmentation inside the exported model (default: the run's train.tta, "
                           "so it computes what the run's test did)")
     add_plugin_option(parser)

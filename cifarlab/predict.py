@@ -33,9 +33,10 @@ from cifarlab import config as C
 from cifarlab.errors import UserError
 from cifarlab.evaluate import predict as predict_logits
 from cifarlab.runs import MODEL_FILE, load_verified, sha256_of
+from cifarlab.schema import CHOICES
 
 FORMATS = {"torchscript": "torchscript.pt", "safetensors": "safetensors", "onnx": "onnx"}   # format -> file suffix
-TTAS = ("none", "flip", "flip-translate")   # train.tta's values
+TTAS = CHOICES[("train", "tta")]
 
 
 @dataclass(frozen=True)
