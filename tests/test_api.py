@@ -885,12 +885,15 @@ def test_compare_on_the_command_line_reads_finished_run_folders_and_refuses_what
     fake_run(tmp_path / "empty" / "notes", 0, 0.5).joinpath("final.json").unlink()
     fake_run(tmp_path / "again", 0, 0.5, lines=1)
     fake_run(tmp_path / "mixed" / "seed3", 3, 0.5, config_hash="other")
+    fake_run(tmp_path / "torn", 0, 0.5).joinpath("final.json").write_text("{")
     for args, message in [((tmp_path / "empty", "--reference", tmp_path / "base"),
                            f"RUN {tmp_path / 'empty'}: no finished run in it or in its folders"),
                           ((tmp_path / "again", "--reference", tmp_path / "base"),
                            "its final.json is older than its training"),
                           ((tmp_path / "drop", tmp_path / "mixed" / "seed3", "--reference", tmp_path / "base"),
                            "compare(): runs mixes settings"),
+                          ((tmp_path / "torn", "--reference", tmp_path / "base"),
+                           f"{tmp_path / 'torn'} holds no finished run (no readable final.json)"),
                           ((tmp_path / "nowhere", "--reference", tmp_path / "base"),
                            f"run directory {tmp_path / 'nowhere'} does not exist")]:
         assert cli.main(["compare", *map(str, args)]) == 2
