@@ -807,6 +807,11 @@ def test_a_label_noise_study_headlines_its_best_variant_at_the_most_noise():
     summary[1] = row("ce80", 50.0)                       # cross-entropy is the best there: named once
     assert headline(spec, summary, configs).endswith("the most noise: best `ce80` 50.00 ± 1.00 % [45.00, 55.00] (n=2)")
     assert headline(spec, summary) == "best test: `ce0` 91.00 ± 1.00 % [86.00, 96.00] (n=2)"  # no configs: as before
+    # the study plans two variants at 95 % that have no results yet: 80 % is the most noise of those with results
+    planned = [*configs.values(), *(C.from_dict({"name": n, "data": sym(0.95)}) for n in ("ce95", "gce95"))]
+    assert "; at symmetric 80 %, the most noise, of those with results so far: best `ce80`" in \
+        headline(spec, summary, configs, planned)
+    assert ", the most noise: best" in headline(spec, summary, configs, planned[:-1])   # one planned there: not compared
     clean = {"a": C.from_dict({"name": "a"}), "b": C.from_dict({"name": "b", "optim": {"lr": 0.1}})}
     assert "most noise" not in headline(spec, [row("a", 80.0, reference=True), row("b", 81.0)], clean)
 

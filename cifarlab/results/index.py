@@ -26,12 +26,13 @@ def study_rows(results: Path, studies: Path) -> list[dict]:
                 path = studies / f"{name}.toml"
                 if not path.is_file():
                     continue  # a study whose file is gone: its own report still stands
-                spec = study_spec(load_study(path), store)
+                loaded = load_study(path)
+                spec = study_spec(loaded, store)
                 summary, rows = summarize(store, spec), counted_rows(store, spec)
                 used = [r for runs in latest_done(rows).values() for r in runs.values()]
                 configs = {s["experiment"]: experiment_config(rows, s["experiment"]) for s in summary}
                 out.append({"folder": db.parent.name, "study": spec, "path": path, "summary": summary,
-                            "configs": configs,
+                            "configs": configs, "planned": [v.config for v in loaded.variants],
                             "machines": unique(r["machine"] for r in used),
                             "hours": math.fsum(present(r["wall_seconds"] for r in used)) / 3600,
                             "runs": len(used)})
@@ -85,7 +86,17 @@ def most_noise(done: list[dict], configs: dict) -> tuple[tuple[str, float], list
     return setting, by[setting]
 
 
-def headline(spec, summary: list[dict], configs: dict | None = None) -> str:
+def noisier_pending(setting: tuple[str, float], planned: list) -> str:
+    """", of those with results so far" where the study plans a noisier setting for two or more of its
+    variants (`planned`: their configs) that the results do not compare yet; else ""."""
+    from cifarlab.report.summary import noise_setting
+    counts: dict[tuple[str, float], int] = {}
+    for cfg in planned:
+        counts[key] = counts.get(key := noise_setting(cfg), 0) + 1
+    return ", of those with results so far" if any(k[1] > setting[1] and n > 1 for k, n in counts.items()) else ""
+
+
+def headline(spec, summary: list[dict], configs: dict | None = None, planned: list | None = None) -> str:
     """The variant with the best mean and the reference; in a label-noise study (`configs` give
     each variant's), also the best variant at the most noise, beside the one that trains like the
     reference there, since the best overall is then the clean one."""
@@ -109,7 +120,7 @@ def headline(spec, summary: list[dict], configs: dict | None = None) -> str:
         return text
     setting, there = noisiest
     top = max(there, key=lambda s: s["score_mean"])
-    text += f"; at {setting_name(setting)}, the most noise: best {cell(top)}"
+    text += f"; at {setting_name(setting)}, the most noise{noisier_pending(setting, planned or [])}: best {cell(top)}"
     ref_cfg = configs.get(ref["experiment"]) if ref is not None else None
     if ref_cfg is not None:
         # the same method, or failing that the same but for co-teaching's forget rate (a clean
@@ -134,7 +145,8 @@ def write_index(results: Path, studies: Path, out: Path) -> Path:
              "A selection study chooses settings and reads validation accuracy only; every other study reads "
              "the test set once, at the end of each run. The headline is the variant with the best mean "
              "(with its 95% t-interval over seeds, clipped to 0-100 %) and the study's reference; in a "
-             "label-noise study also the best variant at the most noise and, beside it, the one that "
+             "label-noise study also the best variant at the most noise (of the settings with results so "
+             "far, where a noisier one the study plans has none yet) and, beside it, the one that "
              "trains like the reference.", "",
              "| study | question | variants | runs | headline | ran on | process-hours | report and command |",
              "|---|---|---:|---:|---|---|---:|---|"]
@@ -145,7 +157,7 @@ def write_index(results: Path, studies: Path, out: Path) -> Path:
         planned = sum(len(spec.planned(e)) for e in spec.experiments)
         lines.append(" | ".join([
             f"| {study_label(spec, r['folder'])}", first_sentence(spec.description) or "—", str(len(spec.experiments)),
-            f"{r['runs']} of {planned}", headline(spec, r["summary"], r["configs"]),
+            f"{r['runs']} of {planned}", headline(spec, r["summary"], r["configs"], r["planned"]),
             ", ".join(f"`{m}`" for m in r["machines"]) or "—", f"{r['hours']:.1f}",
             f"[{r['folder']}]({r['folder']}/README.md): {command} |"]))
     out.parent.mkdir(parents=True, exist_ok=True)
