@@ -183,6 +183,7 @@ def compare(runs: Sequence[TrainResult] | Mapping[int, float], reference: Sequen
 
     from cifarlab import stats
     from cifarlab.errors import UserError
+    from cifarlab.report.summary import diff_numbers
     if metric not in ("val_acc", "test_acc"):
         raise UserError(f"compare(metric={metric!r}) is invalid; valid: 'val_acc', 'test_acc'")
 
@@ -223,12 +224,13 @@ def compare(runs: Sequence[TrainResult] | Mapping[int, float], reference: Sequen
         return None if math.isnan(x) else x if lo is None else min(max(x, lo), hi)
 
     summaries = [(stats.mean_std(x.values()), stats.ci95(x.values())) for x in (a, b)]
-    diff, lo, hi, n = stats.paired_diff(a, b)
+    d = diff_numbers(a, b)   # the report's paired difference, its interval clipped as there
+    diff, n = d["diff_mean"], d["diff_n"]
     spread = stats.mean_std(stats.seedwise(a, b).values())[1]
     return Comparison(metric, (len(a), len(b)), tuple(m for (m, _), _ in summaries),
                       tuple(num(sd) for (_, sd), _ in summaries),
                       tuple((num(c[0], 0.0, 1.0), num(c[1], 0.0, 1.0)) for _, c in summaries),
-                      num(diff) if n else None, (num(lo, -1.0, 1.0), num(hi, -1.0, 1.0)), n,
+                      num(diff) if n else None, (num(d["diff_lo"]), num(d["diff_hi"])), n,
                       num(stats.paired_p(a, b)) if n else None,
                       stats.seeds_needed(diff, spread) if n >= 2 else None, (stop_a, stop_b))
 
@@ -277,15 +279,18 @@ def load_result(run_dir: str | Path) -> TrainResult:
     if not isinstance(final, dict) or not {"config_hash", "seed", "name", "epochs"} <= set(final):
         raise UserError(f"{run.path} holds no finished run (no readable final.json); finish it with "
                         f"`cifarlab run {run.path / 'config.toml'} --out {run.path} --resume`")
-    if len(run.read_metrics()) != final["epochs"]:   # started over after it finished, and not done
+    if not run.complete(final):   # started over after it finished, and not done
         raise UserError(f"{run.path}: its final.json is older than its training (started over and not finished); "
                         f"finish it with `cifarlab run {run.path / 'config.toml'} --out {run.path} --resume`")
-    return TrainResult(run.path, final["name"], final["seed"], final["config_hash"], final.get("val_acc"),
-                       final.get("test_acc"), final["epochs"], final.get("wall_seconds", 0.0),
-                       final.get("images_per_s", 0.0), final.get("train_flops", 0), final.get("stopped"), final)
+    return recorded(run.path, final["name"], final["seed"], final)
 
 
 def result(run, cfg: ExperimentConfig, final: dict) -> TrainResult:
-    return TrainResult(run.path, cfg.name, cfg.train.seed, final["config_hash"], final["val_acc"], final["test_acc"],
-                       final["epochs"], final["wall_seconds"], final["images_per_s"], final["train_flops"],
-                       final["stopped"], final)
+    return recorded(run.path, cfg.name, cfg.train.seed, final)
+
+
+def recorded(path: Path, name: str, seed: int, final: dict) -> TrainResult:
+    """The TrainResult of a finished run's final.json (written by this cifarlab or an earlier one)."""
+    return TrainResult(path, name, seed, final["config_hash"], final.get("val_acc"), final.get("test_acc"),
+                       final["epochs"], final.get("wall_seconds", 0.0), final.get("images_per_s", 0.0),
+                       final.get("train_flops", 0), final.get("stopped"), final)

@@ -55,7 +55,7 @@ def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg:
     was_training = model.training
     model.eval()
     loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
-    top5, correct_clean = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long)
+    top5, correct_clean = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long, device=rt.device)
     clean = split.clean.split(cfg.eval_batch_size) if split.clean is not None else None
     for i, batch in enumerate(split.batches(cfg.eval_batch_size)):
         with rt.autocast():
@@ -68,7 +68,7 @@ def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg:
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         top5 += (top == labels[:, None]).any(1).sum().cpu()
         if clean is not None:
-            correct_clean += (guess == clean[i].to(rt.device)).sum().cpu()
+            correct_clean += (guess == clean[i].to(rt.device)).sum()   # read once, after the loop
     model.train(was_training)
     totals = torch.bincount(split.labels, minlength=num_classes).clamp(min=1)
     out = {

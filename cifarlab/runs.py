@@ -113,7 +113,12 @@ class RunDir:
         final = self.read_final()
         if final is None or (final.get("config_hash"), final.get("seed")) != (C.config_hash(cfg), cfg.train.seed):
             return None
-        return final if len(self.read_metrics()) == final.get("epochs") else None
+        return final if self.complete(final) else None
+
+    def complete(self, final: dict) -> bool:
+        """Whether `final` (this directory's final.json) records the epochs trained here since: a run
+        started over in the directory and interrupted leaves an older final.json."""
+        return len(self.read_metrics()) == final.get("epochs")
 
     @property
     def best_path(self) -> Path:

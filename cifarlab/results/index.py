@@ -89,10 +89,10 @@ def most_noise(done: list[dict], configs: dict) -> tuple[tuple[str, float], list
 def noisier_pending(setting: tuple[str, float], planned: list) -> str:
     """", of those with results so far" where the study plans a noisier setting for two or more of its
     variants (`planned`: their configs) that the results do not compare yet; else ""."""
+    from collections import Counter
+
     from cifarlab.report.summary import noise_setting
-    counts: dict[tuple[str, float], int] = {}
-    for cfg in planned:
-        counts[key] = counts.get(key := noise_setting(cfg), 0) + 1
+    counts = Counter(noise_setting(cfg) for cfg in planned)
     return ", of those with results so far" if any(k[1] > setting[1] and n > 1 for k, n in counts.items()) else ""
 
 
