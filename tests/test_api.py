@@ -842,6 +842,8 @@ def test_compare_pairs_seeds_as_a_report_does_and_refuses_what_it_cannot_pair():
     assert "difference +2.00 points" in str(c) and "over 3 paired seed(s)" in str(c)
     diverged = dataclasses.replace(result(1, 0.10), stopped="diverged")
     assert "(n=2, seed(s) 1 stopped early)" in str(api.compare([result(0, 0.8), diverged], runs[:2]))
+    one = api.compare(result(0, 0.80), {0: 0.78})   # one run, not in a list
+    assert one.n == (1, 1) and one.diff == pytest.approx(0.02) and one.diff_n == 1
     apart = api.compare({0: 0.8}, {1: 0.7})
     assert apart.diff is None and apart.p is None and "no seed in common" in str(apart)
     assert api.compare(runs[:2], [result(0, 0.7, val=0.4), result(1, 0.7, val=0.45)], "val_acc").diff == \

@@ -135,3 +135,19 @@ def test_a_recorded_config_is_read_back_under_rules_added_since():
     assert C.from_dict(raw, recorded=True).loss.gce_q == 0.4
     with pytest.raises(ConfigError, match="loss.gce_q = 0.4 is read by loss 'gce' only"):
         C.from_dict(raw)
+
+
+def test_a_recorded_config_needs_only_its_named_sections_and_a_missing_method_names_the_failed_plugin():
+    """A recorded config whose plug-in cannot be imported here still loads where only its loss came
+    from the plug-in (predict needs the model and the method, `needs`); where its method came from
+    the plug-in, the one line names the method and the plug-in that failed to import. A new config
+    refuses the missing plug-in at once."""
+    raw = {"plugins": ["nolab_xyz.methods"], "model": {"name": "vgg"}, "loss": {"name": "nolab_loss"}}
+    cfg = C.from_dict(raw, recorded=True, needs=("model", "train"))
+    assert cfg.loss.name == "nolab_loss" and cfg.plugins == ("nolab_xyz.methods",)   # kept as recorded
+    with pytest.raises(ConfigError, match=r"train.method = 'peer_swap' is invalid; valid: .*the config's plug-ins "
+                                          r"that could not be imported here: plugins: plug-in module "
+                                          r"'nolab_xyz.methods' cannot be imported"):
+        C.from_dict({**raw, "train": {"method": "peer_swap"}}, recorded=True, needs=("model", "train"))
+    with pytest.raises(ConfigError, match="plug-in module 'nolab_xyz.methods' cannot be imported"):
+        C.from_dict(raw)
