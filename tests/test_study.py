@@ -1113,3 +1113,22 @@ def test_planned_compute_writes_its_flops_in_the_unit_that_shows_them(monkeypatc
         monkeypatch.setattr(status, "flops_left", lambda work, flops=flops: flops)
         assert f"no finished run to time by: 4 epochs and about {said} of training left" in \
             status.planned_compute([(None, 4)], 9)
+
+
+def test_a_selection_study_whose_runs_would_read_the_test_set_says_so_before_its_first_run(study_dir):
+    """A selection study's report reads validation only; where its runs still evaluate the test set
+    (train.test = true, the default) `study run` says how to keep the test set unread, while no run
+    is done; with "train.test" = false in its `set`, or in a study that tests, it says nothing."""
+    from cifarlab.study.run import plan_runs, tests_in_selection
+    selection = STUDY.replace("seeds = [0, 1]", "seeds = [0, 1]\nselection = true")
+    unread = selection.replace('name = "tiny"\nexperiment', 'name = "tiny"\nset = { "train.test" = false }\nexperiment')
+    said = {}
+    for name, text in (("tests", STUDY), ("selection", selection), ("unread", unread)):
+        (study_dir / f"{name}.toml").write_text(text)
+        spec = load_study(study_dir / f"{name}.toml")
+        store = open_store(study_dir / f"{name}.db")
+        plan = plan_runs(spec, store)
+        said[name] = tests_in_selection(spec, plan, 0), tests_in_selection(spec, plan, 1)
+        assert all(not cfg.train.test for cfg in plan.values()) == (name == "unread")
+    assert said["tests"] == (None, None) and said["unread"] == (None, None)
+    assert said["selection"][1] is None and 'add "train.test" = false to its `set` before its first run' in said["selection"][0]

@@ -144,6 +144,18 @@ def claimable(store: Store, order: list[RunKey]) -> list[RunKey]:
     return out
 
 
+def tests_in_selection(study: Study, plan: dict[RunKey, C.ExperimentConfig], done: int) -> str | None:
+    """The note a selection study starts with when its runs evaluate the test set (train.test = true):
+    its report reads validation only, but each run computes a test accuracy that its final.json and
+    the database keep, so the test set is read after all. Said only while no run is done, when the
+    study's `set` can still take "train.test" = false (it changes the runs' identity, the config hash)."""
+    if not study.selection or done or not any(cfg.train.test for cfg in plan.values()):
+        return None
+    return (f"note: {study.name} is a selection study (its report reads validation only), but its runs evaluate the "
+            'test set (train.test = true) and keep that accuracy; add "train.test" = false to its `set` before its '
+            "first run so that the test set is never read")
+
+
 def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, progress: bool = True,
               only: tuple[str, ...] = (), threads: int = 0, adopt: Callable[[], list[str]] | None = None,
               until: float | None = None, estimate: Callable[[list[RunKey]], dict | None] | None = None) -> int:
@@ -164,6 +176,9 @@ def run_study(study: Study, store: Store, data: DataCache, runs_root: Path, *, p
     if until is not None and estimate is None:
         raise ValueError("run_study: `until` needs `estimate`, the seconds each run still needs")
     done = sum(1 for key in plan if store.status_of(key) == "done")
+    note = tests_in_selection(study, plan, done)
+    if note:
+        tqdm.write(note)
     outer = tqdm(total=bar_total(study, store, plan, only), initial=done, desc=f"study {study.name}", unit="run", disable=not progress,
                  position=0, dynamic_ncols=True)
     finished = 0
