@@ -54,25 +54,29 @@ def evaluate(model: nn.Module, split: Split, prep: Preprocess, rt: Runtime, cfg:
     against those, from the same forward passes."""
     was_training = model.training
     model.eval()
-    loss_sum, correct = 0.0, torch.zeros(num_classes, dtype=torch.long)
-    top5, correct_clean = torch.zeros((), dtype=torch.long), torch.zeros((), dtype=torch.long, device=rt.device)
+    # every sum stays on the device and is read once, after the loop (no per-batch synchronisation);
+    # the loss sums in float64, as Python floats of each batch's loss did
+    loss_sum = torch.zeros((), dtype=torch.float64, device=rt.device)
+    correct = torch.zeros(num_classes, dtype=torch.long, device=rt.device)
+    top5, correct_clean = (torch.zeros((), dtype=torch.long, device=rt.device) for _ in range(2))
     clean = split.clean.split(cfg.eval_batch_size) if split.clean is not None else None
     for i, batch in enumerate(split.batches(cfg.eval_batch_size)):
         with rt.autocast():
             logits = predict(model, prep(batch.images.to(rt.device, non_blocking=True)), cfg.tta)
         labels = batch.labels.to(rt.device)
-        loss_sum += F.cross_entropy(logits, labels, reduction="sum").item()
+        loss_sum += F.cross_entropy(logits, labels, reduction="sum")
         guess = logits.argmax(1)
         hits = guess == labels
-        correct += torch.bincount(labels[hits], minlength=num_classes).cpu()
+        correct += torch.bincount(labels[hits], minlength=num_classes)
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
-        top5 += (top == labels[:, None]).any(1).sum().cpu()
+        top5 += (top == labels[:, None]).any(1).sum()
         if clean is not None:
-            correct_clean += (guess == clean[i].to(rt.device)).sum()   # read once, after the loop
+            correct_clean += (guess == clean[i].to(rt.device)).sum()
     model.train(was_training)
+    correct = correct.cpu()
     totals = torch.bincount(split.labels, minlength=num_classes).clamp(min=1)
     out = {
-        "loss": loss_sum / len(split),
+        "loss": loss_sum.item() / len(split),
         "acc": correct.sum().item() / len(split),
         "top5": top5.item() / len(split),
         "per_class_acc": (correct / totals).tolist(),
