@@ -211,16 +211,16 @@ def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, re
 
 
 def test_epochs_to_reads_the_first_epoch_at_the_studys_convergence_threshold(lab, capsys):
-    write_src(lab, "# Paper\n\nBase {{s/base:epochs_to}}.\n")
+    write_src(lab, "# Paper\n\nBase {{s/base:epochs_to}} to {{s/base:convergence}}.\n")
     code, err = paper(lab, capsys)
     assert code == 2 and "sets no convergence threshold" in err
     study = lab / "studies" / "s.toml"
     study.write_text(study.read_text().replace("seeds = [0, 1, 2]", "seeds = [0, 1, 2]\nconvergence = 0.6"))
     assert paper(lab, capsys) == (0, "")   # every epoch's validation accuracy is above 0.6
-    assert "Base 1.0 ± 0.0 epochs." in (lab / "docs" / "REPORT.md").read_text()
-    study.write_text(study.read_text().replace("convergence = 0.6", "convergence = 0.9"))
+    assert "Base 1.0 ± 0.0 epochs to 60 %." in (lab / "docs" / "REPORT.md").read_text()
+    study.write_text(study.read_text().replace("convergence = 0.6", "convergence = 0.925"))
     assert paper(lab, capsys) == (0, "")
-    assert "Base never (3 seeds)." in (lab / "docs" / "REPORT.md").read_text()
+    assert "Base never (3 seeds) to 92.5 %." in (lab / "docs" / "REPORT.md").read_text()
 
 
 def test_a_claim_after_holm_over_a_named_family_corrects_a_study_that_corrects_nothing(lab, capsys):
@@ -479,3 +479,18 @@ def test_a_claim_after_holm_is_checked_as_the_study_reports_finding_corrects_it(
     write_src(lab, "# Paper\n\n{{claim s: same ~ base after holm}}.\n")
     code, err = paper(lab, capsys)
     assert code == 2 and 'applies no correction (its file has no correction = "holm")' in err
+
+
+def test_a_table_gives_no_interval_to_a_variant_whose_seeds_stayed_at_chance(lab, capsys):
+    store = open_store(lab / "results" / "s" / "results.db")
+    store.conn.execute("UPDATE epochs SET val_acc = 0.1 WHERE run_id IN "
+                       "(SELECT id FROM runs WHERE experiment = 'same' AND seed IN (0, 1))")
+    store.conn.commit()
+    store.close()
+    write_src(lab, "# Paper\n\nSame {{s/same:at_chance}}.\n\n{{table s: base, flip, same}}\n")
+    assert paper(lab, capsys) == (0, "")
+    text = (lab / "docs" / "REPORT.md").read_text()
+    assert "Same 2 of 3 seeds." in text
+    assert "| `same` | " in text and "| 2 of 3 seeds at chance: no interval |" in text
+    flip = next(line for line in text.splitlines() if line.startswith("| `flip` |"))
+    assert "[" in flip and "at chance" not in flip   # a variant that learned keeps its interval

@@ -18,7 +18,9 @@ study's variants, as its report names them):
                                     val_top5 as above; n (done seeds); wall (mean seconds per run);
                                     params (parameters of its network); target (the study's published
                                     figure); target_diff (mean minus target, points); at_chance ("2 of 3
-                                    seeds": runs that never left chance accuracy); or a config key
+                                    seeds": runs that never left chance accuracy); epochs_to (epochs
+                                    until validation first reaches the study's `convergence`
+                                    threshold) and convergence (that threshold: "70 %"); or a config key
                                     of its runs, e.g. train.epochs, optim.lr, model.widths; a config
                                     key ending in % is printed as a percentage (data.noise_rate%: "40 %")
     {{delta STUDY A B}}             paired mean difference A - B over the seeds both have, in points,
@@ -109,7 +111,8 @@ PUB_LINE = re.compile(rf"({NAME})\s*=\s*([^|]+?)\s*\|\s*(.+)")
 # ends (the flipped training samples against their noisy and clean labels, clean validation labels).
 LAST_EPOCH = ("train_acc", "flipped_acc_noisy", "flipped_acc_clean", "val_acc_clean")
 ACCURACIES = ("test_acc", "val_acc", "test_top5", "val_top5", "val_acc_max") + LAST_EPOCH
-FIELDS = ACCURACIES + ("n", "wall", "machine", "params", "target", "target_diff", "at_chance", "epochs_to")
+FIELDS = ACCURACIES + ("n", "wall", "machine", "params", "target", "target_diff", "at_chance", "epochs_to",
+                       "convergence")
 BLOCKS = ("fig", "table", "costs")  # references that stand alone on their line
 
 
@@ -369,14 +372,13 @@ class Renderer:
                 raise PaperError(f"{folder}/{name} recorded no machine")
             return said
         if what == "at_chance":
-            from cifarlab.report.summary import at_chance, clean_val_by_run, epochs_by_run
-            chance = at_chance(runs, epochs_by_run(data.store, [r["id"] for r in runs.values()]),
-                               clean_val_by_run(data.store, runs))
-            return f"{len(chance)} of {len(runs)} seeds"
+            return "{} of {} seeds".format(*self.at_chance(data, name))
+        if what in ("epochs_to", "convergence") and data.spec.convergence is None:
+            raise PaperError(f"{folder} sets no convergence threshold (`convergence` in its study file)")
+        if what == "convergence":   # the threshold itself, so that prose can say what epochs_to counts to
+            return f"{100 * data.spec.convergence:g} %"
         if what == "epochs_to":   # the study's `convergence` threshold: first epoch whose validation reaches it
             from cifarlab.report.summary import convergence_numbers, epochs_by_run
-            if data.spec.convergence is None:
-                raise PaperError(f"{folder} sets no convergence threshold (`convergence` in its study file)")
             ids = [r["id"] for r in runs.values()]
             c = convergence_numbers(epochs_by_run(data.store, ids), ids, data.spec.convergence)
             if not c["threshold_reached"]:
@@ -508,6 +510,15 @@ class Renderer:
         self.paper.figure_count += 1
         return f"![Figure {self.paper.figure_count}: {folder}/{file}]({link})"
 
+    @staticmethod
+    def at_chance(data, name: str) -> tuple[int, int]:
+        """(seeds that never left chance accuracy, done seeds) of a variant."""
+        from cifarlab.report.summary import at_chance, clean_val_by_run, epochs_by_run
+        runs = data.variant(name)
+        chance = at_chance(runs, epochs_by_run(data.store, [r["id"] for r in runs.values()]),
+                           clean_val_by_run(data.store, runs))
+        return len(chance), len(runs)
+
     def table(self, folder: str, what: str | None, names: str) -> str:
         data = self.data(folder)
         what = what or data.spec.metric
@@ -520,8 +531,14 @@ class Renderer:
         head += ["what it changes"]
         lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + ("---:|" if targets else "") + "---|"]
         for v in variants:
-            cells = [f"`{v}`", accuracy_text(list(data.scores(v, what).values())),
-                     "reference" if v == first else delta_text(*paired(data, v, first, what))]
+            chance, seeds = self.at_chance(data, v)
+            if v == first:
+                delta = "reference"
+            elif chance:   # a run that failed is not a shifted draw: a t-interval over it would mislead
+                delta = f"{chance} of {seeds} seed{'' if seeds == 1 else 's'} at chance: no interval"
+            else:
+                delta = delta_text(*paired(data, v, first, what))
+            cells = [f"`{v}`", accuracy_text(list(data.scores(v, what).values())), delta]
             if targets:
                 cells.append(f"{100 * data.spec.targets[v]:.2f} %" if v in data.spec.targets else "—")
             cells.append(data.spec.notes.get(v, "").replace("|", "/"))
