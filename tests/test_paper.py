@@ -211,6 +211,7 @@ def test_an_unknown_reference_is_one_line_and_nothing_is_written(lab, capsys, re
 
 
 def test_epochs_to_reads_the_first_epoch_at_the_studys_convergence_threshold(lab, capsys):
+    refuses_each(lab, capsys, [("{{s/base:convergence}}", "sets no convergence threshold")])
     write_src(lab, "# Paper\n\nBase {{s/base:epochs_to}} to {{s/base:convergence}}.\n")
     code, err = paper(lab, capsys)
     assert code == 2 and "sets no convergence threshold" in err

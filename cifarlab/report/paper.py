@@ -519,6 +519,14 @@ class Renderer:
                            clean_val_by_run(data.store, runs))
         return len(chance), len(runs)
 
+    def delta_cell(self, data, name: str, first: str, what: str) -> str:
+        """A table's difference with its first variant; for a variant with seeds that never left
+        chance, how many: a run that failed is not a shifted draw, so a t-interval over it would mislead."""
+        chance, seeds = self.at_chance(data, name)
+        if chance:
+            return f"{chance} of {seeds} seed{'' if seeds == 1 else 's'} at chance: no interval"
+        return delta_text(*paired(data, name, first, what))
+
     def table(self, folder: str, what: str | None, names: str) -> str:
         data = self.data(folder)
         what = what or data.spec.metric
@@ -531,14 +539,8 @@ class Renderer:
         head += ["what it changes"]
         lines = ["| " + " | ".join(head) + " |", "|---|---:|---:|" + ("---:|" if targets else "") + "---|"]
         for v in variants:
-            chance, seeds = self.at_chance(data, v)
-            if v == first:
-                delta = "reference"
-            elif chance:   # a run that failed is not a shifted draw: a t-interval over it would mislead
-                delta = f"{chance} of {seeds} seed{'' if seeds == 1 else 's'} at chance: no interval"
-            else:
-                delta = delta_text(*paired(data, v, first, what))
-            cells = [f"`{v}`", accuracy_text(list(data.scores(v, what).values())), delta]
+            cells = [f"`{v}`", accuracy_text(list(data.scores(v, what).values())),
+                     "reference" if v == first else self.delta_cell(data, v, first, what)]
             if targets:
                 cells.append(f"{100 * data.spec.targets[v]:.2f} %" if v in data.spec.targets else "—")
             cells.append(data.spec.notes.get(v, "").replace("|", "/"))
